@@ -1,0 +1,33 @@
+use aya::Ebpf;
+
+use crate::InjectorError;
+
+/// The object `cargo xtask build-ebpf` produced; build.rs refuses to build this crate when it is
+/// missing or older than its sources.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("INJECTOR_EBPF_OBJECT"));
+
+/// Loads the embedded object's maps into the kernel; programs are loaded by their users.
+pub fn load() -> Result<Ebpf, InjectorError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(InjectorError::NotRoot);
+    }
+    raise_memlock_limit();
+    Ok(Ebpf::load(OBJECT)?)
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it, so failure here
+/// is only worth a debug line.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid, initialised rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

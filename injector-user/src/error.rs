@@ -1,0 +1,50 @@
+use thiserror::Error;
+
+/// Everything that can go wrong between "the user named a pid" and "the programs are attached".
+/// Each message says what to do about it.
+#[derive(Debug, Error)]
+pub enum InjectorError {
+    #[error(
+        "no process with pid {pid} exists (it may already have exited); check the pid with `ps -p {pid}`"
+    )]
+    NoSuchProcess { pid: u32 },
+    #[error("pid {pid} is a thread, not a process: pass its process id, --pid {tgid}")]
+    NotAProcess { pid: u32, tgid: u32 },
+    #[error("pid {pid} is the injector itself; point it at the process under test")]
+    IsSelf { pid: u32 },
+    #[error("pid must be a positive number, got {pid}")]
+    InvalidPid { pid: u32 },
+    #[error("loading eBPF programs needs root (CAP_BPF and CAP_PERFMON): run it with sudo")]
+    NotRoot,
+    #[error("cannot open pid {pid}: {source}")]
+    Pidfd {
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the kernel refused to load the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error(
+        "the eBPF object has no {kind} named `{name}`: rebuild it with `cargo xtask build-ebpf`"
+    )]
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
+    #[error("eBPF program `{name}`: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF map `{name}`: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error(
+        "cannot read the kernel's BTF (/sys/kernel/btf/vmlinux), which BTF tracepoints need: {0}"
+    )]
+    Btf(#[from] aya::BtfError),
+}

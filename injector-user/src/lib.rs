@@ -1,0 +1,11 @@
+//! User-space side of Faultline's injector: loads the eBPF object that `cargo xtask build-ebpf`
+//! built, points it at exactly one target process and reads back what it saw.
+pub mod counter;
+pub mod ebpf_object;
+pub mod error;
+pub mod syscall_names;
+pub mod target;
+
+pub use counter::{SyscallCount, SyscallCounter};
+pub use error::InjectorError;
+pub use target::Target;

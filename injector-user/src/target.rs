@@ -1,0 +1,80 @@
+use std::{
+    fs, io,
+    os::fd::{FromRawFd, OwnedFd},
+};
+
+use tokio::io::unix::AsyncFd;
+
+use crate::InjectorError;
+
+/// The one process the injector is pointed at. Holding a pidfd pins its identity: if it exits and
+/// the pid is reused, the pidfd still refers to the old process and reports it as exited.
+#[derive(Debug)]
+pub struct Target {
+    pid: u32,
+    comm: String,
+    pidfd: OwnedFd,
+}
+
+impl Target {
+    pub fn open(pid: u32) -> Result<Self, InjectorError> {
+        if pid == 0 || pid > i32::MAX as u32 {
+            return Err(InjectorError::InvalidPid { pid });
+        }
+        if pid == std::process::id() {
+            return Err(InjectorError::IsSelf { pid });
+        }
+        // /proc/TID exists for every thread though only leaders are listed; a thread's Tgid
+        // names the process the user probably meant.
+        if let Some(tgid) = thread_group_of(pid)
+            && tgid != pid
+        {
+            return Err(InjectorError::NotAProcess { pid, tgid });
+        }
+        let pidfd = pidfd_open(pid).map_err(|source| match source.raw_os_error() {
+            Some(libc::ESRCH | libc::ENOENT) => InjectorError::NoSuchProcess { pid },
+            _ => InjectorError::Pidfd { pid, source },
+        })?;
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|comm| comm.trim_end().to_owned())
+            .unwrap_or_default();
+        Ok(Self { pid, comm, pidfd })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The process's command name (`/proc/PID/comm`), empty if it could not be read.
+    pub fn comm(&self) -> &str {
+        &self.comm
+    }
+
+    /// Resolves once the target has exited (a pidfd becomes readable then). Every syscall the
+    /// target made has passed the syscall-entry tracepoint by that time, so counts are final.
+    pub async fn exited(&self) -> io::Result<()> {
+        // SAFETY: the OwnedFd is a fresh duplicate that the AsyncFd owns until it is dropped, so
+        // it cannot be closed or replaced while registered.
+        let fd = unsafe { AsyncFd::register(self.pidfd.try_clone()?)? };
+        let _ready = fd.readable().await?;
+        Ok(())
+    }
+}
+
+fn thread_group_of(tid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Tgid:"))
+        .and_then(|tgid| tgid.trim().parse().ok())
+}
+
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall succeeded, so fd is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}

@@ -1,0 +1,145 @@
+//! Child processes for tests, demos and the torture harness: line-based talk over pipes, and a
+//! guard that kills and reaps the child when dropped, also when a test panics.
+use std::{
+    io::{self, BufRead, BufReader, Write},
+    process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
+};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ProcessError {
+    #[error("cannot start {name}: {source}")]
+    Start {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{name} closed its output (exited?) while a line was expected")]
+    EndOfOutput { name: String },
+    #[error("{name}: stdin was already closed")]
+    StdinClosed { name: String },
+    #[error("{name} failed: {status}")]
+    Failed { name: String, status: ExitStatus },
+    #[error("{name}: {source}")]
+    Io {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A running child with piped stdin and stdout. stderr is inherited unless
+/// [`Spawned::start_capturing_stderr`] was used.
+pub struct Spawned {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    stderr: Option<ChildStderr>,
+}
+
+impl Spawned {
+    pub fn start(name: &str, command: &mut Command) -> Result<Self, ProcessError> {
+        Self::spawn(name, command.stderr(Stdio::inherit()))
+    }
+
+    pub fn start_capturing_stderr(name: &str, command: &mut Command) -> Result<Self, ProcessError> {
+        Self::spawn(name, command.stderr(Stdio::piped()))
+    }
+
+    fn spawn(name: &str, command: &mut Command) -> Result<Self, ProcessError> {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|source| ProcessError::Start {
+                name: name.to_owned(),
+                source,
+            })?;
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let stderr = child.stderr.take();
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            stdin,
+            stdout,
+            stderr,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line the child prints (without its newline); an error if it exits first.
+    pub fn read_line(&mut self) -> Result<String, ProcessError> {
+        let mut line = String::new();
+        let read = self
+            .stdout
+            .read_line(&mut line)
+            .map_err(|source| self.io_error(source))?;
+        if read == 0 {
+            return Err(ProcessError::EndOfOutput {
+                name: self.name.clone(),
+            });
+        }
+        Ok(line.trim_end().to_owned())
+    }
+
+    pub fn send_line(&mut self, line: &str) -> Result<(), ProcessError> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(ProcessError::StdinClosed {
+                name: self.name.clone(),
+            });
+        };
+        let written = writeln!(stdin, "{line}").and_then(|()| stdin.flush());
+        written.map_err(|source| self.io_error(source))
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Closes stdin and waits for the child to exit; returns its status and the rest of stderr
+    /// (empty unless captured).
+    pub fn wait(mut self) -> Result<(ExitStatus, String), ProcessError> {
+        self.close_stdin();
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.stderr.take() {
+            io::Read::read_to_string(&mut pipe, &mut stderr)
+                .map_err(|source| self.io_error(source))?;
+        }
+        let status = self.child.wait().map_err(|source| self.io_error(source))?;
+        Ok((status, stderr))
+    }
+
+    /// Waits for the child and requires a successful exit.
+    pub fn finish(self) -> Result<(), ProcessError> {
+        let name = self.name.clone();
+        let (status, _) = self.wait()?;
+        if !status.success() {
+            return Err(ProcessError::Failed { name, status });
+        }
+        Ok(())
+    }
+
+    fn io_error(&self, source: io::Error) -> ProcessError {
+        ProcessError::Io {
+            name: self.name.clone(),
+            source,
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        // try_wait reaps a child that already exited, so the kill below only ever targets our
+        // own still-running child, never a recycled pid.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Mounting the kernel file systems the tools need when the machine did not mount them at boot.
+use std::{ffi::CString, fs, path::Path};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd;
+
+struct KernelFs {
+    fstype: &'static str,
+    target: &'static str,
+    why: &'static str,
+}
+
+const NEEDED: &[KernelFs] = &[
+    KernelFs {
+        fstype: "tracefs",
+        target: "/sys/kernel/tracing",
+        why: "syscall tracepoints",
+    },
+    KernelFs {
+        fstype: "bpf",
+        target: "/sys/fs/bpf",
+        why: "pinning BPF objects",
+    },
+];
+
+pub fn ensure() -> Result<()> {
+    let mounts = fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    for needed in NEEDED {
+        let mounted = mounts.lines().any(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            fields.next() == Some(needed.target) && fields.next() == Some(needed.fstype)
+        });
+        if mounted {
+            continue;
+        }
+        if !cmd::is_root() {
+            bail!(
+                "{} is not mounted on {} (needed for {}): run `sudo mount -t {} {} {}`",
+                needed.fstype,
+                needed.target,
+                needed.why,
+                needed.fstype,
+                needed.fstype,
+                needed.target
+            );
+        }
+        mount(needed)
+            .with_context(|| format!("mounting {} on {}", needed.fstype, needed.target))?;
+        eprintln!("mounted {} on {}", needed.fstype, needed.target);
+    }
+    Ok(())
+}
+
+fn mount(fs: &KernelFs) -> Result<()> {
+    fs::create_dir_all(Path::new(fs.target)).ok();
+    let source = CString::new(fs.fstype)?;
+    let target = CString::new(fs.target)?;
+    // SAFETY: all pointers are valid NUL-terminated strings that outlive the call; data is null.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            source.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Faultline's build tasks, in the style of the aya project's xtask.
+mod ci;
+mod cmd;
+mod demo;
+mod ebpf;
+mod kernel_fs;
+mod packages;
+mod setup;
+mod toolchain;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Faultline's build tasks. Run as root on Debian 12: missing packages and tools are installed."
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install every Debian package and tool the build and tests need (idempotent).
+    Setup,
+    /// Compile the eBPF programs (injector-ebpf) to where injector-user embeds them.
+    ///
+    /// Uses rustup nightly with rust-src if present, else Debian's rustc-web + rust-web-src with
+    /// RUSTC_BOOTSTRAP=1; needs bpf-linker 0.13.0. A second run with unchanged sources does nothing.
+    BuildEbpf,
+    /// What CI runs: set-up, format check, eBPF build, clippy -D warnings, all tests.
+    Ci,
+    /// Count a live process's syscalls with the injector and check the count is exact.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    let root = workspace_root();
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::BuildEbpf => ebpf::build(&root).map(drop),
+        Task::Ci => ci::run(&root),
+        Task::Demo => demo::run(&root),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}

@@ -1,0 +1,55 @@
+//! Debian packages: which the project needs, which are missing, and installing them.
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use crate::cmd;
+
+/// Debian's Rust 1.96 with the standard library's source, for building `core` for the BPF target.
+pub const DEBIAN_RUST: &[&str] = &["rustc-web", "cargo-web", "rust-web-src"];
+/// What `cargo install bpf-linker --features llvm-22` links against.
+pub const BPF_LINKER_BUILD: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+    "libxml2-dev",
+];
+/// Tools the tests and the demo use at run time.
+pub const RUNTIME: &[&str] = &["iproute2", "fuse3", "util-linux"];
+
+pub fn missing(packages: &[&str]) -> Vec<String> {
+    packages
+        .iter()
+        .filter(|package| !is_installed(package))
+        .map(|package| package.to_string())
+        .collect()
+}
+
+fn is_installed(package: &str) -> bool {
+    cmd::probe_stdout(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_some_and(|status| status.ends_with("install ok installed"))
+}
+
+/// Installs whatever of `packages` is missing; as non-root, stops with the command to run.
+pub fn ensure(packages: &[&str], why: &str) -> Result<()> {
+    let missing = missing(packages);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if !cmd::is_root() {
+        bail!(
+            "missing Debian packages ({why}): {list}. Run `sudo apt-get install -y {list}` or `sudo cargo xtask setup`"
+        );
+    }
+    eprintln!("installing Debian packages ({why}): {list}");
+    // Package lists on a fresh machine may be stale or absent; refresh once before installing.
+    cmd::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    cmd::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing),
+    )
+}

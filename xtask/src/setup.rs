@@ -1,0 +1,15 @@
+//! `cargo xtask setup`: installs every system package and tool the build and the tests need.
+use anyhow::Result;
+
+use crate::{packages, toolchain};
+
+pub fn run() -> Result<()> {
+    let toolchain = toolchain::ensure()?;
+    packages::ensure(packages::RUNTIME, "tools the tests use")?;
+    eprintln!(
+        "set-up complete: eBPF toolchain = {}, bpf-linker {}",
+        toolchain.describe(),
+        toolchain::BPF_LINKER_VERSION
+    );
+    Ok(())
+}
