@@ -7,7 +7,7 @@ use crate::{cmd, ebpf, kernel_fs, setup};
 
 pub fn run(root: &Path) -> Result<()> {
     let started = Instant::now();
-    step("set-up", || setup::run())?;
+    step("set-up", setup::run)?;
     step("format", || {
         cmd::run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
         ebpf::fmt_check(root)
