@@ -1,5 +1,5 @@
 //! Debian packages: which the project needs, which are missing, and installing them.
-use std::process::Command;
+use std::{process::Command, sync::Once};
 
 use anyhow::{Result, bail};
 
@@ -44,12 +44,19 @@ pub fn ensure(packages: &[&str], why: &str) -> Result<()> {
         );
     }
     eprintln!("installing Debian packages ({why}): {list}");
-    // Package lists on a fresh machine may be stale or absent; refresh once before installing.
-    cmd::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    refresh_package_lists()?;
     cmd::run(
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing),
     )
+}
+
+/// Package lists on a fresh machine may be stale or absent: refresh them, once per run.
+fn refresh_package_lists() -> Result<()> {
+    static REFRESHED: Once = Once::new();
+    let mut result = Ok(());
+    REFRESHED.call_once(|| result = cmd::run(Command::new("apt-get").args(["update", "-qq"])));
+    result
 }
