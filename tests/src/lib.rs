@@ -1,4 +1,7 @@
 //! The torture harness: runs a cluster under a client workload, applies faults from outside and
-//! checks the recorded history (no acknowledged write lost, linearizable, nodes converge).
-//!
-//! Not built yet: this crate is the place for it (issues "checkers" and "torture runs").
+//! checks the recorded history. This part holds the history format, importers for Jepsen
+//! histories, the checkers (linearizability, durability) and the HTML report.
+pub mod check;
+pub mod history;
+pub mod report;
+pub mod rng;

@@ -1,0 +1,197 @@
+//! `torture`: Faultline's torture harness. For now: check a recorded history.
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tests::{
+    check::{self, CheckReport, Limits, Verdict},
+    history::{
+        Format, History,
+        generate::{Shape, linearizable_history},
+    },
+    report::render_html,
+};
+
+#[derive(Parser)]
+#[command(name = "torture", version, about = "Faultline's torture harness.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a history: linearizability and durability. Exit 0 pass, 1 fail, 3 unknown.
+    ///
+    /// Reads Faultline's JSON lines, Jepsen etcd logs or EDN key-value logs (detected from the
+    /// first line, or --format). Prints a verdict per check and, for a key that cannot be
+    /// linearized, the smallest window of operations that shows it. A search that runs out of
+    /// --budget or --memory says "unknown", never "pass".
+    #[command(
+        after_help = "Examples:\n  torture check run/history.jsonl --html run/report.html\n  \
+        torture check etcd_001.log --json"
+    )]
+    Check {
+        history: PathBuf,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Also write a self-contained HTML report here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Print the full report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Time the linearizability search may take, e.g. `30s`, `5m`.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        budget: Duration,
+        /// Memory the search's memo may take, in MiB.
+        #[arg(long, default_value_t = 2048)]
+        memory_mib: usize,
+    },
+    /// Time the checker on a corpus directory and on a generated 100,000-operation history.
+    #[command(hide = true)]
+    BenchChecker {
+        #[arg(long)]
+        corpus: PathBuf,
+    },
+}
+
+fn main() -> Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Check {
+            history,
+            format,
+            html,
+            json,
+            budget,
+            memory_mib,
+        } => {
+            let loaded = History::load(&history, format)?;
+            let limits = Limits {
+                time: budget,
+                memory_bytes: memory_mib << 20,
+            };
+            let report = check::check(&loaded, limits);
+            if let Some(path) = html {
+                let page = render_html(&loaded, &report, &history.display().to_string());
+                std::fs::write(&path, page)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("report: {}", path.display());
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_report(&loaded, &report);
+            }
+            Ok(ExitCode::from(match report.verdict {
+                Verdict::Pass => 0,
+                Verdict::Fail => 1,
+                Verdict::Unknown => 3,
+            }))
+        }
+        Command::BenchChecker { corpus } => bench_checker(&corpus).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn word(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "FAIL",
+        Verdict::Unknown => "unknown",
+    }
+}
+
+fn print_report(history: &History, report: &CheckReport) {
+    let lin = &report.linearizability;
+    let dur = &report.durability;
+    println!(
+        "{}: {} operations, {} keys",
+        word(report.verdict),
+        report.operations,
+        lin.keys_checked
+    );
+    println!(
+        "  linearizability     {} ({} ms)",
+        word(lin.verdict),
+        lin.elapsed_ms
+    );
+    if !lin.undecided_keys.is_empty() {
+        println!(
+            "    undecided within the budget: {}",
+            lin.undecided_keys.join(", ")
+        );
+    }
+    for violation in &lin.violations {
+        println!("    {}", violation.explanation);
+        for &id in &violation.window {
+            let op = &history.operations[id];
+            let marker = if id == violation.stuck_at { "=>" } else { "  " };
+            println!(
+                "    {marker} #{id:<6} process {:<4} [{} .. {}] {op}",
+                op.process,
+                op.invoke,
+                op.complete.map_or("never".to_owned(), |t| t.to_string())
+            );
+        }
+    }
+    for (name, findings) in [
+        ("lost writes", &dur.lost_writes),
+        ("values from nowhere", &dur.values_from_nowhere),
+        ("stale reads", &dur.stale_reads),
+    ] {
+        let verdict = if findings.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        };
+        println!("  {name:<19} {} ({})", word(verdict), findings.len());
+        for finding in findings.iter().take(10) {
+            println!("    {}", finding.explanation);
+        }
+    }
+}
+
+fn bench_checker(corpus: &std::path::Path) -> Result<()> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in ["jepsen-etcd", "kv"] {
+        for entry in std::fs::read_dir(corpus.join(dir))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "log" || e == "txt") {
+                files.push(path);
+            }
+        }
+    }
+    let started = Instant::now();
+    for file in &files {
+        let history = History::load(file, None)?;
+        check::check(&history, Limits::default());
+    }
+    println!(
+        "corpus: {} files checked in {:.2} s",
+        files.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let shape = Shape {
+        clients: 10,
+        keys: 20,
+        operations: 100_000,
+        unknown_percent: 1,
+        seed: 1,
+    };
+    let history = linearizable_history(shape);
+    let started = Instant::now();
+    let report = check::check(&history, Limits::default());
+    println!(
+        "generated: {} operations, {} clients, {} keys, 1% unknown: {} in {:.2} s",
+        shape.operations,
+        shape.clients,
+        shape.keys,
+        word(report.verdict),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

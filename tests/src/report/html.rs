@@ -1,0 +1,303 @@
+//! One HTML file, no server and no external resources: a lane per process, each operation a bar
+//! over its interval coloured by result, faults on the same time axis, the failing window
+//! highlighted, and the findings in words.
+use std::{collections::BTreeSet, fmt::Write};
+
+use crate::{
+    check::{CheckReport, Verdict},
+    history::{FaultEvent, History, Operation, Outcome},
+};
+
+/// Beyond this many operations only those around the failure (or the first ones) are drawn, so
+/// the page stays quick to open; the page says so.
+const MAX_DRAWN: usize = 4000;
+const LANE_HEIGHT: f64 = 22.0;
+const LEFT: f64 = 90.0;
+const TOP: f64 = 40.0;
+
+pub fn render_html(history: &History, report: &CheckReport, title: &str) -> String {
+    let window: BTreeSet<usize> = report
+        .linearizability
+        .violations
+        .first()
+        .map(|v| v.window.iter().copied().collect())
+        .unwrap_or_default();
+    let drawn = ops_to_draw(history, &window);
+    let timeline = Timeline::new(&drawn, &history.faults);
+    let mut page = String::new();
+    let _ = write!(
+        page,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>{STYLE}</style></head>\n<body>\n",
+        escape(title)
+    );
+    write_summary(&mut page, history, report, drawn.len());
+    timeline.write_svg(&mut page, &drawn, &history.faults, &window);
+    write_window_table(&mut page, history, report);
+    let _ = write!(page, "<script>{SCRIPT}</script>\n</body></html>\n");
+    page
+}
+
+fn ops_to_draw<'a>(history: &'a History, window: &BTreeSet<usize>) -> Vec<&'a Operation> {
+    let ops = &history.operations;
+    if ops.len() <= MAX_DRAWN {
+        return ops.iter().collect();
+    }
+    // Centre on the failing window when there is one.
+    let centre = window.iter().next().copied().unwrap_or(0);
+    let start = centre
+        .saturating_sub(MAX_DRAWN / 2)
+        .min(ops.len() - MAX_DRAWN);
+    ops[start..start + MAX_DRAWN].iter().collect()
+}
+
+fn write_summary(page: &mut String, history: &History, report: &CheckReport, drawn: usize) {
+    let verdict = |v: Verdict| match v {
+        Verdict::Pass => "<span class=\"pass\">pass</span>",
+        Verdict::Fail => "<span class=\"fail\">FAIL</span>",
+        Verdict::Unknown => "<span class=\"unknown\">unknown</span>",
+    };
+    let lin = &report.linearizability;
+    let dur = &report.durability;
+    let _ = write!(
+        page,
+        "<h1>History check: {}</h1>\n<p>{} operations on {} keys, {} faults.{}</p>\n<ul>\n\
+         <li>linearizability: {} ({} keys, {} ms{})</li>\n\
+         <li>acknowledged writes lost: {} ({})</li>\n\
+         <li>values read that nobody wrote: {} ({})</li>\n\
+         <li>clients seeing a key go back in time: {} ({})</li>\n</ul>\n",
+        verdict(report.verdict),
+        history.operations.len(),
+        lin.keys_checked,
+        history.faults.len(),
+        if drawn < history.operations.len() {
+            format!(" The timeline shows {drawn} of them, around the failure.")
+        } else {
+            String::new()
+        },
+        verdict(lin.verdict),
+        lin.keys_checked,
+        lin.elapsed_ms,
+        if lin.undecided_keys.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", undecided within budget: {}",
+                escape(&lin.undecided_keys.join(", "))
+            )
+        },
+        verdict(if dur.lost_writes.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        }),
+        dur.lost_writes.len(),
+        verdict(if dur.values_from_nowhere.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        }),
+        dur.values_from_nowhere.len(),
+        verdict(if dur.stale_reads.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        }),
+        dur.stale_reads.len(),
+    );
+    let findings = lin
+        .violations
+        .iter()
+        .map(|v| &v.explanation)
+        .chain(dur.lost_writes.iter().map(|f| &f.explanation))
+        .chain(dur.values_from_nowhere.iter().map(|f| &f.explanation))
+        .chain(dur.stale_reads.iter().map(|f| &f.explanation));
+    page.push_str("<ol class=\"findings\">\n");
+    for finding in findings.take(50) {
+        let _ = writeln!(page, "<li>{}</li>", escape(finding));
+    }
+    page.push_str("</ol>\n");
+}
+
+fn write_window_table(page: &mut String, history: &History, report: &CheckReport) {
+    let Some(violation) = report.linearizability.violations.first() else {
+        return;
+    };
+    let _ = write!(
+        page,
+        "<h2>Window that cannot be linearized (key {})</h2>\n<table>\n<tr><th>op</th><th>process</th><th>operation</th><th>invoked</th><th>returned</th></tr>\n",
+        escape(&violation.key)
+    );
+    for &id in &violation.window {
+        let op = &history.operations[id];
+        let stuck = if id == violation.stuck_at {
+            " class=\"stuck\""
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            page,
+            "<tr{stuck}><td>{id}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            op.process,
+            escape(&op.to_string()),
+            op.invoke,
+            op.complete.map_or("never".to_owned(), |t| t.to_string()),
+        );
+    }
+    page.push_str("</table>\n");
+}
+
+struct Timeline {
+    start: u64,
+    end: u64,
+    width: f64,
+    lanes: Vec<u64>,
+}
+
+impl Timeline {
+    fn new(ops: &[&Operation], faults: &[FaultEvent]) -> Self {
+        let times = ops
+            .iter()
+            .flat_map(|op| [Some(op.invoke), op.complete])
+            .chain(faults.iter().flat_map(|f| [Some(f.time), f.end]))
+            .flatten();
+        let (start, end) = times.fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        let (start, end) = if start > end {
+            (0, 1)
+        } else {
+            (start, end.max(start + 1))
+        };
+        let lanes: BTreeSet<u64> = ops.iter().map(|op| op.process).collect();
+        let width = (ops.len() as f64 * 12.0).clamp(1200.0, 30000.0);
+        Self {
+            start,
+            end,
+            width,
+            lanes: lanes.into_iter().collect(),
+        }
+    }
+
+    fn x(&self, time: u64) -> f64 {
+        LEFT + (time.saturating_sub(self.start)) as f64 / (self.end - self.start) as f64
+            * self.width
+    }
+
+    fn lane_y(&self, process: u64) -> f64 {
+        let index = self.lanes.binary_search(&process).unwrap_or(0);
+        TOP + LANE_HEIGHT * (index as f64 + 1.0)
+    }
+
+    fn write_svg(
+        &self,
+        page: &mut String,
+        ops: &[&Operation],
+        faults: &[FaultEvent],
+        window: &BTreeSet<usize>,
+    ) {
+        let height = TOP + LANE_HEIGHT * (self.lanes.len() as f64 + 2.0);
+        let right = LEFT + self.width + 20.0;
+        let _ = write!(
+            page,
+            "<div class=\"scroll\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{right:.0}\" height=\"{height:.0}\">\n"
+        );
+        // Failing window band behind everything.
+        let in_window: Vec<&&Operation> = ops.iter().filter(|op| window.contains(&op.id)).collect();
+        if let (Some(from), Some(to)) = (
+            in_window.iter().map(|op| op.invoke).min(),
+            in_window
+                .iter()
+                .map(|op| op.complete.unwrap_or(self.end))
+                .max(),
+        ) {
+            let _ = writeln!(
+                page,
+                "<rect class=\"window-band\" x=\"{:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{:.1}\"><title>the window that cannot be linearized</title></rect>",
+                self.x(from),
+                (self.x(to) - self.x(from)).max(2.0),
+                height - TOP
+            );
+        }
+        for (lane, process) in self.lanes.iter().enumerate() {
+            let y = TOP + LANE_HEIGHT * (lane as f64 + 1.0);
+            let _ = writeln!(
+                page,
+                "<text class=\"lane\" x=\"4\" y=\"{:.1}\">process {process}</text>",
+                y + LANE_HEIGHT * 0.65
+            );
+        }
+        let _ = writeln!(
+            page,
+            "<text class=\"lane\" x=\"4\" y=\"{:.1}\">faults</text>",
+            TOP - 6.0
+        );
+        for fault in faults {
+            let x = self.x(fault.time);
+            let w = (self.x(fault.end.unwrap_or(fault.time)) - x).max(2.0);
+            let _ = writeln!(
+                page,
+                "<rect class=\"fault\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\"><title>{}: {}</title></rect>",
+                TOP - 18.0,
+                height - TOP + 18.0,
+                escape(&fault.target),
+                escape(&fault.description)
+            );
+        }
+        for op in ops {
+            let x = self.x(op.invoke);
+            let end = op.complete.unwrap_or(self.end);
+            let w = (self.x(end) - x).max(2.0);
+            let y = self.lane_y(op.process) + 3.0;
+            let class = match op.outcome {
+                Outcome::Ok => "ok",
+                Outcome::Fail => "failed",
+                Outcome::Unknown => "unknown",
+            };
+            let marked = if window.contains(&op.id) {
+                " in-window"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                page,
+                "<rect class=\"op {class}{marked}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\"><title>#{} process {}: {} [{} .. {}]</title></rect>",
+                LANE_HEIGHT - 6.0,
+                op.id,
+                op.process,
+                escape(&op.to_string()),
+                op.invoke,
+                op.complete.map_or("never".to_owned(), |t| t.to_string())
+            );
+            if w > 60.0 {
+                let _ = writeln!(
+                    page,
+                    "<text class=\"label\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+                    x + 3.0,
+                    y + LANE_HEIGHT * 0.5,
+                    escape(&op.to_string())
+                );
+            }
+        }
+        page.push_str("</svg></div>\n");
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:1em}\
+.pass{color:#1b7f1b;font-weight:bold}.fail{color:#c62828;font-weight:bold}.unknown{color:#e08a00;font-weight:bold}\
+.scroll{overflow-x:auto;border:1px solid #ccc}\
+.op.ok{fill:#66bb6a}.op.failed{fill:#bdbdbd}.op.unknown{fill:#ffb74d}\
+.op.in-window{stroke:#c62828;stroke-width:2}\
+.window-band{fill:#ffcdd2;opacity:.6}.fault{fill:#ef5350;opacity:.25}\
+.lane{font-size:11px;fill:#333}.label{font-size:10px;fill:#111;pointer-events:none}\
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}\
+tr.stuck{background:#ffcdd2}";
+
+// Marks the page as fully rendered (a test checks this in a headless browser); a script error
+// anywhere leaves the mark unset and records the error instead.
+const SCRIPT: &str = "window.addEventListener('error',function(e){document.body.dataset.error=e.message;});\
+document.body.dataset.rendered=String(document.querySelectorAll('rect.op').length);";
