@@ -1,4 +1,5 @@
 //! Faultline's build tasks, in the style of the aya project's xtask.
+mod bench;
 mod ci;
 mod cmd;
 mod demo;
@@ -36,6 +37,11 @@ enum Task {
     Ci,
     /// Count a live process's syscalls with the injector and check the count is exact.
     Demo,
+    /// Measure a speed goal in a release build (goals live here, not in timed tests).
+    Bench {
+        #[arg(value_enum)]
+        what: bench::Bench,
+    },
 }
 
 fn main() -> Result<()> {
@@ -45,6 +51,7 @@ fn main() -> Result<()> {
         Task::BuildEbpf => ebpf::build(&root).map(drop),
         Task::Ci => ci::run(&root),
         Task::Demo => demo::run(&root),
+        Task::Bench { what } => bench::run(&root, what),
     }
 }
 

@@ -73,13 +73,18 @@ pub fn linearizable_history(shape: Shape) -> History {
         let op = &mut operations[id];
         let current = state.get(&op.key).cloned();
         match &op.args {
-            Args::Get => op.read = current,
+            // A client that timed out never learns what it read.
+            Args::Get if op.outcome == Outcome::Ok => op.read = current,
+            Args::Get => {}
             Args::Put(value) => {
                 state.insert(op.key.clone(), value.clone());
             }
             Args::Cas { from, to } => {
-                op.matched = current.as_deref() == Some(from.as_str());
-                if op.matched {
+                let matched = current.as_deref() == Some(from.as_str());
+                if op.outcome == Outcome::Ok {
+                    op.matched = matched;
+                }
+                if matched {
                     state.insert(op.key.clone(), to.clone());
                 }
             }
@@ -93,6 +98,46 @@ pub fn linearizable_history(shape: Shape) -> History {
         }
     }
     operations.sort_by_key(|op| op.invoke);
+    for (id, op) in operations.iter_mut().enumerate() {
+        op.id = id;
+    }
+    History {
+        operations,
+        faults: Vec::new(),
+    }
+}
+
+/// A history no order satisfies, built so the search must try every subset of `unknown_writes`
+/// concurrent writes of unknown outcome before it can say so: for testing budgets. The reads
+/// see v0, v1, v0 in turn, but v0 is written only once.
+pub fn exhausting_history(unknown_writes: u64) -> History {
+    let mut operations: Vec<Operation> = (0..unknown_writes)
+        .map(|i| Operation {
+            id: 0,
+            process: 100 + i,
+            key: "k".into(),
+            args: Args::Put(format!("v{i}")),
+            outcome: Outcome::Unknown,
+            read: None,
+            matched: true,
+            invoke: 10 + i,
+            complete: None,
+        })
+        .collect();
+    for (step, seen) in ["v0", "v1", "v0"].into_iter().enumerate() {
+        let invoke = 1000 + 2 * step as u64;
+        operations.push(Operation {
+            id: 0,
+            process: 1,
+            key: "k".into(),
+            args: Args::Get,
+            outcome: Outcome::Ok,
+            read: Some(seen.into()),
+            matched: true,
+            invoke,
+            complete: Some(invoke + 1),
+        });
+    }
     for (id, op) in operations.iter_mut().enumerate() {
         op.id = id;
     }

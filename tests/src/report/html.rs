@@ -60,7 +60,7 @@ fn write_summary(page: &mut String, history: &History, report: &CheckReport, dra
     let dur = &report.durability;
     let _ = write!(
         page,
-        "<h1>History check: {}</h1>\n<p>{} operations on {} keys, {} faults.{}</p>\n<ul>\n\
+        "<h1>History check: {}</h1>\n<p>{} operations on {} key(s), {} fault(s).{}</p>\n<ul>\n\
          <li>linearizability: {} ({} keys, {} ms{})</li>\n\
          <li>acknowledged writes lost: {} ({})</li>\n\
          <li>values read that nobody wrote: {} ({})</li>\n\
@@ -116,6 +116,13 @@ fn write_summary(page: &mut String, history: &History, report: &CheckReport, dra
         let _ = writeln!(page, "<li>{}</li>", escape(finding));
     }
     page.push_str("</ol>\n");
+    page.push_str(
+        "<p class=\"legend\"><span class=\"swatch ok\"></span>acknowledged \
+         <span class=\"swatch failed\"></span>failed (no effect) \
+         <span class=\"swatch unknown\"></span>unknown outcome \
+         <span class=\"swatch in-window\"></span>in the window that cannot be linearized \
+         <span class=\"swatch fault\"></span>fault. Hover a bar for details.</p>\n",
+    );
 }
 
 fn write_window_table(page: &mut String, history: &History, report: &CheckReport) {
@@ -266,13 +273,16 @@ impl Timeline {
                 op.invoke,
                 op.complete.map_or("never".to_owned(), |t| t.to_string())
             );
-            if w > 60.0 {
+            // About 6 px per character at this font size: label only what fits in the bar.
+            let fits = ((w - 6.0) / 6.0) as usize;
+            if fits >= 8 {
+                let label: String = op.to_string().chars().take(fits).collect();
                 let _ = writeln!(
                     page,
                     "<text class=\"label\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
                     x + 3.0,
                     y + LANE_HEIGHT * 0.5,
-                    escape(&op.to_string())
+                    escape(&label)
                 );
             }
         }
@@ -295,7 +305,10 @@ const STYLE: &str = "body{font-family:sans-serif;margin:1em}\
 .window-band{fill:#ffcdd2;opacity:.6}.fault{fill:#ef5350;opacity:.25}\
 .lane{font-size:11px;fill:#333}.label{font-size:10px;fill:#111;pointer-events:none}\
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}\
-tr.stuck{background:#ffcdd2}";
+tr.stuck{background:#ffcdd2}\
+.swatch{display:inline-block;width:14px;height:10px;margin:0 4px 0 10px;border:1px solid #999}\
+.swatch.ok{background:#66bb6a}.swatch.failed{background:#bdbdbd}.swatch.unknown{background:#ffb74d}\
+.swatch.in-window{border:2px solid #c62828}.swatch.fault{background:#ef5350;opacity:.4}";
 
 // Marks the page as fully rendered (a test checks this in a headless browser); a script error
 // anywhere leaves the mark unset and records the error instead.

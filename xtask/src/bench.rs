@@ -1,0 +1,30 @@
+//! `cargo xtask bench`: speed goals, measured in release builds (never in timed tests).
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::{ci::cargo, cmd};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Bench {
+    /// The history checker: the whole Jepsen corpus, and 100,000 generated operations.
+    Checker,
+}
+
+pub fn run(root: &Path, bench: Bench) -> Result<()> {
+    match bench {
+        Bench::Checker => cmd::run(cargo().current_dir(root).args([
+            "run",
+            "--quiet",
+            "--release",
+            "--package",
+            "tests",
+            "--bin",
+            "torture",
+            "--",
+            "bench-checker",
+            "--corpus",
+            "tests/data/linearizability",
+        ])),
+    }
+}
