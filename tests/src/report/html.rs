@@ -202,9 +202,9 @@ impl Timeline {
     ) {
         let height = TOP + LANE_HEIGHT * (self.lanes.len() as f64 + 2.0);
         let right = LEFT + self.width + 20.0;
-        let _ = write!(
+        let _ = writeln!(
             page,
-            "<div class=\"scroll\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{right:.0}\" height=\"{height:.0}\">\n"
+            "<div class=\"scroll\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{right:.0}\" height=\"{height:.0}\">"
         );
         // Failing window band behind everything.
         let in_window: Vec<&&Operation> = ops.iter().filter(|op| window.contains(&op.id)).collect();
