@@ -20,6 +20,7 @@ mod errno;
 mod filter;
 mod glob;
 mod parse;
+mod rng;
 
 pub use action::{Action, Corruption};
 pub use chain::{Chain, Term};
@@ -27,6 +28,7 @@ pub use errno::{errno_from_name, errno_name};
 pub use filter::Filter;
 pub use glob::Glob;
 pub use parse::{ParseError, parse_rule, parse_rule_list};
+pub use rng::SplitMix64;
 
 /// One rule: which operation, which calls of it (filters), and what to do.
 #[derive(Clone, Debug, PartialEq)]

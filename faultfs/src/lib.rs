@@ -1,5 +1,10 @@
-//! faultfs: serves a backing directory through FUSE, keeping everything a program has not made
-//! durable (fsync of the file, fsync of the parent directory) volatile, so a simulated power loss
-//! drops it. Also tears writes and injects errors and latency.
-//!
-//! Not built yet: this crate is the place for it (issue "faultfs").
+//! faultfs: serves a backing directory through FUSE and keeps everything a program has not made
+//! durable volatile, so a simulated power loss drops it. Also tears writes and injects errors
+//! and latency, driven by Faultline's fault rules.
+pub mod control;
+pub mod faults;
+pub mod fs;
+pub mod mount;
+pub mod power_loss;
+mod ranges;
+pub mod state;

@@ -4,4 +4,3 @@
 pub mod check;
 pub mod history;
 pub mod report;
-pub mod rng;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::{Args, History, Operation, Outcome};
-use crate::rng::SplitMix64;
+use fault_rules::SplitMix64;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {

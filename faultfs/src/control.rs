@@ -1,0 +1,230 @@
+//! `faultfs ctl`: a Unix socket in a root-only directory, one JSON request per line, and one
+//! JSON answer sent only after the command took effect.
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::{
+        fs::PermissionsExt,
+        net::{UnixListener, UnixStream},
+    },
+    path::{Path, PathBuf},
+    sync::{Arc, OnceLock, atomic::Ordering},
+};
+
+use fault_rules::SplitMix64;
+use fuser::{INodeNo, Notifier};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use crate::{
+    fs::Shared,
+    power_loss::{PowerLossMode, plan},
+    state::Survival,
+};
+
+const SOCKET_DIR: &str = "/run/faultfs";
+
+#[derive(Debug, Error)]
+pub enum ControlError {
+    #[error(
+        "no faultfs is serving {0} (no control socket at {1}); mount one with `faultfs mount BACKING {0}`"
+    )]
+    NotServed(String, String),
+    #[error("the control socket is for root only: run with sudo")]
+    NotRoot,
+    #[error("control socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad answer from faultfs: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    Sync,
+    PowerLoss { mode: PowerLossMode },
+    FaultAdd { rule: String },
+    FaultRemove { id: u64 },
+    FaultList,
+    Capacity { bytes: u64 },
+}
+
+/// Where the control socket of the mount at `mountpoint` lives: a short, fixed-length name (a
+/// socket path is limited to 108 bytes) derived from the canonical mount path.
+pub fn socket_path(mountpoint: &Path) -> PathBuf {
+    let canonical = mountpoint
+        .canonicalize()
+        .unwrap_or_else(|_| mountpoint.to_owned());
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in canonical.as_os_str().as_encoded_bytes() {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Path::new(SOCKET_DIR).join(format!("{hash:016x}.sock"))
+}
+
+/// Sends one request to the faultfs serving `mountpoint` and returns its answer.
+pub fn call(mountpoint: &Path, request: &Request) -> Result<Value, ControlError> {
+    let path = socket_path(mountpoint);
+    let stream = UnixStream::connect(&path).map_err(|error| match error.kind() {
+        std::io::ErrorKind::PermissionDenied => ControlError::NotRoot,
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            ControlError::NotServed(mountpoint.display().to_string(), path.display().to_string())
+        }
+        _ => ControlError::Io(error),
+    })?;
+    let mut writer = &stream;
+    writeln!(writer, "{}", serde_json::to_string(request).expect("serialisable"))?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line)?;
+    let answer: Value =
+        serde_json::from_str(&line).map_err(|e| ControlError::Protocol(format!("{e}: {line}")))?;
+    if answer["ok"] == true {
+        Ok(answer)
+    } else {
+        Err(ControlError::Refused(
+            answer["error"].as_str().unwrap_or("refused").to_owned(),
+        ))
+    }
+}
+
+/// The listening side; removes its socket when dropped.
+pub struct ControlServer {
+    path: PathBuf,
+}
+
+impl ControlServer {
+    pub fn start(
+        mountpoint: &Path,
+        shared: Arc<Shared>,
+        notifier: Arc<OnceLock<Notifier>>,
+        seed: u64,
+    ) -> std::io::Result<ControlServer> {
+        std::fs::create_dir_all(SOCKET_DIR)?;
+        std::fs::set_permissions(SOCKET_DIR, std::fs::Permissions::from_mode(0o700))?;
+        let path = socket_path(mountpoint);
+        // A socket left by a faultfs that was killed: nobody answers on it any more.
+        if path.exists() && UnixStream::connect(&path).is_err() {
+            std::fs::remove_file(&path)?;
+        }
+        let listener = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        let handler = Handler {
+            shared,
+            notifier,
+            seed,
+            power_losses: 0,
+        };
+        std::thread::Builder::new()
+            .name("faultfs-control".into())
+            .spawn(move || serve(listener, handler))?;
+        Ok(ControlServer { path })
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve(listener: UnixListener, mut handler: Handler) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let mut reader = BufReader::new(&stream);
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|read| read > 0) {
+            let answer = match serde_json::from_str::<Request>(&line) {
+                Ok(request) => handler.handle(request),
+                Err(error) => Err(format!("unknown request ({error}): {}", line.trim())),
+            };
+            let answer = match answer {
+                Ok(Value::Object(mut fields)) => {
+                    fields.insert("ok".into(), true.into());
+                    Value::Object(fields)
+                }
+                Ok(other) => json!({"ok": true, "result": other}),
+                Err(error) => json!({"ok": false, "error": error}),
+            };
+            let mut writer = &stream;
+            if writeln!(writer, "{answer}").is_err() {
+                break;
+            }
+            line.clear();
+        }
+    }
+}
+
+struct Handler {
+    shared: Arc<Shared>,
+    notifier: Arc<OnceLock<Notifier>>,
+    seed: u64,
+    power_losses: u64,
+}
+
+impl Handler {
+    fn handle(&mut self, request: Request) -> Result<Value, String> {
+        match request {
+            Request::Status => {
+                let status = self.shared.lock().status();
+                Ok(json!({
+                    "status": status,
+                    "power_losses": self.power_losses,
+                    "capacity": self.shared.capacity.load(Ordering::Relaxed),
+                    "faults": self.shared.faults.list(),
+                }))
+            }
+            Request::Sync => {
+                self.shared
+                    .lock()
+                    .sync_all()
+                    .map_err(|errno| format!("sync failed: {}", std::io::Error::from_raw_os_error(errno)))?;
+                tracing::info!("everything made durable (sync)");
+                Ok(json!({}))
+            }
+            Request::PowerLoss { mode } => self.power_loss(mode),
+            Request::FaultAdd { rule } => {
+                let id = self.shared.faults.add(&rule).map_err(|e| e.to_string())?;
+                Ok(json!({"id": id}))
+            }
+            Request::FaultRemove { id } => {
+                if self.shared.faults.remove(id) {
+                    Ok(json!({}))
+                } else {
+                    Err(format!("no fault rule with id {id}; `faultfs ctl MOUNTPOINT fault list` shows them"))
+                }
+            }
+            Request::FaultList => Ok(json!({"faults": self.shared.faults.list()})),
+            Request::Capacity { bytes } => {
+                self.shared.capacity.store(bytes, Ordering::Relaxed);
+                Ok(json!({}))
+            }
+        }
+    }
+
+    fn power_loss(&mut self, mode: PowerLossMode) -> Result<Value, String> {
+        let mut state = self.shared.lock();
+        // Each power loss of a run draws from its own stream, so replays line up.
+        let mut rng = SplitMix64::new(self.seed ^ self.power_losses.wrapping_mul(0x9e37_79b9));
+        let survival = plan(mode, state.unsynced(), &mut rng);
+        let unsynced = survival.len();
+        let survived = survival.iter().filter(|s| **s != Survival::Dropped).count();
+        let old_inodes = state.inode_numbers();
+        state
+            .power_loss(&survival)
+            .map_err(|error| format!("power loss failed: {error}"))?;
+        drop(state);
+        self.power_losses += 1;
+        // Drop the kernel's cached pages of every file as it was before (entries and attributes
+        // are never cached, see fs::TTL), without holding the state lock the kernel may need.
+        if let Some(notifier) = self.notifier.get() {
+            for ino in old_inodes {
+                let _ = notifier.inval_inode(INodeNo(ino), 0, -1);
+            }
+        }
+        tracing::warn!(?mode, unsynced, survived, "power loss");
+        Ok(json!({"unsynced_operations": unsynced, "survived": survived}))
+    }
+}

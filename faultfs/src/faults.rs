@@ -1,0 +1,189 @@
+//! The active fault rules of a mount: added at mount time or by `faultfs ctl`, evaluated on each
+//! operation, each fired fault logged.
+use std::{
+    path::Path,
+    sync::{Condvar, Mutex},
+    time::Duration,
+};
+
+use fault_rules::{Action, Capabilities, Corruption, Filter, ParseError, Rule, parse_rule};
+use serde::Serialize;
+
+pub const CAPABILITIES: Capabilities<'static> = Capabilities {
+    tool: "faultfs",
+    ops: &[
+        "read", "write", "fsync", "fdatasync", "open", "create", "mkdir", "unlink", "rmdir",
+        "rename", "truncate", "fallocate", "readdir", "statfs", "flush",
+    ],
+    actions: &[
+        "off", "error", "delay", "pause", "short", "lose", "fsyncgate", "corrupt",
+    ],
+    filters: &["path"],
+};
+
+/// What an operation must do, decided before it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    Proceed,
+    Fail(i32),
+    Short(u64),
+    Lose,
+    Fsyncgate,
+    Corrupt(Corruption),
+}
+
+/// A decision that may first hold the operation.
+pub enum Decision {
+    Now(Gate),
+    After(Duration),
+    UntilRemoved(u64),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleInfo {
+    pub id: u64,
+    pub rule: String,
+    pub calls: u64,
+    pub fired: u64,
+}
+
+struct ActiveRule {
+    id: u64,
+    rule: Rule,
+    fired: u64,
+}
+
+#[derive(Default)]
+struct Table {
+    rules: Vec<ActiveRule>,
+    next_id: u64,
+}
+
+pub struct Faults {
+    table: Mutex<Table>,
+    removed: Condvar,
+    seed: u64,
+}
+
+impl Faults {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            table: Mutex::new(Table {
+                rules: Vec::new(),
+                next_id: 1,
+            }),
+            removed: Condvar::new(),
+            seed,
+        }
+    }
+
+    /// Parses, validates and activates a rule; returns its id.
+    pub fn add(&self, text: &str) -> Result<u64, ParseError> {
+        let rule = parse_rule(text)?;
+        rule.validate(&CAPABILITIES)?;
+        for term in rule.chain.terms() {
+            let only = match term.action {
+                Action::Short(_) => Some(&["write"][..]),
+                Action::Lose | Action::Fsyncgate => Some(&["fsync", "fdatasync"][..]),
+                Action::Corrupt(_) => Some(&["read"][..]),
+                _ => None,
+            };
+            if let Some(ops) = only
+                && !ops.contains(&rule.op.as_str())
+            {
+                return Err(ParseError::new(
+                    text,
+                    0,
+                    format!("`{}` only applies to {}", term.action.name(), ops.join(" and ")),
+                ));
+            }
+        }
+        let mut table = self.table.lock().expect("fault table poisoned");
+        let id = table.next_id;
+        table.next_id += 1;
+        table.rules.push(ActiveRule { id, rule, fired: 0 });
+        tracing::info!(id, rule = text, "fault rule added");
+        Ok(id)
+    }
+
+    /// Removes a rule; operations paused by it resume.
+    pub fn remove(&self, id: u64) -> bool {
+        let mut table = self.table.lock().expect("fault table poisoned");
+        let before = table.rules.len();
+        table.rules.retain(|rule| rule.id != id);
+        let removed = table.rules.len() != before;
+        drop(table);
+        if removed {
+            tracing::info!(id, "fault rule removed");
+            self.removed.notify_all();
+        }
+        removed
+    }
+
+    pub fn list(&self) -> Vec<RuleInfo> {
+        let table = self.table.lock().expect("fault table poisoned");
+        table
+            .rules
+            .iter()
+            .map(|active| RuleInfo {
+                id: active.id,
+                rule: active.rule.text.clone(),
+                calls: active.rule.chain.calls(),
+                fired: active.fired,
+            })
+            .collect()
+    }
+
+    /// Decides `op` on `path` (relative to the mount): the first matching rule whose chain fires
+    /// a fault decides. Every matching rule counts the call.
+    pub fn decide(&self, op: &str, path: &Path) -> Decision {
+        let mut table = self.table.lock().expect("fault table poisoned");
+        if table.rules.is_empty() {
+            return Decision::Now(Gate::Proceed);
+        }
+        let path_text = path.to_string_lossy();
+        let mut decision = None;
+        for active in table.rules.iter_mut() {
+            if active.rule.op != op || !filters_match(&active.rule.filters, &path_text) {
+                continue;
+            }
+            let fired = active.rule.chain.eval(self.seed, active.id).cloned();
+            if decision.is_some() {
+                continue;
+            }
+            let Some(action) = fired.filter(|a| *a != Action::Off) else {
+                continue;
+            };
+            active.fired += 1;
+            tracing::warn!(rule = active.id, op, path = %path_text, action = %action, "fault fired");
+            decision = Some(match action {
+                Action::Error(errno) => Decision::Now(Gate::Fail(errno)),
+                Action::Delay(ms) => Decision::After(Duration::from_millis(ms)),
+                Action::Pause => Decision::UntilRemoved(active.id),
+                Action::Short(bytes) => Decision::Now(Gate::Short(bytes)),
+                Action::Lose => Decision::Now(Gate::Lose),
+                Action::Fsyncgate => Decision::Now(Gate::Fsyncgate),
+                Action::Corrupt(how) => Decision::Now(Gate::Corrupt(how)),
+                // Validation admits no other action.
+                _ => Decision::Now(Gate::Proceed),
+            });
+        }
+        decision.unwrap_or(Decision::Now(Gate::Proceed))
+    }
+
+    /// Blocks until rule `id` is removed.
+    pub fn wait_removed(&self, id: u64) {
+        let mut table = self.table.lock().expect("fault table poisoned");
+        while table.rules.iter().any(|rule| rule.id == id) {
+            table = self.removed.wait(table).expect("fault table poisoned");
+        }
+    }
+}
+
+fn filters_match(filters: &[Filter], path: &str) -> bool {
+    filters.iter().all(|filter| match filter {
+        Filter::Path(glob) => glob.matches(path),
+        // Validation admits only path filters.
+        _ => false,
+    })
+}

@@ -1,0 +1,664 @@
+//! The FUSE side: each request is checked against the fault rules, then carried out on the
+//! durability model. Delays and pauses run on their own thread and reply later, so a held
+//! operation never blocks the others.
+use std::{
+    ffi::{OsStr, OsString},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use fault_rules::Corruption;
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::{
+    faults::{Decision, Faults, Gate},
+    state::{FsResult, Ino, Inode, Kind, State},
+};
+
+/// Entries and attributes are never cached by the kernel: after a power loss every name must be
+/// looked up again in the state that survived.
+const TTL: Duration = Duration::ZERO;
+/// File handles carry the epoch they were opened in (high bits), so a power loss invalidates
+/// them all.
+const EPOCH_SHIFT: u32 = 40;
+
+pub struct Shared {
+    pub state: Mutex<State>,
+    pub faults: Faults,
+    /// Bytes the mount may hold (0: no limit); beyond it writes fail with ENOSPC.
+    pub capacity: AtomicU64,
+    next_handle: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(state: State, faults: Faults, capacity: u64) -> Self {
+        Self {
+            state: Mutex::new(state),
+            faults,
+            capacity: AtomicU64::new(capacity),
+            next_handle: AtomicU64::new(1),
+        }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("state poisoned")
+    }
+
+    fn new_handle(&self, epoch: u64) -> FileHandle {
+        let sequence = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        FileHandle((epoch << EPOCH_SHIFT) | (sequence & ((1 << EPOCH_SHIFT) - 1)))
+    }
+
+    fn check_handle(state: &State, fh: FileHandle) -> FsResult<()> {
+        if fh.0 >> EPOCH_SHIFT != state.epoch {
+            // Opened before a power loss: that file is gone as the program knew it.
+            return Err(libc::EIO);
+        }
+        Ok(())
+    }
+
+    fn check_capacity(&self, state: &State, growth: u64) -> FsResult<()> {
+        let capacity = self.capacity.load(Ordering::Relaxed);
+        if capacity != 0 && state.used_bytes() + growth > capacity {
+            return Err(libc::ENOSPC);
+        }
+        Ok(())
+    }
+}
+
+pub struct FaultFs {
+    shared: Arc<Shared>,
+}
+
+impl FaultFs {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// Runs `body` as the rules decide for `op` on the inode (and child name): at once, after a
+    /// delay, or once a pause is lifted (the last two on a thread of their own).
+    fn gated(
+        &self,
+        op: &'static str,
+        ino: Ino,
+        child: Option<&OsStr>,
+        body: impl FnOnce(&Shared, Gate) + Send + 'static,
+    ) {
+        let path = {
+            let state = self.shared.lock();
+            let path = state.path_of(ino);
+            match child {
+                Some(name) => path.join(name),
+                None => path,
+            }
+        };
+        match self.shared.faults.decide(op, &path) {
+            Decision::Now(gate) => body(&self.shared, gate),
+            Decision::After(delay) => {
+                let shared = self.shared.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    body(&shared, Gate::Proceed);
+                });
+            }
+            Decision::UntilRemoved(rule) => {
+                let shared = self.shared.clone();
+                std::thread::spawn(move || {
+                    shared.faults.wait_removed(rule);
+                    body(&shared, Gate::Proceed);
+                });
+            }
+        }
+    }
+}
+
+fn fail(gate: Gate) -> FsResult<()> {
+    match gate {
+        Gate::Fail(errno) => Err(errno),
+        _ => Ok(()),
+    }
+}
+
+fn to_errno(errno: i32) -> Errno {
+    Errno::from_i32(errno)
+}
+
+pub fn attributes(ino: Ino, inode: &Inode) -> FileAttr {
+    let (kind, size, nlink) = match inode.kind {
+        Kind::File => (FileType::RegularFile, inode.size, inode.links.len().max(1) as u32),
+        Kind::Dir => (FileType::Directory, 4096, 2),
+        Kind::Symlink => (
+            FileType::Symlink,
+            inode.target.as_os_str().len() as u64,
+            1,
+        ),
+    };
+    FileAttr {
+        ino: INodeNo(ino),
+        size,
+        blocks: size.div_ceil(512),
+        atime: inode.atime,
+        mtime: inode.mtime,
+        ctime: inode.ctime,
+        crtime: inode.ctime,
+        kind,
+        perm: inode.mode as u16,
+        nlink,
+        uid: inode.uid,
+        gid: inode.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, state: &State, result: FsResult<Ino>) {
+    match result.and_then(|ino| Ok((ino, state.inode(ino)?))) {
+        Ok((ino, inode)) => reply.entry(&TTL, &attributes(ino, inode), Generation(state.epoch)),
+        Err(errno) => reply.error(to_errno(errno)),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: FsResult<()>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(errno) => reply.error(to_errno(errno)),
+    }
+}
+
+fn time(value: TimeOrNow) -> SystemTime {
+    match value {
+        TimeOrNow::SpecificTime(time) => time,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+impl Filesystem for FaultFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let state = self.shared.lock();
+        let result = state.lookup(parent.0, name);
+        reply_entry(reply, &state, result);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let state = self.shared.lock();
+        match state.inode(ino.0) {
+            Ok(inode) => reply.attr(&TTL, &attributes(ino.0, inode)),
+            Err(errno) => reply.error(to_errno(errno)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let ino = ino.0;
+        let body = move |shared: &Shared, gate: Gate| {
+            let mut state = shared.lock();
+            let result = fail(gate)
+                .and_then(|()| fh.map_or(Ok(()), |fh| Shared::check_handle(&state, fh)))
+                .and_then(|()| {
+                    if let Some(size) = size {
+                        let growth = size.saturating_sub(state.inode(ino)?.size);
+                        shared.check_capacity(&state, growth)?;
+                        state.truncate(ino, size)?;
+                    }
+                    state.set_attributes(ino, mode, (uid, gid), (atime.map(time), mtime.map(time)))
+                })
+                .and_then(|()| state.inode(ino));
+            match result {
+                Ok(inode) => reply.attr(&TTL, &attributes(ino, inode)),
+                Err(errno) => reply.error(to_errno(errno)),
+            }
+        };
+        if size.is_some() {
+            self.gated("truncate", ino, None, body);
+        } else {
+            body(&self.shared, Gate::Proceed);
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let state = self.shared.lock();
+        match state.inode(ino.0) {
+            Ok(inode) if inode.kind == Kind::Symlink => {
+                reply.data(inode.target.as_os_str().as_encoded_bytes())
+            }
+            Ok(_) => reply.error(Errno::EINVAL),
+            Err(errno) => reply.error(to_errno(errno)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let owner = (req.uid(), req.gid());
+        let name = name.to_owned();
+        self.gated("mkdir", parent.0, Some(&name.clone()), move |shared, gate| {
+            let mut state = shared.lock();
+            let result = fail(gate).and_then(|()| {
+                state.create(parent.0, &name, Kind::Dir, mode & !umask, owner, None)
+            });
+            reply_entry(reply, &state, result);
+        });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let mut state = self.shared.lock();
+        let result = state.create(
+            parent.0,
+            link_name,
+            Kind::Symlink,
+            0o777,
+            (req.uid(), req.gid()),
+            Some(target),
+        );
+        reply_entry(reply, &state, result);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_owned();
+        self.gated("unlink", parent.0, Some(&name.clone()), move |shared, gate| {
+            let mut state = shared.lock();
+            reply_empty(reply, fail(gate).and_then(|()| state.unlink(parent.0, &name)));
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_owned();
+        self.gated("rmdir", parent.0, Some(&name.clone()), move |shared, gate| {
+            let mut state = shared.lock();
+            reply_empty(reply, fail(gate).and_then(|()| state.rmdir(parent.0, &name)));
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            reply.error(Errno::EINVAL);
+            return;
+        }
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let (name, newname): (OsString, OsString) = (name.to_owned(), newname.to_owned());
+        self.gated("rename", parent.0, Some(&name.clone()), move |shared, gate| {
+            let mut state = shared.lock();
+            let result = fail(gate).and_then(|()| {
+                state.rename(parent.0, &name, newparent.0, &newname, no_replace)
+            });
+            reply_empty(reply, result);
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let mut state = self.shared.lock();
+        let result = state.link(ino.0, newparent.0, newname).map(|()| ino.0);
+        reply_entry(reply, &state, result);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.gated("open", ino.0, None, move |shared, gate| {
+            let state = shared.lock();
+            match fail(gate).and_then(|()| state.inode(ino.0).map(drop)) {
+                Ok(()) => reply.opened(shared.new_handle(state.epoch), FopenFlags::empty()),
+                Err(errno) => reply.error(to_errno(errno)),
+            }
+        });
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let owner = (req.uid(), req.gid());
+        let name = name.to_owned();
+        self.gated("create", parent.0, Some(&name.clone()), move |shared, gate| {
+            let mut state = shared.lock();
+            let result = fail(gate)
+                .and_then(|()| {
+                    state.create(parent.0, &name, Kind::File, mode & !umask, owner, None)
+                })
+                .and_then(|ino| Ok((ino, state.inode(ino)?)));
+            match result {
+                Ok((ino, inode)) => reply.created(
+                    &TTL,
+                    &attributes(ino, inode),
+                    Generation(state.epoch),
+                    shared.new_handle(state.epoch),
+                    FopenFlags::empty(),
+                ),
+                Err(errno) => reply.error(to_errno(errno)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.gated("read", ino.0, None, move |shared, gate| {
+            let mut state = shared.lock();
+            let result = fail(gate)
+                .and_then(|()| Shared::check_handle(&state, fh))
+                .and_then(|()| state.read(ino.0, offset, size));
+            drop(state);
+            match result {
+                Ok(mut data) => {
+                    match gate {
+                        Gate::Corrupt(Corruption::Zero) => data.fill(0),
+                        Gate::Corrupt(Corruption::Flip) if !data.is_empty() => {
+                            let middle = data.len() / 2;
+                            data[middle] ^= 0x01;
+                        }
+                        _ => {}
+                    }
+                    reply.data(&data);
+                }
+                Err(errno) => reply.error(to_errno(errno)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = data.to_vec();
+        self.gated("write", ino.0, None, move |shared, gate| {
+            let mut state = shared.lock();
+            let stored = match gate {
+                Gate::Short(bytes) => &data[..(bytes as usize).min(data.len())],
+                _ => &data[..],
+            };
+            let result = fail(gate)
+                .and_then(|()| Shared::check_handle(&state, fh))
+                .and_then(|()| {
+                    let end = offset + stored.len() as u64;
+                    let growth = end.saturating_sub(state.inode(ino.0)?.size);
+                    shared.check_capacity(&state, growth)?;
+                    state.write(ino.0, offset, stored)
+                });
+            match result {
+                Ok(written) => reply.written(written as u32),
+                Err(errno) => reply.error(to_errno(errno)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        self.gated("flush", ino.0, None, move |shared, gate| {
+            let state = shared.lock();
+            reply_empty(reply, fail(gate).and_then(|()| Shared::check_handle(&state, fh)));
+        });
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        let op = if datasync { "fdatasync" } else { "fsync" };
+        self.gated(op, ino.0, None, move |shared, gate| {
+            let mut state = shared.lock();
+            let result = Shared::check_handle(&state, fh).and_then(|()| match gate {
+                Gate::Fail(errno) => Err(errno),
+                Gate::Lose => Ok(()),
+                Gate::Fsyncgate => state.mark_clean(ino.0).and(Err(libc::EIO)),
+                _ => state.fsync(ino.0),
+            });
+            reply_empty(reply, result);
+        });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let state = self.shared.lock();
+        match state.inode(ino.0) {
+            Ok(inode) if inode.kind == Kind::Dir => {
+                reply.opened(self.shared.new_handle(state.epoch), FopenFlags::empty())
+            }
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(errno) => reply.error(to_errno(errno)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        self.gated("readdir", ino.0, None, move |shared, gate| {
+            let state = shared.lock();
+            let entries = fail(gate)
+                .and_then(|()| Shared::check_handle(&state, fh))
+                .and_then(|()| state.inode(ino.0));
+            let dir = match entries {
+                Ok(dir) => dir,
+                Err(errno) => return reply.error(to_errno(errno)),
+            };
+            let parent = dir.links.first().map_or(ino.0, |(p, _)| *p);
+            let mut listing: Vec<(Ino, FileType, OsString)> = vec![
+                (ino.0, FileType::Directory, ".".into()),
+                (parent, FileType::Directory, "..".into()),
+            ];
+            for (name, &child) in &dir.children {
+                let kind = match state.inode(child).map(|c| c.kind) {
+                    Ok(Kind::Dir) => FileType::Directory,
+                    Ok(Kind::Symlink) => FileType::Symlink,
+                    _ => FileType::RegularFile,
+                };
+                listing.push((child, kind, name.clone()));
+            }
+            for (index, (child, kind, name)) in listing.into_iter().enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(child), index as u64 + 1, kind, name) {
+                    break;
+                }
+            }
+            reply.ok();
+        });
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.gated("fsync", ino.0, None, move |shared, gate| {
+            let mut state = shared.lock();
+            let result = Shared::check_handle(&state, fh).and_then(|()| match gate {
+                Gate::Fail(errno) => Err(errno),
+                Gate::Lose | Gate::Fsyncgate => Ok(()),
+                _ => state.sync_dir(ino.0),
+            });
+            reply_empty(reply, result);
+        });
+    }
+
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        self.gated("statfs", ino.0, None, move |shared, gate| {
+            if let Gate::Fail(errno) = gate {
+                return reply.error(to_errno(errno));
+            }
+            let state = shared.lock();
+            let path = PathBuf::from(state.statfs_path());
+            let used = state.used_bytes();
+            drop(state);
+            match statvfs(&path) {
+                Ok(mut stat) => {
+                    let capacity = shared.capacity.load(Ordering::Relaxed);
+                    if capacity != 0 {
+                        let block = stat.f_frsize.max(1);
+                        stat.f_blocks = capacity / block;
+                        stat.f_bfree = capacity.saturating_sub(used) / block;
+                        stat.f_bavail = stat.f_bfree;
+                    }
+                    reply.statfs(
+                        stat.f_blocks,
+                        stat.f_bfree,
+                        stat.f_bavail,
+                        stat.f_files,
+                        stat.f_ffree,
+                        stat.f_bsize as u32,
+                        stat.f_namemax as u32,
+                        stat.f_frsize as u32,
+                    )
+                }
+                Err(errno) => reply.error(to_errno(errno)),
+            }
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(Self::no_xattrs());
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(Self::no_xattrs());
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Self::no_xattrs());
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Self::no_xattrs());
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.gated("fallocate", ino.0, None, move |shared, gate| {
+            let mut state = shared.lock();
+            let result = fail(gate)
+                .and_then(|()| Shared::check_handle(&state, fh))
+                .and_then(|()| {
+                    if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+                        return Err(libc::EOPNOTSUPP);
+                    }
+                    let end = offset + length;
+                    let size = state.inode(ino.0)?.size;
+                    if mode & libc::FALLOC_FL_KEEP_SIZE != 0 || end <= size {
+                        return Ok(());
+                    }
+                    shared.check_capacity(&state, end - size)?;
+                    state.truncate(ino.0, end)
+                });
+            reply_empty(reply, result);
+        });
+    }
+}
+
+// Extended attributes are not modelled; saying so (instead of fuser's logged ENOSYS default)
+// keeps the log quiet when tools probe for them.
+impl FaultFs {
+    fn no_xattrs() -> Errno {
+        Errno::from_i32(libc::EOPNOTSUPP)
+    }
+}
+
+/// statvfs of a path, as the libc struct (u64 fields on 64-bit Linux).
+fn statvfs(path: &Path) -> FsResult<libc::statvfs> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| libc::EINVAL)?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: path is a valid C string and stat points to writable memory for one statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+    }
+    // SAFETY: statvfs returned 0, so it initialised the struct.
+    Ok(unsafe { stat.assume_init() })
+}

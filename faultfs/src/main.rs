@@ -1,0 +1,290 @@
+//! `faultfs`: mount a directory whose unsynced changes vanish on a simulated power loss.
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::Stdio,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use faultfs::{
+    control::{self, Request},
+    mount::{self, MountOptions},
+    power_loss::PowerLossMode,
+    state::MetadataMode,
+};
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "faultfs",
+    version,
+    about = "A FUSE file system that keeps unsynced writes volatile, to test crash safety.",
+    long_about = "A FUSE file system that keeps unsynced writes volatile, to test crash safety.\n\n\
+        The backing directory is the disk. What a program writes through the mount point stays \
+        volatile until it is made durable as POSIX requires: file data and size by fsync or \
+        fdatasync of the file, directory entries (create, unlink, rename, mkdir, link) by fsync \
+        of the parent directory (--metadata ext4 also makes a file's own entry durable when the \
+        file is fsynced, as ext4's journal does). `ctl power-loss` discards everything volatile; \
+        so does unmounting or killing faultfs, as a crash would. Fault rules (`ctl fault add`) \
+        use the fail crate's syntax: OP[(path=\"GLOB\")]=[P%][N*]ACTION[(ARG)][->...].",
+    after_help = "Examples:\n  \
+        sudo faultfs mount /var/lib/db-backing /var/lib/db --seed 7 --daemon\n  \
+        sudo faultfs ctl /var/lib/db fault add 'fsync(path=\"wal/*\")=2*off->1*error(EIO)'\n  \
+        sudo faultfs ctl /var/lib/db power-loss --mode torn\n  \
+        sudo faultfs ctl /var/lib/db status\n  \
+        sudo faultfs umount /var/lib/db"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve BACKING at MOUNTPOINT (foreground unless --daemon; Ctrl-C or SIGTERM unmounts).
+    Mount {
+        backing: PathBuf,
+        mountpoint: PathBuf,
+        /// Seed for every random choice (power-loss modes, rule probabilities).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// A TOML file: `seed`, `metadata`, `capacity`, `durable_backing`, `faults = [RULE, ...]`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A fault rule, e.g. 'write(path="wal/*")=10%delay(20)'. Repeatable.
+        #[arg(long = "fault")]
+        faults: Vec<String>,
+        /// When a directory entry becomes durable (see --help).
+        #[arg(long, value_enum)]
+        metadata: Option<MetadataMode>,
+        /// Space limit, e.g. 64M or 2G: writes beyond it fail with ENOSPC.
+        #[arg(long)]
+        capacity: Option<String>,
+        /// Also fsync the backing files (slower; only needed if the real machine may crash).
+        #[arg(long)]
+        durable_backing: bool,
+        /// FUSE request threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Run in the background once mounted; print the daemon's pid.
+        #[arg(long)]
+        daemon: bool,
+        /// With --daemon: where the daemon's log goes.
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
+    /// Control a mounted faultfs; every command answers after it took effect.
+    Ctl {
+        mountpoint: PathBuf,
+        #[command(subcommand)]
+        command: CtlCommand,
+        /// Print the answer as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Unmount (what was not durable is lost, as in a crash).
+    Umount { mountpoint: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Dirty files and bytes, entries not durable, faults fired.
+    Status,
+    /// Make everything durable.
+    Sync,
+    /// Discard everything volatile, as a power cut would; then serve what is on disk.
+    PowerLoss {
+        #[arg(long, value_enum, default_value = "drop")]
+        mode: PowerLossMode,
+    },
+    /// Fault rules: add RULE, remove ID, list.
+    Fault {
+        #[command(subcommand)]
+        command: FaultCommand,
+    },
+    /// Change the space limit (0: none).
+    Capacity { size: String },
+}
+
+#[derive(Subcommand)]
+enum FaultCommand {
+    Add { rule: String },
+    Remove { id: u64 },
+    List,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    seed: Option<u64>,
+    metadata: Option<MetadataMode>,
+    capacity: Option<String>,
+    durable_backing: Option<bool>,
+    #[serde(default)]
+    faults: Vec<String>,
+}
+
+fn parse_size(text: &str) -> Result<u64> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let number: u64 = digits
+        .parse()
+        .with_context(|| format!("`{text}` is not a size like 64M, 2G or 4096"))?;
+    let factor = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => bail!("`{text}` has an unknown unit: use K, M, G or T"),
+    };
+    Ok(number * factor)
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Mount {
+            backing,
+            mountpoint,
+            seed,
+            config,
+            faults,
+            metadata,
+            capacity,
+            durable_backing,
+            threads,
+            daemon,
+            log,
+        } => {
+            let file: ConfigFile = match &config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    toml::from_str(&text).with_context(|| format!("{} is not a valid faultfs config", path.display()))?
+                }
+                None => ConfigFile::default(),
+            };
+            let capacity = capacity.or(file.capacity).map(|c| parse_size(&c)).transpose()?.unwrap_or(0);
+            let mut all_faults = file.faults;
+            all_faults.extend(faults);
+            let options = MountOptions {
+                backing,
+                mountpoint,
+                seed: if seed != 0 { seed } else { file.seed.unwrap_or(0) },
+                metadata: metadata.or(file.metadata).unwrap_or(MetadataMode::Strict),
+                capacity,
+                durable_backing: durable_backing || file.durable_backing.unwrap_or(false),
+                faults: all_faults,
+                threads,
+            };
+            // Rules are checked before anything is mounted.
+            let check = faultfs::faults::Faults::new(0);
+            for rule in &options.faults {
+                check.add(rule)?;
+            }
+            if daemon {
+                mount::validate(&options)?;
+                return spawn_daemon(log);
+            }
+            mount::serve(options, || println!("mounted"))
+        }
+        Command::Ctl {
+            mountpoint,
+            command,
+            json,
+        } => {
+            let request = match command {
+                CtlCommand::Status => Request::Status,
+                CtlCommand::Sync => Request::Sync,
+                CtlCommand::PowerLoss { mode } => Request::PowerLoss { mode },
+                CtlCommand::Fault { command: FaultCommand::Add { rule } } => Request::FaultAdd { rule },
+                CtlCommand::Fault { command: FaultCommand::Remove { id } } => Request::FaultRemove { id },
+                CtlCommand::Fault { command: FaultCommand::List } => Request::FaultList,
+                CtlCommand::Capacity { size } => Request::Capacity { bytes: parse_size(&size)? },
+            };
+            let answer = control::call(&mountpoint, &request)?;
+            if json {
+                println!("{answer}");
+            } else {
+                print_answer(&answer);
+            }
+            Ok(())
+        }
+        Command::Umount { mountpoint } => umount(&mountpoint),
+    }
+}
+
+fn print_answer(answer: &serde_json::Value) {
+    let mut fields = answer.as_object().cloned().unwrap_or_default();
+    fields.remove("ok");
+    if fields.is_empty() {
+        println!("ok");
+        return;
+    }
+    for (key, value) in fields {
+        println!("{key}: {value}");
+    }
+}
+
+/// Runs this same command without --daemon in a new session and returns once it has mounted.
+fn spawn_daemon(log: Option<PathBuf>) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--daemon").collect();
+    let stderr = match log {
+        Some(path) => Stdio::from(std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?),
+        None => Stdio::null(),
+    };
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .process_group(0)
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    if line.trim() != "mounted" {
+        let status = child.wait()?;
+        bail!("the faultfs daemon failed to mount ({status}); run without --daemon to see why");
+    }
+    println!("{}", child.id());
+    Ok(())
+}
+
+fn umount(mountpoint: &std::path::Path) -> Result<()> {
+    let path = mountpoint
+        .canonicalize()
+        .with_context(|| format!("{} does not exist", mountpoint.display()))?;
+    match mount::mounted_at(&path) {
+        Some(fstype) if fstype.starts_with("fuse") => {}
+        Some(fstype) => bail!("{} is a {fstype} mount, not faultfs: refusing to unmount it", path.display()),
+        None => bail!("nothing is mounted at {}", path.display()),
+    }
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    // EBUSY can be transient: a process that forks copies every open descriptor until it execs.
+    for attempt in 0.. {
+        // SAFETY: c_path is a valid NUL-terminated path.
+        if unsafe { libc::umount2(c_path.as_ptr(), 0) } == 0 {
+            break;
+        }
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EBUSY) {
+            bail!("unmounting {}: {error}", path.display());
+        }
+        if attempt == 20 {
+            bail!(
+                "{} is busy: a process still has files open there (see `fuser -vm {}`)",
+                path.display(),
+                path.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Mounting: checks that name the problem and the fix, an exclusive lock on the backing
+//! directory, the FUSE session, and a clean unmount on Ctrl-C/SIGTERM.
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    sync::{Arc, OnceLock},
+};
+
+use fuser::{Config, MountOption, SessionACL};
+use thiserror::Error;
+
+use crate::{
+    control::ControlServer,
+    faults::Faults,
+    fs::{FaultFs, Shared},
+    state::{MetadataMode, State},
+};
+
+#[derive(Debug, Error)]
+pub enum MountError {
+    #[error("mounting needs root (FUSE mount and allow_other): run it with sudo")]
+    NotRoot,
+    #[error("backing directory {0} does not exist: create it first (mkdir -p {0})")]
+    NoBacking(String),
+    #[error("{0} is not a directory: the backing and the mount point must be directories")]
+    NotADirectory(String),
+    #[error("mount point {0} does not exist: create it first (mkdir -p {0})")]
+    NoMountpoint(String),
+    #[error("{0} is already a mount point ({1}): unmount it first (umount {0})")]
+    AlreadyMounted(String, String),
+    #[error("{0} and {1} overlap: the mount point must not be inside the backing directory, nor the reverse")]
+    Overlap(String, String),
+    #[error("{0} is already served by another faultfs: a backing directory can be mounted once")]
+    BackingInUse(String),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    pub backing: PathBuf,
+    pub mountpoint: PathBuf,
+    pub seed: u64,
+    pub metadata: MetadataMode,
+    pub capacity: u64,
+    pub durable_backing: bool,
+    pub faults: Vec<String>,
+    pub threads: usize,
+}
+
+/// Everything that can be checked before mounting, so a bad command leaves nothing behind.
+pub fn validate(options: &MountOptions) -> Result<(PathBuf, PathBuf), MountError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(MountError::NotRoot);
+    }
+    let show = |p: &Path| p.display().to_string();
+    let backing = options
+        .backing
+        .canonicalize()
+        .map_err(|_| MountError::NoBacking(show(&options.backing)))?;
+    let mountpoint = options
+        .mountpoint
+        .canonicalize()
+        .map_err(|_| MountError::NoMountpoint(show(&options.mountpoint)))?;
+    for dir in [&backing, &mountpoint] {
+        if !dir.is_dir() {
+            return Err(MountError::NotADirectory(show(dir)));
+        }
+    }
+    if backing.starts_with(&mountpoint) || mountpoint.starts_with(&backing) {
+        return Err(MountError::Overlap(show(&backing), show(&mountpoint)));
+    }
+    if let Some(fstype) = mounted_at(&mountpoint) {
+        return Err(MountError::AlreadyMounted(show(&mountpoint), fstype));
+    }
+    Ok((backing, mountpoint))
+}
+
+/// The file system type mounted exactly at `path`, if any (from /proc/self/mountinfo).
+pub fn mounted_at(path: &Path) -> Option<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let separator = fields.iter().position(|f| *f == "-")?;
+        (unescape(fields.get(4)?) == path.to_string_lossy())
+            .then(|| fields.get(separator + 1).map(|s| s.to_string()))
+            .flatten()
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(field: &str) -> String {
+    field
+        .replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// Holds the backing directory for one faultfs at a time (flock on the directory itself, so
+/// nothing is written into it).
+fn lock_backing(backing: &Path) -> Result<File, MountError> {
+    let dir = File::open(backing).map_err(|e| MountError::Io(backing.display().to_string(), e))?;
+    // SAFETY: flock on a valid descriptor we own.
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(MountError::BackingInUse(backing.display().to_string()));
+    }
+    Ok(dir)
+}
+
+/// Mounts and serves until unmounted or signalled. `on_mounted` runs once the mount is live.
+pub fn serve(options: MountOptions, on_mounted: impl FnOnce()) -> anyhow::Result<()> {
+    let (backing, mountpoint) = validate(&options)?;
+    let _lock = lock_backing(&backing)?;
+    block_termination_signals();
+
+    let store_base = if Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/var/tmp" };
+    let store = tempfile::Builder::new()
+        .prefix("faultfs-store-")
+        .tempdir_in(store_base)?;
+    let mut state = State::load(&backing, store.path(), options.metadata)?;
+    state.durable_backing = options.durable_backing;
+    let faults = Faults::new(options.seed);
+    for rule in &options.faults {
+        faults.add(rule)?;
+    }
+    let shared = Arc::new(Shared::new(state, faults, options.capacity));
+    let notifier = Arc::new(OnceLock::new());
+    let _control = ControlServer::start(&mountpoint, shared.clone(), notifier.clone(), options.seed)?;
+
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("faultfs:{}", backing.display())),
+        MountOption::Subtype("faultfs".into()),
+        MountOption::DefaultPermissions,
+    ];
+    config.acl = SessionACL::All;
+    config.n_threads = Some(options.threads.max(2));
+    let mut session = fuser::Session::new(FaultFs::new(shared), &mountpoint, &config)?;
+    let _ = notifier.set(session.notifier());
+    let mut unmounter = session.unmount_callable();
+    std::thread::Builder::new()
+        .name("faultfs-signals".into())
+        .spawn(move || {
+            let signal = wait_for_termination_signal();
+            tracing::info!(signal, "unmounting");
+            if let Err(error) = unmounter.unmount() {
+                tracing::error!(%error, "unmount failed");
+            }
+        })?;
+    tracing::info!(backing = %backing.display(), mountpoint = %mountpoint.display(), seed = options.seed, "mounted");
+    on_mounted();
+    session.run()?;
+    tracing::info!("unmounted; what was not durable is gone, as after a crash");
+    Ok(())
+}
+
+const TERMINATION: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+fn termination_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a sigset_t we own.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        for signal in TERMINATION {
+            libc::sigaddset(&mut set, signal);
+        }
+        set
+    }
+}
+
+/// Blocked in every thread (threads inherit the mask), so only the signal thread receives them.
+fn block_termination_signals() {
+    let set = termination_set();
+    // SAFETY: set is initialised; a null old-set pointer is allowed.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+fn wait_for_termination_signal() -> i32 {
+    let set = termination_set();
+    let mut signal = 0;
+    // SAFETY: set is initialised and signal is a valid out pointer.
+    unsafe { libc::sigwait(&set, &mut signal) };
+    signal
+}

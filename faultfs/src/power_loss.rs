@@ -1,0 +1,132 @@
+//! Which unsynced operations survive a power loss, by mode. Every choice comes from the seed, so
+//! the same seed and the same operations give the same disk.
+use fault_rules::SplitMix64;
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Survival, Unsynced};
+
+pub const PAGE: u64 = 4096;
+pub const SECTOR: u64 = 512;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerLossMode {
+    /// Nothing unsynced survives.
+    #[default]
+    Drop,
+    /// Each unsynced write keeps a random subset of its 4 KiB pages; a kept page may be cut at a
+    /// 512-byte sector boundary. Unsynced truncates are lost.
+    Torn,
+    /// A random subset of the unsynced writes and truncates survives, not necessarily a prefix.
+    Reorder,
+    /// A random prefix of the unsynced writes and truncates survives.
+    Prefix,
+}
+
+pub fn plan(mode: PowerLossMode, log: &[Unsynced], rng: &mut SplitMix64) -> Vec<Survival> {
+    match mode {
+        PowerLossMode::Drop => vec![Survival::Dropped; log.len()],
+        PowerLossMode::Prefix => {
+            let kept = rng.below(log.len() as u64 + 1) as usize;
+            (0..log.len())
+                .map(|i| if i < kept { Survival::Whole } else { Survival::Dropped })
+                .collect()
+        }
+        PowerLossMode::Reorder => log
+            .iter()
+            .map(|_| if rng.percent(50) { Survival::Whole } else { Survival::Dropped })
+            .collect(),
+        PowerLossMode::Torn => log
+            .iter()
+            .map(|op| match op {
+                Unsynced::Write { offset, data, .. } => torn_parts(*offset, data.len() as u64, rng),
+                Unsynced::Truncate { .. } => Survival::Dropped,
+            })
+            .collect(),
+    }
+}
+
+/// The parts of a write at `offset` of `len` bytes that reach the disk: whole pages (aligned in
+/// the file) kept or lost at random, and a kept page possibly cut after a random sector.
+fn torn_parts(offset: u64, len: u64, rng: &mut SplitMix64) -> Survival {
+    let end = offset + len;
+    let mut parts: Vec<(u64, u64)> = Vec::new();
+    let mut page = offset / PAGE * PAGE;
+    while page < end {
+        let (from, to) = (page.max(offset), (page + PAGE).min(end));
+        page += PAGE;
+        if !rng.percent(50) {
+            continue;
+        }
+        let page_start = page - PAGE;
+        let mut kept_to = to;
+        if rng.percent(50) {
+            // Cut at a sector boundary (aligned in the file) strictly inside the kept span.
+            let first = (from - page_start) / SECTOR + 1;
+            let last = (to - page_start).div_ceil(SECTOR) - 1;
+            if first <= last {
+                kept_to = page_start + (first + rng.below(last - first + 1)) * SECTOR;
+            }
+        }
+        let part = (from - offset, kept_to - offset);
+        match parts.last_mut() {
+            Some(last) if last.1 == part.0 => last.1 = part.1,
+            _ => parts.push(part),
+        }
+    }
+    match parts.as_slice() {
+        [] => Survival::Dropped,
+        [(0, whole)] if *whole == len => Survival::Whole,
+        _ => Survival::Parts(parts),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(offset: u64, len: usize) -> Unsynced {
+        Unsynced::Write {
+            ino: 2,
+            offset,
+            data: vec![1; len],
+        }
+    }
+
+    #[test]
+    fn torn_writes_keep_page_or_sector_aligned_parts_only() {
+        let log: Vec<Unsynced> = (0..50).map(|i| write(i * 1000 + 100, 20_000)).collect();
+        let plan = plan(PowerLossMode::Torn, &log, &mut SplitMix64::new(3));
+        let mut saw_parts = false;
+        for (op, fate) in log.iter().zip(&plan) {
+            let Unsynced::Write { offset, data, .. } = op else { unreachable!() };
+            if let Survival::Parts(parts) = fate {
+                saw_parts = true;
+                for &(start, end) in parts {
+                    assert!(start < end && end <= data.len() as u64);
+                    // Every cut is at the write's own edges or at a sector boundary in the file.
+                    for edge in [offset + start, offset + end] {
+                        let at_edge = edge == *offset || edge == offset + data.len() as u64;
+                        assert!(at_edge || edge % SECTOR == 0, "cut at {edge}");
+                    }
+                }
+            }
+        }
+        assert!(saw_parts);
+    }
+
+    #[test]
+    fn plans_are_deterministic_per_seed_and_differ_across_seeds() {
+        let log: Vec<Unsynced> = (0..40).map(|i| write(i * 4096, 8192)).collect();
+        for mode in [PowerLossMode::Torn, PowerLossMode::Reorder, PowerLossMode::Prefix] {
+            let a = plan(mode, &log, &mut SplitMix64::new(7));
+            let b = plan(mode, &log, &mut SplitMix64::new(7));
+            let c = plan(mode, &log, &mut SplitMix64::new(8));
+            assert_eq!(a, b, "{mode:?}");
+            assert_ne!(a, c, "{mode:?}");
+        }
+        let prefix = plan(PowerLossMode::Prefix, &log, &mut SplitMix64::new(7));
+        let kept = prefix.iter().take_while(|f| **f == Survival::Whole).count();
+        assert!(prefix[kept..].iter().all(|f| *f == Survival::Dropped));
+    }
+}

@@ -1,0 +1,850 @@
+//! The durability model. The backing directory is the disk: it always holds exactly the durable
+//! state. Everything a program changes lives in the live state (an in-memory namespace plus a
+//! private store of file contents) until POSIX says it is durable:
+//!
+//! - a file's data and size: after fsync/fdatasync of that file;
+//! - a directory entry: after fsync of its directory (`--metadata ext4` also makes a file's own
+//!   entry durable when the file is fsynced, as ext4's journal does).
+//!
+//! Each inode remembers both its live names and its durable names, so a rename, a hard link or
+//! an unlink becomes durable per directory, as on a real file system.
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    ffi::{OsStr, OsString},
+    fs::{self, File, OpenOptions},
+    io,
+    os::unix::fs::{FileExt, MetadataExt, PermissionsExt, symlink},
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use serde::Serialize;
+
+use crate::ranges::RangeSet;
+
+pub type Ino = u64;
+pub const ROOT: Ino = 1;
+pub type Errno = i32;
+pub type FsResult<T> = Result<T, Errno>;
+
+pub fn errno(error: io::Error) -> Errno {
+    error.raw_os_error().unwrap_or(libc::EIO)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// When a file's own directory entry becomes durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataMode {
+    /// Only an fsync of the parent directory makes an entry durable (POSIX).
+    Strict,
+    /// An fsync of a file also makes its entry (and its parents' entries) durable, like ext4.
+    Ext4,
+}
+
+pub struct Inode {
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    /// Live names: (parent, name). A directory has one; an unlinked open file none.
+    pub links: Vec<(Ino, OsString)>,
+    pub children: BTreeMap<OsString, Ino>,
+    pub target: PathBuf,
+    pub size: u64,
+    /// The live content once modified; until then it equals the durable content.
+    live: Option<File>,
+    /// Durable names, mirrored in the backing directory.
+    pub durable_links: Vec<(Ino, OsString)>,
+    pub durable_children: BTreeMap<OsString, Ino>,
+    /// Durable content of a file that has no durable name (fsynced but not yet linked).
+    staged: Option<PathBuf>,
+    dirty: RangeSet,
+    size_dirty: bool,
+}
+
+impl Inode {
+    fn new(kind: Kind, mode: u32, uid: u32, gid: u32) -> Self {
+        let now = SystemTime::now();
+        Self {
+            kind,
+            mode,
+            uid,
+            gid,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            links: Vec::new(),
+            children: BTreeMap::new(),
+            target: PathBuf::new(),
+            size: 0,
+            live: None,
+            durable_links: Vec::new(),
+            durable_children: BTreeMap::new(),
+            staged: None,
+            dirty: RangeSet::default(),
+            size_dirty: false,
+        }
+    }
+
+    pub fn is_dirty(&self) -> bool {
+        !self.dirty.is_empty() || self.size_dirty
+    }
+}
+
+/// An operation not yet durable, kept so a power loss can let a chosen subset survive.
+#[derive(Clone, Debug)]
+pub enum Unsynced {
+    Write { ino: Ino, offset: u64, data: Vec<u8> },
+    Truncate { ino: Ino, size: u64 },
+}
+
+impl Unsynced {
+    pub fn ino(&self) -> Ino {
+        match self {
+            Unsynced::Write { ino, .. } | Unsynced::Truncate { ino, .. } => *ino,
+        }
+    }
+}
+
+/// What survives of one unsynced operation at a power loss.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Survival {
+    Dropped,
+    Whole,
+    /// Byte ranges of a write's data (relative to its offset) that reached the disk.
+    Parts(Vec<(u64, u64)>),
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Status {
+    pub dirty_files: usize,
+    pub dirty_bytes: u64,
+    pub unsynced_operations: usize,
+    pub entries_not_durable: usize,
+    pub epoch: u64,
+}
+
+pub struct State {
+    backing: PathBuf,
+    store: PathBuf,
+    inodes: HashMap<Ino, Inode>,
+    next_ino: Ino,
+    log: Vec<Unsynced>,
+    pub metadata: MetadataMode,
+    pub durable_backing: bool,
+    /// Bumped by every power loss; file handles from an older epoch fail with EIO.
+    pub epoch: u64,
+}
+
+impl State {
+    /// Serves `backing` as it is on disk; `store` is a private, empty directory for live data.
+    pub fn load(backing: &Path, store: &Path, metadata: MetadataMode) -> io::Result<State> {
+        let mut state = State {
+            backing: backing.to_owned(),
+            store: store.to_owned(),
+            inodes: HashMap::new(),
+            next_ino: ROOT + 1,
+            log: Vec::new(),
+            metadata,
+            durable_backing: false,
+            epoch: 0,
+        };
+        state.rebuild_from_backing()?;
+        Ok(state)
+    }
+
+    fn rebuild_from_backing(&mut self) -> io::Result<()> {
+        self.inodes.clear();
+        self.log.clear();
+        let meta = fs::metadata(&self.backing)?;
+        let mut root = Inode::new(Kind::Dir, meta.mode() & 0o7777, meta.uid(), meta.gid());
+        root.mtime = meta.modified()?;
+        self.inodes.insert(ROOT, root);
+        let mut pending: VecDeque<(Ino, PathBuf)> = VecDeque::from([(ROOT, self.backing.clone())]);
+        while let Some((dir, path)) = pending.pop_front() {
+            for entry in fs::read_dir(&path)? {
+                let entry = entry?;
+                let meta = fs::symlink_metadata(entry.path())?;
+                let kind = if meta.is_dir() {
+                    Kind::Dir
+                } else if meta.file_type().is_symlink() {
+                    Kind::Symlink
+                } else if meta.is_file() {
+                    Kind::File
+                } else {
+                    continue;
+                };
+                let ino = self.next_ino;
+                self.next_ino += 1;
+                let mut inode = Inode::new(kind, meta.mode() & 0o7777, meta.uid(), meta.gid());
+                inode.mtime = meta.modified()?;
+                inode.atime = meta.accessed()?;
+                inode.size = if kind == Kind::File { meta.len() } else { 0 };
+                if kind == Kind::Symlink {
+                    inode.target = fs::read_link(entry.path())?;
+                }
+                let name = entry.file_name();
+                inode.links.push((dir, name.clone()));
+                inode.durable_links.push((dir, name.clone()));
+                self.inodes.insert(ino, inode);
+                let parent = self.inodes.get_mut(&dir).expect("parent loaded first");
+                parent.children.insert(name.clone(), ino);
+                parent.durable_children.insert(name, ino);
+                if kind == Kind::Dir {
+                    pending.push_back((ino, entry.path()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn inode(&self, ino: Ino) -> FsResult<&Inode> {
+        self.inodes.get(&ino).ok_or(libc::ESTALE)
+    }
+
+    fn inode_mut(&mut self, ino: Ino) -> FsResult<&mut Inode> {
+        self.inodes.get_mut(&ino).ok_or(libc::ESTALE)
+    }
+
+    pub fn lookup(&self, parent: Ino, name: &OsStr) -> FsResult<Ino> {
+        let dir = self.inode(parent)?;
+        if dir.kind != Kind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        dir.children.get(name).copied().ok_or(libc::ENOENT)
+    }
+
+    /// The inode's live path relative to the mount (its first name), for fault rules and logs.
+    pub fn path_of(&self, ino: Ino) -> PathBuf {
+        let mut parts = Vec::new();
+        let mut current = ino;
+        while let Some((parent, name)) = self.inodes.get(&current).and_then(|i| i.links.first()) {
+            parts.push(name.clone());
+            current = *parent;
+        }
+        parts.iter().rev().collect()
+    }
+
+    fn durable_path(&self, ino: Ino) -> Option<PathBuf> {
+        if ino == ROOT {
+            return Some(self.backing.clone());
+        }
+        let (parent, name) = self.inodes.get(&ino)?.durable_links.first()?;
+        Some(self.durable_path(*parent)?.join(name))
+    }
+
+    /// Where the inode's durable content is, if it has any.
+    fn durable_content(&self, ino: Ino) -> Option<PathBuf> {
+        self.durable_path(ino)
+            .or_else(|| self.inodes.get(&ino)?.staged.clone())
+    }
+
+    // ---- live namespace ----
+
+    pub fn create(
+        &mut self,
+        parent: Ino,
+        name: &OsStr,
+        kind: Kind,
+        mode: u32,
+        owner: (u32, u32),
+        target: Option<&Path>,
+    ) -> FsResult<Ino> {
+        match self.lookup(parent, name) {
+            Ok(_) => return Err(libc::EEXIST),
+            Err(libc::ENOENT) => {}
+            Err(other) => return Err(other),
+        }
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let mut inode = Inode::new(kind, mode & 0o7777, owner.0, owner.1);
+        if kind == Kind::File {
+            inode.live = Some(self.new_store_file(ino)?);
+        }
+        if let Some(target) = target {
+            inode.target = target.to_owned();
+        }
+        inode.links.push((parent, name.to_owned()));
+        self.inodes.insert(ino, inode);
+        let dir = self.inode_mut(parent)?;
+        dir.children.insert(name.to_owned(), ino);
+        dir.mtime = SystemTime::now();
+        Ok(ino)
+    }
+
+    fn new_store_file(&self, ino: Ino) -> FsResult<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.store.join(format!("live-{ino}")))
+            .map_err(errno)
+    }
+
+    pub fn unlink(&mut self, parent: Ino, name: &OsStr) -> FsResult<()> {
+        let ino = self.lookup(parent, name)?;
+        if self.inode(ino)?.kind == Kind::Dir {
+            return Err(libc::EISDIR);
+        }
+        self.detach_live(parent, name, ino)
+    }
+
+    pub fn rmdir(&mut self, parent: Ino, name: &OsStr) -> FsResult<()> {
+        let ino = self.lookup(parent, name)?;
+        let dir = self.inode(ino)?;
+        if dir.kind != Kind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        if !dir.children.is_empty() {
+            return Err(libc::ENOTEMPTY);
+        }
+        self.detach_live(parent, name, ino)
+    }
+
+    fn detach_live(&mut self, parent: Ino, name: &OsStr, ino: Ino) -> FsResult<()> {
+        let dir = self.inode_mut(parent)?;
+        dir.children.remove(name);
+        dir.mtime = SystemTime::now();
+        let inode = self.inode_mut(ino)?;
+        inode
+            .links
+            .retain(|(p, n)| !(*p == parent && n.as_os_str() == name));
+        inode.ctime = SystemTime::now();
+        Ok(())
+    }
+
+    pub fn link(&mut self, ino: Ino, parent: Ino, name: &OsStr) -> FsResult<()> {
+        if self.inode(ino)?.kind == Kind::Dir {
+            return Err(libc::EPERM);
+        }
+        if self.lookup(parent, name).is_ok() {
+            return Err(libc::EEXIST);
+        }
+        self.inode_mut(parent)?
+            .children
+            .insert(name.to_owned(), ino);
+        self.inode_mut(ino)?.links.push((parent, name.to_owned()));
+        Ok(())
+    }
+
+    pub fn rename(
+        &mut self,
+        parent: Ino,
+        name: &OsStr,
+        new_parent: Ino,
+        new_name: &OsStr,
+        no_replace: bool,
+    ) -> FsResult<()> {
+        let ino = self.lookup(parent, name)?;
+        if self.inode(new_parent)?.kind != Kind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        let moving_dir = self.inode(ino)?.kind == Kind::Dir;
+        if moving_dir && self.is_ancestor(ino, new_parent) {
+            return Err(libc::EINVAL);
+        }
+        if let Ok(existing) = self.lookup(new_parent, new_name) {
+            if existing == ino {
+                return Ok(());
+            }
+            if no_replace {
+                return Err(libc::EEXIST);
+            }
+            let existing_inode = self.inode(existing)?;
+            match (moving_dir, existing_inode.kind == Kind::Dir) {
+                (true, false) => return Err(libc::ENOTDIR),
+                (false, true) => return Err(libc::EISDIR),
+                (true, true) if !existing_inode.children.is_empty() => {
+                    return Err(libc::ENOTEMPTY);
+                }
+                _ => {}
+            }
+            self.detach_live(new_parent, new_name, existing)?;
+        }
+        self.detach_live(parent, name, ino)?;
+        self.inode_mut(new_parent)?
+            .children
+            .insert(new_name.to_owned(), ino);
+        self.inode_mut(ino)?
+            .links
+            .push((new_parent, new_name.to_owned()));
+        Ok(())
+    }
+
+    fn is_ancestor(&self, ancestor: Ino, mut ino: Ino) -> bool {
+        loop {
+            if ino == ancestor {
+                return true;
+            }
+            match self.inodes.get(&ino).and_then(|i| i.links.first()) {
+                Some((parent, _)) => ino = *parent,
+                None => return false,
+            }
+        }
+    }
+
+    // ---- file data ----
+
+    fn live_file(&mut self, ino: Ino) -> FsResult<&File> {
+        if self.inode(ino)?.kind != Kind::File {
+            return Err(libc::EISDIR);
+        }
+        if self.inode(ino)?.live.is_none() {
+            let file = self.new_store_file(ino)?;
+            if let Some(source) = self.durable_content(ino) {
+                let mut from = File::open(&source).map_err(errno)?;
+                let mut to = &file;
+                io::copy(&mut from, &mut to).map_err(errno)?;
+            }
+            self.inode_mut(ino)?.live = Some(file);
+        }
+        Ok(self.inode(ino)?.live.as_ref().expect("just set"))
+    }
+
+    pub fn read(&mut self, ino: Ino, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let inode = self.inode(ino)?;
+        if inode.kind != Kind::File {
+            return Err(libc::EISDIR);
+        }
+        let end = inode.size.min(offset.saturating_add(u64::from(size)));
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut buffer = vec![0; (end - offset) as usize];
+        let read = match &inode.live {
+            Some(file) => read_fully(file, &mut buffer, offset),
+            None => match self.durable_content(ino) {
+                Some(path) => read_fully(&File::open(path).map_err(errno)?, &mut buffer, offset),
+                None => Ok(0),
+            },
+        }
+        .map_err(errno)?;
+        // A durable file shorter than the size reads as zeros past its end (a hole).
+        debug_assert!(read <= buffer.len());
+        Ok(buffer)
+    }
+
+    pub fn write(&mut self, ino: Ino, offset: u64, data: &[u8]) -> FsResult<usize> {
+        self.live_file(ino)?.write_all_at(data, offset).map_err(errno)?;
+        let end = offset + data.len() as u64;
+        let inode = self.inode_mut(ino)?;
+        inode.dirty.insert(offset, end);
+        if end > inode.size {
+            inode.size = end;
+            inode.size_dirty = true;
+        }
+        inode.mtime = SystemTime::now();
+        self.log.push(Unsynced::Write {
+            ino,
+            offset,
+            data: data.to_vec(),
+        });
+        Ok(data.len())
+    }
+
+    pub fn truncate(&mut self, ino: Ino, size: u64) -> FsResult<()> {
+        self.live_file(ino)?.set_len(size).map_err(errno)?;
+        let inode = self.inode_mut(ino)?;
+        if size < inode.size {
+            // The cut bytes read as zeros if the file grows again; they must reach the disk so.
+            inode.dirty.insert(size, inode.size);
+        }
+        inode.size = size;
+        inode.size_dirty = true;
+        inode.mtime = SystemTime::now();
+        self.log.push(Unsynced::Truncate { ino, size });
+        Ok(())
+    }
+
+    pub fn set_attributes(
+        &mut self,
+        ino: Ino,
+        mode: Option<u32>,
+        owner: (Option<u32>, Option<u32>),
+        times: (Option<SystemTime>, Option<SystemTime>),
+    ) -> FsResult<()> {
+        let inode = self.inode_mut(ino)?;
+        if let Some(mode) = mode {
+            inode.mode = mode & 0o7777;
+        }
+        if let Some(uid) = owner.0 {
+            inode.uid = uid;
+        }
+        if let Some(gid) = owner.1 {
+            inode.gid = gid;
+        }
+        if let Some(atime) = times.0 {
+            inode.atime = atime;
+        }
+        if let Some(mtime) = times.1 {
+            inode.mtime = mtime;
+        }
+        inode.ctime = SystemTime::now();
+        Ok(())
+    }
+
+    // ---- durability ----
+
+    /// fsync/fdatasync of a file: its data and size become durable (and, in ext4 mode, its
+    /// entry). For a directory: its entries become durable.
+    pub fn fsync(&mut self, ino: Ino) -> FsResult<()> {
+        match self.inode(ino)?.kind {
+            Kind::Dir => return self.sync_dir(ino),
+            Kind::Symlink => return Ok(()),
+            Kind::File => {}
+        }
+        if self.inode(ino)?.is_dirty() {
+            self.write_back(ino)?;
+        }
+        if self.metadata == MetadataMode::Ext4
+            && let Some((parent, name)) = self.inode(ino)?.links.first().cloned()
+        {
+            self.sync_entry(parent, &name)?;
+        }
+        Ok(())
+    }
+
+    fn write_back(&mut self, ino: Ino) -> FsResult<()> {
+        let target_path = match self.durable_path(ino) {
+            Some(path) => path,
+            None => {
+                let staged = self.store.join(format!("staged-{ino}"));
+                self.inode_mut(ino)?.staged = Some(staged.clone());
+                staged
+            }
+        };
+        let target = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&target_path)
+            .map_err(errno)?;
+        let inode = self.inode(ino)?;
+        let live = inode.live.as_ref().expect("a dirty file has live content");
+        let mut buffer = vec![0u8; 1 << 20];
+        for (start, end) in inode.dirty.clipped(inode.size) {
+            let mut at = start;
+            while at < end {
+                let chunk = (end - at).min(buffer.len() as u64) as usize;
+                let read = read_fully(live, &mut buffer[..chunk], at).map_err(errno)?;
+                target.write_all_at(&buffer[..read], at).map_err(errno)?;
+                at += chunk as u64;
+            }
+        }
+        target.set_len(inode.size).map_err(errno)?;
+        if self.durable_backing {
+            target.sync_all().map_err(errno)?;
+        }
+        self.mark_clean(ino)
+    }
+
+    /// Forgets the file's unsynced changes without writing them (fsyncgate): the live content
+    /// keeps them until a power loss, but no later fsync will write them.
+    pub fn mark_clean(&mut self, ino: Ino) -> FsResult<()> {
+        let inode = self.inode_mut(ino)?;
+        inode.dirty.clear();
+        inode.size_dirty = false;
+        self.log.retain(|op| op.ino() != ino);
+        Ok(())
+    }
+
+    pub fn sync_dir(&mut self, dir: Ino) -> FsResult<()> {
+        self.ensure_durable_dir(dir)?;
+        let inode = self.inode(dir)?;
+        let mut names: Vec<OsString> = inode.children.keys().cloned().collect();
+        names.extend(inode.durable_children.keys().cloned());
+        names.sort();
+        names.dedup();
+        for name in names {
+            self.sync_entry(dir, &name)?;
+        }
+        if self.durable_backing
+            && let Some(path) = self.durable_path(dir)
+        {
+            File::open(path).and_then(|d| d.sync_all()).map_err(errno)?;
+        }
+        Ok(())
+    }
+
+    /// A directory that is itself not durable yet gets its own entry made durable first, so its
+    /// entries have somewhere to live on disk.
+    fn ensure_durable_dir(&mut self, dir: Ino) -> FsResult<()> {
+        if dir == ROOT || !self.inode(dir)?.durable_links.is_empty() {
+            return Ok(());
+        }
+        let Some((parent, name)) = self.inode(dir)?.links.first().cloned() else {
+            return Err(libc::ENOENT);
+        };
+        self.ensure_durable_dir(parent)?;
+        self.sync_entry(parent, &name)
+    }
+
+    /// Makes the durable entry `dir/name` equal to the live one.
+    fn sync_entry(&mut self, dir: Ino, name: &OsStr) -> FsResult<()> {
+        self.ensure_durable_dir(dir)?;
+        let live = self.inode(dir)?.children.get(name).copied();
+        let durable = self.inode(dir)?.durable_children.get(name).copied();
+        if live == durable {
+            return Ok(());
+        }
+        if let Some(old) = durable {
+            self.remove_durable_entry(dir, name, old)?;
+        }
+        if let Some(new) = live {
+            self.add_durable_entry(dir, name, new)?;
+        }
+        Ok(())
+    }
+
+    fn remove_durable_entry(&mut self, dir: Ino, name: &OsStr, old: Ino) -> FsResult<()> {
+        let path = self.durable_path(dir).ok_or(libc::EIO)?.join(name);
+        let kind = self.inode(old)?.kind;
+        let still_live_elsewhere = self
+            .inode(old)?
+            .links
+            .iter()
+            .find(|(p, n)| !(*p == dir && n.as_os_str() == name))
+            .cloned();
+        if kind == Kind::Dir {
+            // A directory has one durable place: a renamed directory moves there in one step.
+            if let Some((new_parent, new_name)) = still_live_elsewhere {
+                self.ensure_durable_dir(new_parent)?;
+                if let Some(occupant) = self.inode(new_parent)?.durable_children.get(&new_name).copied() {
+                    self.remove_durable_entry(new_parent, &new_name, occupant)?;
+                }
+                let new_path = self.durable_path(new_parent).ok_or(libc::EIO)?.join(&new_name);
+                fs::rename(&path, &new_path).map_err(errno)?;
+                self.inode_mut(dir)?.durable_children.remove(name);
+                self.inode_mut(new_parent)?
+                    .durable_children
+                    .insert(new_name.clone(), old);
+                self.inode_mut(old)?.durable_links = vec![(new_parent, new_name)];
+                return Ok(());
+            }
+            self.forget_durable_subtree(old)?;
+            fs::remove_dir_all(&path).map_err(errno)?;
+        } else {
+            let inode = self.inode_mut(old)?;
+            inode
+                .durable_links
+                .retain(|(p, n)| !(*p == dir && n.as_os_str() == name));
+            let orphaned = inode.durable_links.is_empty() && kind == Kind::File;
+            if orphaned && still_live_elsewhere.is_some() && inode.staged.is_none() {
+                // Its durable content must outlive this name for when another name is synced.
+                let staged = self.store.join(format!("staged-{old}"));
+                fs::copy(&path, &staged).map_err(errno)?;
+                self.inode_mut(old)?.staged = Some(staged);
+            }
+            fs::remove_file(&path).map_err(errno)?;
+        }
+        self.inode_mut(dir)?.durable_children.remove(name);
+        if kind == Kind::Dir {
+            self.inode_mut(old)?.durable_links.clear();
+        }
+        Ok(())
+    }
+
+    /// Before a durable directory disappears from disk: its files that are still live keep
+    /// their durable content in staging, and nothing under it stays recorded as durable.
+    fn forget_durable_subtree(&mut self, dir: Ino) -> FsResult<()> {
+        let entries: Vec<(OsString, Ino)> = self
+            .inode(dir)?
+            .durable_children
+            .iter()
+            .map(|(n, i)| (n.clone(), *i))
+            .collect();
+        let dir_path = self.durable_path(dir).ok_or(libc::EIO)?;
+        for (name, child) in entries {
+            if self.inode(child)?.kind == Kind::Dir {
+                self.forget_durable_subtree(child)?;
+                self.inode_mut(child)?.durable_links.clear();
+                continue;
+            }
+            let inode = self.inode_mut(child)?;
+            inode
+                .durable_links
+                .retain(|(p, n)| !(*p == dir && *n == name));
+            if inode.durable_links.is_empty()
+                && inode.kind == Kind::File
+                && !inode.links.is_empty()
+                && inode.staged.is_none()
+            {
+                let staged = self.store.join(format!("staged-{child}"));
+                fs::copy(dir_path.join(&name), &staged).map_err(errno)?;
+                self.inode_mut(child)?.staged = Some(staged);
+            }
+        }
+        self.inode_mut(dir)?.durable_children.clear();
+        Ok(())
+    }
+
+    fn add_durable_entry(&mut self, dir: Ino, name: &OsStr, new: Ino) -> FsResult<()> {
+        let path = self.durable_path(dir).ok_or(libc::EIO)?.join(name);
+        let inode = self.inode(new)?;
+        let mode = inode.mode;
+        match inode.kind {
+            Kind::Dir => {
+                if let Some((old_parent, old_name)) = inode.durable_links.first().cloned() {
+                    let old_path = self.durable_path(old_parent).ok_or(libc::EIO)?.join(&old_name);
+                    fs::rename(&old_path, &path).map_err(errno)?;
+                    self.inode_mut(old_parent)?.durable_children.remove(&old_name);
+                    self.inode_mut(new)?.durable_links.clear();
+                } else {
+                    fs::create_dir(&path).map_err(errno)?;
+                    set_mode(&path, mode)?;
+                }
+            }
+            Kind::File => {
+                if let Some(existing) = self.durable_path(new) {
+                    fs::hard_link(existing, &path).map_err(errno)?;
+                } else if let Some(staged) = self.inode_mut(new)?.staged.take() {
+                    if fs::rename(&staged, &path).is_err() {
+                        fs::copy(&staged, &path).map_err(errno)?;
+                        fs::remove_file(&staged).ok();
+                    }
+                    set_mode(&path, mode)?;
+                } else {
+                    File::create(&path).map_err(errno)?;
+                    set_mode(&path, mode)?;
+                }
+            }
+            Kind::Symlink => symlink(&inode.target, &path).map_err(errno)?,
+        }
+        self.inode_mut(new)?
+            .durable_links
+            .push((dir, name.to_owned()));
+        self.inode_mut(dir)?
+            .durable_children
+            .insert(name.to_owned(), new);
+        Ok(())
+    }
+
+    /// Makes everything durable: every live directory's entries, then every file's data.
+    pub fn sync_all(&mut self) -> FsResult<()> {
+        let mut dirs = VecDeque::from([ROOT]);
+        let mut files = Vec::new();
+        while let Some(dir) = dirs.pop_front() {
+            self.sync_dir(dir)?;
+            for &child in self.inode(dir)?.children.values() {
+                match self.inode(child)?.kind {
+                    Kind::Dir => dirs.push_back(child),
+                    Kind::File => files.push(child),
+                    Kind::Symlink => {}
+                }
+            }
+        }
+        for file in files {
+            if self.inode(file)?.is_dirty() {
+                self.write_back(file)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn inode_numbers(&self) -> Vec<Ino> {
+        self.inodes.keys().copied().collect()
+    }
+
+    pub fn unsynced(&self) -> &[Unsynced] {
+        &self.log
+    }
+
+    /// Power loss: the chosen parts of unsynced writes reach the disk, everything else volatile
+    /// is gone, and the mount serves what is on disk, as after a reboot.
+    pub fn power_loss(&mut self, survival: &[Survival]) -> io::Result<()> {
+        for (op, fate) in self.log.iter().zip(survival) {
+            if *fate == Survival::Dropped {
+                continue;
+            }
+            // A file with no durable name is gone after the power loss whatever its data.
+            let Some(path) = self.durable_path(op.ino()) else {
+                continue;
+            };
+            let file = OpenOptions::new().write(true).open(&path)?;
+            match (op, fate) {
+                (Unsynced::Write { offset, data, .. }, Survival::Whole) => {
+                    file.write_all_at(data, *offset)?;
+                }
+                (Unsynced::Write { offset, data, .. }, Survival::Parts(parts)) => {
+                    for &(start, end) in parts {
+                        file.write_all_at(&data[start as usize..end as usize], offset + start)?;
+                    }
+                }
+                (Unsynced::Truncate { size, .. }, _) => file.set_len(*size)?,
+                (_, Survival::Dropped) => unreachable!("skipped above"),
+            }
+        }
+        for entry in fs::read_dir(&self.store)? {
+            fs::remove_file(entry?.path())?;
+        }
+        self.epoch += 1;
+        self.rebuild_from_backing()
+    }
+
+    pub fn status(&self) -> Status {
+        let mut status = Status {
+            unsynced_operations: self.log.len(),
+            epoch: self.epoch,
+            ..Status::default()
+        };
+        for inode in self.inodes.values() {
+            if inode.kind == Kind::File && inode.is_dirty() {
+                status.dirty_files += 1;
+                status.dirty_bytes += inode.dirty.bytes();
+            }
+            if inode.kind == Kind::Dir {
+                let differing = inode
+                    .children
+                    .iter()
+                    .filter(|(n, i)| inode.durable_children.get(*n) != Some(i))
+                    .count()
+                    + inode
+                        .durable_children
+                        .keys()
+                        .filter(|n| !inode.children.contains_key(*n))
+                        .count();
+                status.entries_not_durable += differing;
+            }
+        }
+        status
+    }
+
+    /// Bytes held: live sizes of all files, for the capacity limit.
+    pub fn used_bytes(&self) -> u64 {
+        self.inodes
+            .values()
+            .filter(|i| i.kind == Kind::File)
+            .map(|i| i.size)
+            .sum()
+    }
+
+    pub fn statfs_path(&self) -> &Path {
+        &self.backing
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> FsResult<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(errno)
+}
+
+fn read_fully(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buffer.len() {
+        match file.read_at(&mut buffer[done..], offset + done as u64)? {
+            0 => break,
+            read => done += read,
+        }
+    }
+    Ok(done)
+}

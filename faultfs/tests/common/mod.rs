@@ -1,0 +1,117 @@
+//! A real faultfs mount for a test: temporary backing and mount directories, the real binary in
+//! the foreground, and a guard that unmounts and reaps it, also when the test panics.
+#![allow(dead_code)]
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::Write,
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use faultfs::control::{self, Request};
+use faultfs::power_loss::PowerLossMode;
+use process_guard::Spawned;
+use serde_json::Value;
+
+pub const FAULTFS: &str = env!("CARGO_BIN_EXE_faultfs");
+
+pub struct Mounted {
+    pub backing: PathBuf,
+    pub mountpoint: PathBuf,
+    daemon: Option<Spawned>,
+    _dirs: tempfile::TempDir,
+}
+
+impl Mounted {
+    pub fn new(extra: &[&str]) -> Mounted {
+        Self::with_backing(extra, |_| {})
+    }
+
+    /// Mounts after `prepare` has filled the backing directory.
+    pub fn with_backing(extra: &[&str], prepare: impl FnOnce(&Path)) -> Mounted {
+        let dirs = tempfile::tempdir().unwrap();
+        let backing = dirs.path().join("backing");
+        let mountpoint = dirs.path().join("mnt");
+        fs::create_dir(&backing).unwrap();
+        fs::create_dir(&mountpoint).unwrap();
+        prepare(&backing);
+        let mut daemon = Spawned::start(
+            "faultfs",
+            Command::new(FAULTFS)
+                .arg("mount")
+                .arg(&backing)
+                .arg(&mountpoint)
+                .args(extra)
+                .env("RUST_LOG", "warn"),
+        )
+        .unwrap();
+        assert_eq!(daemon.read_line().unwrap(), "mounted");
+        Mounted {
+            backing,
+            mountpoint,
+            daemon: Some(daemon),
+            _dirs: dirs,
+        }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.mountpoint.join(relative)
+    }
+
+    pub fn ctl(&self, request: Request) -> Value {
+        control::call(&self.mountpoint, &request).unwrap()
+    }
+
+    pub fn power_loss(&self, mode: PowerLossMode) -> Value {
+        self.ctl(Request::PowerLoss { mode })
+    }
+
+    pub fn add_fault(&self, rule: &str) -> u64 {
+        self.ctl(Request::FaultAdd { rule: rule.into() })["id"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// Unmounts and waits for faultfs to exit cleanly; the returned directory holds the backing
+    /// directory for inspection.
+    pub fn unmount(mut self) -> tempfile::TempDir {
+        let status = Command::new(FAULTFS)
+            .arg("umount")
+            .arg(&self.mountpoint)
+            .status()
+            .unwrap();
+        assert!(status.success(), "faultfs umount failed");
+        self.daemon.take().unwrap().finish().unwrap();
+        assert!(faultfs::mount::mounted_at(&self.mountpoint.canonicalize().unwrap()).is_none());
+        let placeholder = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self._dirs, placeholder)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.daemon.is_some() {
+            // A lazy unmount cannot fail on a busy mount; then the guard reaps faultfs.
+            let path = std::ffi::CString::new(self.mountpoint.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: path is a valid NUL-terminated string.
+            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+pub fn write_file(path: &Path, data: &[u8]) -> File {
+    let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(path).unwrap();
+    file.write_all(data).unwrap();
+    file
+}
+
+pub fn fsync_path(path: &Path) {
+    File::open(path).unwrap().sync_all().unwrap();
+}
+
+pub fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(data, offset).unwrap();
+}

@@ -1,0 +1,169 @@
+//! The power-loss model on a real mount: what was made durable survives, nothing else does.
+mod common;
+
+use std::{fs, os::unix::fs::FileExt};
+
+use common::{Mounted, fsync_path, write_at, write_file};
+use faultfs::{control::Request, power_loss::PowerLossMode};
+
+#[test]
+fn unsynced_data_is_lost_and_fsynced_data_kept() {
+    let mounted = Mounted::with_backing(&[], |backing| {
+        fs::write(backing.join("db"), b"0123456789").unwrap();
+    });
+    let db = mounted.path("db");
+    write_at(&db, 0, b"AB");
+    fsync_path(&db);
+    write_at(&db, 2, b"CD");
+    // Appended bytes and the size they add roll back too.
+    write_at(&db, 10, b"-tail");
+    assert_eq!(fs::read(&db).unwrap(), b"ABCD456789-tail");
+
+    mounted.power_loss(PowerLossMode::Drop);
+    assert_eq!(fs::read(&db).unwrap(), b"AB23456789");
+    assert_eq!(fs::read(mounted.backing.join("db")).unwrap(), b"AB23456789");
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn a_truncate_is_volatile_until_fsync() {
+    let mounted = Mounted::with_backing(&[], |backing| {
+        fs::write(backing.join("log"), vec![7u8; 10_000]).unwrap();
+    });
+    let log = mounted.path("log");
+    fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(100).unwrap();
+    assert_eq!(fs::metadata(&log).unwrap().len(), 100);
+    mounted.power_loss(PowerLossMode::Drop);
+    assert_eq!(fs::metadata(&log).unwrap().len(), 10_000);
+
+    // Cut, grow again, fsync: the cut bytes come back as zeros, durably.
+    let file = fs::OpenOptions::new().write(true).open(&log).unwrap();
+    file.set_len(100).unwrap();
+    file.set_len(200).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    mounted.power_loss(PowerLossMode::Drop);
+    let data = fs::read(&log).unwrap();
+    assert_eq!(data.len(), 200);
+    assert!(data[..100].iter().all(|&b| b == 7) && data[100..].iter().all(|&b| b == 0));
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn a_new_file_needs_a_directory_fsync_in_strict_mode() {
+    let mounted = Mounted::new(&[]);
+    let file = write_file(&mounted.path("new"), b"data");
+    file.sync_all().unwrap();
+    drop(file);
+    mounted.power_loss(PowerLossMode::Drop);
+    assert!(!mounted.path("new").exists(), "the entry was never made durable");
+
+    let file = write_file(&mounted.path("new"), b"data");
+    file.sync_all().unwrap();
+    drop(file);
+    fsync_path(&mounted.mountpoint);
+    mounted.power_loss(PowerLossMode::Drop);
+    assert_eq!(fs::read(mounted.path("new")).unwrap(), b"data");
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn ext4_mode_makes_a_fsynced_files_entry_durable() {
+    let mounted = Mounted::new(&["--metadata", "ext4"]);
+    fs::create_dir(mounted.path("dir")).unwrap();
+    let file = write_file(&mounted.path("dir/new"), b"data");
+    file.sync_all().unwrap();
+    drop(file);
+    mounted.power_loss(PowerLossMode::Drop);
+    assert_eq!(fs::read(mounted.path("dir/new")).unwrap(), b"data");
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn a_rename_is_durable_only_after_the_directory_fsync() {
+    let mounted = Mounted::with_backing(&[], |backing| {
+        fs::write(backing.join("tmp"), b"new version").unwrap();
+        fs::write(backing.join("current"), b"old version").unwrap();
+    });
+    fs::rename(mounted.path("tmp"), mounted.path("current")).unwrap();
+    assert_eq!(fs::read(mounted.path("current")).unwrap(), b"new version");
+    mounted.power_loss(PowerLossMode::Drop);
+    // Rename over an existing file is atomic: old state entirely.
+    assert_eq!(fs::read(mounted.path("current")).unwrap(), b"old version");
+    assert_eq!(fs::read(mounted.path("tmp")).unwrap(), b"new version");
+
+    fs::rename(mounted.path("tmp"), mounted.path("current")).unwrap();
+    fsync_path(&mounted.mountpoint);
+    mounted.power_loss(PowerLossMode::Drop);
+    // ... or new state entirely.
+    assert_eq!(fs::read(mounted.path("current")).unwrap(), b"new version");
+    assert!(!mounted.path("tmp").exists());
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn a_cross_directory_rename_needs_both_directories_synced() {
+    let mounted = Mounted::with_backing(&[], |backing| {
+        fs::create_dir(backing.join("a")).unwrap();
+        fs::create_dir(backing.join("b")).unwrap();
+        fs::write(backing.join("a/f"), b"payload").unwrap();
+    });
+    fs::rename(mounted.path("a/f"), mounted.path("b/f")).unwrap();
+    fsync_path(&mounted.path("b"));
+    mounted.power_loss(PowerLossMode::Drop);
+    // Only the new directory was synced: the file has both names, with its data.
+    assert_eq!(fs::read(mounted.path("a/f")).unwrap(), b"payload");
+    assert_eq!(fs::read(mounted.path("b/f")).unwrap(), b"payload");
+
+    fs::rename(mounted.path("a/f"), mounted.path("b/g")).unwrap();
+    fsync_path(&mounted.path("a"));
+    mounted.power_loss(PowerLossMode::Drop);
+    assert!(!mounted.path("a/f").exists());
+    assert!(!mounted.path("b/g").exists());
+    assert_eq!(fs::read(mounted.path("b/f")).unwrap(), b"payload");
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn old_file_handles_fail_after_a_power_loss() {
+    let mounted = Mounted::with_backing(&[], |backing| {
+        fs::write(backing.join("db"), b"durable").unwrap();
+    });
+    let file = fs::OpenOptions::new().read(true).write(true).open(mounted.path("db")).unwrap();
+    mounted.power_loss(PowerLossMode::Drop);
+    let error = file.write_at(b"x", 0).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    drop(file);
+    // A new open sees the disk as after a reboot.
+    assert_eq!(fs::read(mounted.path("db")).unwrap(), b"durable");
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn sync_makes_everything_durable() {
+    let mounted = Mounted::new(&[]);
+    fs::create_dir_all(mounted.path("x/y")).unwrap();
+    write_file(&mounted.path("x/y/z"), b"deep");
+    write_file(&mounted.path("top"), b"top");
+    mounted.ctl(Request::Sync);
+    mounted.power_loss(PowerLossMode::Drop);
+    assert_eq!(fs::read(mounted.path("x/y/z")).unwrap(), b"deep");
+    assert_eq!(fs::read(mounted.path("top")).unwrap(), b"top");
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn unmounting_loses_what_was_volatile_like_a_crash() {
+    let mounted = Mounted::with_backing(&[], |backing| {
+        fs::write(backing.join("db"), b"durable").unwrap();
+    });
+    write_at(&mounted.path("db"), 0, b"VOLATILE");
+    write_file(&mounted.path("never-synced"), b"x");
+    let backing = mounted.backing.clone();
+    let status = mounted.ctl(Request::Status);
+    assert_eq!(status["status"]["dirty_files"], 2, "{status}");
+    assert_eq!(status["status"]["entries_not_durable"], 1, "{status}");
+    let _kept = mounted.unmount();
+    assert_eq!(fs::read(backing.join("db")).unwrap(), b"durable");
+    assert!(!backing.join("never-synced").exists());
+}
