@@ -76,7 +76,11 @@ pub fn call(mountpoint: &Path, request: &Request) -> Result<Value, ControlError>
         _ => ControlError::Io(error),
     })?;
     let mut writer = &stream;
-    writeln!(writer, "{}", serde_json::to_string(request).expect("serialisable"))?;
+    writeln!(
+        writer,
+        "{}",
+        serde_json::to_string(request).expect("serialisable")
+    )?;
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line)?;
     let answer: Value =
@@ -177,10 +181,9 @@ impl Handler {
                 }))
             }
             Request::Sync => {
-                self.shared
-                    .lock()
-                    .sync_all()
-                    .map_err(|errno| format!("sync failed: {}", std::io::Error::from_raw_os_error(errno)))?;
+                self.shared.lock().sync_all().map_err(|errno| {
+                    format!("sync failed: {}", std::io::Error::from_raw_os_error(errno))
+                })?;
                 tracing::info!("everything made durable (sync)");
                 Ok(json!({}))
             }
@@ -193,7 +196,9 @@ impl Handler {
                 if self.shared.faults.remove(id) {
                     Ok(json!({}))
                 } else {
-                    Err(format!("no fault rule with id {id}; `faultfs ctl MOUNTPOINT fault list` shows them"))
+                    Err(format!(
+                        "no fault rule with id {id}; `faultfs ctl MOUNTPOINT fault list` shows them"
+                    ))
                 }
             }
             Request::FaultList => Ok(json!({"faults": self.shared.faults.list()})),

@@ -12,11 +12,31 @@ use serde::Serialize;
 pub const CAPABILITIES: Capabilities<'static> = Capabilities {
     tool: "faultfs",
     ops: &[
-        "read", "write", "fsync", "fdatasync", "open", "create", "mkdir", "unlink", "rmdir",
-        "rename", "truncate", "fallocate", "readdir", "statfs", "flush",
+        "read",
+        "write",
+        "fsync",
+        "fdatasync",
+        "open",
+        "create",
+        "mkdir",
+        "unlink",
+        "rmdir",
+        "rename",
+        "truncate",
+        "fallocate",
+        "readdir",
+        "statfs",
+        "flush",
     ],
     actions: &[
-        "off", "error", "delay", "pause", "short", "lose", "fsyncgate", "corrupt",
+        "off",
+        "error",
+        "delay",
+        "pause",
+        "short",
+        "lose",
+        "fsyncgate",
+        "corrupt",
     ],
     filters: &["path"],
 };
@@ -94,7 +114,11 @@ impl Faults {
                 return Err(ParseError::new(
                     text,
                     0,
-                    format!("`{}` only applies to {}", term.action.name(), ops.join(" and ")),
+                    format!(
+                        "`{}` only applies to {}",
+                        term.action.name(),
+                        ops.join(" and ")
+                    ),
                 ));
             }
         }

@@ -13,9 +13,9 @@ use std::{
 
 use fault_rules::Corruption;
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::{
@@ -133,13 +133,13 @@ fn to_errno(errno: i32) -> Errno {
 
 pub fn attributes(ino: Ino, inode: &Inode) -> FileAttr {
     let (kind, size, nlink) = match inode.kind {
-        Kind::File => (FileType::RegularFile, inode.size, inode.links.len().max(1) as u32),
-        Kind::Dir => (FileType::Directory, 4096, 2),
-        Kind::Symlink => (
-            FileType::Symlink,
-            inode.target.as_os_str().len() as u64,
-            1,
+        Kind::File => (
+            FileType::RegularFile,
+            inode.size,
+            inode.links.len().max(1) as u32,
         ),
+        Kind::Dir => (FileType::Directory, 4096, 2),
+        Kind::Symlink => (FileType::Symlink, inode.target.as_os_str().len() as u64, 1),
     };
     FileAttr {
         ino: INodeNo(ino),
@@ -262,13 +262,18 @@ impl Filesystem for FaultFs {
     ) {
         let owner = (req.uid(), req.gid());
         let name = name.to_owned();
-        self.gated("mkdir", parent.0, Some(&name.clone()), move |shared, gate| {
-            let mut state = shared.lock();
-            let result = fail(gate).and_then(|()| {
-                state.create(parent.0, &name, Kind::Dir, mode & !umask, owner, None)
-            });
-            reply_entry(reply, &state, result);
-        });
+        self.gated(
+            "mkdir",
+            parent.0,
+            Some(&name.clone()),
+            move |shared, gate| {
+                let mut state = shared.lock();
+                let result = fail(gate).and_then(|()| {
+                    state.create(parent.0, &name, Kind::Dir, mode & !umask, owner, None)
+                });
+                reply_entry(reply, &state, result);
+            },
+        );
     }
 
     fn symlink(
@@ -293,18 +298,34 @@ impl Filesystem for FaultFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_owned();
-        self.gated("unlink", parent.0, Some(&name.clone()), move |shared, gate| {
-            let mut state = shared.lock();
-            reply_empty(reply, fail(gate).and_then(|()| state.unlink(parent.0, &name)));
-        });
+        self.gated(
+            "unlink",
+            parent.0,
+            Some(&name.clone()),
+            move |shared, gate| {
+                let mut state = shared.lock();
+                reply_empty(
+                    reply,
+                    fail(gate).and_then(|()| state.unlink(parent.0, &name)),
+                );
+            },
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_owned();
-        self.gated("rmdir", parent.0, Some(&name.clone()), move |shared, gate| {
-            let mut state = shared.lock();
-            reply_empty(reply, fail(gate).and_then(|()| state.rmdir(parent.0, &name)));
-        });
+        self.gated(
+            "rmdir",
+            parent.0,
+            Some(&name.clone()),
+            move |shared, gate| {
+                let mut state = shared.lock();
+                reply_empty(
+                    reply,
+                    fail(gate).and_then(|()| state.rmdir(parent.0, &name)),
+                );
+            },
+        );
     }
 
     fn rename(
@@ -323,13 +344,18 @@ impl Filesystem for FaultFs {
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let (name, newname): (OsString, OsString) = (name.to_owned(), newname.to_owned());
-        self.gated("rename", parent.0, Some(&name.clone()), move |shared, gate| {
-            let mut state = shared.lock();
-            let result = fail(gate).and_then(|()| {
-                state.rename(parent.0, &name, newparent.0, &newname, no_replace)
-            });
-            reply_empty(reply, result);
-        });
+        self.gated(
+            "rename",
+            parent.0,
+            Some(&name.clone()),
+            move |shared, gate| {
+                let mut state = shared.lock();
+                let result = fail(gate).and_then(|()| {
+                    state.rename(parent.0, &name, newparent.0, &newname, no_replace)
+                });
+                reply_empty(reply, result);
+            },
+        );
     }
 
     fn link(
@@ -367,24 +393,29 @@ impl Filesystem for FaultFs {
     ) {
         let owner = (req.uid(), req.gid());
         let name = name.to_owned();
-        self.gated("create", parent.0, Some(&name.clone()), move |shared, gate| {
-            let mut state = shared.lock();
-            let result = fail(gate)
-                .and_then(|()| {
-                    state.create(parent.0, &name, Kind::File, mode & !umask, owner, None)
-                })
-                .and_then(|ino| Ok((ino, state.inode(ino)?)));
-            match result {
-                Ok((ino, inode)) => reply.created(
-                    &TTL,
-                    &attributes(ino, inode),
-                    Generation(state.epoch),
-                    shared.new_handle(state.epoch),
-                    FopenFlags::empty(),
-                ),
-                Err(errno) => reply.error(to_errno(errno)),
-            }
-        });
+        self.gated(
+            "create",
+            parent.0,
+            Some(&name.clone()),
+            move |shared, gate| {
+                let mut state = shared.lock();
+                let result = fail(gate)
+                    .and_then(|()| {
+                        state.create(parent.0, &name, Kind::File, mode & !umask, owner, None)
+                    })
+                    .and_then(|ino| Ok((ino, state.inode(ino)?)));
+                match result {
+                    Ok((ino, inode)) => reply.created(
+                        &TTL,
+                        &attributes(ino, inode),
+                        Generation(state.epoch),
+                        shared.new_handle(state.epoch),
+                        FopenFlags::empty(),
+                    ),
+                    Err(errno) => reply.error(to_errno(errno)),
+                }
+            },
+        );
     }
 
     fn read(
@@ -465,11 +496,21 @@ impl Filesystem for FaultFs {
     ) {
         self.gated("flush", ino.0, None, move |shared, gate| {
             let state = shared.lock();
-            reply_empty(reply, fail(gate).and_then(|()| Shared::check_handle(&state, fh)));
+            reply_empty(
+                reply,
+                fail(gate).and_then(|()| Shared::check_handle(&state, fh)),
+            );
         });
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let op = if datasync { "fdatasync" } else { "fsync" };
         self.gated(op, ino.0, None, move |shared, gate| {
             let mut state = shared.lock();
@@ -524,7 +565,9 @@ impl Filesystem for FaultFs {
                 };
                 listing.push((child, kind, name.clone()));
             }
-            for (index, (child, kind, name)) in listing.into_iter().enumerate().skip(offset as usize) {
+            for (index, (child, kind, name)) in
+                listing.into_iter().enumerate().skip(offset as usize)
+            {
                 if reply.add(INodeNo(child), index as u64 + 1, kind, name) {
                     break;
                 }
@@ -586,7 +629,14 @@ impl Filesystem for FaultFs {
         });
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
         reply.error(Self::no_xattrs());
     }
 
@@ -657,7 +707,9 @@ fn statvfs(path: &Path) -> FsResult<libc::statvfs> {
     let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: path is a valid C string and stat points to writable memory for one statvfs.
     if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
     }
     // SAFETY: statvfs returned 0, so it initialised the struct.
     Ok(unsafe { stat.assume_init() })

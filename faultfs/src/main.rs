@@ -128,11 +128,18 @@ struct ConfigFile {
 
 fn parse_size(text: &str) -> Result<u64> {
     let text = text.trim();
-    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
     let number: u64 = digits
         .parse()
         .with_context(|| format!("`{text}` is not a size like 64M, 2G or 4096"))?;
-    let factor = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let factor = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 1,
         "K" => 1 << 10,
         "M" => 1 << 20,
@@ -145,7 +152,9 @@ fn parse_size(text: &str) -> Result<u64> {
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
@@ -166,17 +175,27 @@ fn main() -> Result<()> {
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
                         .with_context(|| format!("reading {}", path.display()))?;
-                    toml::from_str(&text).with_context(|| format!("{} is not a valid faultfs config", path.display()))?
+                    toml::from_str(&text).with_context(|| {
+                        format!("{} is not a valid faultfs config", path.display())
+                    })?
                 }
                 None => ConfigFile::default(),
             };
-            let capacity = capacity.or(file.capacity).map(|c| parse_size(&c)).transpose()?.unwrap_or(0);
+            let capacity = capacity
+                .or(file.capacity)
+                .map(|c| parse_size(&c))
+                .transpose()?
+                .unwrap_or(0);
             let mut all_faults = file.faults;
             all_faults.extend(faults);
             let options = MountOptions {
                 backing,
                 mountpoint,
-                seed: if seed != 0 { seed } else { file.seed.unwrap_or(0) },
+                seed: if seed != 0 {
+                    seed
+                } else {
+                    file.seed.unwrap_or(0)
+                },
                 metadata: metadata.or(file.metadata).unwrap_or(MetadataMode::Strict),
                 capacity,
                 durable_backing: durable_backing || file.durable_backing.unwrap_or(false),
@@ -203,10 +222,18 @@ fn main() -> Result<()> {
                 CtlCommand::Status => Request::Status,
                 CtlCommand::Sync => Request::Sync,
                 CtlCommand::PowerLoss { mode } => Request::PowerLoss { mode },
-                CtlCommand::Fault { command: FaultCommand::Add { rule } } => Request::FaultAdd { rule },
-                CtlCommand::Fault { command: FaultCommand::Remove { id } } => Request::FaultRemove { id },
-                CtlCommand::Fault { command: FaultCommand::List } => Request::FaultList,
-                CtlCommand::Capacity { size } => Request::Capacity { bytes: parse_size(&size)? },
+                CtlCommand::Fault {
+                    command: FaultCommand::Add { rule },
+                } => Request::FaultAdd { rule },
+                CtlCommand::Fault {
+                    command: FaultCommand::Remove { id },
+                } => Request::FaultRemove { id },
+                CtlCommand::Fault {
+                    command: FaultCommand::List,
+                } => Request::FaultList,
+                CtlCommand::Capacity { size } => Request::Capacity {
+                    bytes: parse_size(&size)?,
+                },
             };
             let answer = control::call(&mountpoint, &request)?;
             if json {
@@ -235,9 +262,14 @@ fn print_answer(answer: &serde_json::Value) {
 /// Runs this same command without --daemon in a new session and returns once it has mounted.
 fn spawn_daemon(log: Option<PathBuf>) -> Result<()> {
     use std::os::unix::process::CommandExt;
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--daemon").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--daemon")
+        .collect();
     let stderr = match log {
-        Some(path) => Stdio::from(std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?),
+        Some(path) => Stdio::from(
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+        ),
         None => Stdio::null(),
     };
     let mut child = std::process::Command::new(std::env::current_exe()?)
@@ -263,7 +295,10 @@ fn umount(mountpoint: &std::path::Path) -> Result<()> {
         .with_context(|| format!("{} does not exist", mountpoint.display()))?;
     match mount::mounted_at(&path) {
         Some(fstype) if fstype.starts_with("fuse") => {}
-        Some(fstype) => bail!("{} is a {fstype} mount, not faultfs: refusing to unmount it", path.display()),
+        Some(fstype) => bail!(
+            "{} is a {fstype} mount, not faultfs: refusing to unmount it",
+            path.display()
+        ),
         None => bail!("nothing is mounted at {}", path.display()),
     }
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;

@@ -29,7 +29,9 @@ pub enum MountError {
     NoMountpoint(String),
     #[error("{0} is already a mount point ({1}): unmount it first (umount {0})")]
     AlreadyMounted(String, String),
-    #[error("{0} and {1} overlap: the mount point must not be inside the backing directory, nor the reverse")]
+    #[error(
+        "{0} and {1} overlap: the mount point must not be inside the backing directory, nor the reverse"
+    )]
     Overlap(String, String),
     #[error("{0} is already served by another faultfs: a backing directory can be mounted once")]
     BackingInUse(String),
@@ -116,7 +118,11 @@ pub fn serve(options: MountOptions, on_mounted: impl FnOnce()) -> anyhow::Result
     let _lock = lock_backing(&backing)?;
     block_termination_signals();
 
-    let store_base = if Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/var/tmp" };
+    let store_base = if Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/var/tmp"
+    };
     let store = tempfile::Builder::new()
         .prefix("faultfs-store-")
         .tempdir_in(store_base)?;
@@ -128,7 +134,8 @@ pub fn serve(options: MountOptions, on_mounted: impl FnOnce()) -> anyhow::Result
     }
     let shared = Arc::new(Shared::new(state, faults, options.capacity));
     let notifier = Arc::new(OnceLock::new());
-    let _control = ControlServer::start(&mountpoint, shared.clone(), notifier.clone(), options.seed)?;
+    let _control =
+        ControlServer::start(&mountpoint, shared.clone(), notifier.clone(), options.seed)?;
 
     let mut config = Config::default();
     config.mount_options = vec![

@@ -29,12 +29,24 @@ pub fn plan(mode: PowerLossMode, log: &[Unsynced], rng: &mut SplitMix64) -> Vec<
         PowerLossMode::Prefix => {
             let kept = rng.below(log.len() as u64 + 1) as usize;
             (0..log.len())
-                .map(|i| if i < kept { Survival::Whole } else { Survival::Dropped })
+                .map(|i| {
+                    if i < kept {
+                        Survival::Whole
+                    } else {
+                        Survival::Dropped
+                    }
+                })
                 .collect()
         }
         PowerLossMode::Reorder => log
             .iter()
-            .map(|_| if rng.percent(50) { Survival::Whole } else { Survival::Dropped })
+            .map(|_| {
+                if rng.percent(50) {
+                    Survival::Whole
+                } else {
+                    Survival::Dropped
+                }
+            })
             .collect(),
         PowerLossMode::Torn => log
             .iter()
@@ -99,7 +111,9 @@ mod tests {
         let plan = plan(PowerLossMode::Torn, &log, &mut SplitMix64::new(3));
         let mut saw_parts = false;
         for (op, fate) in log.iter().zip(&plan) {
-            let Unsynced::Write { offset, data, .. } = op else { unreachable!() };
+            let Unsynced::Write { offset, data, .. } = op else {
+                unreachable!()
+            };
             if let Survival::Parts(parts) = fate {
                 saw_parts = true;
                 for &(start, end) in parts {
@@ -118,7 +132,11 @@ mod tests {
     #[test]
     fn plans_are_deterministic_per_seed_and_differ_across_seeds() {
         let log: Vec<Unsynced> = (0..40).map(|i| write(i * 4096, 8192)).collect();
-        for mode in [PowerLossMode::Torn, PowerLossMode::Reorder, PowerLossMode::Prefix] {
+        for mode in [
+            PowerLossMode::Torn,
+            PowerLossMode::Reorder,
+            PowerLossMode::Prefix,
+        ] {
             let a = plan(mode, &log, &mut SplitMix64::new(7));
             let b = plan(mode, &log, &mut SplitMix64::new(7));
             let c = plan(mode, &log, &mut SplitMix64::new(8));

@@ -104,8 +104,15 @@ impl Inode {
 /// An operation not yet durable, kept so a power loss can let a chosen subset survive.
 #[derive(Clone, Debug)]
 pub enum Unsynced {
-    Write { ino: Ino, offset: u64, data: Vec<u8> },
-    Truncate { ino: Ino, size: u64 },
+    Write {
+        ino: Ino,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Truncate {
+        ino: Ino,
+        size: u64,
+    },
 }
 
 impl Unsynced {
@@ -436,7 +443,9 @@ impl State {
     }
 
     pub fn write(&mut self, ino: Ino, offset: u64, data: &[u8]) -> FsResult<usize> {
-        self.live_file(ino)?.write_all_at(data, offset).map_err(errno)?;
+        self.live_file(ino)?
+            .write_all_at(data, offset)
+            .map_err(errno)?;
         let end = offset + data.len() as u64;
         let inode = self.inode_mut(ino)?;
         inode.dirty.insert(offset, end);
@@ -620,10 +629,18 @@ impl State {
             // A directory has one durable place: a renamed directory moves there in one step.
             if let Some((new_parent, new_name)) = still_live_elsewhere {
                 self.ensure_durable_dir(new_parent)?;
-                if let Some(occupant) = self.inode(new_parent)?.durable_children.get(&new_name).copied() {
+                if let Some(occupant) = self
+                    .inode(new_parent)?
+                    .durable_children
+                    .get(&new_name)
+                    .copied()
+                {
                     self.remove_durable_entry(new_parent, &new_name, occupant)?;
                 }
-                let new_path = self.durable_path(new_parent).ok_or(libc::EIO)?.join(&new_name);
+                let new_path = self
+                    .durable_path(new_parent)
+                    .ok_or(libc::EIO)?
+                    .join(&new_name);
                 fs::rename(&path, &new_path).map_err(errno)?;
                 self.inode_mut(dir)?.durable_children.remove(name);
                 self.inode_mut(new_parent)?
@@ -696,9 +713,14 @@ impl State {
         match inode.kind {
             Kind::Dir => {
                 if let Some((old_parent, old_name)) = inode.durable_links.first().cloned() {
-                    let old_path = self.durable_path(old_parent).ok_or(libc::EIO)?.join(&old_name);
+                    let old_path = self
+                        .durable_path(old_parent)
+                        .ok_or(libc::EIO)?
+                        .join(&old_name);
                     fs::rename(&old_path, &path).map_err(errno)?;
-                    self.inode_mut(old_parent)?.durable_children.remove(&old_name);
+                    self.inode_mut(old_parent)?
+                        .durable_children
+                        .remove(&old_name);
                     self.inode_mut(new)?.durable_links.clear();
                 } else {
                     fs::create_dir(&path).map_err(errno)?;

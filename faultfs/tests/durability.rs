@@ -31,7 +31,12 @@ fn a_truncate_is_volatile_until_fsync() {
         fs::write(backing.join("log"), vec![7u8; 10_000]).unwrap();
     });
     let log = mounted.path("log");
-    fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(100).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
     assert_eq!(fs::metadata(&log).unwrap().len(), 100);
     mounted.power_loss(PowerLossMode::Drop);
     assert_eq!(fs::metadata(&log).unwrap().len(), 10_000);
@@ -56,7 +61,10 @@ fn a_new_file_needs_a_directory_fsync_in_strict_mode() {
     file.sync_all().unwrap();
     drop(file);
     mounted.power_loss(PowerLossMode::Drop);
-    assert!(!mounted.path("new").exists(), "the entry was never made durable");
+    assert!(
+        !mounted.path("new").exists(),
+        "the entry was never made durable"
+    );
 
     let file = write_file(&mounted.path("new"), b"data");
     file.sync_all().unwrap();
@@ -129,7 +137,11 @@ fn old_file_handles_fail_after_a_power_loss() {
     let mounted = Mounted::with_backing(&[], |backing| {
         fs::write(backing.join("db"), b"durable").unwrap();
     });
-    let file = fs::OpenOptions::new().read(true).write(true).open(mounted.path("db")).unwrap();
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(mounted.path("db"))
+        .unwrap();
     mounted.power_loss(PowerLossMode::Drop);
     let error = file.write_at(b"x", 0).unwrap_err();
     assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");

@@ -44,7 +44,7 @@ impl Mounted {
                 .arg(&backing)
                 .arg(&mountpoint)
                 .args(extra)
-                .env("RUST_LOG", "warn"),
+                .env("RUST_LOG", "warn,fuser::session=error"),
         )
         .unwrap();
         assert_eq!(daemon.read_line().unwrap(), "mounted");
@@ -94,7 +94,8 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         if self.daemon.is_some() {
             // A lazy unmount cannot fail on a busy mount; then the guard reaps faultfs.
-            let path = std::ffi::CString::new(self.mountpoint.as_os_str().as_encoded_bytes()).unwrap();
+            let path =
+                std::ffi::CString::new(self.mountpoint.as_os_str().as_encoded_bytes()).unwrap();
             // SAFETY: path is a valid NUL-terminated string.
             unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
         }
@@ -102,7 +103,12 @@ impl Drop for Mounted {
 }
 
 pub fn write_file(path: &Path, data: &[u8]) -> File {
-    let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(path).unwrap();
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
     file.write_all(data).unwrap();
     file
 }

@@ -1,0 +1,270 @@
+//! Each fault action on a real mount.
+mod common;
+
+use std::{
+    fs,
+    io::{Read, Write},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use common::{Mounted, fsync_path, write_file};
+use faultfs::{control::Request, power_loss::PowerLossMode};
+
+fn errno_of(result: std::io::Result<impl Sized>) -> Option<i32> {
+    result.err().and_then(|e| e.raw_os_error())
+}
+
+#[test]
+fn error_fires_on_the_nth_matching_call_only() {
+    let mounted = Mounted::new(&[]);
+    fs::create_dir(mounted.path("wal")).unwrap();
+    let wal = write_file(&mounted.path("wal/000001.log"), b"record");
+    let other = write_file(&mounted.path("data"), b"x");
+    mounted.add_fault(r#"fsync(path="wal/*")=2*off->1*error(EIO)"#);
+    wal.sync_all().unwrap();
+    other.sync_all().unwrap();
+    wal.sync_all().unwrap();
+    assert_eq!(
+        errno_of(wal.sync_all()),
+        Some(libc::EIO),
+        "the 3rd fsync of a WAL file"
+    );
+    wal.sync_all().unwrap();
+    other.sync_all().unwrap();
+    let list = mounted.ctl(Request::FaultList);
+    assert_eq!(list["faults"][0]["fired"], 1, "{list}");
+    assert_eq!(list["faults"][0]["calls"], 4, "{list}");
+    drop((wal, other));
+    let _ = mounted.unmount();
+}
+
+type FallibleCall<'a> = Box<dyn Fn() -> std::io::Result<()> + 'a>;
+
+#[test]
+fn errors_on_namespace_operations() {
+    let mounted = Mounted::new(&[]);
+    write_file(&mounted.path("exists"), b"x");
+    fs::create_dir(mounted.path("dir")).unwrap();
+    let cases: Vec<(&str, FallibleCall)> = vec![
+        (
+            "create",
+            Box::new(|| fs::File::create(mounted.path("new")).map(drop)),
+        ),
+        (
+            "open",
+            Box::new(|| fs::File::open(mounted.path("exists")).map(drop)),
+        ),
+        ("mkdir", Box::new(|| fs::create_dir(mounted.path("newdir")))),
+        (
+            "unlink",
+            Box::new(|| fs::remove_file(mounted.path("exists"))),
+        ),
+        (
+            "rename",
+            Box::new(|| fs::rename(mounted.path("exists"), mounted.path("moved"))),
+        ),
+        (
+            "readdir",
+            Box::new(|| {
+                fs::read_dir(mounted.path("dir"))?
+                    .collect::<std::io::Result<Vec<_>>>()
+                    .map(drop)
+            }),
+        ),
+        (
+            "truncate",
+            Box::new(|| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(mounted.path("exists"))?
+                    .set_len(0)
+            }),
+        ),
+    ];
+    for (op, call) in cases {
+        let id = mounted.add_fault(&format!("{op}=1*error(EACCES)"));
+        assert_eq!(errno_of(call()), Some(libc::EACCES), "{op} fails once");
+        mounted.ctl(Request::FaultRemove { id });
+    }
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn delay_holds_the_call_without_blocking_others() {
+    let mounted = Mounted::new(&[]);
+    let slow = write_file(&mounted.path("slow"), b"");
+    mounted.add_fault(r#"fsync(path="slow")=delay(400)"#);
+    let started = Instant::now();
+    let (done, finished) = mpsc::channel();
+    let slow_path = mounted.path("slow");
+    let held = std::thread::spawn(move || {
+        fs::File::open(slow_path).unwrap().sync_all().unwrap();
+        done.send(Instant::now()).unwrap();
+    });
+    // Another file's fsync is not held behind it.
+    write_file(&mounted.path("fast"), b"x").sync_all().unwrap();
+    let fast_done = Instant::now();
+    let slow_done = finished.recv().unwrap();
+    held.join().unwrap();
+    assert!(slow_done - started >= Duration::from_millis(400));
+    assert!(fast_done < slow_done, "the fast fsync finished first");
+    drop(slow);
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn pause_holds_until_the_rule_is_removed() {
+    let mounted = Mounted::new(&[]);
+    write_file(&mounted.path("db"), b"x");
+    let id = mounted.add_fault("fsync=pause");
+    let (done, finished) = mpsc::channel();
+    let path = mounted.path("db");
+    let held = std::thread::spawn(move || {
+        let result = fs::File::open(path).unwrap().sync_all();
+        done.send(result.is_ok()).unwrap();
+    });
+    // Wait until the fsync reached faultfs and was paused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mounted.ctl(Request::FaultList)["faults"][0]["fired"] != 1 {
+        assert!(Instant::now() < deadline, "the fsync never reached faultfs");
+        std::thread::yield_now();
+    }
+    assert!(
+        finished.try_recv().is_err(),
+        "still held while the rule exists"
+    );
+    mounted.ctl(Request::FaultRemove { id });
+    assert!(
+        finished.recv().unwrap(),
+        "completes once the rule is removed"
+    );
+    held.join().unwrap();
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn short_write_stores_and_returns_fewer_bytes() {
+    let mounted = Mounted::new(&[]);
+    let mut file = write_file(&mounted.path("f"), b"");
+    mounted.add_fault("write=1*short(10)");
+    assert_eq!(file.write(&[b'a'; 100]).unwrap(), 10);
+    drop(file);
+    assert_eq!(fs::read(mounted.path("f")).unwrap(), vec![b'a'; 10]);
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn lose_acknowledges_fsync_but_keeps_nothing() {
+    let mounted = Mounted::with_backing(&[], |b| fs::write(b.join("db"), b"old").unwrap());
+    mounted.add_fault("fsync=lose");
+    let file = write_file(&mounted.path("db"), b"new");
+    file.sync_all().unwrap();
+    drop(file);
+    mounted.power_loss(PowerLossMode::Drop);
+    assert_eq!(
+        fs::read(mounted.path("db")).unwrap(),
+        b"old",
+        "a lying disk"
+    );
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn fsyncgate_fails_once_then_a_retry_succeeds_without_the_data() {
+    let mounted = Mounted::with_backing(&[], |b| fs::write(b.join("db"), b"old").unwrap());
+    mounted.add_fault("fsync=1*fsyncgate");
+    let file = write_file(&mounted.path("db"), b"new");
+    assert_eq!(errno_of(file.sync_all()), Some(libc::EIO));
+    file.sync_all().unwrap();
+    drop(file);
+    // The page cache still shows the data, as on Linux ...
+    assert_eq!(fs::read(mounted.path("db")).unwrap(), b"new");
+    mounted.power_loss(PowerLossMode::Drop);
+    // ... but it never reached the disk.
+    assert_eq!(fs::read(mounted.path("db")).unwrap(), b"old");
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn corrupt_flips_or_zeroes_what_is_read() {
+    let mounted = Mounted::with_backing(&[], |b| fs::write(b.join("db"), [0x55u8; 64]).unwrap());
+    let id = mounted.add_fault("read=1*corrupt(flip)");
+    let mut flipped = Vec::new();
+    fs::File::open(mounted.path("db"))
+        .unwrap()
+        .read_to_end(&mut flipped)
+        .unwrap();
+    let differing = flipped.iter().filter(|&&b| b != 0x55).count();
+    assert_eq!(differing, 1, "exactly one byte differs");
+    assert_eq!(
+        (flipped.iter().find(|&&b| b != 0x55).unwrap() ^ 0x55).count_ones(),
+        1,
+        "by one bit"
+    );
+    mounted.ctl(Request::FaultRemove { id });
+    mounted.add_fault("read=1*corrupt(zero)");
+    assert!(
+        fs::read(mounted.path("db"))
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0)
+    );
+    assert_eq!(
+        fs::read(mounted.path("db")).unwrap(),
+        [0x55u8; 64],
+        "silent and transient"
+    );
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn capacity_returns_enospc_once_full() {
+    let mounted = Mounted::new(&["--capacity", "1M"]);
+    let mut file = write_file(&mounted.path("big"), b"");
+    let chunk = vec![1u8; 64 * 1024];
+    let mut written = 0;
+    let error = loop {
+        match file.write_all(&chunk) {
+            Ok(()) => written += chunk.len(),
+            Err(error) => break error,
+        }
+        assert!(written <= 1 << 20, "wrote past the capacity");
+    };
+    assert_eq!(error.raw_os_error(), Some(libc::ENOSPC));
+    assert_eq!(written, 1 << 20);
+    drop(file);
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn a_bad_rule_is_refused_with_the_fix_and_changes_nothing() {
+    let mounted = Mounted::new(&[]);
+    let output = std::process::Command::new(common::FAULTFS)
+        .args(["ctl"])
+        .arg(&mounted.mountpoint)
+        .args(["fault", "add", "fsync=error(EIOX)"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`EIOX` is not an errno name"), "{stderr}");
+    let error = faultfs::control::call(
+        &mounted.mountpoint,
+        &Request::FaultAdd {
+            rule: "write=short(5)->lose".into(),
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("`lose` only applies to fsync and fdatasync"),
+        "{error}"
+    );
+    assert_eq!(
+        mounted.ctl(Request::FaultList)["faults"],
+        serde_json::json!([])
+    );
+    fsync_path(&mounted.mountpoint);
+    let _ = mounted.unmount();
+}
