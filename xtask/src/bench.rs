@@ -9,6 +9,8 @@ use crate::{ci::cargo, cmd};
 pub enum Bench {
     /// The history checker: the whole Jepsen corpus, and 100,000 generated operations.
     Checker,
+    /// faultfs against ext4 on the same disk, four workloads, as ratios.
+    Faultfs,
 }
 
 pub fn run(root: &Path, bench: Bench) -> Result<()> {
@@ -26,5 +28,6 @@ pub fn run(root: &Path, bench: Bench) -> Result<()> {
             "--corpus",
             "tests/data/linearizability",
         ])),
+        Bench::Faultfs => crate::bench_faultfs::run(root),
     }
 }

@@ -1,5 +1,6 @@
 //! Faultline's build tasks, in the style of the aya project's xtask.
 mod bench;
+mod bench_faultfs;
 mod ci;
 mod cmd;
 mod demo;
