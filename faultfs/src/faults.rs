@@ -144,6 +144,15 @@ impl Faults {
         removed
     }
 
+    /// True when no rule is active: the common case, checked before any per-request work.
+    pub fn is_empty(&self) -> bool {
+        self.table
+            .lock()
+            .expect("fault table poisoned")
+            .rules
+            .is_empty()
+    }
+
     pub fn list(&self) -> Vec<RuleInfo> {
         let table = self.table.lock().expect("fault table poisoned");
         table

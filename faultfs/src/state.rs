@@ -70,6 +70,9 @@ pub struct Inode {
     staged: Option<PathBuf>,
     dirty: RangeSet,
     size_dirty: bool,
+    /// The open durable file and its size, so an fsync costs no open() or needless truncate.
+    /// Dropped whenever the inode's durable names change.
+    durable_file: Option<(PathBuf, File, u64)>,
 }
 
 impl Inode {
@@ -93,6 +96,7 @@ impl Inode {
             staged: None,
             dirty: RangeSet::default(),
             size_dirty: false,
+            durable_file: None,
         }
     }
 
@@ -533,16 +537,26 @@ impl State {
                 staged
             }
         };
-        let target = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&target_path)
-            .map_err(errno)?;
+        let cached =
+            matches!(&self.inode(ino)?.durable_file, Some((path, ..)) if *path == target_path);
+        if !cached {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&target_path)
+                .map_err(errno)?;
+            let size = file.metadata().map_err(errno)?.len();
+            self.inode_mut(ino)?.durable_file = Some((target_path, file, size));
+        }
         let inode = self.inode(ino)?;
+        let (_, target, durable_size) = inode.durable_file.as_ref().expect("just cached");
         let live = inode.live.as_ref().expect("a dirty file has live content");
-        let mut buffer = vec![0u8; 1 << 20];
-        for (start, end) in inode.dirty.clipped(inode.size) {
+        let ranges = inode.dirty.clipped(inode.size);
+        // Sized to the largest range (capped), not a fixed megabyte zeroed on every fsync.
+        let largest = ranges.iter().map(|(s, e)| e - s).max().unwrap_or(0);
+        let mut buffer = vec![0u8; largest.min(1 << 20) as usize];
+        for (start, end) in ranges {
             let mut at = start;
             while at < end {
                 let chunk = (end - at).min(buffer.len() as u64) as usize;
@@ -551,9 +565,15 @@ impl State {
                 at += chunk as u64;
             }
         }
-        target.set_len(inode.size).map_err(errno)?;
+        if *durable_size != inode.size {
+            target.set_len(inode.size).map_err(errno)?;
+        }
         if self.durable_backing {
             target.sync_all().map_err(errno)?;
+        }
+        let size = inode.size;
+        if let Some((_, _, durable_size)) = self.inode_mut(ino)?.durable_file.as_mut() {
+            *durable_size = size;
         }
         self.mark_clean(ino)
     }
@@ -617,6 +637,7 @@ impl State {
     }
 
     fn remove_durable_entry(&mut self, dir: Ino, name: &OsStr, old: Ino) -> FsResult<()> {
+        self.inode_mut(old)?.durable_file = None;
         let path = self.durable_path(dir).ok_or(libc::EIO)?.join(name);
         let kind = self.inode(old)?.kind;
         let still_live_elsewhere = self
@@ -689,6 +710,7 @@ impl State {
                 continue;
             }
             let inode = self.inode_mut(child)?;
+            inode.durable_file = None;
             inode
                 .durable_links
                 .retain(|(p, n)| !(*p == dir && *n == name));
@@ -707,6 +729,7 @@ impl State {
     }
 
     fn add_durable_entry(&mut self, dir: Ino, name: &OsStr, new: Ino) -> FsResult<()> {
+        self.inode_mut(new)?.durable_file = None;
         let path = self.durable_path(dir).ok_or(libc::EIO)?.join(name);
         let inode = self.inode(new)?;
         let mode = inode.mode;
