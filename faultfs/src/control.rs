@@ -217,14 +217,19 @@ impl Handler {
         let unsynced = survival.len();
         let survived = survival.iter().filter(|s| **s != Survival::Dropped).count();
         let old_inodes = state.inode_numbers();
+        let old_entries = state.live_entries();
         state
             .power_loss(&survival)
             .map_err(|error| format!("power loss failed: {error}"))?;
         drop(state);
         self.power_losses += 1;
-        // Drop the kernel's cached pages of every file as it was before (entries and attributes
-        // are never cached, see fs::TTL), without holding the state lock the kernel may need.
+        // Make the kernel forget every name, attribute and cached page of the state before:
+        // surviving files have new inode numbers, so it looks them up again. Done without the
+        // state lock, which the kernel's own requests may need meanwhile.
         if let Some(notifier) = self.notifier.get() {
+            for (parent, name) in &old_entries {
+                let _ = notifier.inval_entry(INodeNo(*parent), name);
+            }
             for ino in old_inodes {
                 let _ = notifier.inval_inode(INodeNo(ino), 0, -1);
             }

@@ -23,9 +23,10 @@ use crate::{
     state::{FsResult, Ino, Inode, Kind, State},
 };
 
-/// Entries and attributes are never cached by the kernel: after a power loss every name must be
-/// looked up again in the state that survived.
-const TTL: Duration = Duration::ZERO;
+/// How long the kernel may cache entries and attributes. Between power losses a live inode only
+/// changes through the kernel itself, so caching is safe; a power loss gives every surviving
+/// file a new inode number and invalidates every cached entry and inode (control.rs).
+const TTL: Duration = Duration::from_secs(60);
 /// File handles carry the epoch they were opened in (high bits), so a power loss invalidates
 /// them all.
 const EPOCH_SHIFT: u32 = 40;
@@ -76,11 +77,18 @@ impl Shared {
 
 pub struct FaultFs {
     shared: Arc<Shared>,
+    writeback_cache: bool,
 }
 
 impl FaultFs {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    /// `writeback_cache`: let the kernel gather writes in its page cache and send them in large
+    /// requests (much faster for bulk writes); write faults and ENOSPC then surface at fsync or
+    /// close instead of at write(), as with a real page cache.
+    pub fn new(shared: Arc<Shared>, writeback_cache: bool) -> Self {
+        Self {
+            shared,
+            writeback_cache,
+        }
     }
 
     /// Runs `body` as the rules decide for `op` on the inode (and child name): at once, after a
@@ -185,6 +193,18 @@ fn time(value: TimeOrNow) -> SystemTime {
 }
 
 impl Filesystem for FaultFs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        if self.writeback_cache
+            && config
+                .add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_err()
+        {
+            tracing::warn!("this kernel has no FUSE writeback cache; writes go through one by one");
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let state = self.shared.lock();
         let result = state.lookup(parent.0, name);
@@ -467,20 +487,19 @@ impl Filesystem for FaultFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let data = data.to_vec();
+        let mut data = data.to_vec();
         self.gated("write", ino.0, None, move |shared, gate| {
             let mut state = shared.lock();
-            let stored = match gate {
-                Gate::Short(bytes) => &data[..(bytes as usize).min(data.len())],
-                _ => &data[..],
-            };
+            if let Gate::Short(bytes) = gate {
+                data.truncate(bytes as usize);
+            }
             let result = fail(gate)
                 .and_then(|()| Shared::check_handle(&state, fh))
                 .and_then(|()| {
-                    let end = offset + stored.len() as u64;
+                    let end = offset + data.len() as u64;
                     let growth = end.saturating_sub(state.inode(ino.0)?.size);
                     shared.check_capacity(&state, growth)?;
-                    state.write(ino.0, offset, stored)
+                    state.write(ino.0, offset, data)
                 });
             match result {
                 Ok(written) => reply.written(written as u32),

@@ -68,6 +68,12 @@ enum Command {
         /// FUSE request threads.
         #[arg(long, default_value_t = 4)]
         threads: usize,
+        /// Send every write() to faultfs as it happens, so write faults (error, short, delay) and
+        /// ENOSPC hit that very write() call. By default the kernel gathers writes in its page
+        /// cache (much faster for bulk writes) and they reach faultfs at fsync, close or memory
+        /// pressure, where write faults then surface, as with a real page cache.
+        #[arg(long)]
+        direct_writes: bool,
         /// Run in the background once mounted; print the daemon's pid.
         #[arg(long)]
         daemon: bool,
@@ -168,6 +174,7 @@ fn main() -> Result<()> {
             capacity,
             durable_backing,
             threads,
+            direct_writes,
             daemon,
             log,
         } => {
@@ -201,6 +208,7 @@ fn main() -> Result<()> {
                 durable_backing: durable_backing || file.durable_backing.unwrap_or(false),
                 faults: all_faults,
                 threads,
+                writeback_cache: !direct_writes,
             };
             // Rules are checked before anything is mounted.
             let check = faultfs::faults::Faults::new(0);

@@ -49,6 +49,7 @@ pub struct MountOptions {
     pub durable_backing: bool,
     pub faults: Vec<String>,
     pub threads: usize,
+    pub writeback_cache: bool,
 }
 
 /// Everything that can be checked before mounting, so a bad command leaves nothing behind.
@@ -145,7 +146,11 @@ pub fn serve(options: MountOptions, on_mounted: impl FnOnce()) -> anyhow::Result
     ];
     config.acl = SessionACL::All;
     config.n_threads = Some(options.threads.max(2));
-    let mut session = fuser::Session::new(FaultFs::new(shared), &mountpoint, &config)?;
+    let mut session = fuser::Session::new(
+        FaultFs::new(shared, options.writeback_cache),
+        &mountpoint,
+        &config,
+    )?;
     let _ = notifier.set(session.notifier());
     let mut unmounter = session.unmount_callable();
     std::thread::Builder::new()

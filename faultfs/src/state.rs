@@ -219,12 +219,14 @@ impl State {
         Ok(())
     }
 
+    // Inodes only disappear at a power loss: anything still referring to one is from before it,
+    // and gets EIO like a handle on a device that went away.
     pub fn inode(&self, ino: Ino) -> FsResult<&Inode> {
-        self.inodes.get(&ino).ok_or(libc::ESTALE)
+        self.inodes.get(&ino).ok_or(libc::EIO)
     }
 
     fn inode_mut(&mut self, ino: Ino) -> FsResult<&mut Inode> {
-        self.inodes.get_mut(&ino).ok_or(libc::ESTALE)
+        self.inodes.get_mut(&ino).ok_or(libc::EIO)
     }
 
     pub fn lookup(&self, parent: Ino, name: &OsStr) -> FsResult<Ino> {
@@ -446,9 +448,10 @@ impl State {
         Ok(buffer)
     }
 
-    pub fn write(&mut self, ino: Ino, offset: u64, data: &[u8]) -> FsResult<usize> {
+    /// Takes the data by value: it is kept as the unsynced operation without another copy.
+    pub fn write(&mut self, ino: Ino, offset: u64, data: Vec<u8>) -> FsResult<usize> {
         self.live_file(ino)?
-            .write_all_at(data, offset)
+            .write_all_at(&data, offset)
             .map_err(errno)?;
         let end = offset + data.len() as u64;
         let inode = self.inode_mut(ino)?;
@@ -458,12 +461,9 @@ impl State {
             inode.size_dirty = true;
         }
         inode.mtime = SystemTime::now();
-        self.log.push(Unsynced::Write {
-            ino,
-            offset,
-            data: data.to_vec(),
-        });
-        Ok(data.len())
+        let written = data.len();
+        self.log.push(Unsynced::Write { ino, offset, data });
+        Ok(written)
     }
 
     pub fn truncate(&mut self, ino: Ino, size: u64) -> FsResult<()> {
@@ -799,6 +799,14 @@ impl State {
 
     pub fn inode_numbers(&self) -> Vec<Ino> {
         self.inodes.keys().copied().collect()
+    }
+
+    /// Every live directory entry, as (parent, name): what the kernel may have cached.
+    pub fn live_entries(&self) -> Vec<(Ino, OsString)> {
+        self.inodes
+            .iter()
+            .flat_map(|(&ino, inode)| inode.children.keys().map(move |name| (ino, name.clone())))
+            .collect()
     }
 
     pub fn unsynced(&self) -> &[Unsynced] {

@@ -143,11 +143,32 @@ fn old_file_handles_fail_after_a_power_loss() {
         .open(mounted.path("db"))
         .unwrap();
     mounted.power_loss(PowerLossMode::Drop);
-    let error = file.write_at(b"x", 0).unwrap_err();
+    let mut buffer = [0u8; 4];
+    let error = file.read_at(&mut buffer, 0).unwrap_err();
     assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    // With the kernel's page cache in between, a write lands there and the error comes back at
+    // the next fsync, as for any file whose device went away.
+    let failed = file.write_at(b"x", 0).and_then(|_| file.sync_all());
+    assert_eq!(failed.unwrap_err().raw_os_error(), Some(libc::EIO));
     drop(file);
     // A new open sees the disk as after a reboot.
     assert_eq!(fs::read(mounted.path("db")).unwrap(), b"durable");
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn with_direct_writes_an_old_handle_fails_at_the_write_itself() {
+    let mounted = Mounted::with_backing(&["--direct-writes"], |backing| {
+        fs::write(backing.join("db"), b"durable").unwrap();
+    });
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(mounted.path("db"))
+        .unwrap();
+    mounted.power_loss(PowerLossMode::Drop);
+    let error = file.write_at(b"x", 0).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    drop(file);
     let _ = mounted.unmount();
 }
 

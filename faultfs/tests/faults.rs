@@ -145,7 +145,7 @@ fn pause_holds_until_the_rule_is_removed() {
 
 #[test]
 fn short_write_stores_and_returns_fewer_bytes() {
-    let mounted = Mounted::new(&[]);
+    let mounted = Mounted::new(&["--direct-writes"]);
     let mut file = write_file(&mounted.path("f"), b"");
     mounted.add_fault("write=1*short(10)");
     assert_eq!(file.write(&[b'a'; 100]).unwrap(), 10);
@@ -220,7 +220,7 @@ fn corrupt_flips_or_zeroes_what_is_read() {
 
 #[test]
 fn capacity_returns_enospc_once_full() {
-    let mounted = Mounted::new(&["--capacity", "1M"]);
+    let mounted = Mounted::new(&["--capacity", "1M", "--direct-writes"]);
     let mut file = write_file(&mounted.path("big"), b"");
     let chunk = vec![1u8; 64 * 1024];
     let mut written = 0;
@@ -233,6 +233,18 @@ fn capacity_returns_enospc_once_full() {
     };
     assert_eq!(error.raw_os_error(), Some(libc::ENOSPC));
     assert_eq!(written, 1 << 20);
+    drop(file);
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn capacity_through_the_page_cache_fails_by_fsync() {
+    let mounted = Mounted::new(&["--capacity", "1M"]);
+    let mut file = write_file(&mounted.path("big"), b"");
+    let result = file
+        .write_all(&vec![1u8; 2 << 20])
+        .and_then(|()| file.sync_all());
+    assert_eq!(errno_of(result), Some(libc::ENOSPC));
     drop(file);
     let _ = mounted.unmount();
 }
@@ -266,5 +278,25 @@ fn a_bad_rule_is_refused_with_the_fix_and_changes_nothing() {
         serde_json::json!([])
     );
     fsync_path(&mounted.mountpoint);
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn rules_and_settings_from_a_config_file_apply_from_mount_time() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    fs::write(
+        config.path(),
+        "seed = 3\nmetadata = \"ext4\"\nfaults = ['fsync(path=\"wal/*\")=1*error(EDQUOT)']\n",
+    )
+    .unwrap();
+    let mounted = Mounted::new(&["--config", config.path().to_str().unwrap()]);
+    fs::create_dir(mounted.path("wal")).unwrap();
+    let wal = write_file(&mounted.path("wal/1"), b"x");
+    assert_eq!(errno_of(wal.sync_all()), Some(libc::EDQUOT));
+    wal.sync_all().unwrap();
+    drop(wal);
+    // ext4 metadata mode from the file: the fsynced file's entry is durable.
+    mounted.power_loss(PowerLossMode::Drop);
+    assert_eq!(fs::read(mounted.path("wal/1")).unwrap(), b"x");
     let _ = mounted.unmount();
 }

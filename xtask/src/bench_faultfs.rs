@@ -50,6 +50,12 @@ const WORKLOADS: &[Workload] = &[
     },
 ];
 
+/// faultfs configurations compared, each on its own mount.
+const VARIANTS: &[(&str, &[&str])] = &[("faultfs", &[]), ("--direct-writes", &["--direct-writes"])];
+
+/// Runs of each workload per configuration; the median is reported (this VM's disk is noisy).
+const ROUNDS: usize = 3;
+
 pub fn run(root: &Path) -> Result<()> {
     ensure!(
         cmd::is_root(),
@@ -67,56 +73,86 @@ pub fn run(root: &Path) -> Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix("faultfs-bench-")
         .tempdir_in("/var/tmp")?;
-    let (plain, backing, mountpoint) = (
-        scratch.path().join("ext4"),
-        scratch.path().join("backing"),
-        scratch.path().join("mnt"),
-    );
-    for dir in [&plain, &backing, &mountpoint] {
-        fs::create_dir(dir)?;
+    let plain = scratch.path().join("ext4");
+    fs::create_dir(&plain)?;
+    let mut mounts = Vec::new();
+    for (index, (_, flags)) in VARIANTS.iter().enumerate() {
+        let backing = scratch.path().join(format!("backing-{index}"));
+        let mountpoint = scratch.path().join(format!("mnt-{index}"));
+        fs::create_dir(&backing)?;
+        fs::create_dir(&mountpoint)?;
+        let mut daemon = Spawned::start(
+            "faultfs",
+            Command::new(&faultfs)
+                .arg("mount")
+                .arg(&backing)
+                .arg(&mountpoint)
+                .args(*flags)
+                .env("RUST_LOG", "error"),
+        )?;
+        ensure!(daemon.read_line()? == "mounted", "faultfs did not mount");
+        mounts.push((mountpoint, daemon));
     }
-    let mut daemon = Spawned::start(
-        "faultfs",
-        Command::new(&faultfs)
-            .arg("mount")
-            .arg(&backing)
+    let mut directories = vec![plain.clone()];
+    directories.extend(mounts.iter().map(|(mountpoint, _)| mountpoint.clone()));
+    let measured = measure(&directories);
+    for (mountpoint, daemon) in mounts {
+        let unmounted = Command::new(&faultfs)
+            .arg("umount")
             .arg(&mountpoint)
-            .env("RUST_LOG", "error"),
-    )?;
-    ensure!(daemon.read_line()? == "mounted", "faultfs did not mount");
-    let result = measure_all(&plain, &mountpoint);
-    let unmounted = Command::new(&faultfs)
-        .arg("umount")
-        .arg(&mountpoint)
-        .status();
-    daemon.finish().ok();
-    ensure!(
-        unmounted.is_ok_and(|s| s.success()),
-        "unmounting the bench mount failed"
-    );
-    result
-}
-
-fn measure_all(plain: &Path, mounted: &Path) -> Result<()> {
-    println!(
-        "{:<44} {:>14} {:>14} {:>8}",
-        "workload", "ext4", "faultfs", "ratio"
-    );
-    for workload in WORKLOADS {
-        let ext4 = (workload.run)(plain).with_context(|| format!("{} on ext4", workload.name))?;
-        let faultfs =
-            (workload.run)(mounted).with_context(|| format!("{} on faultfs", workload.name))?;
-        println!(
-            "{:<44} {:>8.0} {:<5} {:>8.0} {:<5} {:>7.2}x",
-            workload.name,
-            ext4,
-            workload.unit,
-            faultfs,
-            workload.unit,
-            faultfs / ext4
+            .status();
+        daemon.finish().ok();
+        ensure!(
+            unmounted.is_ok_and(|s| s.success()),
+            "unmounting the bench mount failed"
         );
     }
+    let results = measured?;
+    println!("median of {ROUNDS} runs, each configuration in turn within a round");
+    print!("{:<42} {:>16}", "workload", "ext4");
+    for (name, _) in VARIANTS {
+        print!(" {name:>16} {:>6}", "ratio");
+    }
+    println!();
+    for (row, workload) in WORKLOADS.iter().enumerate() {
+        let ext4 = results[row][0];
+        print!("{:<42} {:>10.0} {:<5}", workload.name, ext4, workload.unit);
+        for value in &results[row][1..] {
+            print!(
+                " {:>10.0} {:<5} {:>5.2}x",
+                value,
+                workload.unit,
+                value / ext4
+            );
+        }
+        println!();
+    }
     Ok(())
+}
+
+/// For each workload, the median rate in each directory. Rounds interleave the directories so
+/// that slow phases of the disk hit every configuration alike.
+fn measure(directories: &[std::path::PathBuf]) -> Result<Vec<Vec<f64>>> {
+    WORKLOADS
+        .iter()
+        .map(|workload| {
+            let mut samples: Vec<Vec<f64>> = vec![Vec::new(); directories.len()];
+            for _ in 0..ROUNDS {
+                for (dir, samples) in directories.iter().zip(&mut samples) {
+                    let rate = (workload.run)(dir)
+                        .with_context(|| format!("{} in {}", workload.name, dir.display()))?;
+                    samples.push(rate);
+                }
+            }
+            Ok(samples
+                .into_iter()
+                .map(|mut s| {
+                    s.sort_by(f64::total_cmp);
+                    s[s.len() / 2]
+                })
+                .collect())
+        })
+        .collect()
 }
 
 fn sequential_writes(dir: &Path) -> Result<f64> {
