@@ -21,6 +21,7 @@ use fuser::{
 use crate::{
     faults::{Decision, Faults, Gate},
     state::{FsResult, Ino, Inode, Kind, State},
+    trace::{Record, Tracer},
 };
 
 /// How long the kernel may cache entries and attributes. Between power losses a live inode only
@@ -37,16 +38,54 @@ pub struct Shared {
     /// Bytes the mount may hold (0: no limit); beyond it writes fail with ENOSPC.
     pub capacity: AtomicU64,
     next_handle: AtomicU64,
+    tracer: Option<Tracer>,
 }
 
 impl Shared {
-    pub fn new(state: State, faults: Faults, capacity: u64) -> Self {
+    pub fn new(state: State, faults: Faults, capacity: u64, tracer: Option<Tracer>) -> Self {
         Self {
             state: Mutex::new(state),
             faults,
             capacity: AtomicU64::new(capacity),
             next_handle: AtomicU64::new(1),
+            tracer,
         }
+    }
+
+    /// Writes a trace line when tracing is on; `state` is the locked state the operation used.
+    #[allow(clippy::too_many_arguments)]
+    fn trace<T>(
+        &self,
+        state: &State,
+        op: &str,
+        ino: Ino,
+        child: Option<&OsStr>,
+        range: (Option<u64>, Option<u64>),
+        result: &FsResult<T>,
+        durable: bool,
+    ) {
+        let Some(tracer) = &self.tracer else { return };
+        let mut path = state.path_of(ino);
+        if let Some(child) = child {
+            path.push(child);
+        }
+        let errno_name;
+        let result_text = match result {
+            Ok(_) => "ok",
+            Err(errno) => {
+                errno_name = fault_rules::errno_name(*errno).unwrap_or("error");
+                errno_name
+            }
+        };
+        tracer.write(&Record {
+            time_ns: tracer.elapsed_ns(),
+            op,
+            path: &path,
+            offset: range.0,
+            length: range.1,
+            result: result_text,
+            durable: durable && result.is_ok(),
+        });
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -294,6 +333,16 @@ impl Filesystem for FaultFs {
                 let result = fail(gate).and_then(|()| {
                     state.create(parent.0, &name, Kind::Dir, mode & !umask, owner, None)
                 });
+                let traced = (None, None);
+                shared.trace(
+                    &state,
+                    "mkdir",
+                    parent.0,
+                    Some(&name),
+                    traced,
+                    &result,
+                    false,
+                );
                 reply_entry(reply, &state, result);
             },
         );
@@ -327,10 +376,18 @@ impl Filesystem for FaultFs {
             Some(&name.clone()),
             move |shared, gate| {
                 let mut state = shared.lock();
-                reply_empty(
-                    reply,
-                    fail(gate).and_then(|()| state.unlink(parent.0, &name)),
+                let result = fail(gate).and_then(|()| state.unlink(parent.0, &name));
+                let traced = (None, None);
+                shared.trace(
+                    &state,
+                    "unlink",
+                    parent.0,
+                    Some(&name),
+                    traced,
+                    &result,
+                    false,
                 );
+                reply_empty(reply, result);
             },
         );
     }
@@ -376,6 +433,16 @@ impl Filesystem for FaultFs {
                 let result = fail(gate).and_then(|()| {
                     state.rename(parent.0, &name, newparent.0, &newname, no_replace)
                 });
+                let traced = (None, None);
+                shared.trace(
+                    &state,
+                    "rename",
+                    parent.0,
+                    Some(&name),
+                    traced,
+                    &result,
+                    false,
+                );
                 reply_empty(reply, result);
             },
         );
@@ -422,11 +489,20 @@ impl Filesystem for FaultFs {
             Some(&name.clone()),
             move |shared, gate| {
                 let mut state = shared.lock();
-                let result = fail(gate)
-                    .and_then(|()| {
-                        state.create(parent.0, &name, Kind::File, mode & !umask, owner, None)
-                    })
-                    .and_then(|ino| Ok((ino, state.inode(ino)?)));
+                let result = fail(gate).and_then(|()| {
+                    state.create(parent.0, &name, Kind::File, mode & !umask, owner, None)
+                });
+                let traced = (None, None);
+                shared.trace(
+                    &state,
+                    "create",
+                    parent.0,
+                    Some(&name),
+                    traced,
+                    &result,
+                    false,
+                );
+                let result = result.and_then(|ino| Ok((ino, state.inode(ino)?)));
                 match result {
                     Ok((ino, inode)) => reply.created(
                         &TTL,
@@ -457,6 +533,16 @@ impl Filesystem for FaultFs {
             let result = fail(gate)
                 .and_then(|()| Shared::check_handle(&state, fh))
                 .and_then(|()| state.read(ino.0, offset, size));
+            let length = result.as_ref().ok().map(|data| data.len() as u64);
+            shared.trace(
+                &state,
+                "read",
+                ino.0,
+                None,
+                (Some(offset), length),
+                &result,
+                false,
+            );
             drop(state);
             match result {
                 Ok(mut data) => {
@@ -501,6 +587,16 @@ impl Filesystem for FaultFs {
                     shared.check_capacity(&state, growth)?;
                     state.write(ino.0, offset, data)
                 });
+            let length = result.as_ref().ok().map(|&n| n as u64);
+            shared.trace(
+                &state,
+                "write",
+                ino.0,
+                None,
+                (Some(offset), length),
+                &result,
+                false,
+            );
             match result {
                 Ok(written) => reply.written(written as u32),
                 Err(errno) => reply.error(to_errno(errno)),
@@ -542,6 +638,8 @@ impl Filesystem for FaultFs {
                 Gate::Fsyncgate => state.mark_clean(ino.0).and(Err(libc::EIO)),
                 _ => state.fsync(ino.0),
             });
+            let durable = !matches!(gate, Gate::Lose);
+            shared.trace(&state, op, ino.0, None, (None, None), &result, durable);
             reply_empty(reply, result);
         });
     }
@@ -613,6 +711,16 @@ impl Filesystem for FaultFs {
                 Gate::Lose | Gate::Fsyncgate => Ok(()),
                 _ => state.sync_dir(ino.0),
             });
+            let durable = matches!(gate, Gate::Proceed);
+            shared.trace(
+                &state,
+                "fsyncdir",
+                ino.0,
+                None,
+                (None, None),
+                &result,
+                durable,
+            );
             reply_empty(reply, result);
         });
     }

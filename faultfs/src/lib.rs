@@ -8,3 +8,4 @@ pub mod mount;
 pub mod power_loss;
 mod ranges;
 pub mod state;
+pub mod trace;

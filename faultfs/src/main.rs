@@ -74,6 +74,10 @@ enum Command {
         /// pressure, where write faults then surface, as with a real page cache.
         #[arg(long)]
         direct_writes: bool,
+        /// Write every operation to FILE as JSON lines: time, op, path, offset, length, result,
+        /// and whether it made something durable.
+        #[arg(long)]
+        trace: Option<PathBuf>,
         /// Run in the background once mounted; print the daemon's pid.
         #[arg(long)]
         daemon: bool,
@@ -175,6 +179,7 @@ fn main() -> Result<()> {
             durable_backing,
             threads,
             direct_writes,
+            trace,
             daemon,
             log,
         } => {
@@ -209,6 +214,7 @@ fn main() -> Result<()> {
                 faults: all_faults,
                 threads,
                 writeback_cache: !direct_writes,
+                trace,
             };
             // Rules are checked before anything is mounted.
             let check = faultfs::faults::Faults::new(0);

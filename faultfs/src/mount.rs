@@ -15,6 +15,7 @@ use crate::{
     faults::Faults,
     fs::{FaultFs, Shared},
     state::{MetadataMode, State},
+    trace::Tracer,
 };
 
 #[derive(Debug, Error)]
@@ -50,6 +51,7 @@ pub struct MountOptions {
     pub faults: Vec<String>,
     pub threads: usize,
     pub writeback_cache: bool,
+    pub trace: Option<PathBuf>,
 }
 
 /// Everything that can be checked before mounting, so a bad command leaves nothing behind.
@@ -133,7 +135,8 @@ pub fn serve(options: MountOptions, on_mounted: impl FnOnce()) -> anyhow::Result
     for rule in &options.faults {
         faults.add(rule)?;
     }
-    let shared = Arc::new(Shared::new(state, faults, options.capacity));
+    let tracer = options.trace.as_deref().map(Tracer::create).transpose()?;
+    let shared = Arc::new(Shared::new(state, faults, options.capacity, tracer));
     let notifier = Arc::new(OnceLock::new());
     let _control =
         ControlServer::start(&mountpoint, shared.clone(), notifier.clone(), options.seed)?;

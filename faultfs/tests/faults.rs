@@ -300,3 +300,52 @@ fn rules_and_settings_from_a_config_file_apply_from_mount_time() {
     assert_eq!(fs::read(mounted.path("wal/1")).unwrap(), b"x");
     let _ = mounted.unmount();
 }
+
+#[test]
+fn the_trace_records_each_operation_with_its_result_and_durability() {
+    let trace = tempfile::NamedTempFile::new().unwrap();
+    let mounted = Mounted::new(&["--direct-writes", "--trace", trace.path().to_str().unwrap()]);
+    fs::create_dir(mounted.path("wal")).unwrap();
+    let mut wal = write_file(&mounted.path("wal/1"), b"");
+    wal.write_all(b"0123456789").unwrap();
+    wal.sync_all().unwrap();
+    mounted.add_fault("fsync=1*error(EIO)");
+    assert_eq!(errno_of(wal.sync_all()), Some(libc::EIO));
+    drop(wal);
+    fs::rename(mounted.path("wal/1"), mounted.path("wal/2")).unwrap();
+    fs::remove_file(mounted.path("wal/2")).unwrap();
+    let _ = mounted.unmount();
+
+    let lines: Vec<serde_json::Value> = fs::read_to_string(trace.path())
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let find = |op: &str| {
+        lines
+            .iter()
+            .filter(move |l| l["op"] == op)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(find("mkdir")[0]["path"], "wal");
+    assert_eq!(find("create")[0]["path"], "wal/1");
+    let write = &find("write")[0];
+    assert_eq!(
+        (write["offset"].as_u64(), write["length"].as_u64()),
+        (Some(0), Some(10))
+    );
+    assert_eq!(write["durable"], false);
+    let fsyncs = find("fsync");
+    assert_eq!(fsyncs[0]["result"], "ok");
+    assert_eq!(fsyncs[0]["durable"], true);
+    assert_eq!(fsyncs[1]["result"], "EIO");
+    assert_eq!(fsyncs[1]["durable"], false);
+    assert_eq!(find("rename")[0]["path"], "wal/1");
+    assert_eq!(find("unlink")[0]["path"], "wal/2");
+    let times: Vec<u64> = lines
+        .iter()
+        .map(|l| l["time_ns"].as_u64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "in time order");
+}
