@@ -1,4 +1,6 @@
 //! The action chain and its evaluation, with the `fail` crate's semantics.
+use injector_common::roll;
+
 use crate::Action;
 
 /// `[P%][N*]action`: fires with probability P% (default 100) at most N times (default: always).
@@ -57,17 +59,4 @@ impl Chain {
         }
         None
     }
-}
-
-/// A number in 0..100 that depends only on its inputs (a counter-based generator), so replaying
-/// the same calls with the same seed gives the same faults.
-fn roll(seed: u64, rule: u64, call: u64, term: u64) -> u64 {
-    let mut z = seed
-        ^ rule.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        ^ call.wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
-        ^ term.wrapping_mul(0x1656_67b1_9e37_79f9);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    ((u128::from(z) * 100) >> 64) as u64
 }

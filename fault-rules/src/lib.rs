@@ -52,15 +52,25 @@ pub struct Capabilities<'a> {
 impl Rule {
     /// Checks that `tool` can carry out this rule, naming what it can do instead if not.
     pub fn validate(&self, caps: &Capabilities<'_>) -> Result<(), ParseError> {
-        let refuse = |message: String| Err(ParseError::new(&self.text, 0, message));
         if !caps.ops.contains(&self.op.as_str()) {
-            return refuse(format!(
-                "{} cannot fault `{}`; its operations are: {}",
-                caps.tool,
-                self.op,
-                caps.ops.join(", ")
+            return Err(ParseError::new(
+                &self.text,
+                0,
+                format!(
+                    "{} cannot fault `{}`; its operations are: {}",
+                    caps.tool,
+                    self.op,
+                    caps.ops.join(", ")
+                ),
             ));
         }
+        self.validate_actions_and_filters(caps)
+    }
+
+    /// Like [`Rule::validate`] without the operation check, for tools whose operations are an
+    /// open set (the injector accepts any syscall).
+    pub fn validate_actions_and_filters(&self, caps: &Capabilities<'_>) -> Result<(), ParseError> {
+        let refuse = |message: String| Err(ParseError::new(&self.text, 0, message));
         for filter in &self.filters {
             if !caps.filters.contains(&filter.name()) {
                 return refuse(format!(

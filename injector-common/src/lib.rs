@@ -40,3 +40,112 @@ impl CountConfig {
 // SAFETY: CountConfig is #[repr(C)], has no padding (two u32) and every bit pattern is valid.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for CountConfig {}
+
+/// Rules one attach can hold (slots of the RULES map).
+pub const MAX_RULES: u32 = 16;
+/// Terms of one rule's chain the kernel evaluates (`3*off->1*kill` has two).
+pub const MAX_TERMS: usize = 4;
+/// A term count meaning "no limit".
+pub const UNLIMITED: u64 = u64::MAX;
+/// A filter value meaning "any fd".
+pub const ANY_FD: i64 = -1;
+
+/// Name of the `tp_btf/sys_enter` program that applies fault rules.
+pub const FAULT_PROGRAM: &str = "fault_syscalls";
+pub const RULES_MAP: &str = "RULES";
+pub const RULE_COUNTERS_MAP: &str = "RULE_COUNTERS";
+pub const TARGETS_MAP: &str = "TARGETS";
+pub const EVENTS_MAP: &str = "EVENTS";
+
+/// What the kernel does when a term fires. Delays and pauses stop the process (SIGSTOP) and
+/// leave the SIGCONT to user space.
+pub mod action {
+    pub const OFF: u32 = 0;
+    pub const KILL: u32 = 1;
+    pub const SIGNAL: u32 = 2;
+    pub const STOP: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelTerm {
+    /// Fires with this probability in percent (100: always).
+    pub percent: u32,
+    pub action: u32,
+    /// At most this many times ([`UNLIMITED`]: always).
+    pub count: u64,
+    /// The signal for `signal`, unused otherwise.
+    pub arg: u64,
+}
+
+/// One rule as the kernel evaluates it: a syscall, filters, and the chain of terms.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelRule {
+    /// 0: empty slot.
+    pub active: u32,
+    pub syscall_nr: u32,
+    /// Only calls on this fd (first argument), or [`ANY_FD`].
+    pub fd: i64,
+    /// Only calls by threads with this name (comm), when `has_comm` is 1.
+    pub has_comm: u32,
+    pub term_count: u32,
+    pub comm: [u8; 16],
+    pub seed: u64,
+    pub terms: [KernelTerm; MAX_TERMS],
+}
+
+/// Per rule, updated atomically by the kernel: matching calls seen, and tickets taken per term
+/// (a counted term fired `min(fired, count)` times).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleCounters {
+    pub calls: u64,
+    pub fired: [u64; MAX_TERMS],
+}
+
+/// Sent through the ring buffer each time a fault fires.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FiredEvent {
+    pub time_ns: u64,
+    /// 0-based index of the matching call of this rule.
+    pub call: u64,
+    pub first_arg: u64,
+    pub rule: u32,
+    pub term: u32,
+    pub action: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub syscall_nr: u32,
+}
+
+/// A number in 0..100 that depends only on its inputs: the counter-based generator behind rule
+/// probabilities, shared by the kernel programs and user space (`fault-rules`) so both fire on
+/// the same calls for the same seed. Uses `%` because BPF has no 128-bit multiply.
+pub const fn roll(seed: u64, rule: u64, call: u64, term: u64) -> u64 {
+    let mut z = seed
+        ^ rule.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ call.wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
+        ^ term.wrapping_mul(0x1656_67b1_9e37_79f9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    z % 100
+}
+
+// SAFETY (all four): #[repr(C)], fields laid out without implicit padding (checked by the sizes
+// below), and every bit pattern is a valid value.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KernelRule {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for RuleCounters {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FiredEvent {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KernelTerm {}
+
+const _: () = assert!(core::mem::size_of::<KernelTerm>() == 24);
+const _: () = assert!(core::mem::size_of::<KernelRule>() == 48 + 24 * MAX_TERMS);
+const _: () = assert!(core::mem::size_of::<FiredEvent>() == 48);

@@ -2,6 +2,9 @@
 //! so a process the user did not point at is never touched.
 #![no_std]
 #![no_main]
+// Atomic fetch-and-add (fault.rs): the BPF target has no AtomicU64::fetch_add.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
@@ -10,6 +13,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use injector_common::{CountConfig, MAX_SYSCALL_NR};
+
+mod fault;
 
 #[map]
 static COUNT_CONFIG: Array<CountConfig> = Array::with_max_entries(1, 0);

@@ -47,4 +47,6 @@ pub enum InjectorError {
         "cannot read the kernel's BTF (/sys/kernel/btf/vmlinux), which BTF tracepoints need: {0}"
     )]
     Btf(#[from] aya::BtfError),
+    #[error(transparent)]
+    Rule(#[from] crate::rules::RuleError),
 }

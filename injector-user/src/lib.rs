@@ -3,6 +3,8 @@
 pub mod counter;
 pub mod ebpf_object;
 pub mod error;
+pub mod fault_session;
+pub mod rules;
 pub mod syscall_names;
 pub mod target;
 

@@ -1,14 +1,10 @@
-//! `injector`: fault injection into a running process with eBPF, from outside the process.
-use std::{
-    io::Write,
-    time::{Duration, Instant},
-};
+//! `injector`: observe and break a running process's syscalls from outside it, with eBPF.
+mod cli;
 
-use anyhow::{Context, Result};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
 use clap::{Parser, Subcommand};
-use injector_user::{SyscallCount, SyscallCounter, Target};
-use serde_json::json;
-use tokio::signal::unix::{SignalKind, signal};
+use injector_user::{InjectorError, rules::RuleError};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -18,10 +14,13 @@ use tracing_subscriber::EnvFilter;
     about = "Observe and break a running process's syscalls from outside it, with eBPF.",
     long_about = "Observe and break a running process's syscalls from outside it, with eBPF.\n\n\
         The target needs no change and no restart: programs are attached in the kernel and \
-        filter on the target's process id, so no other process is ever touched. Needs root.",
+        filter on the target's process id, so no other process is ever touched. Needs root.\n\n\
+        Fault rules use the fail crate's syntax: SYSCALL[(fd=N, thread=NAME)]=[P%][N*]ACTION[(ARG)][->...], \
+        e.g. 'fsync=3*off->1*kill' (the 4th fsync kills the process). Exit code 2: bad input.",
     after_help = "Examples:\n  \
-        sudo injector count --pid 4242                 # until Ctrl-C or the target exits\n  \
-        sudo injector count --pid 4242 --duration 10s --json"
+        sudo injector count --pid 4242\n  \
+        sudo injector attach --pid 4242 --seed 9 --fault 'fsync=3*off->1*kill'\n  \
+        sudo injector attach --pid 4242 --fault 'write=10%delay(200)' --duration 30s --json"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,6 +44,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply fault rules to a running process until it exits, Ctrl-C or --duration.
+    ///
+    /// Actions, at syscall entry in the kernel: kill (SIGKILL: a write never happens; an fsync
+    /// still completes before death), signal(SIG), delay(MS) and pause (SIGSTOP from the kernel,
+    /// SIGCONT from the injector after MS or when it exits: the WHOLE process stalls, all its
+    /// threads), count (observe). Filters: fd=N, thread=NAME. Counting is exact ("the 3rd
+    /// fsync"), and probabilities are keyed by --seed: the same seed and the same calls fire the
+    /// same faults. For error(ERRNO) use `injector run` (seccomp) or faultfs.
+    Attach {
+        #[arg(long)]
+        pid: u32,
+        /// A fault rule; repeatable. Also read from INJECTOR_FAULTS ("rule;rule").
+        #[arg(long = "fault")]
+        faults: Vec<String>,
+        /// A TOML file with `faults = ["RULE", ...]`.
+        #[arg(long)]
+        faults_file: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// JSON lines: `attached`, one `fault` per fired fault, then `summary`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Continues PID if the injector that started this process dies first (internal).
+    #[command(hide = true)]
+    Guard {
+        #[arg(long)]
+        pid: u32,
+    },
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -55,115 +85,71 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e}: write a duration like `10s`, `500ms` or `2m`"))
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Count {
-            pid,
-            duration,
-            json,
-        } => count(pid, duration, json).await,
+    let command = Cli::parse().command;
+    if let Command::Guard { pid } = command {
+        return match cli::guard::run(pid) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
     }
-}
-
-/// Why counting stopped; part of the report because "the target exited" means the counts are
-/// complete, while the other two mean they cover a window.
-#[derive(Clone, Copy)]
-enum EndedBy {
-    TargetExit,
-    Duration,
-    Signal,
-}
-
-impl EndedBy {
-    fn as_str(self) -> &'static str {
-        match self {
-            EndedBy::TargetExit => "target-exit",
-            EndedBy::Duration => "duration",
-            EndedBy::Signal => "signal",
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match command {
+            Command::Count {
+                pid,
+                duration,
+                json,
+            } => cli::count::count(pid, duration, json).await,
+            Command::Attach {
+                pid,
+                faults,
+                faults_file,
+                seed,
+                duration,
+                json,
+            } => {
+                let options = cli::attach::Options {
+                    pid,
+                    faults,
+                    faults_file,
+                    seed,
+                    duration,
+                    json,
+                };
+                cli::attach::attach(options).await
+            }
+            Command::Guard { .. } => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            ExitCode::from(if is_bad_input(&error) { 2 } else { 1 })
         }
     }
 }
 
-async fn count(pid: u32, duration: Option<Duration>, json: bool) -> Result<()> {
-    let target = Target::open(pid)?;
-    let counter = SyscallCounter::attach(&target)
-        .with_context(|| format!("attaching the syscall counter to pid {pid}"))?;
-    let started = Instant::now();
-    if json {
-        emit_json(&json!({"event": "attached", "pid": pid, "comm": target.comm()}))?;
-    } else {
-        eprintln!(
-            "counting syscalls of pid {pid} ({}); Ctrl-C to stop",
-            target.comm()
-        );
-    }
-
-    let ended_by = wait_for_end(&target, duration).await?;
-    let counts = counter.counts()?;
-    drop(counter);
-    let elapsed = started.elapsed();
-    if json {
-        emit_json(&json!({
-            "event": "counts",
-            "pid": pid,
-            "comm": target.comm(),
-            "ended_by": ended_by.as_str(),
-            "elapsed_ms": elapsed.as_millis() as u64,
-            "syscalls": counts,
-        }))?;
-    } else {
-        print_table(&target, ended_by, elapsed, &counts);
-    }
-    Ok(())
-}
-
-async fn wait_for_end(target: &Target, duration: Option<Duration>) -> Result<EndedBy> {
-    let mut terminate = signal(SignalKind::terminate())?;
-    let deadline = async {
-        match duration {
-            Some(duration) => tokio::time::sleep(duration).await,
-            None => std::future::pending().await,
-        }
-    };
-    Ok(tokio::select! {
-        exited = target.exited() => { exited.context("waiting for the target to exit")?; EndedBy::TargetExit }
-        () = deadline => EndedBy::Duration,
-        _ = tokio::signal::ctrl_c() => EndedBy::Signal,
-        _ = terminate.recv() => EndedBy::Signal,
+/// Mistakes in what the user asked for (exit code 2) rather than failures while doing it.
+fn is_bad_input(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<RuleError>().is_some()
+            || matches!(
+                cause.downcast_ref::<InjectorError>(),
+                Some(
+                    InjectorError::NoSuchProcess { .. }
+                        | InjectorError::NotAProcess { .. }
+                        | InjectorError::IsSelf { .. }
+                        | InjectorError::InvalidPid { .. }
+                        | InjectorError::Rule(_)
+                )
+            )
     })
-}
-
-fn emit_json(value: &serde_json::Value) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{value}")?;
-    stdout.flush()?;
-    Ok(())
-}
-
-fn print_table(target: &Target, ended_by: EndedBy, elapsed: Duration, counts: &[SyscallCount]) {
-    let total: u64 = counts.iter().map(|c| c.calls).sum();
-    println!(
-        "pid {} ({}): {total} calls of {} syscalls in {:.2} s, ended by {}",
-        target.pid(),
-        target.comm(),
-        counts.len(),
-        elapsed.as_secs_f64(),
-        ended_by.as_str()
-    );
-    println!("{:<24} {:>5} {:>12}", "syscall", "nr", "calls");
-    for count in counts {
-        println!(
-            "{:<24} {:>5} {:>12}",
-            count.name.unwrap_or("?"),
-            count.nr,
-            count.calls
-        );
-    }
 }

@@ -1,0 +1,150 @@
+//! `tp_btf/sys_enter` program that applies fault rules to the target processes. Counting is
+//! done here, at syscall entry, with atomic tickets, so "the 3rd fsync" is exact even when
+//! several threads call at once.
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, map},
+    maps::{Array, HashMap, RingBuf},
+    programs::BtfTracePointContext,
+};
+use injector_common::{
+    ANY_FD, FiredEvent, KernelRule, MAX_RULES, MAX_TERMS, RuleCounters, UNLIMITED, action, roll,
+};
+
+#[map]
+static RULES: Array<KernelRule> = Array::with_max_entries(MAX_RULES, 0);
+
+#[map]
+static RULE_COUNTERS: Array<RuleCounters> = Array::with_max_entries(MAX_RULES, 0);
+
+/// Processes (tgids) the rules apply to; value unused.
+#[map]
+static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+const SIGSTOP: u32 = 19;
+/// Offset of `di` (the first syscall argument) in x86_64's `struct pt_regs`.
+const PT_REGS_DI: usize = 14;
+
+#[btf_tracepoint(function = "sys_enter")]
+pub fn fault_syscalls(ctx: BtfTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: a map lookup with a valid key.
+    if unsafe { TARGETS.get(&tgid) }.is_none() {
+        return 0;
+    }
+    let id: i64 = ctx.arg(1);
+    let regs: *const u64 = ctx.arg(0);
+    let mut decided = false;
+    for index in 0..MAX_RULES {
+        let Some(rule) = RULES.get(index) else {
+            break;
+        };
+        if rule.active == 0 || i64::from(rule.syscall_nr) != id {
+            continue;
+        }
+        if rule.fd != ANY_FD && first_argument(regs) as i64 != rule.fd {
+            continue;
+        }
+        if rule.has_comm != 0 && !comm_matches(&rule.comm) {
+            continue;
+        }
+        let Some(counters) = RULE_COUNTERS.get_ptr_mut(index) else {
+            continue;
+        };
+        // SAFETY: the pointer comes from a successful array lookup and stays valid during the
+        // program; the counters are only ever changed atomically.
+        let call = unsafe { take_ticket(&raw mut (*counters).calls) };
+        // Every matching rule counts the call; the first rule whose chain fires decides it.
+        if decided {
+            continue;
+        }
+        for term_index in 0..MAX_TERMS {
+            if term_index as u32 >= rule.term_count {
+                break;
+            }
+            let term = &rule.terms[term_index];
+            if term.percent < 100
+                && roll(rule.seed, u64::from(index), call, term_index as u64) >= u64::from(term.percent)
+            {
+                continue;
+            }
+            // SAFETY: as above.
+            let ticket = unsafe { take_ticket(&raw mut (*counters).fired[term_index]) };
+            if term.count != UNLIMITED && ticket >= term.count {
+                continue;
+            }
+            decided = true;
+            fire(term.action, term.arg);
+            if term.action != action::OFF && term.action != action::COUNT {
+                report(index, term_index as u32, term.action, pid_tgid, id as u32, call, regs);
+            }
+            break;
+        }
+    }
+    0
+}
+
+/// Atomically increments the counter and returns its previous value: a unique ticket, so
+/// concurrent calls never share a number. (The BPF target has no `AtomicU64::fetch_add`; the
+/// intrinsic compiles to BPF's atomic fetch-and-add. SeqCst, because with Relaxed LLVM emits the
+/// legacy add that returns nothing, even where the result is used.)
+///
+/// # Safety
+/// `counter` must be valid for the program's lifetime and only accessed atomically.
+unsafe fn take_ticket(counter: *mut u64) -> u64 {
+    // SAFETY: guaranteed by the caller.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(counter, 1) }
+}
+
+fn first_argument(regs: *const u64) -> u64 {
+    // SAFETY: regs is the kernel's pt_regs of this syscall; the read is checked by the helper.
+    unsafe { bpf_probe_read_kernel(regs.wrapping_add(PT_REGS_DI)) }.unwrap_or(u64::MAX)
+}
+
+fn comm_matches(expected: &[u8; 16]) -> bool {
+    let Ok(comm) = bpf_get_current_comm() else {
+        return false;
+    };
+    for i in 0..16 {
+        if comm[i] != expected[i] {
+            return false;
+        }
+        if comm[i] == 0 {
+            return true;
+        }
+    }
+    true
+}
+
+fn fire(kind: u32, argument: u64) {
+    let signal = match kind {
+        action::KILL => 9,
+        action::SIGNAL => argument as u32,
+        action::STOP => SIGSTOP,
+        _ => return,
+    };
+    // SAFETY: bpf_send_signal signals the current process; it has no memory arguments.
+    unsafe { aya_ebpf::helpers::bpf_send_signal(signal) };
+}
+
+fn report(rule: u32, term: u32, kind: u32, pid_tgid: u64, syscall_nr: u32, call: u64, regs: *const u64) {
+    let event = FiredEvent {
+        // SAFETY: bpf_ktime_get_ns has no arguments.
+        time_ns: unsafe { bpf_ktime_get_ns() },
+        call,
+        first_arg: first_argument(regs),
+        rule,
+        term,
+        action: kind,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        syscall_nr,
+    };
+    let _ = EVENTS.output::<FiredEvent>(&event, 0);
+}

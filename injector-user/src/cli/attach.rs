@@ -1,0 +1,182 @@
+//! `injector attach`: fault rules applied in the kernel to one running process.
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result};
+use fault_rules::{Action, Rule};
+use injector_common::FiredEvent;
+use injector_user::{
+    Target,
+    fault_session::{FaultSession, RuleStats},
+    rules,
+    syscall_names::syscall_name,
+};
+use serde_json::json;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use super::{EndedBy, emit_json, guard};
+
+pub struct Options {
+    pub pid: u32,
+    pub faults: Vec<String>,
+    pub faults_file: Option<PathBuf>,
+    pub seed: u64,
+    pub duration: Option<Duration>,
+    pub json: bool,
+}
+
+pub async fn attach(options: Options) -> Result<()> {
+    if options.pid == 1 {
+        return Err(injector_user::InjectorError::InvalidPid { pid: 1 })
+            .context("refusing to inject faults into pid 1 (init)");
+    }
+    let target = Target::open(options.pid)?;
+    let env = std::env::var("INJECTOR_FAULTS").ok();
+    let rules = rules::gather(
+        &options.faults,
+        options.faults_file.as_deref(),
+        env.as_deref(),
+    )?;
+    if rules.is_empty() {
+        return Err(rules::RuleError::NoRules.into());
+    }
+    let mut session = FaultSession::attach(&target, &rules, options.seed)
+        .with_context(|| format!("attaching fault rules to pid {}", options.pid))?;
+    // If this process dies while the target is stopped, the guard continues it.
+    let _guard = guard::spawn(options.pid).context("starting the guard process")?;
+    // SAFETY: the ring buffer owns its fd and stays registered only while `events` lives.
+    let mut events = unsafe { AsyncFd::register(session.take_events()?)? };
+
+    if options.json {
+        emit_json(
+            &json!({"event": "attached", "pid": options.pid, "comm": target.comm(), "rules": rules.iter().map(|r| &r.text).collect::<Vec<_>>()}),
+        )?;
+    } else {
+        eprintln!(
+            "injecting into pid {} ({}): {} rule(s); Ctrl-C to stop",
+            options.pid,
+            target.comm(),
+            rules.len()
+        );
+    }
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let deadline = async {
+        match options.duration {
+            Some(duration) => tokio::time::sleep(duration).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let exited = target.exited();
+    tokio::pin!(exited);
+    let mut stops = Stops::default();
+    let ended_by = loop {
+        let resume = stops.resume_at;
+        tokio::select! {
+            ready = events.readable_mut() => {
+                let mut ready = ready?;
+                while let Some(item) = ready.get_inner_mut().next() {
+                    // SAFETY: the kernel wrote exactly one FiredEvent per record.
+                    let event: FiredEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                    stops.note(&rules, &event);
+                    report(&rules, &event, options.json)?;
+                }
+                ready.clear_ready();
+            }
+            () = sleep_until(resume) => {
+                stops.resume_at = None;
+                target.signal(libc::SIGCONT).ok();
+            }
+            result = &mut exited => { result.context("waiting for the target")?; break EndedBy::TargetExit; }
+            () = &mut deadline => break EndedBy::Duration,
+            _ = tokio::signal::ctrl_c() => break EndedBy::Signal,
+            _ = terminate.recv() => break EndedBy::Signal,
+        }
+    };
+    if stops.stopped() {
+        target.signal(libc::SIGCONT).ok();
+    }
+    let stats = session.stats(&rules)?;
+    summarise(&stats, ended_by, options.json)
+}
+
+/// Delays and pauses in progress: when to send SIGCONT.
+#[derive(Default)]
+struct Stops {
+    resume_at: Option<tokio::time::Instant>,
+    paused: bool,
+}
+
+impl Stops {
+    fn note(&mut self, rules: &[Rule], event: &FiredEvent) {
+        match action_of(rules, event) {
+            Some(Action::Delay(ms)) => {
+                let at = tokio::time::Instant::now() + Duration::from_millis(*ms);
+                self.resume_at = Some(self.resume_at.map_or(at, |current| current.max(at)));
+            }
+            Some(Action::Pause) => self.paused = true,
+            _ => {}
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.paused || self.resume_at.is_some()
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn action_of<'a>(rules: &'a [Rule], event: &FiredEvent) -> Option<&'a Action> {
+    let rule = rules.get(event.rule as usize)?;
+    Some(&rule.chain.terms().get(event.term as usize)?.action)
+}
+
+fn report(rules: &[Rule], event: &FiredEvent, json: bool) -> Result<()> {
+    let rule = rules
+        .get(event.rule as usize)
+        .map_or("?", |r| r.text.as_str());
+    let action = action_of(rules, event).map_or("?".to_owned(), ToString::to_string);
+    let syscall = syscall_name(event.syscall_nr).unwrap_or("?");
+    if json {
+        return emit_json(&json!({
+            "event": "fault",
+            "rule": event.rule,
+            "rule_text": rule,
+            "syscall": syscall,
+            "call": event.call + 1,
+            "action": action,
+            "tid": event.tid,
+            "first_arg": event.first_arg,
+            "time_ns": event.time_ns,
+        }));
+    }
+    println!(
+        "fault: {action} at {syscall} call #{} (tid {}, first argument {}) by rule `{rule}`",
+        event.call + 1,
+        event.tid,
+        event.first_arg
+    );
+    Ok(())
+}
+
+fn summarise(stats: &[RuleStats], ended_by: EndedBy, json: bool) -> Result<()> {
+    if json {
+        return emit_json(
+            &json!({"event": "summary", "ended_by": ended_by.as_str(), "rules": stats}),
+        );
+    }
+    println!("ended by {}", ended_by.as_str());
+    println!("{:>10} {:>8}  rule", "calls", "faults");
+    for stat in stats {
+        println!("{:>10} {:>8}  {}", stat.calls, stat.faults, stat.rule);
+    }
+    Ok(())
+}

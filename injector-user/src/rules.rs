@@ -1,0 +1,182 @@
+//! Fault rules for the injector: parsed by `fault-rules`, checked against what this mode can do,
+//! and compiled to the kernel's [`KernelRule`] layout.
+use fault_rules::{Action, Capabilities, Filter, ParseError, Rule, parse_rule, parse_rule_list};
+use injector_common::{ANY_FD, KernelRule, KernelTerm, MAX_RULES, MAX_TERMS, UNLIMITED, action};
+use thiserror::Error;
+
+use crate::syscall_names::syscall_number;
+
+#[derive(Debug, Error)]
+pub enum RuleError {
+    #[error(transparent)]
+    Syntax(#[from] ParseError),
+    #[error(
+        "{rule}: unknown syscall `{op}` (use the kernel's name, as in fsync, pwrite64, openat, sendmsg)"
+    )]
+    UnknownSyscall { rule: String, op: String },
+    #[error(
+        "{rule}: error(...) needs BPF LSM or fmod_ret, which `injector attach` does not use; \
+         use `injector run -- COMMAND` (seccomp: any syscall, fsync included), faultfs for file \
+         errors, or a VM with a stock kernel (`cargo xtask vm`)"
+    )]
+    ErrorNeedsAnotherRoute { rule: String },
+    #[error(
+        "{rule}: path filters are resolved from the fd in `injector run` mode only; \
+         in attach mode filter on fd=N (see /proc/PID/fd) or use faultfs for file paths"
+    )]
+    PathNeedsRunMode { rule: String },
+    #[error("{rule}: at most {MAX_TERMS} terms per rule in attach mode")]
+    TooManyTerms { rule: String },
+    #[error("at most {MAX_RULES} rules at once")]
+    TooManyRules,
+    #[error(
+        "no fault rules given: pass --fault 'fsync=3*off->1*kill', --faults-file FILE or INJECTOR_FAULTS"
+    )]
+    NoRules,
+    #[error("{rule}: thread names are at most 15 bytes")]
+    LongThreadName { rule: String },
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message} (expected `faults = [\"RULE\", ...]`)")]
+    FileFormat { path: String, message: String },
+}
+
+/// What `injector attach` carries out (from the kernel's syscall tracepoint).
+pub const ATTACH: Capabilities<'static> = Capabilities {
+    tool: "injector attach",
+    ops: &[],
+    actions: &["off", "kill", "signal", "delay", "pause", "count"],
+    filters: &["fd", "thread"],
+};
+
+/// What `injector run` carries out (a seccomp supervisor decides each call).
+pub const RUN: Capabilities<'static> = Capabilities {
+    tool: "injector run",
+    ops: &[],
+    actions: &["off", "error", "delay", "count"],
+    filters: &["fd", "path"],
+};
+
+/// Gathers rules from `--fault` flags, a TOML file (`faults = [...]`) and `INJECTOR_FAULTS`.
+pub fn gather(
+    flags: &[String],
+    file: Option<&std::path::Path>,
+    env: Option<&str>,
+) -> Result<Vec<Rule>, RuleError> {
+    let mut rules = Vec::new();
+    for text in flags {
+        rules.push(parse_rule(text)?);
+    }
+    if let Some(path) = file {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| RuleError::File {
+            path: shown.clone(),
+            source,
+        })?;
+        let table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| RuleError::FileFormat {
+                    path: shown.clone(),
+                    message: e.to_string(),
+                })?;
+        let faults = table
+            .get("faults")
+            .and_then(|f| f.as_array())
+            .ok_or_else(|| RuleError::FileFormat {
+                path: shown.clone(),
+                message: "no `faults` list".into(),
+            })?;
+        for fault in faults {
+            let text = fault.as_str().ok_or_else(|| RuleError::FileFormat {
+                path: shown.clone(),
+                message: format!("{fault} is not a string"),
+            })?;
+            rules.push(parse_rule(text)?);
+        }
+    }
+    if let Some(env) = env {
+        rules.extend(parse_rule_list(env)?);
+    }
+    if rules.len() > MAX_RULES as usize {
+        return Err(RuleError::TooManyRules);
+    }
+    Ok(rules)
+}
+
+/// The syscall number of a rule's operation.
+pub fn syscall_of(rule: &Rule) -> Result<u32, RuleError> {
+    syscall_number(&rule.op).ok_or_else(|| RuleError::UnknownSyscall {
+        rule: rule.text.clone(),
+        op: rule.op.clone(),
+    })
+}
+
+/// Checks a rule for `injector attach` and compiles it for the kernel.
+pub fn compile_for_attach(rule: &Rule, seed: u64) -> Result<KernelRule, RuleError> {
+    let syscall_nr = syscall_of(rule)?;
+    if rule
+        .chain
+        .terms()
+        .iter()
+        .any(|t| matches!(t.action, Action::Error(_)))
+    {
+        return Err(RuleError::ErrorNeedsAnotherRoute {
+            rule: rule.text.clone(),
+        });
+    }
+    if rule.filters.iter().any(|f| matches!(f, Filter::Path(_))) {
+        return Err(RuleError::PathNeedsRunMode {
+            rule: rule.text.clone(),
+        });
+    }
+    rule.validate_actions_and_filters(&ATTACH)?;
+    let terms = rule.chain.terms();
+    if terms.len() > MAX_TERMS {
+        return Err(RuleError::TooManyTerms {
+            rule: rule.text.clone(),
+        });
+    }
+    let mut compiled = KernelRule {
+        active: 1,
+        syscall_nr,
+        fd: ANY_FD,
+        term_count: terms.len() as u32,
+        seed,
+        ..KernelRule::default()
+    };
+    for filter in &rule.filters {
+        match filter {
+            Filter::Fd(fd) => compiled.fd = i64::from(*fd),
+            Filter::Thread(name) => {
+                if name.len() > 15 {
+                    return Err(RuleError::LongThreadName {
+                        rule: rule.text.clone(),
+                    });
+                }
+                compiled.has_comm = 1;
+                compiled.comm[..name.len()].copy_from_slice(name.as_bytes());
+            }
+            _ => {}
+        }
+    }
+    for (slot, term) in compiled.terms.iter_mut().zip(terms) {
+        let (kind, arg) = match term.action {
+            Action::Kill => (action::KILL, 0),
+            Action::Signal(signal) => (action::SIGNAL, signal as u64),
+            Action::Delay(_) | Action::Pause => (action::STOP, 0),
+            Action::Count => (action::COUNT, 0),
+            _ => (action::OFF, 0),
+        };
+        *slot = KernelTerm {
+            percent: term.percent.map_or(100, u32::from),
+            action: kind,
+            count: term.count.unwrap_or(UNLIMITED),
+            arg,
+        };
+    }
+    Ok(compiled)
+}
