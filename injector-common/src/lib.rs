@@ -135,15 +135,19 @@ pub const fn roll(seed: u64, rule: u64, call: u64, term: u64) -> u64 {
     z % 100
 }
 
-// SAFETY (all four): #[repr(C)], fields laid out without implicit padding (checked by the sizes
-// below), and every bit pattern is a valid value.
+// The shared structs are #[repr(C)], have no implicit padding (the sizes are checked below) and
+// every bit pattern is a valid value, which is what aya::Pod requires.
 #[cfg(feature = "user")]
+// SAFETY: see above.
 unsafe impl aya::Pod for KernelRule {}
 #[cfg(feature = "user")]
+// SAFETY: see above.
 unsafe impl aya::Pod for RuleCounters {}
 #[cfg(feature = "user")]
+// SAFETY: see above.
 unsafe impl aya::Pod for FiredEvent {}
 #[cfg(feature = "user")]
+// SAFETY: see above.
 unsafe impl aya::Pod for KernelTerm {}
 
 const _: () = assert!(core::mem::size_of::<KernelTerm>() == 24);

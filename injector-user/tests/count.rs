@@ -1,32 +1,15 @@
 //! `injector count` against real processes, with the real eBPF program in the real kernel.
 //! Needs root, as CI runs.
+mod common;
+
 use std::process::Command;
 
-use process_guard::Spawned;
+use common::{INJECTOR, attached, done_count, worker};
 use serde_json::Value;
 
-const INJECTOR: &str = env!("CARGO_BIN_EXE_injector");
-const WORKER: &str = env!("CARGO_BIN_EXE_syscall-worker");
-
-fn worker(name: &str, args: &[&str]) -> Spawned {
-    let mut worker = Spawned::start(name, Command::new(WORKER).args(args)).unwrap();
-    assert_eq!(worker.read_line().unwrap(), "ready");
-    worker
-}
-
 /// Starts `injector count --json` on `pid` and returns once it reports being attached.
-fn attach_counter(pid: u32, extra: &[&str]) -> Spawned {
-    let mut injector = Spawned::start(
-        "injector",
-        Command::new(INJECTOR)
-            .args(["count", "--json", "--pid", &pid.to_string()])
-            .args(extra),
-    )
-    .unwrap();
-    let attached: Value = serde_json::from_str(&injector.read_line().unwrap()).unwrap();
-    assert_eq!(attached["event"], "attached");
-    assert_eq!(attached["pid"], pid);
-    injector
+fn attach_counter(pid: u32, extra: &[&str]) -> process_guard::Spawned {
+    attached("count", pid, extra)
 }
 
 fn calls_of(report: &Value, name: &str) -> u64 {
@@ -36,13 +19,6 @@ fn calls_of(report: &Value, name: &str) -> u64 {
         .iter()
         .find(|entry| entry["name"] == name)
         .map_or(0, |entry| entry["calls"].as_u64().unwrap())
-}
-
-fn done_count(line: &str) -> u64 {
-    line.strip_prefix("done ")
-        .unwrap_or_else(|| panic!("worker said {line:?}, expected `done N`"))
-        .parse()
-        .unwrap()
 }
 
 #[test]

@@ -1,22 +1,27 @@
-//! A process whose syscalls are known exactly: it makes `--fsyncs` fsync calls per thread and no
-//! others, so a counter or an injector attached to it can be checked against the truth.
+//! A process whose syscalls are known exactly, so a counter or an injector attached to it can be
+//! checked against the truth. Modes:
+//! - `--fsyncs N [--threads T]`: N fsync calls per thread and no other fsyncs;
+//! - `--until-stdin-closes`: fsync in a loop until stdin is closed (a busy bystander);
+//! - `--records N`: append N log records, each one write() then one fsync(), keeping the file.
 //!
-//! Protocol on stdout: `ready` once the file is open, then `done N` with the fsyncs it made.
+//! Protocol on stdout: `ready` once set up, then (for fsync modes) `done N` with the fsyncs made,
+//! and with `--time-fsyncs` a line `fsync_us A B C ...`.
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, BufRead, Write},
     path::PathBuf,
     sync::{
-        Barrier,
+        Barrier, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    time::Instant,
 };
 
 use anyhow::{Context, Result};
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "Make an exact number of fsync calls, for testing the injector.")]
+#[command(about = "Make an exact number of syscalls, for testing the injector.")]
 struct Args {
     /// fsync calls to make per thread.
     #[arg(long, default_value_t = 1)]
@@ -27,10 +32,17 @@ struct Args {
     /// Instead of --fsyncs calls, call fsync in a loop until stdin is closed.
     #[arg(long, conflicts_with = "fsyncs")]
     until_stdin_closes: bool,
-    /// Wait for a line on stdin before the first fsync (lets a tool attach first).
+    /// Instead: append N log records (`record I` lines), each with one write and one fsync, and
+    /// keep the file.
+    #[arg(long, conflicts_with_all = ["fsyncs", "until_stdin_closes"])]
+    records: Option<u64>,
+    /// Wait for a line on stdin before the first call (lets a tool attach first).
     #[arg(long)]
     wait_for_go: bool,
-    /// File to fsync; created, and removed at the end. Default: a file in the temp directory.
+    /// Also print how long each fsync took, in microseconds.
+    #[arg(long)]
+    time_fsyncs: bool,
+    /// File to use; created. Removed at the end except with --records. Default: in the temp dir.
     #[arg(long)]
     file: Option<PathBuf>,
 }
@@ -46,8 +58,14 @@ fn main() -> Result<()> {
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
+    if let Some(records) = args.records {
+        say("ready")?;
+        wait_for_go(&args)?;
+        return write_records(&file, records);
+    }
     let stop = AtomicBool::new(!args.until_stdin_closes);
     let done = AtomicU64::new(0);
+    let latencies = Mutex::new(Vec::new());
     // Threads exist before `ready` (so a caller sees them all) and start their fsyncs together.
     let start = Barrier::new(args.threads as usize + 1);
     std::thread::scope(|scope| -> Result<()> {
@@ -55,18 +73,15 @@ fn main() -> Result<()> {
             .map(|_| {
                 scope.spawn(|| {
                     start.wait();
-                    fsync_loop(&file, &args, &stop, &done)
+                    fsync_loop(&file, &args, &stop, &done, &latencies)
                 })
             })
             .collect();
         say("ready")?;
-        let mut stdin = io::stdin().lock();
-        if args.wait_for_go {
-            stdin.read_line(&mut String::new())?;
-        }
+        wait_for_go(&args)?;
         start.wait();
         if args.until_stdin_closes {
-            io::copy(&mut stdin, &mut io::sink())?;
+            io::copy(&mut io::stdin().lock(), &mut io::sink())?;
             stop.store(true, Ordering::Relaxed);
         }
         for worker in workers {
@@ -76,10 +91,36 @@ fn main() -> Result<()> {
     })?;
     drop(file);
     fs::remove_file(&path).ok();
+    if args.time_fsyncs {
+        let latencies = latencies.into_inner().expect("not poisoned");
+        let list: Vec<String> = latencies.iter().map(u128::to_string).collect();
+        say(&format!("fsync_us {}", list.join(" ")))?;
+    }
     say(&format!("done {}", done.load(Ordering::Relaxed)))
 }
 
-fn fsync_loop(file: &File, args: &Args, stop: &AtomicBool, done: &AtomicU64) -> io::Result<()> {
+fn wait_for_go(args: &Args) -> Result<()> {
+    if args.wait_for_go {
+        io::stdin().lock().read_line(&mut String::new())?;
+    }
+    Ok(())
+}
+
+fn write_records(mut file: &File, records: u64) -> Result<()> {
+    for record in 0..records {
+        file.write_all(format!("record {record}\n").as_bytes())?;
+        file.sync_all()?;
+    }
+    say(&format!("done {records}"))
+}
+
+fn fsync_loop(
+    file: &File,
+    args: &Args,
+    stop: &AtomicBool,
+    done: &AtomicU64,
+    latencies: &Mutex<Vec<u128>>,
+) -> io::Result<()> {
     let mut made = 0;
     loop {
         let finished = if args.until_stdin_closes {
@@ -90,7 +131,12 @@ fn fsync_loop(file: &File, args: &Args, stop: &AtomicBool, done: &AtomicU64) -> 
         if finished {
             return Ok(());
         }
+        let started = Instant::now();
         file.sync_all()?;
+        if args.time_fsyncs {
+            let took = started.elapsed().as_micros();
+            latencies.lock().expect("not poisoned").push(took);
+        }
         made += 1;
         done.fetch_add(1, Ordering::Relaxed);
     }

@@ -1,0 +1,215 @@
+//! `injector attach` against real processes, with the real eBPF program in the real kernel.
+mod common;
+
+use std::{os::unix::process::ExitStatusExt, process::Command, time::Duration};
+
+use common::{INJECTOR, attached, done_count, process_state, remaining_json, wait_until, worker};
+use serde_json::Value;
+
+fn faults_in(lines: &[Value]) -> Vec<&Value> {
+    lines.iter().filter(|l| l["event"] == "fault").collect()
+}
+
+#[test]
+fn a_kill_at_the_third_fsync_leaves_exactly_what_was_written_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut target = worker(
+        "target",
+        &[
+            "--records",
+            "10",
+            "--wait-for-go",
+            "--file",
+            log.to_str().unwrap(),
+        ],
+    );
+    let mut injector = attached("attach", target.pid(), &["--fault", "fsync=2*off->1*kill"]);
+    target.send_line("go").unwrap();
+    let (status, _) = target.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let lines = remaining_json(&mut injector);
+    injector.finish().unwrap();
+
+    // The fsync completes before the process dies, so the third record is there too.
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "record 0\nrecord 1\nrecord 2\n"
+    );
+    let faults = faults_in(&lines);
+    assert_eq!(faults.len(), 1, "{lines:?}");
+    assert_eq!(faults[0]["call"], 3);
+    assert_eq!(faults[0]["syscall"], "fsync");
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["ended_by"], "target-exit");
+    assert_eq!(summary["rules"][0]["calls"], 3);
+    assert_eq!(summary["rules"][0]["faults"], 1);
+}
+
+#[test]
+fn a_kill_at_the_third_write_means_that_write_never_happens() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut target = worker(
+        "target",
+        &[
+            "--records",
+            "10",
+            "--wait-for-go",
+            "--file",
+            log.to_str().unwrap(),
+        ],
+    );
+    let injector = attached("attach", target.pid(), &["--fault", "write=2*off->1*kill"]);
+    target.send_line("go").unwrap();
+    let (status, _) = target.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    injector.finish().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "record 0\nrecord 1\n"
+    );
+}
+
+#[test]
+fn delay_stalls_the_call_by_its_time_and_no_more() {
+    let mut target = worker(
+        "target",
+        &["--fsyncs", "3", "--wait-for-go", "--time-fsyncs"],
+    );
+    let injector = attached(
+        "attach",
+        target.pid(),
+        &["--fault", "fsync=1*off->1*delay(200)"],
+    );
+    target.send_line("go").unwrap();
+    let timings = target.read_line().unwrap();
+    assert_eq!(done_count(&target.read_line().unwrap()), 3);
+    target.finish().unwrap();
+    injector.finish().unwrap();
+    let micros: Vec<u64> = timings
+        .strip_prefix("fsync_us ")
+        .unwrap()
+        .split(' ')
+        .map(|t| t.parse().unwrap())
+        .collect();
+    assert!(
+        micros[1] >= 200_000 && micros[1] < 400_000,
+        "the 2nd fsync took {} us",
+        micros[1]
+    );
+    assert!(
+        micros[0] < 200_000 && micros[2] < 200_000,
+        "only the 2nd was delayed: {micros:?}"
+    );
+}
+
+fn fired_calls(seed: &str) -> Vec<u64> {
+    let mut target = worker("target", &["--fsyncs", "200", "--wait-for-go"]);
+    // Signal 28 (SIGWINCH) is ignored by default: a fault that fires without harming the target.
+    let mut injector = attached(
+        "attach",
+        target.pid(),
+        &["--fault", "fsync=30%signal(28)", "--seed", seed],
+    );
+    target.send_line("go").unwrap();
+    assert_eq!(done_count(&target.read_line().unwrap()), 200);
+    target.finish().unwrap();
+    let lines = remaining_json(&mut injector);
+    injector.finish().unwrap();
+    faults_in(&lines)
+        .iter()
+        .map(|f| f["call"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn the_same_seed_fires_on_the_same_calls() {
+    let first = fired_calls("9");
+    assert_eq!(first, fired_calls("9"));
+    assert_ne!(first, fired_calls("10"));
+    assert!(
+        (30..90).contains(&first.len()),
+        "about 30% of 200 fired: {}",
+        first.len()
+    );
+}
+
+#[test]
+fn a_bystander_making_the_same_calls_is_never_touched() {
+    let mut bystander = worker("bystander", &["--until-stdin-closes"]);
+    let mut target = worker("target", &["--fsyncs", "5", "--wait-for-go"]);
+    let injector = attached("attach", target.pid(), &["--fault", "fsync=kill"]);
+    target.send_line("go").unwrap();
+    let (status, _) = target.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    injector.finish().unwrap();
+    bystander.close_stdin();
+    assert!(done_count(&bystander.read_line().unwrap()) > 0);
+    bystander.finish().unwrap();
+}
+
+#[test]
+fn killing_the_injector_leaves_nothing_attached_and_the_target_running() {
+    let mut target = worker("target", &["--fsyncs", "5", "--wait-for-go"]);
+    let pid = target.pid();
+    let injector = attached("attach", pid, &["--fault", "fsync=pause"]);
+    target.send_line("go").unwrap();
+    wait_until(
+        "the target is stopped by the pause",
+        Duration::from_secs(10),
+        || process_state(pid) == Some('T'),
+    );
+    // SAFETY: kill on the pid of the injector we started, still our unreaped child.
+    unsafe { libc::kill(injector.pid() as i32, libc::SIGKILL) };
+    // The guard continues the target; had the program stayed attached, its next fsync would
+    // stop it again with nobody left to continue it.
+    assert_eq!(done_count(&target.read_line().unwrap()), 5);
+    target.finish().unwrap();
+    drop(injector);
+}
+
+#[test]
+fn bad_input_exits_with_code_2_and_says_why() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--pid", "1", "--fault", "fsync=kill"],
+            "refusing to inject faults into pid 1",
+        ),
+        (
+            &["--pid", "999999", "--fault", "fsync=kill"],
+            "no process with pid 999999 exists",
+        ),
+        (
+            &["--pid", "SELF", "--fault", "fsnyc=kill"],
+            "unknown syscall `fsnyc`",
+        ),
+        (
+            &["--pid", "SELF", "--fault", "fsync=3*kil"],
+            "unknown action `kil`",
+        ),
+        (
+            &["--pid", "SELF", "--fault", "fsync=error(EIO)"],
+            "use `injector run",
+        ),
+        (&["--pid", "SELF"], "no fault rules given"),
+    ];
+    let mut bystander = worker("bystander", &["--until-stdin-closes"]);
+    let pid = bystander.pid().to_string();
+    for (args, expected) in cases {
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "SELF" { pid.as_str() } else { a })
+            .collect();
+        let output = Command::new(INJECTOR)
+            .arg("attach")
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    bystander.close_stdin();
+    bystander.finish().unwrap();
+}

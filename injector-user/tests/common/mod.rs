@@ -1,0 +1,67 @@
+//! Helpers shared by the injector's integration tests: worker processes with known syscalls,
+//! and the injector binary driven over its JSON lines.
+#![allow(dead_code)]
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use process_guard::Spawned;
+use serde_json::Value;
+
+pub const INJECTOR: &str = env!("CARGO_BIN_EXE_injector");
+pub const WORKER: &str = env!("CARGO_BIN_EXE_syscall-worker");
+
+pub fn worker(name: &str, args: &[&str]) -> Spawned {
+    let mut worker = Spawned::start(name, Command::new(WORKER).args(args)).unwrap();
+    assert_eq!(worker.read_line().unwrap(), "ready");
+    worker
+}
+
+/// Starts `injector SUBCOMMAND --json --pid PID EXTRA...` and returns once it reports attached.
+pub fn attached(subcommand: &str, pid: u32, extra: &[&str]) -> Spawned {
+    let mut injector = Spawned::start(
+        "injector",
+        Command::new(INJECTOR)
+            .args([subcommand, "--json", "--pid", &pid.to_string()])
+            .args(extra),
+    )
+    .unwrap();
+    let line = injector.read_line().unwrap();
+    let attached: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line}"));
+    assert_eq!(attached["event"], "attached");
+    assert_eq!(attached["pid"], pid);
+    injector
+}
+
+/// Every JSON line the process prints until it exits.
+pub fn remaining_json(process: &mut Spawned) -> Vec<Value> {
+    let mut lines = Vec::new();
+    while let Ok(line) = process.read_line() {
+        lines.push(serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line}")));
+    }
+    lines
+}
+
+pub fn done_count(line: &str) -> u64 {
+    line.strip_prefix("done ")
+        .unwrap_or_else(|| panic!("worker said {line:?}, expected `done N`"))
+        .parse()
+        .unwrap()
+}
+
+/// The process state letter from /proc/PID/stat (R, S, T, Z, ...), None once it is gone.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim_start().chars().next()
+}
+
+/// Polls until `condition` holds, failing the test after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
