@@ -69,6 +69,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run COMMAND with fault rules applied by a seccomp supervisor: any syscall, fsync included.
+    ///
+    /// The filter is installed in the child just before exec, so it covers the command, its
+    /// threads and its children. Each matching call waits for the injector, which fails it with
+    /// error(ERRNO), holds it with delay(MS) (only that thread), kills the process, or lets it
+    /// continue. Filters: fd=N, path=GLOB (the file the call's fd refers to). The injector's
+    /// own output goes to stderr; its exit code is the command's.
+    Run {
+        #[arg(long = "fault")]
+        faults: Vec<String>,
+        #[arg(long)]
+        faults_file: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// JSON lines on stderr: one `fault` per fired fault, then `summary`.
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Continues PID if the injector that started this process dies first (internal).
     #[command(hide = true)]
     Guard {
@@ -99,6 +120,26 @@ fn main() -> ExitCode {
             Err(_) => ExitCode::FAILURE,
         };
     }
+    if let Command::Run {
+        faults,
+        faults_file,
+        seed,
+        json,
+        command,
+    } = command
+    {
+        let options = cli::run::Options {
+            faults,
+            faults_file,
+            seed,
+            json,
+            command,
+        };
+        return match cli::run::run(options) {
+            Ok(code) => ExitCode::from(code),
+            Err(error) => report_error(&error),
+        };
+    }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async {
         match command {
@@ -125,16 +166,18 @@ fn main() -> ExitCode {
                 };
                 cli::attach::attach(options).await
             }
-            Command::Guard { .. } => unreachable!("handled above"),
+            Command::Guard { .. } | Command::Run { .. } => unreachable!("handled above"),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("Error: {error:#}");
-            ExitCode::from(if is_bad_input(&error) { 2 } else { 1 })
-        }
+        Err(error) => report_error(&error),
     }
+}
+
+fn report_error(error: &anyhow::Error) -> ExitCode {
+    eprintln!("Error: {error:#}");
+    ExitCode::from(if is_bad_input(error) { 2 } else { 1 })
 }
 
 /// Mistakes in what the user asked for (exit code 2) rather than failures while doing it.

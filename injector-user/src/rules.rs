@@ -57,7 +57,7 @@ pub const ATTACH: Capabilities<'static> = Capabilities {
 pub const RUN: Capabilities<'static> = Capabilities {
     tool: "injector run",
     ops: &[],
-    actions: &["off", "error", "delay", "count"],
+    actions: &["off", "error", "delay", "count", "kill"],
     filters: &["fd", "path"],
 };
 

@@ -42,6 +42,9 @@ struct Args {
     /// Also print how long each fsync took, in microseconds.
     #[arg(long)]
     time_fsyncs: bool,
+    /// Do not stop at a failed fsync: print each result at the end, `fsync_results ok EIO ...`.
+    #[arg(long)]
+    report_results: bool,
     /// File to use; created. Removed at the end except with --records. Default: in the temp dir.
     #[arg(long)]
     file: Option<PathBuf>,
@@ -66,6 +69,7 @@ fn main() -> Result<()> {
     let stop = AtomicBool::new(!args.until_stdin_closes);
     let done = AtomicU64::new(0);
     let latencies = Mutex::new(Vec::new());
+    let results = Mutex::new(Vec::new());
     // Threads exist before `ready` (so a caller sees them all) and start their fsyncs together.
     let start = Barrier::new(args.threads as usize + 1);
     std::thread::scope(|scope| -> Result<()> {
@@ -73,7 +77,7 @@ fn main() -> Result<()> {
             .map(|_| {
                 scope.spawn(|| {
                     start.wait();
-                    fsync_loop(&file, &args, &stop, &done, &latencies)
+                    fsync_loop(&file, &args, &stop, &done, (&latencies, &results))
                 })
             })
             .collect();
@@ -91,6 +95,10 @@ fn main() -> Result<()> {
     })?;
     drop(file);
     fs::remove_file(&path).ok();
+    if args.report_results {
+        let results = results.into_inner().expect("not poisoned");
+        say(&format!("fsync_results {}", results.join(" ")))?;
+    }
     if args.time_fsyncs {
         let latencies = latencies.into_inner().expect("not poisoned");
         let list: Vec<String> = latencies.iter().map(u128::to_string).collect();
@@ -119,7 +127,7 @@ fn fsync_loop(
     args: &Args,
     stop: &AtomicBool,
     done: &AtomicU64,
-    latencies: &Mutex<Vec<u128>>,
+    (latencies, results): (&Mutex<Vec<u128>>, &Mutex<Vec<String>>),
 ) -> io::Result<()> {
     let mut made = 0;
     loop {
@@ -132,13 +140,31 @@ fn fsync_loop(
             return Ok(());
         }
         let started = Instant::now();
-        file.sync_all()?;
+        let result = file.sync_all();
+        if args.report_results {
+            let text = match &result {
+                Ok(()) => "ok".to_owned(),
+                Err(error) => errno_name(error),
+            };
+            results.lock().expect("not poisoned").push(text);
+        } else {
+            result?;
+        }
         if args.time_fsyncs {
             let took = started.elapsed().as_micros();
             latencies.lock().expect("not poisoned").push(took);
         }
         made += 1;
         done.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn errno_name(error: &io::Error) -> String {
+    match error.raw_os_error() {
+        Some(libc::EIO) => "EIO".into(),
+        Some(libc::ENOSPC) => "ENOSPC".into(),
+        Some(code) => format!("errno{code}"),
+        None => error.to_string(),
     }
 }
 
