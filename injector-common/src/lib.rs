@@ -153,3 +153,31 @@ unsafe impl aya::Pod for KernelTerm {}
 const _: () = assert!(core::mem::size_of::<KernelTerm>() == 24);
 const _: () = assert!(core::mem::size_of::<KernelRule>() == 48 + 24 * MAX_TERMS);
 const _: () = assert!(core::mem::size_of::<FiredEvent>() == 48);
+
+/// Packet rules one partition can hold.
+pub const MAX_PARTITION_RULES: u32 = 64;
+/// Name of the tc classifier that drops partitioned packets.
+pub const PARTITION_PROGRAM: &str = "partition";
+pub const PARTITION_MAP: &str = "PARTITION";
+
+/// Drop IPv4 packets from `src` to `dst` (an address, and a port unless 0), every one
+/// (`loss_percent` 100) or that percentage of them. Addresses and ports in network byte order,
+/// as they are in the packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartitionRule {
+    /// 0: empty slot.
+    pub active: u32,
+    pub loss_percent: u32,
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub _reserved: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<PartitionRule>() == 24);
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)], no implicit padding (size checked above), every bit pattern valid.
+unsafe impl aya::Pod for PartitionRule {}

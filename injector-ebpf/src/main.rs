@@ -15,6 +15,7 @@ use aya_ebpf::{
 use injector_common::{CountConfig, MAX_SYSCALL_NR};
 
 mod fault;
+mod partition;
 
 #[map]
 static COUNT_CONFIG: Array<CountConfig> = Array::with_max_entries(1, 0);

@@ -49,4 +49,6 @@ pub enum InjectorError {
     Btf(#[from] aya::BtfError),
     #[error(transparent)]
     Rule(#[from] crate::rules::RuleError),
+    #[error(transparent)]
+    Partition(#[from] crate::partition::PartitionError),
 }

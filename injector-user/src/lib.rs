@@ -4,6 +4,7 @@ pub mod counter;
 pub mod ebpf_object;
 pub mod error;
 pub mod fault_session;
+pub mod partition;
 pub mod rules;
 pub mod seccomp;
 pub mod syscall_names;

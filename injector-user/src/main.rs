@@ -90,6 +90,32 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Cut or degrade the network between two sets of endpoints until Ctrl-C or --duration.
+    ///
+    /// Drops IPv4 packets in a tc classifier (TCX) on the interfaces (default lo). Endpoints are
+    /// IP or IP:PORT, comma-separated. On one machine give each node its own loopback address
+    /// (127.0.0.N): partitioning by address then also cuts its outgoing connections, whose
+    /// source ports are ephemeral. Exiting (for any reason, kill -9 included) heals it.
+    Partition {
+        /// One side, e.g. 127.0.0.1 or 127.0.0.1:7001.
+        #[arg(long, required = true)]
+        between: Vec<String>,
+        /// The other side, e.g. 127.0.0.2,127.0.0.3.
+        #[arg(long, required = true)]
+        and: Vec<String>,
+        /// Only drop packets going from --between to --and.
+        #[arg(long)]
+        one_way: bool,
+        /// Drop only this percentage of the packets (e.g. 30%) instead of all.
+        #[arg(long, value_parser = injector_user::partition::parse_loss)]
+        loss: Option<u32>,
+        #[arg(long = "interface", default_value = "lo")]
+        interfaces: Vec<String>,
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Continues PID if the injector that started this process dies first (internal).
     #[command(hide = true)]
     Guard {
@@ -166,6 +192,26 @@ fn main() -> ExitCode {
                 };
                 cli::attach::attach(options).await
             }
+            Command::Partition {
+                between,
+                and,
+                one_way,
+                loss,
+                interfaces,
+                duration,
+                json,
+            } => {
+                let options = cli::partition::Options {
+                    between,
+                    and,
+                    one_way,
+                    loss: loss.unwrap_or(100),
+                    interfaces,
+                    duration,
+                    json,
+                };
+                cli::partition::partition(options).await
+            }
             Command::Guard { .. } | Command::Run { .. } => unreachable!("handled above"),
         }
     });
@@ -192,6 +238,7 @@ fn is_bad_input(error: &anyhow::Error) -> bool {
                         | InjectorError::IsSelf { .. }
                         | InjectorError::InvalidPid { .. }
                         | InjectorError::Rule(_)
+                        | InjectorError::Partition(_)
                 )
             )
     })

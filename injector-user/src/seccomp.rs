@@ -45,6 +45,18 @@ impl RunRules {
         Ok(Self { rules: checked })
     }
 
+    /// Statistics for rules that saw no call.
+    pub fn unused_stats(&self) -> Vec<RunStats> {
+        self.rules
+            .iter()
+            .map(|(rule, _)| RunStats {
+                rule: rule.text.clone(),
+                calls: 0,
+                faults: 0,
+            })
+            .collect()
+    }
+
     /// The classic-BPF seccomp program: notify for the rules' syscalls, allow everything else.
     pub fn filter(&self) -> Vec<libc::sock_filter> {
         let statement = |code: u32, k: u32| libc::sock_filter {

@@ -2,6 +2,7 @@
 pub mod attach;
 pub mod count;
 pub mod guard;
+pub mod partition;
 pub mod run;
 
 use std::{io::Write, time::Duration};

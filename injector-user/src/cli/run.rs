@@ -43,11 +43,19 @@ pub fn run(options: Options) -> Result<u8> {
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {executable}"))?;
-    let listener =
-        take_listener(child.id()).context("taking the seccomp listener from the child")?;
+    // The child holds the listener itself, so a trapped call would have blocked it until we
+    // answer: if it is already gone (ESRCH), it made no faulted call and there is nothing to do.
+    let listener = match take_listener(child.id()) {
+        Ok(listener) => Some(listener),
+        Err(error) if error.raw_os_error() == Some(libc::ESRCH) => None,
+        Err(error) => return Err(error).context("taking the seccomp listener from the child"),
+    };
     let json = options.json;
     let seed = options.seed;
     let supervisor = std::thread::spawn(move || {
+        let Some(listener) = listener else {
+            return Ok(rules.unused_stats());
+        };
         supervise(&listener, &mut rules, seed, |fault| {
             // The command owns stdout; the injector reports on stderr.
             if json {

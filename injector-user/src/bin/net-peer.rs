@@ -1,0 +1,194 @@
+//! Network peers with known traffic, for testing partitions: a TCP echo server and a client that
+//! pings on command, a UDP counter and a UDP sender. Prints what it saw on stdout.
+use std::{
+    io::{self, BufRead, BufReader, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "TCP/UDP peers for testing network partitions.")]
+struct Args {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Prints `listening ADDR`, then answers each `ping N` line with `pong N`.
+    TcpServer {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Connects from --from (address) to --to; for each stdin line `send MS`, sends `ping N`
+    /// and prints `pong N` if the answer comes within MS milliseconds, else `timeout N`.
+    TcpClient {
+        #[arg(long)]
+        from: std::net::IpAddr,
+        #[arg(long)]
+        to: SocketAddr,
+    },
+    /// Prints `listening ADDR`, counts datagrams until none came for --idle-ms, prints
+    /// `received N`.
+    UdpCount {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 500)]
+        idle_ms: u64,
+    },
+    /// Sends --count datagrams from --from to --to, then prints `sent N`.
+    UdpSend {
+        #[arg(long)]
+        from: std::net::IpAddr,
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        count: u64,
+    },
+}
+
+fn say(line: &str) -> Result<()> {
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Args::parse().mode {
+        Mode::TcpServer { listen } => {
+            let listener = TcpListener::bind(listen)?;
+            say(&format!("listening {}", listener.local_addr()?))?;
+            let (stream, _) = listener.accept()?;
+            let mut writer = stream.try_clone()?;
+            for line in BufReader::new(stream).lines() {
+                let line = line?;
+                if let Some(n) = line.strip_prefix("ping ") {
+                    writeln!(writer, "pong {n}")?;
+                }
+            }
+            Ok(())
+        }
+        Mode::TcpClient { from, to } => {
+            let stream = connect_from(from, to)?;
+            say("connected")?;
+            let mut writer = stream.try_clone()?;
+            let mut reader = BufReader::new(stream);
+            let mut sequence = 0u64;
+            for command in io::stdin().lock().lines() {
+                let command = command?;
+                let Some(ms) = command.strip_prefix("send ") else {
+                    continue;
+                };
+                let timeout = Duration::from_millis(ms.parse()?);
+                sequence += 1;
+                writeln!(writer, "ping {sequence}")?;
+                let deadline = Instant::now() + timeout;
+                let answer = loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break format!("timeout {sequence}");
+                    }
+                    reader.get_ref().set_read_timeout(Some(left))?;
+                    let mut line = String::new();
+                    match reader.read_line(&mut line) {
+                        // Answers to earlier pings that timed out arrive late: skip them.
+                        Ok(_) if line.trim() == format!("pong {sequence}") => {
+                            break line.trim().to_owned();
+                        }
+                        Ok(0) => break "closed".to_owned(),
+                        Ok(_) => continue,
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                            ) =>
+                        {
+                            break format!("timeout {sequence}");
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                say(&answer)?;
+            }
+            Ok(())
+        }
+        Mode::UdpCount { listen, idle_ms } => {
+            let socket = UdpSocket::bind(listen)?;
+            grow_receive_buffer(&socket);
+            say(&format!("listening {}", socket.local_addr()?))?;
+            socket.set_read_timeout(Some(Duration::from_millis(idle_ms)))?;
+            let mut received = 0u64;
+            let mut buffer = [0u8; 2048];
+            while socket.recv(&mut buffer).is_ok() {
+                received += 1;
+            }
+            say(&format!("received {received}"))
+        }
+        Mode::UdpSend { from, to, count } => {
+            let socket = UdpSocket::bind(SocketAddr::new(from, 0))?;
+            for n in 0..count {
+                socket.send_to(format!("datagram {n}").as_bytes(), to)?;
+            }
+            say(&format!("sent {count}"))
+        }
+    }
+}
+
+/// A TCP connection from address `from` (any port), so its packets carry that source address.
+fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket/bind/connect on a descriptor we own; addresses are valid sockaddr_in.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        anyhow::ensure!(fd >= 0, "socket: {}", io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let std::net::IpAddr::V4(from) = from else {
+            anyhow::bail!("IPv4 only")
+        };
+        let local = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(from.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let size = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        let rc = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), size);
+        anyhow::ensure!(rc == 0, "bind {from}: {}", io::Error::last_os_error());
+        let SocketAddr::V4(to) = to else {
+            anyhow::bail!("IPv4 only")
+        };
+        let remote = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: to.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(to.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), size);
+        anyhow::ensure!(rc == 0, "connect {to}: {}", io::Error::last_os_error());
+        Ok(stream)
+    }
+}
+
+/// Room for every datagram of a burst, so only the partition drops them.
+fn grow_receive_buffer(socket: &UdpSocket) {
+    let size: libc::c_int = 16 << 20;
+    // SAFETY: setsockopt with a valid int option on our socket; SO_RCVBUFFORCE needs root.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        );
+    }
+}
