@@ -181,3 +181,9 @@ const _: () = assert!(core::mem::size_of::<PartitionRule>() == 24);
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)], no implicit padding (size checked above), every bit pattern valid.
 unsafe impl aya::Pod for PartitionRule {}
+
+/// Do-nothing programs `injector probe` tries to load and attach.
+pub const PROBE_LSM_PROGRAM: &str = "probe_lsm";
+pub const PROBE_LSM_HOOK: &str = "file_permission";
+pub const PROBE_FENTRY_PROGRAM: &str = "probe_fentry";
+pub const PROBE_FENTRY_FUNCTION: &str = "vfs_fsync_range";

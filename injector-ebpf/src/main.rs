@@ -16,6 +16,7 @@ use injector_common::{CountConfig, MAX_SYSCALL_NR};
 
 mod fault;
 mod partition;
+mod probe;
 
 #[map]
 static COUNT_CONFIG: Array<CountConfig> = Array::with_max_entries(1, 0);

@@ -5,6 +5,7 @@ pub mod ebpf_object;
 pub mod error;
 pub mod fault_session;
 pub mod partition;
+pub mod probe;
 pub mod rules;
 pub mod seccomp;
 pub mod syscall_names;

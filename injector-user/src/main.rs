@@ -116,6 +116,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Try each mechanism the injector can use; print what this kernel allows and refuses.
+    Probe {
+        #[arg(long)]
+        json: bool,
+    },
     /// Continues PID if the injector that started this process dies first (internal).
     #[command(hide = true)]
     Guard {
@@ -212,6 +217,7 @@ fn main() -> ExitCode {
                 };
                 cli::partition::partition(options).await
             }
+            Command::Probe { json } => cli::print_probe(json),
             Command::Guard { .. } | Command::Run { .. } => unreachable!("handled above"),
         }
     });

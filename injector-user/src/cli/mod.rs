@@ -52,3 +52,25 @@ pub fn emit_json(value: &serde_json::Value) -> Result<()> {
     stdout.flush()?;
     Ok(())
 }
+
+pub fn print_probe(json: bool) -> Result<()> {
+    let found = injector_user::probe::probe()?;
+    if json {
+        return emit_json(&serde_json::json!({"kernel": kernel_release(), "mechanisms": found}));
+    }
+    println!("kernel {}", kernel_release());
+    for mechanism in &found {
+        let verdict = if mechanism.works { "works" } else { "NO" };
+        println!("{verdict:<6} {:<32} {}", mechanism.name, mechanism.used_for);
+        if !mechanism.works {
+            println!("       {}", mechanism.detail);
+        }
+    }
+    Ok(())
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,146 @@
+//! `injector probe`: tries each mechanism the injector can use and reports what this kernel
+//! allows, with the kernel's own error for what it refuses. Nothing is left attached.
+use aya::{
+    Btf, Ebpf,
+    programs::{BtfTracePoint, FEntry, Lsm, SchedClassifier, TcAttachType},
+};
+use injector_common::{
+    COUNT_PROGRAM, COUNT_TRACEPOINT, FAULT_PROGRAM, PARTITION_PROGRAM, PROBE_FENTRY_FUNCTION,
+    PROBE_FENTRY_PROGRAM, PROBE_LSM_HOOK, PROBE_LSM_PROGRAM,
+};
+use serde::Serialize;
+
+use crate::{InjectorError, ebpf_object};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Mechanism {
+    pub name: &'static str,
+    /// What the injector uses it for.
+    pub used_for: &'static str,
+    pub works: bool,
+    /// The kernel's error, or why it was not tried.
+    pub detail: String,
+}
+
+pub fn probe() -> Result<Vec<Mechanism>, InjectorError> {
+    let mut ebpf = ebpf_object::load()?;
+    let btf = Btf::from_sys_fs()?;
+    let mut found = Vec::new();
+    let mut report = |name, used_for, result: Result<(), String>| {
+        found.push(Mechanism {
+            name,
+            used_for,
+            works: result.is_ok(),
+            detail: result.err().unwrap_or_default(),
+        })
+    };
+    report(
+        "tp_btf/sys_enter",
+        "count; kill, signal, delay, pause at syscall entry (attach)",
+        tracepoint(&mut ebpf, COUNT_PROGRAM, &btf),
+    );
+    report(
+        "bpf_send_signal from tp_btf",
+        "kill, signal, delay, pause (attach)",
+        tracepoint(&mut ebpf, FAULT_PROGRAM, &btf),
+    );
+    report(
+        "tc classifier via TCX on lo",
+        "partition, packet loss",
+        classifier(&mut ebpf),
+    );
+    report(
+        "BPF LSM (lsm/file_permission)",
+        "error() on file and socket calls in attach mode (not built yet)",
+        lsm(&mut ebpf, &btf),
+    );
+    report(
+        "fentry (vfs_fsync_range)",
+        "observing kernel functions (not built yet)",
+        fentry(&mut ebpf, &btf),
+    );
+    report(
+        "fmod_ret",
+        "error() through security_* hooks",
+        Err("not tried: aya 0.14 has no fmod_ret program type".into()),
+    );
+    report(
+        "seccomp user notification",
+        "error(), delay, kill on any syscall (run)",
+        seccomp(),
+    );
+    report(
+        "packet delay",
+        "delaying packets in partitions",
+        Err("not available: no netem or fq qdisc on this kernel, and not built".into()),
+    );
+    Ok(found)
+}
+
+fn describe(error: impl std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn tracepoint(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), String> {
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or("program missing from the object")?
+        .try_into()
+        .map_err(describe)?;
+    program.load(COUNT_TRACEPOINT, btf).map_err(describe)?;
+    let link = program.attach().map_err(describe)?;
+    program.detach(link).map_err(describe)
+}
+
+fn classifier(ebpf: &mut Ebpf) -> Result<(), String> {
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(PARTITION_PROGRAM)
+        .ok_or("program missing from the object")?
+        .try_into()
+        .map_err(describe)?;
+    program.load().map_err(describe)?;
+    let link = program
+        .attach("lo", TcAttachType::Egress)
+        .map_err(describe)?;
+    program.detach(link).map_err(describe)
+}
+
+fn lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
+    let program: &mut Lsm = ebpf
+        .program_mut(PROBE_LSM_PROGRAM)
+        .ok_or("program missing from the object")?
+        .try_into()
+        .map_err(describe)?;
+    program.load(PROBE_LSM_HOOK, btf).map_err(describe)?;
+    let link = program.attach().map_err(describe)?;
+    program.detach(link).map_err(describe)
+}
+
+fn fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
+    let program: &mut FEntry = ebpf
+        .program_mut(PROBE_FENTRY_PROGRAM)
+        .ok_or("program missing from the object")?
+        .try_into()
+        .map_err(describe)?;
+    program.load(PROBE_FENTRY_FUNCTION, btf).map_err(describe)?;
+    let link = program.attach().map_err(describe)?;
+    program.detach(link).map_err(describe)
+}
+
+/// SECCOMP_GET_NOTIF_SIZES answers on every kernel with user notification (5.0+).
+fn seccomp() -> Result<(), String> {
+    let mut sizes = [0u16; 3];
+    // SAFETY: the operation writes three u16 into `sizes`.
+    let rc = unsafe { libc::syscall(libc::SYS_seccomp, 3, 0, sizes.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok(())
+}
