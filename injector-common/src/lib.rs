@@ -187,3 +187,22 @@ pub const PROBE_LSM_PROGRAM: &str = "probe_lsm";
 pub const PROBE_LSM_HOOK: &str = "file_permission";
 pub const PROBE_FENTRY_PROGRAM: &str = "probe_fentry";
 pub const PROBE_FENTRY_FUNCTION: &str = "vfs_fsync_range";
+
+pub const FAULT_CONFIG_MAP: &str = "FAULT_CONFIG";
+/// Index = syscall number, value = bit i set when rule i applies to that syscall, so a call no
+/// rule names costs one array lookup.
+pub const SYSCALL_RULES_MAP: &str = "SYSCALL_RULES";
+
+/// Which processes the fault program applies to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultConfig {
+    /// The one target, compared directly (the common case, and the cheapest check for every
+    /// other process's syscalls); 0 means "look the tgid up in the TARGETS map".
+    pub single_tgid: u32,
+    pub _reserved: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)], two u32 without padding, every bit pattern valid.
+unsafe impl aya::Pod for FaultConfig {}

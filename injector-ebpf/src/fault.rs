@@ -10,7 +10,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use injector_common::{
-    ANY_FD, FiredEvent, KernelRule, MAX_RULES, MAX_TERMS, RuleCounters, UNLIMITED, action, roll,
+    ANY_FD, FaultConfig, FiredEvent, KernelRule, MAX_RULES, MAX_SYSCALL_NR, MAX_TERMS,
+    RuleCounters, UNLIMITED, action, roll,
 };
 
 #[map]
@@ -19,7 +20,13 @@ static RULES: Array<KernelRule> = Array::with_max_entries(MAX_RULES, 0);
 #[map]
 static RULE_COUNTERS: Array<RuleCounters> = Array::with_max_entries(MAX_RULES, 0);
 
-/// Processes (tgids) the rules apply to; value unused.
+#[map]
+static FAULT_CONFIG: Array<FaultConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+static SYSCALL_RULES: Array<u32> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
+
+/// Processes (tgids) the rules apply to when there is more than one; value unused.
 #[map]
 static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
@@ -34,18 +41,38 @@ const PT_REGS_DI: usize = 14;
 pub fn fault_syscalls(ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: a map lookup with a valid key.
-    if unsafe { TARGETS.get(&tgid) }.is_none() {
+    let Some(config) = FAULT_CONFIG.get(0) else {
+        return 0;
+    };
+    let targeted = if config.single_tgid != 0 {
+        config.single_tgid == tgid
+    } else {
+        // SAFETY: a map lookup with a valid key.
+        unsafe { TARGETS.get(&tgid) }.is_some()
+    };
+    if !targeted {
         return 0;
     }
     let id: i64 = ctx.arg(1);
+    if !(0..i64::from(MAX_SYSCALL_NR)).contains(&id) {
+        return 0;
+    }
+    let Some(&mask) = SYSCALL_RULES.get(id as u32) else {
+        return 0;
+    };
+    if mask == 0 {
+        return 0;
+    }
     let regs: *const u64 = ctx.arg(0);
     let mut decided = false;
     for index in 0..MAX_RULES {
+        if mask & (1 << index) == 0 {
+            continue;
+        }
         let Some(rule) = RULES.get(index) else {
             break;
         };
-        if rule.active == 0 || i64::from(rule.syscall_nr) != id {
+        if rule.active == 0 {
             continue;
         }
         if rule.fd != ANY_FD && first_argument(regs) as i64 != rule.fd {

@@ -7,8 +7,9 @@ use aya::{
 };
 use fault_rules::Rule;
 use injector_common::{
-    COUNT_TRACEPOINT, EVENTS_MAP, FAULT_PROGRAM, KernelRule, MAX_TERMS, RULE_COUNTERS_MAP,
-    RULES_MAP, RuleCounters, TARGETS_MAP, UNLIMITED,
+    COUNT_TRACEPOINT, EVENTS_MAP, FAULT_CONFIG_MAP, FAULT_PROGRAM, FaultConfig, KernelRule,
+    MAX_TERMS, RULE_COUNTERS_MAP, RULES_MAP, RuleCounters, SYSCALL_RULES_MAP, TARGETS_MAP,
+    UNLIMITED,
 };
 
 use crate::{InjectorError, Target, ebpf_object, rules::compile_for_attach};
@@ -65,6 +66,31 @@ impl FaultSession {
                     source,
                 })?;
         }
+        // Which rules each syscall has: a call no rule names costs one lookup.
+        let mut masks = std::collections::BTreeMap::<u32, u32>::new();
+        for (index, rule) in compiled.iter().enumerate() {
+            *masks.entry(rule.syscall_nr).or_default() |= 1 << index;
+        }
+        let mut by_syscall = array_mut::<u32>(&mut ebpf, SYSCALL_RULES_MAP)?;
+        for (syscall, mask) in masks {
+            by_syscall
+                .set(syscall, mask, 0)
+                .map_err(|source| InjectorError::Map {
+                    name: SYSCALL_RULES_MAP,
+                    source,
+                })?;
+        }
+        // Set last: until then the program treats every process as not targeted.
+        let single = FaultConfig {
+            single_tgid: target.pid(),
+            _reserved: 0,
+        };
+        array_mut::<FaultConfig>(&mut ebpf, FAULT_CONFIG_MAP)?
+            .set(0, single, 0)
+            .map_err(|source| InjectorError::Map {
+                name: FAULT_CONFIG_MAP,
+                source,
+            })?;
         let btf = Btf::from_sys_fs()?;
         let program: &mut BtfTracePoint = ebpf
             .program_mut(FAULT_PROGRAM)
@@ -127,7 +153,6 @@ impl FaultSession {
                         name: RULE_COUNTERS_MAP,
                         source,
                     })?;
-            tracing::debug!(?counter, ?compiled, "rule counters");
             let faults = (0..(compiled.term_count as usize).min(MAX_TERMS))
                 .filter(|&t| {
                     let kind = compiled.terms[t].action;
@@ -151,6 +176,13 @@ impl FaultSession {
         }
         Ok(stats)
     }
+}
+
+fn array_mut<'a, T: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<Array<&'a mut MapData, T>, InjectorError> {
+    Array::try_from(map_mut(ebpf, name)?).map_err(|source| InjectorError::Map { name, source })
 }
 
 fn map_mut<'a>(

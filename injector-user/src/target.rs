@@ -61,15 +61,38 @@ impl Target {
     }
 }
 
+/// A handle that can signal the target from another thread (its own copy of the pidfd).
+pub struct Signaller {
+    pidfd: OwnedFd,
+}
+
+impl Signaller {
+    pub fn signal(&self, signal: i32) -> io::Result<()> {
+        send_signal(&self.pidfd, signal)
+    }
+}
+
 impl Target {
+    pub fn signaller(&self) -> io::Result<Signaller> {
+        Ok(Signaller {
+            pidfd: self.pidfd.try_clone()?,
+        })
+    }
+
     /// Signals the target through its pidfd, so a recycled pid is never signalled.
     pub fn signal(&self, signal: i32) -> io::Result<()> {
+        send_signal(&self.pidfd, signal)
+    }
+}
+
+fn send_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<()> {
+    {
         use std::os::fd::AsRawFd;
         // SAFETY: pidfd_send_signal with a valid pidfd, a signal number and no siginfo.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
+                pidfd.as_raw_fd(),
                 signal,
                 std::ptr::null::<libc::siginfo_t>(),
                 0,

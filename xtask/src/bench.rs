@@ -11,6 +11,8 @@ pub enum Bench {
     Checker,
     /// faultfs against ext4 on the same disk, four workloads, as ratios.
     Faultfs,
+    /// What the injector costs a process (attached or not) next to strace; delay precision.
+    Injector,
 }
 
 pub fn run(root: &Path, bench: Bench) -> Result<()> {
@@ -29,5 +31,6 @@ pub fn run(root: &Path, bench: Bench) -> Result<()> {
             "tests/data/linearizability",
         ])),
         Bench::Faultfs => crate::bench_faultfs::run(root),
+        Bench::Injector => crate::bench_injector::run(root),
     }
 }

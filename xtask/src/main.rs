@@ -1,6 +1,7 @@
 //! Faultline's build tasks, in the style of the aya project's xtask.
 mod bench;
 mod bench_faultfs;
+mod bench_injector;
 mod ci;
 mod cmd;
 mod demo;

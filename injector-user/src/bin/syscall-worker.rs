@@ -36,6 +36,9 @@ struct Args {
     /// keep the file.
     #[arg(long, conflicts_with_all = ["fsyncs", "until_stdin_closes"])]
     records: Option<u64>,
+    /// Instead: write 1 byte to /dev/null N times and print `ns_per_call X` (for benchmarks).
+    #[arg(long, conflicts_with_all = ["fsyncs", "until_stdin_closes", "records"])]
+    null_writes: Option<u64>,
     /// Wait for a line on stdin before the first call (lets a tool attach first).
     #[arg(long)]
     wait_for_go: bool,
@@ -61,6 +64,12 @@ fn main() -> Result<()> {
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
+    if let Some(writes) = args.null_writes {
+        let null = OpenOptions::new().write(true).open("/dev/null")?;
+        say("ready")?;
+        wait_for_go(&args)?;
+        return null_writes(&null, writes);
+    }
     if let Some(records) = args.records {
         say("ready")?;
         wait_for_go(&args)?;
@@ -112,6 +121,15 @@ fn wait_for_go(args: &Args) -> Result<()> {
         io::stdin().lock().read_line(&mut String::new())?;
     }
     Ok(())
+}
+
+fn null_writes(mut null: &File, writes: u64) -> Result<()> {
+    let started = Instant::now();
+    for _ in 0..writes {
+        null.write_all(b"x")?;
+    }
+    let per_call = started.elapsed().as_nanos() as f64 / writes as f64;
+    say(&format!("ns_per_call {per_call:.1}"))
 }
 
 fn write_records(mut file: &File, records: u64) -> Result<()> {

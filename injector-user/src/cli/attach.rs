@@ -74,21 +74,16 @@ pub async fn attach(options: Options) -> Result<()> {
     tokio::pin!(exited);
     let mut stops = Stops::default();
     let ended_by = loop {
-        let resume = stops.resume_at;
         tokio::select! {
             ready = events.readable_mut() => {
                 let mut ready = ready?;
                 while let Some(item) = ready.get_inner_mut().next() {
                     // SAFETY: the kernel wrote exactly one FiredEvent per record.
                     let event: FiredEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-                    stops.note(&rules, &event);
+                    stops.note(&rules, &event, &target)?;
                     report(&rules, &event, options.json)?;
                 }
                 ready.clear_ready();
-            }
-            () = sleep_until(resume) => {
-                stops.resume_at = None;
-                target.signal(libc::SIGCONT).ok();
             }
             result = &mut exited => { result.context("waiting for the target")?; break EndedBy::TargetExit; }
             () = &mut deadline => break EndedBy::Duration,
@@ -103,35 +98,54 @@ pub async fn attach(options: Options) -> Result<()> {
     summarise(&stats, ended_by, options.json)
 }
 
-/// Delays and pauses in progress: when to send SIGCONT.
+/// Whether the target was stopped by a delay or pause, so it is continued when the injector
+/// exits whatever happens.
 #[derive(Default)]
 struct Stops {
-    resume_at: Option<tokio::time::Instant>,
-    paused: bool,
+    any: bool,
 }
 
 impl Stops {
-    fn note(&mut self, rules: &[Rule], event: &FiredEvent) {
+    fn note(&mut self, rules: &[Rule], event: &FiredEvent, target: &Target) -> Result<()> {
         match action_of(rules, event) {
             Some(Action::Delay(ms)) => {
-                let at = tokio::time::Instant::now() + Duration::from_millis(*ms);
-                self.resume_at = Some(self.resume_at.map_or(at, |current| current.max(at)));
+                self.any = true;
+                // The stop happened at the kernel's timestamp (CLOCK_MONOTONIC): continue at
+                // exactly that plus the delay, on a thread of its own so ring-buffer latency and
+                // timer-wheel granularity do not lengthen the stall.
+                let deadline = event.time_ns + ms * 1_000_000;
+                let signaller = target.signaller()?;
+                std::thread::spawn(move || {
+                    sleep_until_monotonic(deadline);
+                    signaller.signal(libc::SIGCONT).ok();
+                });
             }
-            Some(Action::Pause) => self.paused = true,
+            Some(Action::Pause) => self.any = true,
             _ => {}
         }
+        Ok(())
     }
 
     fn stopped(&self) -> bool {
-        self.paused || self.resume_at.is_some()
+        self.any
     }
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
+fn sleep_until_monotonic(deadline_ns: u64) {
+    let deadline = libc::timespec {
+        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: clock_nanosleep reads a valid timespec; an absolute deadline needs no remainder.
+    while unsafe {
+        libc::clock_nanosleep(
+            libc::CLOCK_MONOTONIC,
+            libc::TIMER_ABSTIME,
+            &deadline,
+            std::ptr::null_mut(),
+        )
+    } == libc::EINTR
+    {}
 }
 
 fn action_of<'a>(rules: &'a [Rule], event: &FiredEvent) -> Option<&'a Action> {
