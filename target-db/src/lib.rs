@@ -1,4 +1,3 @@
-//! target-db: a replicated key-value database on openraft with its own write-ahead log and
-//! snapshots, bundled so the tools have a real system to break.
-//!
-//! Not built yet: this crate is the place for it (issue "target-db").
+//! target-db: a replicated key-value database bundled so Faultline's tools have a real system to
+//! break. This part: the write-ahead log, durable when it says so and honest when it is not.
+pub mod wal;

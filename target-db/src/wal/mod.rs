@@ -1,0 +1,306 @@
+//! The write-ahead log: segment files `wal-<id>.log` of records `[len][crc32c][payload]`.
+//!
+//! - An append returns only after the data is fsynced (unless the unsafe switch says otherwise);
+//!   callers batch many writes into one append (group commit).
+//! - A new segment is followed by an fsync of the directory, so the file itself survives a crash.
+//! - Recovery: a torn record at the end of the last segment (a crash mid-append) is cut off and
+//!   logged; a bad record anywhere else is corruption, and opening fails with the file and offset.
+mod record;
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use thiserror::Error;
+
+pub use record::MAX_PAYLOAD;
+use record::{Decoded, decode, encode};
+
+#[derive(Debug, Error)]
+pub enum WalError {
+    #[error(
+        "corrupt write-ahead log: {reason} at offset {offset} of {}; committed entries would be \
+         lost, so the node will not start (restore the data directory, or remove the node and \
+         let it rejoin empty)",
+        file.display()
+    )]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: &'static str,
+    },
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WalError {
+    let path = path.to_owned();
+    move |source| WalError::Io { what, path, source }
+}
+
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// Unsafe when false: appends are never fsynced.
+    pub fsync: bool,
+    /// Unsafe when false: new segments are not made durable by a directory fsync.
+    pub dir_fsync: bool,
+    /// Unsafe when false: recovery trusts records without checking their CRC.
+    pub verify_checksum: bool,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+            fsync: true,
+            dir_fsync: true,
+            verify_checksum: true,
+        }
+    }
+}
+
+/// A torn tail that recovery cut off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    pub file: PathBuf,
+    pub offset: u64,
+    pub bytes_dropped: u64,
+    pub reason: &'static str,
+}
+
+/// What opening the log found: every record in order, with the segment it is in.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub records: Vec<(u64, Vec<u8>)>,
+    pub torn_tail: Option<TornTail>,
+}
+
+pub struct Wal {
+    dir: PathBuf,
+    options: WalOptions,
+    segments: Vec<u64>,
+    active: File,
+    active_len: u64,
+    buffer: Vec<u8>,
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("wal-{id:020}.log"))
+}
+
+fn segment_id(name: &str) -> Option<u64> {
+    name.strip_prefix("wal-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
+impl Wal {
+    pub fn open(dir: &Path, options: WalOptions) -> Result<(Wal, Recovered), WalError> {
+        fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        let mut segments: Vec<u64> = fs::read_dir(dir)
+            .map_err(io("listing", dir))?
+            .filter_map(|entry| segment_id(&entry.ok()?.file_name().to_string_lossy()))
+            .collect();
+        segments.sort_unstable();
+        let mut recovered = Recovered::default();
+        for (position, &id) in segments.iter().enumerate() {
+            let last = position + 1 == segments.len();
+            recover_segment(dir, id, last, &options, &mut recovered)?;
+        }
+        let mut wal = match segments.last() {
+            Some(&id) => {
+                let path = segment_path(dir, id);
+                let active = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(io("opening", &path))?;
+                let active_len = active
+                    .metadata()
+                    .map_err(io("reading the size of", &path))?
+                    .len();
+                Wal {
+                    dir: dir.to_owned(),
+                    options,
+                    segments,
+                    active,
+                    active_len,
+                    buffer: Vec::new(),
+                }
+            }
+            None => {
+                let (active, path) = create_segment(dir, 1)?;
+                let wal = Wal {
+                    dir: dir.to_owned(),
+                    options,
+                    segments: vec![1],
+                    active,
+                    active_len: 0,
+                    buffer: Vec::new(),
+                };
+                wal.sync_dir(&path)?;
+                wal
+            }
+        };
+        wal.buffer.reserve(64 << 10);
+        Ok((wal, recovered))
+    }
+
+    /// The segment new records go to.
+    pub fn active_segment(&self) -> u64 {
+        *self
+            .segments
+            .last()
+            .expect("there is always an active segment")
+    }
+
+    pub fn segments(&self) -> &[u64] {
+        &self.segments
+    }
+
+    /// Bytes in all segments (for metrics).
+    pub fn bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter_map(|&id| fs::metadata(segment_path(&self.dir, id)).ok())
+            .map(|meta| meta.len())
+            .sum()
+    }
+
+    /// Writes the records and returns once they are durable (one fsync for all of them).
+    pub fn append(&mut self, payloads: &[&[u8]]) -> Result<(), WalError> {
+        self.buffer.clear();
+        for payload in payloads {
+            encode(payload, &mut self.buffer);
+        }
+        let path = segment_path(&self.dir, self.active_segment());
+        self.active
+            .write_all(&self.buffer)
+            .map_err(io("appending to", &path))?;
+        self.active_len += self.buffer.len() as u64;
+        if self.options.fsync {
+            self.active.sync_data().map_err(io("fsync of", &path))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the active segment is full; the owner rotates, so it can write what each segment
+    /// must start with (the current vote) as the first record.
+    pub fn needs_rotation(&self) -> bool {
+        self.active_len >= self.options.segment_bytes
+    }
+
+    /// Closes the active segment and starts the next one, made durable by a directory fsync.
+    pub fn rotate(&mut self) -> Result<u64, WalError> {
+        let id = self.active_segment() + 1;
+        let (file, path) = create_segment(&self.dir, id)?;
+        self.sync_dir(&path)?;
+        self.active = file;
+        self.active_len = 0;
+        self.segments.push(id);
+        Ok(id)
+    }
+
+    /// Deletes the segments before `id` (never the active one), then fsyncs the directory.
+    pub fn remove_segments_before(&mut self, id: u64) -> Result<usize, WalError> {
+        let limit = id.min(self.active_segment());
+        let doomed: Vec<u64> = self
+            .segments
+            .iter()
+            .copied()
+            .filter(|&s| s < limit)
+            .collect();
+        for &segment in &doomed {
+            let path = segment_path(&self.dir, segment);
+            fs::remove_file(&path).map_err(io("removing", &path))?;
+        }
+        self.segments.retain(|s| *s >= limit);
+        if !doomed.is_empty() {
+            self.sync_dir(&self.dir.clone())?;
+        }
+        Ok(doomed.len())
+    }
+
+    fn sync_dir(&self, because_of: &Path) -> Result<(), WalError> {
+        if !self.options.dir_fsync {
+            return Ok(());
+        }
+        let _ = because_of;
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io("fsync of directory", &self.dir))
+    }
+}
+
+fn create_segment(dir: &Path, id: u64) -> Result<(File, PathBuf), WalError> {
+    let path = segment_path(dir, id);
+    let file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(io("creating", &path))?;
+    Ok((file, path))
+}
+
+fn recover_segment(
+    dir: &Path,
+    id: u64,
+    last: bool,
+    options: &WalOptions,
+    recovered: &mut Recovered,
+) -> Result<(), WalError> {
+    let path = segment_path(dir, id);
+    let data = fs::read(&path).map_err(io("reading", &path))?;
+    let mut offset = 0;
+    loop {
+        match decode(&data, offset, options.verify_checksum) {
+            Decoded::Record { payload, next } => {
+                recovered.records.push((id, payload.to_vec()));
+                offset = next;
+            }
+            Decoded::End => return Ok(()),
+            Decoded::Bad { reason } => {
+                if !last || valid_record_after(&data, offset) {
+                    return Err(WalError::Corrupt {
+                        file: path,
+                        offset: offset as u64,
+                        reason,
+                    });
+                }
+                // A crash mid-append: nothing after it was ever acknowledged.
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io("opening", &path))?;
+                file.set_len(offset as u64)
+                    .map_err(io("truncating", &path))?;
+                file.sync_all().map_err(io("fsync of", &path))?;
+                let torn = TornTail {
+                    file: path,
+                    offset: offset as u64,
+                    bytes_dropped: (data.len() - offset) as u64,
+                    reason,
+                };
+                tracing::warn!(file = %torn.file.display(), offset, bytes = torn.bytes_dropped, reason, "cut a torn record off the end of the write-ahead log");
+                recovered.torn_tail = Some(torn);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Whether a valid record follows a bad one: then the bad one is not a torn tail but damage in
+/// the middle of the log. Always checks CRCs, even when recovery is told not to trust them:
+/// otherwise any garbage would look like a record and every torn tail like corruption.
+fn valid_record_after(data: &[u8], bad: usize) -> bool {
+    (bad + 1..data.len()).any(|start| matches!(decode(data, start, true), Decoded::Record { .. }))
+}

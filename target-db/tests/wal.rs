@@ -1,0 +1,171 @@
+//! The write-ahead log on real files: recovery, torn tails, corruption, segments.
+use std::{fs, os::unix::fs::FileExt, path::Path};
+
+use target_db::wal::{Wal, WalError, WalOptions};
+
+fn record(i: usize) -> Vec<u8> {
+    format!("entry {i} {}", "x".repeat(i % 50)).into_bytes()
+}
+
+fn small_segments() -> WalOptions {
+    WalOptions {
+        segment_bytes: 4096,
+        ..WalOptions::default()
+    }
+}
+
+fn write_records(dir: &Path, count: usize, options: WalOptions) {
+    let (mut wal, _) = Wal::open(dir, options).unwrap();
+    for i in 0..count {
+        wal.append(&[&record(i)]).unwrap();
+        if wal.needs_rotation() {
+            wal.rotate().unwrap();
+        }
+    }
+}
+
+fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn thousands_of_records_across_segments_come_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), 5000, small_segments());
+    let (wal, recovered) = Wal::open(dir.path(), small_segments()).unwrap();
+    assert!(
+        wal.segments().len() > 10,
+        "{} segments",
+        wal.segments().len()
+    );
+    assert!(recovered.torn_tail.is_none());
+    let payloads: Vec<Vec<u8>> = recovered.records.into_iter().map(|(_, p)| p).collect();
+    assert_eq!(payloads, (0..5000).map(record).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_group_of_records_is_one_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    let group: Vec<Vec<u8>> = (0..100).map(record).collect();
+    let refs: Vec<&[u8]> = group.iter().map(Vec::as_slice).collect();
+    wal.append(&refs).unwrap();
+    drop(wal);
+    let (_, recovered) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(recovered.records.len(), 100);
+}
+
+#[test]
+fn a_torn_tail_is_cut_off_and_logged() {
+    for tail in [
+        &b"\x20\x00"[..],
+        &b"\x10\x00\x00\x00\xde\xad\xbe\xef\x01\x02"[..],
+        &[0u8; 4096][..],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write_records(dir.path(), 10, WalOptions::default());
+        let file = segment_files(dir.path()).pop().unwrap();
+        let good_length = fs::metadata(&file).unwrap().len();
+        let handle = fs::OpenOptions::new().append(true).open(&file).unwrap();
+        handle.write_all_at(tail, good_length).unwrap();
+        drop(handle);
+
+        let (_, recovered) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        assert_eq!(recovered.records.len(), 10, "tail {tail:?}");
+        let torn = recovered.torn_tail.expect("the torn tail is reported");
+        assert_eq!(torn.offset, good_length);
+        assert_eq!(torn.bytes_dropped, tail.len() as u64);
+        assert_eq!(
+            fs::metadata(&file).unwrap().len(),
+            good_length,
+            "cut off on disk"
+        );
+        let (_, again) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        assert!(again.torn_tail.is_none());
+    }
+}
+
+#[test]
+fn corruption_before_the_tail_is_refused_with_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), 10, WalOptions::default());
+    let file = segment_files(dir.path()).pop().unwrap();
+    // Records 0, 1, 2 occupy 8 + len bytes each; damage the payload of record 3.
+    let offset: u64 = (0..3).map(|i| 8 + record(i).len() as u64).sum();
+    let handle = fs::OpenOptions::new().write(true).open(&file).unwrap();
+    handle.write_all_at(b"X", offset + 10).unwrap();
+    drop(handle);
+    let error = Wal::open(dir.path(), WalOptions::default())
+        .err()
+        .expect("refused");
+    match &error {
+        WalError::Corrupt {
+            file: f,
+            offset: o,
+            reason,
+        } => {
+            assert_eq!((f, *o, *reason), (&file, offset, "a checksum mismatch"));
+        }
+        other => panic!("{other}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("at offset {offset} of {}", file.display())),
+        "{message}"
+    );
+    // Nothing was cut: the damaged log is left for a person to look at.
+    assert!(fs::metadata(&file).unwrap().len() > offset + 100);
+}
+
+#[test]
+fn a_bad_record_in_an_older_segment_is_corruption_even_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), 2000, small_segments());
+    let first = segment_files(dir.path()).remove(0);
+    let length = fs::metadata(&first).unwrap().len();
+    let handle = fs::OpenOptions::new().write(true).open(&first).unwrap();
+    handle.write_all_at(b"\xff", length - 1).unwrap();
+    drop(handle);
+    assert!(matches!(
+        Wal::open(dir.path(), small_segments()),
+        Err(WalError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn the_unsafe_switch_trusts_records_without_their_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), 10, WalOptions::default());
+    let file = segment_files(dir.path()).pop().unwrap();
+    let handle = fs::OpenOptions::new().write(true).open(&file).unwrap();
+    handle.write_all_at(b"X", 12).unwrap();
+    drop(handle);
+    let unsafe_options = WalOptions {
+        verify_checksum: false,
+        ..WalOptions::default()
+    };
+    let (_, recovered) = Wal::open(dir.path(), unsafe_options).unwrap();
+    assert_eq!(recovered.records.len(), 10);
+    assert_ne!(
+        recovered.records[0].1,
+        record(0),
+        "the damaged record is served as if it were fine"
+    );
+}
+
+#[test]
+fn old_segments_can_be_removed_but_never_the_active_one() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), 2000, small_segments());
+    let (mut wal, _) = Wal::open(dir.path(), small_segments()).unwrap();
+    let active = wal.active_segment();
+    let removed = wal.remove_segments_before(active + 100).unwrap();
+    assert_eq!(wal.segments(), &[active]);
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    assert!(removed > 0);
+}
