@@ -4,7 +4,9 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
     macros::{btf_tracepoint, map},
     maps::{Array, HashMap, RingBuf},
     programs::BtfTracePointContext,
@@ -97,7 +99,8 @@ pub fn fault_syscalls(ctx: BtfTracePointContext) -> i32 {
             }
             let term = &rule.terms[term_index];
             if term.percent < 100
-                && roll(rule.seed, u64::from(index), call, term_index as u64) >= u64::from(term.percent)
+                && roll(rule.seed, u64::from(index), call, term_index as u64)
+                    >= u64::from(term.percent)
             {
                 continue;
             }
@@ -109,7 +112,15 @@ pub fn fault_syscalls(ctx: BtfTracePointContext) -> i32 {
             decided = true;
             fire(term.action, term.arg);
             if term.action != action::OFF && term.action != action::COUNT {
-                report(index, term_index as u32, term.action, pid_tgid, id as u32, call, regs);
+                report(
+                    index,
+                    term_index as u32,
+                    term.action,
+                    pid_tgid,
+                    id as u32,
+                    call,
+                    regs,
+                );
             }
             break;
         }
@@ -160,7 +171,15 @@ fn fire(kind: u32, argument: u64) {
     unsafe { aya_ebpf::helpers::bpf_send_signal(signal) };
 }
 
-fn report(rule: u32, term: u32, kind: u32, pid_tgid: u64, syscall_nr: u32, call: u64, regs: *const u64) {
+fn report(
+    rule: u32,
+    term: u32,
+    kind: u32,
+    pid_tgid: u64,
+    syscall_nr: u32,
+    call: u64,
+    regs: *const u64,
+) {
     let event = FiredEvent {
         // SAFETY: bpf_ktime_get_ns has no arguments.
         time_ns: unsafe { bpf_ktime_get_ns() },

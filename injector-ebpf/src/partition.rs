@@ -39,7 +39,10 @@ fn should_drop(ctx: &TcContext) -> Option<bool> {
     let dst_addr: u32 = ctx.load(ETH_HEADER + 16).ok()?;
     let (src_port, dst_port) = if transport == IPPROTO_TCP || transport == IPPROTO_UDP {
         let ports = ETH_HEADER + header;
-        (ctx.load::<u16>(ports).ok()?, ctx.load::<u16>(ports + 2).ok()?)
+        (
+            ctx.load::<u16>(ports).ok()?,
+            ctx.load::<u16>(ports + 2).ok()?,
+        )
     } else {
         (0, 0)
     };
