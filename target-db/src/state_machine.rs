@@ -1,0 +1,236 @@
+//! The key-value state machine, with client sessions (a retried write is applied once) and
+//! snapshots made durable the careful way: temporary file, fsync, rename, directory fsync.
+use std::{
+    collections::BTreeMap,
+    fs::{self, File},
+    io::{Cursor, Write},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership, storage::RaftStateMachine,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::types::{NodeId, Op, Request, Response, TypeConfig};
+
+const SNAPSHOT_FILE: &str = "snapshot.json";
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Data {
+    pub last_applied: Option<LogId<NodeId>>,
+    pub last_membership: StoredMembership<NodeId, BasicNode>,
+    pub kv: BTreeMap<String, String>,
+    /// Per client: the last sequence number applied and its response.
+    pub sessions: BTreeMap<u64, (u64, Response)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+struct Inner {
+    data: Data,
+    dir: PathBuf,
+    current: Option<StoredSnapshot>,
+    built: u64,
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    inner: Arc<Mutex<Inner>>,
+}
+
+fn snapshot_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageError::IO {
+        source: StorageIOError::write_snapshot(None, AnyError::new(&error)),
+    }
+}
+
+impl StateMachine {
+    /// Starts from the latest durable snapshot in `dir`, if any.
+    pub fn open(dir: &Path) -> std::io::Result<StateMachine> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join(SNAPSHOT_FILE);
+        let (data, current) = match fs::read(&path) {
+            Ok(bytes) => {
+                let stored: StoredSnapshot = serde_json::from_slice(&bytes)
+                    .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+                let data: Data = serde_json::from_slice(&stored.data)
+                    .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+                (data, Some(stored))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => (Data::default(), None),
+            Err(error) => return Err(error),
+        };
+        Ok(StateMachine {
+            inner: Arc::new(Mutex::new(Inner {
+                data,
+                dir: dir.to_owned(),
+                current,
+                built: 0,
+            })),
+        })
+    }
+
+    /// A copy of the current data, for reads and digests.
+    pub async fn data(&self) -> Data {
+        self.inner.lock().await.data.clone()
+    }
+}
+
+/// Applies one request, once per (client, seq).
+fn apply_request(data: &mut Data, request: &Request) -> Response {
+    if let Some((seq, response)) = data.sessions.get(&request.client)
+        && *seq >= request.seq
+    {
+        // A retry of something already applied: answer as the first time.
+        return response.clone();
+    }
+    let response = match &request.op {
+        Op::Put { key, value } => Response {
+            ok: true,
+            previous: data.kv.insert(key.clone(), value.clone()),
+        },
+        Op::Delete { key } => Response {
+            ok: true,
+            previous: data.kv.remove(key),
+        },
+        Op::Cas { key, from, to } => {
+            let current = data.kv.get(key).cloned();
+            if current == *from {
+                data.kv.insert(key.clone(), to.clone());
+                Response {
+                    ok: true,
+                    previous: current,
+                }
+            } else {
+                Response {
+                    ok: false,
+                    previous: current,
+                }
+            }
+        }
+    };
+    data.sessions
+        .insert(request.client, (request.seq, response.clone()));
+    response
+}
+
+/// Writes the snapshot durably: temporary file, fsync, rename, directory fsync.
+fn persist(dir: &Path, stored: &StoredSnapshot) -> std::io::Result<()> {
+    let temporary = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+    let mut file = File::create(&temporary)?;
+    file.write_all(&serde_json::to_vec(stored).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    fs::rename(&temporary, dir.join(SNAPSHOT_FILE))?;
+    File::open(dir)?.sync_all()
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let mut inner = self.inner.lock().await;
+        let bytes = serde_json::to_vec(&inner.data).map_err(snapshot_error)?;
+        inner.built += 1;
+        let last = inner.data.last_applied;
+        let snapshot_id = match last {
+            Some(log_id) => format!("{}-{}-{}", log_id.leader_id, log_id.index, inner.built),
+            None => format!("empty-{}", inner.built),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: inner.data.last_membership.clone(),
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes.clone(),
+        };
+        persist(&inner.dir, &stored).map_err(snapshot_error)?;
+        inner.current = Some(stored);
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
+    {
+        let inner = self.inner.lock().await;
+        Ok((inner.data.last_applied, inner.data.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut inner = self.inner.lock().await;
+        let mut responses = Vec::new();
+        for entry in entries {
+            inner.data.last_applied = Some(entry.log_id);
+            responses.push(match entry.payload {
+                EntryPayload::Blank => Response::default(),
+                EntryPayload::Normal(request) => apply_request(&mut inner.data, &request),
+                EntryPayload::Membership(membership) => {
+                    inner.data.last_membership =
+                        StoredMembership::new(Some(entry.log_id), membership);
+                    Response {
+                        ok: true,
+                        previous: None,
+                    }
+                }
+            });
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let bytes = snapshot.into_inner();
+        let data: Data = serde_json::from_slice(&bytes).map_err(snapshot_error)?;
+        let mut inner = self.inner.lock().await;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes,
+        };
+        persist(&inner.dir, &stored).map_err(snapshot_error)?;
+        inner.data = data;
+        inner.current = Some(stored);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let inner = self.inner.lock().await;
+        Ok(inner.current.as_ref().map(|stored| Snapshot {
+            meta: stored.meta.clone(),
+            snapshot: Box::new(Cursor::new(stored.data.clone())),
+        }))
+    }
+}

@@ -1,0 +1,121 @@
+//! The storage under openraft: its own conformance suite, and what survives a restart.
+use openraft::{
+    CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, StorageError, Vote,
+    storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine},
+    testing::{StoreBuilder, Suite},
+};
+use target_db::{
+    log_store::{LogOptions, LogStore},
+    state_machine::StateMachine,
+    types::{NodeId, Op, Request, TypeConfig},
+    wal::WalOptions,
+};
+
+/// Tiny segments, so rotation and the deletion of purged segments run in every test.
+fn options() -> LogOptions {
+    LogOptions {
+        wal: WalOptions {
+            segment_bytes: 512,
+            ..WalOptions::default()
+        },
+        ..LogOptions::default()
+    }
+}
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<NodeId>> {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogStore::open(&dir.path().join("wal"), options()).unwrap();
+        let state = StateMachine::open(&dir.path().join("state")).unwrap();
+        Ok((dir, log, state))
+    }
+}
+
+#[test]
+fn openraft_storage_conformance_suite() {
+    Suite::test_all(Builder).unwrap();
+}
+
+fn entry(term: u64, index: u64, client: u64, seq: u64) -> Entry<TypeConfig> {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        payload: EntryPayload::Normal(Request {
+            client,
+            seq,
+            op: Op::Put {
+                key: format!("k{index}"),
+                value: format!("v{index}"),
+            },
+        }),
+    }
+}
+
+#[tokio::test]
+async fn votes_entries_truncation_and_purges_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    {
+        let mut log = LogStore::open(&wal, options()).unwrap();
+        log.save_vote(&Vote::new(3, 2)).await.unwrap();
+        for index in 1..=200 {
+            log.blocking_append(vec![entry(3, index, 7, index)])
+                .await
+                .unwrap();
+        }
+        log.truncate(LogId::new(CommittedLeaderId::new(3, 1), 151))
+            .await
+            .unwrap();
+        log.purge(LogId::new(CommittedLeaderId::new(3, 1), 100))
+            .await
+            .unwrap();
+    }
+    let mut log = LogStore::open(&wal, options()).unwrap();
+    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(100));
+    assert_eq!(state.last_log_id.map(|l| l.index), Some(150));
+    let entries = log.try_get_log_entries(0..1000).await.unwrap();
+    assert_eq!(entries.first().map(|e| e.log_id.index), Some(101));
+    assert_eq!(entries.len(), 50);
+    let segments = std::fs::read_dir(&wal).unwrap().count();
+    assert!(
+        segments < 60,
+        "purged segments were deleted ({segments} left)"
+    );
+}
+
+#[tokio::test]
+async fn a_retried_request_is_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = StateMachine::open(dir.path()).unwrap();
+    let put = |index, seq| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Request {
+            client: 9,
+            seq,
+            op: Op::Cas {
+                key: "k".into(),
+                from: None,
+                to: format!("v{index}"),
+            },
+        }),
+    };
+    let first = state.apply(vec![put(1, 1)]).await.unwrap();
+    // The same request again (a client retry after a timeout): same answer, no second effect.
+    let retried = state.apply(vec![put(2, 1)]).await.unwrap();
+    assert_eq!(first, retried);
+    assert!(first[0].ok);
+    assert_eq!(
+        state.data().await.kv.get("k").map(String::as_str),
+        Some("v1")
+    );
+    let next = state.apply(vec![put(3, 2)]).await.unwrap();
+    assert!(
+        !next[0].ok,
+        "a new cas from absent fails now that the key exists"
+    );
+}
