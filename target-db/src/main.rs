@@ -1,0 +1,363 @@
+//! `target-db`: a replicated key-value database on openraft with its own write-ahead log.
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use openraft::{Config, Raft, SnapshotPolicy};
+use serde_json::{Value, json};
+use target_db::{
+    log_store::{LogOptions, LogStore},
+    network::Network,
+    server::{Node, router},
+    state_machine::StateMachine,
+    types::{NodeId, Op, Request},
+    wal::WalOptions,
+};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "target-db",
+    version,
+    about = "A replicated key-value database (Raft with openraft, its own write-ahead log).",
+    after_help = "Example, three nodes on one machine:\n  \
+        target-db serve --id 1 --data-dir /tmp/db1 --listen 127.0.0.1:7001 &\n  \
+        target-db serve --id 2 --data-dir /tmp/db2 --listen 127.0.0.1:7002 &\n  \
+        target-db serve --id 3 --data-dir /tmp/db3 --listen 127.0.0.1:7003 &\n  \
+        target-db init --addr 127.0.0.1:7001 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003\n  \
+        target-db client --addr 127.0.0.1:7001 put k v"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node until SIGTERM or Ctrl-C.
+    Serve {
+        #[arg(long)]
+        id: NodeId,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Address for both peers and clients, e.g. 127.0.0.1:7001.
+        #[arg(long)]
+        listen: String,
+        /// Build a snapshot (and purge the log before it) every this many entries.
+        #[arg(long, default_value_t = 5000)]
+        snapshot_every: u64,
+        /// Bytes per write-ahead log segment.
+        #[arg(long, default_value_t = 64 << 20)]
+        segment_bytes: u64,
+        /// UNSAFE: never fsync the write-ahead log.
+        #[arg(long)]
+        unsafe_no_fsync: bool,
+        /// UNSAFE: do not fsync the directory after creating a segment.
+        #[arg(long)]
+        unsafe_no_dir_fsync: bool,
+        /// UNSAFE: log a failed fsync and carry on acknowledging writes.
+        #[arg(long)]
+        unsafe_ignore_fsync_error: bool,
+        /// UNSAFE: recovery trusts records without checking their CRC.
+        #[arg(long)]
+        unsafe_skip_checksum: bool,
+    },
+    /// Bootstrap the cluster once, through any one node.
+    Init {
+        #[arg(long)]
+        addr: String,
+        /// ID=ADDR,ID=ADDR,...
+        #[arg(long)]
+        peers: String,
+    },
+    /// Read and write keys; a write sent to a follower is redirected to the leader.
+    Client {
+        #[arg(long)]
+        addr: String,
+        /// Identifies the client; with --seq it makes a retried write apply once.
+        #[arg(long, default_value_t = 0)]
+        client_id: u64,
+        #[arg(long, default_value_t = 1)]
+        seq: u64,
+        #[command(subcommand)]
+        op: ClientOp,
+    },
+    /// Cluster administration.
+    Admin {
+        #[arg(long)]
+        addr: String,
+        #[command(subcommand)]
+        op: AdminOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientOp {
+    Put {
+        key: String,
+        value: String,
+    },
+    Get {
+        key: String,
+    },
+    /// Set KEY to NEW if it is OLD (`-` for "absent").
+    Cas {
+        key: String,
+        old: String,
+        new: String,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminOp {
+    Status,
+    AddLearner {
+        id: NodeId,
+        learner_addr: String,
+    },
+    /// Make these ids the voters.
+    ChangeMembership {
+        members: Vec<NodeId>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve {
+            id,
+            data_dir,
+            listen,
+            snapshot_every,
+            segment_bytes,
+            unsafe_no_fsync,
+            unsafe_no_dir_fsync,
+            unsafe_ignore_fsync_error,
+            unsafe_skip_checksum,
+        } => {
+            for (on, name) in [
+                (
+                    unsafe_no_fsync,
+                    "--unsafe-no-fsync: the write-ahead log never fsyncs",
+                ),
+                (
+                    unsafe_no_dir_fsync,
+                    "--unsafe-no-dir-fsync: new segments may vanish in a crash",
+                ),
+                (
+                    unsafe_ignore_fsync_error,
+                    "--unsafe-ignore-fsync-error: writes are acknowledged after failed fsyncs",
+                ),
+                (
+                    unsafe_skip_checksum,
+                    "--unsafe-skip-checksum: recovery trusts damaged records",
+                ),
+            ] {
+                if on {
+                    tracing::warn!("UNSAFE {name}; acknowledged writes CAN BE LOST");
+                }
+            }
+            let options = LogOptions {
+                wal: WalOptions {
+                    segment_bytes,
+                    fsync: !unsafe_no_fsync,
+                    dir_fsync: !unsafe_no_dir_fsync,
+                    verify_checksum: !unsafe_skip_checksum,
+                },
+                ignore_fsync_error: unsafe_ignore_fsync_error,
+            };
+            serve(id, data_dir, listen, snapshot_every, options).await
+        }
+        Command::Init { addr, peers } => {
+            let peers = parse_peers(&peers)?;
+            print(&post(&addr, "/init", &json!(peers)).await?);
+            Ok(())
+        }
+        Command::Client {
+            addr,
+            client_id,
+            seq,
+            op,
+        } => client(&addr, client_id, seq, op).await,
+        Command::Admin { addr, op } => {
+            let answer = match op {
+                AdminOp::Status => {
+                    reqwest::get(format!("http://{addr}/status"))
+                        .await?
+                        .json::<Value>()
+                        .await?
+                }
+                AdminOp::AddLearner { id, learner_addr } => {
+                    post(
+                        &addr,
+                        "/admin/add-learner",
+                        &json!({"id": id, "addr": learner_addr}),
+                    )
+                    .await?
+                }
+                AdminOp::ChangeMembership { members } => {
+                    post(
+                        &addr,
+                        "/admin/change-membership",
+                        &json!({"members": members}),
+                    )
+                    .await?
+                }
+            };
+            print(&answer);
+            Ok(())
+        }
+    }
+}
+
+fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>> {
+    text.split(',')
+        .map(|peer| {
+            let (id, addr) = peer
+                .split_once('=')
+                .with_context(|| format!("`{peer}`: peers are ID=ADDR, as in 1=127.0.0.1:7001"))?;
+            Ok((
+                id.parse()
+                    .with_context(|| format!("`{id}` is not a node id"))?,
+                addr.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// The data directory belongs to one node id for life.
+fn claim_data_dir(dir: &std::path::Path, id: NodeId) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let marker = dir.join("node-id");
+    match std::fs::read_to_string(&marker) {
+        Ok(existing) if existing.trim() == id.to_string() => Ok(()),
+        Ok(existing) => bail!(
+            "{} holds the data of node {}, not node {id}: use that id, or another data directory",
+            dir.display(),
+            existing.trim()
+        ),
+        Err(_) => {
+            std::fs::write(&marker, id.to_string())?;
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(
+    id: NodeId,
+    data_dir: PathBuf,
+    listen: String,
+    snapshot_every: u64,
+    options: LogOptions,
+) -> Result<()> {
+    claim_data_dir(&data_dir, id)?;
+    let log = LogStore::open(&data_dir.join("wal"), options)?;
+    let state = StateMachine::open(&data_dir.join("state"))?;
+    let config = Config {
+        cluster_name: "target-db".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
+        max_in_snapshot_log_to_keep: 0,
+        ..Config::default()
+    }
+    .validate()?;
+    let raft = Raft::new(id, Arc::new(config), Network::default(), log, state.clone()).await?;
+    let node = Arc::new(Node {
+        id,
+        raft: raft.clone(),
+        state,
+    });
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(id, %listen, data_dir = %data_dir.display(), "serving");
+    axum::serve(listener, router(node))
+        .with_graceful_shutdown(async {
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("signal");
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        })
+        .await?;
+    raft.shutdown().await.ok();
+    Ok(())
+}
+
+async fn post(addr: &str, path: &str, body: &Value) -> Result<Value> {
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .json(body)
+        .send()
+        .await
+        .with_context(|| format!("no answer from {addr}"))?;
+    Ok(response.json().await?)
+}
+
+fn print(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+async fn client(addr: &str, client: u64, seq: u64, op: ClientOp) -> Result<()> {
+    let mut addr = addr.to_owned();
+    // A follower answers with the leader's address: try there (twice at most).
+    for _ in 0..3 {
+        let answer = match &op {
+            ClientOp::Get { key } => {
+                // Keys are sent as they are: the CLI is for simple keys (letters, digits, -_.).
+                reqwest::Client::new()
+                    .get(format!("http://{addr}/kv/get?key={key}"))
+                    .send()
+                    .await?
+                    .json::<Value>()
+                    .await?
+            }
+            write => {
+                let op = match write {
+                    ClientOp::Put { key, value } => Op::Put {
+                        key: key.clone(),
+                        value: value.clone(),
+                    },
+                    ClientOp::Cas { key, old, new } => Op::Cas {
+                        key: key.clone(),
+                        from: (old != "-").then(|| old.clone()),
+                        to: new.clone(),
+                    },
+                    ClientOp::Delete { key } => Op::Delete { key: key.clone() },
+                    ClientOp::Get { .. } => unreachable!(),
+                };
+                post(&addr, "/kv/write", &json!(Request { client, seq, op })).await?
+            }
+        };
+        if answer["outcome"] == "not-applied"
+            && let Some(leader) = answer["leader"].as_str()
+        {
+            addr = leader.to_owned();
+            continue;
+        }
+        print(&answer);
+        if answer.get("error").is_some() {
+            bail!("{}", answer["error"]);
+        }
+        return Ok(());
+    }
+    bail!("no leader answered")
+}

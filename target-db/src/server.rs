@@ -1,0 +1,230 @@
+//! One node's HTTP endpoint: Raft messages from peers, and the client API.
+//!
+//! - `POST /kv/write` `{"client":1,"seq":1,"op":"put","key":"k","value":"v"}`: 200 with the
+//!   response once committed and applied; 421 with the leader's address when this node is not the
+//!   leader (the write definitely did not happen); 503 when the outcome is unknown.
+//! - `GET /kv/get?key=k`: a linearizable read (read-index through openraft); 421 off the leader.
+//! - `POST /init` `{"1":"127.0.0.1:7001",...}`, `POST /admin/add-learner` `{"id":4,"addr":...}`,
+//!   `POST /admin/change-membership` `{"members":[1,2,3]}`, `GET /status`, `GET /metrics`.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use axum::{
+    Json, Router,
+    extract::{Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response as HttpResponse},
+    routing::{get, post},
+};
+use openraft::{
+    BasicNode, Raft,
+    error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError},
+    raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    state_machine::StateMachine,
+    types::{NodeId, Request, TypeConfig},
+};
+
+pub struct Node {
+    pub id: NodeId,
+    pub raft: Raft<TypeConfig>,
+    pub state: StateMachine,
+}
+
+type Shared = Arc<Node>;
+
+pub fn router(node: Shared) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/kv/write", post(write))
+        .route("/kv/get", get(read))
+        .route("/init", post(init))
+        .route("/admin/add-learner", post(add_learner))
+        .route("/admin/change-membership", post(change_membership))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(node)
+}
+
+async fn append(
+    State(node): State<Shared>,
+    Json(request): Json<AppendEntriesRequest<TypeConfig>>,
+) -> impl IntoResponse {
+    Json(node.raft.append_entries(request).await)
+}
+
+async fn vote(
+    State(node): State<Shared>,
+    Json(request): Json<VoteRequest<NodeId>>,
+) -> impl IntoResponse {
+    Json(node.raft.vote(request).await)
+}
+
+async fn snapshot(
+    State(node): State<Shared>,
+    Json(request): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> impl IntoResponse {
+    Json(node.raft.install_snapshot(request).await)
+}
+
+fn not_leader(forward: &ForwardToLeader<NodeId, BasicNode>) -> HttpResponse {
+    let body = json!({
+        "error": "not the leader",
+        "outcome": "not-applied",
+        "leader_id": forward.leader_id,
+        "leader": forward.leader_node.as_ref().map(|n| n.addr.clone()),
+    });
+    (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response()
+}
+
+fn unknown(error: impl std::fmt::Display) -> HttpResponse {
+    let body = json!({"error": error.to_string(), "outcome": "unknown"});
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+async fn write(State(node): State<Shared>, Json(request): Json<Request>) -> HttpResponse {
+    match node.raft.client_write(request).await {
+        Ok(written) => {
+            Json(json!({"response": written.data, "index": written.log_id.index})).into_response()
+        }
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            not_leader(&forward)
+        }
+        Err(error) => unknown(error),
+    }
+}
+
+#[derive(Deserialize)]
+struct KeyQuery {
+    key: String,
+}
+
+async fn read(State(node): State<Shared>, Query(query): Query<KeyQuery>) -> HttpResponse {
+    match node.raft.ensure_linearizable().await {
+        Ok(_) => {
+            let value = node.state.data().await.kv.get(&query.key).cloned();
+            Json(json!({"key": query.key, "value": value})).into_response()
+        }
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+            not_leader(&forward)
+        }
+        Err(error) => unknown(error),
+    }
+}
+
+async fn init(
+    State(node): State<Shared>,
+    Json(peers): Json<BTreeMap<NodeId, String>>,
+) -> HttpResponse {
+    let members: BTreeMap<NodeId, BasicNode> = peers
+        .into_iter()
+        .map(|(id, addr)| (id, BasicNode::new(addr)))
+        .collect();
+    match node.raft.initialize(members).await {
+        Ok(()) => Json(json!({"initialized": true})).into_response(),
+        Err(error) => (
+            StatusCode::CONFLICT,
+            Json(json!({"error": error.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Learner {
+    id: NodeId,
+    addr: String,
+}
+
+async fn add_learner(State(node): State<Shared>, Json(learner): Json<Learner>) -> HttpResponse {
+    match node
+        .raft
+        .add_learner(learner.id, BasicNode::new(learner.addr), true)
+        .await
+    {
+        Ok(written) => Json(json!({"index": written.log_id.index})).into_response(),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            not_leader(&forward)
+        }
+        Err(error) => unknown(error),
+    }
+}
+
+#[derive(Deserialize)]
+struct Members {
+    members: BTreeSet<NodeId>,
+}
+
+async fn change_membership(
+    State(node): State<Shared>,
+    Json(members): Json<Members>,
+) -> HttpResponse {
+    match node.raft.change_membership(members.members, false).await {
+        Ok(written) => Json(json!({"index": written.log_id.index})).into_response(),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            not_leader(&forward)
+        }
+        Err(error) => unknown(error),
+    }
+}
+
+fn status_json(node: &Node) -> Value {
+    let metrics = node.raft.metrics().borrow().clone();
+    json!({
+        "id": node.id,
+        "state": format!("{:?}", metrics.state),
+        "term": metrics.current_term,
+        "leader": metrics.current_leader,
+        "last_log_index": metrics.last_log_index,
+        "applied_index": metrics.last_applied.map(|l| l.index),
+        "snapshot_index": metrics.snapshot.map(|l| l.index),
+        "purged_index": metrics.purged.map(|l| l.index),
+        "members": metrics.membership_config.membership().voter_ids().collect::<Vec<_>>(),
+    })
+}
+
+async fn status(State(node): State<Shared>) -> impl IntoResponse {
+    let mut status = status_json(&node);
+    let data = node.state.data().await;
+    // A digest of the whole key-value state, so a checker can compare nodes cheaply.
+    status["state_digest"] = json!(format!("{:016x}", digest(&data.kv)));
+    status["keys"] = json!(data.kv.len());
+    Json(status)
+}
+
+fn digest(kv: &BTreeMap<String, String>) -> u64 {
+    kv.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, (k, v)| {
+        k.bytes()
+            .chain([0])
+            .chain(v.bytes())
+            .chain([0])
+            .fold(hash, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+    })
+}
+
+async fn metrics(State(node): State<Shared>) -> impl IntoResponse {
+    let status = status_json(&node);
+    let number = |key: &str| status[key].as_u64().unwrap_or(0);
+    let is_leader = u64::from(status["leader"].as_u64() == Some(node.id));
+    format!(
+        "# TYPE targetdb_term gauge\ntargetdb_term {}\n\
+         # TYPE targetdb_is_leader gauge\ntargetdb_is_leader {is_leader}\n\
+         # TYPE targetdb_last_log_index gauge\ntargetdb_last_log_index {}\n\
+         # TYPE targetdb_applied_index gauge\ntargetdb_applied_index {}\n\
+         # TYPE targetdb_snapshot_index gauge\ntargetdb_snapshot_index {}\n",
+        number("term"),
+        number("last_log_index"),
+        number("applied_index"),
+        number("snapshot_index"),
+    )
+}
