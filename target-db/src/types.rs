@@ -22,6 +22,8 @@ openraft::declare_raft_types!(
 pub struct Request {
     pub client: u64,
     pub seq: u64,
+    /// Flattened: `{"client":1,"seq":1,"op":"put","key":"k","value":"v"}`.
+    #[serde(flatten)]
     pub op: Op,
 }
 

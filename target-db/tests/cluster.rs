@@ -1,0 +1,283 @@
+//! A real cluster: target-db processes on loopback, real files, SIGKILL.
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+const TARGET_DB: &str = env!("CARGO_BIN_EXE_target-db");
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    addrs: Vec<String>,
+    nodes: Vec<Option<Child>>,
+    extra: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    fn start(size: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs = (0..size)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let mut cluster = Cluster {
+            dir,
+            addrs,
+            nodes: Vec::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=size {
+            let child = cluster.spawn(id);
+            cluster.nodes.push(Some(child));
+        }
+        cluster
+    }
+
+    fn spawn(&self, id: usize) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node{id}.log")))
+            .unwrap();
+        Command::new(TARGET_DB)
+            .args([
+                "serve",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &self.addrs[id - 1],
+                "--data-dir",
+            ])
+            .arg(self.dir.path().join(format!("node{id}")))
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn addr(&self, id: usize) -> &str {
+        &self.addrs[id - 1]
+    }
+
+    fn kill(&mut self, id: usize) {
+        if let Some(mut child) = self.nodes[id - 1].take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn restart(&mut self, id: usize) {
+        assert!(self.nodes[id - 1].is_none());
+        self.nodes[id - 1] = Some(self.spawn(id));
+    }
+
+    async fn init(&self) {
+        let peers: serde_json::Map<String, Value> = self
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| ((i + 1).to_string(), json!(a)))
+            .collect();
+        let answer = eventually("init", || post(self.addr(1), "/init", json!(peers))).await;
+        assert_eq!(answer["initialized"], true, "{answer}");
+    }
+
+    /// Waits until the given live nodes agree on one leader; returns it.
+    async fn leader(&self, among: &[usize]) -> usize {
+        eventually("a leader all nodes agree on", || async {
+            let mut leaders = Vec::new();
+            for &id in among {
+                leaders.push(status(self.addr(id)).await.ok()?["leader"].as_u64()?);
+            }
+            (leaders.windows(2).all(|w| w[0] == w[1]) && among.contains(&(leaders[0] as usize)))
+                .then_some(leaders[0] as usize)
+        })
+        .await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.nodes.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn post(addr: &str, path: &str, body: Value) -> Option<Value> {
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(5))
+        .json(&body)
+        .send()
+        .await
+        .ok()?;
+    response.json().await.ok()
+}
+
+async fn status(addr: &str) -> Result<Value, reqwest::Error> {
+    reqwest::Client::new()
+        .get(format!("http://{addr}/status"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await?
+        .json()
+        .await
+}
+
+async fn get(addr: &str, key: &str) -> Option<Value> {
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/kv/get?key={key}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    response.json().await.ok()
+}
+
+async fn put(addr: &str, client: u64, seq: u64, key: &str, value: &str) -> Option<Value> {
+    post(
+        addr,
+        "/kv/write",
+        json!({"client": client, "seq": seq, "op": "put", "key": key, "value": value}),
+    )
+    .await
+}
+
+/// Retries `attempt` until it gives Some, for up to 30 s: elections and restarts take a while.
+async fn eventually<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_acknowledged_put_survives_killing_the_leader() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.init().await;
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    let answer = put(cluster.addr(leader), 1, 1, "k", "acknowledged")
+        .await
+        .unwrap();
+    assert_eq!(answer["response"]["ok"], true, "{answer}");
+
+    cluster.kill(leader);
+    let survivors: Vec<usize> = (1..=3).filter(|&id| id != leader).collect();
+    let new_leader = cluster.leader(&survivors).await;
+    assert_ne!(new_leader, leader);
+    let read = get(cluster.addr(new_leader), "k").await.unwrap();
+    assert_eq!(read["value"], "acknowledged", "{read}");
+
+    // The old leader restarts from its own disk and rejoins with the same state.
+    cluster.restart(leader);
+    let addr = cluster.addr(leader).to_owned();
+    let reference = status(cluster.addr(new_leader)).await.unwrap()["state_digest"].clone();
+    eventually("the restarted node to converge", || async {
+        (status(&addr).await.ok()?["state_digest"] == reference).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_follower_that_missed_many_entries_catches_up_through_a_snapshot() {
+    let mut cluster = Cluster::start(3, &["--snapshot-every", "20"]);
+    cluster.init().await;
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    let behind = (1..=3).find(|&id| id != leader).unwrap();
+    cluster.kill(behind);
+    for seq in 1..=150u64 {
+        let answer = put(cluster.addr(leader), 2, seq, &format!("key{seq}"), "value")
+            .await
+            .unwrap();
+        assert_eq!(answer["response"]["ok"], true, "{answer}");
+    }
+    let leader_status = status(cluster.addr(leader)).await.unwrap();
+    assert!(
+        leader_status["purged_index"].as_u64().unwrap_or(0) > 100,
+        "the log was purged: {leader_status}"
+    );
+
+    cluster.restart(behind);
+    let addr = cluster.addr(behind).to_owned();
+    let reference = leader_status["state_digest"].clone();
+    let caught_up = eventually("the lagging follower to catch up", || async {
+        let status = status(&addr).await.ok()?;
+        (status["state_digest"] == reference).then_some(status)
+    })
+    .await;
+    assert!(
+        caught_up["snapshot_index"].as_u64().unwrap_or(0) > 0,
+        "it installed a snapshot: {caught_up}"
+    );
+    assert_eq!(caught_up["keys"], 150);
+}
+
+#[tokio::test]
+async fn a_retried_write_is_applied_once_and_a_follower_names_the_leader() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.init().await;
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let redirected = put(cluster.addr(follower), 3, 1, "k", "v").await.unwrap();
+    assert_eq!(redirected["outcome"], "not-applied", "{redirected}");
+    assert_eq!(redirected["leader"], cluster.addr(leader));
+
+    let cas =
+        json!({"client": 3, "seq": 2, "op": "cas", "key": "counter", "from": null, "to": "1"});
+    let first = post(cluster.addr(leader), "/kv/write", cas.clone())
+        .await
+        .unwrap();
+    let retry = post(cluster.addr(leader), "/kv/write", cas).await.unwrap();
+    assert_eq!(
+        first["response"], retry["response"],
+        "the retry gets the first answer"
+    );
+    assert_eq!(first["response"]["ok"], true);
+    assert_eq!(
+        get(cluster.addr(leader), "counter").await.unwrap()["value"],
+        "1"
+    );
+}
+
+#[test]
+fn a_data_directory_of_another_node_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("node-id"), "2").unwrap();
+    let output = Command::new(TARGET_DB)
+        .args([
+            "serve",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("holds the data of node 2, not node 1"),
+        "{stderr}"
+    );
+}
