@@ -274,7 +274,12 @@ async fn serve(
         ..Config::default()
     }
     .validate()?;
-    let raft = Raft::new(id, Arc::new(config), Network::default(), log, state.clone()).await?;
+    let local = listen
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|addr| addr.ip())
+        .filter(|ip| !ip.is_unspecified());
+    let raft = Raft::new(id, Arc::new(config), Network::new(local), log, state.clone()).await?;
     let node = Arc::new(Node {
         id,
         raft: raft.clone(),

@@ -14,9 +14,22 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::types::{NodeId, TypeConfig};
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Network {
     client: reqwest::Client,
+}
+
+impl Network {
+    /// `local`: the address outgoing connections come from. Each node on one machine has its
+    /// own loopback address (127.0.0.N), and binding to it makes a partition by address cut the
+    /// node's own requests too, not only the ones it answers.
+    pub fn new(local: Option<std::net::IpAddr>) -> Network {
+        let client = reqwest::Client::builder()
+            .local_address(local)
+            .build()
+            .expect("an HTTP client with default settings");
+        Network { client }
+    }
 }
 
 pub struct Connection {
