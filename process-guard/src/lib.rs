@@ -48,6 +48,15 @@ impl Spawned {
         Self::spawn(name, command.stderr(Stdio::piped()))
     }
 
+    /// Like [`Spawned::start`], with stderr going to `log`.
+    pub fn start_logging(
+        name: &str,
+        command: &mut Command,
+        log: std::fs::File,
+    ) -> Result<Self, ProcessError> {
+        Self::spawn(name, command.stderr(log))
+    }
+
     fn spawn(name: &str, command: &mut Command) -> Result<Self, ProcessError> {
         let mut child = command
             .stdin(Stdio::piped())

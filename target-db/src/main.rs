@@ -247,7 +247,13 @@ fn claim_data_dir(dir: &std::path::Path, id: NodeId) -> Result<()> {
             existing.trim()
         ),
         Err(_) => {
-            std::fs::write(&marker, id.to_string())?;
+            // The file's own data must be durable before its name is: a torture run with power
+            // loss found nodes refusing to start over an empty node-id file.
+            let temporary = dir.join("node-id.tmp");
+            let mut file = std::fs::File::create(&temporary)?;
+            std::io::Write::write_all(&mut file, id.to_string().as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, &marker)?;
             std::fs::File::open(dir)?.sync_all()?;
             Ok(())
         }
@@ -279,7 +285,14 @@ async fn serve(
         .ok()
         .map(|addr| addr.ip())
         .filter(|ip| !ip.is_unspecified());
-    let raft = Raft::new(id, Arc::new(config), Network::new(local), log, state.clone()).await?;
+    let raft = Raft::new(
+        id,
+        Arc::new(config),
+        Network::new(local),
+        log,
+        state.clone(),
+    )
+    .await?;
     let node = Arc::new(Node {
         id,
         raft: raft.clone(),

@@ -10,6 +10,7 @@ mod kernel_fs;
 mod packages;
 mod setup;
 mod toolchain;
+mod torture;
 
 use std::path::PathBuf;
 
@@ -39,6 +40,12 @@ enum Task {
     Ci,
     /// Count a live process's syscalls with the injector and check the count is exact.
     Demo,
+    /// The main job: a target-db cluster on faultfs under load and faults, checked. Arguments go
+    /// to `torture run` (see `target/release/torture run --help`), e.g. --seed 7 --duration 60s.
+    Torture {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Measure a speed goal in a release build (goals live here, not in timed tests).
     Bench {
         #[arg(value_enum)]
@@ -54,6 +61,7 @@ fn main() -> Result<()> {
         Task::Ci => ci::run(&root),
         Task::Demo => demo::run(&root),
         Task::Bench { what } => bench::run(&root, what),
+        Task::Torture { args } => torture::run(&root, &args),
     }
 }
 

@@ -1,0 +1,244 @@
+//! The cluster under test: target-db nodes, each with its data directory on its own faultfs
+//! mount and its own loopback address. Every process and mount is torn down by a guard.
+use std::{
+    fs::{self, File},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use process_guard::Spawned;
+use serde_json::Value;
+
+pub struct Binaries {
+    pub target_db: PathBuf,
+    pub faultfs: PathBuf,
+    pub injector: PathBuf,
+}
+
+impl Binaries {
+    /// The tools next to this executable (they are built into the same target directory).
+    pub fn beside_me(dir: Option<&Path>) -> Result<Binaries> {
+        let dir = match dir {
+            Some(dir) => dir.to_owned(),
+            None => std::env::current_exe()?
+                .parent()
+                .context("no parent dir")?
+                .to_owned(),
+        };
+        let binaries = Binaries {
+            target_db: dir.join("target-db"),
+            faultfs: dir.join("faultfs"),
+            injector: dir.join("injector"),
+        };
+        for binary in [&binaries.target_db, &binaries.faultfs, &binaries.injector] {
+            if !binary.exists() {
+                bail!(
+                    "{} is missing: build the workspace first (cargo xtask torture does)",
+                    binary.display()
+                );
+            }
+        }
+        Ok(binaries)
+    }
+}
+
+pub struct Node {
+    pub id: usize,
+    pub ip: String,
+    pub addr: String,
+    pub mountpoint: PathBuf,
+    data_dir: PathBuf,
+    log: PathBuf,
+    process: Option<Child>,
+    mount: Option<Spawned>,
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    binaries: Binaries,
+    seed: u64,
+}
+
+pub const PORT: u16 = 7000;
+
+impl Cluster {
+    pub fn start(run_dir: &Path, size: usize, seed: u64, binaries: Binaries) -> Result<Cluster> {
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            binaries,
+            seed,
+        };
+        for id in 1..=size {
+            let dir = run_dir.join(format!("node{id}"));
+            let backing = dir.join("backing");
+            let mountpoint = dir.join("mnt");
+            fs::create_dir_all(&backing)?;
+            fs::create_dir_all(&mountpoint)?;
+            let mount_log = File::create(dir.join("faultfs.log"))?;
+            let mut mount = Spawned::start_logging(
+                "faultfs",
+                Command::new(&cluster.binaries.faultfs)
+                    .arg("mount")
+                    .arg(&backing)
+                    .arg(&mountpoint)
+                    .args(["--seed", &(seed + id as u64).to_string()])
+                    .env("RUST_LOG", "warn"),
+                mount_log,
+            )?;
+            if mount.read_line()? != "mounted" {
+                bail!("faultfs did not mount {}", mountpoint.display());
+            }
+            let ip = format!("127.0.0.{}", 10 + id);
+            cluster.nodes.push(Node {
+                id,
+                addr: format!("{ip}:{PORT}"),
+                ip,
+                data_dir: mountpoint.join("db"),
+                mountpoint,
+                log: dir.join("target-db.log"),
+                process: None,
+                mount: Some(mount),
+            });
+        }
+        for id in 1..=size {
+            cluster.start_node(id)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn node(&self, id: usize) -> &Node {
+        &self.nodes[id - 1]
+    }
+
+    pub fn start_node(&mut self, id: usize) -> Result<()> {
+        let node = &mut self.nodes[id - 1];
+        if node.process.is_some() {
+            return Ok(());
+        }
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let child = Command::new(&self.binaries.target_db)
+            .args([
+                "serve",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &node.addr,
+                "--snapshot-every",
+                "500",
+                "--data-dir",
+            ])
+            .arg(&node.data_dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting target-db")?;
+        node.process = Some(child);
+        Ok(())
+    }
+
+    pub fn kill_node(&mut self, id: usize) {
+        if let Some(mut child) = self.nodes[id - 1].process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn running(&self, id: usize) -> bool {
+        self.nodes[id - 1].process.is_some()
+    }
+
+    pub fn pid(&self, id: usize) -> Option<u32> {
+        self.nodes[id - 1].process.as_ref().map(Child::id)
+    }
+
+    /// Power loss of one node: kill it, drop its unsynced state, restart it.
+    pub fn power_loss(&mut self, id: usize, mode: &str) -> Result<()> {
+        self.kill_node(id);
+        let node = &self.nodes[id - 1];
+        let status = Command::new(&self.binaries.faultfs)
+            .arg("ctl")
+            .arg(&node.mountpoint)
+            .args(["power-loss", "--mode", mode])
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("faultfs power-loss on node {id} failed");
+        }
+        self.start_node(id)
+    }
+
+    pub fn partition_command(&self, isolated: usize, duration: Duration) -> Command {
+        let others: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.id != isolated)
+            .map(|n| n.ip.as_str())
+            .collect();
+        let mut command = Command::new(&self.binaries.injector);
+        command
+            .args([
+                "partition",
+                "--between",
+                &self.node(isolated).ip,
+                "--and",
+                &others.join(","),
+            ])
+            .args(["--duration", &format!("{}ms", duration.as_millis())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    }
+
+    /// Lines of the node logs that show a panic.
+    pub fn panics(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flat_map(|node| {
+                fs::read_to_string(&node.log)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|line| line.contains("panicked at"))
+                    .map(|line| format!("node {}: {line}", node.id))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for id in 1..=self.nodes.len() {
+            self.kill_node(id);
+        }
+        for node in &mut self.nodes {
+            let _ = Command::new(&self.binaries.faultfs)
+                .arg("umount")
+                .arg(&node.mountpoint)
+                .status();
+            if let Some(mount) = node.mount.take() {
+                let _ = mount.finish();
+            }
+        }
+    }
+}
+
+pub async fn status(client: &reqwest::Client, addr: &str) -> Option<Value> {
+    client
+        .get(format!("http://{addr}/status"))
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}

@@ -1,0 +1,356 @@
+//! A torture run: a cluster under load, faults from outside, then checks with a verdict each,
+//! a report, and the seed that replays it.
+pub mod cluster;
+pub mod nemesis;
+pub mod workload;
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::{
+    check::{self, Limits, Verdict},
+    history::{History, Line, pair_events},
+    report::render_html,
+};
+use cluster::{Binaries, Cluster, status};
+use nemesis::Fault;
+use workload::{Recorder, Workload};
+
+pub struct Options {
+    pub seed: u64,
+    pub duration: Duration,
+    pub nodes: usize,
+    pub faults: Vec<Fault>,
+    pub clients: u64,
+    pub keys: u64,
+    pub run_dir: PathBuf,
+    pub binaries: Binaries,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckResult {
+    pub name: &'static str,
+    pub verdict: Verdict,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TortureReport {
+    pub seed: u64,
+    pub verdict: Verdict,
+    pub checks: Vec<CheckResult>,
+    pub operations: usize,
+    pub faults: usize,
+    pub run_dir: PathBuf,
+}
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+pub async fn run(options: Options) -> Result<TortureReport> {
+    std::fs::create_dir_all(&options.run_dir)?;
+    let cluster = Cluster::start(
+        &options.run_dir,
+        options.nodes,
+        options.seed,
+        options.binaries,
+    )?;
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+    let cluster = Arc::new(Mutex::new(cluster));
+    let http = reqwest::Client::new();
+    initialise(&http, &addrs).await?;
+    leader_agreed(&http, &addrs, SETTLE)
+        .await
+        .context("the cluster never elected a leader")?;
+
+    let recorder = Recorder::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workload = tokio::spawn(workload::run(
+        Workload {
+            clients: options.clients,
+            keys: options.keys,
+            seed: options.seed,
+        },
+        addrs.clone(),
+        recorder.clone(),
+        stop.clone(),
+    ));
+    let nemesis = tokio::spawn(nemesis::run(
+        cluster.clone(),
+        options.faults.clone(),
+        options.seed,
+        recorder.clone(),
+        stop.clone(),
+    ));
+    let started = Instant::now();
+    while started.elapsed() < options.duration {
+        tokio::time::sleep(
+            Duration::from_secs(2).min(options.duration.saturating_sub(started.elapsed())),
+        )
+        .await;
+        let lines = recorder.lines();
+        let ops = lines
+            .iter()
+            .filter(|l| matches!(l, Line::Op(e) if e.kind != crate::history::Kind::Invoke))
+            .count();
+        let faults = lines.iter().filter(|l| matches!(l, Line::Fault(_))).count();
+        let leader = any_leader(&http, &addrs).await;
+        eprintln!(
+            "[{:>5.1} s] {ops} operations ({:.0}/s), {faults} faults, leader {}",
+            started.elapsed().as_secs_f64(),
+            ops as f64 / started.elapsed().as_secs_f64(),
+            leader.map_or("none".into(), |l| format!("n{l}"))
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    workload.await?;
+    let faults_applied = nemesis.await??;
+
+    // Heal: every node running (partitions and pauses end by themselves).
+    {
+        let mut cluster = cluster.lock().await;
+        for id in 1..=options.nodes {
+            cluster.start_node(id)?;
+        }
+    }
+    let healed_at = Instant::now();
+    let mut checks = Vec::new();
+    let serves = leader_agreed(&http, &addrs, SETTLE).await;
+    checks.push(CheckResult {
+        name: "serves again after healing",
+        verdict: if serves.is_some() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
+        detail: match serves {
+            Some(leader) => format!(
+                "leader n{leader} after {:.1} s",
+                healed_at.elapsed().as_secs_f64()
+            ),
+            None => format!("no leader within {} s", SETTLE.as_secs()),
+        },
+    });
+    let all_read = workload::final_reads(&addrs, options.keys, &recorder, 1_000_000).await;
+    let convergence = converged(&http, &addrs, SETTLE).await;
+    checks.push(CheckResult {
+        name: "nodes converge to one state",
+        verdict: if convergence.is_ok() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
+        detail: convergence.clone().unwrap_or_else(|e| e),
+    });
+
+    let lines = recorder.lines();
+    let events: Vec<(usize, crate::history::Event)> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, line)| match line {
+            Line::Op(event) => Some((i + 1, event.clone())),
+            Line::Fault(_) => None,
+        })
+        .collect();
+    let mut history: History = pair_events(events)?;
+    history.faults = lines
+        .iter()
+        .filter_map(|line| match line {
+            Line::Fault(fault) => Some(fault.clone()),
+            Line::Op(_) => None,
+        })
+        .collect();
+    let checked = check::check(
+        &history,
+        Limits {
+            time: Duration::from_secs(60),
+            ..Limits::default()
+        },
+    );
+    let lin = &checked.linearizability;
+    checks.push(CheckResult {
+        name: "linearizable",
+        verdict: lin.verdict,
+        detail: lin.violations.first().map_or_else(
+            || {
+                format!(
+                    "{} keys, {} ms{}",
+                    lin.keys_checked,
+                    lin.elapsed_ms,
+                    if lin.undecided_keys.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", undecided: {}", lin.undecided_keys.join(","))
+                    }
+                )
+            },
+            |v| v.explanation.clone(),
+        ),
+    });
+    let lost = &checked.durability.lost_writes;
+    checks.push(CheckResult {
+        name: "no acknowledged write lost",
+        verdict: if !all_read {
+            Verdict::Unknown
+        } else if lost.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
+        detail: lost.first().map_or_else(
+            || {
+                if all_read {
+                    "every key read at the end".into()
+                } else {
+                    "some final reads failed".into()
+                }
+            },
+            |f| f.explanation.clone(),
+        ),
+    });
+    let other = checked.durability.values_from_nowhere.len() + checked.durability.stale_reads.len();
+    checks.push(CheckResult {
+        name: "no value from nowhere, no stale read",
+        verdict: if other == 0 {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
+        detail: format!("{other} found"),
+    });
+    let panics = cluster.lock().await.panics();
+    checks.push(CheckResult {
+        name: "no node panicked",
+        verdict: if panics.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
+        detail: panics.first().cloned().unwrap_or_else(|| "none".into()),
+    });
+
+    std::fs::write(
+        options.run_dir.join("history.jsonl"),
+        history.to_json_lines(),
+    )?;
+    std::fs::write(
+        options.run_dir.join("report.html"),
+        render_html(
+            &history,
+            &checked,
+            &format!("torture seed {}", options.seed),
+        ),
+    )?;
+    let report = TortureReport {
+        seed: options.seed,
+        verdict: Verdict::all(checks.iter().map(|c| c.verdict)),
+        checks,
+        operations: history.operations.len(),
+        faults: faults_applied as usize,
+        run_dir: options.run_dir.clone(),
+    };
+    std::fs::write(
+        options.run_dir.join("report.json"),
+        serde_json::to_string_pretty(&json!({"torture": report, "history_check": checked}))?,
+    )?;
+    drop(cluster);
+    Ok(report)
+}
+
+async fn initialise(http: &reqwest::Client, addrs: &[String]) -> Result<()> {
+    let peers: BTreeMap<String, &String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| ((i + 1).to_string(), a))
+        .collect();
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let answer = http
+            .post(format!("http://{}/init", addrs[0]))
+            .json(&peers)
+            .send()
+            .await;
+        if let Ok(response) = answer
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "node 1 never accepted /init");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The leader some node currently knows of, for progress lines.
+async fn any_leader(http: &reqwest::Client, addrs: &[String]) -> Option<u64> {
+    for addr in addrs {
+        if let Some(leader) = status(http, addr).await.and_then(|s| s["leader"].as_u64()) {
+            return Some(leader);
+        }
+    }
+    None
+}
+
+/// The leader every node agrees on, polled for up to `limit` (once if zero).
+async fn leader_agreed(http: &reqwest::Client, addrs: &[String], limit: Duration) -> Option<u64> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut leaders = Vec::new();
+        for addr in addrs {
+            leaders.push(status(http, addr).await.and_then(|s| s["leader"].as_u64()));
+        }
+        if let Some(Some(first)) = leaders.first()
+            && leaders.iter().all(|l| *l == Some(*first))
+        {
+            return Some(*first);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every node has applied the same log and holds the same state (digest).
+async fn converged(
+    http: &reqwest::Client,
+    addrs: &[String],
+    limit: Duration,
+) -> Result<String, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut statuses: Vec<Value> = Vec::new();
+        for addr in addrs {
+            statuses.push(status(http, addr).await.unwrap_or(Value::Null));
+        }
+        let digests: Vec<&Value> = statuses.iter().map(|s| &s["state_digest"]).collect();
+        let applied: Vec<&Value> = statuses.iter().map(|s| &s["applied_index"]).collect();
+        if digests.iter().all(|d| !d.is_null() && *d == digests[0])
+            && applied.iter().all(|a| *a == applied[0])
+        {
+            return Ok(format!(
+                "{} nodes at applied index {}, digest {}",
+                addrs.len(),
+                applied[0],
+                digests[0]
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "after {} s: applied {applied:?}, digests {digests:?}",
+                limit.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -1,0 +1,114 @@
+//! Faults applied from outside, chosen by the seed: SIGKILL and restart, SIGSTOP/SIGCONT, a
+//! network partition isolating one node (injector), power loss of one node (faultfs).
+use std::{
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Result, bail};
+use fault_rules::SplitMix64;
+use tokio::sync::Mutex;
+
+use super::{cluster::Cluster, workload::Recorder};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Kill,
+    Pause,
+    Partition,
+    PowerLoss,
+}
+
+impl FromStr for Fault {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "kill" => Ok(Fault::Kill),
+            "pause" => Ok(Fault::Pause),
+            "partition" => Ok(Fault::Partition),
+            "power-loss" => Ok(Fault::PowerLoss),
+            other => Err(format!(
+                "unknown fault `{other}`: choose from kill, pause, partition, power-loss"
+            )),
+        }
+    }
+}
+
+/// Applies faults until `stop`, each logged in the history with its time and target.
+pub async fn run(
+    cluster: Arc<Mutex<Cluster>>,
+    faults: Vec<Fault>,
+    seed: u64,
+    recorder: Recorder,
+    stop: Arc<AtomicBool>,
+) -> Result<u64> {
+    let mut rng = SplitMix64::new(seed ^ 0x6e65_6d65_7369_73);
+    let mut applied = 0;
+    if faults.is_empty() {
+        return Ok(0);
+    }
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(500 + rng.below(1500))).await;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let fault = faults[rng.below(faults.len() as u64) as usize];
+        let size = cluster.lock().await.nodes.len() as u64;
+        let node = 1 + rng.below(size) as usize;
+        let start = recorder.now();
+        let description = apply(&cluster, fault, node, &mut rng).await?;
+        tracing::info!(node, %description, "fault");
+        recorder.fault(start, recorder.now(), format!("n{node}"), description);
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+async fn apply(
+    cluster: &Arc<Mutex<Cluster>>,
+    fault: Fault,
+    node: usize,
+    rng: &mut SplitMix64,
+) -> Result<String> {
+    let hold = Duration::from_millis(500 + rng.below(1500));
+    match fault {
+        Fault::Kill => {
+            cluster.lock().await.kill_node(node);
+            tokio::time::sleep(hold).await;
+            cluster.lock().await.start_node(node)?;
+            Ok(format!("SIGKILL, restarted after {} ms", hold.as_millis()))
+        }
+        Fault::Pause => {
+            let Some(pid) = cluster.lock().await.pid(node) else {
+                return Ok("pause skipped: node down".into());
+            };
+            // SAFETY: signals to a node process this harness started and has not reaped.
+            unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+            tokio::time::sleep(hold).await;
+            // SAFETY: as above.
+            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+            Ok(format!("SIGSTOP for {} ms", hold.as_millis()))
+        }
+        Fault::Partition => {
+            let mut command = cluster.lock().await.partition_command(node, hold);
+            let status = tokio::task::spawn_blocking(move || command.status()).await??;
+            if !status.success() {
+                bail!("injector partition failed: {status}");
+            }
+            Ok(format!(
+                "isolated from the others for {} ms",
+                hold.as_millis()
+            ))
+        }
+        Fault::PowerLoss => {
+            let mode = ["drop", "torn", "reorder", "prefix"][rng.below(4) as usize];
+            cluster.lock().await.power_loss(node, mode)?;
+            Ok(format!("power loss ({mode}), restarted"))
+        }
+    }
+}

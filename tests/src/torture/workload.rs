@@ -1,0 +1,281 @@
+//! Clients that record every operation they try, with its outcome, in the history format the
+//! checkers read. An operation whose outcome the client cannot know (a timeout, a 503) is `info`,
+//! and the client then continues as a new process, as in Jepsen: the old operation may still
+//! take effect at any time.
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use fault_rules::SplitMix64;
+use serde_json::{Value, json};
+
+use crate::history::{Event, FaultEvent, Func, Kind, Line, Value as HistoryValue};
+
+/// Everything that happened, in the order it was recorded.
+#[derive(Clone)]
+pub struct Recorder {
+    started: Instant,
+    lines: Arc<Mutex<Vec<Line>>>,
+}
+
+impl Recorder {
+    pub fn new() -> Recorder {
+        Recorder {
+            started: Instant::now(),
+            lines: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    fn record(&self, event: Event) {
+        self.lines
+            .lock()
+            .expect("recorder poisoned")
+            .push(Line::Op(event));
+    }
+
+    pub fn fault(&self, time: u64, end: u64, target: String, description: String) {
+        let fault = FaultEvent {
+            kind: crate::history::FaultKind::Fault,
+            time,
+            end: Some(end),
+            target,
+            description,
+        };
+        self.lines
+            .lock()
+            .expect("recorder poisoned")
+            .push(Line::Fault(fault));
+    }
+
+    pub fn lines(&self) -> Vec<Line> {
+        self.lines.lock().expect("recorder poisoned").clone()
+    }
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_millis(1500);
+
+enum Outcome {
+    Ok(Value),
+    Fail,
+    Unknown,
+}
+
+/// Sends a write to `addr`, following one redirect to the leader with the same (client, seq),
+/// so a retry can never apply twice.
+async fn write(client: &reqwest::Client, addr: &str, body: &Value) -> Outcome {
+    let mut target = addr.to_owned();
+    for _ in 0..2 {
+        let response = client
+            .post(format!("http://{target}/kv/write"))
+            .timeout(TIMEOUT)
+            .json(body)
+            .send()
+            .await;
+        let Ok(response) = response else {
+            return Outcome::Unknown;
+        };
+        let status = response.status();
+        let Ok(answer) = response.json::<Value>().await else {
+            return Outcome::Unknown;
+        };
+        if status.is_success() {
+            return Outcome::Ok(answer["response"].clone());
+        }
+        if answer["outcome"] == "not-applied" {
+            match answer["leader"].as_str() {
+                Some(leader) => {
+                    target = leader.to_owned();
+                    continue;
+                }
+                None => return Outcome::Fail,
+            }
+        }
+        return Outcome::Unknown;
+    }
+    Outcome::Fail
+}
+
+async fn read(client: &reqwest::Client, addr: &str, key: &str) -> Outcome {
+    let mut target = addr.to_owned();
+    for _ in 0..2 {
+        let response = client
+            .get(format!("http://{target}/kv/get?key={key}"))
+            .timeout(TIMEOUT)
+            .send()
+            .await;
+        let Ok(response) = response else {
+            return Outcome::Unknown;
+        };
+        let status = response.status();
+        let Ok(answer) = response.json::<Value>().await else {
+            return Outcome::Unknown;
+        };
+        if status.is_success() {
+            return Outcome::Ok(answer["value"].clone());
+        }
+        if answer["outcome"] == "not-applied"
+            && let Some(leader) = answer["leader"].as_str()
+        {
+            target = leader.to_owned();
+            continue;
+        }
+        return Outcome::Unknown;
+    }
+    Outcome::Unknown
+}
+
+pub struct Workload {
+    pub clients: u64,
+    pub keys: u64,
+    pub seed: u64,
+}
+
+/// Runs the clients until `stop`; returns the number of operations tried.
+pub async fn run(
+    workload: Workload,
+    addrs: Vec<String>,
+    recorder: Recorder,
+    stop: Arc<AtomicBool>,
+) -> u64 {
+    let mut tasks = Vec::new();
+    for client_index in 0..workload.clients {
+        let (addrs, recorder, stop) = (addrs.clone(), recorder.clone(), stop.clone());
+        let keys = workload.keys;
+        let clients = workload.clients;
+        let mut rng = SplitMix64::new(workload.seed ^ (client_index + 1).wrapping_mul(0x9e37_79b9));
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut process = client_index;
+            let mut seq = 0u64;
+            let mut done = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("k{}", rng.below(keys));
+                let addr = &addrs[rng.below(addrs.len() as u64) as usize];
+                seq += 1;
+                let value = format!("p{process}-{seq}");
+                let (f, input, body) = match rng.below(10) {
+                    0..=3 => (Func::Get, HistoryValue::Nil, Value::Null),
+                    4..=6 => (
+                        Func::Put,
+                        HistoryValue::One(value.clone()),
+                        json!({"client": process, "seq": seq, "op": "put", "key": key, "value": value}),
+                    ),
+                    7..=8 => {
+                        // Compare against a value this client might have seen: its own last one.
+                        let from = format!("p{process}-{}", seq.saturating_sub(1 + rng.below(3)));
+                        (
+                            Func::Cas,
+                            HistoryValue::Pair(from.clone(), value.clone()),
+                            json!({"client": process, "seq": seq, "op": "cas", "key": key, "from": from, "to": value}),
+                        )
+                    }
+                    _ => (Func::Delete, HistoryValue::Nil, json!({"client": process, "seq": seq, "op": "delete", "key": key})),
+                };
+                let invoke = Event { process, kind: Kind::Invoke, f, key: key.clone(), value: input.clone(), matched: None, time: recorder.now() };
+                recorder.record(invoke);
+                let outcome = if f == Func::Get { read(&http, addr, &key).await } else { write(&http, addr, &body).await };
+                let time = recorder.now();
+                let completion = match outcome {
+                    Outcome::Ok(answer) => match f {
+                        Func::Get => Event {
+                            process, kind: Kind::Ok, f, key, time, matched: None,
+                            value: answer.as_str().map_or(HistoryValue::Nil, |v| HistoryValue::One(v.to_owned())),
+                        },
+                        Func::Cas => Event { process, kind: Kind::Ok, f, key, time, value: input, matched: Some(answer["ok"] == true) },
+                        _ => Event { process, kind: Kind::Ok, f, key, time, value: input, matched: None },
+                    },
+                    Outcome::Fail => Event { process, kind: Kind::Fail, f, key, time, value: input, matched: None },
+                    Outcome::Unknown => {
+                        let event = Event { process, kind: Kind::Info, f, key, time, value: input, matched: None };
+                        recorder.record(event);
+                        // The old request may still land: go on as a new process and client id.
+                        process += clients;
+                        seq = 0;
+                        done += 1;
+                        continue;
+                    }
+                };
+                recorder.record(completion);
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap_or(0);
+    }
+    total
+}
+
+/// Reads every key once at the end, after healing: the final state the durability checks use.
+pub async fn final_reads(
+    addrs: &[String],
+    keys: u64,
+    recorder: &Recorder,
+    first_process: u64,
+) -> bool {
+    let http = reqwest::Client::new();
+    let mut all = true;
+    for key_index in 0..keys {
+        let key = format!("k{key_index}");
+        let process = first_process + key_index;
+        recorder.record(Event {
+            process,
+            kind: Kind::Invoke,
+            f: Func::Get,
+            key: key.clone(),
+            value: HistoryValue::Nil,
+            matched: None,
+            time: recorder.now(),
+        });
+        let mut outcome = Outcome::Unknown;
+        for addr in addrs {
+            outcome = read(&http, addr, &key).await;
+            if matches!(outcome, Outcome::Ok(_)) {
+                break;
+            }
+        }
+        let time = recorder.now();
+        match outcome {
+            Outcome::Ok(value) => recorder.record(Event {
+                process,
+                kind: Kind::Ok,
+                f: Func::Get,
+                key,
+                time,
+                matched: None,
+                value: value
+                    .as_str()
+                    .map_or(HistoryValue::Nil, |v| HistoryValue::One(v.to_owned())),
+            }),
+            _ => {
+                all = false;
+                recorder.record(Event {
+                    process,
+                    kind: Kind::Info,
+                    f: Func::Get,
+                    key,
+                    time,
+                    value: HistoryValue::Nil,
+                    matched: None,
+                });
+            }
+        }
+    }
+    all
+}
