@@ -22,6 +22,10 @@ use crate::{
 enum Journal {
     Entries(Vec<Entry<TypeConfig>>),
     Vote(Vote<NodeId>),
+    /// The highest log id known committed. openraft saves it before applying (so before any
+    /// client hears back); after a restart a node that resumes as leader from its saved vote
+    /// must not serve reads below it.
+    Committed(LogId<NodeId>),
     /// Entries from this index on are gone.
     Truncate(u64),
     /// Entries up to this log id are gone (they are in a snapshot).
@@ -41,6 +45,7 @@ struct Inner {
     options: LogOptions,
     entries: BTreeMap<u64, Entry<TypeConfig>>,
     vote: Option<Vote<NodeId>>,
+    committed: Option<LogId<NodeId>>,
     last_purged: Option<LogId<NodeId>>,
     /// Highest entry index in each segment, to know which segments a purge frees.
     segment_max_index: BTreeMap<u64, u64>,
@@ -68,6 +73,7 @@ impl LogStore {
             options,
             entries: BTreeMap::new(),
             vote: None,
+            committed: None,
             last_purged: None,
             segment_max_index: BTreeMap::new(),
             failed: None,
@@ -99,6 +105,11 @@ impl Inner {
                 }
             }
             Journal::Vote(vote) => self.vote = Some(vote),
+            Journal::Committed(log_id) => {
+                if self.committed.is_none_or(|c| c < log_id) {
+                    self.committed = Some(log_id);
+                }
+            }
             Journal::Truncate(from) => {
                 self.entries.split_off(&from);
             }
@@ -150,6 +161,9 @@ impl Inner {
         }
         if let Some(purged) = self.last_purged {
             head.push(Journal::Purge(purged));
+        }
+        if let Some(committed) = self.committed {
+            head.push(Journal::Committed(committed));
         }
         if !head.is_empty() {
             self.write(head)?;
@@ -223,6 +237,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
         Ok(self.inner.lock().await.vote)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        match committed {
+            Some(log_id) => self
+                .inner
+                .lock()
+                .await
+                .write(vec![Journal::Committed(log_id)]),
+            None => Ok(()),
+        }
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        Ok(self.inner.lock().await.committed)
     }
 
     async fn append<I>(

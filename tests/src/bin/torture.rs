@@ -42,7 +42,7 @@ enum Command {
         duration: Duration,
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        /// Comma-separated: kill, pause, partition, power-loss.
+        /// Comma-separated: kill, pause, partition, power-loss, power-loss-all.
         #[arg(long, default_value = "kill,pause,partition,power-loss")]
         faults: String,
         #[arg(long, default_value_t = 4)]
@@ -55,6 +55,10 @@ enum Command {
         /// Where target-db, faultfs and injector are. Default: next to this program.
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// Extra flag for every `target-db serve`, e.g. --db-flag=--unsafe-no-fsync to prove
+        /// the checks catch a database that loses acknowledged writes. Repeatable.
+        #[arg(long = "db-flag", allow_hyphen_values = true)]
+        db_flags: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -136,6 +140,7 @@ fn main() -> Result<ExitCode> {
             keys,
             run_dir,
             bin_dir,
+            db_flags,
             json,
         } => {
             let seed = seed.unwrap_or_else(|| {
@@ -164,6 +169,7 @@ fn main() -> Result<ExitCode> {
                 keys,
                 run_dir,
                 binaries: Binaries::beside_me(bin_dir.as_deref())?,
+                db_flags: db_flags.clone(),
             };
             eprintln!(
                 "torture run: seed {seed}, {nodes} nodes, {} s, faults {faults}",
@@ -189,8 +195,9 @@ fn main() -> Result<ExitCode> {
                     report.faults,
                     report.run_dir.display()
                 );
+                let flags: String = db_flags.iter().map(|f| format!(" --db-flag={f}")).collect();
                 println!(
-                    "replay: cargo xtask torture --seed {seed} --duration {}s --nodes {nodes} --faults {faults}",
+                    "replay: cargo xtask torture --seed {seed} --duration {}s --nodes {nodes} --faults {faults}{flags}",
                     duration.as_secs()
                 );
             }

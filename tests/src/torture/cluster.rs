@@ -59,16 +59,25 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     binaries: Binaries,
     seed: u64,
+    /// Extra `target-db serve` flags, such as its unsafe switches.
+    db_flags: Vec<String>,
 }
 
 pub const PORT: u16 = 7000;
 
 impl Cluster {
-    pub fn start(run_dir: &Path, size: usize, seed: u64, binaries: Binaries) -> Result<Cluster> {
+    pub fn start(
+        run_dir: &Path,
+        size: usize,
+        seed: u64,
+        binaries: Binaries,
+        db_flags: Vec<String>,
+    ) -> Result<Cluster> {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             binaries,
             seed,
+            db_flags,
         };
         for id in 1..=size {
             let dir = run_dir.join(format!("node{id}"));
@@ -133,6 +142,7 @@ impl Cluster {
                 "--data-dir",
             ])
             .arg(&node.data_dir)
+            .args(&self.db_flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -37,6 +37,7 @@ pub struct Options {
     pub keys: u64,
     pub run_dir: PathBuf,
     pub binaries: Binaries,
+    pub db_flags: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -65,6 +66,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         options.nodes,
         options.seed,
         options.binaries,
+        options.db_flags.clone(),
     )?;
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
     let cluster = Arc::new(Mutex::new(cluster));

@@ -21,6 +21,8 @@ pub enum Fault {
     Pause,
     Partition,
     PowerLoss,
+    /// Every node loses power at once.
+    PowerLossAll,
 }
 
 impl FromStr for Fault {
@@ -32,8 +34,10 @@ impl FromStr for Fault {
             "pause" => Ok(Fault::Pause),
             "partition" => Ok(Fault::Partition),
             "power-loss" => Ok(Fault::PowerLoss),
+            "power-loss-all" => Ok(Fault::PowerLossAll),
             other => Err(format!(
-                "unknown fault `{other}`: choose from kill, pause, partition, power-loss"
+                "unknown fault `{other}`: choose from kill, pause, partition, power-loss, \
+                 power-loss-all"
             )),
         }
     }
@@ -109,6 +113,18 @@ async fn apply(
             let mode = ["drop", "torn", "reorder", "prefix"][rng.below(4) as usize];
             cluster.lock().await.power_loss(node, mode)?;
             Ok(format!("power loss ({mode}), restarted"))
+        }
+        Fault::PowerLossAll => {
+            let mode = ["drop", "torn", "reorder", "prefix"][rng.below(4) as usize];
+            let mut cluster = cluster.lock().await;
+            let size = cluster.nodes.len();
+            for id in 1..=size {
+                cluster.kill_node(id);
+            }
+            for id in 1..=size {
+                cluster.power_loss(id, mode)?;
+            }
+            Ok(format!("power loss of every node ({mode}), restarted"))
         }
     }
 }

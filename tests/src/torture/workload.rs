@@ -67,6 +67,7 @@ impl Default for Recorder {
 }
 
 const TIMEOUT: Duration = Duration::from_millis(1500);
+const BACKOFF: Duration = Duration::from_millis(20);
 
 enum Outcome {
     Ok(Value),
@@ -85,8 +86,11 @@ async fn write(client: &reqwest::Client, addr: &str, body: &Value) -> Outcome {
             .json(body)
             .send()
             .await;
-        let Ok(response) = response else {
-            return Outcome::Unknown;
+        let response = match response {
+            Ok(response) => response,
+            // Refused: the request never reached a node, so it definitely did not apply.
+            Err(error) if error.is_connect() => return Outcome::Fail,
+            Err(_) => return Outcome::Unknown,
         };
         let status = response.status();
         let Ok(answer) = response.json::<Value>().await else {
@@ -117,8 +121,11 @@ async fn read(client: &reqwest::Client, addr: &str, key: &str) -> Outcome {
             .timeout(TIMEOUT)
             .send()
             .await;
-        let Ok(response) = response else {
-            return Outcome::Unknown;
+        let response = match response {
+            Ok(response) => response,
+            // Refused: the request never reached a node, so it definitely did not apply.
+            Err(error) if error.is_connect() => return Outcome::Fail,
+            Err(_) => return Outcome::Unknown,
         };
         let status = response.status();
         let Ok(answer) = response.json::<Value>().await else {
@@ -206,11 +213,17 @@ pub async fn run(
                         process += clients;
                         seq = 0;
                         done += 1;
+                        tokio::time::sleep(BACKOFF).await;
                         continue;
                     }
                 };
+                let failed = completion.kind == Kind::Fail;
                 recorder.record(completion);
                 done += 1;
+                if failed {
+                    // A node that is down refuses at once: do not spin on it.
+                    tokio::time::sleep(BACKOFF).await;
+                }
             }
             done
         }));
