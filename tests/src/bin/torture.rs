@@ -55,6 +55,9 @@ enum Command {
         /// Where target-db, faultfs and injector are. Default: next to this program.
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// How long the cluster gets to elect a leader and converge after healing.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        settle: Duration,
         /// Extra flag for every `target-db serve`, e.g. --db-flag=--unsafe-no-fsync to prove
         /// the checks catch a database that loses acknowledged writes. Repeatable.
         #[arg(long = "db-flag", allow_hyphen_values = true)]
@@ -141,6 +144,7 @@ fn main() -> Result<ExitCode> {
             run_dir,
             bin_dir,
             db_flags,
+            settle,
             json,
         } => {
             let seed = seed.unwrap_or_else(|| {
@@ -170,6 +174,7 @@ fn main() -> Result<ExitCode> {
                 run_dir,
                 binaries: Binaries::beside_me(bin_dir.as_deref())?,
                 db_flags: db_flags.clone(),
+                settle,
             };
             eprintln!(
                 "torture run: seed {seed}, {nodes} nodes, {} s, faults {faults}",

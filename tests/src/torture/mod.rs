@@ -38,6 +38,8 @@ pub struct Options {
     pub run_dir: PathBuf,
     pub binaries: Binaries,
     pub db_flags: Vec<String>,
+    /// How long the cluster gets to elect a leader and converge after healing.
+    pub settle: Duration,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -57,8 +59,6 @@ pub struct TortureReport {
     pub run_dir: PathBuf,
 }
 
-const SETTLE: Duration = Duration::from_secs(30);
-
 pub async fn run(options: Options) -> Result<TortureReport> {
     std::fs::create_dir_all(&options.run_dir)?;
     let cluster = Cluster::start(
@@ -71,8 +71,8 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
     let cluster = Arc::new(Mutex::new(cluster));
     let http = reqwest::Client::new();
-    initialise(&http, &addrs).await?;
-    leader_agreed(&http, &addrs, SETTLE)
+    initialise(&http, &addrs, options.settle).await?;
+    leader_agreed(&http, &addrs, options.settle)
         .await
         .context("the cluster never elected a leader")?;
 
@@ -128,7 +128,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     }
     let healed_at = Instant::now();
     let mut checks = Vec::new();
-    let serves = leader_agreed(&http, &addrs, SETTLE).await;
+    let serves = leader_agreed(&http, &addrs, options.settle).await;
     checks.push(CheckResult {
         name: "serves again after healing",
         verdict: if serves.is_some() {
@@ -141,11 +141,11 @@ pub async fn run(options: Options) -> Result<TortureReport> {
                 "leader n{leader} after {:.1} s",
                 healed_at.elapsed().as_secs_f64()
             ),
-            None => format!("no leader within {} s", SETTLE.as_secs()),
+            None => format!("no leader within {} s", options.settle.as_secs()),
         },
     });
     let all_read = workload::final_reads(&addrs, options.keys, &recorder, 1_000_000).await;
-    let convergence = converged(&http, &addrs, SETTLE).await;
+    let convergence = converged(&http, &addrs, options.settle).await;
     checks.push(CheckResult {
         name: "nodes converge to one state",
         verdict: if convergence.is_ok() {
@@ -270,13 +270,13 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     Ok(report)
 }
 
-async fn initialise(http: &reqwest::Client, addrs: &[String]) -> Result<()> {
+async fn initialise(http: &reqwest::Client, addrs: &[String], settle: Duration) -> Result<()> {
     let peers: BTreeMap<String, &String> = addrs
         .iter()
         .enumerate()
         .map(|(i, a)| ((i + 1).to_string(), a))
         .collect();
-    let deadline = Instant::now() + SETTLE;
+    let deadline = Instant::now() + settle;
     loop {
         let answer = http
             .post(format!("http://{}/init", addrs[0]))

@@ -51,7 +51,7 @@ pub async fn run(
     recorder: Recorder,
     stop: Arc<AtomicBool>,
 ) -> Result<u64> {
-    let mut rng = SplitMix64::new(seed ^ 0x6e65_6d65_7369_73);
+    let mut rng = SplitMix64::new(seed ^ 0x006e_656d_6573_6973);
     let mut applied = 0;
     if faults.is_empty() {
         return Ok(0);

@@ -1,0 +1,95 @@
+//! Whole torture runs, as `cargo xtask torture` does them, short: a safe target-db passes under
+//! every kind of fault, and one that does not fsync is caught. Needs root (FUSE mounts, eBPF).
+//! Both runs use the nodes' addresses 127.0.0.11-13, so they run one after the other.
+use std::process::{Command, Output};
+
+const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
+
+/// The tools a run starts must sit next to the torture binary (one target directory).
+fn build_tools() {
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--bins",
+            "--package",
+            "target-db",
+            "--package",
+            "faultfs",
+            "--package",
+            "injector-user",
+        ])
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "building target-db, faultfs and injector failed"
+    );
+}
+
+fn torture(args: &[&str]) -> (Output, String) {
+    let run_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(TORTURE)
+        .arg("run")
+        .arg("--run-dir")
+        .arg(run_dir.path().join("run"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output, stdout)
+}
+
+#[test]
+fn a_safe_database_passes_and_one_that_skips_fsync_is_caught() {
+    build_tools();
+
+    let (output, report) = torture(&[
+        "--seed",
+        "12",
+        "--duration",
+        "8s",
+        "--faults",
+        "kill,pause,partition,power-loss,power-loss-all",
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "the safe database should pass:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for check in [
+        "linearizable",
+        "no acknowledged write lost",
+        "nodes converge to one state",
+    ] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with("pass") && l.contains(check)),
+            "{check}:\n{report}"
+        );
+    }
+    assert!(
+        report.contains("replay: cargo xtask torture --seed 12"),
+        "{report}"
+    );
+
+    let (output, report) = torture(&[
+        "--seed",
+        "11",
+        "--duration",
+        "6s",
+        "--faults",
+        "power-loss-all",
+        "--settle",
+        "8s",
+        "--db-flag=--unsafe-no-fsync",
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "losing acknowledged writes must fail the run:\n{report}"
+    );
+    assert!(report.lines().any(|l| l.starts_with("FAIL")), "{report}");
+}
