@@ -43,7 +43,7 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
         /// Comma-separated: kill, pause, partition, power-loss, power-loss-all.
-        #[arg(long, default_value = "kill,pause,partition,power-loss")]
+        #[arg(long, default_value = "kill,pause,partition,power-loss,power-loss-all")]
         faults: String,
         #[arg(long, default_value_t = 4)]
         clients: u64,

@@ -23,7 +23,17 @@ pub fn render_html(history: &History, report: &CheckReport, title: &str) -> Stri
         .map(|v| v.window.iter().copied().collect())
         .unwrap_or_default();
     let drawn = ops_to_draw(history, &window);
-    let timeline = Timeline::new(&drawn, &history.faults);
+    // Only the faults within the drawn stretch of time, so they share the operations' axis.
+    let (first, last) = drawn.iter().fold((u64::MAX, 0), |(lo, hi), op| {
+        (lo.min(op.invoke), hi.max(op.complete.unwrap_or(op.invoke)))
+    });
+    let faults: Vec<FaultEvent> = history
+        .faults
+        .iter()
+        .filter(|f| f.end.unwrap_or(f.time) >= first && f.time <= last)
+        .cloned()
+        .collect();
+    let timeline = Timeline::new(&drawn, &faults);
     let mut page = String::new();
     let _ = write!(
         page,
@@ -31,7 +41,7 @@ pub fn render_html(history: &History, report: &CheckReport, title: &str) -> Stri
         escape(title)
     );
     write_summary(&mut page, history, report, drawn.len());
-    timeline.write_svg(&mut page, &drawn, &history.faults, &window);
+    timeline.write_svg(&mut page, &drawn, &faults, &window);
     write_window_table(&mut page, history, report);
     let _ = write!(page, "<script>{SCRIPT}</script>\n</body></html>\n");
     page
@@ -69,8 +79,10 @@ fn write_summary(page: &mut String, history: &History, report: &CheckReport, dra
         history.operations.len(),
         lin.keys_checked,
         history.faults.len(),
-        if drawn < history.operations.len() {
+        if drawn < history.operations.len() && !report.linearizability.violations.is_empty() {
             format!(" The timeline shows {drawn} of them, around the failure.")
+        } else if drawn < history.operations.len() {
+            format!(" The timeline shows the first {drawn} of them.")
         } else {
             String::new()
         },
