@@ -52,6 +52,24 @@ impl Shared {
         }
     }
 
+    /// mkdir and create: the node made (unless a fault says otherwise) and traced.
+    #[allow(clippy::too_many_arguments)]
+    fn create_node(
+        &self,
+        state: &mut State,
+        gate: Gate,
+        op: &str,
+        parent: Ino,
+        name: &OsStr,
+        kind: Kind,
+        mode: u32,
+        owner: (u32, u32),
+    ) -> FsResult<Ino> {
+        let result = fail(gate).and_then(|()| state.create(parent, name, kind, mode, owner, None));
+        self.trace(state, op, parent, Some(name), (None, None), &result, false);
+        result
+    }
+
     /// Writes a trace line when tracing is on; `state` is the locked state the operation used.
     #[allow(clippy::too_many_arguments)]
     fn trace<T>(
@@ -330,18 +348,16 @@ impl Filesystem for FaultFs {
             Some(&name.clone()),
             move |shared, gate| {
                 let mut state = shared.lock();
-                let result = fail(gate).and_then(|()| {
-                    state.create(parent.0, &name, Kind::Dir, mode & !umask, owner, None)
-                });
-                let traced = (None, None);
-                shared.trace(
-                    &state,
+                let mode = mode & !umask;
+                let result = shared.create_node(
+                    &mut state,
+                    gate,
                     "mkdir",
                     parent.0,
-                    Some(&name),
-                    traced,
-                    &result,
-                    false,
+                    &name,
+                    Kind::Dir,
+                    mode,
+                    owner,
                 );
                 reply_entry(reply, &state, result);
             },
@@ -489,18 +505,16 @@ impl Filesystem for FaultFs {
             Some(&name.clone()),
             move |shared, gate| {
                 let mut state = shared.lock();
-                let result = fail(gate).and_then(|()| {
-                    state.create(parent.0, &name, Kind::File, mode & !umask, owner, None)
-                });
-                let traced = (None, None);
-                shared.trace(
-                    &state,
+                let mode = mode & !umask;
+                let result = shared.create_node(
+                    &mut state,
+                    gate,
                     "create",
                     parent.0,
-                    Some(&name),
-                    traced,
-                    &result,
-                    false,
+                    &name,
+                    Kind::File,
+                    mode,
+                    owner,
                 );
                 let result = result.and_then(|ino| Ok((ino, state.inode(ino)?)));
                 match result {

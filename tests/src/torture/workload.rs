@@ -75,18 +75,12 @@ enum Outcome {
     Unknown,
 }
 
-/// Sends a write to `addr`, following one redirect to the leader with the same (client, seq),
-/// so a retry can never apply twice.
-async fn write(client: &reqwest::Client, addr: &str, body: &Value) -> Outcome {
+/// Sends a request to `addr` and follows one redirect to the leader. A write keeps its
+/// (client, seq), so the retry can never apply twice. On success, the node's answer.
+async fn call(addr: &str, build: impl Fn(&str) -> reqwest::RequestBuilder) -> Outcome {
     let mut target = addr.to_owned();
     for _ in 0..2 {
-        let response = client
-            .post(format!("http://{target}/kv/write"))
-            .timeout(TIMEOUT)
-            .json(body)
-            .send()
-            .await;
-        let response = match response {
+        let response = match build(&target).timeout(TIMEOUT).send().await {
             Ok(response) => response,
             // Refused: the request never reached a node, so it definitely did not apply.
             Err(error) if error.is_connect() => return Outcome::Fail,
@@ -97,52 +91,39 @@ async fn write(client: &reqwest::Client, addr: &str, body: &Value) -> Outcome {
             return Outcome::Unknown;
         };
         if status.is_success() {
-            return Outcome::Ok(answer["response"].clone());
+            return Outcome::Ok(answer);
         }
-        if answer["outcome"] == "not-applied" {
-            match answer["leader"].as_str() {
-                Some(leader) => {
-                    target = leader.to_owned();
-                    continue;
-                }
-                None => return Outcome::Fail,
-            }
+        if answer["outcome"] != "not-applied" {
+            return Outcome::Unknown;
         }
-        return Outcome::Unknown;
+        match answer["leader"].as_str() {
+            Some(leader) => target = leader.to_owned(),
+            None => return Outcome::Fail,
+        }
     }
     Outcome::Fail
 }
 
-async fn read(client: &reqwest::Client, addr: &str, key: &str) -> Outcome {
-    let mut target = addr.to_owned();
-    for _ in 0..2 {
-        let response = client
-            .get(format!("http://{target}/kv/get?key={key}"))
-            .timeout(TIMEOUT)
-            .send()
-            .await;
-        let response = match response {
-            Ok(response) => response,
-            // Refused: the request never reached a node, so it definitely did not apply.
-            Err(error) if error.is_connect() => return Outcome::Fail,
-            Err(_) => return Outcome::Unknown,
-        };
-        let status = response.status();
-        let Ok(answer) = response.json::<Value>().await else {
-            return Outcome::Unknown;
-        };
-        if status.is_success() {
-            return Outcome::Ok(answer["value"].clone());
-        }
-        if answer["outcome"] == "not-applied"
-            && let Some(leader) = answer["leader"].as_str()
-        {
-            target = leader.to_owned();
-            continue;
-        }
-        return Outcome::Unknown;
+async fn write(client: &reqwest::Client, addr: &str, body: &Value) -> Outcome {
+    match call(addr, |target| {
+        client.post(format!("http://{target}/kv/write")).json(body)
+    })
+    .await
+    {
+        Outcome::Ok(answer) => Outcome::Ok(answer["response"].clone()),
+        other => other,
     }
-    Outcome::Unknown
+}
+
+async fn read(client: &reqwest::Client, addr: &str, key: &str) -> Outcome {
+    match call(addr, |target| {
+        client.get(format!("http://{target}/kv/get?key={key}"))
+    })
+    .await
+    {
+        Outcome::Ok(answer) => Outcome::Ok(answer["value"].clone()),
+        other => other,
+    }
 }
 
 pub struct Workload {
