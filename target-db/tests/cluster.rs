@@ -82,11 +82,15 @@ impl Cluster {
     }
 
     async fn init(&self) {
-        let peers: serde_json::Map<String, Value> = self
-            .addrs
+        let all: Vec<usize> = (1..=self.addrs.len()).collect();
+        self.init_with(&all).await;
+    }
+
+    /// Bootstraps the cluster with only these nodes as voters.
+    async fn init_with(&self, ids: &[usize]) {
+        let peers: serde_json::Map<String, Value> = ids
             .iter()
-            .enumerate()
-            .map(|(i, a)| ((i + 1).to_string(), json!(a)))
+            .map(|&id| (id.to_string(), json!(self.addr(id))))
             .collect();
         let answer = eventually("init", || post(self.addr(1), "/init", json!(peers))).await;
         assert_eq!(answer["initialized"], true, "{answer}");
@@ -281,5 +285,71 @@ fn a_data_directory_of_another_node_is_refused() {
     assert!(
         stderr.contains("holds the data of node 2, not node 1"),
         "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn membership_grows_from_three_to_five_voters_and_back() {
+    let cluster = Cluster::start(5, &[]);
+    cluster.init_with(&[1, 2, 3]).await;
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    let leader_addr = cluster.addr(leader).to_owned();
+    assert_eq!(
+        put(&leader_addr, 4, 1, "before", "3 voters").await.unwrap()["response"]["ok"],
+        true
+    );
+
+    for id in [4, 5] {
+        let added = post(
+            &leader_addr,
+            "/admin/add-learner",
+            json!({"id": id, "addr": cluster.addr(id)}),
+        )
+        .await
+        .unwrap();
+        assert!(added["index"].is_u64(), "{added}");
+    }
+    let changed = post(
+        &leader_addr,
+        "/admin/change-membership",
+        json!({"members": [1, 2, 3, 4, 5]}),
+    )
+    .await
+    .unwrap();
+    assert!(changed["index"].is_u64(), "{changed}");
+    let members = status(&leader_addr).await.unwrap()["members"].clone();
+    assert_eq!(members, json!([1, 2, 3, 4, 5]));
+    assert_eq!(
+        put(&leader_addr, 4, 2, "during", "5 voters").await.unwrap()["response"]["ok"],
+        true
+    );
+    // The new voters hold the data written before they joined.
+    let new_voter = cluster.addr(5).to_owned();
+    let reference = status(&leader_addr).await.unwrap()["state_digest"].clone();
+    eventually("node 5 to catch up", || async {
+        (status(&new_voter).await.ok()?["state_digest"] == reference).then_some(())
+    })
+    .await;
+
+    let shrunk = post(
+        &leader_addr,
+        "/admin/change-membership",
+        json!({"members": [1, 2, 3]}),
+    )
+    .await
+    .unwrap();
+    assert!(shrunk["index"].is_u64(), "{shrunk}");
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    let answer = put(cluster.addr(leader), 4, 3, "after", "3 voters again")
+        .await
+        .unwrap();
+    assert_eq!(answer["response"]["ok"], true, "{answer}");
+    assert_eq!(
+        status(cluster.addr(leader)).await.unwrap()["members"],
+        json!([1, 2, 3])
+    );
+    assert_eq!(
+        get(cluster.addr(leader), "before").await.unwrap()["value"],
+        "3 voters"
     );
 }
