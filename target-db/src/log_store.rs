@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     types::{NodeId, TypeConfig},
-    wal::{Wal, WalError, WalOptions},
+    wal::{Wal, WalError, WalOptions, WalStats},
 };
 
 #[derive(Serialize, Deserialize)]
@@ -57,6 +57,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    stats: Arc<WalStats>,
 }
 
 fn io_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -68,6 +69,7 @@ fn io_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
 impl LogStore {
     pub fn open(dir: &Path, options: LogOptions) -> Result<LogStore, WalError> {
         let (wal, recovered) = Wal::open(dir, options.wal.clone())?;
+        let stats = wal.stats();
         let mut inner = Inner {
             wal,
             options,
@@ -89,7 +91,15 @@ impl LogStore {
         }
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
+            stats,
         })
+    }
+}
+
+impl LogStore {
+    /// The write-ahead log's counters, for /metrics.
+    pub fn wal_stats(&self) -> Arc<WalStats> {
+        self.stats.clone()
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use target_db::{
     log_store::{LogOptions, LogStore},
     network::Network,
-    server::{Node, router},
+    server::{Node, count_elections, router},
     state_machine::StateMachine,
     types::{NodeId, Op, Request},
     wal::WalOptions,
@@ -269,6 +269,7 @@ async fn serve(
 ) -> Result<()> {
     claim_data_dir(&data_dir, id)?;
     let log = LogStore::open(&data_dir.join("wal"), options)?;
+    let wal = log.wal_stats();
     let state = StateMachine::open(&data_dir.join("state"))?;
     let config = Config {
         cluster_name: "target-db".into(),
@@ -293,7 +294,10 @@ async fn serve(
         state.clone(),
     )
     .await?;
+    let elections = count_elections(&raft);
     let node = Arc::new(Node {
+        wal,
+        elections,
         id,
         raft: raft.clone(),
         state,

@@ -8,7 +8,10 @@
 //!   `POST /admin/change-membership` `{"members":[1,2,3]}`, `GET /status`, `GET /metrics`.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use axum::{
@@ -29,12 +32,34 @@ use serde_json::{Value, json};
 use crate::{
     state_machine::StateMachine,
     types::{NodeId, Request, TypeConfig},
+    wal::WalStats,
 };
 
 pub struct Node {
     pub id: NodeId,
     pub raft: Raft<TypeConfig>,
     pub state: StateMachine,
+    pub wal: Arc<WalStats>,
+    /// Terms this node has seen begin (each election starts one).
+    pub elections: Arc<AtomicU64>,
+}
+
+/// Counts the terms this node sees, from openraft's metrics channel, for as long as it runs.
+pub fn count_elections(raft: &Raft<TypeConfig>) -> Arc<AtomicU64> {
+    let elections = Arc::new(AtomicU64::new(0));
+    let counter = elections.clone();
+    let mut metrics = raft.metrics();
+    tokio::spawn(async move {
+        let mut term = metrics.borrow().current_term;
+        while metrics.changed().await.is_ok() {
+            let now = metrics.borrow().current_term;
+            if now > term {
+                counter.fetch_add(now - term, Ordering::Relaxed);
+                term = now;
+            }
+        }
+    });
+    elections
 }
 
 type Shared = Arc<Node>;
@@ -226,5 +251,8 @@ async fn metrics(State(node): State<Shared>) -> impl IntoResponse {
         number("last_log_index"),
         number("applied_index"),
         number("snapshot_index"),
-    )
+    ) + &format!(
+        "# TYPE targetdb_elections_total counter\ntargetdb_elections_total {}\n",
+        node.elections.load(Ordering::Relaxed)
+    ) + &node.wal.prometheus()
 }

@@ -353,3 +353,32 @@ async fn membership_grows_from_three_to_five_voters_and_back() {
         "3 voters"
     );
 }
+
+#[tokio::test]
+async fn metrics_report_fsync_latency_wal_bytes_and_elections() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.init().await;
+    cluster.leader(&[1]).await;
+    for seq in 1..=5 {
+        put(cluster.addr(1), 5, seq, "k", "v").await.unwrap();
+    }
+    let text = reqwest::get(format!("http://{}/metrics", cluster.addr(1)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    };
+    assert!(value("targetdb_wal_fsync_seconds_count") >= 5.0, "{text}");
+    assert!(value("targetdb_wal_appended_bytes_total") > 0.0);
+    assert!(value("targetdb_elections_total") >= 1.0);
+    assert!(value("targetdb_is_leader") == 1.0);
+    assert!(
+        text.contains("targetdb_wal_fsync_seconds_bucket{le=\"+Inf\"}"),
+        "{text}"
+    );
+}

@@ -6,17 +6,21 @@
 //! - Recovery: a torn record at the end of the last segment (a crash mid-append) is cut off and
 //!   logged; a bad record anywhere else is corruption, and opening fails with the file and offset.
 mod record;
+mod stats;
 
 use std::{
     fs::{self, File, OpenOptions},
     io::Write,
     path::{Path, PathBuf},
+    sync::Arc,
+    time::Instant,
 };
 
 use thiserror::Error;
 
 pub use record::MAX_PAYLOAD;
 use record::{Decoded, decode, encode};
+pub use stats::WalStats;
 
 #[derive(Debug, Error)]
 pub enum WalError {
@@ -91,6 +95,7 @@ pub struct Wal {
     active: File,
     active_len: u64,
     buffer: Vec<u8>,
+    stats: Arc<WalStats>,
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -135,6 +140,7 @@ impl Wal {
                     active,
                     active_len,
                     buffer: Vec::new(),
+                    stats: Arc::default(),
                 }
             }
             None => {
@@ -146,6 +152,7 @@ impl Wal {
                     active,
                     active_len: 0,
                     buffer: Vec::new(),
+                    stats: Arc::default(),
                 };
                 wal.sync_dir(&path)?;
                 wal
@@ -153,6 +160,11 @@ impl Wal {
         };
         wal.buffer.reserve(64 << 10);
         Ok((wal, recovered))
+    }
+
+    /// Counters for /metrics, shared with whoever serves them.
+    pub fn stats(&self) -> Arc<WalStats> {
+        self.stats.clone()
     }
 
     /// The segment new records go to.
@@ -187,8 +199,11 @@ impl Wal {
             .write_all(&self.buffer)
             .map_err(io("appending to", &path))?;
         self.active_len += self.buffer.len() as u64;
+        self.stats.record_append(self.buffer.len() as u64);
         if self.options.fsync {
+            let started = Instant::now();
             self.active.sync_data().map_err(io("fsync of", &path))?;
+            self.stats.record_fsync(started.elapsed());
         }
         Ok(())
     }
