@@ -13,6 +13,8 @@ pub enum Bench {
     Faultfs,
     /// What the injector costs a process (attached or not) next to strace; delay precision.
     Injector,
+    /// target-db puts/s and latency, 1 and 3 nodes, 1/4/16 clients, real fsync.
+    Db,
 }
 
 pub fn run(root: &Path, bench: Bench) -> Result<()> {
@@ -32,5 +34,24 @@ pub fn run(root: &Path, bench: Bench) -> Result<()> {
         ])),
         Bench::Faultfs => crate::bench_faultfs::run(root),
         Bench::Injector => crate::bench_injector::run(root),
+        Bench::Db => {
+            cmd::run(cargo().current_dir(root).args([
+                "build",
+                "--quiet",
+                "--release",
+                "--package",
+                "target-db",
+                "--package",
+                "faultfs",
+                "--package",
+                "injector-user",
+                "--package",
+                "tests",
+                "--bins",
+            ]))?;
+            cmd::run(
+                std::process::Command::new(root.join("target/release/torture")).arg("bench-db"),
+            )
+        }
     }
 }

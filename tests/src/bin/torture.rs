@@ -92,6 +92,14 @@ enum Command {
         #[arg(long, default_value_t = 2048)]
         memory_mib: usize,
     },
+    /// target-db puts/s and latency for 1 and 3 nodes as clients grow (cargo xtask bench db).
+    #[command(hide = true)]
+    BenchDb {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
     /// Time the checker on a corpus directory and on a generated 100,000-operation history.
     #[command(hide = true)]
     BenchChecker {
@@ -134,6 +142,33 @@ fn main() -> Result<ExitCode> {
             }))
         }
         Command::BenchChecker { corpus } => bench_checker(&corpus).map(|()| ExitCode::SUCCESS),
+        Command::BenchDb { seconds, bin_dir } => {
+            let binaries = Binaries::beside_me(bin_dir.as_deref())?;
+            // On the machine's disk (ext4 here), not tmpfs: the fsyncs are real.
+            let scratch = tempfile::Builder::new()
+                .prefix("targetdb-bench-")
+                .tempdir_in("/var/tmp")?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let results = runtime.block_on(tests::bench_db::run(
+                &binaries.target_db,
+                scratch.path(),
+                &[1, 3],
+                &[1, 4, 16],
+                seconds,
+            ))?;
+            println!("target-db puts of 1 KiB values, real fsync, {seconds} s each:");
+            println!(
+                "{:>6} {:>8} {:>10} {:>9} {:>9}",
+                "nodes", "clients", "puts/s", "p50 ms", "p99 ms"
+            );
+            for m in results {
+                println!(
+                    "{:>6} {:>8} {:>10.0} {:>9.2} {:>9.2}",
+                    m.nodes, m.clients, m.puts_per_second, m.p50_ms, m.p99_ms
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             seed,
             duration,
