@@ -75,6 +75,25 @@ fn a_safe_database_passes_and_one_that_skips_fsync_is_caught() {
         "{report}"
     );
 
+    // A named scenario: the leader is cut off; the majority elects another and loses nothing.
+    let (output, report) = torture(&[
+        "--seed",
+        "5",
+        "--duration",
+        "8s",
+        "--scenario",
+        "partition-majority",
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "partition-majority:\n{report}"
+    );
+    assert!(
+        report.contains("--scenario partition-majority"),
+        "the replay names it:\n{report}"
+    );
+
     let (output, report) = torture(&[
         "--seed",
         "11",

@@ -55,6 +55,10 @@ enum Command {
         /// Where target-db, faultfs and injector are. Default: next to this program.
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// A named deterministic script instead of random faults: leader-failure-data-consistency,
+        /// partition-minority, partition-majority, node-rejoin, power-loss-all.
+        #[arg(long)]
+        scenario: Option<String>,
         /// How long the cluster gets to elect a leader and converge after healing.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         settle: Duration,
@@ -180,8 +184,16 @@ fn main() -> Result<ExitCode> {
             bin_dir,
             db_flags,
             settle,
+            scenario,
             json,
         } => {
+            let script = scenario
+                .as_deref()
+                .map(|name| {
+                    name.parse::<tests::torture::scenario::Scenario>()
+                        .map_err(anyhow::Error::msg)
+                })
+                .transpose()?;
             let seed = seed.unwrap_or_else(|| {
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -210,6 +222,7 @@ fn main() -> Result<ExitCode> {
                 binaries: Binaries::beside_me(bin_dir.as_deref())?,
                 db_flags: db_flags.clone(),
                 settle,
+                scenario: script,
             };
             eprintln!(
                 "torture run: seed {seed}, {nodes} nodes, {} s, faults {faults}",
@@ -235,7 +248,11 @@ fn main() -> Result<ExitCode> {
                     report.faults,
                     report.run_dir.display()
                 );
-                let flags: String = db_flags.iter().map(|f| format!(" --db-flag={f}")).collect();
+                let mut flags: String =
+                    db_flags.iter().map(|f| format!(" --db-flag={f}")).collect();
+                if let Some(name) = &scenario {
+                    flags.push_str(&format!(" --scenario {name}"));
+                }
                 println!(
                     "replay: cargo xtask torture --seed {seed} --duration {}s --nodes {nodes} --faults {faults}{flags}",
                     duration.as_secs()

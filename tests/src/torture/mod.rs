@@ -2,6 +2,7 @@
 //! a report, and the seed that replays it.
 pub mod cluster;
 pub mod nemesis;
+pub mod scenario;
 pub mod workload;
 
 use std::{
@@ -40,6 +41,8 @@ pub struct Options {
     pub db_flags: Vec<String>,
     /// How long the cluster gets to elect a leader and converge after healing.
     pub settle: Duration,
+    /// A named script instead of the random nemesis.
+    pub scenario: Option<scenario::Scenario>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -88,13 +91,16 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         recorder.clone(),
         stop.clone(),
     ));
-    let nemesis = tokio::spawn(nemesis::run(
-        cluster.clone(),
-        options.faults.clone(),
-        options.seed,
-        recorder.clone(),
-        stop.clone(),
-    ));
+    let nemesis = match options.scenario {
+        Some(script) => tokio::spawn(scenario::run(cluster.clone(), script, recorder.clone())),
+        None => tokio::spawn(nemesis::run(
+            cluster.clone(),
+            options.faults.clone(),
+            options.seed,
+            recorder.clone(),
+            stop.clone(),
+        )),
+    };
     let started = Instant::now();
     while started.elapsed() < options.duration {
         tokio::time::sleep(
