@@ -8,20 +8,25 @@ use aya::{
 use fault_rules::Rule;
 use injector_common::{
     COUNT_TRACEPOINT, EVENTS_MAP, FAULT_CONFIG_MAP, FAULT_PROGRAM, FaultConfig, KernelRule,
-    MAX_TERMS, RULE_COUNTERS_MAP, RULES_MAP, RuleCounters, SYSCALL_RULES_MAP, TARGETS_MAP,
-    UNLIMITED,
+    MAX_RULES, MAX_TERMS, RULE_COUNTERS_MAP, RULES_MAP, RuleCounters, SYSCALL_RULES_MAP,
+    TARGETS_MAP, UNLIMITED,
 };
 
 use crate::{InjectorError, Target, ebpf_object, rules::compile_for_attach};
 
 pub struct FaultSession {
     ebpf: Ebpf,
-    compiled: Vec<KernelRule>,
+    /// Kernel rule slots; a removed rule leaves an empty slot, so rule ids stay stable.
+    slots: Vec<Option<KernelRule>>,
+    /// Syscalls that have had a rule mask set, to clear the ones no rule names any more.
+    masked: std::collections::BTreeSet<u32>,
+    seed: u64,
 }
 
 /// What a rule did so far.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RuleStats {
+    pub id: usize,
     pub rule: String,
     pub calls: u64,
     /// Times a term other than `off`/`count` fired.
@@ -35,25 +40,19 @@ impl FaultSession {
             .iter()
             .map(|rule| compile_for_attach(rule, seed))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut ebpf = ebpf_object::load()?;
-        {
-            let mut table: Array<_, KernelRule> = Array::try_from(map_mut(&mut ebpf, RULES_MAP)?)
-                .map_err(|source| InjectorError::Map {
-                name: RULES_MAP,
-                source,
-            })?;
-            for (index, rule) in compiled.iter().enumerate() {
-                table
-                    .set(index as u32, rule, 0)
-                    .map_err(|source| InjectorError::Map {
-                        name: RULES_MAP,
-                        source,
-                    })?;
-            }
+        let ebpf = ebpf_object::load()?;
+        let mut session = FaultSession {
+            ebpf,
+            slots: Vec::new(),
+            masked: Default::default(),
+            seed,
+        };
+        for rule in compiled {
+            session.fill_slot(rule)?;
         }
         {
             let mut targets: HashMap<_, u32, u32> =
-                HashMap::try_from(map_mut(&mut ebpf, TARGETS_MAP)?).map_err(|source| {
+                HashMap::try_from(map_mut(&mut session.ebpf, TARGETS_MAP)?).map_err(|source| {
                     InjectorError::Map {
                         name: TARGETS_MAP,
                         source,
@@ -66,31 +65,18 @@ impl FaultSession {
                     source,
                 })?;
         }
-        // Which rules each syscall has: a call no rule names costs one lookup.
-        let mut masks = std::collections::BTreeMap::<u32, u32>::new();
-        for (index, rule) in compiled.iter().enumerate() {
-            *masks.entry(rule.syscall_nr).or_default() |= 1 << index;
-        }
-        let mut by_syscall = array_mut::<u32>(&mut ebpf, SYSCALL_RULES_MAP)?;
-        for (syscall, mask) in masks {
-            by_syscall
-                .set(syscall, mask, 0)
-                .map_err(|source| InjectorError::Map {
-                    name: SYSCALL_RULES_MAP,
-                    source,
-                })?;
-        }
         // Set last: until then the program treats every process as not targeted.
         let single = FaultConfig {
             single_tgid: target.pid(),
             _reserved: 0,
         };
-        array_mut::<FaultConfig>(&mut ebpf, FAULT_CONFIG_MAP)?
+        array_mut::<FaultConfig>(&mut session.ebpf, FAULT_CONFIG_MAP)?
             .set(0, single, 0)
             .map_err(|source| InjectorError::Map {
                 name: FAULT_CONFIG_MAP,
                 source,
             })?;
+        let ebpf = &mut session.ebpf;
         let btf = Btf::from_sys_fs()?;
         let program: &mut BtfTracePoint = ebpf
             .program_mut(FAULT_PROGRAM)
@@ -113,7 +99,82 @@ impl FaultSession {
             name: FAULT_PROGRAM,
             source,
         })?;
-        Ok(Self { ebpf, compiled })
+        Ok(session)
+    }
+
+    /// Adds a rule while attached; returns its id.
+    pub fn add(&mut self, rule: &Rule) -> Result<usize, InjectorError> {
+        let compiled = compile_for_attach(rule, self.seed)?;
+        self.fill_slot(compiled)
+    }
+
+    /// Removes a rule; false if there is no rule with that id.
+    pub fn remove(&mut self, id: usize) -> Result<bool, InjectorError> {
+        if self.slots.get(id).is_none_or(Option::is_none) {
+            return Ok(false);
+        }
+        self.slots[id] = None;
+        self.write_slot(id, KernelRule::default())?;
+        self.refresh_masks()?;
+        Ok(true)
+    }
+
+    fn fill_slot(&mut self, rule: KernelRule) -> Result<usize, InjectorError> {
+        let id = match self.slots.iter().position(Option::is_none) {
+            Some(free) => free,
+            None if self.slots.len() < MAX_RULES as usize => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+            None => return Err(crate::rules::RuleError::TooManyRules.into()),
+        };
+        array_mut::<RuleCounters>(&mut self.ebpf, RULE_COUNTERS_MAP)?
+            .set(id as u32, RuleCounters::default(), 0)
+            .map_err(|source| InjectorError::Map {
+                name: RULE_COUNTERS_MAP,
+                source,
+            })?;
+        self.write_slot(id, rule)?;
+        self.slots[id] = Some(rule);
+        self.refresh_masks()?;
+        Ok(id)
+    }
+
+    fn write_slot(&mut self, id: usize, rule: KernelRule) -> Result<(), InjectorError> {
+        array_mut::<KernelRule>(&mut self.ebpf, RULES_MAP)?
+            .set(id as u32, rule, 0)
+            .map_err(|source| InjectorError::Map {
+                name: RULES_MAP,
+                source,
+            })
+    }
+
+    /// Which rules each syscall has: a call no rule names costs one lookup.
+    fn refresh_masks(&mut self) -> Result<(), InjectorError> {
+        let mut masks = std::collections::BTreeMap::<u32, u32>::new();
+        for syscall in &self.masked {
+            masks.insert(*syscall, 0);
+        }
+        for (id, rule) in self.slots.iter().enumerate() {
+            if let Some(rule) = rule {
+                *masks.entry(rule.syscall_nr).or_default() |= 1 << id;
+            }
+        }
+        let mut by_syscall = array_mut::<u32>(&mut self.ebpf, SYSCALL_RULES_MAP)?;
+        for (syscall, mask) in &masks {
+            by_syscall
+                .set(*syscall, mask, 0)
+                .map_err(|source| InjectorError::Map {
+                    name: SYSCALL_RULES_MAP,
+                    source,
+                })?;
+        }
+        self.masked = masks
+            .into_iter()
+            .filter(|(_, mask)| *mask != 0)
+            .map(|(s, _)| s)
+            .collect();
+        Ok(())
     }
 
     /// The ring buffer of fired faults (can be taken once).
@@ -131,7 +192,8 @@ impl FaultSession {
         })
     }
 
-    pub fn stats(&self, rules: &[Rule]) -> Result<Vec<RuleStats>, InjectorError> {
+    /// Calls and faults of every live rule; `rules[id]` is the text of rule `id`.
+    pub fn stats(&self, rules: &[Option<Rule>]) -> Result<Vec<RuleStats>, InjectorError> {
         let counters: Array<_, RuleCounters> = Array::try_from(
             self.ebpf
                 .map(RULE_COUNTERS_MAP)
@@ -145,14 +207,16 @@ impl FaultSession {
             source,
         })?;
         let mut stats = Vec::new();
-        for (index, (rule, compiled)) in rules.iter().zip(&self.compiled).enumerate() {
-            let counter =
-                counters
-                    .get(&(index as u32), 0)
-                    .map_err(|source| InjectorError::Map {
-                        name: RULE_COUNTERS_MAP,
-                        source,
-                    })?;
+        for (id, (rule, compiled)) in rules.iter().zip(&self.slots).enumerate() {
+            let (Some(rule), Some(compiled)) = (rule, compiled) else {
+                continue;
+            };
+            let counter = counters
+                .get(&(id as u32), 0)
+                .map_err(|source| InjectorError::Map {
+                    name: RULE_COUNTERS_MAP,
+                    source,
+                })?;
             let faults = (0..(compiled.term_count as usize).min(MAX_TERMS))
                 .filter(|&t| {
                     let kind = compiled.terms[t].action;
@@ -169,6 +233,7 @@ impl FaultSession {
                 })
                 .sum();
             stats.push(RuleStats {
+                id,
                 rule: rule.text.clone(),
                 calls: counter.calls,
                 faults,

@@ -116,6 +116,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Change the rules of a running `injector attach` (list, add RULE, remove ID).
+    ///
+    /// Each command answers after the change took effect in the kernel. Removing a `pause`
+    /// rule continues the process it holds.
+    Ctl {
+        /// The pid the injector is attached to.
+        #[arg(long)]
+        pid: u32,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
     /// Try each mechanism the injector can use; print what this kernel allows and refuses.
     Probe {
         #[arg(long)]
@@ -127,6 +138,16 @@ enum Command {
         #[arg(long)]
         pid: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum CtlAction {
+    /// Rules with their ids, calls seen and faults fired.
+    List,
+    /// Add a rule, e.g. 'fsync=1*kill'.
+    Add { rule: String },
+    /// Remove the rule with this id.
+    Remove { id: usize },
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -218,6 +239,16 @@ fn main() -> ExitCode {
                 cli::partition::partition(options).await
             }
             Command::Probe { json } => cli::print_probe(json),
+            Command::Ctl { pid, action } => {
+                let request = match action {
+                    CtlAction::List => cli::control::Request::List,
+                    CtlAction::Add { rule } => cli::control::Request::Add { rule },
+                    CtlAction::Remove { id } => cli::control::Request::Remove { id },
+                };
+                let answer = cli::control::call(pid, request).await?;
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+                Ok(())
+            }
             Command::Guard { .. } | Command::Run { .. } => unreachable!("handled above"),
         }
     });

@@ -29,6 +29,8 @@ pub enum RuleError {
     TooManyTerms { rule: String },
     #[error("at most {MAX_RULES} rules at once")]
     TooManyRules,
+    #[error("{0}")]
+    Refused(String),
     #[error(
         "no fault rules given: pass --fault 'fsync=3*off->1*kill', --faults-file FILE or INJECTOR_FAULTS"
     )]

@@ -42,8 +42,11 @@ pub async fn attach(options: Options) -> Result<()> {
     if rules.is_empty() {
         return Err(rules::RuleError::NoRules.into());
     }
+    let control = super::control::Listener::bind(options.pid)?;
     let mut session = FaultSession::attach(&target, &rules, options.seed)
         .with_context(|| format!("attaching fault rules to pid {}", options.pid))?;
+    // Rule ids are slots: a removed rule leaves a hole, so ids stay stable.
+    let mut rules: Vec<Option<Rule>> = rules.into_iter().map(Some).collect();
     // If this process dies while the target is stopped, the guard continues it.
     let _guard = guard::spawn(options.pid).context("starting the guard process")?;
     // SAFETY: the ring buffer owns its fd and stays registered only while `events` lives.
@@ -51,7 +54,7 @@ pub async fn attach(options: Options) -> Result<()> {
 
     if options.json {
         emit_json(
-            &json!({"event": "attached", "pid": options.pid, "comm": target.comm(), "rules": rules.iter().map(|r| &r.text).collect::<Vec<_>>()}),
+            &json!({"event": "attached", "pid": options.pid, "comm": target.comm(), "rules": rules.iter().flatten().map(|r| &r.text).collect::<Vec<_>>()}),
         )?;
     } else {
         eprintln!(
@@ -59,6 +62,10 @@ pub async fn attach(options: Options) -> Result<()> {
             options.pid,
             target.comm(),
             rules.len()
+        );
+        eprintln!(
+            "change rules with `injector ctl --pid {} list | add RULE | remove ID`",
+            options.pid
         );
     }
 
@@ -85,6 +92,14 @@ pub async fn attach(options: Options) -> Result<()> {
                 }
                 ready.clear_ready();
             }
+            accepted = control.socket.accept() => {
+                let (mut stream, _) = accepted?;
+                let answer = match super::control::read_request(&mut stream).await {
+                    Ok(request) => handle(request, &mut session, &mut rules, &mut stops, &target),
+                    Err(error) => json!({"error": error.to_string()}),
+                };
+                super::control::answer(&mut stream, &answer).await.ok();
+            }
             result = &mut exited => { result.context("waiting for the target")?; break EndedBy::TargetExit; }
             () = &mut deadline => break EndedBy::Duration,
             _ = tokio::signal::ctrl_c() => break EndedBy::Signal,
@@ -98,15 +113,67 @@ pub async fn attach(options: Options) -> Result<()> {
     summarise(&stats, ended_by, options.json)
 }
 
+/// Carries out one `injector ctl` request.
+fn handle(
+    request: super::control::Request,
+    session: &mut FaultSession,
+    rules: &mut Vec<Option<Rule>>,
+    stops: &mut Stops,
+    target: &Target,
+) -> serde_json::Value {
+    use super::control::Request;
+    match request {
+        Request::List => match session.stats(rules) {
+            Ok(stats) => json!({"rules": stats}),
+            Err(error) => json!({"error": error.to_string()}),
+        },
+        Request::Add { rule } => {
+            let added = fault_rules::parse_rule(&rule)
+                .map_err(|e| e.to_string())
+                .and_then(|parsed| {
+                    session
+                        .add(&parsed)
+                        .map(|id| (id, parsed))
+                        .map_err(|e| e.to_string())
+                });
+            match added {
+                Ok((id, parsed)) => {
+                    if rules.len() <= id {
+                        rules.resize(id + 1, None);
+                    }
+                    rules[id] = Some(parsed);
+                    json!({"id": id})
+                }
+                Err(error) => json!({"error": error}),
+            }
+        }
+        Request::Remove { id } => match session.remove(id) {
+            Ok(true) => {
+                rules[id] = None;
+                // A pause lasts until its rule goes.
+                if stops.paused_by.remove(&id) && stops.paused_by.is_empty() {
+                    target.signal(libc::SIGCONT).ok();
+                }
+                json!({"removed": id})
+            }
+            Ok(false) => {
+                json!({"error": format!("no rule with id {id}; `injector ctl --pid {} list` shows them", target.pid())})
+            }
+            Err(error) => json!({"error": error.to_string()}),
+        },
+    }
+}
+
 /// Whether the target was stopped by a delay or pause, so it is continued when the injector
-/// exits whatever happens.
+/// exits whatever happens; and which rules hold it paused.
 #[derive(Default)]
 struct Stops {
     any: bool,
+    paused_by: std::collections::BTreeSet<usize>,
 }
 
 impl Stops {
-    fn note(&mut self, rules: &[Rule], event: &FiredEvent, target: &Target) -> Result<()> {
+    fn note(&mut self, rules: &[Option<Rule>], event: &FiredEvent, target: &Target) -> Result<()> {
         match action_of(rules, event) {
             Some(Action::Delay(ms)) => {
                 self.any = true;
@@ -120,7 +187,10 @@ impl Stops {
                     signaller.signal(libc::SIGCONT).ok();
                 });
             }
-            Some(Action::Pause) => self.any = true,
+            Some(Action::Pause) => {
+                self.any = true;
+                self.paused_by.insert(event.rule as usize);
+            }
             _ => {}
         }
         Ok(())
@@ -148,14 +218,15 @@ fn sleep_until_monotonic(deadline_ns: u64) {
     {}
 }
 
-fn action_of<'a>(rules: &'a [Rule], event: &FiredEvent) -> Option<&'a Action> {
-    let rule = rules.get(event.rule as usize)?;
+fn action_of<'a>(rules: &'a [Option<Rule>], event: &FiredEvent) -> Option<&'a Action> {
+    let rule = rules.get(event.rule as usize)?.as_ref()?;
     Some(&rule.chain.terms().get(event.term as usize)?.action)
 }
 
-fn report(rules: &[Rule], event: &FiredEvent, json: bool) -> Result<()> {
+fn report(rules: &[Option<Rule>], event: &FiredEvent, json: bool) -> Result<()> {
     let rule = rules
         .get(event.rule as usize)
+        .and_then(Option::as_ref)
         .map_or("?", |r| r.text.as_str());
     let action = action_of(rules, event).map_or("?".to_owned(), ToString::to_string);
     let syscall = syscall_name(event.syscall_nr).unwrap_or("?");

@@ -1,5 +1,6 @@
 //! The injector's subcommands, one module each, and what they share.
 pub mod attach;
+pub mod control;
 pub mod count;
 pub mod guard;
 pub mod partition;

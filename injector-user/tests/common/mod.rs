@@ -65,3 +65,10 @@ pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bo
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Stops a process the way a user does (SIGTERM) and waits, so it cleans up after itself.
+pub fn stop(process: Spawned) {
+    // SAFETY: SIGTERM to a child this test started and has not reaped.
+    unsafe { libc::kill(process.pid() as i32, libc::SIGTERM) };
+    let _ = process.wait();
+}

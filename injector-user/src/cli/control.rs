@@ -1,0 +1,90 @@
+//! `injector ctl --pid PID list | add RULE | remove ID`: change the rules of a running
+//! `injector attach` over a Unix socket in a root-only directory; each answer comes after the
+//! change took effect in the kernel.
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+};
+
+const DIR: &str = "/run/faultline-injector";
+
+pub fn socket_path(pid: u32) -> PathBuf {
+    PathBuf::from(DIR).join(format!("{pid}.sock"))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase")]
+pub enum Request {
+    List,
+    Add { rule: String },
+    Remove { id: usize },
+}
+
+/// The listening socket; removed when dropped.
+pub struct Listener {
+    pub socket: UnixListener,
+    path: PathBuf,
+}
+
+impl Listener {
+    pub fn bind(pid: u32) -> Result<Listener> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(DIR)?;
+        std::fs::set_permissions(DIR, std::fs::Permissions::from_mode(0o700))?;
+        let path = socket_path(pid);
+        if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            bail!(
+                "another injector is already attached to pid {pid} (its control socket {} answers)",
+                path.display()
+            );
+        }
+        let _ = std::fs::remove_file(&path);
+        let socket =
+            UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+        Ok(Listener { socket, path })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Reads one request from a connection; the caller answers with [`answer`].
+pub async fn read_request(stream: &mut UnixStream) -> Result<Request> {
+    let mut line = String::new();
+    BufReader::new(&mut *stream).read_line(&mut line).await?;
+    serde_json::from_str(&line).with_context(|| format!("bad request: {line}"))
+}
+
+pub async fn answer(stream: &mut UnixStream, answer: &Value) -> Result<()> {
+    stream.write_all(format!("{answer}\n").as_bytes()).await?;
+    Ok(())
+}
+
+/// The client side: one request, the answer printed.
+pub async fn call(pid: u32, request: Request) -> Result<Value> {
+    let path = socket_path(pid);
+    let mut stream = UnixStream::connect(&path).await.with_context(|| {
+        format!("no injector is attached to pid {pid} (no control socket at {}); start one with `injector attach --pid {pid}`", path.display())
+    })?;
+    stream
+        .write_all(format!("{}\n", serde_json::to_string(&request)?).as_bytes())
+        .await?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).await?;
+    if line.is_empty() {
+        bail!("the injector attached to pid {pid} stopped before answering (its target exited?)");
+    }
+    let answer: Value = serde_json::from_str(&line).context("bad answer")?;
+    if let Some(error) = answer["error"].as_str() {
+        return Err(injector_user::rules::RuleError::Refused(error.to_owned()).into());
+    }
+    Ok(answer)
+}
