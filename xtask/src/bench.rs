@@ -35,20 +35,7 @@ pub fn run(root: &Path, bench: Bench) -> Result<()> {
         Bench::Faultfs => crate::bench_faultfs::run(root),
         Bench::Injector => crate::bench_injector::run(root),
         Bench::Db => {
-            cmd::run(cargo().current_dir(root).args([
-                "build",
-                "--quiet",
-                "--release",
-                "--package",
-                "target-db",
-                "--package",
-                "faultfs",
-                "--package",
-                "injector-user",
-                "--package",
-                "tests",
-                "--bins",
-            ]))?;
+            crate::torture::build_tools(root)?;
             cmd::run(
                 std::process::Command::new(root.join("target/release/torture")).arg("bench-db"),
             )
