@@ -56,7 +56,8 @@ enum Command {
         #[arg(long)]
         bin_dir: Option<PathBuf>,
         /// A named deterministic script instead of random faults: leader-failure-data-consistency,
-        /// partition-minority, partition-majority, node-rejoin, power-loss-all.
+        /// partition-minority, partition-majority, node-rejoin, power-loss-all, multiple-failures
+        /// (needs --nodes 5), uncommitted-entries.
         #[arg(long)]
         scenario: Option<String>,
         /// How long the cluster gets to elect a leader and converge after healing.
@@ -194,6 +195,9 @@ fn main() -> Result<ExitCode> {
                         .map_err(anyhow::Error::msg)
                 })
                 .transpose()?;
+            if script == Some(tests::torture::scenario::Scenario::MultipleFailures) && nodes < 5 {
+                anyhow::bail!("the multiple-failures scenario needs 5 nodes: add --nodes 5");
+            }
             let seed = seed.unwrap_or_else(|| {
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

@@ -19,6 +19,12 @@ pub enum Scenario {
     NodeRejoin,
     /// Every node loses power at once (torn writes), then all restart.
     PowerLossAll,
+    /// Five nodes: two followers killed, then a third, so no quorum is left (writes must fail or
+    /// stay unknown), then all restarted.
+    MultipleFailures,
+    /// The leader cut off, then killed while entries it accepted cannot commit; after healing
+    /// they must not appear (no phantom, no duplicate).
+    UncommittedEntries,
 }
 
 pub const NAMES: &[&str] = &[
@@ -27,6 +33,8 @@ pub const NAMES: &[&str] = &[
     "partition-majority",
     "node-rejoin",
     "power-loss-all",
+    "multiple-failures",
+    "uncommitted-entries",
 ];
 
 impl FromStr for Scenario {
@@ -39,6 +47,8 @@ impl FromStr for Scenario {
             "partition-majority" => Scenario::PartitionMajority,
             "node-rejoin" => Scenario::NodeRejoin,
             "power-loss-all" => Scenario::PowerLossAll,
+            "multiple-failures" => Scenario::MultipleFailures,
+            "uncommitted-entries" => Scenario::UncommittedEntries,
             other => {
                 return Err(format!(
                     "unknown scenario `{other}`: choose from {}",
@@ -122,6 +132,44 @@ pub async fn run(
             (
                 lagging,
                 "follower down for 5 s while writes went on, restarted",
+            )
+        }
+        Scenario::MultipleFailures => {
+            anyhow::ensure!(size >= 5, "multiple-failures needs 5 nodes: add --nodes 5");
+            let leader = leader(&cluster).await?;
+            let followers: Vec<usize> = (1..=size).filter(|&id| id != leader).collect();
+            for &id in &followers[..2] {
+                cluster.lock().await.kill_node(id);
+            }
+            pause(2000).await;
+            // Two of five left: no quorum, so nothing can commit.
+            cluster.lock().await.kill_node(followers[2]);
+            pause(3000).await;
+            let mut cluster = cluster.lock().await;
+            for &id in &followers[..3] {
+                cluster.start_node(id)?;
+            }
+            (
+                followers[2],
+                "two followers killed, then a third (no quorum for 3 s), all restarted",
+            )
+        }
+        Scenario::UncommittedEntries => {
+            let leader = leader(&cluster).await?;
+            let mut command = cluster
+                .lock()
+                .await
+                .partition_command(leader, Duration::from_secs(4));
+            let partition = tokio::task::spawn_blocking(move || command.status());
+            // While cut off, the leader accepts writes it can never commit; then it dies.
+            pause(2000).await;
+            cluster.lock().await.kill_node(leader);
+            let status = partition.await??;
+            anyhow::ensure!(status.success(), "injector partition failed: {status}");
+            cluster.lock().await.start_node(leader)?;
+            (
+                leader,
+                "leader cut off, killed with uncommitted entries, restarted after healing",
             )
         }
         Scenario::PowerLossAll => {
