@@ -2,7 +2,8 @@
 //!
 //! - `POST /kv/write` `{"client":1,"seq":1,"op":"put","key":"k","value":"v"}`: 200 with the
 //!   response once committed and applied; 421 with the leader's address when this node is not the
-//!   leader (the write definitely did not happen); 503 when the outcome is unknown.
+//!   leader (the write definitely did not happen); 503 with outcome "not-applied" from a node
+//!   whose Raft core has stopped; 503 with outcome "unknown" when the outcome is unknown.
 //! - `GET /kv/get?key=k`: a linearizable read (read-index through openraft); 421 off the leader.
 //! - `POST /init` `{"1":"127.0.0.1:7001",...}`, `POST /admin/add-learner` `{"id":4,"addr":...}`,
 //!   `POST /admin/change-membership` `{"members":[1,2,3]}`, `GET /status`, `GET /metrics`.
@@ -115,7 +116,21 @@ fn unknown(error: impl std::fmt::Display) -> HttpResponse {
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
+/// A node whose Raft core has stopped (a failed fsync stops it on purpose) cannot take a
+/// request in: saying so definitely, rather than "unknown", keeps client histories checkable.
+fn stopped(node: &Node) -> Option<HttpResponse> {
+    let fatal = node.raft.metrics().borrow().running_state.clone().err()?;
+    let body = json!({
+        "error": format!("this node has stopped ({fatal}); restart it to recover from its disk"),
+        "outcome": "not-applied",
+    });
+    Some((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response())
+}
+
 async fn write(State(node): State<Shared>, Json(request): Json<Request>) -> HttpResponse {
+    if let Some(refusal) = stopped(&node) {
+        return refusal;
+    }
     match node.raft.client_write(request).await {
         Ok(written) => {
             Json(json!({"response": written.data, "index": written.log_id.index})).into_response()
@@ -133,6 +148,9 @@ struct KeyQuery {
 }
 
 async fn read(State(node): State<Shared>, Query(query): Query<KeyQuery>) -> HttpResponse {
+    if let Some(refusal) = stopped(&node) {
+        return refusal;
+    }
     match node.raft.ensure_linearizable().await {
         Ok(_) => {
             let value = node.state.data().await.kv.get(&query.key).cloned();

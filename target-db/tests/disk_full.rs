@@ -1,6 +1,11 @@
 //! A full disk, for real: the log on a tiny tmpfs (root, as CI runs). A failed write stops the
 //! node from accepting writes; once space returns, a restart recovers what was acknowledged.
-use std::{ffi::CString, path::Path};
+use std::{
+    ffi::CString,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use openraft::{
     CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader,
@@ -129,4 +134,96 @@ async fn the_unsafe_switch_keeps_acknowledging_after_a_failed_write() {
     for index in 1..=300 {
         log.blocking_append(vec![entry(index)]).await.unwrap();
     }
+}
+
+/// A target-db process this test started, killed when dropped (also on panic).
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn write(addr: &str, seq: u64, value: &str) -> Option<serde_json::Value> {
+    let body =
+        serde_json::json!({"client": 1, "seq": seq, "op": "put", "key": "k", "value": value});
+    reqwest::Client::new()
+        .post(format!("http://{addr}/kv/write"))
+        .timeout(Duration::from_secs(5))
+        .json(&body)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+#[tokio::test]
+async fn a_node_stopped_by_a_failed_write_says_new_requests_did_not_apply() {
+    let disk = SmallDisk::mount("512k");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let _node = Node(
+        Command::new(env!("CARGO_BIN_EXE_target-db"))
+            .args(["serve", "--id", "1", "--listen", &addr, "--data-dir"])
+            .arg(disk.dir.path().join("db"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let init = serde_json::json!({"1": addr});
+    while reqwest::Client::new()
+        .post(format!("http://{addr}/init"))
+        .json(&init)
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "target-db did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Fill the disk: the write that fails stops the Raft core; its own outcome is unknown.
+    let big = "v".repeat(16 * 1024);
+    let mut seq = 0;
+    loop {
+        seq += 1;
+        assert!(seq < 1000, "the small disk never filled up");
+        assert!(Instant::now() < deadline, "no write was refused");
+        match write(&addr, seq, &big).await {
+            Some(answer) if answer.get("response").is_some() => {}
+            // Not leader yet, or the disk just filled.
+            Some(answer)
+                if answer["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("stopped")) =>
+            {
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    // Every request from now on is refused definitely, so a client may record it as failed.
+    let answer = write(&addr, seq + 1, "small").await.unwrap();
+    assert_eq!(answer["outcome"], "not-applied", "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("restart it"),
+        "{answer}"
+    );
+    let read: serde_json::Value = reqwest::get(format!("http://{addr}/kv/get?key=k"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["outcome"], "not-applied", "{read}");
 }

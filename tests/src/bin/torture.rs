@@ -42,8 +42,12 @@ enum Command {
         duration: Duration,
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        /// Comma-separated: kill, pause, partition, power-loss, power-loss-all.
-        #[arg(long, default_value = "kill,pause,partition,power-loss,power-loss-all")]
+        /// Comma-separated: kill, pause, partition, power-loss, power-loss-all, disk-error (WAL
+        /// fdatasync fails as on Linux, dirty pages dropped, then power loss of that node).
+        #[arg(
+            long,
+            default_value = "kill,pause,partition,power-loss,power-loss-all,disk-error"
+        )]
         faults: String,
         #[arg(long, default_value_t = 4)]
         clients: u64,

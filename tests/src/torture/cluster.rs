@@ -182,6 +182,37 @@ impl Cluster {
         self.start_node(id)
     }
 
+    /// Adds a fault rule to a node's faultfs mount; returns the rule's id for `remove_fault`.
+    pub fn add_fault(&self, id: usize, rule: &str) -> Result<u64> {
+        let output = Command::new(&self.binaries.faultfs)
+            .args(["ctl", "--json"])
+            .arg(&self.node(id).mountpoint)
+            .args(["fault", "add", rule])
+            .stderr(Stdio::inherit())
+            .output()?;
+        if !output.status.success() {
+            bail!("faultfs fault add `{rule}` on node {id} failed");
+        }
+        let answer: Value = serde_json::from_slice(&output.stdout)
+            .with_context(|| format!("faultfs fault add on node {id}: answer is not JSON"))?;
+        answer["id"]
+            .as_u64()
+            .with_context(|| format!("faultfs fault add on node {id}: no rule id in {answer}"))
+    }
+
+    pub fn remove_fault(&self, id: usize, rule_id: u64) -> Result<()> {
+        let status = Command::new(&self.binaries.faultfs)
+            .arg("ctl")
+            .arg(&self.node(id).mountpoint)
+            .args(["fault", "remove", &rule_id.to_string()])
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("faultfs fault remove {rule_id} on node {id} failed");
+        }
+        Ok(())
+    }
+
     pub fn partition_command(&self, isolated: usize, duration: Duration) -> Command {
         let others: Vec<&str> = self
             .nodes

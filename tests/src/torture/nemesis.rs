@@ -1,5 +1,6 @@
 //! Faults applied from outside, chosen by the seed: SIGKILL and restart, SIGSTOP/SIGCONT, a
-//! network partition isolating one node (injector), power loss of one node (faultfs).
+//! network partition isolating one node (injector), power loss of one node (faultfs), a failing
+//! disk under one node's write-ahead log (faultfs fsyncgate, then power loss).
 use std::{
     str::FromStr,
     sync::{
@@ -23,6 +24,9 @@ pub enum Fault {
     PowerLoss,
     /// Every node loses power at once.
     PowerLossAll,
+    /// The node's WAL fsyncs fail the way Linux fails them (EIO, and the dirty pages are
+    /// dropped as if written); then the node loses power, so whatever it failed to sync is gone.
+    DiskError,
 }
 
 impl FromStr for Fault {
@@ -35,9 +39,10 @@ impl FromStr for Fault {
             "partition" => Ok(Fault::Partition),
             "power-loss" => Ok(Fault::PowerLoss),
             "power-loss-all" => Ok(Fault::PowerLossAll),
+            "disk-error" => Ok(Fault::DiskError),
             other => Err(format!(
                 "unknown fault `{other}`: choose from kill, pause, partition, power-loss, \
-                 power-loss-all"
+                 power-loss-all, disk-error"
             )),
         }
     }
@@ -113,6 +118,18 @@ async fn apply(
             let mode = ["drop", "torn", "reorder", "prefix"][rng.below(4) as usize];
             cluster.lock().await.power_loss(node, mode)?;
             Ok(format!("power loss ({mode}), restarted"))
+        }
+        Fault::DiskError => {
+            let rule = r#"fdatasync(path="db/wal/*")=fsyncgate"#;
+            let rule_id = cluster.lock().await.add_fault(node, rule)?;
+            tokio::time::sleep(hold).await;
+            let mut cluster = cluster.lock().await;
+            cluster.remove_fault(node, rule_id)?;
+            cluster.power_loss(node, "drop")?;
+            Ok(format!(
+                "WAL fdatasync fails (fsyncgate) for {} ms, then power loss (drop), restarted",
+                hold.as_millis()
+            ))
         }
         Fault::PowerLossAll => {
             let mode = ["drop", "torn", "reorder", "prefix"][rng.below(4) as usize];
