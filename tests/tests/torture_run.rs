@@ -50,7 +50,7 @@ fn a_safe_database_passes_and_one_that_skips_fsync_is_caught() {
         "--duration",
         "8s",
         "--faults",
-        "kill,pause,partition,power-loss,power-loss-all,disk-error",
+        "kill,pause,partition,power-loss,power-loss-all,disk-error,slow-disk",
     ]);
     assert_eq!(
         output.status.code(),

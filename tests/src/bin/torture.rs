@@ -43,10 +43,11 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
         /// Comma-separated: kill, pause, partition, power-loss, power-loss-all, disk-error (WAL
-        /// fdatasync fails as on Linux, dirty pages dropped, then power loss of that node).
+        /// fdatasync fails as on Linux, dirty pages dropped, then power loss of that node),
+        /// slow-disk (WAL fdatasync 50-500 ms slower for a while).
         #[arg(
             long,
-            default_value = "kill,pause,partition,power-loss,power-loss-all,disk-error"
+            default_value = "kill,pause,partition,power-loss,power-loss-all,disk-error,slow-disk"
         )]
         faults: String,
         #[arg(long, default_value_t = 4)]

@@ -1,6 +1,7 @@
 //! Faults applied from outside, chosen by the seed: SIGKILL and restart, SIGSTOP/SIGCONT, a
 //! network partition isolating one node (injector), power loss of one node (faultfs), a failing
-//! disk under one node's write-ahead log (faultfs fsyncgate, then power loss).
+//! disk under one node's write-ahead log (faultfs fsyncgate, then power loss), a slow one
+//! (faultfs delay on every WAL fdatasync).
 use std::{
     str::FromStr,
     sync::{
@@ -27,6 +28,8 @@ pub enum Fault {
     /// The node's WAL fsyncs fail the way Linux fails them (EIO, and the dirty pages are
     /// dropped as if written); then the node loses power, so whatever it failed to sync is gone.
     DiskError,
+    /// Every WAL fdatasync of the node takes 50-500 ms longer for a while.
+    SlowDisk,
 }
 
 impl FromStr for Fault {
@@ -40,9 +43,10 @@ impl FromStr for Fault {
             "power-loss" => Ok(Fault::PowerLoss),
             "power-loss-all" => Ok(Fault::PowerLossAll),
             "disk-error" => Ok(Fault::DiskError),
+            "slow-disk" => Ok(Fault::SlowDisk),
             other => Err(format!(
                 "unknown fault `{other}`: choose from kill, pause, partition, power-loss, \
-                 power-loss-all, disk-error"
+                 power-loss-all, disk-error, slow-disk"
             )),
         }
     }
@@ -128,6 +132,17 @@ async fn apply(
             cluster.power_loss(node, "drop")?;
             Ok(format!(
                 "WAL fdatasync fails (fsyncgate) for {} ms, then power loss (drop), restarted",
+                hold.as_millis()
+            ))
+        }
+        Fault::SlowDisk => {
+            let delay = 50 + rng.below(451);
+            let rule = format!(r#"fdatasync(path="db/wal/*")=delay({delay})"#);
+            let rule_id = cluster.lock().await.add_fault(node, &rule)?;
+            tokio::time::sleep(hold).await;
+            cluster.lock().await.remove_fault(node, rule_id)?;
+            Ok(format!(
+                "WAL fdatasync {delay} ms slower for {} ms",
                 hold.as_millis()
             ))
         }
