@@ -124,12 +124,14 @@ async fn apply(
             Ok(format!("power loss ({mode}), restarted"))
         }
         Fault::DiskError => {
-            let rule = r#"fdatasync(path="db/wal/*")=fsyncgate"#;
-            let rule_id = cluster.lock().await.add_fault(node, rule)?;
-            tokio::time::sleep(hold).await;
-            let mut cluster = cluster.lock().await;
-            cluster.remove_fault(node, rule_id)?;
-            cluster.power_loss(node, "drop")?;
+            with_fault_rule(
+                cluster,
+                node,
+                r#"fdatasync(path="db/wal/*")=fsyncgate"#,
+                hold,
+            )
+            .await?;
+            cluster.lock().await.power_loss(node, "drop")?;
             Ok(format!(
                 "WAL fdatasync fails (fsyncgate) for {} ms, then power loss (drop), restarted",
                 hold.as_millis()
@@ -138,9 +140,7 @@ async fn apply(
         Fault::SlowDisk => {
             let delay = 50 + rng.below(451);
             let rule = format!(r#"fdatasync(path="db/wal/*")=delay({delay})"#);
-            let rule_id = cluster.lock().await.add_fault(node, &rule)?;
-            tokio::time::sleep(hold).await;
-            cluster.lock().await.remove_fault(node, rule_id)?;
+            with_fault_rule(cluster, node, &rule, hold).await?;
             Ok(format!(
                 "WAL fdatasync {delay} ms slower for {} ms",
                 hold.as_millis()
@@ -159,4 +159,16 @@ async fn apply(
             Ok(format!("power loss of every node ({mode}), restarted"))
         }
     }
+}
+
+/// A faultfs rule on the node's mount for `hold`, then removed.
+async fn with_fault_rule(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    rule: &str,
+    hold: Duration,
+) -> Result<()> {
+    let rule_id = cluster.lock().await.add_fault(node, rule)?;
+    tokio::time::sleep(hold).await;
+    cluster.lock().await.remove_fault(node, rule_id)
 }
