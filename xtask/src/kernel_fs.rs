@@ -1,4 +1,7 @@
 //! Mounting the kernel file systems the tools need when the machine did not mount them at boot.
+//! Not bpffs: nothing here pins BPF objects (every program and link lives as long as the
+//! process holding it), and mounting it makes the kernel add its `progs.debug`/`maps.debug`
+//! iterators, which would outlive every run.
 use std::{ffi::CString, fs, path::Path};
 
 use anyhow::{Context, Result, bail};
@@ -11,18 +14,11 @@ struct KernelFs {
     why: &'static str,
 }
 
-const NEEDED: &[KernelFs] = &[
-    KernelFs {
-        fstype: "tracefs",
-        target: "/sys/kernel/tracing",
-        why: "syscall tracepoints",
-    },
-    KernelFs {
-        fstype: "bpf",
-        target: "/sys/fs/bpf",
-        why: "pinning BPF objects",
-    },
-];
+const NEEDED: &[KernelFs] = &[KernelFs {
+    fstype: "tracefs",
+    target: "/sys/kernel/tracing",
+    why: "syscall tracepoints",
+}];
 
 pub fn ensure() -> Result<()> {
     let mounts = fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
