@@ -169,10 +169,8 @@ impl Cluster {
     /// Power loss of one node: kill it, drop its unsynced state, restart it.
     pub fn power_loss(&mut self, id: usize, mode: &str) -> Result<()> {
         self.kill_node(id);
-        let node = &self.nodes[id - 1];
-        let status = Command::new(&self.binaries.faultfs)
-            .arg("ctl")
-            .arg(&node.mountpoint)
+        let status = self
+            .faultfs_ctl(id)
             .args(["power-loss", "--mode", mode])
             .stdout(Stdio::null())
             .status()?;
@@ -182,12 +180,18 @@ impl Cluster {
         self.start_node(id)
     }
 
+    /// `faultfs ctl` on the node's mount, for the caller to add the command to.
+    fn faultfs_ctl(&self, id: usize) -> Command {
+        let mut command = Command::new(&self.binaries.faultfs);
+        command.arg("ctl").arg(&self.node(id).mountpoint);
+        command
+    }
+
     /// Adds a fault rule to a node's faultfs mount; returns the rule's id for `remove_fault`.
     pub fn add_fault(&self, id: usize, rule: &str) -> Result<u64> {
-        let output = Command::new(&self.binaries.faultfs)
-            .args(["ctl", "--json"])
-            .arg(&self.node(id).mountpoint)
-            .args(["fault", "add", rule])
+        let output = self
+            .faultfs_ctl(id)
+            .args(["--json", "fault", "add", rule])
             .stderr(Stdio::inherit())
             .output()?;
         if !output.status.success() {
@@ -201,9 +205,8 @@ impl Cluster {
     }
 
     pub fn remove_fault(&self, id: usize, rule_id: u64) -> Result<()> {
-        let status = Command::new(&self.binaries.faultfs)
-            .arg("ctl")
-            .arg(&self.node(id).mountpoint)
+        let status = self
+            .faultfs_ctl(id)
             .args(["fault", "remove", &rule_id.to_string()])
             .stdout(Stdio::null())
             .status()?;
