@@ -11,6 +11,7 @@ mod packages;
 mod setup;
 mod toolchain;
 mod torture;
+mod vm;
 
 use std::path::PathBuf;
 
@@ -51,6 +52,12 @@ enum Task {
         #[arg(value_enum)]
         what: bench::Bench,
     },
+    /// Run a command inside a qemu VM with a stock Debian kernel (for what this kernel refuses:
+    /// BPF LSM, fmod_ret, fentry). The guest sees the host's / read-only under a throw-away
+    /// overlay, so host-built binaries run unchanged; the exit status is the command's.
+    ///
+    /// Example: cargo xtask vm --kernel debian-6.1 -- target/debug/injector probe
+    Vm(vm::VmArgs),
 }
 
 fn main() -> Result<()> {
@@ -62,6 +69,10 @@ fn main() -> Result<()> {
         Task::Demo => demo::run(&root),
         Task::Bench { what } => bench::run(&root, what),
         Task::Torture { args } => torture::run(&root, &args),
+        Task::Vm(args) => {
+            let status = vm::cli(&root, &args)?;
+            std::process::exit(status);
+        }
     }
 }
 

@@ -54,7 +54,7 @@ pub fn ensure(packages: &[&str], why: &str) -> Result<()> {
 }
 
 /// Package lists on a fresh machine may be stale or absent: refresh them, once per run.
-fn refresh_package_lists() -> Result<()> {
+pub fn refresh_package_lists() -> Result<()> {
     static REFRESHED: Once = Once::new();
     let mut result = Ok(());
     REFRESHED.call_once(|| result = cmd::run(Command::new("apt-get").args(["update", "-qq"])));
