@@ -65,7 +65,31 @@ pub mod action {
     pub const SIGNAL: u32 = 2;
     pub const STOP: u32 = 3;
     pub const COUNT: u32 = 4;
+    /// The call fails with errno `arg`: sys_enter marks the thread, and the first LSM hook the
+    /// call reaches returns the error.
+    pub const ERROR: u32 = 5;
 }
+
+/// Hash map: key = pid_tgid of a thread whose current syscall must fail, value = errno. Set at
+/// syscall entry, taken by the first LSM hook the call reaches, cleared at the thread's next
+/// syscall entry if no hook took it (the call failed before reaching one).
+pub const PENDING_ERRORS_MAP: &str = "PENDING_ERRORS";
+
+/// The LSM programs that deliver pending errors: (program name, LSM hook).
+pub const ERROR_HOOKS: &[(&str, &str)] = &[
+    ("error_file_permission", "file_permission"),
+    ("error_file_open", "file_open"),
+    ("error_file_truncate", "file_truncate"),
+    ("error_path_truncate", "path_truncate"),
+    ("error_socket_sendmsg", "socket_sendmsg"),
+    ("error_socket_recvmsg", "socket_recvmsg"),
+    ("error_socket_connect", "socket_connect"),
+    ("error_socket_accept", "socket_accept"),
+    ("error_inode_rename", "inode_rename"),
+    ("error_inode_unlink", "inode_unlink"),
+    ("error_inode_rmdir", "inode_rmdir"),
+    ("error_inode_mkdir", "inode_mkdir"),
+];
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -200,7 +224,8 @@ pub struct FaultConfig {
     /// The one target, compared directly (the common case, and the cheapest check for every
     /// other process's syscalls); 0 means "look the tgid up in the TARGETS map".
     pub single_tgid: u32,
-    pub _reserved: u32,
+    /// 1 while some rule can fire error(): sys_enter then clears the thread's stale pending error.
+    pub has_error_rules: u32,
 }
 
 #[cfg(feature = "user")]

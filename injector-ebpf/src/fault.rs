@@ -3,6 +3,7 @@
 //! several threads call at once.
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
+use crate::error_hooks;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
@@ -54,6 +55,9 @@ pub fn fault_syscalls(ctx: BtfTracePointContext) -> i32 {
     };
     if !targeted {
         return 0;
+    }
+    if config.has_error_rules != 0 {
+        error_hooks::clear(pid_tgid);
     }
     let id: i64 = ctx.arg(1);
     if !(0..i64::from(MAX_SYSCALL_NR)).contains(&id) {
@@ -110,7 +114,11 @@ pub fn fault_syscalls(ctx: BtfTracePointContext) -> i32 {
                 continue;
             }
             decided = true;
-            fire(term.action, term.arg);
+            if term.action == action::ERROR {
+                error_hooks::mark(pid_tgid, term.arg as u32);
+            } else {
+                fire(term.action, term.arg);
+            }
             if term.action != action::OFF && term.action != action::COUNT {
                 report(
                     index,

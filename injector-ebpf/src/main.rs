@@ -14,6 +14,7 @@ use aya_ebpf::{
 };
 use injector_common::{CountConfig, MAX_SYSCALL_NR};
 
+mod error_hooks;
 mod fault;
 mod partition;
 mod probe;

@@ -47,6 +47,16 @@ pub enum InjectorError {
         "cannot read the kernel's BTF (/sys/kernel/btf/vmlinux), which BTF tracepoints need: {0}"
     )]
     Btf(#[from] aya::BtfError),
+    #[error(
+        "{rule}: error() in attach mode needs BPF LSM, and this kernel refused it (lsm/{hook}: \
+         {reason}); `injector probe` shows what this kernel allows. Use `injector run -- COMMAND` \
+         (seccomp), faultfs for file errors, or a VM with a stock kernel (`cargo xtask vm`)"
+    )]
+    LsmRefused {
+        rule: String,
+        hook: &'static str,
+        reason: String,
+    },
     #[error(transparent)]
     Rule(#[from] crate::rules::RuleError),
     #[error(transparent)]

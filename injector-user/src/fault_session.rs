@@ -3,16 +3,20 @@
 use aya::{
     Btf, Ebpf,
     maps::{Array, HashMap, MapData, RingBuf},
-    programs::BtfTracePoint,
+    programs::{BtfTracePoint, Lsm},
 };
 use fault_rules::Rule;
 use injector_common::{
-    COUNT_TRACEPOINT, EVENTS_MAP, FAULT_CONFIG_MAP, FAULT_PROGRAM, FaultConfig, KernelRule,
-    MAX_RULES, MAX_TERMS, RULE_COUNTERS_MAP, RULES_MAP, RuleCounters, SYSCALL_RULES_MAP,
-    TARGETS_MAP, UNLIMITED,
+    COUNT_TRACEPOINT, ERROR_HOOKS, EVENTS_MAP, FAULT_CONFIG_MAP, FAULT_PROGRAM, FaultConfig,
+    KernelRule, MAX_RULES, MAX_TERMS, RULE_COUNTERS_MAP, RULES_MAP, RuleCounters,
+    SYSCALL_RULES_MAP, TARGETS_MAP, UNLIMITED,
 };
 
-use crate::{InjectorError, Target, ebpf_object, rules::compile_for_attach};
+use crate::{
+    InjectorError, Target, ebpf_object,
+    probe::describe,
+    rules::{compile_for_attach, error_hooks, has_error_action},
+};
 
 pub struct FaultSession {
     ebpf: Ebpf,
@@ -21,6 +25,10 @@ pub struct FaultSession {
     /// Syscalls that have had a rule mask set, to clear the ones no rule names any more.
     masked: std::collections::BTreeSet<u32>,
     seed: u64,
+    /// LSM hooks whose error program is attached (only once a rule needs them: each one runs
+    /// for every process's calls through that hook).
+    error_hooks: std::collections::BTreeSet<&'static str>,
+    target_tgid: u32,
 }
 
 /// What a rule did so far.
@@ -46,7 +54,12 @@ impl FaultSession {
             slots: Vec::new(),
             masked: Default::default(),
             seed,
+            error_hooks: Default::default(),
+            target_tgid: target.pid(),
         };
+        for rule in rules {
+            session.attach_error_hooks(rule)?;
+        }
         for rule in compiled {
             session.fill_slot(rule)?;
         }
@@ -66,16 +79,7 @@ impl FaultSession {
                 })?;
         }
         // Set last: until then the program treats every process as not targeted.
-        let single = FaultConfig {
-            single_tgid: target.pid(),
-            _reserved: 0,
-        };
-        array_mut::<FaultConfig>(&mut session.ebpf, FAULT_CONFIG_MAP)?
-            .set(0, single, 0)
-            .map_err(|source| InjectorError::Map {
-                name: FAULT_CONFIG_MAP,
-                source,
-            })?;
+        session.write_config()?;
         let ebpf = &mut session.ebpf;
         let btf = Btf::from_sys_fs()?;
         let program: &mut BtfTracePoint = ebpf
@@ -105,7 +109,69 @@ impl FaultSession {
     /// Adds a rule while attached; returns its id.
     pub fn add(&mut self, rule: &Rule) -> Result<usize, InjectorError> {
         let compiled = compile_for_attach(rule, self.seed)?;
+        self.attach_error_hooks(rule)?;
+        self.write_config()?;
         self.fill_slot(compiled)
+    }
+
+    fn write_config(&mut self) -> Result<(), InjectorError> {
+        let config = FaultConfig {
+            single_tgid: self.target_tgid,
+            has_error_rules: u32::from(!self.error_hooks.is_empty()),
+        };
+        array_mut::<FaultConfig>(&mut self.ebpf, FAULT_CONFIG_MAP)?
+            .set(0, config, 0)
+            .map_err(|source| InjectorError::Map {
+                name: FAULT_CONFIG_MAP,
+                source,
+            })
+    }
+
+    /// Attaches the LSM programs that deliver the rule's error(), if it has one. Of alternative
+    /// hooks (ftruncate: file_truncate or path_truncate) the kernel must accept at least one.
+    fn attach_error_hooks(&mut self, rule: &Rule) -> Result<(), InjectorError> {
+        if !has_error_action(rule) {
+            return Ok(());
+        }
+        let hooks = error_hooks(&rule.op).unwrap_or_default();
+        let mut refusal = None;
+        let mut attached_any = false;
+        for &hook in hooks {
+            match self.attach_error_hook(hook) {
+                Ok(()) => attached_any = true,
+                Err(reason) => refusal = Some((hook, reason)),
+            }
+        }
+        match refusal {
+            Some((hook, reason)) if !attached_any => Err(InjectorError::LsmRefused {
+                rule: rule.text.clone(),
+                hook,
+                reason,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn attach_error_hook(&mut self, hook: &str) -> Result<(), String> {
+        let Some(&(name, hook)) = ERROR_HOOKS.iter().find(|(_, h)| *h == hook) else {
+            return Err("no program for this hook in the eBPF object".into());
+        };
+        if self.error_hooks.contains(hook) {
+            return Ok(());
+        }
+        let btf = Btf::from_sys_fs().map_err(|e| e.to_string())?;
+        let program: &mut Lsm = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(
+                "program missing from the eBPF object: rebuild it with `cargo xtask build-ebpf`",
+            )?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        program.load(hook, &btf).map_err(describe)?;
+        program.attach().map_err(describe)?;
+        self.error_hooks.insert(hook);
+        Ok(())
     }
 
     /// Removes a rule; false if there is no rule with that id.

@@ -49,9 +49,12 @@ enum Command {
     /// Actions, at syscall entry in the kernel: kill (SIGKILL: a write never happens; an fsync
     /// still completes before death), signal(SIG), delay(MS) and pause (SIGSTOP from the kernel,
     /// SIGCONT from the injector after MS or when it exits: the WHOLE process stalls, all its
-    /// threads), count (observe). Filters: fd=N, thread=NAME. Counting is exact ("the 3rd
-    /// fsync"), and probabilities are keyed by --seed: the same seed and the same calls fire the
-    /// same faults. For error(ERRNO) use `injector run` (seccomp) or faultfs.
+    /// threads), count (observe), error(ERRNO): the call fails with ERRNO and does nothing
+    /// (through BPF LSM hooks, on kernels that allow them: see `injector probe`; for reads,
+    /// writes, opens, truncates, renames, unlinks, mkdir, sendmsg/sendto, recvmsg/recvfrom,
+    /// connect and accept; fsync has no hook: use `injector run` or faultfs). Filters: fd=N,
+    /// thread=NAME. Counting is exact ("the 3rd fsync"), and probabilities are keyed by --seed:
+    /// the same seed and the same calls fire the same faults.
     Attach {
         #[arg(long)]
         pid: u32,
@@ -275,6 +278,7 @@ fn is_bad_input(error: &anyhow::Error) -> bool {
                         | InjectorError::IsSelf { .. }
                         | InjectorError::InvalidPid { .. }
                         | InjectorError::Rule(_)
+                        | InjectorError::LsmRefused { .. }
                         | InjectorError::Partition(_)
                 )
             )

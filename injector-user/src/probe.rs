@@ -51,7 +51,7 @@ pub fn probe() -> Result<Vec<Mechanism>, InjectorError> {
     );
     report(
         "BPF LSM (lsm/file_permission)",
-        "error() on file and socket calls in attach mode (not built yet)",
+        "error() on file and socket calls in attach mode",
         lsm(&mut ebpf, &btf),
     );
     report(
@@ -77,7 +77,8 @@ pub fn probe() -> Result<Vec<Mechanism>, InjectorError> {
     Ok(found)
 }
 
-fn describe(error: impl std::error::Error) -> String {
+/// An error with its causes, which carry the kernel's own words.
+pub(crate) fn describe(error: impl std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

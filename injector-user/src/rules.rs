@@ -15,11 +15,15 @@ pub enum RuleError {
     )]
     UnknownSyscall { rule: String, op: String },
     #[error(
-        "{rule}: error(...) needs BPF LSM or fmod_ret, which `injector attach` does not use; \
-         use `injector run -- COMMAND` (seccomp: any syscall, fsync included), faultfs for file \
-         errors, or a VM with a stock kernel (`cargo xtask vm`)"
+        "{rule}: no LSM hook sees {op}, so `injector attach` cannot make it fail on any kernel \
+         (error() in attach mode works for {hooked}); use `injector run -- COMMAND` (seccomp: \
+         any syscall, fsync included) or faultfs for file errors"
     )]
-    ErrorNeedsAnotherRoute { rule: String },
+    ErrorHasNoHook {
+        rule: String,
+        op: String,
+        hooked: String,
+    },
     #[error(
         "{rule}: path filters are resolved from the fd in `injector run` mode only; \
          in attach mode filter on fd=N (see /proc/PID/fd) or use faultfs for file paths"
@@ -51,9 +55,62 @@ pub enum RuleError {
 pub const ATTACH: Capabilities<'static> = Capabilities {
     tool: "injector attach",
     ops: &[],
-    actions: &["off", "kill", "signal", "delay", "pause", "count"],
+    actions: &["off", "kill", "signal", "delay", "pause", "count", "error"],
     filters: &["fd", "thread"],
 };
+
+/// Syscalls error() can fail in attach mode, and the LSM hooks their calls reach (the first one
+/// reached delivers the error). fsync and friends reach none: no eBPF route fails them.
+const ERROR_HOOKS_BY_SYSCALL: &[(&[&str], &[&str])] = &[
+    (
+        &[
+            "read",
+            "pread64",
+            "readv",
+            "preadv",
+            "preadv2",
+            "write",
+            "pwrite64",
+            "writev",
+            "pwritev",
+            "pwritev2",
+            "fallocate",
+            "copy_file_range",
+            "sendfile",
+            "splice",
+        ],
+        &["file_permission"],
+    ),
+    (&["open", "openat", "openat2", "creat"], &["file_open"]),
+    // 6.2 moved ftruncate from path_truncate to file_truncate; whichever the kernel has.
+    (&["ftruncate"], &["file_truncate", "path_truncate"]),
+    (&["truncate"], &["path_truncate"]),
+    (&["sendmsg", "sendto", "sendmmsg"], &["socket_sendmsg"]),
+    (&["recvmsg", "recvfrom", "recvmmsg"], &["socket_recvmsg"]),
+    (&["connect"], &["socket_connect"]),
+    (&["accept", "accept4"], &["socket_accept"]),
+    (&["rename", "renameat", "renameat2"], &["inode_rename"]),
+    (&["unlink"], &["inode_unlink"]),
+    (&["unlinkat"], &["inode_unlink", "inode_rmdir"]),
+    (&["rmdir"], &["inode_rmdir"]),
+    (&["mkdir", "mkdirat"], &["inode_mkdir"]),
+];
+
+/// The LSM hooks through which error() reaches calls of `op`, None if it has none.
+pub fn error_hooks(op: &str) -> Option<&'static [&'static str]> {
+    ERROR_HOOKS_BY_SYSCALL
+        .iter()
+        .find(|(syscalls, _)| syscalls.contains(&op))
+        .map(|(_, hooks)| *hooks)
+}
+
+/// True if the rule can fire error().
+pub fn has_error_action(rule: &Rule) -> bool {
+    rule.chain
+        .terms()
+        .iter()
+        .any(|t| matches!(t.action, Action::Error(_)))
+}
 
 /// What `injector run` carries out (a seccomp supervisor decides each call).
 pub const RUN: Capabilities<'static> = Capabilities {
@@ -120,14 +177,15 @@ pub fn syscall_of(rule: &Rule) -> Result<u32, RuleError> {
 /// Checks a rule for `injector attach` and compiles it for the kernel.
 pub fn compile_for_attach(rule: &Rule, seed: u64) -> Result<KernelRule, RuleError> {
     let syscall_nr = syscall_of(rule)?;
-    if rule
-        .chain
-        .terms()
-        .iter()
-        .any(|t| matches!(t.action, Action::Error(_)))
-    {
-        return Err(RuleError::ErrorNeedsAnotherRoute {
+    if has_error_action(rule) && error_hooks(&rule.op).is_none() {
+        let hooked: Vec<&str> = ERROR_HOOKS_BY_SYSCALL
+            .iter()
+            .flat_map(|(syscalls, _)| syscalls.iter().copied())
+            .collect();
+        return Err(RuleError::ErrorHasNoHook {
             rule: rule.text.clone(),
+            op: rule.op.clone(),
+            hooked: hooked.join(", "),
         });
     }
     if rule.filters.iter().any(|f| matches!(f, Filter::Path(_))) {
@@ -171,6 +229,7 @@ pub fn compile_for_attach(rule: &Rule, seed: u64) -> Result<KernelRule, RuleErro
             Action::Signal(signal) => (action::SIGNAL, signal as u64),
             Action::Delay(_) | Action::Pause => (action::STOP, 0),
             Action::Count => (action::COUNT, 0),
+            Action::Error(errno) => (action::ERROR, errno as u64),
             _ => (action::OFF, 0),
         };
         *slot = KernelTerm {

@@ -190,7 +190,7 @@ fn bad_input_exits_with_code_2_and_says_why() {
         ),
         (
             &["--pid", "SELF", "--fault", "fsync=error(EIO)"],
-            "use `injector run",
+            "no LSM hook sees fsync",
         ),
         (&["--pid", "SELF"], "no fault rules given"),
     ];
