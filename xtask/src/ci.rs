@@ -3,7 +3,7 @@ use std::{path::Path, process::Command, time::Instant};
 
 use anyhow::{Context, Result, ensure};
 
-use crate::{cmd, ebpf, kernel_fs, setup};
+use crate::{cmd, ebpf, kernel_fs, setup, vm_tests};
 
 pub fn run(root: &Path) -> Result<()> {
     let started = Instant::now();
@@ -31,6 +31,9 @@ pub fn run(root: &Path) -> Result<()> {
                 .env("RUST_BACKTRACE", "1")
                 .args(["test", "--workspace"]),
         )
+    })?;
+    step("injector tests in VMs (stock Debian kernels)", || {
+        vm_tests::run(root)
     })?;
     eprintln!(
         "ci: all steps passed in {:.0} s",

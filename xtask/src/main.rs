@@ -12,6 +12,7 @@ mod setup;
 mod toolchain;
 mod torture;
 mod vm;
+mod vm_tests;
 
 use std::path::PathBuf;
 
@@ -58,6 +59,9 @@ enum Task {
     ///
     /// Example: cargo xtask vm --kernel debian-6.1 -- target/debug/injector probe
     Vm(vm::VmArgs),
+    /// The injector's kernel-dependent tests (error() through BPF LSM) in VMs with Debian's 6.1
+    /// and 6.12 kernels, as `cargo xtask ci` runs them; fails if any test was skipped there.
+    VmTests,
 }
 
 fn main() -> Result<()> {
@@ -69,6 +73,10 @@ fn main() -> Result<()> {
         Task::Demo => demo::run(&root),
         Task::Bench { what } => bench::run(&root, what),
         Task::Torture { args } => torture::run(&root, &args),
+        Task::VmTests => {
+            ebpf::build(&root)?;
+            vm_tests::run(&root)
+        }
         Task::Vm(args) => {
             let status = vm::cli(&root, &args)?;
             std::process::exit(status);

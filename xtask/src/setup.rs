@@ -6,6 +6,7 @@ use crate::{packages, toolchain};
 pub fn run() -> Result<()> {
     let toolchain = toolchain::ensure()?;
     packages::ensure(packages::RUNTIME, "tools the tests use")?;
+    packages::ensure(crate::vm::PACKAGES, "running the VM tests")?;
     eprintln!(
         "set-up complete: eBPF toolchain = {}, bpf-linker {}",
         toolchain.describe(),

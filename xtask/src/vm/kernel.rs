@@ -24,7 +24,6 @@ pub enum KernelChoice {
 }
 
 impl KernelChoice {
-    #[allow(dead_code)]
     pub const DEBIANS: [KernelChoice; 2] = [KernelChoice::Debian61, KernelChoice::Debian612];
 }
 

@@ -1,0 +1,136 @@
+//! The injector's kernel-dependent tests inside VMs with stock Debian kernels, for what this
+//! machine's kernel refuses (BPF LSM): `cargo xtask ci` runs them on every Debian kernel.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, ensure};
+
+use crate::{
+    ci::cargo,
+    vm::{self, KernelChoice, VmArgs},
+};
+
+/// Test targets of injector-user that must pass in the VM. Inside a VM (FAULTLINE_VM set) they
+/// fail rather than skip when the kernel refuses what they test.
+const TESTS: &[&str] = &["attach_errors"];
+/// TCG emulation: a test that takes 1 s here takes 10-20 s there.
+const TIMEOUT_SECONDS: u64 = 900;
+
+pub fn run(root: &Path) -> Result<()> {
+    let binaries = build(root)?;
+    let injector = root.join("target/debug/injector");
+    for kernel in KernelChoice::DEBIANS {
+        let mut script = vec!["set -e".to_owned(), format!("{} probe", injector.display())];
+        for binary in &binaries {
+            script.push(format!(
+                "{} --test-threads 1 --color never",
+                binary.display()
+            ));
+        }
+        let args = VmArgs {
+            kernel: kernel.clone(),
+            timeout: TIMEOUT_SECONDS,
+            memory: "2G".to_owned(),
+            share: None,
+            env: Vec::new(),
+            command: vec!["sh".into(), "-c".into(), script.join("\n")],
+        };
+        let outcome = vm::run(root, &args, &mut |line| eprintln!("[{kernel}] {line}"))?;
+        ensure!(
+            outcome.status == 0,
+            "the injector's tests failed in the VM with {kernel} (exit status {})",
+            outcome.status
+        );
+        let passed = all_passed(&outcome.console, binaries.len())
+            .with_context(|| format!("the injector's tests in the VM with {kernel}"))?;
+        eprintln!("vm tests: {kernel}: {passed} tests passed, none skipped");
+    }
+    Ok(())
+}
+
+/// The test binaries, built on the host (the guest runs them from the shared tree).
+fn build(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut command = cargo();
+    command
+        .current_dir(root)
+        .args(["test", "--package", "injector-user", "--no-run"])
+        .args(["--message-format", "json-render-diagnostics"]);
+    for test in TESTS {
+        command.args(["--test", test]);
+    }
+    let output = command.output().context("building the VM test binaries")?;
+    ensure!(
+        output.status.success(),
+        "building the VM test binaries failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut binaries = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_test = message["profile"]["test"] == true
+            && TESTS.contains(&message["target"]["name"].as_str().unwrap_or_default());
+        if let (true, Some(path)) = (is_test, message["executable"].as_str()) {
+            binaries.push(PathBuf::from(path));
+        }
+    }
+    ensure!(
+        binaries.len() == TESTS.len(),
+        "expected test binaries for {TESTS:?}, cargo reported {binaries:?}"
+    );
+    // The binaries find the injector through CARGO_BIN_EXE_*, built by the same command.
+    ensure!(
+        root.join("target/debug/injector").exists(),
+        "no target/debug/injector"
+    );
+    Ok(binaries)
+}
+
+/// Every binary reported `test result: ok` with nothing ignored or filtered: a run where tests
+/// were skipped must not count as a pass. Returns how many tests passed.
+fn all_passed(console: &str, binaries: usize) -> Result<u64> {
+    let results: Vec<&str> = console
+        .lines()
+        .filter(|line| line.starts_with("test result:"))
+        .collect();
+    ensure!(
+        results.len() == binaries,
+        "{binaries} test binaries ran but {} reported a result",
+        results.len()
+    );
+    let mut passed = 0;
+    for result in results {
+        ensure!(
+            result.starts_with("test result: ok.")
+                && result.contains(" 0 failed;")
+                && result.contains(" 0 ignored;")
+                && result.contains(" 0 filtered out;"),
+            "not a clean pass: {result}"
+        );
+        let count = result
+            .trim_start_matches("test result: ok.")
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .context("no passed count")?;
+        ensure!(count > 0, "a test binary ran no tests: {result}");
+        passed += count;
+    }
+    Ok(passed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_clean_pass_of_every_binary_counts() {
+        let ok = "test result: ok. 6 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 5.0s";
+        assert_eq!(all_passed(ok, 1).unwrap(), 6);
+        let ignored = ok.replace(" 0 ignored;", " 1 ignored;");
+        assert!(all_passed(&ignored, 1).is_err());
+        let empty = "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out;";
+        assert!(all_passed(empty, 1).is_err());
+        assert!(all_passed(ok, 2).is_err(), "a binary that never reported");
+    }
+}
