@@ -106,6 +106,13 @@ pub async fn attach(options: Options) -> Result<()> {
             _ = terminate.recv() => break EndedBy::Signal,
         }
     };
+    // Faults fired just before the end may still be in the ring buffer: the table at the end
+    // must not count a fault that was never printed.
+    while let Some(item) = events.get_mut().next() {
+        // SAFETY: the kernel wrote exactly one FiredEvent per record.
+        let event: FiredEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        report(&rules, &event, options.json)?;
+    }
     if stops.stopped() {
         target.signal(libc::SIGCONT).ok();
     }

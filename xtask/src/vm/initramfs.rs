@@ -39,7 +39,7 @@ mount -t devtmpfs devtmpfs /root/dev
 mkdir -p /root/dev/pts /root/dev/shm
 mount -t devpts devpts /root/dev/pts
 mount -t tmpfs tmpfs /root/dev/shm
-mount -t tmpfs tmpfs /root/tmp
+# /tmp stays the overlay's: a checkout under the host's /tmp must stay visible.
 mount -t tmpfs tmpfs /root/run
 mount -t bpf bpf /root/sys/fs/bpf
 mount -t tracefs tracefs /root/sys/kernel/tracing
