@@ -13,6 +13,7 @@ mod toolchain;
 mod torture;
 mod vm;
 mod vm_tests;
+mod vm_torture;
 
 use std::path::PathBuf;
 
@@ -62,6 +63,14 @@ enum Task {
     /// The injector's kernel-dependent tests (error() through BPF LSM) in VMs with Debian's 6.1
     /// and 6.12 kernels, as `cargo xtask ci` runs them; fails if any test was skipped there.
     VmTests,
+    /// A short torture run (25 s, 3 nodes) inside a VM with Debian's 6.12 kernel, with the
+    /// fault only a stock kernel allows (wal-write-error: WAL writes fail with EIO through the
+    /// injector's BPF LSM path). Arguments go to `torture run`; results come back to
+    /// target/vm-torture.
+    VmTorture {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -77,6 +86,7 @@ fn main() -> Result<()> {
             ebpf::build(&root)?;
             vm_tests::run(&root)
         }
+        Task::VmTorture { args } => vm_torture::run(&root, &args),
         Task::Vm(args) => {
             let status = vm::cli(&root, &args)?;
             std::process::exit(status);

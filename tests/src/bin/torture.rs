@@ -44,7 +44,9 @@ enum Command {
         nodes: usize,
         /// Comma-separated: kill, pause, partition, power-loss, power-loss-all, disk-error (WAL
         /// fdatasync fails as on Linux, dirty pages dropped, then power loss of that node),
-        /// slow-disk (WAL fdatasync 50-500 ms slower for a while).
+        /// slow-disk (WAL fdatasync 50-500 ms slower for a while), wal-write-error (the
+        /// node's WAL writes fail with EIO for a while, then it restarts; needs BPF LSM: a stock
+        /// kernel, e.g. in `cargo xtask vm-torture`; not in the default list).
         #[arg(
             long,
             default_value = "kill,pause,partition,power-loss,power-loss-all,disk-error,slow-disk"
@@ -220,6 +222,10 @@ fn main() -> Result<ExitCode> {
                 std::fs::remove_dir_all(&run_dir)
                     .with_context(|| format!("clearing {}", run_dir.display()))?;
             }
+            let binaries = Binaries::beside_me(bin_dir.as_deref())?;
+            if fault_list.iter().any(|f| f.needs_lsm()) {
+                require_lsm(&binaries.injector)?;
+            }
             let options = torture::Options {
                 seed,
                 duration,
@@ -228,7 +234,7 @@ fn main() -> Result<ExitCode> {
                 clients,
                 keys,
                 run_dir,
-                binaries: Binaries::beside_me(bin_dir.as_deref())?,
+                binaries,
                 db_flags: db_flags.clone(),
                 settle,
                 scenario: script,
@@ -376,4 +382,29 @@ fn bench_checker(corpus: &std::path::Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Faults that make calls fail through the injector need BPF LSM: ask `injector probe`, and
+/// refuse the run before anything starts if the kernel does not allow it.
+fn require_lsm(injector: &std::path::Path) -> Result<()> {
+    let output = std::process::Command::new(injector)
+        .args(["probe", "--json"])
+        .output()
+        .with_context(|| format!("running {} probe", injector.display()))?;
+    let probe: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("injector probe did not answer in JSON")?;
+    let lsm = probe["mechanisms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["name"].as_str().is_some_and(|n| n.starts_with("BPF LSM")));
+    match lsm {
+        Some(lsm) if lsm["works"] == true => Ok(()),
+        Some(lsm) => anyhow::bail!(
+            "fault wal-write-error needs BPF LSM, which this kernel refuses ({}); leave it out of \
+             --faults, or run in a VM with a stock kernel: cargo xtask vm-torture",
+            lsm["detail"]
+        ),
+        None => anyhow::bail!("injector probe did not report BPF LSM"),
+    }
 }

@@ -216,6 +216,44 @@ impl Cluster {
         Ok(())
     }
 
+    /// The fd through which the node appends to its newest WAL segment, as /proc shows it.
+    pub fn wal_fd(&self, id: usize) -> Option<u32> {
+        let pid = self.pid(id)?;
+        let wal_dir = self.node(id).mountpoint.join("db/wal");
+        let mut newest: Option<(std::ffi::OsString, u32)> = None;
+        for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+            let Ok(target) = std::fs::read_link(entry.path()) else {
+                continue;
+            };
+            let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+                continue;
+            };
+            let Some(fd) = entry.file_name().to_str().and_then(|f| f.parse().ok()) else {
+                continue;
+            };
+            if dir == wal_dir
+                && newest
+                    .as_ref()
+                    .is_none_or(|(best, _)| name > best.as_os_str())
+            {
+                newest = Some((name.to_owned(), fd));
+            }
+        }
+        newest.map(|(_, fd)| fd)
+    }
+
+    /// `injector attach` of one fault rule to a node for `duration`.
+    pub fn attach_command(&self, id: usize, rule: &str, duration: Duration) -> Command {
+        let mut command = Command::new(&self.binaries.injector);
+        command
+            .args(["attach", "--pid", &self.pid(id).unwrap_or(0).to_string()])
+            .args(["--fault", rule])
+            .args(["--duration", &format!("{}ms", duration.as_millis())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    }
+
     pub fn partition_command(&self, isolated: usize, duration: Duration) -> Command {
         let others: Vec<&str> = self
             .nodes

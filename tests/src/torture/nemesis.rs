@@ -1,7 +1,7 @@
 //! Faults applied from outside, chosen by the seed: SIGKILL and restart, SIGSTOP/SIGCONT, a
 //! network partition isolating one node (injector), power loss of one node (faultfs), a failing
 //! disk under one node's write-ahead log (faultfs fsyncgate, then power loss), a slow one
-//! (faultfs delay on every WAL fdatasync).
+//! (faultfs delay on every WAL fdatasync), failing WAL writes (injector error() via BPF LSM).
 use std::{
     str::FromStr,
     sync::{
@@ -30,6 +30,16 @@ pub enum Fault {
     DiskError,
     /// Every WAL fdatasync of the node takes 50-500 ms longer for a while.
     SlowDisk,
+    /// The node's writes to its active WAL segment fail with EIO for a while (injector,
+    /// error() through BPF LSM: stock kernels only), then it is killed and restarted.
+    WalWriteError,
+}
+
+impl Fault {
+    /// Whether the fault needs BPF LSM in the kernel (`injector probe`).
+    pub fn needs_lsm(self) -> bool {
+        self == Fault::WalWriteError
+    }
 }
 
 impl FromStr for Fault {
@@ -44,9 +54,10 @@ impl FromStr for Fault {
             "power-loss-all" => Ok(Fault::PowerLossAll),
             "disk-error" => Ok(Fault::DiskError),
             "slow-disk" => Ok(Fault::SlowDisk),
+            "wal-write-error" => Ok(Fault::WalWriteError),
             other => Err(format!(
                 "unknown fault `{other}`: choose from kill, pause, partition, power-loss, \
-                 power-loss-all, disk-error, slow-disk"
+                 power-loss-all, disk-error, slow-disk, wal-write-error"
             )),
         }
     }
@@ -143,6 +154,30 @@ async fn apply(
             with_fault_rule(cluster, node, &rule, hold).await?;
             Ok(format!(
                 "WAL fdatasync {delay} ms slower for {} ms",
+                hold.as_millis()
+            ))
+        }
+        Fault::WalWriteError => {
+            let attach = {
+                let cluster = cluster.lock().await;
+                cluster.wal_fd(node).map(|fd| {
+                    let rule = format!("write(fd={fd})=error(EIO)");
+                    (fd, cluster.attach_command(node, &rule, hold))
+                })
+            };
+            let Some((fd, mut command)) = attach else {
+                return Ok("wal-write-error skipped: node down".into());
+            };
+            let status = tokio::task::spawn_blocking(move || command.status()).await??;
+            if !status.success() {
+                bail!("injector attach failed: {status}");
+            }
+            // A node whose WAL write failed refuses writes until it restarts and recovers.
+            let mut cluster = cluster.lock().await;
+            cluster.kill_node(node);
+            cluster.start_node(node)?;
+            Ok(format!(
+                "WAL writes (fd {fd}) fail with EIO for {} ms (injector, BPF LSM), then SIGKILL, restarted",
                 hold.as_millis()
             ))
         }
