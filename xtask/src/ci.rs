@@ -3,9 +3,9 @@ use std::{path::Path, process::Command, time::Instant};
 
 use anyhow::{Context, Result, ensure};
 
-use crate::{cmd, ebpf, kernel_fs, setup, vm_tests};
+use crate::{cmd, ebpf, kernel_fs, setup, vm_tests, vm_torture};
 
-pub fn run(root: &Path) -> Result<()> {
+pub fn run(root: &Path, vm_torture: bool) -> Result<()> {
     let started = Instant::now();
     step("set-up", setup::run)?;
     step("format", || {
@@ -35,6 +35,13 @@ pub fn run(root: &Path) -> Result<()> {
     step("injector tests in VMs (stock Debian kernels)", || {
         vm_tests::run(root)
     })?;
+    if vm_torture {
+        // A fixed seed: CI checks that this exact run still passes; `cargo xtask vm-torture`
+        // without --seed explores.
+        step("torture run in a VM (wal-write-error)", || {
+            vm_torture::run(root, &["--seed".to_owned(), "5".to_owned()])
+        })?;
+    }
     eprintln!(
         "ci: all steps passed in {:.0} s",
         started.elapsed().as_secs_f64()

@@ -39,8 +39,13 @@ enum Task {
     /// Uses rustup nightly with rust-src if present, else Debian's rustc-web + rust-web-src with
     /// RUSTC_BOOTSTRAP=1; needs bpf-linker 0.13.0. A second run with unchanged sources does nothing.
     BuildEbpf,
-    /// What CI runs: set-up, format check, eBPF build, clippy -D warnings, all tests.
-    Ci,
+    /// What CI runs: set-up, format check, eBPF build, clippy -D warnings, all tests, the
+    /// injector's LSM tests in VMs (Debian 6.1 and 6.12) and a short torture run in a VM.
+    Ci {
+        /// Leave out the torture run in the VM (about 70 s).
+        #[arg(long)]
+        skip_vm_torture: bool,
+    },
     /// Count a live process's syscalls with the injector and check the count is exact.
     Demo,
     /// The main job: a target-db cluster on faultfs under load and faults, checked. Arguments go
@@ -78,7 +83,7 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::BuildEbpf => ebpf::build(&root).map(drop),
-        Task::Ci => ci::run(&root),
+        Task::Ci { skip_vm_torture } => ci::run(&root, !skip_vm_torture),
         Task::Demo => demo::run(&root),
         Task::Bench { what } => bench::run(&root, what),
         Task::Torture { args } => torture::run(&root, &args),
