@@ -138,8 +138,13 @@ enum Command {
     /// Continues PID if the injector that started this process dies first (internal).
     #[command(hide = true)]
     Guard {
+        /// The target, for logs; the guard acts through the pidfds only.
         #[arg(long)]
         pid: u32,
+        #[arg(long)]
+        target_pidfd: i32,
+        #[arg(long)]
+        injector_pidfd: i32,
     },
 }
 
@@ -169,8 +174,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let command = Cli::parse().command;
-    if let Command::Guard { pid } = command {
-        return match cli::guard::run(pid) {
+    if let Command::Guard {
+        target_pidfd,
+        injector_pidfd,
+        ..
+    } = command
+    {
+        return match cli::guard::run(target_pidfd, injector_pidfd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(_) => ExitCode::FAILURE,
         };

@@ -7,22 +7,43 @@ use std::{
 };
 
 /// Starts the guard for `pid` in its own process group, so a Ctrl-C meant for the injector does
-/// not reach it.
+/// not reach it. It inherits pidfds of the target and of this process, opened here: had the
+/// guard looked the injector up itself (getppid), an injector killed before the guard got to
+/// run (slow machines, VMs) would leave it watching init, and the target stopped for good.
 pub fn spawn(pid: u32) -> io::Result<Child> {
     use std::os::unix::process::CommandExt;
+    let target = inheritable(pidfd(pid)?)?;
+    let injector = inheritable(pidfd(std::process::id())?)?;
     Command::new(std::env::current_exe()?)
         .args(["guard", "--pid", &pid.to_string()])
+        .args(["--target-pidfd", &target.as_raw_fd().to_string()])
+        .args(["--injector-pidfd", &injector.as_raw_fd().to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .process_group(0)
         .spawn()
+    // This process's copies of the pidfds close here; the guard keeps its own.
 }
 
-pub fn run(pid: u32) -> io::Result<()> {
-    // SAFETY: getppid has no preconditions.
-    let parent = unsafe { libc::getppid() } as u32;
-    let target = pidfd(pid)?;
-    let injector = pidfd(parent)?;
+/// Clears close-on-exec so the guard inherits the descriptor.
+fn inheritable(fd: OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_SETFD on a descriptor we own.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Waits until the target exits (nothing to do) or the injector does (continue the target).
+pub fn run(target_pidfd: i32, injector_pidfd: i32) -> io::Result<()> {
+    // SAFETY: the descriptors were opened for this process by the injector and are owned by
+    // nothing else here.
+    let (target, injector) = unsafe {
+        (
+            OwnedFd::from_raw_fd(target_pidfd),
+            OwnedFd::from_raw_fd(injector_pidfd),
+        )
+    };
     let mut fds = [
         libc::pollfd {
             fd: target.as_raw_fd(),
