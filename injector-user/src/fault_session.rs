@@ -29,6 +29,8 @@ pub struct FaultSession {
     /// for every process's calls through that hook).
     error_hooks: std::collections::BTreeSet<&'static str>,
     target_tgid: u32,
+    /// The kernel's BTF, parsed once: the tracepoint and every LSM program load against it.
+    btf: Btf,
 }
 
 /// What a rule did so far.
@@ -51,6 +53,7 @@ impl FaultSession {
         let ebpf = ebpf_object::load()?;
         let mut session = FaultSession {
             ebpf,
+            btf: Btf::from_sys_fs()?,
             slots: Vec::new(),
             masked: Default::default(),
             seed,
@@ -80,9 +83,8 @@ impl FaultSession {
         }
         // Set last: until then the program treats every process as not targeted.
         session.write_config()?;
-        let ebpf = &mut session.ebpf;
-        let btf = Btf::from_sys_fs()?;
-        let program: &mut BtfTracePoint = ebpf
+        let program: &mut BtfTracePoint = session
+            .ebpf
             .program_mut(FAULT_PROGRAM)
             .ok_or(InjectorError::Missing {
                 kind: "program",
@@ -94,7 +96,7 @@ impl FaultSession {
                 source,
             })?;
         program
-            .load(COUNT_TRACEPOINT, &btf)
+            .load(COUNT_TRACEPOINT, &session.btf)
             .map_err(|source| InjectorError::Program {
                 name: FAULT_PROGRAM,
                 source,
@@ -159,7 +161,6 @@ impl FaultSession {
         if self.error_hooks.contains(hook) {
             return Ok(());
         }
-        let btf = Btf::from_sys_fs().map_err(|e| e.to_string())?;
         let program: &mut Lsm = self
             .ebpf
             .program_mut(name)
@@ -168,7 +169,7 @@ impl FaultSession {
             )?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-        program.load(hook, &btf).map_err(describe)?;
+        program.load(hook, &self.btf).map_err(describe)?;
         program.attach().map_err(describe)?;
         self.error_hooks.insert(hook);
         Ok(())

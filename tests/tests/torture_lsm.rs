@@ -2,38 +2,15 @@
 //! path, which only stock kernels allow. On a kernel that refuses LSM the run must be refused
 //! before any node starts, with the way out (`cargo xtask vm-torture`); where LSM works (inside
 //! `cargo xtask vm`) a short run with that fault must pass. Needs root.
+mod common;
+
 use std::process::Command;
 
 const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
 
-fn lsm_allowed(injector: &std::path::Path) -> bool {
-    let output = Command::new(injector)
-        .args(["probe", "--json"])
-        .output()
-        .unwrap();
-    let probe: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    probe["mechanisms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|m| m["name"].as_str().is_some_and(|n| n.starts_with("BPF LSM")) && m["works"] == true)
-}
-
 #[test]
 fn wal_write_errors_run_where_the_kernel_allows_lsm_and_are_refused_up_front_elsewhere() {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--bins"])
-        .args([
-            "--package",
-            "target-db",
-            "--package",
-            "faultfs",
-            "--package",
-            "injector-user",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::build_tools();
     let injector = std::path::Path::new(TORTURE).with_file_name("injector");
     let run_dir = tempfile::tempdir().unwrap();
     let output = Command::new(TORTURE)
@@ -51,7 +28,8 @@ fn wal_write_errors_run_where_the_kernel_allows_lsm_and_are_refused_up_front_els
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    if lsm_allowed(&injector) {
+    let refusal = tests::torture::lsm::refusal(&injector).unwrap();
+    if refusal.is_none() {
         assert!(output.status.success(), "{stderr}");
         let history = std::fs::read_to_string(run_dir.path().join("run/history.jsonl")).unwrap();
         assert!(

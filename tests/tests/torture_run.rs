@@ -1,31 +1,13 @@
 //! Whole torture runs, as `cargo xtask torture` does them, short: a safe target-db passes under
 //! every kind of fault, and one that does not fsync is caught. Needs root (FUSE mounts, eBPF).
 //! Both runs use the nodes' addresses 127.0.0.11-13, so they run one after the other.
+mod common;
+
 use std::process::{Command, Output};
 
-const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
+use common::build_tools;
 
-/// The tools a run starts must sit next to the torture binary (one target directory).
-fn build_tools() {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "--bins",
-            "--package",
-            "target-db",
-            "--package",
-            "faultfs",
-            "--package",
-            "injector-user",
-        ])
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "building target-db, faultfs and injector failed"
-    );
-}
+const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
 
 fn torture(args: &[&str]) -> (Output, String) {
     let run_dir = tempfile::tempdir().unwrap();

@@ -85,8 +85,7 @@ pub async fn attach(options: Options) -> Result<()> {
             ready = events.readable_mut() => {
                 let mut ready = ready?;
                 while let Some(item) = ready.get_inner_mut().next() {
-                    // SAFETY: the kernel wrote exactly one FiredEvent per record.
-                    let event: FiredEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                    let event = fired_event(&item);
                     stops.note(&rules, &event, &target)?;
                     report(&rules, &event, options.json)?;
                 }
@@ -109,15 +108,19 @@ pub async fn attach(options: Options) -> Result<()> {
     // Faults fired just before the end may still be in the ring buffer: the table at the end
     // must not count a fault that was never printed.
     while let Some(item) = events.get_mut().next() {
-        // SAFETY: the kernel wrote exactly one FiredEvent per record.
-        let event: FiredEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-        report(&rules, &event, options.json)?;
+        report(&rules, &fired_event(&item), options.json)?;
     }
     if stops.stopped() {
         target.signal(libc::SIGCONT).ok();
     }
     let stats = session.stats(&rules)?;
     summarise(&stats, ended_by, options.json)
+}
+
+/// One ring-buffer record of the fault program.
+fn fired_event(record: &[u8]) -> FiredEvent {
+    // SAFETY: the kernel wrote exactly one FiredEvent per record.
+    unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) }
 }
 
 /// Carries out one `injector ctl` request.

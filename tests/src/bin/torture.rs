@@ -384,27 +384,14 @@ fn bench_checker(corpus: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// Faults that make calls fail through the injector need BPF LSM: ask `injector probe`, and
-/// refuse the run before anything starts if the kernel does not allow it.
+/// Faults that make calls fail through the injector need BPF LSM: refuse the run before
+/// anything starts if the kernel does not allow it.
 fn require_lsm(injector: &std::path::Path) -> Result<()> {
-    let output = std::process::Command::new(injector)
-        .args(["probe", "--json"])
-        .output()
-        .with_context(|| format!("running {} probe", injector.display()))?;
-    let probe: serde_json::Value =
-        serde_json::from_slice(&output.stdout).context("injector probe did not answer in JSON")?;
-    let lsm = probe["mechanisms"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["name"].as_str().is_some_and(|n| n.starts_with("BPF LSM")));
-    match lsm {
-        Some(lsm) if lsm["works"] == true => Ok(()),
-        Some(lsm) => anyhow::bail!(
-            "fault wal-write-error needs BPF LSM, which this kernel refuses ({}); leave it out of \
-             --faults, or run in a VM with a stock kernel: cargo xtask vm-torture",
-            lsm["detail"]
-        ),
-        None => anyhow::bail!("injector probe did not report BPF LSM"),
+    if let Some(reason) = tests::torture::lsm::refusal(injector)? {
+        anyhow::bail!(
+            "fault wal-write-error needs BPF LSM, which this kernel refuses ({reason}); leave it \
+             out of --faults, or run in a VM with a stock kernel: cargo xtask vm-torture"
+        );
     }
+    Ok(())
 }

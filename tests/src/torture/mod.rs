@@ -1,6 +1,7 @@
 //! A torture run: a cluster under load, faults from outside, then checks with a verdict each,
 //! a report, and the seed that replays it.
 pub mod cluster;
+pub mod lsm;
 pub mod nemesis;
 pub mod scenario;
 pub mod workload;
