@@ -118,6 +118,7 @@ impl Inner {
             Journal::Committed(log_id) => {
                 if self.committed.is_none_or(|c| c < log_id) {
                     self.committed = Some(log_id);
+                    self.wal.stats().record_committed(log_id.index);
                 }
             }
             Journal::Truncate(from) => {

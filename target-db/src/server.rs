@@ -227,6 +227,7 @@ fn status_json(node: &Node) -> Value {
         "term": metrics.current_term,
         "leader": metrics.current_leader,
         "last_log_index": metrics.last_log_index,
+        "commit_index": node.wal.committed_index(),
         "applied_index": metrics.last_applied.map(|l| l.index),
         "snapshot_index": metrics.snapshot.map(|l| l.index),
         "purged_index": metrics.purged.map(|l| l.index),
@@ -263,10 +264,12 @@ async fn metrics(State(node): State<Shared>) -> impl IntoResponse {
         "# TYPE targetdb_term gauge\ntargetdb_term {}\n\
          # TYPE targetdb_is_leader gauge\ntargetdb_is_leader {is_leader}\n\
          # TYPE targetdb_last_log_index gauge\ntargetdb_last_log_index {}\n\
+         # TYPE targetdb_commit_index gauge\ntargetdb_commit_index {}\n\
          # TYPE targetdb_applied_index gauge\ntargetdb_applied_index {}\n\
          # TYPE targetdb_snapshot_index gauge\ntargetdb_snapshot_index {}\n",
         number("term"),
         number("last_log_index"),
+        number("commit_index"),
         number("applied_index"),
         number("snapshot_index"),
     ) + &format!(

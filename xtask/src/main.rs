@@ -49,7 +49,8 @@ enum Task {
     /// Count a live process's syscalls with the injector and check the count is exact.
     Demo,
     /// The main job: a target-db cluster on faultfs under load and faults, checked. Arguments go
-    /// to `torture run` (see `target/release/torture run --help`), e.g. --seed 7 --duration 60s.
+    /// to `torture run` (see `target/release/torture run --help`), e.g. --seed 7 --duration 60s
+    /// or --seeds 1..200 --shard 3/8 --junit out.xml; `torture merge DIR...` merges shards.
     Torture {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

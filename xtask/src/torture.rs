@@ -1,5 +1,6 @@
 //! `cargo xtask torture [ARGS]`: builds everything a torture run needs (release), then runs
-//! `torture run ARGS` with the tools next to it.
+//! `torture run ARGS` with the tools next to it; `cargo xtask torture merge DIR...` merges the
+//! results of sharded runs.
 use std::{path::Path, process::Command};
 
 use anyhow::{Result, ensure};
@@ -7,6 +8,26 @@ use anyhow::{Result, ensure};
 use crate::{ci::cargo, cmd, ebpf, kernel_fs};
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    // `cargo xtask torture merge DIR...` merges the results of sharded jobs: no cluster.
+    if args.first().is_some_and(|a| a == "merge") {
+        cmd::run(cargo().current_dir(root).args([
+            "build",
+            "--quiet",
+            "--release",
+            "--package",
+            "tests",
+            "--bin",
+            "torture",
+        ]))?;
+        let status = Command::new(root.join("target/release/torture"))
+            .args(args)
+            .status()?;
+        ensure!(
+            status.success(),
+            "the merged runs did not all pass ({status})"
+        );
+        return Ok(());
+    }
     ensure!(
         cmd::is_root(),
         "a torture run mounts file systems and loads eBPF: run it as root"

@@ -16,6 +16,8 @@ pub struct WalStats {
     fsync_micros: AtomicU64,
     fsyncs: AtomicU64,
     bytes_appended: AtomicU64,
+    /// The highest index known committed and written to the log, plus one (0: none yet).
+    committed_plus_one: AtomicU64,
 }
 
 impl WalStats {
@@ -31,6 +33,18 @@ impl WalStats {
         self.fsync_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_committed(&self, index: u64) {
+        self.committed_plus_one
+            .fetch_max(index + 1, Ordering::Relaxed);
+    }
+
+    /// The commit index this node has made durable, if any.
+    pub fn committed_index(&self) -> Option<u64> {
+        self.committed_plus_one
+            .load(Ordering::Relaxed)
+            .checked_sub(1)
     }
 
     pub fn record_append(&self, bytes: u64) {

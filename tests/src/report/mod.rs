@@ -1,4 +1,7 @@
-//! Reports a person reads: a self-contained HTML page of a history and its check results.
+//! Reports: a self-contained HTML page of a history and its check results, for a person; JUnit
+//! XML of a run's seeds, for a CI system.
 mod html;
+mod junit;
 
 pub use html::render_html;
+pub use junit::render_junit;

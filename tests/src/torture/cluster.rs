@@ -53,6 +53,9 @@ pub struct Node {
     log: PathBuf,
     process: Option<Child>,
     mount: Option<Spawned>,
+    /// How often the node was started again after its first start (crashes, power losses).
+    pub restarts: u32,
+    started: bool,
 }
 
 pub struct Cluster {
@@ -64,6 +67,29 @@ pub struct Cluster {
 }
 
 pub const PORT: u16 = 7000;
+
+/// Packets dropped between two sets of nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cut {
+    pub from: Vec<usize>,
+    pub to: Vec<usize>,
+    /// Only packets from `from` to `to` are dropped.
+    pub one_way: bool,
+    /// 100 cuts the link; less drops that share of the packets.
+    pub loss_percent: u32,
+}
+
+impl Cut {
+    /// One node cut off from all the others, both ways.
+    pub fn isolate(node: usize, size: usize) -> Cut {
+        Cut {
+            from: vec![node],
+            to: (1..=size).filter(|&id| id != node).collect(),
+            one_way: false,
+            loss_percent: 100,
+        }
+    }
+}
 
 impl Cluster {
     pub fn start(
@@ -109,6 +135,8 @@ impl Cluster {
                 log: dir.join("target-db.log"),
                 process: None,
                 mount: Some(mount),
+                restarts: 0,
+                started: false,
             });
         }
         for id in 1..=size {
@@ -122,10 +150,10 @@ impl Cluster {
     }
 
     pub fn start_node(&mut self, id: usize) -> Result<()> {
-        let node = &mut self.nodes[id - 1];
-        if node.process.is_some() {
+        if self.running(id) && self.reap(id).is_none() {
             return Ok(());
         }
+        let node = &mut self.nodes[id - 1];
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -148,7 +176,19 @@ impl Cluster {
             .spawn()
             .context("starting target-db")?;
         node.process = Some(child);
+        if node.started {
+            node.restarts += 1;
+        }
+        node.started = true;
         Ok(())
+    }
+
+    /// Whether the node's process has exited (a fault killed it); if so it counts as down.
+    pub fn reap(&mut self, id: usize) -> Option<std::process::ExitStatus> {
+        let node = &mut self.nodes[id - 1];
+        let status = node.process.as_mut()?.try_wait().ok()??;
+        node.process = None;
+        Some(status)
     }
 
     pub fn kill_node(&mut self, id: usize) {
@@ -254,25 +294,32 @@ impl Cluster {
         command
     }
 
-    pub fn partition_command(&self, isolated: usize, duration: Duration) -> Command {
-        let others: Vec<&str> = self
-            .nodes
-            .iter()
-            .filter(|n| n.id != isolated)
-            .map(|n| n.ip.as_str())
-            .collect();
+    /// `injector partition` applying `cut` between the nodes' addresses for `duration`.
+    pub fn partition_command(&self, cut: &Cut, duration: Duration) -> Command {
+        let ips = |ids: &[usize]| {
+            ids.iter()
+                .map(|&id| self.node(id).ip.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         let mut command = Command::new(&self.binaries.injector);
         command
             .args([
                 "partition",
                 "--between",
-                &self.node(isolated).ip,
+                &ips(&cut.from),
                 "--and",
-                &others.join(","),
+                &ips(&cut.to),
             ])
             .args(["--duration", &format!("{}ms", duration.as_millis())])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if cut.one_way {
+            command.arg("--one-way");
+        }
+        if cut.loss_percent < 100 {
+            command.args(["--loss", &format!("{}%", cut.loss_percent)]);
+        }
         command
     }
 

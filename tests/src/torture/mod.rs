@@ -1,8 +1,11 @@
 //! A torture run: a cluster under load, faults from outside, then checks with a verdict each,
 //! a report, and the seed that replays it.
+pub mod after_heal;
+pub mod campaign;
 pub mod cluster;
 pub mod lsm;
 pub mod nemesis;
+pub mod network_shape;
 pub mod scenario;
 pub mod workload;
 
@@ -18,7 +21,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::{
@@ -152,7 +155,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         },
     });
     let all_read = workload::final_reads(&addrs, options.keys, &recorder, 1_000_000).await;
-    let convergence = converged(&http, &addrs, options.settle).await;
+    let convergence = after_heal::converged(&http, &addrs, options.settle).await;
     checks.push(CheckResult {
         name: "nodes converge to one state",
         verdict: if convergence.is_ok() {
@@ -161,6 +164,27 @@ pub async fn run(options: Options) -> Result<TortureReport> {
             Verdict::Fail
         },
         detail: convergence.clone().unwrap_or_else(|e| e),
+    });
+    let restarted: Vec<(usize, u32)> = cluster
+        .lock()
+        .await
+        .nodes
+        .iter()
+        .filter(|n| n.restarts > 0)
+        .map(|n| (n.id, n.restarts))
+        .collect();
+    let rejoin = match leader_agreed(&http, &addrs, Duration::ZERO).await {
+        Some(leader) => {
+            after_heal::rejoined(&http, &addrs, leader as usize, &restarted, options.settle)
+                .await
+                .map_err(|e| (Verdict::Fail, e))
+        }
+        None => Err((Verdict::Unknown, "no leader to compare with".to_owned())),
+    };
+    checks.push(CheckResult {
+        name: "restarted nodes rejoin and catch up",
+        verdict: rejoin.as_ref().map_or_else(|(v, _)| *v, |_| Verdict::Pass),
+        detail: rejoin.unwrap_or_else(|(_, e)| e),
     });
 
     let lines = recorder.lines();
@@ -327,39 +351,5 @@ async fn leader_agreed(http: &reqwest::Client, addrs: &[String], limit: Duration
             return None;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Every node has applied the same log and holds the same state (digest).
-async fn converged(
-    http: &reqwest::Client,
-    addrs: &[String],
-    limit: Duration,
-) -> Result<String, String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let mut statuses: Vec<Value> = Vec::new();
-        for addr in addrs {
-            statuses.push(status(http, addr).await.unwrap_or(Value::Null));
-        }
-        let digests: Vec<&Value> = statuses.iter().map(|s| &s["state_digest"]).collect();
-        let applied: Vec<&Value> = statuses.iter().map(|s| &s["applied_index"]).collect();
-        if digests.iter().all(|d| !d.is_null() && *d == digests[0])
-            && applied.iter().all(|a| *a == applied[0])
-        {
-            return Ok(format!(
-                "{} nodes at applied index {}, digest {}",
-                addrs.len(),
-                applied[0],
-                digests[0]
-            ));
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "after {} s: applied {applied:?}, digests {digests:?}",
-                limit.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }

@@ -1,7 +1,8 @@
-//! Faults applied from outside, chosen by the seed: SIGKILL and restart, SIGSTOP/SIGCONT, a
-//! network partition isolating one node (injector), power loss of one node (faultfs), a failing
-//! disk under one node's write-ahead log (faultfs fsyncgate, then power loss), a slow one
-//! (faultfs delay on every WAL fdatasync), failing WAL writes (injector error() via BPF LSM).
+//! Faults applied from outside, chosen by the seed: SIGKILL and restart, SIGSTOP/SIGCONT, a crash
+//! at the Nth WAL write or fdatasync (injector), network partitions of named shapes and packet
+//! loss (injector), power loss of one node or all (faultfs), a failing disk under one node's
+//! write-ahead log (faultfs: fsyncgate then power loss, fsync EIO, ENOSPC), a slow one (faultfs
+//! delay on every WAL fdatasync), failing WAL writes (injector error() via BPF LSM).
 use std::{
     str::FromStr,
     sync::{
@@ -15,19 +16,31 @@ use anyhow::{Result, bail};
 use fault_rules::SplitMix64;
 use tokio::sync::Mutex;
 
-use super::{cluster::Cluster, workload::Recorder};
+use super::{cluster::Cluster, network_shape, workload::Recorder};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     Kill,
     Pause,
+    /// The node is killed at its Nth write or fdatasync of the active WAL segment (injector,
+    /// tracepoint + SIGKILL from the kernel), then restarted.
+    WalCrash,
+    /// A partition of a random shape (isolate, majority/minority, bridge, one way).
     Partition,
+    /// 20-60% of the packets between one node and the others dropped for a while.
+    PacketLoss,
     PowerLoss,
     /// Every node loses power at once.
     PowerLossAll,
     /// The node's WAL fsyncs fail the way Linux fails them (EIO, and the dirty pages are
     /// dropped as if written); then the node loses power, so whatever it failed to sync is gone.
     DiskError,
+    /// The node's WAL fdatasyncs fail with EIO (the data stays dirty) for a while; it stops
+    /// taking writes, so it is then killed and restarted.
+    FsyncError,
+    /// The node's file system is full (ENOSPC on every write) for a while; then it is killed and
+    /// restarted.
+    DiskFull,
     /// Every WAL fdatasync of the node takes 50-500 ms longer for a while.
     SlowDisk,
     /// The node's writes to its active WAL segment fail with EIO for a while (injector,
@@ -42,6 +55,21 @@ impl Fault {
     }
 }
 
+pub const NAMES: &[&str] = &[
+    "kill",
+    "pause",
+    "wal-crash",
+    "partition",
+    "packet-loss",
+    "power-loss",
+    "power-loss-all",
+    "disk-error",
+    "fsync-error",
+    "disk-full",
+    "slow-disk",
+    "wal-write-error",
+];
+
 impl FromStr for Fault {
     type Err = String;
 
@@ -49,15 +77,19 @@ impl FromStr for Fault {
         match text {
             "kill" => Ok(Fault::Kill),
             "pause" => Ok(Fault::Pause),
+            "wal-crash" => Ok(Fault::WalCrash),
             "partition" => Ok(Fault::Partition),
+            "packet-loss" => Ok(Fault::PacketLoss),
+            "fsync-error" => Ok(Fault::FsyncError),
+            "disk-full" => Ok(Fault::DiskFull),
             "power-loss" => Ok(Fault::PowerLoss),
             "power-loss-all" => Ok(Fault::PowerLossAll),
             "disk-error" => Ok(Fault::DiskError),
             "slow-disk" => Ok(Fault::SlowDisk),
             "wal-write-error" => Ok(Fault::WalWriteError),
             other => Err(format!(
-                "unknown fault `{other}`: choose from kill, pause, partition, power-loss, \
-                 power-loss-all, disk-error, slow-disk, wal-write-error"
+                "unknown fault `{other}`: choose from {}",
+                NAMES.join(", ")
             )),
         }
     }
@@ -118,14 +150,37 @@ async fn apply(
             unsafe { libc::kill(pid as i32, libc::SIGCONT) };
             Ok(format!("SIGSTOP for {} ms", hold.as_millis()))
         }
-        Fault::Partition => {
-            let mut command = cluster.lock().await.partition_command(node, hold);
+        Fault::WalCrash => wal_crash(cluster, node, hold, rng).await,
+        Fault::Partition | Fault::PacketLoss => {
+            let size = cluster.lock().await.nodes.len();
+            let (cut, description) = if fault == Fault::Partition {
+                network_shape::random_cut(size, node, rng)
+            } else {
+                network_shape::lossy_link(size, node, 20 + rng.below(41) as u32)
+            };
+            let mut command = cluster.lock().await.partition_command(&cut, hold);
             let status = tokio::task::spawn_blocking(move || command.status()).await??;
             if !status.success() {
                 bail!("injector partition failed: {status}");
             }
+            Ok(format!("{description} for {} ms", hold.as_millis()))
+        }
+        Fault::FsyncError | Fault::DiskFull => {
+            let (rule, what) = if fault == Fault::FsyncError {
+                (
+                    r#"fdatasync(path="db/wal/*")=error(EIO)"#,
+                    "WAL fdatasync fails with EIO",
+                )
+            } else {
+                (r#"write(path="db/*")=error(ENOSPC)"#, "disk full (ENOSPC)")
+            };
+            with_fault_rule(cluster, node, rule, hold).await?;
+            // A node whose WAL failed takes no writes until it restarts and recovers.
+            let mut cluster = cluster.lock().await;
+            cluster.kill_node(node);
+            cluster.start_node(node)?;
             Ok(format!(
-                "isolated from the others for {} ms",
+                "{what} for {} ms, then SIGKILL, restarted",
                 hold.as_millis()
             ))
         }
@@ -194,6 +249,45 @@ async fn apply(
             Ok(format!("power loss of every node ({mode}), restarted"))
         }
     }
+}
+
+/// A crash point: `injector attach` kills the node at its Nth write or fdatasync of the
+/// active WAL segment; a write never happens, an fdatasync completes before the death.
+async fn wal_crash(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    hold: Duration,
+    rng: &mut SplitMix64,
+) -> Result<String> {
+    let call = ["write", "fdatasync"][rng.below(2) as usize];
+    let skipped = rng.below(20);
+    let attach = {
+        let cluster = cluster.lock().await;
+        cluster.wal_fd(node).map(|fd| {
+            let rule = format!("{call}(fd={fd})={skipped}*off->1*kill");
+            (rule.clone(), cluster.attach_command(node, &rule, hold))
+        })
+    };
+    let Some((rule, mut command)) = attach else {
+        return Ok("wal-crash skipped: node down".into());
+    };
+    let status = tokio::task::spawn_blocking(move || command.status()).await??;
+    if !status.success() {
+        bail!("injector attach `{rule}` failed: {status}");
+    }
+    let mut cluster = cluster.lock().await;
+    let Some(exit) = cluster.reap(node) else {
+        return Ok(format!(
+            "`{rule}` (injector): the node made fewer than {} such calls in {} ms",
+            skipped + 1,
+            hold.as_millis()
+        ));
+    };
+    cluster.start_node(node)?;
+    Ok(format!(
+        "killed at WAL {call} #{} by `{rule}` (injector, {exit}), restarted",
+        skipped + 1
+    ))
 }
 
 /// A faultfs rule on the node's mount for `hold`, then removed.

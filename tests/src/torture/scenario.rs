@@ -5,7 +5,10 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 use anyhow::{Context, Result};
 use tokio::sync::Mutex;
 
-use super::{cluster::Cluster, cluster::status, workload::Recorder};
+use super::{
+    cluster::{Cluster, Cut, status},
+    workload::Recorder,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
@@ -113,7 +116,7 @@ pub async fn run(
             let mut command = cluster
                 .lock()
                 .await
-                .partition_command(isolated, Duration::from_secs(4));
+                .partition_command(&Cut::isolate(isolated, size), Duration::from_secs(4));
             let status = tokio::task::spawn_blocking(move || command.status()).await??;
             anyhow::ensure!(status.success(), "injector partition failed: {status}");
             let what = if isolated == leader {
@@ -159,7 +162,7 @@ pub async fn run(
             let mut command = cluster
                 .lock()
                 .await
-                .partition_command(leader, Duration::from_secs(4));
+                .partition_command(&Cut::isolate(leader, size), Duration::from_secs(4));
             let partition = tokio::task::spawn_blocking(move || command.status());
             // While cut off, the leader accepts writes it can never commit; then it dies.
             pause(2000).await;

@@ -1,4 +1,7 @@
-//! `torture`: Faultline's torture harness. For now: check a recorded history.
+//! `torture`: Faultline's torture harness: torture runs of a target-db cluster, merging the
+//! results of sharded runs, and checking recorded histories.
+mod run;
+
 use std::{
     path::PathBuf,
     process::ExitCode,
@@ -13,8 +16,8 @@ use tests::{
         Format, History,
         generate::{Shape, linearizable_history},
     },
-    report::render_html,
-    torture::{self, cluster::Binaries, nemesis::Fault},
+    report::{render_html, render_junit},
+    torture::{campaign::Summary, cluster::Binaries},
 };
 
 #[derive(Parser)]
@@ -27,53 +30,30 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a target-db cluster on faultfs mounts under a client workload and faults from
-    /// outside, then check the history. Exit 0 only when every check passed.
+    /// outside, then check the history. Exit 0 only when every check passed (1: a check
+    /// failed, 3: a check could not decide).
     ///
     /// Each node has its own loopback address (127.0.0.11, .12, ...) and its data directory on
-    /// its own faultfs mount. Faults: kill (SIGKILL, restart), pause (SIGSTOP/SIGCONT), partition
-    /// (injector isolates one node), power-loss (kill, faultfs power-loss drop/torn/reorder/prefix,
-    /// restart). Checks: serves again after healing, nodes converge, linearizable, no
-    /// acknowledged write lost, no value from nowhere or stale read, no panic. Needs root.
-    Run {
-        /// Seed for every random choice; printed so the run can be replayed.
+    /// its own faultfs mount. Checks: serves again after healing, nodes converge, restarted
+    /// nodes rejoin and catch up, linearizable, no acknowledged write lost, no value from
+    /// nowhere or stale read, no panic. Needs root.
+    #[command(
+        after_help = "Examples:\n  torture run --seed 1234 --duration 60s --faults kill,partition\n  \
+        torture run --seeds 1..200 --shard 3/8 --junit out.xml --duration 30s\n  \
+        torture run --seed 11 --faults power-loss-all --db-flag=--unsafe-no-fsync"
+    )]
+    Run(run::RunArgs),
+    /// Merge the run directories of several `torture run --seeds ... --shard` jobs into one
+    /// verdict (and one JUnit file). Exit 0 only when every seed passed.
+    #[command(after_help = "Example:\n  torture merge shard-1 shard-2 shard-3 --junit all.xml")]
+    Merge {
+        /// Run directories, each holding the summary.json its job wrote.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Also write JUnit XML of every seed here.
         #[arg(long)]
-        seed: Option<u64>,
-        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        #[arg(long, default_value_t = 3)]
-        nodes: usize,
-        /// Comma-separated: kill, pause, partition, power-loss, power-loss-all, disk-error (WAL
-        /// fdatasync fails as on Linux, dirty pages dropped, then power loss of that node),
-        /// slow-disk (WAL fdatasync 50-500 ms slower for a while), wal-write-error (the
-        /// node's WAL writes fail with EIO for a while, then it restarts; needs BPF LSM: a stock
-        /// kernel, e.g. in `cargo xtask vm-torture`; not in the default list).
-        #[arg(
-            long,
-            default_value = "kill,pause,partition,power-loss,power-loss-all,disk-error,slow-disk"
-        )]
-        faults: String,
-        #[arg(long, default_value_t = 4)]
-        clients: u64,
-        #[arg(long, default_value_t = 5)]
-        keys: u64,
-        /// Where histories, logs and reports go. Default: /var/tmp/faultline-torture-SEED.
-        #[arg(long)]
-        run_dir: Option<PathBuf>,
-        /// Where target-db, faultfs and injector are. Default: next to this program.
-        #[arg(long)]
-        bin_dir: Option<PathBuf>,
-        /// A named deterministic script instead of random faults: leader-failure-data-consistency,
-        /// partition-minority, partition-majority, node-rejoin, power-loss-all, multiple-failures
-        /// (needs --nodes 5), uncommitted-entries.
-        #[arg(long)]
-        scenario: Option<String>,
-        /// How long the cluster gets to elect a leader and converge after healing.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        settle: Duration,
-        /// Extra flag for every `target-db serve`, e.g. --db-flag=--unsafe-no-fsync to prove
-        /// the checks catch a database that loses acknowledged writes. Repeatable.
-        #[arg(long = "db-flag", allow_hyphen_values = true)]
-        db_flags: Vec<String>,
+        junit: Option<PathBuf>,
+        /// Print the merged summary as JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -181,103 +161,19 @@ fn main() -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run {
-            seed,
-            duration,
-            nodes,
-            faults,
-            clients,
-            keys,
-            run_dir,
-            bin_dir,
-            db_flags,
-            settle,
-            scenario,
-            json,
-        } => {
-            let script = scenario
-                .as_deref()
-                .map(|name| {
-                    name.parse::<tests::torture::scenario::Scenario>()
-                        .map_err(anyhow::Error::msg)
-                })
-                .transpose()?;
-            if script == Some(tests::torture::scenario::Scenario::MultipleFailures) && nodes < 5 {
-                anyhow::bail!("the multiple-failures scenario needs 5 nodes: add --nodes 5");
+        Command::Run(args) => run::run(args),
+        Command::Merge { dirs, junit, json } => {
+            let summary = Summary::merge(&dirs)?;
+            if let Some(path) = junit {
+                std::fs::write(&path, render_junit(&summary))
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
-            let seed = seed.unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64 % 1_000_000)
-                    .unwrap_or(1)
-            });
-            let fault_list = faults
-                .split(',')
-                .filter(|f| !f.is_empty())
-                .map(|f| f.parse::<Fault>().map_err(anyhow::Error::msg))
-                .collect::<Result<Vec<_>>>()?;
-            let run_dir = run_dir
-                .unwrap_or_else(|| PathBuf::from(format!("/var/tmp/faultline-torture-{seed}")));
-            if run_dir.exists() {
-                std::fs::remove_dir_all(&run_dir)
-                    .with_context(|| format!("clearing {}", run_dir.display()))?;
-            }
-            let binaries = Binaries::beside_me(bin_dir.as_deref())?;
-            if fault_list.iter().any(|f| f.needs_lsm()) {
-                require_lsm(&binaries.injector)?;
-            }
-            let options = torture::Options {
-                seed,
-                duration,
-                nodes,
-                faults: fault_list,
-                clients,
-                keys,
-                run_dir,
-                binaries,
-                db_flags: db_flags.clone(),
-                settle,
-                scenario: script,
-            };
-            eprintln!(
-                "torture run: seed {seed}, {nodes} nodes, {} s, faults {faults}",
-                duration.as_secs()
-            );
-            let runtime = tokio::runtime::Runtime::new()?;
-            let report = runtime.block_on(torture::run(options))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
-                for check in &report.checks {
-                    println!(
-                        "{:<8} {:<38} {}",
-                        word(check.verdict),
-                        check.name,
-                        check.detail
-                    );
-                }
-                println!(
-                    "{}: {} operations, {} faults; run directory {}",
-                    word(report.verdict),
-                    report.operations,
-                    report.faults,
-                    report.run_dir.display()
-                );
-                let mut flags: String =
-                    db_flags.iter().map(|f| format!(" --db-flag={f}")).collect();
-                if let Some(name) = &scenario {
-                    flags.push_str(&format!(" --scenario {name}"));
-                }
-                println!(
-                    "replay: cargo xtask torture --seed {seed} --duration {}s --nodes {nodes} --faults {faults}{flags}",
-                    duration.as_secs()
-                );
+                run::print_summary(&summary, &format!("merged from {} directories", dirs.len()));
             }
-            Ok(ExitCode::from(match report.verdict {
-                Verdict::Pass => 0,
-                Verdict::Fail => 1,
-                Verdict::Unknown => 3,
-            }))
+            Ok(run::exit_code(summary.verdict()))
         }
     }
 }
@@ -379,18 +275,6 @@ fn bench_checker(corpus: &std::path::Path) -> Result<()> {
             unknown_percent,
             word(report.verdict),
             started.elapsed().as_secs_f64()
-        );
-    }
-    Ok(())
-}
-
-/// Faults that make calls fail through the injector need BPF LSM: refuse the run before
-/// anything starts if the kernel does not allow it.
-fn require_lsm(injector: &std::path::Path) -> Result<()> {
-    if let Some(reason) = tests::torture::lsm::refusal(injector)? {
-        anyhow::bail!(
-            "fault wal-write-error needs BPF LSM, which this kernel refuses ({reason}); leave it \
-             out of --faults, or run in a VM with a stock kernel: cargo xtask vm-torture"
         );
     }
     Ok(())

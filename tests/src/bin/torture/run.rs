@@ -1,0 +1,357 @@
+//! `torture run`: one seed, or a range of seeds (a shard of it for one job of a CI matrix),
+//! each a whole torture run; a summary, JUnit XML and the command that replays each seed.
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tests::{
+    check::Verdict,
+    report::render_junit,
+    torture::{
+        self, TortureReport,
+        campaign::{self, CheckLine, SeedRange, SeedResult, Shard, Summary},
+        cluster::Binaries,
+        nemesis::Fault,
+        scenario::Scenario,
+    },
+};
+
+use crate::word;
+
+/// Every fault this kernel can apply (wal-write-error needs BPF LSM).
+const DEFAULT_FAULTS: &str = "kill,pause,wal-crash,partition,packet-loss,power-loss,power-loss-all,\
+                              disk-error,fsync-error,disk-full,slow-disk";
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Seed for every random choice; printed so the run can be replayed. Default: the clock.
+    #[arg(long, conflicts_with = "seeds")]
+    seed: Option<u64>,
+    /// Run each of these seeds in turn, FIRST..LAST with both included (1..200 is 200 runs).
+    /// Each seed gets its own directory under --run-dir, and summary.json lists them all.
+    #[arg(long)]
+    seeds: Option<SeedRange>,
+    /// With --seeds: be job INDEX of COUNT of a CI matrix (e.g. 3/8 takes seeds 3, 11, 19, ...
+    /// of 1..200). Merge the jobs' run directories with `torture merge`.
+    #[arg(long, requires = "seeds")]
+    shard: Option<Shard>,
+    /// Also write JUnit XML here: one test case per seed, a failed check is a failure, an
+    /// undecided one an error.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Comma-separated, each applied to a node the seed picks:
+    /// kill (SIGKILL, restart); pause (SIGSTOP/SIGCONT);
+    /// wal-crash (the injector kills it at its Nth WAL write or fdatasync, restart);
+    /// partition (injector: the node isolated, a minority with it cut from the majority, a
+    /// bridge with it as the only link between two halves, or one way);
+    /// packet-loss (20-60% of its packets dropped);
+    /// power-loss (kill, faultfs power-loss drop/torn/reorder/prefix, restart);
+    /// power-loss-all (every node at once);
+    /// disk-error (WAL fdatasync fails as on Linux, dirty pages dropped, then power loss);
+    /// fsync-error (WAL fdatasync fails with EIO, then restart);
+    /// disk-full (ENOSPC on every write, then restart);
+    /// slow-disk (WAL fdatasync 50-500 ms slower for a while);
+    /// wal-write-error (the node's WAL writes fail with EIO, then restart; needs BPF LSM:
+    /// a stock kernel, e.g. `cargo xtask vm-torture`; not in the default list).
+    #[arg(long, default_value = DEFAULT_FAULTS)]
+    faults: String,
+    #[arg(long, default_value_t = 4)]
+    clients: u64,
+    #[arg(long, default_value_t = 5)]
+    keys: u64,
+    /// Where histories, logs and reports go. Default: /var/tmp/faultline-torture-SEED (or
+    /// -seeds-FIRST-LAST). An existing directory is replaced only if it holds an earlier run.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Where target-db, faultfs and injector are. Default: next to this program.
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// A named deterministic script instead of random faults: leader-failure-data-consistency,
+    /// partition-minority, partition-majority, node-rejoin, power-loss-all, multiple-failures
+    /// (needs --nodes 5), uncommitted-entries.
+    #[arg(long)]
+    scenario: Option<String>,
+    /// How long the cluster gets to elect a leader and converge after healing.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    settle: Duration,
+    /// Extra flag for every `target-db serve`, e.g. --db-flag=--unsafe-no-fsync to prove
+    /// the checks catch a database that loses acknowledged writes. Repeatable.
+    #[arg(long = "db-flag", allow_hyphen_values = true)]
+    db_flags: Vec<String>,
+    /// Print the summary (every seed's checks) as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let scenario = args
+        .scenario
+        .as_deref()
+        .map(|name| name.parse::<Scenario>().map_err(anyhow::Error::msg))
+        .transpose()?;
+    if scenario == Some(Scenario::MultipleFailures) && args.nodes < 5 {
+        bail!("the multiple-failures scenario needs 5 nodes: add --nodes 5");
+    }
+    let faults = args
+        .faults
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(|f| f.parse::<Fault>().map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
+    let seeds = match args.seeds {
+        Some(range) => campaign::seeds(range, args.shard.unwrap_or(Shard::WHOLE))?,
+        None => vec![args.seed.unwrap_or_else(clock_seed)],
+    };
+    let binaries = || Binaries::beside_me(args.bin_dir.as_deref());
+    if faults.iter().any(|f| f.needs_lsm()) {
+        require_lsm(&binaries()?.injector)?;
+    }
+    let base = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| default_run_dir(&args, seeds[0]));
+    clear_earlier_run(&base)?;
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut summary = Summary::default();
+    let outcome = (|| -> Result<()> {
+        for (done, &seed) in seeds.iter().enumerate() {
+            let run_dir = if args.seeds.is_some() {
+                base.join(format!("seed-{seed}"))
+            } else {
+                base.clone()
+            };
+            eprintln!(
+                "torture run: seed {seed}{}, {} nodes, {} s, {}",
+                if seeds.len() > 1 {
+                    format!(" ({} of {})", done + 1, seeds.len())
+                } else {
+                    String::new()
+                },
+                args.nodes,
+                args.duration.as_secs(),
+                args.scenario
+                    .as_ref()
+                    .map_or(format!("faults {}", args.faults), |s| format!(
+                        "scenario {s}"
+                    ))
+            );
+            let options = torture::Options {
+                seed,
+                duration: args.duration,
+                nodes: args.nodes,
+                faults: faults.clone(),
+                clients: args.clients,
+                keys: args.keys,
+                run_dir,
+                binaries: binaries()?,
+                db_flags: args.db_flags.clone(),
+                settle: args.settle,
+                scenario,
+            };
+            let started = Instant::now();
+            let report = runtime.block_on(until_interrupted(torture::run(options)))?;
+            let result = seed_result(&report, started.elapsed(), replay_command(&args, seed));
+            if !args.json {
+                print_seed(&result);
+            }
+            summary.results.push(result);
+            // After every seed, so an interrupted campaign keeps what it found.
+            summary.write(&base)?;
+        }
+        Ok(())
+    })();
+    // The spawned workload and nemesis tasks own the cluster too: shutting the runtime down
+    // drops them, which stops every node and unmounts every file system.
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    outcome?;
+
+    if let Some(path) = &args.junit {
+        std::fs::write(path, render_junit(&summary))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else if summary.results.len() > 1 {
+        let source = format!("summary {}", base.join(campaign::SUMMARY_FILE).display());
+        print_summary(&summary, &source);
+    }
+    Ok(exit_code(summary.verdict()))
+}
+
+pub fn exit_code(verdict: Verdict) -> ExitCode {
+    ExitCode::from(match verdict {
+        Verdict::Pass => 0,
+        Verdict::Fail => 1,
+        Verdict::Unknown => 3,
+    })
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64 % 1_000_000)
+        .unwrap_or(1)
+}
+
+fn default_run_dir(args: &RunArgs, seed: u64) -> PathBuf {
+    let name = match (args.seeds, args.shard) {
+        (None, _) => format!("faultline-torture-{seed}"),
+        (Some(range), None) => format!("faultline-torture-seeds-{}-{}", range.first, range.last),
+        (Some(range), Some(shard)) => format!(
+            "faultline-torture-seeds-{}-{}-shard-{}-of-{}",
+            range.first, range.last, shard.index, shard.count
+        ),
+    };
+    PathBuf::from("/var/tmp").join(name)
+}
+
+/// Replaces an earlier run's directory, and refuses any other non-empty one, so a mistyped
+/// --run-dir never deletes somebody's files.
+fn clear_earlier_run(dir: &Path) -> Result<()> {
+    let Ok(mut entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    let earlier_run = [campaign::SUMMARY_FILE, "report.json", "node1"]
+        .iter()
+        .any(|name| dir.join(name).exists());
+    if !earlier_run {
+        bail!(
+            "{} is not empty and holds no earlier torture run: choose a new --run-dir (it is \
+             created) or empty this one",
+            dir.display()
+        );
+    }
+    std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))
+}
+
+/// Runs `work` unless Ctrl-C or SIGTERM comes first; then it is dropped, and with it the
+/// cluster it owns.
+async fn until_interrupted<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        result = work => result,
+        _ = terminate.recv() => bail!("stopped by SIGTERM: the cluster is torn down"),
+        _ = interrupt.recv() => bail!("stopped by Ctrl-C: the cluster is torn down"),
+    }
+}
+
+fn seed_result(report: &TortureReport, took: Duration, replay: String) -> SeedResult {
+    SeedResult {
+        seed: report.seed,
+        verdict: report.verdict,
+        checks: report
+            .checks
+            .iter()
+            .map(|c| CheckLine {
+                name: c.name.to_owned(),
+                verdict: c.verdict,
+                detail: c.detail.clone(),
+            })
+            .collect(),
+        operations: report.operations,
+        faults: report.faults,
+        seconds: took.as_secs_f64(),
+        run_dir: report.run_dir.clone(),
+        replay,
+    }
+}
+
+fn replay_command(args: &RunArgs, seed: u64) -> String {
+    let mut command = format!(
+        "cargo xtask torture --seed {seed} --duration {}s --nodes {}",
+        args.duration.as_secs(),
+        args.nodes
+    );
+    match &args.scenario {
+        Some(name) => command.push_str(&format!(" --scenario {name}")),
+        None if args.faults == DEFAULT_FAULTS => {}
+        None => command.push_str(&format!(" --faults {}", args.faults)),
+    }
+    for flag in &args.db_flags {
+        command.push_str(&format!(" --db-flag={flag}"));
+    }
+    command
+}
+
+fn print_seed(result: &SeedResult) {
+    for check in &result.checks {
+        println!(
+            "{:<8} {:<38} {}",
+            word(check.verdict),
+            check.name,
+            check.detail
+        );
+    }
+    println!(
+        "{}: seed {}, {} operations, {} faults; run directory {}",
+        word(result.verdict),
+        result.seed,
+        result.operations,
+        result.faults,
+        result.run_dir.display()
+    );
+    println!("replay: {}", result.replay);
+}
+
+/// A table of the seeds; `source` says where the summary came from.
+pub fn print_summary(summary: &Summary, source: &str) {
+    println!();
+    println!(
+        "{:>8} {:<8} {:>10} {:>7} {:>8}",
+        "seed", "verdict", "operations", "faults", "seconds"
+    );
+    for result in &summary.results {
+        println!(
+            "{:>8} {:<8} {:>10} {:>7} {:>8.1}",
+            result.seed,
+            word(result.verdict),
+            result.operations,
+            result.faults,
+            result.seconds
+        );
+    }
+    let passed = summary
+        .results
+        .iter()
+        .filter(|r| r.verdict == Verdict::Pass)
+        .count();
+    println!(
+        "{}: {passed} of {} seeds passed; {source}",
+        word(summary.verdict()),
+        summary.results.len(),
+    );
+    for result in summary
+        .results
+        .iter()
+        .filter(|r| r.verdict != Verdict::Pass)
+    {
+        println!("replay seed {}: {}", result.seed, result.replay);
+    }
+}
+
+/// Faults that make calls fail through the injector need BPF LSM: refuse the run before
+/// anything starts if the kernel does not allow it.
+fn require_lsm(injector: &Path) -> Result<()> {
+    if let Some(reason) = torture::lsm::refusal(injector)? {
+        bail!(
+            "fault wal-write-error needs BPF LSM, which this kernel refuses ({reason}); leave it \
+             out of --faults, or run in a VM with a stock kernel: cargo xtask vm-torture"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Named shapes of network partitions, chosen by the seed around one pivot node: the ways a
+//! real network splits a cluster (a node cut off, a minority cut from a majority, two halves
+//! that only one node still connects, a link that works in one direction only).
+use fault_rules::SplitMix64;
+
+use super::cluster::Cut;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// The pivot cut off from every other node.
+    Isolate,
+    /// A minority holding the pivot cut from the majority.
+    MajorityMinority,
+    /// The others split in two halves that cannot talk; the pivot still talks to both.
+    Bridge,
+    /// The pivot's packets to the others are dropped, or theirs to it, not both.
+    OneWay,
+}
+
+const SHAPES: [Shape; 4] = [
+    Shape::Isolate,
+    Shape::MajorityMinority,
+    Shape::Bridge,
+    Shape::OneWay,
+];
+
+/// A random shape around `pivot` in a cluster of `size` nodes, and its description.
+pub fn random_cut(size: usize, pivot: usize, rng: &mut SplitMix64) -> (Cut, String) {
+    let shape = SHAPES[rng.below(SHAPES.len() as u64) as usize];
+    cut(shape, size, pivot, rng)
+}
+
+pub fn cut(shape: Shape, size: usize, pivot: usize, rng: &mut SplitMix64) -> (Cut, String) {
+    // Two nodes have no minority to speak of and no third node to bridge them.
+    let shape = match shape {
+        Shape::MajorityMinority | Shape::Bridge if size < 3 => Shape::Isolate,
+        shape => shape,
+    };
+    let mut others: Vec<usize> = (1..=size).filter(|&id| id != pivot).collect();
+    shuffle(&mut others, rng);
+    match shape {
+        Shape::Isolate => {
+            let cut = Cut::isolate(pivot, size);
+            let text = format!("partition: {} isolated", names(&cut.from));
+            (cut, text)
+        }
+        Shape::MajorityMinority => {
+            let mut minority = vec![pivot];
+            minority.extend(&others[..(size - 1) / 2 - 1]);
+            minority.sort_unstable();
+            let majority: Vec<usize> = (1..=size).filter(|id| !minority.contains(id)).collect();
+            let text = format!(
+                "partition: minority {} | majority {}",
+                names(&minority),
+                names(&majority)
+            );
+            (both_ways(minority, majority), text)
+        }
+        Shape::Bridge => {
+            let (left, right) = others.split_at(others.len() / 2);
+            let (mut left, mut right) = (left.to_vec(), right.to_vec());
+            left.sort_unstable();
+            right.sort_unstable();
+            let text = format!(
+                "partition: bridge, {} | {} cut, n{pivot} talks to both",
+                names(&left),
+                names(&right)
+            );
+            (both_ways(left, right), text)
+        }
+        Shape::OneWay => {
+            others.sort_unstable();
+            let outgoing = rng.below(2) == 0;
+            let (from, to) = if outgoing {
+                (vec![pivot], others)
+            } else {
+                (others, vec![pivot])
+            };
+            let text = format!(
+                "partition: one way, {} -> {} dropped, the reverse flows",
+                names(&from),
+                names(&to)
+            );
+            let cut = Cut {
+                from,
+                to,
+                one_way: true,
+                loss_percent: 100,
+            };
+            (cut, text)
+        }
+    }
+}
+
+/// The pivot's packets to and from every other node dropped at random, `percent` of them.
+pub fn lossy_link(size: usize, pivot: usize, percent: u32) -> (Cut, String) {
+    let cut = Cut {
+        loss_percent: percent,
+        ..Cut::isolate(pivot, size)
+    };
+    let text = format!("packet loss: {percent}% between n{pivot} and the others");
+    (cut, text)
+}
+
+fn both_ways(from: Vec<usize>, to: Vec<usize>) -> Cut {
+    Cut {
+        from,
+        to,
+        one_way: false,
+        loss_percent: 100,
+    }
+}
+
+fn shuffle(ids: &mut [usize], rng: &mut SplitMix64) {
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+}
+
+fn names(ids: &[usize]) -> String {
+    ids.iter()
+        .map(|id| format!("n{id}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sides(cut: &Cut) -> (Vec<usize>, Vec<usize>) {
+        (cut.from.clone(), cut.to.clone())
+    }
+
+    #[test]
+    fn two_nodes_fall_back_to_shapes_they_have() {
+        for shape in SHAPES {
+            let (cut, text) = cut(shape, 2, 1, &mut SplitMix64::new(1));
+            assert!(!cut.from.is_empty() && !cut.to.is_empty(), "{text}");
+        }
+    }
+
+    #[test]
+    fn every_shape_cuts_disjoint_nonempty_sides_and_a_minority_cannot_elect() {
+        for size in [3, 5] {
+            for pivot in 1..=size {
+                for seed in 0..20 {
+                    for shape in SHAPES {
+                        let (cut, text) = cut(shape, size, pivot, &mut SplitMix64::new(seed));
+                        let (from, to) = sides(&cut);
+                        assert!(!from.is_empty() && !to.is_empty(), "{text}");
+                        assert!(from.iter().all(|id| !to.contains(id)), "{text}");
+                        assert!(from.iter().chain(&to).all(|&id| (1..=size).contains(&id)));
+                        match shape {
+                            Shape::Isolate => assert_eq!(from, vec![pivot]),
+                            Shape::MajorityMinority => {
+                                assert!(from.contains(&pivot));
+                                assert!(from.len() < to.len(), "{text}");
+                                assert_eq!(from.len() + to.len(), size);
+                            }
+                            Shape::Bridge => {
+                                assert!(!from.contains(&pivot) && !to.contains(&pivot));
+                                assert_eq!(from.len() + to.len(), size - 1);
+                            }
+                            Shape::OneWay => {
+                                assert!(cut.one_way);
+                                assert!(from == vec![pivot] || to == vec![pivot], "{text}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_cut() {
+        let a = random_cut(5, 2, &mut SplitMix64::new(9));
+        let b = random_cut(5, 2, &mut SplitMix64::new(9));
+        assert_eq!(a, b);
+        let shapes: std::collections::BTreeSet<String> = (0..40)
+            .map(|seed| random_cut(5, 2, &mut SplitMix64::new(seed)).1)
+            .map(|text| text.split_whitespace().nth(1).unwrap().to_owned())
+            .collect();
+        assert!(
+            shapes.len() >= 4,
+            "seeds should reach every shape: {shapes:?}"
+        );
+    }
+}
