@@ -63,6 +63,12 @@ pub struct TortureReport {
     pub checks: Vec<CheckResult>,
     pub operations: usize,
     pub faults: usize,
+    /// Client operations finished per second (any outcome) while the faults ran.
+    pub ops_per_second: f64,
+    /// From healing to the first write the cluster took (None: none within --settle).
+    pub heal_to_first_write_ms: Option<u64>,
+    /// How long the history checks took.
+    pub check_ms: u64,
     pub run_dir: PathBuf,
 }
 
@@ -126,7 +132,8 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         );
     }
     stop.store(true, Ordering::Relaxed);
-    workload.await?;
+    let completed = workload.await?;
+    let ops_per_second = completed as f64 / started.elapsed().as_secs_f64();
     let faults_applied = nemesis.await??;
 
     // Heal: every node running (partitions and pauses end by themselves).
@@ -136,22 +143,26 @@ pub async fn run(options: Options) -> Result<TortureReport> {
             cluster.start_node(id)?;
         }
     }
-    let healed_at = Instant::now();
     let mut checks = Vec::new();
+    let first_write = workload::first_write(&addrs, options.settle).await;
     let serves = leader_agreed(&http, &addrs, options.settle).await;
     checks.push(CheckResult {
         name: "serves again after healing",
-        verdict: if serves.is_some() {
+        verdict: if serves.is_some() && first_write.is_some() {
             Verdict::Pass
         } else {
             Verdict::Fail
         },
-        detail: match serves {
-            Some(leader) => format!(
-                "leader n{leader} after {:.1} s",
-                healed_at.elapsed().as_secs_f64()
+        detail: match (first_write, serves) {
+            (Some(took), Some(leader)) => format!(
+                "first write {:.1} s after healing, leader n{leader}",
+                took.as_secs_f64()
             ),
-            None => format!("no leader within {} s", options.settle.as_secs()),
+            (None, _) => format!("no write taken within {} s", options.settle.as_secs()),
+            (Some(_), None) => format!(
+                "the nodes did not agree on a leader within {} s",
+                options.settle.as_secs()
+            ),
         },
     });
     let all_read = workload::final_reads(&addrs, options.keys, &recorder, 1_000_000).await;
@@ -204,6 +215,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
             Line::Op(_) => None,
         })
         .collect();
+    let checking = Instant::now();
     let checked = check::check(
         &history,
         Limits {
@@ -211,6 +223,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
             ..Limits::default()
         },
     );
+    let check_ms = checking.elapsed().as_millis() as u64;
     let lin = &checked.linearizability;
     checks.push(CheckResult {
         name: "linearizable",
@@ -291,6 +304,9 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         checks,
         operations: history.operations.len(),
         faults: faults_applied as usize,
+        ops_per_second,
+        heal_to_first_write_ms: first_write.map(|d| d.as_millis() as u64),
+        check_ms,
         run_dir: options.run_dir.clone(),
     };
     std::fs::write(

@@ -216,6 +216,28 @@ pub async fn run(
     total
 }
 
+/// How long until the cluster takes a write again, polled for up to `limit`. The write is a put
+/// of a key the workload never uses, from a client id it never uses, so the history and its
+/// checks are not touched.
+pub async fn first_write(addrs: &[String], limit: Duration) -> Option<Duration> {
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut seq = 0u64;
+    loop {
+        for addr in addrs {
+            seq += 1;
+            let body = json!({"client": u64::MAX, "seq": seq, "op": "put", "key": "heal-probe", "value": seq.to_string()});
+            if let Outcome::Ok(_) = write(&http, addr, &body).await {
+                return Some(started.elapsed());
+            }
+        }
+        if started.elapsed() >= limit {
+            return None;
+        }
+        tokio::time::sleep(BACKOFF).await;
+    }
+}
+
 /// Reads every key once at the end, after healing: the final state the durability checks use.
 pub async fn final_reads(
     addrs: &[String],

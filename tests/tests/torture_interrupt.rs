@@ -1,0 +1,99 @@
+//! Ctrl-C or SIGTERM in the middle of a torture run tears the cluster down: no node process and
+//! no faultfs mount of the run is left. Only the torture process gets the signal here (not its
+//! process group), so the clean-up is its own. Needs root.
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
+
+/// Processes whose command line names `dir` (the run's nodes and mounts do).
+fn processes_using(dir: &Path) -> Vec<String> {
+    let needle = dir.to_str().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(needle) && !cmdline.contains(TORTURE))
+        .collect()
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains(dir.to_str().unwrap()))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn interrupt_mid_run(signal: i32, words: &str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let run_dir = scratch.path().join("run");
+    let mut child = Command::new(TORTURE)
+        .args(["run", "--seed", "4", "--duration", "60s"])
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    // The first progress line: the cluster is up, the workload and the nemesis are running.
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no progress:\n{seen}"
+        );
+        seen.push_str(&line);
+        if line.starts_with('[') {
+            break;
+        }
+    }
+    assert!(
+        !mounts_under(&run_dir).is_empty(),
+        "the nodes' mounts were not up"
+    );
+    // SAFETY: a signal to the child this test spawned and has not reaped.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not stop within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(!status.success());
+    assert!(rest.contains(words), "{rest}");
+    assert_eq!(mounts_under(&run_dir), Vec::<String>::new());
+    assert_eq!(processes_using(&run_dir), Vec::<String>::new());
+}
+
+#[test]
+fn ctrl_c_and_sigterm_tear_the_cluster_down() {
+    common::build_tools();
+    interrupt_mid_run(libc::SIGINT, "stopped by Ctrl-C: the cluster is torn down");
+    interrupt_mid_run(
+        libc::SIGTERM,
+        "stopped by SIGTERM: the cluster is torn down",
+    );
+}
