@@ -1,6 +1,5 @@
-//! Whole torture runs, as `cargo xtask torture` does them, short: a safe target-db passes under
-//! every kind of fault, and one that does not fsync is caught. Needs root (FUSE mounts, eBPF).
-//! Both runs use the nodes' addresses 127.0.0.11-13, so they run one after the other.
+//! A whole torture run, as `cargo xtask torture` does it, short: a safe target-db passes under
+//! every kind of fault this kernel allows. Needs root (FUSE mounts, eBPF).
 mod common;
 
 use std::process::{Command, Output};
@@ -23,7 +22,7 @@ fn torture(args: &[&str]) -> (Output, String) {
 }
 
 #[test]
-fn a_safe_database_passes_and_one_that_skips_fsync_is_caught() {
+fn a_safe_database_passes_under_every_fault() {
     build_tools();
 
     // Every fault this kernel allows (the default list).
@@ -51,41 +50,4 @@ fn a_safe_database_passes_and_one_that_skips_fsync_is_caught() {
         report.contains("replay: cargo xtask torture --seed 12"),
         "{report}"
     );
-
-    // A named scenario: the leader is cut off; the majority elects another and loses nothing.
-    let (output, report) = torture(&[
-        "--seed",
-        "5",
-        "--duration",
-        "8s",
-        "--scenario",
-        "partition-majority",
-    ]);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "partition-majority:\n{report}"
-    );
-    assert!(
-        report.contains("--scenario partition-majority"),
-        "the replay names it:\n{report}"
-    );
-
-    let (output, report) = torture(&[
-        "--seed",
-        "11",
-        "--duration",
-        "6s",
-        "--faults",
-        "power-loss-all",
-        "--settle",
-        "8s",
-        "--db-flag=--unsafe-no-fsync",
-    ]);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "losing acknowledged writes must fail the run:\n{report}"
-    );
-    assert!(report.lines().any(|l| l.starts_with("FAIL")), "{report}");
 }

@@ -15,6 +15,9 @@ pub enum Bench {
     Injector,
     /// target-db puts/s and latency, 1 and 3 nodes, 1/4/16 clients, real fsync.
     Db,
+    /// Torture runs: ops/s with and without faults, heal to first write, checker time, and the
+    /// time to first detection of each unsafe switch of target-db (about 10 minutes).
+    Torture,
 }
 
 pub fn run(root: &Path, bench: Bench) -> Result<()> {
@@ -34,6 +37,7 @@ pub fn run(root: &Path, bench: Bench) -> Result<()> {
         ])),
         Bench::Faultfs => crate::bench_faultfs::run(root),
         Bench::Injector => crate::bench_injector::run(root),
+        Bench::Torture => crate::bench_torture::run(root),
         Bench::Db => {
             crate::torture::build_tools(root)?;
             cmd::run(

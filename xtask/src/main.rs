@@ -2,6 +2,7 @@
 mod bench;
 mod bench_faultfs;
 mod bench_injector;
+mod bench_torture;
 mod ci;
 mod cmd;
 mod demo;

@@ -291,7 +291,7 @@ async fn wal_crash(
 }
 
 /// A faultfs rule on the node's mount for `hold`, then removed.
-async fn with_fault_rule(
+pub(super) async fn with_fault_rule(
     cluster: &Arc<Mutex<Cluster>>,
     node: usize,
     rule: &str,

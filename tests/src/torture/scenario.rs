@@ -1,12 +1,13 @@
 //! Named scenarios: short deterministic fault scripts instead of the random nemesis, each a
-//! classic way a replicated store loses data.
+//! classic way a replicated store loses data. Every step is logged as a fault in the history.
 use std::{str::FromStr, sync::Arc, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use tokio::sync::Mutex;
 
 use super::{
     cluster::{Cluster, Cut, status},
+    nemesis::with_fault_rule,
     workload::Recorder,
 };
 
@@ -28,6 +29,26 @@ pub enum Scenario {
     /// The leader cut off, then killed while entries it accepted cannot commit; after healing
     /// they must not appear (no phantom, no duplicate).
     UncommittedEntries,
+    /// The leader killed four times in a row, each time as soon as a new one is elected.
+    RapidLeaderChanges,
+    /// The leader and a follower killed at the same moment (3 nodes: no quorum), both restarted.
+    ConcurrentFailures,
+    /// The leader cut off (a new one is elected), then the new leader cut off as the old one
+    /// comes back: two nodes have each believed they lead; one history must come out.
+    SplitBrainRecovery,
+    /// The leader's disk made slow so many writes are in flight, then the leader killed.
+    LeaderFailureUnderLoad,
+    /// A follower killed, its unsynced state lost to a power loss while it is down, restarted:
+    /// it recovers from its own disk and catches up.
+    FollowerRecovery,
+    /// A follower down long enough to need a snapshot, restarted; once caught up, it loses power,
+    /// so it must recover from the snapshot it installed.
+    SnapshotAfterFailure,
+    /// The leader loses power in torn mode mid-append: the torn tail of its WAL is cut at restart.
+    TornWalTail,
+    /// The leader's WAL fdatasyncs fail as Linux fails them (EIO, dirty pages dropped), then it
+    /// loses power.
+    Fsyncgate,
 }
 
 pub const NAMES: &[&str] = &[
@@ -38,31 +59,68 @@ pub const NAMES: &[&str] = &[
     "power-loss-all",
     "multiple-failures",
     "uncommitted-entries",
+    "rapid-leader-changes",
+    "concurrent-failures",
+    "split-brain-recovery",
+    "leader-failure-under-load",
+    "follower-recovery",
+    "snapshot-after-failure",
+    "torn-wal-tail",
+    "fsyncgate",
 ];
+
+const ALL: [Scenario; 15] = [
+    Scenario::LeaderFailureDataConsistency,
+    Scenario::PartitionMinority,
+    Scenario::PartitionMajority,
+    Scenario::NodeRejoin,
+    Scenario::PowerLossAll,
+    Scenario::MultipleFailures,
+    Scenario::UncommittedEntries,
+    Scenario::RapidLeaderChanges,
+    Scenario::ConcurrentFailures,
+    Scenario::SplitBrainRecovery,
+    Scenario::LeaderFailureUnderLoad,
+    Scenario::FollowerRecovery,
+    Scenario::SnapshotAfterFailure,
+    Scenario::TornWalTail,
+    Scenario::Fsyncgate,
+];
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        NAMES[ALL.iter().position(|&s| s == self).expect("every scenario is in ALL")]
+    }
+
+    /// The smallest cluster the script makes sense on.
+    pub fn min_nodes(self) -> usize {
+        if self == Scenario::MultipleFailures {
+            5
+        } else {
+            3
+        }
+    }
+}
 
 impl FromStr for Scenario {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Ok(match text {
-            "leader-failure-data-consistency" => Scenario::LeaderFailureDataConsistency,
-            "partition-minority" => Scenario::PartitionMinority,
-            "partition-majority" => Scenario::PartitionMajority,
-            "node-rejoin" => Scenario::NodeRejoin,
-            "power-loss-all" => Scenario::PowerLossAll,
-            "multiple-failures" => Scenario::MultipleFailures,
-            "uncommitted-entries" => Scenario::UncommittedEntries,
-            other => {
-                return Err(format!(
-                    "unknown scenario `{other}`: choose from {}",
+        NAMES
+            .iter()
+            .position(|&name| name == text)
+            .map(|i| ALL[i])
+            .ok_or_else(|| {
+                format!(
+                    "unknown scenario `{text}`: choose from {}",
                     NAMES.join(", ")
-                ));
-            }
-        })
+                )
+            })
     }
 }
 
-async fn leader(cluster: &Arc<Mutex<Cluster>>) -> Result<usize> {
+/// The node that says it is the leader, other than `not`, polled for up to 10 s.
+async fn leader_other_than(cluster: &Arc<Mutex<Cluster>>, not: Option<usize>) -> Result<usize> {
     let addrs: Vec<String> = cluster
         .lock()
         .await
@@ -72,14 +130,21 @@ async fn leader(cluster: &Arc<Mutex<Cluster>>) -> Result<usize> {
         .collect();
     let http = reqwest::Client::new();
     for _ in 0..100 {
-        for addr in &addrs {
-            if let Some(leader) = status(&http, addr).await.and_then(|s| s["leader"].as_u64()) {
-                return Ok(leader as usize);
+        for (i, addr) in addrs.iter().enumerate() {
+            let leads = status(&http, addr)
+                .await
+                .is_some_and(|s| s["state"] == "Leader");
+            if leads && not != Some(i + 1) {
+                return Ok(i + 1);
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None.context("no leader to aim the scenario at")
+}
+
+async fn leader(cluster: &Arc<Mutex<Cluster>>) -> Result<usize> {
+    leader_other_than(cluster, None).await
 }
 
 fn follower(cluster_size: usize, leader: usize) -> usize {
@@ -88,23 +153,62 @@ fn follower(cluster_size: usize, leader: usize) -> usize {
         .expect("a cluster has more than one node")
 }
 
-/// Runs the script once, logging each fault; returns how many faults it applied.
+fn pause(ms: u64) -> tokio::time::Sleep {
+    tokio::time::sleep(Duration::from_millis(ms))
+}
+
+/// Logs the steps of a script as faults, each from its start to when the next one is logged.
+struct Steps<'a> {
+    recorder: &'a Recorder,
+    count: u64,
+}
+
+impl Steps<'_> {
+    fn log(&mut self, start: u64, node: usize, what: impl Into<String>) {
+        self.recorder
+            .fault(start, self.recorder.now(), format!("n{node}"), what.into());
+        self.count += 1;
+    }
+}
+
+async fn partition(cluster: &Arc<Mutex<Cluster>>, node: usize, seconds: u64) -> Result<()> {
+    let mut command = {
+        let cluster = cluster.lock().await;
+        let cut = Cut::isolate(node, cluster.nodes.len());
+        cluster.partition_command(&cut, Duration::from_secs(seconds))
+    };
+    let status = tokio::task::spawn_blocking(move || command.status()).await??;
+    ensure!(status.success(), "injector partition failed: {status}");
+    Ok(())
+}
+
+/// Runs the script once, logging each step; returns how many steps it applied.
 pub async fn run(
     cluster: Arc<Mutex<Cluster>>,
     scenario: Scenario,
     recorder: Recorder,
 ) -> Result<u64> {
     let size = cluster.lock().await.nodes.len();
-    let pause = |ms| tokio::time::sleep(Duration::from_millis(ms));
+    ensure!(
+        size >= scenario.min_nodes(),
+        "{} needs {} nodes: add --nodes {}",
+        scenario.name(),
+        scenario.min_nodes(),
+        scenario.min_nodes()
+    );
+    let mut steps = Steps {
+        recorder: &recorder,
+        count: 0,
+    };
     pause(1500).await;
     let start = recorder.now();
-    let (target, description) = match scenario {
+    match scenario {
         Scenario::LeaderFailureDataConsistency => {
             let leader = leader(&cluster).await?;
             cluster.lock().await.kill_node(leader);
             pause(3000).await;
             cluster.lock().await.start_node(leader)?;
-            (leader, "leader SIGKILLed, restarted after 3 s")
+            steps.log(start, leader, "leader SIGKILLed, restarted after 3 s");
         }
         Scenario::PartitionMinority | Scenario::PartitionMajority => {
             let leader = leader(&cluster).await?;
@@ -113,18 +217,13 @@ pub async fn run(
             } else {
                 follower(size, leader)
             };
-            let mut command = cluster
-                .lock()
-                .await
-                .partition_command(&Cut::isolate(isolated, size), Duration::from_secs(4));
-            let status = tokio::task::spawn_blocking(move || command.status()).await??;
-            anyhow::ensure!(status.success(), "injector partition failed: {status}");
+            partition(&cluster, isolated, 4).await?;
             let what = if isolated == leader {
                 "the leader isolated for 4 s"
             } else {
                 "a follower isolated for 4 s"
             };
-            (isolated, what)
+            steps.log(start, isolated, what);
         }
         Scenario::NodeRejoin => {
             let leader = leader(&cluster).await?;
@@ -132,48 +231,50 @@ pub async fn run(
             cluster.lock().await.kill_node(lagging);
             pause(5000).await;
             cluster.lock().await.start_node(lagging)?;
-            (
+            steps.log(
+                start,
                 lagging,
                 "follower down for 5 s while writes went on, restarted",
-            )
+            );
         }
         Scenario::MultipleFailures => {
-            anyhow::ensure!(size >= 5, "multiple-failures needs 5 nodes: add --nodes 5");
             let leader = leader(&cluster).await?;
             let followers: Vec<usize> = (1..=size).filter(|&id| id != leader).collect();
             for &id in &followers[..2] {
                 cluster.lock().await.kill_node(id);
             }
+            steps.log(start, followers[0], "two followers SIGKILLed");
             pause(2000).await;
             // Two of five left: no quorum, so nothing can commit.
+            let start = recorder.now();
             cluster.lock().await.kill_node(followers[2]);
             pause(3000).await;
             let mut cluster = cluster.lock().await;
             for &id in &followers[..3] {
                 cluster.start_node(id)?;
             }
-            (
+            steps.log(
+                start,
                 followers[2],
-                "two followers killed, then a third (no quorum for 3 s), all restarted",
-            )
+                "a third follower SIGKILLed (no quorum for 3 s), all restarted",
+            );
         }
         Scenario::UncommittedEntries => {
             let leader = leader(&cluster).await?;
-            let mut command = cluster
-                .lock()
-                .await
-                .partition_command(&Cut::isolate(leader, size), Duration::from_secs(4));
-            let partition = tokio::task::spawn_blocking(move || command.status());
-            // While cut off, the leader accepts writes it can never commit; then it dies.
-            pause(2000).await;
-            cluster.lock().await.kill_node(leader);
-            let status = partition.await??;
-            anyhow::ensure!(status.success(), "injector partition failed: {status}");
+            let cut = partition(&cluster, leader, 4);
+            let kill = async {
+                // While cut off, the leader accepts writes it can never commit; then it dies.
+                pause(2000).await;
+                cluster.lock().await.kill_node(leader);
+            };
+            let (cut, ()) = tokio::join!(cut, kill);
+            cut?;
             cluster.lock().await.start_node(leader)?;
-            (
+            steps.log(
+                start,
                 leader,
                 "leader cut off, killed with uncommitted entries, restarted after healing",
-            )
+            );
         }
         Scenario::PowerLossAll => {
             let mut cluster = cluster.lock().await;
@@ -183,14 +284,149 @@ pub async fn run(
             for id in 1..=size {
                 cluster.power_loss(id, "torn")?;
             }
-            (1, "power loss of every node (torn), restarted")
+            steps.log(start, 1, "power loss of every node (torn), restarted");
         }
-    };
-    recorder.fault(
-        start,
-        recorder.now(),
-        format!("n{target}"),
-        description.to_owned(),
-    );
-    Ok(1)
+        Scenario::RapidLeaderChanges => {
+            let mut previous = None;
+            for round in 1..=4 {
+                let start = recorder.now();
+                let leader = leader_other_than(&cluster, previous).await?;
+                cluster.lock().await.kill_node(leader);
+                pause(1000).await;
+                cluster.lock().await.start_node(leader)?;
+                steps.log(
+                    start,
+                    leader,
+                    format!("leader change {round} of 4: leader SIGKILLed, restarted after 1 s"),
+                );
+                previous = Some(leader);
+            }
+        }
+        Scenario::ConcurrentFailures => {
+            let leader = leader(&cluster).await?;
+            let other = follower(size, leader);
+            {
+                let mut cluster = cluster.lock().await;
+                cluster.kill_node(leader);
+                cluster.kill_node(other);
+            }
+            pause(3000).await;
+            let mut cluster = cluster.lock().await;
+            cluster.start_node(leader)?;
+            cluster.start_node(other)?;
+            steps.log(
+                start,
+                leader,
+                format!("leader and follower n{other} SIGKILLed together, restarted after 3 s"),
+            );
+        }
+        Scenario::SplitBrainRecovery => {
+            let old = leader(&cluster).await?;
+            let first = partition(&cluster, old, 4);
+            let second = async {
+                // Once the majority has a new leader, cut that one off too, while the old
+                // leader's partition heals.
+                let new = leader_other_than(&cluster, Some(old)).await?;
+                let start = recorder.now();
+                partition(&cluster, new, 4).await?;
+                Ok::<_, anyhow::Error>((new, start))
+            };
+            let (first, second) = tokio::join!(first, second);
+            first?;
+            let (new, second_start) = second?;
+            steps.log(start, old, "the leader isolated for 4 s");
+            steps.log(
+                second_start,
+                new,
+                "the leader elected meanwhile isolated for 4 s",
+            );
+        }
+        Scenario::LeaderFailureUnderLoad => {
+            let leader = leader(&cluster).await?;
+            let slow = with_fault_rule(
+                &cluster,
+                leader,
+                r#"fdatasync(path="db/wal/*")=delay(200)"#,
+                Duration::from_secs(2),
+            );
+            let kill = async {
+                pause(1000).await;
+                cluster.lock().await.kill_node(leader);
+            };
+            let (slow, ()) = tokio::join!(slow, kill);
+            slow?;
+            cluster.lock().await.start_node(leader)?;
+            steps.log(
+                start,
+                leader,
+                "leader's WAL fdatasync 200 ms slower, leader SIGKILLed 1 s in, restarted",
+            );
+        }
+        Scenario::FollowerRecovery => {
+            let leader = leader(&cluster).await?;
+            let node = follower(size, leader);
+            cluster.lock().await.kill_node(node);
+            pause(2000).await;
+            cluster.lock().await.power_loss(node, "drop")?;
+            steps.log(
+                start,
+                node,
+                "follower SIGKILLed, down 2 s, power loss (drop), restarted",
+            );
+        }
+        Scenario::SnapshotAfterFailure => {
+            let leader = leader(&cluster).await?;
+            let node = follower(size, leader);
+            cluster.lock().await.kill_node(node);
+            pause(5000).await;
+            cluster.lock().await.start_node(node)?;
+            steps.log(start, node, "follower down 5 s, restarted");
+            // The harness makes a snapshot every 500 entries: 5 s of writes is many more.
+            let start = recorder.now();
+            pause(3000).await;
+            cluster.lock().await.power_loss(node, "drop")?;
+            steps.log(
+                start,
+                node,
+                "3 s after it rejoined: power loss (drop), restarted",
+            );
+        }
+        Scenario::TornWalTail => {
+            let leader = leader(&cluster).await?;
+            cluster.lock().await.power_loss(leader, "torn")?;
+            steps.log(start, leader, "leader lost power mid-append (torn), restarted");
+        }
+        Scenario::Fsyncgate => {
+            let leader = leader(&cluster).await?;
+            with_fault_rule(
+                &cluster,
+                leader,
+                r#"fdatasync(path="db/wal/*")=fsyncgate"#,
+                Duration::from_secs(2),
+            )
+            .await?;
+            cluster.lock().await.power_loss(leader, "drop")?;
+            steps.log(
+                start,
+                leader,
+                "leader's WAL fdatasync failed as on Linux (fsyncgate) for 2 s, then power loss",
+            );
+        }
+    }
+    Ok(steps.count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_parses_to_its_scenario_and_back() {
+        assert_eq!(NAMES.len(), ALL.len());
+        for name in NAMES {
+            assert_eq!(name.parse::<Scenario>().unwrap().name(), *name);
+        }
+        let error = "leader-flap".parse::<Scenario>().unwrap_err();
+        assert!(error.contains("fsyncgate"), "{error}");
+    }
 }

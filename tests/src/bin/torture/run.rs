@@ -76,7 +76,9 @@ pub struct RunArgs {
     bin_dir: Option<PathBuf>,
     /// A named deterministic script instead of random faults: leader-failure-data-consistency,
     /// partition-minority, partition-majority, node-rejoin, power-loss-all, multiple-failures
-    /// (needs --nodes 5), uncommitted-entries.
+    /// (needs --nodes 5), uncommitted-entries, rapid-leader-changes, concurrent-failures,
+    /// split-brain-recovery, leader-failure-under-load, follower-recovery,
+    /// snapshot-after-failure, torn-wal-tail, fsyncgate.
     #[arg(long)]
     scenario: Option<String>,
     /// How long the cluster gets to elect a leader and converge after healing.
@@ -97,8 +99,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .as_deref()
         .map(|name| name.parse::<Scenario>().map_err(anyhow::Error::msg))
         .transpose()?;
-    if scenario == Some(Scenario::MultipleFailures) && args.nodes < 5 {
-        bail!("the multiple-failures scenario needs 5 nodes: add --nodes 5");
+    if let Some(script) = scenario
+        && args.nodes < script.min_nodes()
+    {
+        let needed = script.min_nodes();
+        bail!("the {} scenario needs {needed} nodes: add --nodes {needed}", script.name());
     }
     let faults = args
         .faults
