@@ -19,7 +19,15 @@ static BUILD: Once = Once::new();
 fn run(seed: &str, faults: &str, db_flags: &[&str]) -> (Option<i32>, String) {
     let run_dir = tempfile::tempdir().unwrap();
     let output = Command::new(TORTURE)
-        .args(["run", "--seed", seed, "--duration", "10s", "--settle", "10s"])
+        .args([
+            "run",
+            "--seed",
+            seed,
+            "--duration",
+            "10s",
+            "--settle",
+            "10s",
+        ])
         .args(["--faults", faults])
         .args(db_flags.iter().map(|f| format!("--db-flag={f}")))
         .arg("--run-dir")

@@ -89,7 +89,9 @@ pub fn run(root: &Path) -> Result<()> {
     }
 
     println!();
-    println!("time to first detection of each unsafe switch (seeds 1..{DETECTION_SEEDS} in turn, {DURATION} each):");
+    println!(
+        "time to first detection of each unsafe switch (seeds 1..{DETECTION_SEEDS} in turn, {DURATION} each):"
+    );
     for case in UNSAFE {
         let mut elapsed = 0.0;
         let mut caught = None;

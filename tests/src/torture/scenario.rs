@@ -89,7 +89,10 @@ const ALL: [Scenario; 15] = [
 
 impl Scenario {
     pub fn name(self) -> &'static str {
-        NAMES[ALL.iter().position(|&s| s == self).expect("every scenario is in ALL")]
+        NAMES[ALL
+            .iter()
+            .position(|&s| s == self)
+            .expect("every scenario is in ALL")]
     }
 
     /// The smallest cluster the script makes sense on.
@@ -394,7 +397,11 @@ pub async fn run(
         Scenario::TornWalTail => {
             let leader = leader(&cluster).await?;
             cluster.lock().await.power_loss(leader, "torn")?;
-            steps.log(start, leader, "leader lost power mid-append (torn), restarted");
+            steps.log(
+                start,
+                leader,
+                "leader lost power mid-append (torn), restarted",
+            );
         }
         Scenario::Fsyncgate => {
             let leader = leader(&cluster).await?;

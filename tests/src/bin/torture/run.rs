@@ -103,7 +103,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         && args.nodes < script.min_nodes()
     {
         let needed = script.min_nodes();
-        bail!("the {} scenario needs {needed} nodes: add --nodes {needed}", script.name());
+        bail!(
+            "the {} scenario needs {needed} nodes: add --nodes {needed}",
+            script.name()
+        );
     }
     let faults = args
         .faults
