@@ -3,7 +3,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::{ci::cargo, cmd};
+use crate::cmd;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Bench {
@@ -22,19 +22,11 @@ pub enum Bench {
 
 pub fn run(root: &Path, bench: Bench) -> Result<()> {
     match bench {
-        Bench::Checker => cmd::run(cargo().current_dir(root).args([
-            "run",
-            "--quiet",
-            "--release",
-            "--package",
-            "tests",
-            "--bin",
-            "torture",
-            "--",
-            "bench-checker",
-            "--corpus",
-            "tests/data/linearizability",
-        ])),
+        Bench::Checker => cmd::run(
+            std::process::Command::new(crate::torture::build_torture(root)?)
+                .current_dir(root)
+                .args(["bench-checker", "--corpus", "tests/data/linearizability"]),
+        ),
         Bench::Faultfs => crate::bench_faultfs::run(root),
         Bench::Injector => crate::bench_injector::run(root),
         Bench::Torture => crate::bench_torture::run(root),

@@ -1,7 +1,10 @@
 //! `cargo xtask torture [ARGS]`: builds everything a torture run needs (release), then runs
 //! `torture run ARGS` with the tools next to it; `cargo xtask torture merge DIR...` merges the
 //! results of sharded runs.
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Result, ensure};
 
@@ -10,18 +13,7 @@ use crate::{ci::cargo, cmd, ebpf, kernel_fs};
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     // `cargo xtask torture merge DIR...` merges the results of sharded jobs: no cluster.
     if args.first().is_some_and(|a| a == "merge") {
-        cmd::run(cargo().current_dir(root).args([
-            "build",
-            "--quiet",
-            "--release",
-            "--package",
-            "tests",
-            "--bin",
-            "torture",
-        ]))?;
-        let status = Command::new(root.join("target/release/torture"))
-            .args(args)
-            .status()?;
+        let status = Command::new(build_torture(root)?).args(args).status()?;
         ensure!(
             status.success(),
             "the merged runs did not all pass ({status})"
@@ -60,4 +52,18 @@ pub fn build_tools(root: &Path) -> Result<()> {
         "tests",
         "--bins",
     ]))
+}
+
+/// The release torture binary alone, for what needs no cluster (merging, checker benches).
+pub fn build_torture(root: &Path) -> Result<PathBuf> {
+    cmd::run(cargo().current_dir(root).args([
+        "build",
+        "--quiet",
+        "--release",
+        "--package",
+        "tests",
+        "--bin",
+        "torture",
+    ]))?;
+    Ok(root.join("target/release/torture"))
 }

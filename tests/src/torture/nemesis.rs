@@ -213,26 +213,19 @@ async fn apply(
             ))
         }
         Fault::WalWriteError => {
-            let attach = {
-                let cluster = cluster.lock().await;
-                cluster.wal_fd(node).map(|fd| {
-                    let rule = format!("write(fd={fd})=error(EIO)");
-                    (fd, cluster.attach_command(node, &rule, hold))
-                })
-            };
-            let Some((fd, mut command)) = attach else {
+            let Some(rule) = attach_to_wal(cluster, node, hold, |fd| {
+                format!("write(fd={fd})=error(EIO)")
+            })
+            .await?
+            else {
                 return Ok("wal-write-error skipped: node down".into());
             };
-            let status = tokio::task::spawn_blocking(move || command.status()).await??;
-            if !status.success() {
-                bail!("injector attach failed: {status}");
-            }
             // A node whose WAL write failed refuses writes until it restarts and recovers.
             let mut cluster = cluster.lock().await;
             cluster.kill_node(node);
             cluster.start_node(node)?;
             Ok(format!(
-                "WAL writes (fd {fd}) fail with EIO for {} ms (injector, BPF LSM), then SIGKILL, restarted",
+                "WAL writes fail with EIO by `{rule}` for {} ms (injector, BPF LSM), then SIGKILL, restarted",
                 hold.as_millis()
             ))
         }
@@ -261,20 +254,13 @@ async fn wal_crash(
 ) -> Result<String> {
     let call = ["write", "fdatasync"][rng.below(2) as usize];
     let skipped = rng.below(20);
-    let attach = {
-        let cluster = cluster.lock().await;
-        cluster.wal_fd(node).map(|fd| {
-            let rule = format!("{call}(fd={fd})={skipped}*off->1*kill");
-            (rule.clone(), cluster.attach_command(node, &rule, hold))
-        })
-    };
-    let Some((rule, mut command)) = attach else {
+    let Some(rule) = attach_to_wal(cluster, node, hold, |fd| {
+        format!("{call}(fd={fd})={skipped}*off->1*kill")
+    })
+    .await?
+    else {
         return Ok("wal-crash skipped: node down".into());
     };
-    let status = tokio::task::spawn_blocking(move || command.status()).await??;
-    if !status.success() {
-        bail!("injector attach `{rule}` failed: {status}");
-    }
     let mut cluster = cluster.lock().await;
     let Some(exit) = cluster.reap(node) else {
         return Ok(format!(
@@ -288,6 +274,32 @@ async fn wal_crash(
         "killed at WAL {call} #{} by `{rule}` (injector, {exit}), restarted",
         skipped + 1
     ))
+}
+
+/// `injector attach` of the rule `rule_for(fd)` for `hold`, where fd is the one through which the
+/// node appends to its active WAL segment. Returns the rule, or None if the node is down.
+async fn attach_to_wal(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    hold: Duration,
+    rule_for: impl FnOnce(u32) -> String,
+) -> Result<Option<String>> {
+    let attach = {
+        let cluster = cluster.lock().await;
+        cluster.wal_fd(node).map(|fd| {
+            let rule = rule_for(fd);
+            let command = cluster.attach_command(node, &rule, hold);
+            (rule, command)
+        })
+    };
+    let Some((rule, mut command)) = attach else {
+        return Ok(None);
+    };
+    let status = tokio::task::spawn_blocking(move || command.status()).await??;
+    if !status.success() {
+        bail!("injector attach `{rule}` failed: {status}");
+    }
+    Ok(Some(rule))
 }
 
 /// A faultfs rule on the node's mount for `hold`, then removed.
