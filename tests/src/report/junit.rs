@@ -90,13 +90,13 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::torture::campaign::{CheckLine, SeedResult};
+    use crate::torture::{CheckResult, campaign::SeedResult};
 
     fn result(seed: u64, verdict: Verdict, detail: &str) -> SeedResult {
         SeedResult {
             seed,
             verdict,
-            checks: vec![CheckLine {
+            checks: vec![CheckResult {
                 name: "linearizable".into(),
                 verdict,
                 detail: detail.into(),

@@ -9,7 +9,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::check::Verdict;
+use crate::{check::Verdict, torture::CheckResult};
 
 #[derive(Debug, Error)]
 pub enum CampaignError {
@@ -116,19 +116,12 @@ pub fn seeds(range: SeedRange, shard: Shard) -> Result<Vec<u64>, CampaignError> 
     Ok(seeds)
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CheckLine {
-    pub name: String,
-    pub verdict: Verdict,
-    pub detail: String,
-}
-
 /// One seed's run, as a job reports it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SeedResult {
     pub seed: u64,
     pub verdict: Verdict,
-    pub checks: Vec<CheckLine>,
+    pub checks: Vec<CheckResult>,
     pub operations: usize,
     pub faults: usize,
     pub seconds: f64,

@@ -183,6 +183,12 @@ impl Cluster {
         Ok(())
     }
 
+    /// SIGKILL, then start again (a node whose WAL failed takes writes only after a restart).
+    pub fn restart_node(&mut self, id: usize) -> Result<()> {
+        self.kill_node(id);
+        self.start_node(id)
+    }
+
     /// Whether the node's process has exited (a fault killed it); if so it counts as down.
     pub fn reap(&mut self, id: usize) -> Option<std::process::ExitStatus> {
         let node = &mut self.nodes[id - 1];

@@ -20,7 +20,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -49,9 +49,9 @@ pub struct Options {
     pub scenario: Option<scenario::Scenario>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckResult {
-    pub name: &'static str,
+    pub name: String,
     pub verdict: Verdict,
     pub detail: String,
 }
@@ -147,7 +147,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     let first_write = workload::first_write(&addrs, options.settle).await;
     let serves = leader_agreed(&http, &addrs, options.settle).await;
     checks.push(CheckResult {
-        name: "serves again after healing",
+        name: "serves again after healing".into(),
         verdict: if serves.is_some() && first_write.is_some() {
             Verdict::Pass
         } else {
@@ -168,7 +168,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     let all_read = workload::final_reads(&addrs, options.keys, &recorder, 1_000_000).await;
     let convergence = after_heal::converged(&http, &addrs, options.settle).await;
     checks.push(CheckResult {
-        name: "nodes converge to one state",
+        name: "nodes converge to one state".into(),
         verdict: if convergence.is_ok() {
             Verdict::Pass
         } else {
@@ -193,7 +193,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         None => Err((Verdict::Unknown, "no leader to compare with".to_owned())),
     };
     checks.push(CheckResult {
-        name: "restarted nodes rejoin and catch up",
+        name: "restarted nodes rejoin and catch up".into(),
         verdict: rejoin.as_ref().map_or_else(|(v, _)| *v, |_| Verdict::Pass),
         detail: rejoin.unwrap_or_else(|(_, e)| e),
     });
@@ -226,7 +226,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     let check_ms = checking.elapsed().as_millis() as u64;
     let lin = &checked.linearizability;
     checks.push(CheckResult {
-        name: "linearizable",
+        name: "linearizable".into(),
         verdict: lin.verdict,
         detail: lin.violations.first().map_or_else(
             || {
@@ -246,7 +246,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     });
     let lost = &checked.durability.lost_writes;
     checks.push(CheckResult {
-        name: "no acknowledged write lost",
+        name: "no acknowledged write lost".into(),
         verdict: if !all_read {
             Verdict::Unknown
         } else if lost.is_empty() {
@@ -267,7 +267,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     });
     let other = checked.durability.values_from_nowhere.len() + checked.durability.stale_reads.len();
     checks.push(CheckResult {
-        name: "no value from nowhere, no stale read",
+        name: "no value from nowhere, no stale read".into(),
         verdict: if other == 0 {
             Verdict::Pass
         } else {
@@ -277,7 +277,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     });
     let panics = cluster.lock().await.panics();
     checks.push(CheckResult {
-        name: "no node panicked",
+        name: "no node panicked".into(),
         verdict: if panics.is_empty() {
             Verdict::Pass
         } else {

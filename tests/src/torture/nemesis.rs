@@ -175,10 +175,7 @@ async fn apply(
                 (r#"write(path="db/*")=error(ENOSPC)"#, "disk full (ENOSPC)")
             };
             with_fault_rule(cluster, node, rule, hold).await?;
-            // A node whose WAL failed takes no writes until it restarts and recovers.
-            let mut cluster = cluster.lock().await;
-            cluster.kill_node(node);
-            cluster.start_node(node)?;
+            cluster.lock().await.restart_node(node)?;
             Ok(format!(
                 "{what} for {} ms, then SIGKILL, restarted",
                 hold.as_millis()
@@ -220,10 +217,7 @@ async fn apply(
             else {
                 return Ok("wal-write-error skipped: node down".into());
             };
-            // A node whose WAL write failed refuses writes until it restarts and recovers.
-            let mut cluster = cluster.lock().await;
-            cluster.kill_node(node);
-            cluster.start_node(node)?;
+            cluster.lock().await.restart_node(node)?;
             Ok(format!(
                 "WAL writes fail with EIO by `{rule}` for {} ms (injector, BPF LSM), then SIGKILL, restarted",
                 hold.as_millis()

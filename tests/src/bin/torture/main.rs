@@ -127,11 +127,7 @@ fn main() -> Result<ExitCode> {
             } else {
                 print_report(&loaded, &report);
             }
-            Ok(ExitCode::from(match report.verdict {
-                Verdict::Pass => 0,
-                Verdict::Fail => 1,
-                Verdict::Unknown => 3,
-            }))
+            Ok(exit_code(report.verdict))
         }
         Command::BenchChecker { corpus } => bench_checker(&corpus).map(|()| ExitCode::SUCCESS),
         Command::BenchDb { seconds, bin_dir } => {
@@ -173,9 +169,18 @@ fn main() -> Result<ExitCode> {
             } else {
                 run::print_summary(&summary, &format!("merged from {} directories", dirs.len()));
             }
-            Ok(run::exit_code(summary.verdict()))
+            Ok(exit_code(summary.verdict()))
         }
     }
+}
+
+/// 0 pass, 1 fail, 3 unknown: the same for every subcommand.
+fn exit_code(verdict: Verdict) -> ExitCode {
+    ExitCode::from(match verdict {
+        Verdict::Pass => 0,
+        Verdict::Fail => 1,
+        Verdict::Unknown => 3,
+    })
 }
 
 fn word(verdict: Verdict) -> &'static str {

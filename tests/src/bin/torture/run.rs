@@ -13,14 +13,14 @@ use tests::{
     report::render_junit,
     torture::{
         self, TortureReport,
-        campaign::{self, CheckLine, SeedRange, SeedResult, Shard, Summary},
+        campaign::{self, SeedRange, SeedResult, Shard, Summary},
         cluster::Binaries,
         nemesis::Fault,
         scenario::Scenario,
     },
 };
 
-use crate::word;
+use crate::{exit_code, word};
 
 /// Every fault this kernel can apply (wal-write-error needs BPF LSM).
 const DEFAULT_FAULTS: &str = "kill,pause,wal-crash,partition,packet-loss,power-loss,power-loss-all,\
@@ -196,14 +196,6 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(exit_code(summary.verdict()))
 }
 
-pub fn exit_code(verdict: Verdict) -> ExitCode {
-    ExitCode::from(match verdict {
-        Verdict::Pass => 0,
-        Verdict::Fail => 1,
-        Verdict::Unknown => 3,
-    })
-}
-
 fn clock_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -262,15 +254,7 @@ fn seed_result(report: &TortureReport, took: Duration, replay: String) -> SeedRe
     SeedResult {
         seed: report.seed,
         verdict: report.verdict,
-        checks: report
-            .checks
-            .iter()
-            .map(|c| CheckLine {
-                name: c.name.to_owned(),
-                verdict: c.verdict,
-                detail: c.detail.clone(),
-            })
-            .collect(),
+        checks: report.checks.clone(),
         operations: report.operations,
         faults: report.faults,
         seconds: took.as_secs_f64(),
