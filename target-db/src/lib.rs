@@ -1,6 +1,8 @@
 //! target-db: a replicated key-value database bundled so Faultline's tools have a real system to
-//! break. Built so far: the write-ahead log and openraft's storage on it (log store, state
-//! machine with client sessions and durable snapshots).
+//! break: the write-ahead log (`wal`), openraft's storage on it (`log_store`, `state_machine`),
+//! the Raft network and the HTTP server (`network`, `server`), and leadership hand-off
+//! (`handoff`).
+pub mod handoff;
 pub mod log_store;
 pub mod network;
 pub mod server;

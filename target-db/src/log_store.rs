@@ -4,14 +4,16 @@
 // openraft's traits return its (large) StorageError by value; the helpers here return the same
 // type so it passes through unchanged.
 #![allow(clippy::result_large_err)]
-use std::{collections::BTreeMap, fmt::Debug, ops::RangeBounds, path::Path, sync::Arc};
+use std::{
+    collections::BTreeMap, fmt::Debug, ops::RangeBounds, path::Path, sync::Arc, time::Duration,
+};
 
 use openraft::{
     AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
     storage::{LogFlushed, LogState, RaftLogStorage},
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 use crate::{
     types::{NodeId, TypeConfig},
@@ -52,12 +54,50 @@ struct Inner {
     /// Set after a failed write: the log may be behind what it acknowledged, so nothing more is
     /// accepted until a restart recovers from what is really on disk.
     failed: Option<String>,
+    /// Records a full disk kept out of the log, oldest first, with the callbacks of the appends
+    /// among them. They are already in memory; the retry task writes them once space returns.
+    backlog: Vec<Vec<u8>>,
+    backlog_callbacks: Vec<LogFlushed<TypeConfig>>,
+    /// How many records have ever gone to the backlog: a record's ticket is this count after it.
+    backlogged: u64,
+    /// Whether the retry task is running.
+    retrying: bool,
+    /// The last entry index on disk and the newest commit point on disk: while the disk is
+    /// full, a commit point past the entries on disk is not written (after a crash it would
+    /// point past the end of the log).
+    durable_last_entry: Option<u64>,
+    committed_on_disk: Option<LogId<NodeId>>,
 }
+
+fn encode_journal(record: &Journal) -> Vec<u8> {
+    serde_json::to_vec(record).expect("journal records serialise")
+}
+
+/// How far the backlog has been written: every ticket up to `written` is durable; `failed` once
+/// writing it failed for a reason other than space.
+#[derive(Clone, Debug, Default)]
+struct BacklogProgress {
+    written: u64,
+    failed: Option<String>,
+}
+
+/// What became of records handed to the log.
+enum Written {
+    Durable,
+    /// Waiting for space; durable once the backlog progress reaches the ticket.
+    Backlogged {
+        ticket: u64,
+    },
+}
+
+/// How often a full disk is tried again.
+const SPACE_RETRY: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
     stats: Arc<WalStats>,
+    progress: Arc<watch::Sender<BacklogProgress>>,
 }
 
 fn io_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -79,6 +119,12 @@ impl LogStore {
             last_purged: None,
             segment_max_index: BTreeMap::new(),
             failed: None,
+            backlog: Vec::new(),
+            backlog_callbacks: Vec::new(),
+            backlogged: 0,
+            retrying: false,
+            durable_last_entry: None,
+            committed_on_disk: None,
         };
         for (segment, payload) in recovered.records {
             let record: Journal =
@@ -89,9 +135,12 @@ impl LogStore {
                 })?;
             inner.replay(segment, record);
         }
+        inner.durable_last_entry = inner.entries.keys().next_back().copied();
+        inner.committed_on_disk = inner.committed;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
             stats,
+            progress: Arc::new(watch::Sender::new(BacklogProgress::default())),
         })
     }
 }
@@ -100,6 +149,69 @@ impl LogStore {
     /// The write-ahead log's counters, for /metrics.
     pub fn wal_stats(&self) -> Arc<WalStats> {
         self.stats.clone()
+    }
+
+    /// Hands records to the log. An append returns at once and reports durability through its
+    /// callback; anything else (a vote, the commit point, a truncation, a purge) returns only
+    /// once it is durable, waiting for space if the disk is full.
+    async fn write(
+        &self,
+        records: Vec<Journal>,
+        callback: Option<LogFlushed<TypeConfig>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let reports_through_callback = callback.is_some();
+        let written = {
+            let mut inner = self.inner.lock().await;
+            let written = inner.write(records, callback)?;
+            // Also after a durable write: the commit point may have taken the space reserve.
+            if inner.short_of_space() && !inner.retrying {
+                inner.retrying = true;
+                self.retry_until_space_returns();
+            }
+            written
+        };
+        let ticket = match written {
+            Written::Backlogged { ticket } if !reports_through_callback => ticket,
+            _ => return Ok(()),
+        };
+        let mut progress = self.progress.subscribe();
+        let progress = progress
+            .wait_for(|p| p.written >= ticket || p.failed.is_some())
+            .await
+            .expect("the sender lives in self");
+        match &progress.failed {
+            Some(reason) if progress.written < ticket => Err(io_error(std::io::Error::other(
+                format!("the write-ahead log failed ({reason}); restart the node to recover"),
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// A full disk is not the end: the node keeps serving reads while this task writes the
+    /// backlog as soon as there is room for it.
+    fn retry_until_space_returns(&self) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SPACE_RETRY).await;
+                let mut inner = store.inner.lock().await;
+                match inner.write_backlog() {
+                    Ok(false) => continue,
+                    Ok(true) => {
+                        tracing::info!("space returned: the write-ahead log caught up");
+                        let written = inner.backlogged;
+                        store.progress.send_modify(|p| p.written = written);
+                    }
+                    Err(error) => {
+                        store
+                            .progress
+                            .send_modify(|p| p.failed = Some(error.to_string()));
+                    }
+                }
+                inner.retrying = false;
+                return;
+            }
+        });
     }
 }
 
@@ -134,38 +246,176 @@ impl Inner {
     }
 
     /// Appends records durably (one fsync for all), then applies them in memory.
-    fn write(&mut self, records: Vec<Journal>) -> Result<(), StorageError<NodeId>> {
+    ///
+    /// A full disk does not stop the node. The first record that finds it full is written from
+    /// the space reserve, and the server refuses new client writes, so openraft's core, which
+    /// waits for every append, stays free to serve reads. Once the reserve is used up, records
+    /// wait in the backlog, in order (applied in memory at once, as openraft expects), and the
+    /// retry task writes them when space returns. A vote, which stands alone, may go ahead of
+    /// the backlog; so may the commit point, unless it lies past the entries on disk, in which
+    /// case the newest one is written after the backlog.
+    fn write(
+        &mut self,
+        records: Vec<Journal>,
+        callback: Option<LogFlushed<TypeConfig>>,
+    ) -> Result<Written, StorageError<NodeId>> {
         if let Some(reason) = &self.failed {
-            return Err(io_error(std::io::Error::other(format!(
+            let message = format!(
                 "the write-ahead log failed earlier ({reason}); restart the node to recover"
-            ))));
+            );
+            if let Some(callback) = callback {
+                callback.log_io_completed(Err(std::io::Error::other(message.clone())));
+            }
+            return Err(io_error(std::io::Error::other(message)));
         }
-        let payloads: Vec<Vec<u8>> = records
+        let urgent = records
             .iter()
-            .map(|r| serde_json::to_vec(r).expect("journal records serialise"))
-            .collect();
+            .all(|r| matches!(r, Journal::Vote(_) | Journal::Committed(_)));
+        if !self.backlog.is_empty() {
+            if !urgent {
+                return Ok(self.add_to_backlog(records, callback));
+            }
+            let on_disk = self.durable_last_entry;
+            let past_the_disk = records
+                .iter()
+                .any(|r| matches!(r, Journal::Committed(c) if Some(c.index) > on_disk));
+            if past_the_disk {
+                let segment = self.wal.active_segment();
+                for record in records {
+                    self.replay(segment, record);
+                }
+                return Ok(Written::Durable);
+            }
+        }
+        let payloads: Vec<Vec<u8>> = records.iter().map(encode_journal).collect();
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        if let Err(error) = self.wal.append(&refs) {
+        let mut appended = self.wal.append(&refs);
+        if matches!(appended, Err(WalError::NoSpace { .. })) && !self.options.ignore_fsync_error {
+            if !self.wal.stats().disk_full() {
+                tracing::warn!("the disk is full: writes wait for space, reads go on");
+                self.wal.stats().set_disk_full(true);
+            }
+            if self.wal.release_reserve() {
+                appended = self.wal.append(&refs);
+            }
+            if matches!(appended, Err(WalError::NoSpace { .. })) {
+                return Ok(self.add_to_backlog(records, callback));
+            }
+        }
+        if let Err(error) = appended {
             if self.options.ignore_fsync_error {
                 tracing::error!(%error, "UNSAFE: ignoring a failed write-ahead log write");
             } else {
                 tracing::error!(%error, "write-ahead log write failed: no more writes until restart");
                 self.failed = Some(error.to_string());
+                if let Some(callback) = callback {
+                    callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
+                }
                 return Err(io_error(error));
             }
         }
         let segment = self.wal.active_segment();
         for record in records {
+            if let Journal::Committed(log_id) = &record {
+                self.committed_on_disk = self.committed_on_disk.max(Some(*log_id));
+            }
             self.replay(segment, record);
         }
-        if self.wal.needs_rotation() {
-            self.rotate()?;
+        if !urgent {
+            self.durable_last_entry = self.entries.keys().next_back().copied();
         }
-        Ok(())
+        if let Some(callback) = callback {
+            callback.log_io_completed(Ok(()));
+        }
+        if !self.short_of_space() {
+            self.rotate_if_full()?;
+        }
+        Ok(Written::Durable)
     }
 
-    fn rotate(&mut self) -> Result<(), StorageError<NodeId>> {
-        self.wal.rotate().map_err(io_error)?;
+    /// Whether the disk filled up and has not been found to have room again.
+    fn short_of_space(&self) -> bool {
+        !self.backlog.is_empty() || self.wal.stats().disk_full()
+    }
+
+    fn add_to_backlog(
+        &mut self,
+        records: Vec<Journal>,
+        callback: Option<LogFlushed<TypeConfig>>,
+    ) -> Written {
+        // No segment rotates while a backlog waits, so the active one is where these will land.
+        let segment = self.wal.active_segment();
+        self.backlogged += records.len() as u64;
+        for record in records {
+            self.backlog.push(encode_journal(&record));
+            self.replay(segment, record);
+        }
+        self.backlog_callbacks.extend(callback);
+        Written::Backlogged {
+            ticket: self.backlogged,
+        }
+    }
+
+    /// Once the space reserve can be taken back, writes the whole backlog as one append, and
+    /// the newest commit point after it. True once all of it is on disk.
+    fn write_backlog(&mut self) -> Result<bool, StorageError<NodeId>> {
+        match self.wal.restore_reserve() {
+            Ok(()) => {}
+            Err(WalError::NoSpace { .. }) => return Ok(false),
+            Err(error) => return Err(self.fail(error)),
+        }
+        if self.committed > self.committed_on_disk
+            && let Some(committed) = self.committed
+        {
+            self.backlog
+                .push(encode_journal(&Journal::Committed(committed)));
+        }
+        let refs: Vec<&[u8]> = self.backlog.iter().map(Vec::as_slice).collect();
+        match self.wal.append(&refs) {
+            Ok(()) => {
+                self.backlog.clear();
+                self.committed_on_disk = self.committed;
+                self.durable_last_entry = self.entries.keys().next_back().copied();
+                self.wal.stats().set_disk_full(false);
+                for callback in self.backlog_callbacks.drain(..) {
+                    callback.log_io_completed(Ok(()));
+                }
+                self.rotate_if_full()?;
+                Ok(self.backlog.is_empty())
+            }
+            Err(WalError::NoSpace { .. }) => {
+                if self.committed > self.committed_on_disk {
+                    self.backlog.pop();
+                }
+                Ok(false)
+            }
+            Err(error) => Err(self.fail(error)),
+        }
+    }
+
+    /// A write failed for a reason other than space: nothing more until a restart.
+    fn fail(&mut self, error: WalError) -> StorageError<NodeId> {
+        tracing::error!(%error, "write-ahead log write failed: no more writes until restart");
+        self.failed = Some(error.to_string());
+        for callback in self.backlog_callbacks.drain(..) {
+            callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
+        }
+        io_error(error)
+    }
+
+    fn rotate_if_full(&mut self) -> Result<(), StorageError<NodeId>> {
+        if !self.wal.needs_rotation() {
+            return Ok(());
+        }
+        match self.wal.rotate() {
+            Ok(_) => {}
+            // No room for a new segment: the full one takes more until there is.
+            Err(WalError::NoSpace { path }) => {
+                tracing::warn!(file = %path.display(), "no space for a new segment; the active one grows");
+                return Ok(());
+            }
+            Err(error) => return Err(io_error(error)),
+        }
         let mut head = Vec::new();
         if let Some(vote) = self.vote {
             head.push(Journal::Vote(vote));
@@ -177,7 +427,9 @@ impl Inner {
             head.push(Journal::Committed(committed));
         }
         if !head.is_empty() {
-            self.write(head)?;
+            // If this finds the disk full, the head waits in the backlog like any record, and
+            // the retry task writes it.
+            self.write(head, None)?;
         }
         Ok(())
     }
@@ -243,7 +495,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.inner.lock().await.write(vec![Journal::Vote(*vote)])
+        self.write(vec![Journal::Vote(*vote)], None).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -255,11 +507,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
         match committed {
-            Some(log_id) => self
-                .inner
-                .lock()
-                .await
-                .write(vec![Journal::Committed(log_id)]),
+            Some(log_id) => self.write(vec![Journal::Committed(log_id)], None).await,
             None => Ok(()),
         }
     }
@@ -279,28 +527,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
         // openraft hands over every entry that arrived together: they share one fsync.
-        let result = self
-            .inner
-            .lock()
+        self.write(vec![Journal::Entries(entries)], Some(callback))
             .await
-            .write(vec![Journal::Entries(entries)]);
-        match &result {
-            Ok(()) => callback.log_io_completed(Ok(())),
-            Err(error) => callback.log_io_completed(Err(std::io::Error::other(error.to_string()))),
-        }
-        result
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.inner
-            .lock()
+        self.write(vec![Journal::Truncate(log_id.index)], None)
             .await
-            .write(vec![Journal::Truncate(log_id.index)])
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let mut inner = self.inner.lock().await;
-        inner.write(vec![Journal::Purge(log_id)])?;
-        inner.drop_purged_segments()
+        self.write(vec![Journal::Purge(log_id)], None).await?;
+        self.inner.lock().await.drop_purged_segments()
     }
 }

@@ -1,11 +1,20 @@
 //! `target-db`: a replicated key-value database on openraft with its own write-ahead log.
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64},
+    },
+    time::Duration,
+};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use openraft::{Config, Raft, SnapshotPolicy};
 use serde_json::{Value, json};
 use target_db::{
+    handoff::{HandoffError, transfer_leadership},
     log_store::{LogOptions, LogStore},
     network::Network,
     server::{Node, count_elections, router},
@@ -34,7 +43,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one node until SIGTERM or Ctrl-C.
+    /// Run one node until SIGTERM or Ctrl-C; a leader first hands leadership to a caught-up voter.
     Serve {
         #[arg(long)]
         id: NodeId,
@@ -118,9 +127,25 @@ enum AdminOp {
         id: NodeId,
         learner_addr: String,
     },
+    /// Make a learner (added with add-learner, caught up) a voter.
+    Promote {
+        id: NodeId,
+    },
+    /// Take a voter out of the cluster.
+    Remove {
+        id: NodeId,
+    },
     /// Make these ids the voters.
     ChangeMembership {
         members: Vec<NodeId>,
+    },
+    /// Move leadership to another voter (send it to the leader). The leader stops taking
+    /// writes, waits until the target has its whole log, and stops its heartbeats; the target
+    /// is elected once the voters' lease on the old leader runs out (about a second).
+    TransferLeader {
+        /// The voter to lead next; without it, the most caught-up one.
+        #[arg(long)]
+        to: Option<NodeId>,
     },
 }
 
@@ -205,6 +230,13 @@ async fn main() -> Result<()> {
                     )
                     .await?
                 }
+                AdminOp::Promote { id } => {
+                    post(&addr, "/admin/promote", &json!({"id": id})).await?
+                }
+                AdminOp::Remove { id } => post(&addr, "/admin/remove", &json!({"id": id})).await?,
+                AdminOp::TransferLeader { to } => {
+                    post(&addr, "/admin/transfer-leader", &json!({"to": to})).await?
+                }
                 AdminOp::ChangeMembership { members } => {
                     post(
                         &addr,
@@ -215,6 +247,9 @@ async fn main() -> Result<()> {
                 }
             };
             print(&answer);
+            if let Some(error) = answer.get("error") {
+                bail!("{error}");
+            }
             Ok(())
         }
     }
@@ -301,24 +336,61 @@ async fn serve(
         id,
         raft: raft.clone(),
         state,
+        handing_off: AtomicBool::new(false),
+        election_holds: AtomicU64::new(0),
+        peers: reqwest::Client::builder().local_address(local).build()?,
     });
+    tokio::spawn(hand_off_when_the_disk_fills(node.clone()));
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(id, %listen, data_dir = %data_dir.display(), "serving");
-    axum::serve(listener, router(node))
-        .with_graceful_shutdown(async {
-            let mut terminate =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("signal");
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let stopped = stopping.clone();
+    let server = axum::serve(listener, router(node.clone())).with_graceful_shutdown(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        // The server keeps answering meanwhile: the new leader's election goes through it.
+        if node.raft.metrics().borrow().current_leader == Some(node.id) {
+            match transfer_leadership(&node, None, Duration::from_secs(5)).await {
+                Ok(leader) => tracing::info!(leader, "stopping after the hand-off"),
+                Err(error) => tracing::warn!(%error, "stopping without a hand-off"),
             }
-        })
-        .await?;
+        }
+        stopping.notify_one();
+    });
+    tokio::select! {
+        served = server => served?,
+        // A request that waits on a full disk would hold a graceful stop forever.
+        () = async {
+            stopped.notified().await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        } => tracing::warn!("requests still open 5 s after the stop began; stopping anyway"),
+    }
     raft.shutdown().await.ok();
     Ok(())
+}
+
+/// A leader whose disk is full refuses every write, which would stop the whole cluster's
+/// writes: it hands leadership to a voter that can take them.
+async fn hand_off_when_the_disk_fills(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let leads = node.raft.metrics().borrow().current_leader == Some(node.id);
+        if leads && node.wal.disk_full() {
+            match transfer_leadership(&node, None, Duration::from_secs(5)).await {
+                Ok(leader) => tracing::warn!(leader, "the disk is full: handed leadership over"),
+                // The only voter: refusing writes is all it can do.
+                Err(HandoffError::Alone) => {}
+                Err(error) => tracing::warn!(%error, "the disk is full and leadership stays here"),
+            }
+        }
+    }
 }
 
 async fn post(addr: &str, path: &str, body: &Value) -> Result<Value> {

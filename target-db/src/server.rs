@@ -3,16 +3,20 @@
 //! - `POST /kv/write` `{"client":1,"seq":1,"op":"put","key":"k","value":"v"}`: 200 with the
 //!   response once committed and applied; 421 with the leader's address when this node is not the
 //!   leader (the write definitely did not happen); 503 with outcome "not-applied" from a node
-//!   whose Raft core has stopped; 503 with outcome "unknown" when the outcome is unknown.
+//!   whose Raft core has stopped; 507 with outcome "not-applied" while this node's disk is full;
+//!   503 with outcome "unknown" when the outcome is unknown.
 //! - `GET /kv/get?key=k`: a linearizable read (read-index through openraft); 421 off the leader.
 //! - `POST /init` `{"1":"127.0.0.1:7001",...}`, `POST /admin/add-learner` `{"id":4,"addr":...}`,
-//!   `POST /admin/change-membership` `{"members":[1,2,3]}`, `GET /status`, `GET /metrics`.
+//!   `POST /admin/promote` `{"id":4}`, `POST /admin/remove` `{"id":4}`,
+//!   `POST /admin/change-membership` `{"members":[1,2,3]}`, `POST /admin/transfer-leader`
+//!   `{"to":2}` (or `{}`: the most caught-up voter), `GET /status`, `GET /metrics`.
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use axum::{
@@ -23,7 +27,7 @@ use axum::{
     routing::{get, post},
 };
 use openraft::{
-    BasicNode, Raft,
+    BasicNode, ChangeMembers, Raft,
     error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError},
     raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest},
 };
@@ -31,6 +35,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
+    handoff::{HandoffError, transfer_leadership},
     state_machine::StateMachine,
     types::{NodeId, Request, TypeConfig},
     wal::WalStats,
@@ -43,6 +48,13 @@ pub struct Node {
     pub wal: Arc<WalStats>,
     /// Terms this node has seen begin (each election starts one).
     pub elections: Arc<AtomicU64>,
+    /// Set while this leader hands leadership over: it takes no new writes meanwhile.
+    pub handing_off: AtomicBool,
+    /// Counts requests to hold elections, so only the latest one's timer ends the hold.
+    pub election_holds: AtomicU64,
+    /// For requests to other nodes outside Raft (asking one to campaign), from this node's
+    /// own address like its Raft traffic.
+    pub peers: reqwest::Client,
 }
 
 /// Counts the terms this node sees, from openraft's metrics channel, for as long as it runs.
@@ -75,6 +87,11 @@ pub fn router(node: Shared) -> Router {
         .route("/init", post(init))
         .route("/admin/add-learner", post(add_learner))
         .route("/admin/change-membership", post(change_membership))
+        .route("/admin/promote", post(promote))
+        .route("/admin/remove", post(remove))
+        .route("/admin/transfer-leader", post(transfer_leader))
+        .route("/admin/campaign", post(campaign))
+        .route("/admin/hold-elections", post(hold_elections))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .with_state(node)
@@ -127,8 +144,35 @@ fn stopped(node: &Node) -> Option<HttpResponse> {
     Some((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response())
 }
 
+/// A node whose disk is full takes no new writes (they could only wait), but goes on serving
+/// reads; it takes writes again once the log has caught up.
+fn disk_full(node: &Node) -> Option<HttpResponse> {
+    if !node.wal.disk_full() {
+        return None;
+    }
+    let body = json!({
+        "error": "this node's disk is full: writes are refused until space returns (reads go on)",
+        "outcome": "not-applied",
+    });
+    Some((StatusCode::INSUFFICIENT_STORAGE, Json(body)).into_response())
+}
+
+fn handing_off(node: &Node) -> Option<HttpResponse> {
+    if !node.handing_off.load(Ordering::SeqCst) {
+        return None;
+    }
+    let body = json!({
+        "error": "leadership is moving to another node: retry there in a moment",
+        "outcome": "not-applied",
+    });
+    Some((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response())
+}
+
 async fn write(State(node): State<Shared>, Json(request): Json<Request>) -> HttpResponse {
-    if let Some(refusal) = stopped(&node) {
+    if let Some(refusal) = stopped(&node)
+        .or_else(|| disk_full(&node))
+        .or_else(|| handing_off(&node))
+    {
         return refusal;
     }
     match node.raft.client_write(request).await {
@@ -210,11 +254,128 @@ async fn change_membership(
     State(node): State<Shared>,
     Json(members): Json<Members>,
 ) -> HttpResponse {
-    match node.raft.change_membership(members.members, false).await {
+    membership_answer(node.raft.change_membership(members.members, false).await)
+}
+
+#[derive(Deserialize)]
+struct NodeIdBody {
+    id: NodeId,
+}
+
+/// Makes a learner a voter.
+async fn promote(State(node): State<Shared>, Json(body): Json<NodeIdBody>) -> HttpResponse {
+    let change = ChangeMembers::AddVoterIds(BTreeSet::from([body.id]));
+    membership_answer(node.raft.change_membership(change, false).await)
+}
+
+/// Takes a node out of the cluster, as voter and as learner.
+async fn remove(State(node): State<Shared>, Json(body): Json<NodeIdBody>) -> HttpResponse {
+    let voters: Vec<NodeId> = node
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    if !voters.contains(&body.id) {
+        let body = json!({
+            "error": format!("node {} is not a voter (voters: {voters:?})", body.id),
+            "outcome": "not-applied",
+        });
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
+    let change = ChangeMembers::RemoveVoters(BTreeSet::from([body.id]));
+    membership_answer(node.raft.change_membership(change, false).await)
+}
+
+fn membership_answer(
+    result: Result<
+        openraft::raft::ClientWriteResponse<TypeConfig>,
+        RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+    >,
+) -> HttpResponse {
+    match result {
         Ok(written) => Json(json!({"index": written.log_id.index})).into_response(),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
             not_leader(&forward)
         }
+        // An unknown learner, an empty membership, a change already under way: nothing changed.
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": error.to_string(), "outcome": "not-applied"})),
+        )
+            .into_response(),
+        Err(error) => unknown(error),
+    }
+}
+
+#[derive(Deserialize)]
+struct TransferBody {
+    /// The voter to lead next; the most caught-up one when absent.
+    to: Option<NodeId>,
+}
+
+async fn transfer_leader(
+    State(node): State<Shared>,
+    Json(body): Json<TransferBody>,
+) -> HttpResponse {
+    match transfer_leadership(&node, body.to, Duration::from_secs(10)).await {
+        Ok(leader) => Json(json!({"leader": leader})).into_response(),
+        Err(HandoffError::NotLeader { .. }) => {
+            let metrics = node.raft.metrics().borrow().clone();
+            let forward = ForwardToLeader {
+                leader_id: metrics.current_leader,
+                leader_node: metrics.current_leader.and_then(|id| {
+                    metrics
+                        .membership_config
+                        .membership()
+                        .get_node(&id)
+                        .cloned()
+                }),
+            };
+            not_leader(&forward)
+        }
+        Err(error @ (HandoffError::NotAVoter { .. } | HandoffError::Alone)) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": error.to_string(), "outcome": "not-applied"})),
+        )
+            .into_response(),
+        Err(error @ HandoffError::TimedOut(_)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": error.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct HoldBody {
+    ms: u64,
+}
+
+/// Asked by a leader handing over to another node: start no election for a while. The hold
+/// ends by itself, so a hand-off that dies half-way cannot leave a node unable to campaign.
+async fn hold_elections(State(node): State<Shared>, Json(body): Json<HoldBody>) -> HttpResponse {
+    let generation = node.election_holds.fetch_add(1, Ordering::SeqCst) + 1;
+    node.raft.runtime_config().elect(body.ms == 0);
+    if body.ms > 0 {
+        let node = node.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(body.ms)).await;
+            // Only the latest hold may end itself.
+            if node.election_holds.load(Ordering::SeqCst) == generation {
+                node.raft.runtime_config().elect(true);
+            }
+        });
+    }
+    Json(json!({"elections_held_ms": body.ms})).into_response()
+}
+
+/// Asked by a leader handing over: start an election now.
+async fn campaign(State(node): State<Shared>) -> HttpResponse {
+    match node.raft.trigger().elect().await {
+        Ok(()) => Json(json!({"campaigning": true})).into_response(),
         Err(error) => unknown(error),
     }
 }
@@ -228,6 +389,7 @@ fn status_json(node: &Node) -> Value {
         "leader": metrics.current_leader,
         "last_log_index": metrics.last_log_index,
         "commit_index": node.wal.committed_index(),
+        "disk_full": node.wal.disk_full(),
         "applied_index": metrics.last_applied.map(|l| l.index),
         "snapshot_index": metrics.snapshot.map(|l| l.index),
         "purged_index": metrics.purged.map(|l| l.index),

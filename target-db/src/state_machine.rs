@@ -122,6 +122,24 @@ fn apply_request(data: &mut Data, request: &Request) -> Response {
     response
 }
 
+/// Writes the snapshot durably, waiting for space if the disk is full: the log is purged up to a
+/// snapshot once it exists, so a snapshot that is not on disk must never be reported built.
+async fn persist_when_space(dir: &Path, stored: &StoredSnapshot) -> std::io::Result<()> {
+    let mut warned = false;
+    loop {
+        match persist(dir, stored) {
+            Err(error) if crate::wal::is_no_space(&error) => {
+                if !warned {
+                    tracing::warn!(dir = %dir.display(), "no space for a snapshot; waiting for space");
+                    warned = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Writes the snapshot durably: temporary file, fsync, rename, directory fsync.
 fn persist(dir: &Path, stored: &StoredSnapshot) -> std::io::Result<()> {
     let temporary = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
@@ -151,7 +169,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data: bytes.clone(),
         };
-        persist(&inner.dir, &stored).map_err(snapshot_error)?;
+        persist_when_space(&inner.dir, &stored)
+            .await
+            .map_err(snapshot_error)?;
         inner.current = Some(stored);
         Ok(Snapshot {
             meta,
@@ -218,7 +238,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data: bytes,
         };
-        persist(&inner.dir, &stored).map_err(snapshot_error)?;
+        persist_when_space(&inner.dir, &stored)
+            .await
+            .map_err(snapshot_error)?;
         inner.data = data;
         inner.current = Some(stored);
         Ok(())

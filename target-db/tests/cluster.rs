@@ -309,6 +309,30 @@ async fn membership_grows_from_three_to_five_voters_and_back() {
         .unwrap();
         assert!(added["index"].is_u64(), "{added}");
     }
+    // Ids that are not learners or voters are refused, and nothing changes.
+    let refused = post(&leader_addr, "/admin/promote", json!({"id": 9}))
+        .await
+        .unwrap();
+    assert_eq!(refused["outcome"], "not-applied", "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains('9'),
+        "{refused}"
+    );
+    let refused = post(&leader_addr, "/admin/remove", json!({"id": 9}))
+        .await
+        .unwrap();
+    assert!(
+        refused["error"].as_str().unwrap().contains("not a voter"),
+        "{refused}"
+    );
+    let promoted = post(&leader_addr, "/admin/promote", json!({"id": 4}))
+        .await
+        .unwrap();
+    assert!(promoted["index"].is_u64(), "{promoted}");
+    assert_eq!(
+        status(&leader_addr).await.unwrap()["members"],
+        json!([1, 2, 3, 4])
+    );
     let changed = post(
         &leader_addr,
         "/admin/change-membership",
@@ -331,14 +355,13 @@ async fn membership_grows_from_three_to_five_voters_and_back() {
     })
     .await;
 
-    let shrunk = post(
-        &leader_addr,
-        "/admin/change-membership",
-        json!({"members": [1, 2, 3]}),
-    )
-    .await
-    .unwrap();
-    assert!(shrunk["index"].is_u64(), "{shrunk}");
+    for id in [5, 4] {
+        let leader = cluster.leader(&[1, 2, 3]).await;
+        let removed = post(cluster.addr(leader), "/admin/remove", json!({"id": id}))
+            .await
+            .unwrap();
+        assert!(removed["index"].is_u64(), "{removed}");
+    }
     let leader = cluster.leader(&[1, 2, 3]).await;
     let answer = put(cluster.addr(leader), 4, 3, "after", "3 voters again")
         .await
@@ -384,4 +407,109 @@ async fn metrics_report_fsync_latency_wal_bytes_and_elections() {
         text.contains("targetdb_wal_fsync_seconds_bucket{le=\"+Inf\"}"),
         "{text}"
     );
+}
+
+/// Sends SIGTERM to a node and waits (up to 30 s) for it to exit; returns whether it exited 0.
+fn terminate(child: &mut Child) -> bool {
+    // SAFETY: signalling a child this test started and has not reaped yet.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            return exit.success();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn sigterm_to_the_leader_hands_leadership_over_before_it_stops() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.init().await;
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    let answer = put(cluster.addr(leader), 1, 1, "k", "before the stop")
+        .await
+        .unwrap();
+    assert_eq!(answer["response"]["ok"], true, "{answer}");
+
+    let mut child = cluster.nodes[leader - 1].take().unwrap();
+    assert!(terminate(&mut child), "a clean stop exits 0");
+    // It stopped only once another node led: that node says so at once, no election pending.
+    let others: Vec<usize> = (1..=3).filter(|&id| id != leader).collect();
+    let mut leading = Vec::new();
+    for &id in &others {
+        let status = status(cluster.addr(id)).await.unwrap();
+        if status["state"] == "Leader" {
+            leading.push(id);
+        }
+    }
+    assert_eq!(
+        leading.len(),
+        1,
+        "exactly one of {others:?} leads right after the stop"
+    );
+    let log =
+        std::fs::read_to_string(cluster.dir.path().join(format!("node{leader}.log"))).unwrap();
+    assert!(
+        log.contains(&format!("handed leadership to node {}", leading[0])),
+        "{log}"
+    );
+    let read = get(cluster.addr(leading[0]), "k").await.unwrap();
+    assert_eq!(read["value"], "before the stop", "{read}");
+    let answer = put(cluster.addr(leading[0]), 1, 2, "k", "after the stop")
+        .await
+        .unwrap();
+    assert_eq!(answer["response"]["ok"], true, "{answer}");
+}
+
+#[tokio::test]
+async fn transfer_leader_moves_leadership_to_the_named_voter() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.init().await;
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+
+    // Sent to a follower: it names the leader, and nothing moves.
+    let answer = post(
+        cluster.addr(follower),
+        "/admin/transfer-leader",
+        json!({"to": follower}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer["leader_id"], leader as u64, "{answer}");
+    // An id that is not a voter is refused with the voters named.
+    let answer = post(
+        cluster.addr(leader),
+        "/admin/transfer-leader",
+        json!({"to": 9}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        answer["error"].as_str().unwrap().contains("not a voter"),
+        "{answer}"
+    );
+    assert_eq!(cluster.leader(&[1, 2, 3]).await, leader);
+
+    for round in 0..2u64 {
+        let from = cluster.leader(&[1, 2, 3]).await;
+        let to = (1..=3).find(|&id| id != from).unwrap();
+        let answer = post(
+            cluster.addr(from),
+            "/admin/transfer-leader",
+            json!({"to": to}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer["leader"], to as u64, "round {round}: {answer}");
+        assert_eq!(cluster.leader(&[1, 2, 3]).await, to);
+        let written = put(cluster.addr(to), 2, round + 1, "k", "v").await.unwrap();
+        assert_eq!(written["response"]["ok"], true, "{written}");
+    }
 }

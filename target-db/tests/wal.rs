@@ -28,6 +28,7 @@ fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("wal-"))
         .collect();
     files.sort();
     files
@@ -156,6 +157,24 @@ fn the_unsafe_switch_trusts_records_without_their_checksum() {
         record(0),
         "the damaged record is served as if it were fine"
     );
+}
+
+#[test]
+fn the_log_holds_a_space_reserve_for_a_full_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    let reserve = dir.path().join("space-reserve");
+    let allocated = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(path).unwrap().blocks() * 512
+    };
+    // Real blocks, not a sparse file: freeing them must really free space.
+    assert!(allocated(&reserve) >= target_db::wal::RESERVE_BYTES);
+    assert!(wal.release_reserve());
+    assert_eq!(allocated(&reserve), 0);
+    assert!(!wal.release_reserve(), "nothing left to release");
+    wal.restore_reserve().unwrap();
+    assert!(allocated(&reserve) >= target_db::wal::RESERVE_BYTES);
 }
 
 #[test]

@@ -35,6 +35,10 @@ pub enum WalError {
         offset: u64,
         reason: &'static str,
     },
+    /// A write found the disk full. The segment was cut back to where it was, so the log on
+    /// disk is exactly what it was before the append; the same append may be tried again.
+    #[error("no space left to append to {}; the append was undone and can be retried", path.display())]
+    NoSpace { path: PathBuf },
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -96,7 +100,14 @@ pub struct Wal {
     active_len: u64,
     buffer: Vec<u8>,
     stats: Arc<WalStats>,
+    /// Space held back for the few records that must be written even on a full disk (votes,
+    /// the commit point): released when the disk fills, taken back when space returns.
+    reserve: Option<File>,
 }
+
+/// The size of the space reserve: room for about 1,500 vote or commit-point records.
+pub const RESERVE_BYTES: u64 = 256 << 10;
+const RESERVE_FILE: &str = "space-reserve";
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("wal-{id:020}.log"))
@@ -141,6 +152,7 @@ impl Wal {
                     active_len,
                     buffer: Vec::new(),
                     stats: Arc::default(),
+                    reserve: None,
                 }
             }
             None => {
@@ -153,13 +165,49 @@ impl Wal {
                     active_len: 0,
                     buffer: Vec::new(),
                     stats: Arc::default(),
+                    reserve: None,
                 };
                 wal.sync_dir(&path)?;
                 wal
             }
         };
         wal.buffer.reserve(64 << 10);
+        if let Err(error) = wal.restore_reserve() {
+            tracing::warn!(%error, "no space reserve: on a full disk even votes will wait for space");
+        }
         Ok((wal, recovered))
+    }
+
+    /// Frees the space reserve for records that must be written on a full disk; false if there
+    /// was none left to free.
+    pub fn release_reserve(&mut self) -> bool {
+        let Some(reserve) = self.reserve.take() else {
+            return false;
+        };
+        let freed = reserve.set_len(0).is_ok();
+        tracing::warn!(bytes = RESERVE_BYTES, "released the space reserve");
+        freed
+    }
+
+    /// Takes the space reserve back (allocated for real, not a sparse file); NoSpace while the
+    /// disk is still too full for it.
+    pub fn restore_reserve(&mut self) -> Result<(), WalError> {
+        if self.reserve.is_some() {
+            return Ok(());
+        }
+        let path = self.dir.join(RESERVE_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| no_space_or(e, "creating", &path))?;
+        if let Err(error) = allocate(&file, RESERVE_BYTES) {
+            let _ = file.set_len(0);
+            return Err(no_space_or(error, "allocating", &path));
+        }
+        self.reserve = Some(file);
+        Ok(())
     }
 
     /// Counters for /metrics, shared with whoever serves them.
@@ -195,9 +243,17 @@ impl Wal {
             encode(payload, &mut self.buffer);
         }
         let path = segment_path(&self.dir, self.active_segment());
-        self.active
-            .write_all(&self.buffer)
-            .map_err(io("appending to", &path))?;
+        if let Err(error) = self.active.write_all(&self.buffer) {
+            if !is_no_space(&error) {
+                return Err(io("appending to", &path)(error));
+            }
+            // Part of the buffer may be in the file: cut it off, so what is on disk is what was
+            // acknowledged before, and nothing half-written can be mistaken for a torn tail.
+            self.active
+                .set_len(self.active_len)
+                .map_err(io("cutting a failed append off", &path))?;
+            return Err(WalError::NoSpace { path });
+        }
         self.active_len += self.buffer.len() as u64;
         self.stats.record_append(self.buffer.len() as u64);
         if self.options.fsync {
@@ -256,14 +312,53 @@ impl Wal {
     }
 }
 
+fn no_space_or(error: std::io::Error, what: &'static str, path: &Path) -> WalError {
+    if is_no_space(&error) {
+        WalError::NoSpace {
+            path: path.to_owned(),
+        }
+    } else {
+        io(what, path)(error)
+    }
+}
+
+/// Gives the file `len` bytes of real blocks, so freeing them later really frees space.
+fn allocate(file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate on a file descriptor this function borrows for the call.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as libc::off_t) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
+        return Err(error);
+    }
+    // A file system without fallocate (some FUSE ones): write the zeros out.
+    let zeros = vec![0u8; 64 << 10];
+    let mut written = 0;
+    let mut writer = file;
+    while written < len {
+        let n = zeros.len().min((len - written) as usize);
+        writer.write_all(&zeros[..n])?;
+        written += n as u64;
+    }
+    file.sync_data()
+}
+
+/// A full disk (or quota): the one write error that says nothing about what is already on disk.
+pub fn is_no_space(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
 fn create_segment(dir: &Path, id: u64) -> Result<(File, PathBuf), WalError> {
     let path = segment_path(dir, id);
-    let file = OpenOptions::new()
+    OpenOptions::new()
         .create_new(true)
         .append(true)
         .open(&path)
-        .map_err(io("creating", &path))?;
-    Ok((file, path))
+        .map(|file| (file, path.clone()))
+        .map_err(|e| no_space_or(e, "creating", &path))
 }
 
 fn recover_segment(

@@ -1,6 +1,6 @@
 //! What the write-ahead log did, for /metrics: fsync latency as a histogram, bytes appended.
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -18,6 +18,8 @@ pub struct WalStats {
     bytes_appended: AtomicU64,
     /// The highest index known committed and written to the log, plus one (0: none yet).
     committed_plus_one: AtomicU64,
+    /// Set while appends wait for space (the disk filled up), cleared once they are written.
+    disk_full: AtomicBool,
 }
 
 impl WalStats {
@@ -47,6 +49,15 @@ impl WalStats {
             .checked_sub(1)
     }
 
+    pub fn set_disk_full(&self, full: bool) {
+        self.disk_full.store(full, Ordering::Relaxed);
+    }
+
+    /// Whether appends are waiting for space right now.
+    pub fn disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Relaxed)
+    }
+
     pub fn record_append(&self, bytes: u64) {
         self.bytes_appended.fetch_add(bytes, Ordering::Relaxed);
     }
@@ -71,6 +82,10 @@ impl WalStats {
         text.push_str(&format!(
             "# TYPE targetdb_wal_appended_bytes_total counter\ntargetdb_wal_appended_bytes_total {}\n",
             self.bytes_appended.load(Ordering::Relaxed)
+        ));
+        text.push_str(&format!(
+            "# TYPE targetdb_disk_full gauge\ntargetdb_disk_full {}\n",
+            u8::from(self.disk_full())
         ));
         text
     }
