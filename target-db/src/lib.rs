@@ -1,7 +1,9 @@
 //! target-db: a replicated key-value database bundled so Faultline's tools have a real system to
-//! break: the write-ahead log (`wal`), openraft's storage on it (`log_store`, `state_machine`),
+//! break: the data directory's owner (`data_dir`), the write-ahead log (`wal`), openraft's storage on it (`log_store`, `state_machine`),
 //! the Raft network and the HTTP server (`network`, `server`), and leadership hand-off
 //! (`handoff`).
+pub mod bad_request;
+pub mod data_dir;
 pub mod handoff;
 pub mod log_store;
 pub mod network;

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use openraft::{Config, Raft, SnapshotPolicy};
 use serde_json::{Value, json};
 use target_db::{
+    data_dir::claim_data_dir,
     handoff::{HandoffError, transfer_leadership},
     log_store::{LogOptions, LogStore},
     network::Network,
@@ -49,6 +50,10 @@ enum Command {
         id: NodeId,
         #[arg(long)]
         data_dir: PathBuf,
+        /// The cluster's name, recorded in the data directory at first start; a directory of
+        /// another cluster is refused, so a wrong path cannot mix two clusters' data.
+        #[arg(long, default_value = "target-db")]
+        cluster: String,
         /// Address for both peers and clients, e.g. 127.0.0.1:7001.
         #[arg(long)]
         listen: String,
@@ -162,6 +167,7 @@ async fn main() -> Result<()> {
         Command::Serve {
             id,
             data_dir,
+            cluster,
             listen,
             snapshot_every,
             segment_bytes,
@@ -201,6 +207,7 @@ async fn main() -> Result<()> {
                 },
                 ignore_fsync_error: unsafe_ignore_fsync_error,
             };
+            claim_data_dir(&data_dir, &cluster, id)?;
             serve(id, data_dir, listen, snapshot_every, options).await
         }
         Command::Init { addr, peers } => {
@@ -270,31 +277,6 @@ fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>> {
         .collect()
 }
 
-/// The data directory belongs to one node id for life.
-fn claim_data_dir(dir: &std::path::Path, id: NodeId) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let marker = dir.join("node-id");
-    match std::fs::read_to_string(&marker) {
-        Ok(existing) if existing.trim() == id.to_string() => Ok(()),
-        Ok(existing) => bail!(
-            "{} holds the data of node {}, not node {id}: use that id, or another data directory",
-            dir.display(),
-            existing.trim()
-        ),
-        Err(_) => {
-            // The file's own data must be durable before its name is: a torture run with power
-            // loss found nodes refusing to start over an empty node-id file.
-            let temporary = dir.join("node-id.tmp");
-            let mut file = std::fs::File::create(&temporary)?;
-            std::io::Write::write_all(&mut file, id.to_string().as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, &marker)?;
-            std::fs::File::open(dir)?.sync_all()?;
-            Ok(())
-        }
-    }
-}
-
 async fn serve(
     id: NodeId,
     data_dir: PathBuf,
@@ -302,7 +284,6 @@ async fn serve(
     snapshot_every: u64,
     options: LogOptions,
 ) -> Result<()> {
-    claim_data_dir(&data_dir, id)?;
     let log = LogStore::open(&data_dir.join("wal"), options)?;
     let wal = log.wal_stats();
     let state = StateMachine::open(&data_dir.join("state"))?;

@@ -21,7 +21,7 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::{Query, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response as HttpResponse},
     routing::{get, post},
@@ -35,6 +35,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
+    bad_request::{Body, Params},
     handoff::{HandoffError, transfer_leadership},
     state_machine::StateMachine,
     types::{NodeId, Request, TypeConfig},
@@ -168,7 +169,7 @@ fn handing_off(node: &Node) -> Option<HttpResponse> {
     Some((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response())
 }
 
-async fn write(State(node): State<Shared>, Json(request): Json<Request>) -> HttpResponse {
+async fn write(State(node): State<Shared>, Body(request): Body<Request>) -> HttpResponse {
     if let Some(refusal) = stopped(&node)
         .or_else(|| disk_full(&node))
         .or_else(|| handing_off(&node))
@@ -191,7 +192,7 @@ struct KeyQuery {
     key: String,
 }
 
-async fn read(State(node): State<Shared>, Query(query): Query<KeyQuery>) -> HttpResponse {
+async fn read(State(node): State<Shared>, Params(query): Params<KeyQuery>) -> HttpResponse {
     if let Some(refusal) = stopped(&node) {
         return refusal;
     }
@@ -209,7 +210,7 @@ async fn read(State(node): State<Shared>, Query(query): Query<KeyQuery>) -> Http
 
 async fn init(
     State(node): State<Shared>,
-    Json(peers): Json<BTreeMap<NodeId, String>>,
+    Body(peers): Body<BTreeMap<NodeId, String>>,
 ) -> HttpResponse {
     let members: BTreeMap<NodeId, BasicNode> = peers
         .into_iter()
@@ -231,7 +232,7 @@ struct Learner {
     addr: String,
 }
 
-async fn add_learner(State(node): State<Shared>, Json(learner): Json<Learner>) -> HttpResponse {
+async fn add_learner(State(node): State<Shared>, Body(learner): Body<Learner>) -> HttpResponse {
     match node
         .raft
         .add_learner(learner.id, BasicNode::new(learner.addr), true)
@@ -252,7 +253,7 @@ struct Members {
 
 async fn change_membership(
     State(node): State<Shared>,
-    Json(members): Json<Members>,
+    Body(members): Body<Members>,
 ) -> HttpResponse {
     membership_answer(node.raft.change_membership(members.members, false).await)
 }
@@ -263,13 +264,13 @@ struct NodeIdBody {
 }
 
 /// Makes a learner a voter.
-async fn promote(State(node): State<Shared>, Json(body): Json<NodeIdBody>) -> HttpResponse {
+async fn promote(State(node): State<Shared>, Body(body): Body<NodeIdBody>) -> HttpResponse {
     let change = ChangeMembers::AddVoterIds(BTreeSet::from([body.id]));
     membership_answer(node.raft.change_membership(change, false).await)
 }
 
 /// Takes a node out of the cluster, as voter and as learner.
-async fn remove(State(node): State<Shared>, Json(body): Json<NodeIdBody>) -> HttpResponse {
+async fn remove(State(node): State<Shared>, Body(body): Body<NodeIdBody>) -> HttpResponse {
     let voters: Vec<NodeId> = node
         .raft
         .metrics()
@@ -318,7 +319,7 @@ struct TransferBody {
 
 async fn transfer_leader(
     State(node): State<Shared>,
-    Json(body): Json<TransferBody>,
+    Body(body): Body<TransferBody>,
 ) -> HttpResponse {
     match transfer_leadership(&node, body.to, Duration::from_secs(10)).await {
         Ok(leader) => Json(json!({"leader": leader})).into_response(),
@@ -356,7 +357,7 @@ struct HoldBody {
 
 /// Asked by a leader handing over to another node: start no election for a while. The hold
 /// ends by itself, so a hand-off that dies half-way cannot leave a node unable to campaign.
-async fn hold_elections(State(node): State<Shared>, Json(body): Json<HoldBody>) -> HttpResponse {
+async fn hold_elections(State(node): State<Shared>, Body(body): Body<HoldBody>) -> HttpResponse {
     let generation = node.election_holds.fetch_add(1, Ordering::SeqCst) + 1;
     node.raft.runtime_config().elect(body.ms == 0);
     if body.ms > 0 {

@@ -288,6 +288,42 @@ fn a_data_directory_of_another_node_is_refused() {
     );
 }
 
+#[test]
+fn a_data_directory_of_another_cluster_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |cluster: &str| {
+        Command::new(TARGET_DB)
+            .args([
+                "serve",
+                "--id",
+                "1",
+                "--listen",
+                "256.0.0.1:1",
+                "--cluster",
+                cluster,
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    // The first start records the cluster, then fails on the impossible address.
+    let first = start("blue");
+    assert!(String::from_utf8_lossy(&first.stderr).contains("listening on 256.0.0.1:1"));
+    let second = start("green");
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("holds the data of cluster `blue`, not `green`: pass --cluster blue"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("cluster")).unwrap(),
+        "blue",
+        "the refused start changed nothing"
+    );
+}
+
 #[tokio::test]
 async fn membership_grows_from_three_to_five_voters_and_back() {
     let cluster = Cluster::start(5, &[]);
@@ -512,4 +548,52 @@ async fn transfer_leader_moves_leadership_to_the_named_voter() {
         let written = put(cluster.addr(to), 2, round + 1, "k", "v").await.unwrap();
         assert_eq!(written["response"]["ok"], true, "{written}");
     }
+}
+
+#[tokio::test]
+async fn malformed_requests_are_refused_with_the_problem_named() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.init().await;
+    cluster.leader(&[1]).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/kv/write", cluster.addr(1));
+    let cases = [
+        (
+            client
+                .post(&url)
+                .json(&json!({"client": 1, "seq": 1, "op": "put", "key": "k"})),
+            422,
+            "missing field `value`",
+        ),
+        (
+            client.post(&url).body("put k v"),
+            415,
+            "content-type: application/json",
+        ),
+        (
+            client.get(format!("http://{}/kv/get", cluster.addr(1))),
+            400,
+            "GET /kv/get?key=KEY",
+        ),
+        (
+            client
+                .post(format!("http://{}/admin/promote", cluster.addr(1)))
+                .json(&json!({"id": "two"})),
+            422,
+            "id: invalid type",
+        ),
+    ];
+    for (request, code, words) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), code);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["outcome"], "not-applied", "{answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(words), "{error:?} should say {words:?}");
+    }
+    // Nothing was written.
+    assert_eq!(
+        get(cluster.addr(1), "k").await.unwrap()["value"],
+        Value::Null
+    );
 }
