@@ -58,6 +58,13 @@ pub struct Node {
     started: bool,
 }
 
+impl Node {
+    /// The node's own log (its stderr, across restarts).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
 pub struct Cluster {
     pub nodes: Vec<Node>,
     binaries: Binaries,

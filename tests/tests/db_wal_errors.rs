@@ -1,0 +1,137 @@
+//! target-db on a real faultfs mount whose WAL fdatasync fails: the node must stop taking
+//! writes (after a failed fsync nobody knows what is on disk), say so definitely, stay stopped
+//! when the disk recovers, and come back from a restart with every acknowledged write. With
+//! `--unsafe-ignore-fsync-error` it goes on acknowledging instead. Needs root (FUSE).
+mod common;
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use tests::torture::cluster::{Binaries, Cluster};
+
+const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
+const FAILING_FSYNC: &str = r#"fdatasync(path="db/wal/*")=error(EIO)"#;
+
+async fn call(request: reqwest::RequestBuilder) -> Option<Value> {
+    request
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+struct Db {
+    cluster: Cluster,
+    http: reqwest::Client,
+    addr: String,
+    seq: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl Db {
+    async fn start(flags: &[&str]) -> Db {
+        common::build_tools();
+        let dir = tempfile::tempdir().unwrap();
+        let binaries = Binaries::beside_me(Path::new(TORTURE).parent()).unwrap();
+        let flags = flags.iter().map(|f| f.to_string()).collect();
+        let cluster = Cluster::start(dir.path(), 1, 7, binaries, flags).unwrap();
+        let addr = cluster.node(1).addr.clone();
+        let db = Db {
+            cluster,
+            http: reqwest::Client::new(),
+            addr,
+            seq: 0,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let init = json!({"1": db.addr});
+        while call(db.http.post(format!("http://{}/init", db.addr)).json(&init))
+            .await
+            .is_none()
+        {
+            assert!(Instant::now() < deadline, "target-db did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        db
+    }
+
+    async fn put(&mut self, value: &str) -> Value {
+        self.seq += 1;
+        let body = json!({"client": 1, "seq": self.seq, "op": "put", "key": "k", "value": value});
+        let request = self.http.post(format!("http://{}/kv/write", self.addr));
+        call(request.json(&body))
+            .await
+            .unwrap_or(json!({"outcome": "no answer"}))
+    }
+
+    async fn get(&self) -> Value {
+        let request = self.http.get(format!("http://{}/kv/get?key=k", self.addr));
+        call(request)
+            .await
+            .unwrap_or(json!({"outcome": "no answer"}))
+    }
+
+    /// Puts until one is acknowledged (the node may still be electing itself), for up to 30 s.
+    async fn put_acknowledged(&mut self, value: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.put(value).await.get("response").is_some() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{value}` was never acknowledged"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_wal_fsync_stops_writes_until_a_restart_that_keeps_every_acknowledged_write() {
+    let mut db = Db::start(&[]).await;
+    for value in ["v1", "v2", "v3"] {
+        db.put_acknowledged(value).await;
+    }
+    let rule = db.cluster.add_fault(1, FAILING_FSYNC).unwrap();
+    let failed = db.put("v4").await;
+    assert!(
+        failed.get("response").is_none(),
+        "acknowledged after EIO: {failed}"
+    );
+    let refused = db.put("v5").await;
+    assert_eq!(refused["outcome"], "not-applied", "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("restart it"),
+        "{refused}"
+    );
+
+    // The disk is fine again, but what the failed fsync left on it is unknown: still stopped.
+    db.cluster.remove_fault(1, rule).unwrap();
+    let still = db.put("v6").await;
+    assert_eq!(still["outcome"], "not-applied", "{still}");
+
+    db.cluster.restart_node(1).unwrap();
+    db.put_acknowledged("v7").await;
+    assert_eq!(db.get().await["value"], "v7");
+    let log = std::fs::read_to_string(db.cluster.node(1).log_path()).unwrap();
+    assert!(log.contains("write-ahead log write failed"), "{log}");
+}
+
+#[tokio::test]
+async fn the_unsafe_switch_keeps_acknowledging_after_a_failed_wal_fsync() {
+    let mut db = Db::start(&["--unsafe-ignore-fsync-error"]).await;
+    db.put_acknowledged("v1").await;
+    db.cluster.add_fault(1, FAILING_FSYNC).unwrap();
+    for value in ["v2", "v3"] {
+        let answer = db.put(value).await;
+        assert_eq!(answer["response"]["ok"], true, "{answer}");
+    }
+    assert_eq!(db.get().await["value"], "v3");
+}
