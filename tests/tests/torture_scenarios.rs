@@ -119,6 +119,11 @@ fn fsyncgate() {
 }
 
 #[test]
+fn wal_bitrot() {
+    scenario("wal-bitrot", "3", 1);
+}
+
+#[test]
 fn multiple_failures_on_three_nodes_is_refused_with_the_fix() {
     let output = Command::new(TORTURE)
         .args(["run", "--scenario", "multiple-failures", "--nodes", "3"])

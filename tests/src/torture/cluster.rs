@@ -165,17 +165,20 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(&node.log)?;
+        // Small snapshots so followers often rejoin from one, unless the run asks otherwise.
+        let snapshot_every = if self
+            .db_flags
+            .iter()
+            .any(|f| f.starts_with("--snapshot-every"))
+        {
+            &[][..]
+        } else {
+            &["--snapshot-every", "500"][..]
+        };
         let child = Command::new(&self.binaries.target_db)
-            .args([
-                "serve",
-                "--id",
-                &id.to_string(),
-                "--listen",
-                &node.addr,
-                "--snapshot-every",
-                "500",
-                "--data-dir",
-            ])
+            .args(["serve", "--id", &id.to_string(), "--listen", &node.addr])
+            .args(snapshot_every)
+            .arg("--data-dir")
             .arg(&node.data_dir)
             .args(&self.db_flags)
             .stdout(Stdio::null())
@@ -231,6 +234,43 @@ impl Cluster {
             bail!("faultfs power-loss on node {id} failed");
         }
         self.start_node(id)
+    }
+
+    /// Silent media corruption of the record at the end of a stopped node's write-ahead log,
+    /// if that record holds a put: the put's key is changed, so the record still parses and
+    /// only its CRC tells. Meant for a node killed inside the fdatasync of that record, so the
+    /// record was never acknowledged: a database that checks CRCs cuts it as a torn tail (the
+    /// leader sends it again); one that does not applies a write of a key nobody wrote.
+    /// Written through the node's mount and fsynced, so it is the durable state. Returns what
+    /// was done, or None when the last record holds no put.
+    pub fn rot_wal_tail(&mut self, id: usize) -> Result<Option<String>> {
+        anyhow::ensure!(!self.running(id), "rot_wal_tail needs node {id} stopped");
+        let wal = self.node(id).data_dir.join("wal");
+        let segment = fs::read_dir(&wal)
+            .with_context(|| format!("listing {}", wal.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                name.starts_with("wal-") && name.ends_with(".log")
+            })
+            .max()
+            .with_context(|| format!("no WAL segment in {}", wal.display()))?;
+        let mut data = fs::read(&segment)?;
+        let Some(key_at) = put_key_in_last_record(&data) else {
+            return Ok(None);
+        };
+        let was = data[key_at];
+        data[key_at] = if was == b'q' { b'z' } else { b'q' };
+        let mut file = fs::OpenOptions::new().write(true).open(&segment)?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(key_at as u64))?;
+        std::io::Write::write_all(&mut file, &data[key_at..=key_at])?;
+        file.sync_all()?;
+        Ok(Some(format!(
+            "{}: the key of a put in the last record rotted ({}.. -> {}..)",
+            segment.file_name().unwrap_or_default().to_string_lossy(),
+            char::from(was),
+            char::from(data[key_at]),
+        )))
     }
 
     /// `faultfs ctl` on the node's mount, for the caller to add the command to.
@@ -373,6 +413,29 @@ impl Drop for Cluster {
     }
 }
 
+/// Walks target-db's `[len u32][crc32c u32][payload]` records; if the last one holds a put,
+/// returns the offset of the first byte of its last put's key. A put, because a rotted key then
+/// holds a value for good; a cas or delete of a key nobody wrote changes nothing.
+fn put_key_in_last_record(data: &[u8]) -> Option<usize> {
+    const KEY: &[u8] = br#""op":"put","key":""#;
+    let mut offset = 0;
+    let mut last = None;
+    while offset + 8 <= data.len() {
+        let len = u32::from_le_bytes(data[offset..offset + 4].try_into().ok()?) as usize;
+        if len == 0 || offset + 8 + len > data.len() {
+            break;
+        }
+        last = Some(offset + 8..offset + 8 + len);
+        offset += 8 + len;
+    }
+    let payload = last?;
+    data[payload.clone()]
+        .windows(KEY.len())
+        .rposition(|window| window == KEY)
+        .map(|at| payload.start + at + KEY.len())
+        .filter(|&at| at < payload.end)
+}
+
 pub async fn status(client: &reqwest::Client, addr: &str) -> Option<Value> {
     client
         .get(format!("http://{addr}/status"))
@@ -383,4 +446,30 @@ pub async fn status(client: &reqwest::Client, addr: &str) -> Option<Value> {
         .json()
         .await
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::put_key_in_last_record;
+
+    fn record(payload: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(payload.as_bytes());
+    }
+
+    #[test]
+    fn finds_a_put_only_in_the_last_record() {
+        let mut data = Vec::new();
+        record(r#"{"Vote":1}"#, &mut data);
+        record(
+            r#"[{"op":"put","key":"k1"},{"op":"put","key":"k2"},{"op":"delete","key":"k3"}]"#,
+            &mut data,
+        );
+        let key_at = put_key_in_last_record(&data).unwrap();
+        assert_eq!(&data[key_at..key_at + 2], b"k2");
+        record(r#"{"Committed":7}"#, &mut data);
+        assert_eq!(put_key_in_last_record(&data), None);
+        assert_eq!(put_key_in_last_record(&data[..18]), None);
+    }
 }

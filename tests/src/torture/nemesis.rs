@@ -21,6 +21,8 @@ use super::{cluster::Cluster, network_shape, workload::Recorder};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     Kill,
+    /// Two or more nodes (possibly all: no quorum) SIGKILLed at once, restarted together.
+    KillMany,
     Pause,
     /// The node is killed at its Nth write or fdatasync of the active WAL segment (injector,
     /// tracepoint + SIGKILL from the kernel), then restarted.
@@ -57,6 +59,7 @@ impl Fault {
 
 pub const NAMES: &[&str] = &[
     "kill",
+    "kill-many",
     "pause",
     "wal-crash",
     "partition",
@@ -76,6 +79,7 @@ impl FromStr for Fault {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "kill" => Ok(Fault::Kill),
+            "kill-many" => Ok(Fault::KillMany),
             "pause" => Ok(Fault::Pause),
             "wal-crash" => Ok(Fault::WalCrash),
             "partition" => Ok(Fault::Partition),
@@ -138,6 +142,30 @@ async fn apply(
             tokio::time::sleep(hold).await;
             cluster.lock().await.start_node(node)?;
             Ok(format!("SIGKILL, restarted after {} ms", hold.as_millis()))
+        }
+        Fault::KillMany => {
+            let size = cluster.lock().await.nodes.len();
+            let count = (2 + rng.below((size as u64 - 1).max(1)) as usize).min(size);
+            // `node` and the next ones round the ring: a seeded choice of `count` nodes.
+            let victims: Vec<usize> = (0..count).map(|i| 1 + (node - 1 + i) % size).collect();
+            {
+                let mut cluster = cluster.lock().await;
+                for &id in &victims {
+                    cluster.kill_node(id);
+                }
+            }
+            tokio::time::sleep(hold).await;
+            let mut cluster = cluster.lock().await;
+            for &id in &victims {
+                cluster.start_node(id)?;
+            }
+            let names: Vec<String> = victims.iter().map(|id| format!("n{id}")).collect();
+            let quorum = if count > size / 2 { ", no quorum" } else { "" };
+            Ok(format!(
+                "{} SIGKILLed together{quorum}, restarted after {} ms",
+                names.join(" "),
+                hold.as_millis()
+            ))
         }
         Fault::Pause => {
             let Some(pid) = cluster.lock().await.pid(node) else {
@@ -272,7 +300,7 @@ async fn wal_crash(
 
 /// `injector attach` of the rule `rule_for(fd)` for `hold`, where fd is the one through which the
 /// node appends to its active WAL segment. Returns the rule, or None if the node is down.
-async fn attach_to_wal(
+pub(super) async fn attach_to_wal(
     cluster: &Arc<Mutex<Cluster>>,
     node: usize,
     hold: Duration,

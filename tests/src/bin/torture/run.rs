@@ -23,7 +23,7 @@ use tests::{
 use crate::{exit_code, word};
 
 /// Every fault this kernel can apply (wal-write-error needs BPF LSM).
-const DEFAULT_FAULTS: &str = "kill,pause,wal-crash,partition,packet-loss,power-loss,power-loss-all,\
+const DEFAULT_FAULTS: &str = "kill,kill-many,pause,wal-crash,partition,packet-loss,power-loss,power-loss-all,\
                               disk-error,fsync-error,disk-full,slow-disk";
 
 #[derive(Args)]
@@ -48,7 +48,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 3)]
     nodes: usize,
     /// Comma-separated, each applied to a node the seed picks:
-    /// kill (SIGKILL, restart); pause (SIGSTOP/SIGCONT);
+    /// kill (SIGKILL, restart); kill-many (two or more nodes, perhaps all, at once, restarted
+    /// together); pause (SIGSTOP/SIGCONT);
     /// wal-crash (the injector kills it at its Nth WAL write or fdatasync, restart);
     /// partition (injector: the node isolated, a minority with it cut from the majority, a
     /// bridge with it as the only link between two halves, or one way);
@@ -78,7 +79,7 @@ pub struct RunArgs {
     /// partition-minority, partition-majority, node-rejoin, power-loss-all, multiple-failures
     /// (needs --nodes 5), uncommitted-entries, rapid-leader-changes, concurrent-failures,
     /// split-brain-recovery, leader-failure-under-load, follower-recovery,
-    /// snapshot-after-failure, torn-wal-tail, fsyncgate.
+    /// snapshot-after-failure, torn-wal-tail, fsyncgate, wal-bitrot.
     #[arg(long)]
     scenario: Option<String>,
     /// How long the cluster gets to elect a leader and converge after healing.
