@@ -104,6 +104,7 @@ pub fn linearizable_history(shape: Shape) -> History {
     History {
         operations,
         faults: Vec::new(),
+        leaders: Vec::new(),
     }
 }
 
@@ -144,5 +145,6 @@ pub fn exhausting_history(unknown_writes: u64) -> History {
     History {
         operations,
         faults: Vec::new(),
+        leaders: Vec::new(),
     }
 }

@@ -8,6 +8,7 @@
 //! {"process":4,"kind":"invoke","f":"cas","key":"k1","value":["v7","v8"],"time":1900}
 //! {"process":4,"kind":"ok","f":"cas","key":"k1","value":["v7","v8"],"matched":false,"time":2300}
 //! {"kind":"fault","time":2000,"end":2500,"target":"n2","description":"SIGKILL"}
+//! {"kind":"leader","time":2600,"leader":3,"term":4}
 //! ```
 //!
 //! `kind` is `invoke`, then one of `ok`, `fail` (definitely did not take effect) or `info`
@@ -94,10 +95,28 @@ pub struct FaultEvent {
     pub description: String,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaderKind {
+    Leader,
+}
+
+/// From `time` on, the cluster's leader as the harness saw it: the node that said it leads in
+/// the highest term, or none (an election, or no quorum).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaderEvent {
+    pub kind: LeaderKind,
+    pub time: u64,
+    pub leader: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<u64>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Line {
     Fault(FaultEvent),
+    Leader(LeaderEvent),
     Op(Event),
 }
 
@@ -196,6 +215,8 @@ impl fmt::Display for Operation {
 pub struct History {
     pub operations: Vec<Operation>,
     pub faults: Vec<FaultEvent>,
+    /// Leader changes, in time order (torture runs record them; imported histories have none).
+    pub leaders: Vec<LeaderEvent>,
 }
 
 #[derive(Debug, Error)]
@@ -268,6 +289,7 @@ impl History {
     pub fn parse_json_lines(reader: impl BufRead) -> Result<History, HistoryError> {
         let mut events = Vec::new();
         let mut faults = Vec::new();
+        let mut leaders = Vec::new();
         for (index, line) in reader.lines().enumerate() {
             let line_no = index + 1;
             let line = line.map_err(|e| HistoryError::Parse {
@@ -280,6 +302,7 @@ impl History {
             match serde_json::from_str::<Line>(&line) {
                 Ok(Line::Op(event)) => events.push((line_no, event)),
                 Ok(Line::Fault(fault)) => faults.push(fault),
+                Ok(Line::Leader(leader)) => leaders.push(leader),
                 Err(e) => {
                     return Err(HistoryError::Parse {
                         line: line_no,
@@ -290,6 +313,7 @@ impl History {
         }
         let mut history = pair_events(events)?;
         history.faults = faults;
+        history.leaders = leaders;
         Ok(history)
     }
 
@@ -308,6 +332,12 @@ impl History {
             lines.push((
                 fault.time,
                 serde_json::to_string(fault).expect("serialisable"),
+            ));
+        }
+        for leader in &self.leaders {
+            lines.push((
+                leader.time,
+                serde_json::to_string(leader).expect("serialisable"),
             ));
         }
         lines.sort_by_key(|(time, _)| *time);

@@ -72,6 +72,7 @@ pub fn pair_events(events: Vec<(usize, Event)>) -> Result<History, HistoryError>
     Ok(History {
         operations,
         faults: Vec::new(),
+        leaders: Vec::new(),
     })
 }
 

@@ -1,11 +1,12 @@
 //! One HTML file, no server and no external resources: a lane per process, each operation a bar
-//! over its interval coloured by result, faults on the same time axis, the failing window
-//! highlighted, and the findings in words.
+//! over its interval coloured by result, faults and the leader on the same time axis, the
+//! failing window highlighted, the findings in words, and the whole run's throughput and latency
+//! over time.
 use std::{collections::BTreeSet, fmt::Write};
 
 use crate::{
     check::{CheckReport, Verdict},
-    history::{FaultEvent, History, Operation, Outcome},
+    history::{FaultEvent, History, LeaderEvent, Operation, Outcome},
 };
 
 /// Beyond this many operations only those around the failure (or the first ones) are drawn, so
@@ -41,8 +42,9 @@ pub fn render_html(history: &History, report: &CheckReport, title: &str) -> Stri
         escape(title)
     );
     write_summary(&mut page, history, report, drawn.len());
-    timeline.write_svg(&mut page, &drawn, &faults, &window);
+    timeline.write_svg(&mut page, &drawn, &faults, &history.leaders, &window);
     write_window_table(&mut page, history, report);
+    super::over_time::write_section(&mut page, history);
     let _ = write!(page, "<script>{SCRIPT}</script>\n</body></html>\n");
     page
 }
@@ -133,7 +135,8 @@ fn write_summary(page: &mut String, history: &History, report: &CheckReport, dra
          <span class=\"swatch failed\"></span>failed (no effect) \
          <span class=\"swatch unknown\"></span>unknown outcome \
          <span class=\"swatch in-window\"></span>in the window that cannot be linearized \
-         <span class=\"swatch fault\"></span>fault. Hover a bar for details.</p>\n",
+         <span class=\"swatch fault\"></span>fault; the strip below the lanes is the leader. \
+         Hover a bar for details.</p>\n",
     );
 }
 
@@ -210,6 +213,7 @@ impl Timeline {
         page: &mut String,
         ops: &[&Operation],
         faults: &[FaultEvent],
+        leaders: &[LeaderEvent],
         window: &BTreeSet<usize>,
     ) {
         let height = TOP + LANE_HEIGHT * (self.lanes.len() as f64 + 2.0);
@@ -298,11 +302,16 @@ impl Timeline {
                 );
             }
         }
+        // The leader below the lanes, on the same axis, so a failure can be read against it.
+        let leader_top = TOP + LANE_HEIGHT * (self.lanes.len() as f64 + 1.0) + 2.0;
+        super::over_time::write_leaders(page, leaders, self.start, self.end, leader_top, &|t| {
+            self.x(t)
+        });
         page.push_str("</svg></div>\n");
     }
 }
 
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -320,7 +329,13 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-
 tr.stuck{background:#ffcdd2}\
 .swatch{display:inline-block;width:14px;height:10px;margin:0 4px 0 10px;border:1px solid #999}\
 .swatch.ok{background:#66bb6a}.swatch.failed{background:#bdbdbd}.swatch.unknown{background:#ffb74d}\
-.swatch.in-window{border:2px solid #c62828}.swatch.fault{background:#ef5350;opacity:.4}";
+.swatch.in-window{border:2px solid #c62828}.swatch.fault{background:#ef5350;opacity:.4}\
+.rate.ok{fill:#66bb6a}.rate.failed{fill:#bdbdbd}.rate.unknown{fill:#ffb74d}\
+.latency{fill:none;stroke-width:1.5}.latency.p50{stroke:#1e88e5}.latency.p99{stroke:#8e24aa}\
+.swatch.p50{background:#1e88e5}.swatch.p99{background:#8e24aa}.axis{stroke:#999}\
+.leader{opacity:.55}.leader.none{fill:#eeeeee}.leader.n1{fill:#90caf9}.leader.n2{fill:#ce93d8}\
+.leader.n3{fill:#a5d6a7}.leader.n4{fill:#ffe082}.leader.n5{fill:#ffab91}.leader.n6{fill:#80deea}\
+.leader.n7{fill:#b0bec5}.leader.n8{fill:#f48fb1}";
 
 // Marks the page as fully rendered (a test checks this in a headless browser); a script error
 // anywhere leaves the mark unset and records the error instead.

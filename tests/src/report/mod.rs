@@ -2,6 +2,7 @@
 //! XML of a run's seeds, for a CI system.
 mod html;
 mod junit;
+mod over_time;
 
 pub use html::render_html;
 pub use junit::render_junit;

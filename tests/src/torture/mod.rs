@@ -91,6 +91,13 @@ pub async fn run(options: Options) -> Result<TortureReport> {
 
     let recorder = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
+    // Leaders are watched through the healing too, until the history is checked.
+    let watched = Arc::new(AtomicBool::new(false));
+    let leaders = tokio::spawn(watch_leaders(
+        addrs.clone(),
+        recorder.clone(),
+        watched.clone(),
+    ));
     let workload = tokio::spawn(workload::run(
         Workload {
             clients: options.clients,
@@ -198,23 +205,25 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         detail: rejoin.unwrap_or_else(|(_, e)| e),
     });
 
+    watched.store(true, Ordering::Relaxed);
+    leaders.await?;
     let lines = recorder.lines();
     let events: Vec<(usize, crate::history::Event)> = lines
         .iter()
         .enumerate()
         .filter_map(|(i, line)| match line {
             Line::Op(event) => Some((i + 1, event.clone())),
-            Line::Fault(_) => None,
+            Line::Fault(_) | Line::Leader(_) => None,
         })
         .collect();
     let mut history: History = pair_events(events)?;
-    history.faults = lines
-        .iter()
-        .filter_map(|line| match line {
-            Line::Fault(fault) => Some(fault.clone()),
-            Line::Op(_) => None,
-        })
-        .collect();
+    for line in &lines {
+        match line {
+            Line::Fault(fault) => history.faults.push(fault.clone()),
+            Line::Leader(leader) => history.leaders.push(leader.clone()),
+            Line::Op(_) => {}
+        }
+    }
     let checking = Instant::now();
     let checked = check::check(
         &history,
@@ -336,6 +345,31 @@ async fn initialise(http: &reqwest::Client, addrs: &[String], settle: Duration) 
             return Ok(());
         }
         anyhow::ensure!(Instant::now() < deadline, "node 1 never accepted /init");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Records every change of leader until `stop`: the node that says it leads in the highest
+/// term, polled every 100 ms (a leader that came and went within 100 ms is not seen).
+async fn watch_leaders(addrs: Vec<String>, recorder: Recorder, stop: Arc<AtomicBool>) {
+    let http = reqwest::Client::new();
+    let mut last: Option<(Option<u64>, Option<u64>)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let mut seen: Option<(u64, u64)> = None;
+        for (i, addr) in addrs.iter().enumerate() {
+            let Some(status) = status(&http, addr).await else {
+                continue;
+            };
+            let term = status["term"].as_u64().unwrap_or(0);
+            if status["state"] == "Leader" && seen.is_none_or(|(t, _)| term > t) {
+                seen = Some((term, i as u64 + 1));
+            }
+        }
+        let now = (seen.map(|(_, id)| id), seen.map(|(term, _)| term));
+        if last != Some(now) {
+            recorder.leader(recorder.now(), now.0, now.1);
+            last = Some(now);
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -13,7 +13,9 @@ use std::{
 use fault_rules::SplitMix64;
 use serde_json::{Value, json};
 
-use crate::history::{Event, FaultEvent, Func, Kind, Line, Value as HistoryValue};
+use crate::history::{
+    Event, FaultEvent, Func, Kind, LeaderEvent, LeaderKind, Line, Value as HistoryValue,
+};
 
 /// Everything that happened, in the order it was recorded.
 #[derive(Clone)]
@@ -53,6 +55,19 @@ impl Recorder {
             .lock()
             .expect("recorder poisoned")
             .push(Line::Fault(fault));
+    }
+
+    pub fn leader(&self, time: u64, leader: Option<u64>, term: Option<u64>) {
+        let event = LeaderEvent {
+            kind: LeaderKind::Leader,
+            time,
+            leader,
+            term,
+        };
+        self.lines
+            .lock()
+            .expect("recorder poisoned")
+            .push(Line::Leader(event));
     }
 
     pub fn lines(&self) -> Vec<Line> {
