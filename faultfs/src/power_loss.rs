@@ -15,11 +15,13 @@ pub enum PowerLossMode {
     #[default]
     Drop,
     /// Each unsynced write keeps a random subset of its 4 KiB pages; a kept page may be cut at a
-    /// 512-byte sector boundary. Unsynced truncates are lost.
+    /// 512-byte sector boundary. Unsynced truncates and directory entries are lost.
     Torn,
-    /// A random subset of the unsynced writes and truncates survives, not necessarily a prefix.
+    /// A random subset of the unsynced operations (writes, truncates, directory entries)
+    /// survives, not necessarily a prefix; a rename survives whole or not at all.
     Reorder,
-    /// A random prefix of the unsynced writes and truncates survives.
+    /// A random prefix of the unsynced operations (writes, truncates, directory entries, in
+    /// the order they were made) survives.
     Prefix,
 }
 
@@ -52,7 +54,7 @@ pub fn plan(mode: PowerLossMode, log: &[Unsynced], rng: &mut SplitMix64) -> Vec<
             .iter()
             .map(|op| match op {
                 Unsynced::Write { offset, data, .. } => torn_parts(*offset, data.len() as u64, rng),
-                Unsynced::Truncate { .. } => Survival::Dropped,
+                Unsynced::Truncate { .. } | Unsynced::Entries { .. } => Survival::Dropped,
             })
             .collect(),
     }

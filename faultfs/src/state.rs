@@ -117,12 +117,21 @@ pub enum Unsynced {
         ino: Ino,
         size: u64,
     },
+    /// Directory entries one namespace operation set, all or none: `(dir, name, inode)`, no
+    /// inode for a removed entry. A rename is one record, so it survives whole or not at all.
+    Entries {
+        changes: Vec<EntryChange>,
+    },
 }
 
+pub type EntryChange = (Ino, OsString, Option<Ino>);
+
 impl Unsynced {
-    pub fn ino(&self) -> Ino {
+    /// The file whose data the operation changes (none for directory entries).
+    pub fn data_ino(&self) -> Option<Ino> {
         match self {
-            Unsynced::Write { ino, .. } | Unsynced::Truncate { ino, .. } => *ino,
+            Unsynced::Write { ino, .. } | Unsynced::Truncate { ino, .. } => Some(*ino),
+            Unsynced::Entries { .. } => None,
         }
     }
 }
@@ -151,6 +160,8 @@ pub struct State {
     inodes: HashMap<Ino, Inode>,
     next_ino: Ino,
     log: Vec<Unsynced>,
+    /// How many records in `log` are directory entries (to skip looking when there are none).
+    entry_records: usize,
     pub metadata: MetadataMode,
     pub durable_backing: bool,
     /// Bumped by every power loss; file handles from an older epoch fail with EIO.
@@ -166,6 +177,7 @@ impl State {
             inodes: HashMap::new(),
             next_ino: ROOT + 1,
             log: Vec::new(),
+            entry_records: 0,
             metadata,
             durable_backing: false,
             epoch: 0,
@@ -177,6 +189,7 @@ impl State {
     fn rebuild_from_backing(&mut self) -> io::Result<()> {
         self.inodes.clear();
         self.log.clear();
+        self.entry_records = 0;
         let meta = fs::metadata(&self.backing)?;
         let mut root = Inode::new(Kind::Dir, meta.mode() & 0o7777, meta.uid(), meta.gid());
         root.mtime = meta.modified()?;
@@ -292,7 +305,13 @@ impl State {
         let dir = self.inode_mut(parent)?;
         dir.children.insert(name.to_owned(), ino);
         dir.mtime = SystemTime::now();
+        self.log_entries(vec![(parent, name.to_owned(), Some(ino))]);
         Ok(ino)
+    }
+
+    fn log_entries(&mut self, changes: Vec<EntryChange>) {
+        self.log.push(Unsynced::Entries { changes });
+        self.entry_records += 1;
     }
 
     fn new_store_file(&self, ino: Ino) -> FsResult<File> {
@@ -310,7 +329,9 @@ impl State {
         if self.inode(ino)?.kind == Kind::Dir {
             return Err(libc::EISDIR);
         }
-        self.detach_live(parent, name, ino)
+        self.detach_live(parent, name, ino)?;
+        self.log_entries(vec![(parent, name.to_owned(), None)]);
+        Ok(())
     }
 
     pub fn rmdir(&mut self, parent: Ino, name: &OsStr) -> FsResult<()> {
@@ -322,7 +343,9 @@ impl State {
         if !dir.children.is_empty() {
             return Err(libc::ENOTEMPTY);
         }
-        self.detach_live(parent, name, ino)
+        self.detach_live(parent, name, ino)?;
+        self.log_entries(vec![(parent, name.to_owned(), None)]);
+        Ok(())
     }
 
     fn detach_live(&mut self, parent: Ino, name: &OsStr, ino: Ino) -> FsResult<()> {
@@ -348,6 +371,7 @@ impl State {
             .children
             .insert(name.to_owned(), ino);
         self.inode_mut(ino)?.links.push((parent, name.to_owned()));
+        self.log_entries(vec![(parent, name.to_owned(), Some(ino))]);
         Ok(())
     }
 
@@ -392,6 +416,10 @@ impl State {
         self.inode_mut(ino)?
             .links
             .push((new_parent, new_name.to_owned()));
+        self.log_entries(vec![
+            (parent, name.to_owned(), None),
+            (new_parent, new_name.to_owned(), Some(ino)),
+        ]);
         Ok(())
     }
 
@@ -584,7 +612,7 @@ impl State {
         let inode = self.inode_mut(ino)?;
         inode.dirty.clear();
         inode.size_dirty = false;
-        self.log.retain(|op| op.ino() != ino);
+        self.log.retain(|op| op.data_ino() != Some(ino));
         Ok(())
     }
 
@@ -596,8 +624,10 @@ impl State {
         names.sort();
         names.dedup();
         for name in names {
-            self.sync_entry(dir, &name)?;
+            let live = self.inode(dir)?.children.get(&name).copied();
+            self.set_durable_entry(dir, &name, live)?;
         }
+        self.forget_entry_records(|d, _| d == dir);
         if self.durable_backing
             && let Some(path) = self.durable_path(dir)
         {
@@ -619,10 +649,37 @@ impl State {
         self.sync_entry(parent, &name)
     }
 
-    /// Makes the durable entry `dir/name` equal to the live one.
+    /// Makes the durable entry `dir/name` equal to the live one; the unsynced records of that
+    /// entry are then history.
     fn sync_entry(&mut self, dir: Ino, name: &OsStr) -> FsResult<()> {
-        self.ensure_durable_dir(dir)?;
         let live = self.inode(dir)?.children.get(name).copied();
+        self.set_durable_entry(dir, name, live)?;
+        self.forget_entry_records(|d, n| d == dir && n == name);
+        Ok(())
+    }
+
+    /// Drops the unsynced records of entries that are durable now.
+    fn forget_entry_records(&mut self, synced: impl Fn(Ino, &OsStr) -> bool) {
+        if self.entry_records == 0 {
+            return;
+        }
+        self.log.retain_mut(|op| match op {
+            Unsynced::Entries { changes } => {
+                changes.retain(|(d, n, _)| !synced(*d, n));
+                !changes.is_empty()
+            }
+            _ => true,
+        });
+        self.entry_records = self
+            .log
+            .iter()
+            .filter(|op| matches!(op, Unsynced::Entries { .. }))
+            .count();
+    }
+
+    /// Makes the durable entry `dir/name` point at `live` (or removes it).
+    fn set_durable_entry(&mut self, dir: Ino, name: &OsStr, live: Option<Ino>) -> FsResult<()> {
+        self.ensure_durable_dir(dir)?;
         let durable = self.inode(dir)?.durable_children.get(name).copied();
         if live == durable {
             return Ok(());
@@ -813,15 +870,27 @@ impl State {
         &self.log
     }
 
-    /// Power loss: the chosen parts of unsynced writes reach the disk, everything else volatile
-    /// is gone, and the mount serves what is on disk, as after a reboot.
+    /// Power loss: the chosen unsynced operations (or parts of writes) reach the disk in the
+    /// order they were made, everything else volatile is gone, and the mount serves what is on
+    /// disk, as after a reboot.
     pub fn power_loss(&mut self, survival: &[Survival]) -> io::Result<()> {
-        for (op, fate) in self.log.iter().zip(survival) {
+        let log = std::mem::take(&mut self.log);
+        for (op, fate) in log.iter().zip(survival) {
             if *fate == Survival::Dropped {
                 continue;
             }
-            // A file with no durable name is gone after the power loss whatever its data.
-            let Some(path) = self.durable_path(op.ino()) else {
+            if let Unsynced::Entries { changes } = op {
+                for (dir, name, target) in changes {
+                    // The disk is rebuilt from the backing directory below, so an entry that
+                    // cannot be placed (its directory gone for good) is simply not there.
+                    if let Err(error) = self.set_durable_entry(*dir, name, *target) {
+                        tracing::debug!(error, ?name, "an unsynced entry could not survive");
+                    }
+                }
+                continue;
+            }
+            // A file with no durable name (yet) is gone after the power loss whatever its data.
+            let Some(path) = op.data_ino().and_then(|ino| self.durable_path(ino)) else {
                 continue;
             };
             let file = OpenOptions::new().write(true).open(&path)?;
@@ -835,7 +904,7 @@ impl State {
                     }
                 }
                 (Unsynced::Truncate { size, .. }, _) => file.set_len(*size)?,
-                (_, Survival::Dropped) => unreachable!("skipped above"),
+                _ => unreachable!("entries and dropped operations are handled above"),
             }
         }
         for entry in fs::read_dir(&self.store)? {

@@ -17,29 +17,31 @@ const SEEDS: u64 = 3;
 /// Seeds tried per unsafe switch before it counts as not caught.
 const DETECTION_SEEDS: u64 = 5;
 
-/// An unsafe switch of target-db and the faults that should expose it.
+/// An unsafe switch of target-db and the faults (`--faults LIST` or `--scenario NAME`) that
+/// should expose it.
 struct Unsafe {
     flags: &'static [&'static str],
-    faults: &'static str,
+    faults: [&'static str; 2],
 }
 
 const UNSAFE: &[Unsafe] = &[
     Unsafe {
         flags: &["--unsafe-no-fsync"],
-        faults: "power-loss-all",
+        faults: ["--faults", "power-loss-all"],
     },
     Unsafe {
         flags: &["--unsafe-ignore-fsync-error"],
-        faults: "disk-error",
+        faults: ["--faults", "disk-error"],
     },
     Unsafe {
         // Small segments, so new segment files (whose names are not made durable) are common.
         flags: &["--unsafe-no-dir-fsync", "--segment-bytes=16384"],
-        faults: "power-loss,power-loss-all",
+        faults: ["--faults", "power-loss,power-loss-all"],
     },
     Unsafe {
-        flags: &["--unsafe-skip-checksum"],
-        faults: "power-loss",
+        // No snapshots: one sent to the damaged follower would erase the damage.
+        flags: &["--unsafe-skip-checksum", "--snapshot-every=1000000"],
+        faults: ["--scenario", "wal-bitrot"],
     },
 ];
 
@@ -99,7 +101,8 @@ pub fn run(root: &Path) -> Result<()> {
             let mut command = Command::new(&torture);
             command
                 .args(["run", "--json", "--duration", DURATION, "--settle", "20s"])
-                .args(["--seed", &seed.to_string(), "--faults", case.faults])
+                .args(["--seed", &seed.to_string()])
+                .args(case.faults)
                 .arg("--run-dir")
                 .arg(scratch.path().join(format!("unsafe-{seed}")));
             for flag in case.flags {
@@ -121,14 +124,13 @@ pub fn run(root: &Path) -> Result<()> {
             }
         }
         let switch = case.flags.join(" ");
+        let faults = case.faults.join(" ");
         match caught {
             Some((seed, checks)) => println!(
-                "  {switch} (faults {}): caught by seed {seed} after {elapsed:.0} s: {checks}",
-                case.faults
+                "  {switch} ({faults}): caught by seed {seed} after {elapsed:.0} s: {checks}"
             ),
             None => println!(
-                "  {switch} (faults {}): NOT caught in {DETECTION_SEEDS} seeds ({elapsed:.0} s)",
-                case.faults
+                "  {switch} ({faults}): NOT caught in {DETECTION_SEEDS} seeds ({elapsed:.0} s)"
             ),
         }
     }
