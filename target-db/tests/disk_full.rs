@@ -198,29 +198,46 @@ async fn read(addr: &str, key: &str) -> serde_json::Value {
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_node_with_a_full_disk_refuses_writes_serves_reads_and_recovers_when_space_returns() {
-    let disk = SmallDisk::mount("1m");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let _node = Node(
-        Command::new(env!("CARGO_BIN_EXE_target-db"))
-            .args(["serve", "--id", "1", "--listen", &addr, "--data-dir"])
-            .arg(disk.dir.path().join("db"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let init = serde_json::json!({"1": addr});
+/// Starts one target-db node per disk (data directory on it), bootstraps them as one cluster,
+/// and returns the nodes (killed when dropped) and their addresses.
+async fn start_cluster(disks: &[SmallDisk]) -> (Vec<Node>, Vec<String>) {
+    let addrs: Vec<String> = disks
+        .iter()
+        .map(|_| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            format!("127.0.0.1:{port}")
+        })
+        .collect();
+    let nodes = disks
+        .iter()
+        .zip(&addrs)
+        .enumerate()
+        .map(|(i, (disk, addr))| {
+            Node(
+                Command::new(env!("CARGO_BIN_EXE_target-db"))
+                    .args(["serve", "--id", &(i + 1).to_string(), "--listen", addr])
+                    .arg("--data-dir")
+                    .arg(disk.dir.path().join("db"))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let peers: serde_json::Map<String, serde_json::Value> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| ((i + 1).to_string(), serde_json::json!(addr)))
+        .collect();
     while reqwest::Client::new()
-        .post(format!("http://{addr}/init"))
-        .json(&init)
+        .post(format!("http://{}/init", addrs[0]))
+        .json(&peers)
         .send()
         .await
         .is_err()
@@ -228,6 +245,15 @@ async fn a_node_with_a_full_disk_refuses_writes_serves_reads_and_recovers_when_s
         assert!(Instant::now() < deadline, "target-db did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    (nodes, addrs)
+}
+
+#[tokio::test]
+async fn a_node_with_a_full_disk_refuses_writes_serves_reads_and_recovers_when_space_returns() {
+    let disks = [SmallDisk::mount("1m")];
+    let (_node, addrs) = start_cluster(&disks).await;
+    let (disk, addr) = (&disks[0], addrs[0].clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
 
     // Fill the disk. The write that finds it full waits for space (its client times out: its
     // outcome is unknown); every later one is refused at once.
@@ -320,44 +346,8 @@ fn fill(dir: &Path) -> std::path::PathBuf {
 #[tokio::test]
 async fn a_leader_whose_disk_fills_hands_leadership_over_and_catches_up_when_space_returns() {
     let disks: Vec<SmallDisk> = (0..3).map(|_| SmallDisk::mount("4m")).collect();
-    let addrs: Vec<String> = (0..3)
-        .map(|_| {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            format!("127.0.0.1:{port}")
-        })
-        .collect();
-    let _nodes: Vec<Node> = (0..3)
-        .map(|i| {
-            Node(
-                Command::new(env!("CARGO_BIN_EXE_target-db"))
-                    .args(["serve", "--id", &(i + 1).to_string(), "--listen", &addrs[i]])
-                    .arg("--data-dir")
-                    .arg(disks[i].dir.path().join("db"))
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            )
-        })
-        .collect();
+    let (_nodes, addrs) = start_cluster(&disks).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    let peers: serde_json::Map<String, serde_json::Value> = (0..3)
-        .map(|i| ((i + 1).to_string(), serde_json::json!(addrs[i])))
-        .collect();
-    while reqwest::Client::new()
-        .post(format!("http://{}/init", addrs[0]))
-        .json(&peers)
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "target-db did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let leader_of = |addr: String| async move { status_of(&addr).await?["leader"].as_u64() };
     let leader = loop {
         assert!(Instant::now() < deadline, "no leader");
