@@ -226,8 +226,29 @@ pub struct FaultConfig {
     pub single_tgid: u32,
     /// 1 while some rule can fire error(): sys_enter then clears the thread's stale pending error.
     pub has_error_rules: u32,
+    /// When not 0, the targets are the tasks in this cgroup v2 (its id: the directory's inode
+    /// number), whatever their tgid.
+    pub cgroup_id: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)], two u32 and a u64 without padding, every bit pattern valid.
+unsafe impl aya::Pod for FaultConfig {}
+
+/// `tracepoint/task/task_newtask` program adding a target's new child processes to TARGETS.
+pub const FOLLOW_FORKS_PROGRAM: &str = "follow_forks";
+pub const FOLLOW_FORKS_CATEGORY: &str = "task";
+pub const FOLLOW_FORKS_TRACEPOINT: &str = "task_newtask";
+pub const FORK_CONFIG_MAP: &str = "FORK_CONFIG";
+
+/// Where task_newtask's fields are in its record (read from tracefs at run time, not assumed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForkConfig {
+    pub pid_offset: u32,
+    pub clone_flags_offset: u32,
 }
 
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)], two u32 without padding, every bit pattern valid.
-unsafe impl aya::Pod for FaultConfig {}
+unsafe impl aya::Pod for ForkConfig {}

@@ -6,7 +6,8 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use crate::error_hooks;
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{btf_tracepoint, map},
     maps::{Array, HashMap, RingBuf},
@@ -31,7 +32,7 @@ static SYSCALL_RULES: Array<u32> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
 
 /// Processes (tgids) the rules apply to when there is more than one; value unused.
 #[map]
-static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
@@ -49,6 +50,10 @@ pub fn fault_syscalls(ctx: BtfTracePointContext) -> i32 {
     };
     let targeted = if config.single_tgid != 0 {
         config.single_tgid == tgid
+    } else if config.cgroup_id != 0 {
+        // SAFETY: a helper without arguments.
+        let cgroup = unsafe { bpf_get_current_cgroup_id() };
+        cgroup == config.cgroup_id
     } else {
         // SAFETY: a map lookup with a valid key.
         unsafe { TARGETS.get(&tgid) }.is_some()

@@ -16,6 +16,7 @@ use injector_common::{CountConfig, MAX_SYSCALL_NR};
 
 mod error_hooks;
 mod fault;
+mod forks;
 mod partition;
 mod probe;
 

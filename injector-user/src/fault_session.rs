@@ -7,15 +7,16 @@ use aya::{
 };
 use fault_rules::Rule;
 use injector_common::{
-    COUNT_TRACEPOINT, ERROR_HOOKS, EVENTS_MAP, FAULT_CONFIG_MAP, FAULT_PROGRAM, FaultConfig,
-    KernelRule, MAX_RULES, MAX_TERMS, RULE_COUNTERS_MAP, RULES_MAP, RuleCounters,
-    SYSCALL_RULES_MAP, TARGETS_MAP, UNLIMITED,
+    COUNT_TRACEPOINT, ERROR_HOOKS, EVENTS_MAP, FAULT_CONFIG_MAP, FAULT_PROGRAM,
+    FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_PROGRAM, FOLLOW_FORKS_TRACEPOINT, FORK_CONFIG_MAP,
+    FaultConfig, ForkConfig, KernelRule, MAX_RULES, MAX_TERMS, RULE_COUNTERS_MAP, RULES_MAP,
+    RuleCounters, SYSCALL_RULES_MAP, TARGETS_MAP, UNLIMITED,
 };
 
 use crate::{
     InjectorError, Target, ebpf_object,
     probe::describe,
-    rules::{compile_for_attach, error_hooks, has_error_action},
+    rules::{RuleError, compile_for_attach, error_hooks, has_error_action, stops_the_process},
 };
 
 pub struct FaultSession {
@@ -29,6 +30,8 @@ pub struct FaultSession {
     /// for every process's calls through that hook).
     error_hooks: std::collections::BTreeSet<&'static str>,
     target_tgid: u32,
+    /// Whether processes the target starts become targets too.
+    follow_forks: bool,
     /// The kernel's BTF, parsed once: the tracepoint and every LSM program load against it.
     btf: Btf,
 }
@@ -44,11 +47,17 @@ pub struct RuleStats {
 }
 
 impl FaultSession {
-    /// Compiles every rule first, so a bad rule attaches nothing.
-    pub fn attach(target: &Target, rules: &[Rule], seed: u64) -> Result<Self, InjectorError> {
+    /// Compiles every rule first, so a bad rule attaches nothing. With `follow_forks`, every
+    /// process the target (or one of its followed children) starts from now on is a target too.
+    pub fn attach(
+        target: &Target,
+        rules: &[Rule],
+        seed: u64,
+        follow_forks: bool,
+    ) -> Result<Self, InjectorError> {
         let compiled = rules
             .iter()
-            .map(|rule| compile_for_attach(rule, seed))
+            .map(|rule| compile_checked(rule, seed, follow_forks))
             .collect::<Result<Vec<_>, _>>()?;
         let ebpf = ebpf_object::load()?;
         let mut session = FaultSession {
@@ -59,6 +68,7 @@ impl FaultSession {
             seed,
             error_hooks: Default::default(),
             target_tgid: target.pid(),
+            follow_forks,
         };
         for rule in rules {
             session.attach_error_hooks(rule)?;
@@ -80,6 +90,9 @@ impl FaultSession {
                     name: TARGETS_MAP,
                     source,
                 })?;
+        }
+        if follow_forks {
+            session.follow_forks()?;
         }
         // Set last: until then the program treats every process as not targeted.
         session.write_config()?;
@@ -108,9 +121,55 @@ impl FaultSession {
         Ok(session)
     }
 
+    /// Attaches the program that adds the target's new child processes to the targets, with
+    /// the tracepoint's field offsets read from its format file.
+    fn follow_forks(&mut self) -> Result<(), InjectorError> {
+        let fields = tracepoint_fields(FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_TRACEPOINT)?;
+        let offset = |name: &str| {
+            fields.get(name).copied().ok_or_else(|| {
+                InjectorError::Rule(RuleError::Refused(format!(
+                    "--follow-forks: the kernel's {FOLLOW_FORKS_CATEGORY}/{FOLLOW_FORKS_TRACEPOINT} tracepoint has no `{name}` field"
+                )))
+            })
+        };
+        let config = ForkConfig {
+            pid_offset: offset("pid")?,
+            clone_flags_offset: offset("clone_flags")?,
+        };
+        array_mut::<ForkConfig>(&mut self.ebpf, FORK_CONFIG_MAP)?
+            .set(0, config, 0)
+            .map_err(|source| InjectorError::Map {
+                name: FORK_CONFIG_MAP,
+                source,
+            })?;
+        let program: &mut aya::programs::TracePoint = self
+            .ebpf
+            .program_mut(FOLLOW_FORKS_PROGRAM)
+            .ok_or(InjectorError::Missing {
+                kind: "program",
+                name: FOLLOW_FORKS_PROGRAM,
+            })?
+            .try_into()
+            .map_err(|source| InjectorError::Program {
+                name: FOLLOW_FORKS_PROGRAM,
+                source,
+            })?;
+        program.load().map_err(|source| InjectorError::Program {
+            name: FOLLOW_FORKS_PROGRAM,
+            source,
+        })?;
+        program
+            .attach(FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_TRACEPOINT)
+            .map_err(|source| InjectorError::Program {
+                name: FOLLOW_FORKS_PROGRAM,
+                source,
+            })?;
+        Ok(())
+    }
+
     /// Adds a rule while attached; returns its id.
     pub fn add(&mut self, rule: &Rule) -> Result<usize, InjectorError> {
-        let compiled = compile_for_attach(rule, self.seed)?;
+        let compiled = compile_checked(rule, self.seed, self.follow_forks)?;
         self.attach_error_hooks(rule)?;
         self.write_config()?;
         self.fill_slot(compiled)
@@ -118,8 +177,14 @@ impl FaultSession {
 
     fn write_config(&mut self) -> Result<(), InjectorError> {
         let config = FaultConfig {
-            single_tgid: self.target_tgid,
+            // Followed children are in the TARGETS map, with the target.
+            single_tgid: if self.follow_forks {
+                0
+            } else {
+                self.target_tgid
+            },
             has_error_rules: u32::from(!self.error_hooks.is_empty()),
+            cgroup_id: 0,
         };
         array_mut::<FaultConfig>(&mut self.ebpf, FAULT_CONFIG_MAP)?
             .set(0, config, 0)
@@ -323,4 +388,64 @@ fn map_mut<'a>(
 ) -> Result<&'a mut aya::maps::Map, InjectorError> {
     ebpf.map_mut(name)
         .ok_or(InjectorError::Missing { kind: "map", name })
+}
+
+fn compile_checked(rule: &Rule, seed: u64, follow_forks: bool) -> Result<KernelRule, RuleError> {
+    if follow_forks && stops_the_process(rule) {
+        return Err(RuleError::StopsAChild {
+            rule: rule.text.clone(),
+        });
+    }
+    compile_for_attach(rule, seed)
+}
+
+/// Field name to offset in a tracepoint's record, from its format file in tracefs.
+fn tracepoint_fields(
+    category: &str,
+    name: &str,
+) -> Result<std::collections::BTreeMap<String, u32>, InjectorError> {
+    let path = format!("/sys/kernel/tracing/events/{category}/{name}/format");
+    let text = std::fs::read_to_string(&path).map_err(|error| {
+        InjectorError::Rule(RuleError::Refused(format!(
+            "cannot read {path} ({error}): mount tracefs with `mount -t tracefs tracefs /sys/kernel/tracing`"
+        )))
+    })?;
+    Ok(parse_format(&text))
+}
+
+/// `field:pid_t pid;\toffset:8;\tsize:4;...` lines to (`pid`, 8).
+fn parse_format(text: &str) -> std::collections::BTreeMap<String, u32> {
+    text.lines()
+        .filter_map(|line| {
+            let field = line.trim().strip_prefix("field:")?;
+            let (declaration, rest) = field.split_once(';')?;
+            let name = declaration
+                .split_whitespace()
+                .last()?
+                .split('[')
+                .next()?
+                .to_owned();
+            let offset = rest
+                .split(';')
+                .find_map(|part| part.trim().strip_prefix("offset:"))?
+                .parse()
+                .ok()?;
+            Some((name, offset))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_format;
+
+    #[test]
+    fn reads_field_offsets_from_a_tracepoint_format() {
+        let format = "name: task_newtask\nformat:\n\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\tfield:pid_t pid;\toffset:8;\tsize:4;\tsigned:1;\n\tfield:char comm[16];\toffset:12;\tsize:16;\tsigned:0;\n\tfield:u64 clone_flags;\toffset:32;\tsize:8;\tsigned:0;\n";
+        let fields = parse_format(format);
+        assert_eq!(fields["pid"], 8);
+        assert_eq!(fields["comm"], 12);
+        assert_eq!(fields["clone_flags"], 32);
+        assert_eq!(fields["common_pid"], 4);
+    }
 }

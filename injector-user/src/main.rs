@@ -71,6 +71,10 @@ enum Command {
         /// JSON lines: `attached`, one `fault` per fired fault, then `summary`.
         #[arg(long)]
         json: bool,
+        /// Also apply the rules to every process the target starts from now on (and those
+        /// start, and so on); counting is per rule across all of them. Not with delay or pause.
+        #[arg(long)]
+        follow_forks: bool,
     },
     /// Run COMMAND with fault rules applied by a seccomp supervisor: any syscall, fsync included.
     ///
@@ -220,6 +224,7 @@ fn main() -> ExitCode {
                 seed,
                 duration,
                 json,
+                follow_forks,
             } => {
                 let options = cli::attach::Options {
                     pid,
@@ -228,6 +233,7 @@ fn main() -> ExitCode {
                     seed,
                     duration,
                     json,
+                    follow_forks,
                 };
                 cli::attach::attach(options).await
             }

@@ -29,6 +29,12 @@ pub enum RuleError {
          in attach mode filter on fd=N (see /proc/PID/fd) or use faultfs for file paths"
     )]
     PathNeedsRunMode { rule: String },
+    #[error(
+        "{rule}: delay and pause with --follow-forks are not supported yet (the injector could \
+         not promise to continue a stopped child if it died); use kill, signal, count or error, \
+         or attach to the child's pid"
+    )]
+    StopsAChild { rule: String },
     #[error("{rule}: at most {MAX_TERMS} terms per rule in attach mode")]
     TooManyTerms { rule: String },
     #[error("at most {MAX_RULES} rules at once")]
@@ -102,6 +108,14 @@ pub fn error_hooks(op: &str) -> Option<&'static [&'static str]> {
         .iter()
         .find(|(syscalls, _)| syscalls.contains(&op))
         .map(|(_, hooks)| *hooks)
+}
+
+/// True if the rule can stop the process (delay, pause).
+pub fn stops_the_process(rule: &Rule) -> bool {
+    rule.chain
+        .terms()
+        .iter()
+        .any(|t| matches!(t.action, Action::Delay(_) | Action::Pause))
 }
 
 /// True if the rule can fire error().

@@ -193,6 +193,16 @@ fn bad_input_exits_with_code_2_and_says_why() {
             "no LSM hook sees fsync",
         ),
         (&["--pid", "SELF"], "no fault rules given"),
+        (
+            &[
+                "--pid",
+                "SELF",
+                "--follow-forks",
+                "--fault",
+                "fsync=delay(10)",
+            ],
+            "delay and pause with --follow-forks are not supported yet",
+        ),
     ];
     let mut bystander = worker("bystander", &["--until-stdin-closes"]);
     let pid = bystander.pid().to_string();
@@ -212,4 +222,67 @@ fn bad_input_exits_with_code_2_and_says_why() {
     }
     bystander.close_stdin();
     bystander.finish().unwrap();
+}
+
+/// A shell that, once told to go, runs the syscall worker as its child (5 fsyncs) and prints
+/// `child-exit STATUS`.
+fn parent_shell(dir: &std::path::Path) -> process_guard::Spawned {
+    let script = format!(
+        "echo ready; read go; {} --fsyncs 5 --file {}/data; echo child-exit $?",
+        common::WORKER,
+        dir.display()
+    );
+    let mut shell =
+        process_guard::Spawned::start("shell", Command::new("sh").args(["-c", &script])).unwrap();
+    assert_eq!(shell.read_line().unwrap(), "ready");
+    shell
+}
+
+fn child_exit(shell: &mut process_guard::Spawned) -> String {
+    loop {
+        let line = shell.read_line().unwrap();
+        if let Some(status) = line.strip_prefix("child-exit ") {
+            return status.to_owned();
+        }
+    }
+}
+
+#[test]
+fn follow_forks_applies_the_rules_to_the_processes_the_target_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shell = parent_shell(dir.path());
+    let mut injector = attached(
+        "attach",
+        shell.pid(),
+        &["--follow-forks", "--fault", "fsync=2*off->1*kill"],
+    );
+    let shell_pid = shell.pid();
+    shell.send_line("go").unwrap();
+    // The child died by SIGKILL (128 + 9) at its third fsync; the shell itself was not touched.
+    assert_eq!(child_exit(&mut shell), "137");
+    shell.finish().unwrap();
+    let lines = remaining_json(&mut injector);
+    injector.finish().unwrap();
+    let faults = faults_in(&lines);
+    assert_eq!(faults.len(), 1, "{lines:?}");
+    assert_eq!(faults[0]["call"], 3);
+    assert_ne!(
+        faults[0]["pid"], shell_pid,
+        "the child, not the shell: {lines:?}"
+    );
+    assert_eq!(lines.last().unwrap()["rules"][0]["calls"], 3);
+}
+
+#[test]
+fn without_follow_forks_the_targets_children_are_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shell = parent_shell(dir.path());
+    let mut injector = attached("attach", shell.pid(), &["--fault", "fsync=kill"]);
+    shell.send_line("go").unwrap();
+    assert_eq!(child_exit(&mut shell), "0");
+    shell.finish().unwrap();
+    let lines = remaining_json(&mut injector);
+    injector.finish().unwrap();
+    assert!(faults_in(&lines).is_empty(), "{lines:?}");
+    assert_eq!(lines.last().unwrap()["rules"][0]["calls"], 0);
 }

@@ -25,6 +25,7 @@ pub struct Options {
     pub seed: u64,
     pub duration: Option<Duration>,
     pub json: bool,
+    pub follow_forks: bool,
 }
 
 pub async fn attach(options: Options) -> Result<()> {
@@ -43,7 +44,7 @@ pub async fn attach(options: Options) -> Result<()> {
         return Err(rules::RuleError::NoRules.into());
     }
     let control = super::control::Listener::bind(options.pid)?;
-    let mut session = FaultSession::attach(&target, &rules, options.seed)
+    let mut session = FaultSession::attach(&target, &rules, options.seed, options.follow_forks)
         .with_context(|| format!("attaching fault rules to pid {}", options.pid))?;
     // Rule ids are slots: a removed rule leaves a hole, so ids stay stable.
     let mut rules: Vec<Option<Rule>> = rules.into_iter().map(Some).collect();
@@ -248,14 +249,16 @@ fn report(rules: &[Option<Rule>], event: &FiredEvent, json: bool) -> Result<()> 
             "syscall": syscall,
             "call": event.call + 1,
             "action": action,
+            "pid": event.tgid,
             "tid": event.tid,
             "first_arg": event.first_arg,
             "time_ns": event.time_ns,
         }));
     }
     println!(
-        "fault: {action} at {syscall} call #{} (tid {}, first argument {}) by rule `{rule}`",
+        "fault: {action} at {syscall} call #{} (pid {}, tid {}, first argument {}) by rule `{rule}`",
         event.call + 1,
+        event.tgid,
         event.tid,
         event.first_arg
     );
