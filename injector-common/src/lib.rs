@@ -68,7 +68,18 @@ pub mod action {
     /// The call fails with errno `arg`: sys_enter marks the thread, and the first LSM hook the
     /// call reaches returns the error.
     pub const ERROR: u32 = 5;
+    /// Not a fault: the target got a new fd (`first_arg`) and was stopped until user space has
+    /// classified it against the rules' path filters (see [`PATH_FDS_MAP`]).
+    pub const OPENED: u32 = 100;
 }
+
+/// `tp_btf/sys_exit` program reporting the target's new fds while path rules exist.
+pub const OPENS_PROGRAM: &str = "classify_opens";
+pub const SYS_EXIT_TRACEPOINT: &str = "sys_exit";
+/// Hash map: key = tgid << 32 | fd, value = bit i set when rule i's path filter matches the
+/// file behind that fd (user space resolves it from /proc/TGID/fd/FD).
+pub const PATH_FDS_MAP: &str = "PATH_FDS";
+pub const MAX_PATH_FDS: u32 = 65536;
 
 /// Hash map: key = pid_tgid of a thread whose current syscall must fail, value = errno. Set at
 /// syscall entry, taken by the first LSM hook the call reaches, cleared at the thread's next
@@ -115,6 +126,9 @@ pub struct KernelRule {
     /// Only calls by threads with this name (comm), when `has_comm` is 1.
     pub has_comm: u32,
     pub term_count: u32,
+    /// 1: only calls on an fd whose file matches the rule's path filter (PATH_FDS).
+    pub by_path: u32,
+    pub _padding: u32,
     pub comm: [u8; 16],
     pub seed: u64,
     pub terms: [KernelTerm; MAX_TERMS],
@@ -175,7 +189,7 @@ unsafe impl aya::Pod for FiredEvent {}
 unsafe impl aya::Pod for KernelTerm {}
 
 const _: () = assert!(core::mem::size_of::<KernelTerm>() == 24);
-const _: () = assert!(core::mem::size_of::<KernelRule>() == 48 + 24 * MAX_TERMS);
+const _: () = assert!(core::mem::size_of::<KernelRule>() == 56 + 24 * MAX_TERMS);
 const _: () = assert!(core::mem::size_of::<FiredEvent>() == 48);
 
 /// Packet rules one partition can hold.
@@ -229,10 +243,13 @@ pub struct FaultConfig {
     /// When not 0, the targets are the tasks in this cgroup v2 (its id: the directory's inode
     /// number), whatever their tgid.
     pub cgroup_id: u64,
+    /// How many rules filter by path: while not 0, new fds stop the target until classified.
+    pub path_rules: u32,
+    pub _padding: u32,
 }
 
 #[cfg(feature = "user")]
-// SAFETY: #[repr(C)], two u32 and a u64 without padding, every bit pattern valid.
+// SAFETY: #[repr(C)], u32 pairs and a u64 without implicit padding, every bit pattern valid.
 unsafe impl aya::Pod for FaultConfig {}
 
 /// `tracepoint/task/task_newtask` program adding a target's new child processes to TARGETS.
@@ -252,3 +269,5 @@ pub struct ForkConfig {
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)], two u32 without padding, every bit pattern valid.
 unsafe impl aya::Pod for ForkConfig {}
+
+const _: () = assert!(core::mem::size_of::<FaultConfig>() == 24);

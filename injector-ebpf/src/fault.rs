@@ -14,8 +14,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use injector_common::{
-    ANY_FD, FaultConfig, FiredEvent, KernelRule, MAX_RULES, MAX_SYSCALL_NR, MAX_TERMS,
-    RuleCounters, UNLIMITED, action, roll,
+    ANY_FD, FaultConfig, FiredEvent, KernelRule, MAX_PATH_FDS, MAX_RULES, MAX_SYSCALL_NR,
+    MAX_TERMS, RuleCounters, UNLIMITED, action, roll,
 };
 
 #[map]
@@ -37,6 +37,10 @@ pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
+/// tgid << 32 | fd -> the path rules (bit per rule) whose filter matches that fd's file.
+#[map]
+static PATH_FDS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_PATH_FDS, 0);
+
 const SIGSTOP: u32 = 19;
 /// Offset of `di` (the first syscall argument) in x86_64's `struct pt_regs`.
 const PT_REGS_DI: usize = 14;
@@ -48,23 +52,18 @@ pub fn fault_syscalls(ctx: BtfTracePointContext) -> i32 {
     let Some(config) = FAULT_CONFIG.get(0) else {
         return 0;
     };
-    let targeted = if config.single_tgid != 0 {
-        config.single_tgid == tgid
-    } else if config.cgroup_id != 0 {
-        // SAFETY: a helper without arguments.
-        let cgroup = unsafe { bpf_get_current_cgroup_id() };
-        cgroup == config.cgroup_id
-    } else {
-        // SAFETY: a map lookup with a valid key.
-        unsafe { TARGETS.get(&tgid) }.is_some()
-    };
-    if !targeted {
+    if !targeted(config, tgid) {
         return 0;
     }
     if config.has_error_rules != 0 {
         error_hooks::clear(pid_tgid);
     }
     let id: i64 = ctx.arg(1);
+    let regs: *const u64 = ctx.arg(0);
+    if config.path_rules != 0 && id == SYS_CLOSE {
+        let key = (u64::from(tgid) << 32) | (first_argument(regs) & 0xffff_ffff);
+        let _ = PATH_FDS.remove(&key);
+    }
     if !(0..i64::from(MAX_SYSCALL_NR)).contains(&id) {
         return 0;
     }
@@ -74,7 +73,6 @@ pub fn fault_syscalls(ctx: BtfTracePointContext) -> i32 {
     if mask == 0 {
         return 0;
     }
-    let regs: *const u64 = ctx.arg(0);
     let mut decided = false;
     for index in 0..MAX_RULES {
         if mask & (1 << index) == 0 {
@@ -90,6 +88,9 @@ pub fn fault_syscalls(ctx: BtfTracePointContext) -> i32 {
             continue;
         }
         if rule.has_comm != 0 && !comm_matches(&rule.comm) {
+            continue;
+        }
+        if rule.by_path != 0 && !path_matches(tgid, first_argument(regs), index) {
             continue;
         }
         let Some(counters) = RULE_COUNTERS.get_ptr_mut(index) else {
@@ -137,6 +138,87 @@ pub fn fault_syscalls(ctx: BtfTracePointContext) -> i32 {
             }
             break;
         }
+    }
+    0
+}
+
+const SYS_CLOSE: i64 = 3;
+/// Offset of `orig_ax` (the syscall number) and `si` (the second argument) in `struct pt_regs`.
+const PT_REGS_ORIG_AX: usize = 15;
+const PT_REGS_SI: usize = 13;
+const F_DUPFD: u64 = 0;
+const F_DUPFD_CLOEXEC: u64 = 1030;
+
+fn targeted(config: &FaultConfig, tgid: u32) -> bool {
+    if config.single_tgid != 0 {
+        config.single_tgid == tgid
+    } else if config.cgroup_id != 0 {
+        // SAFETY: a helper without arguments.
+        let cgroup = unsafe { bpf_get_current_cgroup_id() };
+        cgroup == config.cgroup_id
+    } else {
+        // SAFETY: a map lookup with a valid key.
+        unsafe { TARGETS.get(&tgid) }.is_some()
+    }
+}
+
+fn path_matches(tgid: u32, fd: u64, rule: u32) -> bool {
+    let key = (u64::from(tgid) << 32) | (fd & 0xffff_ffff);
+    // SAFETY: a map lookup with a valid key.
+    unsafe { PATH_FDS.get(&key) }.is_some_and(|mask| mask & (1 << rule) != 0)
+}
+
+/// `tp_btf/sys_exit`, attached only while a rule filters by path: a call that gave the target a
+/// new fd stops it (SIGSTOP, delivered before it returns to user space) and reports the fd, so
+/// user space can resolve the file and fill PATH_FDS before any call can use that fd.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn classify_opens(ctx: BtfTracePointContext) -> i32 {
+    let Some(config) = FAULT_CONFIG.get(0) else {
+        return 0;
+    };
+    if config.path_rules == 0 {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !targeted(config, (pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let regs: *const u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    if ret < 0 {
+        return 0;
+    }
+    // SAFETY: regs is this syscall's pt_regs; the read is checked by the helper.
+    let nr =
+        unsafe { bpf_probe_read_kernel(regs.wrapping_add(PT_REGS_ORIG_AX)) }.unwrap_or(u64::MAX);
+    let gives_fd = match nr {
+        // open, creat, openat, openat2, dup, dup2, dup3, accept, accept4
+        2 | 85 | 257 | 437 | 32 | 33 | 292 | 43 | 288 => true,
+        // fcntl(F_DUPFD / F_DUPFD_CLOEXEC)
+        72 => {
+            // SAFETY: as above.
+            let cmd = unsafe { bpf_probe_read_kernel(regs.wrapping_add(PT_REGS_SI)) }.unwrap_or(0);
+            cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC
+        }
+        _ => false,
+    };
+    if !gives_fd {
+        return 0;
+    }
+    let event = FiredEvent {
+        // SAFETY: bpf_ktime_get_ns has no arguments.
+        time_ns: unsafe { bpf_ktime_get_ns() },
+        call: 0,
+        first_arg: ret as u64,
+        rule: 0,
+        term: 0,
+        action: action::OPENED,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        syscall_nr: nr as u32,
+    };
+    if EVENTS.output::<FiredEvent>(&event, 0).is_ok() {
+        fire(action::STOP, 0);
     }
     0
 }

@@ -9,14 +9,18 @@ use fault_rules::Rule;
 use injector_common::{
     COUNT_TRACEPOINT, ERROR_HOOKS, EVENTS_MAP, FAULT_CONFIG_MAP, FAULT_PROGRAM,
     FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_PROGRAM, FOLLOW_FORKS_TRACEPOINT, FORK_CONFIG_MAP,
-    FaultConfig, ForkConfig, KernelRule, MAX_RULES, MAX_TERMS, RULE_COUNTERS_MAP, RULES_MAP,
-    RuleCounters, SYSCALL_RULES_MAP, TARGETS_MAP, UNLIMITED,
+    FaultConfig, ForkConfig, KernelRule, MAX_RULES, MAX_TERMS, OPENS_PROGRAM, PATH_FDS_MAP,
+    RULE_COUNTERS_MAP, RULES_MAP, RuleCounters, SYS_EXIT_TRACEPOINT, SYSCALL_RULES_MAP,
+    TARGETS_MAP, UNLIMITED,
 };
 
 use crate::{
     InjectorError, Target, ebpf_object,
     probe::describe,
-    rules::{RuleError, compile_for_attach, error_hooks, has_error_action, stops_the_process},
+    rules::{
+        RuleError, compile_for_attach, error_hooks, has_error_action, path_filter,
+        stops_the_process,
+    },
 };
 
 pub struct FaultSession {
@@ -32,6 +36,12 @@ pub struct FaultSession {
     target_tgid: u32,
     /// Whether processes the target starts become targets too.
     follow_forks: bool,
+    /// Each slot's path filter, matched in user space against the file behind each fd.
+    paths: Vec<Option<fault_rules::Glob>>,
+    /// Whether the sys_exit program that reports new fds is attached.
+    opens_attached: bool,
+    /// Set once attach has written the configuration that makes the target targeted.
+    live: bool,
     /// The kernel's BTF, parsed once: the tracepoint and every LSM program load against it.
     btf: Btf,
 }
@@ -69,12 +79,15 @@ impl FaultSession {
             error_hooks: Default::default(),
             target_tgid: target.pid(),
             follow_forks,
+            paths: Vec::new(),
+            opens_attached: false,
+            live: false,
         };
         for rule in rules {
             session.attach_error_hooks(rule)?;
         }
-        for rule in compiled {
-            session.fill_slot(rule)?;
+        for (compiled, rule) in compiled.into_iter().zip(rules) {
+            session.fill_slot(compiled, path_filter(rule).cloned())?;
         }
         {
             let mut targets: HashMap<_, u32, u32> =
@@ -95,7 +108,10 @@ impl FaultSession {
             session.follow_forks()?;
         }
         // Set last: until then the program treats every process as not targeted.
+        session.live = true;
         session.write_config()?;
+        // Again: an fd made between the first classification and now had nobody to report it.
+        session.classify_all()?;
         let program: &mut BtfTracePoint = session
             .ebpf
             .program_mut(FAULT_PROGRAM)
@@ -172,7 +188,89 @@ impl FaultSession {
         let compiled = compile_checked(rule, self.seed, self.follow_forks)?;
         self.attach_error_hooks(rule)?;
         self.write_config()?;
-        self.fill_slot(compiled)
+        self.fill_slot(compiled, path_filter(rule).cloned())
+    }
+
+    /// The rules (bit per rule) whose path filter matches the file behind `fd` of `tgid`,
+    /// stored for the kernel; called for every fd the target makes, while it is stopped.
+    pub fn classify(&mut self, tgid: u32, fd: u32) -> Result<u32, InjectorError> {
+        let path = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}")).ok();
+        let mask = path.map_or(0, |path| {
+            let path = path.to_string_lossy();
+            self.paths
+                .iter()
+                .enumerate()
+                .filter(|(_, glob)| glob.as_ref().is_some_and(|g| g.matches(&path)))
+                .fold(0u32, |mask, (id, _)| mask | 1 << id)
+        });
+        let mut fds: HashMap<_, u64, u32> =
+            HashMap::try_from(map_mut(&mut self.ebpf, PATH_FDS_MAP)?).map_err(|source| {
+                InjectorError::Map {
+                    name: PATH_FDS_MAP,
+                    source,
+                }
+            })?;
+        let key = (u64::from(tgid) << 32) | u64::from(fd);
+        let stored = if mask != 0 {
+            fds.insert(key, mask, 0)
+        } else if fds.get(&key, 0).is_ok() {
+            fds.remove(&key)
+        } else {
+            Ok(())
+        };
+        stored.map_err(|source| InjectorError::Map {
+            name: PATH_FDS_MAP,
+            source,
+        })?;
+        Ok(mask)
+    }
+
+    /// Classifies every fd the target has now.
+    fn classify_all(&mut self) -> Result<(), InjectorError> {
+        if self.paths.iter().all(Option::is_none) {
+            return Ok(());
+        }
+        let tgid = self.target_tgid;
+        let Ok(entries) = std::fs::read_dir(format!("/proc/{tgid}/fd")) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            if let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                self.classify(tgid, fd)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the program that stops the target at each new fd until it is classified.
+    fn attach_opens(&mut self) -> Result<(), InjectorError> {
+        if self.opens_attached {
+            return Ok(());
+        }
+        let program: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut(OPENS_PROGRAM)
+            .ok_or(InjectorError::Missing {
+                kind: "program",
+                name: OPENS_PROGRAM,
+            })?
+            .try_into()
+            .map_err(|source| InjectorError::Program {
+                name: OPENS_PROGRAM,
+                source,
+            })?;
+        program
+            .load(SYS_EXIT_TRACEPOINT, &self.btf)
+            .map_err(|source| InjectorError::Program {
+                name: OPENS_PROGRAM,
+                source,
+            })?;
+        program.attach().map_err(|source| InjectorError::Program {
+            name: OPENS_PROGRAM,
+            source,
+        })?;
+        self.opens_attached = true;
+        Ok(())
     }
 
     fn write_config(&mut self) -> Result<(), InjectorError> {
@@ -185,6 +283,8 @@ impl FaultSession {
             },
             has_error_rules: u32::from(!self.error_hooks.is_empty()),
             cgroup_id: 0,
+            path_rules: self.paths.iter().flatten().count() as u32,
+            _padding: 0,
         };
         array_mut::<FaultConfig>(&mut self.ebpf, FAULT_CONFIG_MAP)?
             .set(0, config, 0)
@@ -246,20 +346,37 @@ impl FaultSession {
             return Ok(false);
         }
         self.slots[id] = None;
+        self.paths[id] = None;
         self.write_slot(id, KernelRule::default())?;
         self.refresh_masks()?;
+        self.write_config()?;
         Ok(true)
     }
 
-    fn fill_slot(&mut self, rule: KernelRule) -> Result<usize, InjectorError> {
+    fn fill_slot(
+        &mut self,
+        rule: KernelRule,
+        path: Option<fault_rules::Glob>,
+    ) -> Result<usize, InjectorError> {
         let id = match self.slots.iter().position(Option::is_none) {
             Some(free) => free,
             None if self.slots.len() < MAX_RULES as usize => {
                 self.slots.push(None);
+                self.paths.push(None);
                 self.slots.len() - 1
             }
             None => return Err(crate::rules::RuleError::TooManyRules.into()),
         };
+        if path.is_some() {
+            // Every fd classified for this rule before the rule can match anything.
+            self.paths[id] = path;
+            self.attach_opens()?;
+            if self.live {
+                // New fds are reported from now on, so none is missed while classifying.
+                self.write_config()?;
+            }
+            self.classify_all()?;
+        }
         array_mut::<RuleCounters>(&mut self.ebpf, RULE_COUNTERS_MAP)?
             .set(id as u32, RuleCounters::default(), 0)
             .map_err(|source| InjectorError::Map {
@@ -393,6 +510,11 @@ fn map_mut<'a>(
 fn compile_checked(rule: &Rule, seed: u64, follow_forks: bool) -> Result<KernelRule, RuleError> {
     if follow_forks && stops_the_process(rule) {
         return Err(RuleError::StopsAChild {
+            rule: rule.text.clone(),
+        });
+    }
+    if follow_forks && path_filter(rule).is_some() {
+        return Err(RuleError::PathWithFollowForks {
             rule: rule.text.clone(),
         });
     }

@@ -53,7 +53,8 @@ enum Command {
     /// (through BPF LSM hooks, on kernels that allow them: see `injector probe`; for reads,
     /// writes, opens, truncates, renames, unlinks, mkdir, sendmsg/sendto, recvmsg/recvfrom,
     /// connect and accept; fsync has no hook: use `injector run` or faultfs). Filters: fd=N,
-    /// thread=NAME. Counting is exact ("the 3rd fsync"), and probabilities are keyed by --seed:
+    /// thread=NAME, path=GLOB (the file behind the call's fd; the target is stopped for a
+    /// moment at each new fd while it is classified). Counting is exact ("the 3rd fsync"), and probabilities are keyed by --seed:
     /// the same seed and the same calls fire the same faults.
     Attach {
         #[arg(long)]

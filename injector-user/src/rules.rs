@@ -25,10 +25,17 @@ pub enum RuleError {
         hooked: String,
     },
     #[error(
-        "{rule}: path filters are resolved from the fd in `injector run` mode only; \
-         in attach mode filter on fd=N (see /proc/PID/fd) or use faultfs for file paths"
+        "{rule}: in attach mode a path filter applies to calls on an fd ({}); `{op}` takes a \
+         path: use `injector run`, whose supervisor reads the path argument, or faultfs",
+        FD_SYSCALLS.join(", ")
     )]
-    PathNeedsRunMode { rule: String },
+    PathNeedsAnFd { rule: String, op: String },
+    #[error(
+        "{rule}: path filters with --follow-forks are not supported yet (a child stopped while \
+         its new fd is classified could stay stopped if the injector died); attach to the \
+         child's pid"
+    )]
+    PathWithFollowForks { rule: String },
     #[error(
         "{rule}: delay and pause with --follow-forks are not supported yet (the injector could \
          not promise to continue a stopped child if it died); use kill, signal, count or error, \
@@ -62,8 +69,33 @@ pub const ATTACH: Capabilities<'static> = Capabilities {
     tool: "injector attach",
     ops: &[],
     actions: &["off", "kill", "signal", "delay", "pause", "count", "error"],
-    filters: &["fd", "thread"],
+    filters: &["fd", "thread", "path"],
 };
+
+/// Syscalls whose first argument is an fd: in attach mode a path filter applies to them, by the
+/// file behind that fd (resolved when the fd was made).
+pub const FD_SYSCALLS: &[&str] = &[
+    "fsync",
+    "fdatasync",
+    "sync_file_range",
+    "write",
+    "pwrite64",
+    "writev",
+    "pwritev",
+    "read",
+    "pread64",
+    "readv",
+    "preadv",
+    "ftruncate",
+    "fallocate",
+    "sendmsg",
+    "sendto",
+    "recvmsg",
+    "recvfrom",
+    "lseek",
+    "fstat",
+    "close",
+];
 
 /// Syscalls error() can fail in attach mode, and the LSM hooks their calls reach (the first one
 /// reached delivers the error). fsync and friends reach none: no eBPF route fails them.
@@ -108,6 +140,14 @@ pub fn error_hooks(op: &str) -> Option<&'static [&'static str]> {
         .iter()
         .find(|(syscalls, _)| syscalls.contains(&op))
         .map(|(_, hooks)| *hooks)
+}
+
+/// The rule's path filter, if it has one.
+pub fn path_filter(rule: &Rule) -> Option<&fault_rules::Glob> {
+    rule.filters.iter().find_map(|f| match f {
+        Filter::Path(glob) => Some(glob),
+        _ => None,
+    })
 }
 
 /// True if the rule can stop the process (delay, pause).
@@ -202,9 +242,11 @@ pub fn compile_for_attach(rule: &Rule, seed: u64) -> Result<KernelRule, RuleErro
             hooked: hooked.join(", "),
         });
     }
-    if rule.filters.iter().any(|f| matches!(f, Filter::Path(_))) {
-        return Err(RuleError::PathNeedsRunMode {
+    let by_path = rule.filters.iter().any(|f| matches!(f, Filter::Path(_)));
+    if by_path && !FD_SYSCALLS.contains(&rule.op.as_str()) {
+        return Err(RuleError::PathNeedsAnFd {
             rule: rule.text.clone(),
+            op: rule.op.clone(),
         });
     }
     rule.validate_actions_and_filters(&ATTACH)?;
@@ -218,6 +260,7 @@ pub fn compile_for_attach(rule: &Rule, seed: u64) -> Result<KernelRule, RuleErro
         active: 1,
         syscall_nr,
         fd: ANY_FD,
+        by_path: u32::from(by_path),
         term_count: terms.len() as u32,
         seed,
         ..KernelRule::default()

@@ -3,7 +3,7 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use fault_rules::{Action, Rule};
-use injector_common::FiredEvent;
+use injector_common::{FiredEvent, action};
 use injector_user::{
     Target,
     fault_session::{FaultSession, RuleStats},
@@ -87,6 +87,17 @@ pub async fn attach(options: Options) -> Result<()> {
                 let mut ready = ready?;
                 while let Some(item) = ready.get_inner_mut().next() {
                     let event = fired_event(&item);
+                    if event.action == action::OPENED {
+                        // The kernel stopped the target at a new fd: classify it, then go on.
+                        session
+                            .classify(event.tgid, event.first_arg as u32)
+                            .context("classifying a new fd against the path filters")?;
+                        stops.any = true;
+                        if !stops.holding() {
+                            target.signal(libc::SIGCONT).ok();
+                        }
+                        continue;
+                    }
                     stops.note(&rules, &event, &target)?;
                     report(&rules, &event, options.json)?;
                 }
@@ -109,7 +120,10 @@ pub async fn attach(options: Options) -> Result<()> {
     // Faults fired just before the end may still be in the ring buffer: the table at the end
     // must not count a fault that was never printed.
     while let Some(item) = events.get_mut().next() {
-        report(&rules, &fired_event(&item), options.json)?;
+        let event = fired_event(&item);
+        if event.action != action::OPENED {
+            report(&rules, &event, options.json)?;
+        }
     }
     if stops.stopped() {
         target.signal(libc::SIGCONT).ok();
@@ -181,6 +195,8 @@ fn handle(
 struct Stops {
     any: bool,
     paused_by: std::collections::BTreeSet<usize>,
+    /// Delays whose SIGCONT has not been sent yet.
+    delaying: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Stops {
@@ -193,9 +209,12 @@ impl Stops {
                 // timer-wheel granularity do not lengthen the stall.
                 let deadline = event.time_ns + ms * 1_000_000;
                 let signaller = target.signaller()?;
+                let delaying = self.delaying.clone();
+                delaying.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 std::thread::spawn(move || {
                     sleep_until_monotonic(deadline);
                     signaller.signal(libc::SIGCONT).ok();
+                    delaying.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 });
             }
             Some(Action::Pause) => {
@@ -209,6 +228,11 @@ impl Stops {
 
     fn stopped(&self) -> bool {
         self.any
+    }
+
+    /// Whether a delay or pause holds the target stopped now (its own SIGCONT will come).
+    fn holding(&self) -> bool {
+        !self.paused_by.is_empty() || self.delaying.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
 }
 

@@ -1,0 +1,106 @@
+//! Path filters in attach mode: `fsync(path="**/wal/*")` applies to calls on fds whose file
+//! matches, whether the fd existed when the injector attached or was made afterwards (the kernel
+//! stops the target at each new fd until the injector has classified it). Real eBPF, root.
+mod common;
+
+use std::{os::unix::process::ExitStatusExt, process::Command};
+
+use common::{WORKER, attached, remaining_json};
+use process_guard::Spawned;
+
+const OP_WORKER: &str = env!("CARGO_BIN_EXE_op-worker");
+
+/// A process that, once told to go, becomes the syscall worker appending 5 records (write +
+/// fsync each) to `log`: the file is opened after the injector attached.
+fn records_after_go(log: &std::path::Path) -> Spawned {
+    let script = format!(
+        "echo ready; read go; exec {WORKER} --records 5 --file {}",
+        log.display()
+    );
+    let mut target = Spawned::start("target", Command::new("sh").args(["-c", &script])).unwrap();
+    assert_eq!(target.read_line().unwrap(), "ready");
+    target
+}
+
+fn records(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log).unwrap().lines().count()
+}
+
+#[test]
+fn a_path_rule_applies_to_a_file_opened_after_attaching() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("wal")).unwrap();
+    let log = dir.path().join("wal/log");
+    let mut target = records_after_go(&log);
+    let mut injector = attached(
+        "attach",
+        target.pid(),
+        &["--fault", r#"fsync(path="**/wal/*")=2*off->1*kill"#],
+    );
+    target.send_line("go").unwrap();
+    let (status, _) = target.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let lines = remaining_json(&mut injector);
+    injector.finish().unwrap();
+    // Killed at the third fsync of the log, which completed: three records.
+    assert_eq!(records(&log), 3);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["rules"][0]["calls"], 3, "{lines:?}");
+    assert_eq!(summary["rules"][0]["faults"], 1);
+}
+
+#[test]
+fn a_path_rule_leaves_other_files_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut target = records_after_go(&log);
+    let mut injector = attached(
+        "attach",
+        target.pid(),
+        &["--fault", r#"fsync(path="**/wal/*")=kill"#],
+    );
+    target.send_line("go").unwrap();
+    let (status, _) = target.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let lines = remaining_json(&mut injector);
+    injector.finish().unwrap();
+    assert_eq!(records(&log), 5);
+    assert_eq!(lines.last().unwrap()["rules"][0]["calls"], 0, "{lines:?}");
+}
+
+#[test]
+fn a_path_rule_applies_to_a_file_open_before_attaching() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut target = Spawned::start(
+        "op-worker",
+        Command::new(OP_WORKER).arg("--dir").arg(dir.path()),
+    )
+    .unwrap();
+    assert_eq!(target.read_line().unwrap(), "ready");
+    let data = format!("{}/data", dir.path().display());
+    let rule = format!(r#"fsync(path="{data}")=1*off->1*kill"#);
+    let injector = attached("attach", target.pid(), &["--fault", &rule]);
+    target.send_line("fsync").unwrap();
+    assert_eq!(target.read_line().unwrap(), "ok");
+    target.send_line("fsync").unwrap();
+    let (status, _) = target.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    injector.finish().unwrap();
+}
+
+#[test]
+fn path_rules_on_calls_that_take_a_path_are_refused_with_the_way_out() {
+    let mut target =
+        Spawned::start("worker", Command::new(WORKER).arg("--until-stdin-closes")).unwrap();
+    assert_eq!(target.read_line().unwrap(), "ready");
+    let output = Command::new(common::INJECTOR)
+        .args(["attach", "--pid", &target.pid().to_string()])
+        .args(["--fault", r#"openat(path="**/wal/*")=kill"#])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("use `injector run`"), "{stderr}");
+    target.close_stdin();
+    target.finish().unwrap();
+}
