@@ -61,4 +61,6 @@ pub enum InjectorError {
     Rule(#[from] crate::rules::RuleError),
     #[error(transparent)]
     Partition(#[from] crate::partition::PartitionError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
 }

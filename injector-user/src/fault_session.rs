@@ -15,7 +15,7 @@ use injector_common::{
 };
 
 use crate::{
-    InjectorError, Target, ebpf_object,
+    InjectorError, ebpf_object,
     probe::describe,
     rules::{
         RuleError, compile_for_attach, error_hooks, has_error_action, path_filter,
@@ -33,9 +33,7 @@ pub struct FaultSession {
     /// LSM hooks whose error program is attached (only once a rule needs them: each one runs
     /// for every process's calls through that hook).
     error_hooks: std::collections::BTreeSet<&'static str>,
-    target_tgid: u32,
-    /// Whether processes the target starts become targets too.
-    follow_forks: bool,
+    targets: Targets,
     /// Each slot's path filter, matched in user space against the file behind each fd.
     paths: Vec<Option<fault_rules::Glob>>,
     /// Whether the sys_exit program that reports new fds is attached.
@@ -44,6 +42,31 @@ pub struct FaultSession {
     live: bool,
     /// The kernel's BTF, parsed once: the tracepoint and every LSM program load against it.
     btf: Btf,
+}
+
+/// Which tasks the rules apply to.
+#[derive(Clone, Copy, Debug)]
+pub enum Targets {
+    /// Every thread of one process; with `follow_forks`, also every process it starts from
+    /// now on, and theirs.
+    Process { tgid: u32, follow_forks: bool },
+    /// Every task in one cgroup v2 (by id), whichever process it belongs to.
+    Cgroup { id: u64 },
+}
+
+impl Targets {
+    /// The one process whose stops the injector (and its guard) can undo, if there is one: the
+    /// only case where delay, pause and path filters (which stop the target) are allowed.
+    fn stoppable(self) -> Result<(), &'static str> {
+        match self {
+            Targets::Process {
+                follow_forks: false,
+                ..
+            } => Ok(()),
+            Targets::Process { .. } => Err("--follow-forks"),
+            Targets::Cgroup { .. } => Err("--cgroup"),
+        }
+    }
 }
 
 /// What a rule did so far.
@@ -57,17 +80,11 @@ pub struct RuleStats {
 }
 
 impl FaultSession {
-    /// Compiles every rule first, so a bad rule attaches nothing. With `follow_forks`, every
-    /// process the target (or one of its followed children) starts from now on is a target too.
-    pub fn attach(
-        target: &Target,
-        rules: &[Rule],
-        seed: u64,
-        follow_forks: bool,
-    ) -> Result<Self, InjectorError> {
+    /// Compiles every rule first, so a bad rule attaches nothing.
+    pub fn attach(targets: Targets, rules: &[Rule], seed: u64) -> Result<Self, InjectorError> {
         let compiled = rules
             .iter()
-            .map(|rule| compile_checked(rule, seed, follow_forks))
+            .map(|rule| compile_checked(rule, seed, targets))
             .collect::<Result<Vec<_>, _>>()?;
         let ebpf = ebpf_object::load()?;
         let mut session = FaultSession {
@@ -77,8 +94,7 @@ impl FaultSession {
             masked: Default::default(),
             seed,
             error_hooks: Default::default(),
-            target_tgid: target.pid(),
-            follow_forks,
+            targets,
             paths: Vec::new(),
             opens_attached: false,
             live: false,
@@ -89,22 +105,24 @@ impl FaultSession {
         for (compiled, rule) in compiled.into_iter().zip(rules) {
             session.fill_slot(compiled, path_filter(rule).cloned())?;
         }
-        {
-            let mut targets: HashMap<_, u32, u32> =
+        if let Targets::Process { tgid, .. } = targets {
+            let mut map: HashMap<_, u32, u32> =
                 HashMap::try_from(map_mut(&mut session.ebpf, TARGETS_MAP)?).map_err(|source| {
                     InjectorError::Map {
                         name: TARGETS_MAP,
                         source,
                     }
                 })?;
-            targets
-                .insert(target.pid(), 1, 0)
+            map.insert(tgid, 1, 0)
                 .map_err(|source| InjectorError::Map {
                     name: TARGETS_MAP,
                     source,
                 })?;
         }
-        if follow_forks {
+        if let Targets::Process {
+            follow_forks: true, ..
+        } = targets
+        {
             session.follow_forks()?;
         }
         // Set last: until then the program treats every process as not targeted.
@@ -185,7 +203,7 @@ impl FaultSession {
 
     /// Adds a rule while attached; returns its id.
     pub fn add(&mut self, rule: &Rule) -> Result<usize, InjectorError> {
-        let compiled = compile_checked(rule, self.seed, self.follow_forks)?;
+        let compiled = compile_checked(rule, self.seed, self.targets)?;
         self.attach_error_hooks(rule)?;
         self.write_config()?;
         self.fill_slot(compiled, path_filter(rule).cloned())
@@ -230,7 +248,9 @@ impl FaultSession {
         if self.paths.iter().all(Option::is_none) {
             return Ok(());
         }
-        let tgid = self.target_tgid;
+        let Targets::Process { tgid, .. } = self.targets else {
+            return Ok(());
+        };
         let Ok(entries) = std::fs::read_dir(format!("/proc/{tgid}/fd")) else {
             return Ok(());
         };
@@ -274,15 +294,19 @@ impl FaultSession {
     }
 
     fn write_config(&mut self) -> Result<(), InjectorError> {
-        let config = FaultConfig {
+        let (single_tgid, cgroup_id) = match self.targets {
+            Targets::Process {
+                tgid,
+                follow_forks: false,
+            } => (tgid, 0),
             // Followed children are in the TARGETS map, with the target.
-            single_tgid: if self.follow_forks {
-                0
-            } else {
-                self.target_tgid
-            },
+            Targets::Process { .. } => (0, 0),
+            Targets::Cgroup { id } => (0, id),
+        };
+        let config = FaultConfig {
+            single_tgid,
             has_error_rules: u32::from(!self.error_hooks.is_empty()),
-            cgroup_id: 0,
+            cgroup_id,
             path_rules: self.paths.iter().flatten().count() as u32,
             _padding: 0,
         };
@@ -507,16 +531,20 @@ fn map_mut<'a>(
         .ok_or(InjectorError::Missing { kind: "map", name })
 }
 
-fn compile_checked(rule: &Rule, seed: u64, follow_forks: bool) -> Result<KernelRule, RuleError> {
-    if follow_forks && stops_the_process(rule) {
-        return Err(RuleError::StopsAChild {
-            rule: rule.text.clone(),
-        });
-    }
-    if follow_forks && path_filter(rule).is_some() {
-        return Err(RuleError::PathWithFollowForks {
-            rule: rule.text.clone(),
-        });
+fn compile_checked(rule: &Rule, seed: u64, targets: Targets) -> Result<KernelRule, RuleError> {
+    if let Err(scope) = targets.stoppable() {
+        if stops_the_process(rule) {
+            return Err(RuleError::StopsAChild {
+                rule: rule.text.clone(),
+                scope,
+            });
+        }
+        if path_filter(rule).is_some() {
+            return Err(RuleError::PathWithFollowForks {
+                rule: rule.text.clone(),
+                scope,
+            });
+        }
     }
     compile_for_attach(rule, seed)
 }

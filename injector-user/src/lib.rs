@@ -1,5 +1,7 @@
 //! User-space side of Faultline's injector: loads the eBPF object that `cargo xtask build-ebpf`
-//! built, points it at exactly one target process and reads back what it saw.
+//! built, points it at its targets (one process, optionally with the processes it starts, or
+//! one cgroup) and reads back what it saw.
+pub mod cgroup;
 pub mod counter;
 pub mod ebpf_object;
 pub mod error;

@@ -57,8 +57,15 @@ enum Command {
     /// moment at each new fd while it is classified). Counting is exact ("the 3rd fsync"), and probabilities are keyed by --seed:
     /// the same seed and the same calls fire the same faults.
     Attach {
+        /// The process to inject into (all its threads).
+        #[arg(long, required_unless_present = "cgroup", conflicts_with = "cgroup")]
+        pid: Option<u32>,
+        /// Instead of --pid: every task in this cgroup v2 directory (e.g.
+        /// /sys/fs/cgroup/unified/my-db), including processes that join it later; counting is
+        /// per rule across all of them. Not with delay, pause or path filters. Runs until
+        /// Ctrl-C or --duration.
         #[arg(long)]
-        pid: u32,
+        cgroup: Option<PathBuf>,
         /// A fault rule; repeatable. Also read from INJECTOR_FAULTS ("rule;rule").
         #[arg(long = "fault")]
         faults: Vec<String>,
@@ -130,8 +137,11 @@ enum Command {
     /// rule continues the process it holds.
     Ctl {
         /// The pid the injector is attached to.
+        #[arg(long, required_unless_present = "cgroup", conflicts_with = "cgroup")]
+        pid: Option<u32>,
+        /// The cgroup the injector is attached to (`attach --cgroup PATH`).
         #[arg(long)]
-        pid: u32,
+        cgroup: Option<PathBuf>,
         #[command(subcommand)]
         action: CtlAction,
     },
@@ -220,6 +230,7 @@ fn main() -> ExitCode {
             } => cli::count::count(pid, duration, json).await,
             Command::Attach {
                 pid,
+                cgroup,
                 faults,
                 faults_file,
                 seed,
@@ -229,6 +240,7 @@ fn main() -> ExitCode {
             } => {
                 let options = cli::attach::Options {
                     pid,
+                    cgroup,
                     faults,
                     faults_file,
                     seed,
@@ -259,13 +271,34 @@ fn main() -> ExitCode {
                 cli::partition::partition(options).await
             }
             Command::Probe { json } => cli::print_probe(json),
-            Command::Ctl { pid, action } => {
+            Command::Ctl {
+                pid,
+                cgroup,
+                action,
+            } => {
                 let request = match action {
                     CtlAction::List => cli::control::Request::List,
                     CtlAction::Add { rule } => cli::control::Request::Add { rule },
                     CtlAction::Remove { id } => cli::control::Request::Remove { id },
                 };
-                let answer = cli::control::call(pid, request).await?;
+                let (name, what, option) = match (pid, cgroup) {
+                    (Some(pid), _) => (
+                        pid.to_string(),
+                        format!("pid {pid}"),
+                        format!("--pid {pid}"),
+                    ),
+                    (None, Some(path)) => {
+                        let cgroup = injector_user::cgroup::Cgroup::open(&path)
+                            .map_err(InjectorError::from)?;
+                        (
+                            format!("cgroup-{}", cgroup.id),
+                            format!("cgroup {}", path.display()),
+                            format!("--cgroup {}", path.display()),
+                        )
+                    }
+                    (None, None) => unreachable!("clap requires --pid or --cgroup"),
+                };
+                let answer = cli::control::call(&name, &what, &option, request).await?;
                 println!("{}", serde_json::to_string_pretty(&answer)?);
                 Ok(())
             }
@@ -297,6 +330,7 @@ fn is_bad_input(error: &anyhow::Error) -> bool {
                         | InjectorError::Rule(_)
                         | InjectorError::LsmRefused { .. }
                         | InjectorError::Partition(_)
+                        | InjectorError::Cgroup(_)
                 )
             )
     })

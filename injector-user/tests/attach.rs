@@ -3,7 +3,9 @@ mod common;
 
 use std::{os::unix::process::ExitStatusExt, process::Command, time::Duration};
 
-use common::{INJECTOR, attached, done_count, process_state, remaining_json, wait_until, worker};
+use common::{
+    INJECTOR, attached, done_count, process_state, remaining_json, stop, wait_until, worker,
+};
 use serde_json::Value;
 
 fn faults_in(lines: &[Value]) -> Vec<&Value> {
@@ -285,4 +287,154 @@ fn without_follow_forks_the_targets_children_are_untouched() {
     injector.finish().unwrap();
     assert!(faults_in(&lines).is_empty(), "{lines:?}");
     assert_eq!(lines.last().unwrap()["rules"][0]["calls"], 0);
+}
+
+/// A cgroup v2 made for the test under the machine's cgroup2 mount, removed when dropped.
+struct TestCgroup(std::path::PathBuf);
+
+impl TestCgroup {
+    fn new(name: &str) -> TestCgroup {
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let root = mounts
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields.get(2) == Some(&"cgroup2")).then(|| fields[1].to_owned())
+            })
+            .expect("a cgroup2 mount");
+        let path = std::path::Path::new(&root)
+            .join(format!("faultline-test-{}-{name}", std::process::id()));
+        std::fs::create_dir(&path).unwrap();
+        TestCgroup(path)
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Its processes are gone by now (their guards were dropped first).
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_cgroup_target_covers_its_processes_and_nobody_else() {
+    let cgroup = TestCgroup::new("covers");
+    let dir = tempfile::tempdir().unwrap();
+    let inside_log = dir.path().join("inside");
+    let outside_log = dir.path().join("outside");
+    let args = |log: &std::path::Path| {
+        vec![
+            "--records".to_owned(),
+            "6".to_owned(),
+            "--wait-for-go".to_owned(),
+            "--file".to_owned(),
+            log.display().to_string(),
+        ]
+    };
+    let inside_args = args(&inside_log);
+    let outside_args = args(&outside_log);
+    let mut inside = worker(
+        "inside",
+        &inside_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut outside = worker(
+        "outside",
+        &outside_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    cgroup.add(inside.pid());
+    let mut injector = process_guard::Spawned::start(
+        "injector",
+        Command::new(INJECTOR)
+            .args(["attach", "--json", "--cgroup"])
+            .arg(&cgroup.0)
+            .args(["--fault", "fsync=2*off->1*kill"]),
+    )
+    .unwrap();
+    let line: Value = serde_json::from_str(&injector.read_line().unwrap()).unwrap();
+    assert_eq!(line["event"], "attached", "{line}");
+    assert_eq!(line["cgroup"], cgroup.0.display().to_string());
+
+    outside.send_line("go").unwrap();
+    inside.send_line("go").unwrap();
+    let (status, _) = inside.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let (status, _) = outside.wait().unwrap();
+    assert!(
+        status.success(),
+        "the process outside the cgroup: {status:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&inside_log)
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+    assert_eq!(
+        std::fs::read_to_string(&outside_log)
+            .unwrap()
+            .lines()
+            .count(),
+        6
+    );
+
+    // `ctl --cgroup` reaches the injector attached to the cgroup.
+    let listed = Command::new(INJECTOR)
+        .args(["ctl", "--cgroup"])
+        .arg(&cgroup.0)
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["rules"][0]["calls"], 3, "{listed}");
+    stop(injector);
+}
+
+#[test]
+fn a_cgroup_target_refuses_what_it_cannot_do_safely() {
+    let cgroup = TestCgroup::new("refuses");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--cgroup".into(),
+                "/tmp".into(),
+                "--fault".into(),
+                "fsync=kill".into(),
+            ],
+            "is not a cgroup v2 directory",
+        ),
+        (
+            vec![
+                "--cgroup".into(),
+                cgroup.0.parent().unwrap().display().to_string(),
+                "--fault".into(),
+                "fsync=kill".into(),
+            ],
+            "is the root cgroup",
+        ),
+        (
+            vec![
+                "--cgroup".into(),
+                cgroup.0.display().to_string(),
+                "--fault".into(),
+                "fsync=delay(5)".into(),
+            ],
+            "delay and pause with --cgroup are not supported yet",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = Command::new(INJECTOR)
+            .arg("attach")
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
 }

@@ -1,4 +1,5 @@
-//! `injector attach`: fault rules applied in the kernel to one running process.
+//! `injector attach`: fault rules applied in the kernel to a running process (and the processes
+//! it starts, with --follow-forks) or to the tasks of a cgroup.
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
@@ -6,7 +7,8 @@ use fault_rules::{Action, Rule};
 use injector_common::{FiredEvent, action};
 use injector_user::{
     Target,
-    fault_session::{FaultSession, RuleStats},
+    cgroup::Cgroup,
+    fault_session::{FaultSession, RuleStats, Targets},
     rules,
     syscall_names::syscall_name,
 };
@@ -19,7 +21,8 @@ use tokio::{
 use super::{EndedBy, emit_json, guard};
 
 pub struct Options {
-    pub pid: u32,
+    pub pid: Option<u32>,
+    pub cgroup: Option<PathBuf>,
     pub faults: Vec<String>,
     pub faults_file: Option<PathBuf>,
     pub seed: u64,
@@ -28,12 +31,58 @@ pub struct Options {
     pub follow_forks: bool,
 }
 
-pub async fn attach(options: Options) -> Result<()> {
-    if options.pid == 1 {
-        return Err(injector_user::InjectorError::InvalidPid { pid: 1 })
-            .context("refusing to inject faults into pid 1 (init)");
+/// What the injector was pointed at.
+pub enum Scope {
+    Process(Target),
+    Cgroup(Cgroup),
+}
+
+impl Scope {
+    pub fn open(pid: Option<u32>, cgroup: Option<&std::path::Path>) -> Result<Scope> {
+        match (pid, cgroup) {
+            (Some(1), _) => Err(injector_user::InjectorError::InvalidPid { pid: 1 })
+                .context("refusing to inject faults into pid 1 (init)"),
+            (Some(pid), None) => Ok(Scope::Process(Target::open(pid)?)),
+            (None, Some(path)) => Ok(Scope::Cgroup(
+                Cgroup::open(path).map_err(injector_user::InjectorError::from)?,
+            )),
+            _ => anyhow::bail!("name the target with --pid PID or --cgroup PATH (one of them)"),
+        }
     }
-    let target = Target::open(options.pid)?;
+
+    fn target(&self) -> Option<&Target> {
+        match self {
+            Scope::Process(target) => Some(target),
+            Scope::Cgroup(_) => None,
+        }
+    }
+
+    /// The control socket's name (see `control::socket_path`).
+    fn socket_name(&self) -> String {
+        match self {
+            Scope::Process(target) => target.pid().to_string(),
+            Scope::Cgroup(cgroup) => format!("cgroup-{}", cgroup.id),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Scope::Process(target) => format!("pid {} ({})", target.pid(), target.comm()),
+            Scope::Cgroup(cgroup) => format!("cgroup {}", cgroup.path.display()),
+        }
+    }
+
+    /// The option that names the target, for `injector ctl`.
+    fn option(&self) -> String {
+        match self {
+            Scope::Process(target) => format!("--pid {}", target.pid()),
+            Scope::Cgroup(cgroup) => format!("--cgroup {}", cgroup.path.display()),
+        }
+    }
+}
+
+pub async fn attach(options: Options) -> Result<()> {
+    let scope = Scope::open(options.pid, options.cgroup.as_deref())?;
     let env = std::env::var("INJECTOR_FAULTS").ok();
     let rules = rules::gather(
         &options.faults,
@@ -43,30 +92,45 @@ pub async fn attach(options: Options) -> Result<()> {
     if rules.is_empty() {
         return Err(rules::RuleError::NoRules.into());
     }
-    let control = super::control::Listener::bind(options.pid)?;
-    let mut session = FaultSession::attach(&target, &rules, options.seed, options.follow_forks)
-        .with_context(|| format!("attaching fault rules to pid {}", options.pid))?;
+    let control = super::control::Listener::bind(&scope.socket_name(), &scope.describe())?;
+    let targets = match &scope {
+        Scope::Process(target) => Targets::Process {
+            tgid: target.pid(),
+            follow_forks: options.follow_forks,
+        },
+        Scope::Cgroup(cgroup) => Targets::Cgroup { id: cgroup.id },
+    };
+    let mut session = FaultSession::attach(targets, &rules, options.seed)
+        .with_context(|| format!("attaching fault rules to {}", scope.describe()))?;
     // Rule ids are slots: a removed rule leaves a hole, so ids stay stable.
     let mut rules: Vec<Option<Rule>> = rules.into_iter().map(Some).collect();
-    // If this process dies while the target is stopped, the guard continues it.
-    let _guard = guard::spawn(options.pid).context("starting the guard process")?;
+    // If this process dies while the target is stopped, the guard continues it. (Only one
+    // process can be stopped: rules that stop are refused for the other scopes.)
+    let _guard = scope
+        .target()
+        .map(|target| guard::spawn(target.pid()))
+        .transpose()
+        .context("starting the guard process")?;
     // SAFETY: the ring buffer owns its fd and stays registered only while `events` lives.
     let mut events = unsafe { AsyncFd::register(session.take_events()?)? };
 
     if options.json {
-        emit_json(
-            &json!({"event": "attached", "pid": options.pid, "comm": target.comm(), "rules": rules.iter().flatten().map(|r| &r.text).collect::<Vec<_>>()}),
-        )?;
+        emit_json(&json!({
+            "event": "attached",
+            "pid": scope.target().map(Target::pid),
+            "cgroup": options.cgroup,
+            "comm": scope.target().map(Target::comm),
+            "rules": rules.iter().flatten().map(|r| &r.text).collect::<Vec<_>>(),
+        }))?;
     } else {
         eprintln!(
-            "injecting into pid {} ({}): {} rule(s); Ctrl-C to stop",
-            options.pid,
-            target.comm(),
+            "injecting into {}: {} rule(s); Ctrl-C to stop",
+            scope.describe(),
             rules.len()
         );
         eprintln!(
-            "change rules with `injector ctl --pid {} list | add RULE | remove ID`",
-            options.pid
+            "change rules with `injector ctl {} list | add RULE | remove ID`",
+            scope.option()
         );
     }
 
@@ -78,7 +142,13 @@ pub async fn attach(options: Options) -> Result<()> {
         }
     };
     tokio::pin!(deadline);
-    let exited = target.exited();
+    let exited = async {
+        match scope.target() {
+            Some(target) => target.exited().await,
+            // A cgroup has no end of its own: Ctrl-C or --duration.
+            None => std::future::pending().await,
+        }
+    };
     tokio::pin!(exited);
     let mut stops = Stops::default();
     let ended_by = loop {
@@ -87,6 +157,10 @@ pub async fn attach(options: Options) -> Result<()> {
                 let mut ready = ready?;
                 while let Some(item) = ready.get_inner_mut().next() {
                     let event = fired_event(&item);
+                    let Some(target) = scope.target() else {
+                        report(&rules, &event, options.json)?;
+                        continue;
+                    };
                     if event.action == action::OPENED {
                         // The kernel stopped the target at a new fd: classify it, then go on.
                         session
@@ -98,7 +172,7 @@ pub async fn attach(options: Options) -> Result<()> {
                         }
                         continue;
                     }
-                    stops.note(&rules, &event, &target)?;
+                    stops.note(&rules, &event, target)?;
                     report(&rules, &event, options.json)?;
                 }
                 ready.clear_ready();
@@ -106,7 +180,7 @@ pub async fn attach(options: Options) -> Result<()> {
             accepted = control.socket.accept() => {
                 let (mut stream, _) = accepted?;
                 let answer = match super::control::read_request(&mut stream).await {
-                    Ok(request) => handle(request, &mut session, &mut rules, &mut stops, &target),
+                    Ok(request) => handle(request, &mut session, &mut rules, &mut stops, &scope),
                     Err(error) => json!({"error": error.to_string()}),
                 };
                 super::control::answer(&mut stream, &answer).await.ok();
@@ -125,7 +199,9 @@ pub async fn attach(options: Options) -> Result<()> {
             report(&rules, &event, options.json)?;
         }
     }
-    if stops.stopped() {
+    if let Some(target) = scope.target()
+        && stops.stopped()
+    {
         target.signal(libc::SIGCONT).ok();
     }
     let stats = session.stats(&rules)?;
@@ -144,7 +220,7 @@ fn handle(
     session: &mut FaultSession,
     rules: &mut Vec<Option<Rule>>,
     stops: &mut Stops,
-    target: &Target,
+    scope: &Scope,
 ) -> serde_json::Value {
     use super::control::Request;
     match request {
@@ -176,13 +252,16 @@ fn handle(
             Ok(true) => {
                 rules[id] = None;
                 // A pause lasts until its rule goes.
-                if stops.paused_by.remove(&id) && stops.paused_by.is_empty() {
+                if stops.paused_by.remove(&id)
+                    && stops.paused_by.is_empty()
+                    && let Some(target) = scope.target()
+                {
                     target.signal(libc::SIGCONT).ok();
                 }
                 json!({"removed": id})
             }
             Ok(false) => {
-                json!({"error": format!("no rule with id {id}; `injector ctl --pid {} list` shows them", target.pid())})
+                json!({"error": format!("no rule with id {id}; `injector ctl {} list` shows them", scope.option())})
             }
             Err(error) => json!({"error": error.to_string()}),
         },

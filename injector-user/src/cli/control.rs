@@ -1,4 +1,4 @@
-//! `injector ctl --pid PID list | add RULE | remove ID`: change the rules of a running
+//! `injector ctl --pid PID | --cgroup PATH list | add RULE | remove ID`: change the rules of a running
 //! `injector attach` over a Unix socket in a root-only directory; each answer comes after the
 //! change took effect in the kernel.
 use std::path::PathBuf;
@@ -13,8 +13,9 @@ use tokio::{
 
 const DIR: &str = "/run/faultline-injector";
 
-pub fn socket_path(pid: u32) -> PathBuf {
-    PathBuf::from(DIR).join(format!("{pid}.sock"))
+/// `name`: the pid, or `cgroup-ID` for an injector pointed at a cgroup.
+pub fn socket_path(name: &str) -> PathBuf {
+    PathBuf::from(DIR).join(format!("{name}.sock"))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -32,14 +33,15 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub fn bind(pid: u32) -> Result<Listener> {
+    /// `name` as for [`socket_path`]; `what` names the target in messages.
+    pub fn bind(name: &str, what: &str) -> Result<Listener> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(DIR)?;
         std::fs::set_permissions(DIR, std::fs::Permissions::from_mode(0o700))?;
-        let path = socket_path(pid);
+        let path = socket_path(name);
         if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_ok() {
             bail!(
-                "another injector is already attached to pid {pid} (its control socket {} answers)",
+                "another injector is already attached to {what} (its control socket {} answers)",
                 path.display()
             );
         }
@@ -68,11 +70,12 @@ pub async fn answer(stream: &mut UnixStream, answer: &Value) -> Result<()> {
     Ok(())
 }
 
-/// The client side: one request, the answer printed.
-pub async fn call(pid: u32, request: Request) -> Result<Value> {
-    let path = socket_path(pid);
+/// The client side: one request, the answer printed. `name` and `what` as for [`Listener`];
+/// `attach` is the attach option that names the target (`--pid 42`).
+pub async fn call(name: &str, what: &str, attach: &str, request: Request) -> Result<Value> {
+    let path = socket_path(name);
     let mut stream = UnixStream::connect(&path).await.with_context(|| {
-        format!("no injector is attached to pid {pid} (no control socket at {}); start one with `injector attach --pid {pid}`", path.display())
+        format!("no injector is attached to {what} (no control socket at {}); start one with `injector attach {attach}`", path.display())
     })?;
     stream
         .write_all(format!("{}\n", serde_json::to_string(&request)?).as_bytes())
@@ -80,7 +83,7 @@ pub async fn call(pid: u32, request: Request) -> Result<Value> {
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).await?;
     if line.is_empty() {
-        bail!("the injector attached to pid {pid} stopped before answering (its target exited?)");
+        bail!("the injector attached to {what} stopped before answering (its target exited?)");
     }
     let answer: Value = serde_json::from_str(&line).context("bad answer")?;
     if let Some(error) = answer["error"].as_str() {
