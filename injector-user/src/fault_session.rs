@@ -130,28 +130,7 @@ impl FaultSession {
         session.write_config()?;
         // Again: an fd made between the first classification and now had nobody to report it.
         session.classify_all()?;
-        let program: &mut BtfTracePoint = session
-            .ebpf
-            .program_mut(FAULT_PROGRAM)
-            .ok_or(InjectorError::Missing {
-                kind: "program",
-                name: FAULT_PROGRAM,
-            })?
-            .try_into()
-            .map_err(|source| InjectorError::Program {
-                name: FAULT_PROGRAM,
-                source,
-            })?;
-        program
-            .load(COUNT_TRACEPOINT, &session.btf)
-            .map_err(|source| InjectorError::Program {
-                name: FAULT_PROGRAM,
-                source,
-            })?;
-        program.attach().map_err(|source| InjectorError::Program {
-            name: FAULT_PROGRAM,
-            source,
-        })?;
+        session.attach_btf_tracepoint(FAULT_PROGRAM, COUNT_TRACEPOINT)?;
         Ok(session)
     }
 
@@ -262,33 +241,33 @@ impl FaultSession {
         Ok(())
     }
 
+    /// Loads `name` for the BTF tracepoint `tracepoint` and attaches it (the link is ours).
+    fn attach_btf_tracepoint(
+        &mut self,
+        name: &'static str,
+        tracepoint: &str,
+    ) -> Result<(), InjectorError> {
+        let failed = |source| InjectorError::Program { name, source };
+        let program: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(InjectorError::Missing {
+                kind: "program",
+                name,
+            })?
+            .try_into()
+            .map_err(failed)?;
+        program.load(tracepoint, &self.btf).map_err(failed)?;
+        program.attach().map_err(failed)?;
+        Ok(())
+    }
+
     /// Attaches the program that stops the target at each new fd until it is classified.
     fn attach_opens(&mut self) -> Result<(), InjectorError> {
         if self.opens_attached {
             return Ok(());
         }
-        let program: &mut BtfTracePoint = self
-            .ebpf
-            .program_mut(OPENS_PROGRAM)
-            .ok_or(InjectorError::Missing {
-                kind: "program",
-                name: OPENS_PROGRAM,
-            })?
-            .try_into()
-            .map_err(|source| InjectorError::Program {
-                name: OPENS_PROGRAM,
-                source,
-            })?;
-        program
-            .load(SYS_EXIT_TRACEPOINT, &self.btf)
-            .map_err(|source| InjectorError::Program {
-                name: OPENS_PROGRAM,
-                source,
-            })?;
-        program.attach().map_err(|source| InjectorError::Program {
-            name: OPENS_PROGRAM,
-            source,
-        })?;
+        self.attach_btf_tracepoint(OPENS_PROGRAM, SYS_EXIT_TRACEPOINT)?;
         self.opens_attached = true;
         Ok(())
     }

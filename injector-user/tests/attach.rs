@@ -4,7 +4,8 @@ mod common;
 use std::{os::unix::process::ExitStatusExt, process::Command, time::Duration};
 
 use common::{
-    INJECTOR, attached, done_count, process_state, remaining_json, stop, wait_until, worker,
+    INJECTOR, assert_refused, attached, done_count, process_state, remaining_json, stop,
+    wait_until, worker,
 };
 use serde_json::Value;
 
@@ -213,14 +214,7 @@ fn bad_input_exits_with_code_2_and_says_why() {
             .iter()
             .map(|a| if *a == "SELF" { pid.as_str() } else { a })
             .collect();
-        let output = Command::new(INJECTOR)
-            .arg("attach")
-            .args(&args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_refused(&args, expected);
     }
     bystander.close_stdin();
     bystander.finish().unwrap();
@@ -428,13 +422,6 @@ fn a_cgroup_target_refuses_what_it_cannot_do_safely() {
         ),
     ];
     for (args, expected) in cases {
-        let output = Command::new(INJECTOR)
-            .arg("attach")
-            .args(&args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_refused(&args, expected);
     }
 }

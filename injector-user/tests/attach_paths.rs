@@ -93,14 +93,15 @@ fn path_rules_on_calls_that_take_a_path_are_refused_with_the_way_out() {
     let mut target =
         Spawned::start("worker", Command::new(WORKER).arg("--until-stdin-closes")).unwrap();
     assert_eq!(target.read_line().unwrap(), "ready");
-    let output = Command::new(common::INJECTOR)
-        .args(["attach", "--pid", &target.pid().to_string()])
-        .args(["--fault", r#"openat(path="**/wal/*")=kill"#])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("use `injector run`"), "{stderr}");
+    common::assert_refused(
+        &[
+            "--pid",
+            &target.pid().to_string(),
+            "--fault",
+            r#"openat(path="**/wal/*")=kill"#,
+        ],
+        "use `injector run`",
+    );
     target.close_stdin();
     target.finish().unwrap();
 }

@@ -72,3 +72,15 @@ pub fn stop(process: Spawned) {
     unsafe { libc::kill(process.pid() as i32, libc::SIGTERM) };
     let _ = process.wait();
 }
+
+/// `injector attach ARGS` exits 2 (bad input) with `expected` in its message.
+pub fn assert_refused(args: &[impl AsRef<std::ffi::OsStr> + std::fmt::Debug], expected: &str) {
+    let output = Command::new(INJECTOR)
+        .arg("attach")
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(expected), "{args:?}: {stderr}");
+}
