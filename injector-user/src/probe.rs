@@ -2,11 +2,12 @@
 //! allows, with the kernel's own error for what it refuses. Nothing is left attached.
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, FEntry, Lsm, SchedClassifier, TcAttachType},
+    programs::{BtfTracePoint, FEntry, Lsm, SchedClassifier, TcAttachType, TracePoint},
 };
 use injector_common::{
-    COUNT_PROGRAM, COUNT_TRACEPOINT, FAULT_PROGRAM, PARTITION_PROGRAM, PROBE_FENTRY_FUNCTION,
-    PROBE_FENTRY_PROGRAM, PROBE_LSM_HOOK, PROBE_LSM_PROGRAM,
+    COUNT_PROGRAM, COUNT_TRACEPOINT, FAULT_PROGRAM, FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_PROGRAM,
+    FOLLOW_FORKS_TRACEPOINT, OPENS_PROGRAM, PARTITION_PROGRAM, PROBE_FENTRY_FUNCTION,
+    PROBE_FENTRY_PROGRAM, PROBE_LSM_HOOK, PROBE_LSM_PROGRAM, SYS_EXIT_TRACEPOINT,
 };
 use serde::Serialize;
 
@@ -37,12 +38,22 @@ pub fn probe() -> Result<Vec<Mechanism>, InjectorError> {
     report(
         "tp_btf/sys_enter",
         "count; kill, signal, delay, pause at syscall entry (attach)",
-        tracepoint(&mut ebpf, COUNT_PROGRAM, &btf),
+        tracepoint(&mut ebpf, COUNT_PROGRAM, COUNT_TRACEPOINT, &btf),
     );
     report(
         "bpf_send_signal from tp_btf",
         "kill, signal, delay, pause (attach)",
-        tracepoint(&mut ebpf, FAULT_PROGRAM, &btf),
+        tracepoint(&mut ebpf, FAULT_PROGRAM, COUNT_TRACEPOINT, &btf),
+    );
+    report(
+        "tp_btf/sys_exit",
+        "path=GLOB filters: the target stopped at each new fd (attach)",
+        tracepoint(&mut ebpf, OPENS_PROGRAM, SYS_EXIT_TRACEPOINT, &btf),
+    );
+    report(
+        "tracepoint task/task_newtask",
+        "--follow-forks (attach)",
+        task_newtask(&mut ebpf),
     );
     report(
         "tc classifier via TCX on lo",
@@ -89,14 +100,28 @@ pub(crate) fn describe(error: impl std::error::Error) -> String {
     text
 }
 
-fn tracepoint(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), String> {
+fn tracepoint(ebpf: &mut Ebpf, name: &str, tracepoint: &str, btf: &Btf) -> Result<(), String> {
     let program: &mut BtfTracePoint = ebpf
         .program_mut(name)
         .ok_or("program missing from the object")?
         .try_into()
         .map_err(describe)?;
-    program.load(COUNT_TRACEPOINT, btf).map_err(describe)?;
+    program.load(tracepoint, btf).map_err(describe)?;
     let link = program.attach().map_err(describe)?;
+    program.detach(link).map_err(describe)
+}
+
+/// Attached for a moment: with no target in its map it does nothing.
+fn task_newtask(ebpf: &mut Ebpf) -> Result<(), String> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(FOLLOW_FORKS_PROGRAM)
+        .ok_or("program missing from the object")?
+        .try_into()
+        .map_err(describe)?;
+    program.load().map_err(describe)?;
+    let link = program
+        .attach(FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_TRACEPOINT)
+        .map_err(describe)?;
     program.detach(link).map_err(describe)
 }
 

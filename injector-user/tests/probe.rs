@@ -34,6 +34,8 @@ fn probe_reports_each_mechanism_with_the_kernels_answer() {
     };
     // What every other test of the injector relies on.
     assert!(works("tp_btf/sys_enter"));
+    assert!(works("tp_btf/sys_exit"));
+    assert!(works("tracepoint task/task_newtask"));
     assert!(works("tc classifier"));
     assert!(works("seccomp user notification"));
 }
