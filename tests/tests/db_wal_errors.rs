@@ -26,16 +26,21 @@ async fn call(request: reqwest::RequestBuilder) -> Option<Value> {
         .ok()
 }
 
+/// The harness's node addresses are fixed (127.0.0.11:7000): one database at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Db {
     cluster: Cluster,
     http: reqwest::Client,
     addr: String,
     seq: u64,
     _dir: tempfile::TempDir,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Db {
     async fn start(flags: &[&str]) -> Db {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         common::build_tools();
         let dir = tempfile::tempdir().unwrap();
         let binaries = Binaries::beside_me(Path::new(TORTURE).parent()).unwrap();
@@ -48,6 +53,7 @@ impl Db {
             addr,
             seq: 0,
             _dir: dir,
+            _turn: turn,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         let init = json!({"1": db.addr});
