@@ -93,3 +93,50 @@ fn render_in_chromium(page: &Path, scratch: &Path) -> String {
     assert!(output.status.success(), "chromium failed: {output:?}");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+#[test]
+fn the_html_report_shows_leaders_throughput_and_latency_over_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history.jsonl");
+    let mut lines = vec![
+        r#"{"kind":"leader","time":0,"leader":1,"term":1}"#.to_owned(),
+        r#"{"kind":"fault","time":1000000000,"end":1500000000,"target":"n1","description":"SIGKILL, restarted"}"#.to_owned(),
+        r#"{"kind":"leader","time":1200000000,"leader":null}"#.to_owned(),
+        r#"{"kind":"leader","time":1400000000,"leader":2,"term":2}"#.to_owned(),
+    ];
+    // One put per 100 ms for 3 s, each taking 5 ms.
+    for i in 0..30u64 {
+        let start = i * 100_000_000;
+        let value = format!("v{i}");
+        lines.push(format!(
+            r#"{{"process":1,"kind":"invoke","f":"put","key":"k","value":"{value}","time":{start}}}"#
+        ));
+        lines.push(format!(
+            r#"{{"process":1,"kind":"ok","f":"put","key":"k","value":"{value}","time":{}}}"#,
+            start + 5_000_000
+        ));
+    }
+    std::fs::write(&history, lines.join("\n") + "\n").unwrap();
+    let report = dir.path().join("report.html");
+    let (code, text) = torture_check(&[
+        history.to_str().unwrap(),
+        "--html",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+
+    let dom = render_in_chromium(&report, dir.path());
+    assert!(!dom.contains("data-error"), "a script error happened");
+    assert!(dom.contains("The whole run over time"));
+    assert!(dom.contains("class=\"rate ok\""), "throughput bars");
+    assert!(
+        dom.contains("class=\"latency p50\""),
+        "the p50 latency line"
+    );
+    assert!(dom.contains("class=\"leader n1\"") && dom.contains("class=\"leader n2\""));
+    assert!(
+        dom.contains("class=\"leader none\""),
+        "the election between them"
+    );
+    assert!(dom.contains("n2 (term 2)"));
+}
