@@ -108,11 +108,13 @@ enum Command {
     /// Cut or degrade the network between two sets of endpoints until Ctrl-C or --duration.
     ///
     /// Drops IPv4 packets in a tc classifier (TCX) on the interfaces (default lo). Endpoints are
-    /// IP or IP:PORT, comma-separated. On one machine give each node its own loopback address
-    /// (127.0.0.N): partitioning by address then also cuts its outgoing connections, whose
-    /// source ports are ephemeral. Exiting (for any reason, kill -9 included) heals it.
+    /// IP, IP:PORT or pid:N (the IP:PORT of every IPv4 TCP/UDP socket that process has, looked
+    /// up again every 200 ms, so a new connection is cut within that), comma-separated. On one
+    /// machine give each node its own loopback address (127.0.0.N): partitioning by address
+    /// then also cuts its outgoing connections, whose source ports are ephemeral. Exiting (for
+    /// any reason, kill -9 included) heals it.
     Partition {
-        /// One side, e.g. 127.0.0.1 or 127.0.0.1:7001.
+        /// One side, e.g. 127.0.0.1, 127.0.0.1:7001 or pid:4242.
         #[arg(long, required = true)]
         between: Vec<String>,
         /// The other side, e.g. 127.0.0.2,127.0.0.3.

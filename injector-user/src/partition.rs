@@ -22,6 +22,8 @@ pub enum PartitionError {
     BadLoss(String),
     #[error("{0} packet rules needed, at most {MAX_PARTITION_RULES}: name fewer endpoints")]
     TooManyRules(usize),
+    #[error("pid:{pid}: {reason}")]
+    Pid { pid: String, reason: String },
 }
 
 /// An address, and a port unless any port matches. On one machine, give each node its own
@@ -92,7 +94,7 @@ pub fn packet_rules(
 }
 
 pub struct Partition {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
 }
 
 impl Partition {
@@ -100,25 +102,7 @@ impl Partition {
     /// hook sees it once; elsewhere both directions are hooked.
     pub fn attach(rules: &[PartitionRule], interfaces: &[String]) -> Result<Self, InjectorError> {
         let mut ebpf = ebpf_object::load()?;
-        {
-            let map = ebpf.map_mut(PARTITION_MAP).ok_or(InjectorError::Missing {
-                kind: "map",
-                name: PARTITION_MAP,
-            })?;
-            let mut table: Array<_, PartitionRule> =
-                Array::try_from(map).map_err(|source| InjectorError::Map {
-                    name: PARTITION_MAP,
-                    source,
-                })?;
-            for (index, rule) in rules.iter().enumerate() {
-                table
-                    .set(index as u32, rule, 0)
-                    .map_err(|source| InjectorError::Map {
-                        name: PARTITION_MAP,
-                        source,
-                    })?;
-            }
-        }
+        write_rules(&mut ebpf, rules)?;
         let program: &mut SchedClassifier = ebpf
             .program_mut(PARTITION_PROGRAM)
             .ok_or(InjectorError::Missing {
@@ -149,8 +133,92 @@ impl Partition {
                     })?;
             }
         }
-        Ok(Self { _ebpf: ebpf })
+        Ok(Self { ebpf })
     }
+
+    /// Replaces the rules (the endpoints of a process changed) while attached.
+    pub fn update(&mut self, rules: &[PartitionRule]) -> Result<(), InjectorError> {
+        write_rules(&mut self.ebpf, rules)
+    }
+}
+
+/// Writes the rules, then an inactive one after them: the classifier stops at the first.
+fn write_rules(ebpf: &mut Ebpf, rules: &[PartitionRule]) -> Result<(), InjectorError> {
+    let map = ebpf.map_mut(PARTITION_MAP).ok_or(InjectorError::Missing {
+        kind: "map",
+        name: PARTITION_MAP,
+    })?;
+    let mut table: Array<_, PartitionRule> =
+        Array::try_from(map).map_err(|source| InjectorError::Map {
+            name: PARTITION_MAP,
+            source,
+        })?;
+    let end = PartitionRule::default();
+    let slots = rules
+        .iter()
+        .chain((rules.len() < MAX_PARTITION_RULES as usize).then_some(&end));
+    for (index, rule) in slots.enumerate() {
+        table
+            .set(index as u32, rule, 0)
+            .map_err(|source| InjectorError::Map {
+                name: PARTITION_MAP,
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// The IPv4 TCP and UDP endpoints the process's sockets are bound to now. Sockets bound to
+/// the wildcard address are left out: the packets of their connections carry the concrete
+/// address, which the accepted or connected sockets have.
+pub fn endpoints_of_pid(pid: u32) -> Result<Vec<Endpoint>, PartitionError> {
+    let failed = |reason: String| PartitionError::Pid {
+        pid: pid.to_string(),
+        reason,
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| failed(format!("{e}; is it running, and are you root?")))?;
+    let inodes: std::collections::BTreeSet<String> = fds
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            link.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .collect();
+    let mut endpoints = Vec::new();
+    for table in ["tcp", "udp"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
+            .map_err(|e| failed(e.to_string()))?;
+        endpoints.extend(socket_endpoints(&text, &inodes));
+    }
+    endpoints.sort_by_key(|e| (e.addr, e.port));
+    endpoints.dedup();
+    Ok(endpoints)
+}
+
+/// Local endpoints of the sockets with these inodes in a /proc/net/{tcp,udp} table, whose
+/// addresses are the kernel's 32-bit value in hex (network order read as a host integer).
+fn socket_endpoints(table: &str, inodes: &std::collections::BTreeSet<String>) -> Vec<Endpoint> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if !inodes.contains(*fields.get(9)?) {
+                return None;
+            }
+            let (addr, port) = fields.get(1)?.split_once(':')?;
+            let addr = Ipv4Addr::from(u32::from_str_radix(addr, 16).ok()?.to_le_bytes());
+            let port = u16::from_str_radix(port, 16).ok()?;
+            (!addr.is_unspecified()).then_some(Endpoint {
+                addr,
+                port: Some(port),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -168,5 +236,20 @@ mod tests {
         assert_eq!(packet_rules(&[a], &[b], true, 100).unwrap().len(), 1);
         assert_eq!(parse_loss("30%").unwrap(), 30);
         assert!(parse_loss("0").is_err() && parse_loss("101%").is_err());
+    }
+
+    #[test]
+    fn socket_endpoints_come_from_the_proc_table_of_the_pids_sockets() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+            0: 0B00007F:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0 100 0 0 10 0\n   \
+            1: 00000000:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 222 1 0 100 0 0 10 0\n   \
+            2: 0C00007F:A1B2 0B00007F:1B58 01 00000000:00000000 00:00000000 00000000     0        0 333 1 0 20 4 30 10 -1\n";
+        let inodes = ["111", "222", "444"]
+            .map(String::from)
+            .into_iter()
+            .collect();
+        let found = socket_endpoints(table, &inodes);
+        // Its listener on 127.0.0.11:7000; the wildcard listener left out; 333 is not its own.
+        assert_eq!(found, vec!["127.0.0.11:7000".parse().unwrap()]);
     }
 }

@@ -180,3 +180,54 @@ fn bad_endpoints_exit_with_code_2() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_partition_between_pids_cuts_their_connection_and_nobody_elses() {
+    // Both pairs on one address, so only the processes' own ports tell them apart.
+    let (server, mut client) = tcp_pair("127.0.0.41", "127.0.0.41");
+    let (_bystander_server, mut bystander) = tcp_pair("127.0.0.41", "127.0.0.41");
+    assert!(ping(&mut client, 5000).starts_with("pong"));
+
+    let injector = partition(&[
+        "--between",
+        &format!("pid:{}", server.pid()),
+        "--and",
+        &format!("pid:{}", client.pid()),
+    ]);
+    assert!(
+        ping(&mut client, 500).starts_with("timeout"),
+        "the partition cuts the two processes"
+    );
+    assert!(
+        ping(&mut bystander, 5000).starts_with("pong"),
+        "other processes on the same address are untouched"
+    );
+    heal(injector);
+    assert!(
+        ping(&mut client, 10_000).starts_with("pong"),
+        "healing restores the connection"
+    );
+}
+
+#[test]
+fn a_bad_pid_or_one_without_sockets_is_refused() {
+    let output = Command::new(INJECTOR)
+        .args(["partition", "--between", "pid:1x", "--and", "127.0.0.1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("pid:1x: not a process id"), "{stderr}");
+    // This test process has no IPv4 sockets of its own.
+    let me = format!("pid:{}", std::process::id());
+    let output = Command::new(INJECTOR)
+        .args(["partition", "--between", &me, "--and", "127.0.0.1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("names no IPv4 TCP or UDP endpoint"),
+        "{stderr}"
+    );
+}

@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use injector_common::PartitionRule;
 use injector_user::{
     InjectorError,
-    partition::{Endpoint, Partition, packet_rules},
+    partition::{Endpoint, Partition, PartitionError, endpoints_of_pid, packet_rules},
 };
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
@@ -22,20 +23,50 @@ pub struct Options {
     pub json: bool,
 }
 
+/// How often the sockets of `pid:N` endpoints are looked up again (new connections).
+const PID_REFRESH: Duration = Duration::from_millis(200);
+
+/// `IP`, `IP:PORT` or `pid:N` (every IPv4 TCP/UDP endpoint that process's sockets have now).
 fn endpoints(texts: &[String]) -> Result<Vec<Endpoint>, InjectorError> {
-    texts
-        .iter()
-        .flat_map(|text| text.split(','))
-        .map(|text| text.trim().parse().map_err(InjectorError::Partition))
-        .collect()
+    let mut found = Vec::new();
+    for text in texts.iter().flat_map(|text| text.split(',')).map(str::trim) {
+        match text.strip_prefix("pid:") {
+            Some(pid) => {
+                let pid = pid.parse::<u32>().map_err(|_| PartitionError::Pid {
+                    pid: pid.to_owned(),
+                    reason: "not a process id (write pid:4242)".into(),
+                })?;
+                found.extend(endpoints_of_pid(pid)?);
+            }
+            None => found.push(text.parse().map_err(InjectorError::Partition)?),
+        }
+    }
+    Ok(found)
+}
+
+fn rules_now(options: &Options) -> Result<Vec<PartitionRule>, InjectorError> {
+    let from = endpoints(&options.between)?;
+    let to = endpoints(&options.and)?;
+    for (side, found) in [("--between", &from), ("--and", &to)] {
+        if found.is_empty() {
+            return Err(PartitionError::Pid {
+                pid: side.into(),
+                reason: "names no IPv4 TCP or UDP endpoint now (a process without sockets?)".into(),
+            }
+            .into());
+        }
+    }
+    Ok(packet_rules(&from, &to, options.one_way, options.loss)?)
 }
 
 pub async fn partition(options: Options) -> Result<()> {
-    let from = endpoints(&options.between)?;
-    let to = endpoints(&options.and)?;
-    let rules = packet_rules(&from, &to, options.one_way, options.loss)
-        .map_err(InjectorError::Partition)?;
-    let _partition = Partition::attach(&rules, &options.interfaces).with_context(|| {
+    let mut rules = rules_now(&options)?;
+    let by_pid = options
+        .between
+        .iter()
+        .chain(&options.and)
+        .any(|text| text.contains("pid:"));
+    let mut partition = Partition::attach(&rules, &options.interfaces).with_context(|| {
         format!(
             "attaching the partition on {}",
             options.interfaces.join(", ")
@@ -58,10 +89,29 @@ pub async fn partition(options: Options) -> Result<()> {
         eprintln!("partitioned {description}; Ctrl-C heals");
     }
     let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        () = async { match options.duration { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+    let deadline = async {
+        match options.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut refresh = tokio::time::interval(PID_REFRESH);
+    loop {
+        tokio::select! {
+            () = &mut deadline => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = refresh.tick(), if by_pid => {
+                // A process that exited, or one with no sockets for a moment, keeps its last cut.
+                if let Ok(now) = rules_now(&options)
+                    && now != rules
+                {
+                    partition.update(&now)?;
+                    rules = now;
+                }
+            }
+        }
     }
     if options.json {
         emit_json(&json!({"event": "healed", "partition": description}))?;
