@@ -280,10 +280,7 @@ impl Inner {
                 .iter()
                 .any(|r| matches!(r, Journal::Committed(c) if Some(c.index) > on_disk));
             if past_the_disk {
-                let segment = self.wal.active_segment();
-                for record in records {
-                    self.replay(segment, record);
-                }
+                self.apply_in_memory(records);
                 return Ok(Written::Durable);
             }
         }
@@ -306,21 +303,17 @@ impl Inner {
             if self.options.ignore_fsync_error {
                 tracing::error!(%error, "UNSAFE: ignoring a failed write-ahead log write");
             } else {
-                tracing::error!(%error, "write-ahead log write failed: no more writes until restart");
-                self.failed = Some(error.to_string());
-                if let Some(callback) = callback {
-                    callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
-                }
-                return Err(io_error(error));
+                // This append's callback fails with the ones still waiting in the backlog.
+                self.backlog_callbacks.extend(callback);
+                return Err(self.fail(error));
             }
         }
-        let segment = self.wal.active_segment();
-        for record in records {
-            if let Journal::Committed(log_id) = &record {
+        for record in &records {
+            if let Journal::Committed(log_id) = record {
                 self.committed_on_disk = self.committed_on_disk.max(Some(*log_id));
             }
-            self.replay(segment, record);
         }
+        self.apply_in_memory(records);
         if !urgent {
             self.durable_last_entry = self.entries.keys().next_back().copied();
         }
@@ -333,6 +326,15 @@ impl Inner {
         Ok(Written::Durable)
     }
 
+    /// Applies records to the in-memory log, as written to the active segment (no segment
+    /// rotates while a backlog waits, so that is also where backlogged records will land).
+    fn apply_in_memory(&mut self, records: Vec<Journal>) {
+        let segment = self.wal.active_segment();
+        for record in records {
+            self.replay(segment, record);
+        }
+    }
+
     /// Whether the disk filled up and has not been found to have room again.
     fn short_of_space(&self) -> bool {
         !self.backlog.is_empty() || self.wal.stats().disk_full()
@@ -343,14 +345,10 @@ impl Inner {
         records: Vec<Journal>,
         callback: Option<LogFlushed<TypeConfig>>,
     ) -> Written {
-        // No segment rotates while a backlog waits, so the active one is where these will land.
-        let segment = self.wal.active_segment();
         self.backlogged += records.len() as u64;
-        for record in records {
-            self.backlog.push(encode_journal(&record));
-            self.replay(segment, record);
-        }
+        self.backlog.extend(records.iter().map(encode_journal));
         self.backlog_callbacks.extend(callback);
+        self.apply_in_memory(records);
         Written::Backlogged {
             ticket: self.backlogged,
         }
@@ -359,6 +357,10 @@ impl Inner {
     /// Once the space reserve can be taken back, writes the whole backlog as one append, and
     /// the newest commit point after it. True once all of it is on disk.
     fn write_backlog(&mut self) -> Result<bool, StorageError<NodeId>> {
+        // A write failed meanwhile (a vote that went ahead): nothing more is written.
+        if let Some(reason) = &self.failed {
+            return Err(io_error(std::io::Error::other(reason.clone())));
+        }
         match self.wal.restore_reserve() {
             Ok(()) => {}
             Err(WalError::NoSpace { .. }) => return Ok(false),

@@ -174,19 +174,25 @@ impl Drop for Node {
     }
 }
 
-async fn write(addr: &str, seq: u64, value: &str) -> Option<serde_json::Value> {
-    let body =
-        serde_json::json!({"client": 1, "seq": seq, "op": "put", "key": "k", "value": value});
-    reqwest::Client::new()
-        .post(format!("http://{addr}/kv/write"))
-        .timeout(Duration::from_secs(5))
-        .json(&body)
+/// The JSON answer to a request, or None if there was none within `timeout`.
+async fn answer(request: reqwest::RequestBuilder, timeout: Duration) -> Option<serde_json::Value> {
+    request
+        .timeout(timeout)
         .send()
         .await
         .ok()?
         .json()
         .await
         .ok()
+}
+
+async fn write(addr: &str, seq: u64, value: &str) -> Option<serde_json::Value> {
+    let body =
+        serde_json::json!({"client": 1, "seq": seq, "op": "put", "key": "k", "value": value});
+    let request = reqwest::Client::new()
+        .post(format!("http://{addr}/kv/write"))
+        .json(&body);
+    answer(request, Duration::from_secs(5)).await
 }
 
 async fn read(addr: &str, key: &str) -> serde_json::Value {
@@ -316,15 +322,8 @@ async fn a_node_with_a_full_disk_refuses_writes_serves_reads_and_recovers_when_s
 }
 
 async fn status_of(addr: &str) -> Option<serde_json::Value> {
-    reqwest::Client::new()
-        .get(format!("http://{addr}/status"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+    let request = reqwest::Client::new().get(format!("http://{addr}/status"));
+    answer(request, Duration::from_secs(2)).await
 }
 
 /// Fills a file system from outside, as another program would; removing the file frees it.
