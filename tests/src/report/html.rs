@@ -25,9 +25,7 @@ pub fn render_html(history: &History, report: &CheckReport, title: &str) -> Stri
         .unwrap_or_default();
     let drawn = ops_to_draw(history, &window);
     // Only the faults within the drawn stretch of time, so they share the operations' axis.
-    let (first, last) = drawn.iter().fold((u64::MAX, 0), |(lo, hi), op| {
-        (lo.min(op.invoke), hi.max(op.complete.unwrap_or(op.invoke)))
-    });
+    let (first, last) = time_span(drawn.iter().copied(), &[]).unwrap_or((u64::MAX, 0));
     let faults: Vec<FaultEvent> = history
         .faults
         .iter()
@@ -47,6 +45,20 @@ pub fn render_html(history: &History, report: &CheckReport, title: &str) -> Stri
     super::over_time::write_section(&mut page, history);
     let _ = write!(page, "<script>{SCRIPT}</script>\n</body></html>\n");
     page
+}
+
+/// The earliest and latest moment of these operations and faults, if there is any.
+pub(super) fn time_span<'a>(
+    ops: impl Iterator<Item = &'a Operation>,
+    faults: &[FaultEvent],
+) -> Option<(u64, u64)> {
+    ops.flat_map(|op| [Some(op.invoke), op.complete])
+        .chain(faults.iter().flat_map(|f| [Some(f.time), f.end]))
+        .flatten()
+        .fold(None, |span, t| match span {
+            None => Some((t, t)),
+            Some((lo, hi)) => Some((t.min(lo), t.max(hi))),
+        })
 }
 
 fn ops_to_draw<'a>(history: &'a History, window: &BTreeSet<usize>) -> Vec<&'a Operation> {
@@ -177,17 +189,8 @@ struct Timeline {
 
 impl Timeline {
     fn new(ops: &[&Operation], faults: &[FaultEvent]) -> Self {
-        let times = ops
-            .iter()
-            .flat_map(|op| [Some(op.invoke), op.complete])
-            .chain(faults.iter().flat_map(|f| [Some(f.time), f.end]))
-            .flatten();
-        let (start, end) = times.fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t), hi.max(t)));
-        let (start, end) = if start > end {
-            (0, 1)
-        } else {
-            (start, end.max(start + 1))
-        };
+        let (start, end) = time_span(ops.iter().copied(), faults)
+            .map_or((0, 1), |(start, end)| (start, end.max(start + 1)));
         let lanes: BTreeSet<u64> = ops.iter().map(|op| op.process).collect();
         let width = (ops.len() as f64 * 12.0).clamp(1200.0, 30000.0);
         Self {

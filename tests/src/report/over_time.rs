@@ -60,20 +60,11 @@ pub fn buckets(history: &History, start: u64, width_ns: u64, count: usize) -> Ve
     buckets
 }
 
-/// The run's span: first invoke to last event (operation, fault or leader change).
-fn span(history: &History) -> Option<(u64, u64)> {
-    let times = history
-        .operations
-        .iter()
-        .flat_map(|op| [Some(op.invoke), op.complete])
-        .chain(history.faults.iter().flat_map(|f| [Some(f.time), f.end]))
-        .flatten();
-    let (lo, hi) = times.fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t), hi.max(t)));
-    (lo < hi).then_some((lo, hi))
-}
-
 pub fn write_section(page: &mut String, history: &History) {
-    let Some((start, end)) = span(history) else {
+    // The run's span: the first invoke to the last event.
+    let Some((start, end)) = super::html::time_span(history.operations.iter(), &history.faults)
+        .filter(|(start, end)| start < end)
+    else {
         return;
     };
     // About one bucket per second, at most 240 of them.
