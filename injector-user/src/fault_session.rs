@@ -513,13 +513,13 @@ fn map_mut<'a>(
 fn compile_checked(rule: &Rule, seed: u64, targets: Targets) -> Result<KernelRule, RuleError> {
     if let Err(scope) = targets.stoppable() {
         if stops_the_process(rule) {
-            return Err(RuleError::StopsAChild {
+            return Err(RuleError::StopsAnotherProcess {
                 rule: rule.text.clone(),
                 scope,
             });
         }
         if path_filter(rule).is_some() {
-            return Err(RuleError::PathWithFollowForks {
+            return Err(RuleError::PathNeedsOneProcess {
                 rule: rule.text.clone(),
                 scope,
             });

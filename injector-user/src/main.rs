@@ -283,24 +283,14 @@ fn main() -> ExitCode {
                     CtlAction::Add { rule } => cli::control::Request::Add { rule },
                     CtlAction::Remove { id } => cli::control::Request::Remove { id },
                 };
-                let (name, what, option) = match (pid, cgroup) {
-                    (Some(pid), _) => (
-                        pid.to_string(),
-                        format!("pid {pid}"),
-                        format!("--pid {pid}"),
+                let addressee = match (pid, cgroup) {
+                    (Some(pid), _) => cli::control::Addressee::pid(pid),
+                    (None, Some(path)) => cli::control::Addressee::cgroup(
+                        &injector_user::cgroup::Cgroup::open(&path).map_err(InjectorError::from)?,
                     ),
-                    (None, Some(path)) => {
-                        let cgroup = injector_user::cgroup::Cgroup::open(&path)
-                            .map_err(InjectorError::from)?;
-                        (
-                            format!("cgroup-{}", cgroup.id),
-                            format!("cgroup {}", path.display()),
-                            format!("--cgroup {}", path.display()),
-                        )
-                    }
                     (None, None) => unreachable!("clap requires --pid or --cgroup"),
                 };
-                let answer = cli::control::call(&name, &what, &option, request).await?;
+                let answer = cli::control::call(&addressee, request).await?;
                 println!("{}", serde_json::to_string_pretty(&answer)?);
                 Ok(())
             }

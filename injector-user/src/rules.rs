@@ -34,13 +34,13 @@ pub enum RuleError {
         "{rule}: path filters with {scope} are not supported yet (a process stopped while its \
          new fd is classified could stay stopped if the injector died); attach to one pid"
     )]
-    PathWithFollowForks { rule: String, scope: &'static str },
+    PathNeedsOneProcess { rule: String, scope: &'static str },
     #[error(
         "{rule}: delay and pause with {scope} are not supported yet (the injector could not \
          promise to continue a stopped process if it died); use kill, signal, count or error, \
          or attach to one pid"
     )]
-    StopsAChild { rule: String, scope: &'static str },
+    StopsAnotherProcess { rule: String, scope: &'static str },
     #[error("{rule}: at most {MAX_TERMS} terms per rule in attach mode")]
     TooManyTerms { rule: String },
     #[error("at most {MAX_RULES} rules at once")]

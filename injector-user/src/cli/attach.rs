@@ -18,7 +18,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
-use super::{EndedBy, emit_json, guard};
+use super::{EndedBy, control::Addressee, emit_json, guard};
 
 pub struct Options {
     pub pid: Option<u32>,
@@ -57,11 +57,11 @@ impl Scope {
         }
     }
 
-    /// The control socket's name (see `control::socket_path`).
-    fn socket_name(&self) -> String {
+    /// How the control socket and messages name it.
+    fn addressee(&self) -> Addressee {
         match self {
-            Scope::Process(target) => target.pid().to_string(),
-            Scope::Cgroup(cgroup) => format!("cgroup-{}", cgroup.id),
+            Scope::Process(target) => Addressee::pid(target.pid()),
+            Scope::Cgroup(cgroup) => Addressee::cgroup(cgroup),
         }
     }
 
@@ -69,14 +69,6 @@ impl Scope {
         match self {
             Scope::Process(target) => format!("pid {} ({})", target.pid(), target.comm()),
             Scope::Cgroup(cgroup) => format!("cgroup {}", cgroup.path.display()),
-        }
-    }
-
-    /// The option that names the target, for `injector ctl`.
-    fn option(&self) -> String {
-        match self {
-            Scope::Process(target) => format!("--pid {}", target.pid()),
-            Scope::Cgroup(cgroup) => format!("--cgroup {}", cgroup.path.display()),
         }
     }
 }
@@ -92,7 +84,8 @@ pub async fn attach(options: Options) -> Result<()> {
     if rules.is_empty() {
         return Err(rules::RuleError::NoRules.into());
     }
-    let control = super::control::Listener::bind(&scope.socket_name(), &scope.describe())?;
+    let addressee = scope.addressee();
+    let control = super::control::Listener::bind(&addressee)?;
     let targets = match &scope {
         Scope::Process(target) => Targets::Process {
             tgid: target.pid(),
@@ -130,7 +123,7 @@ pub async fn attach(options: Options) -> Result<()> {
         );
         eprintln!(
             "change rules with `injector ctl {} list | add RULE | remove ID`",
-            scope.option()
+            addressee.option
         );
     }
 
@@ -261,7 +254,7 @@ fn handle(
                 json!({"removed": id})
             }
             Ok(false) => {
-                json!({"error": format!("no rule with id {id}; `injector ctl {} list` shows them", scope.option())})
+                json!({"error": format!("no rule with id {id}; `injector ctl {} list` shows them", scope.addressee().option)})
             }
             Err(error) => json!({"error": error.to_string()}),
         },

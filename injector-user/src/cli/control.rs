@@ -13,9 +13,37 @@ use tokio::{
 
 const DIR: &str = "/run/faultline-injector";
 
-/// `name`: the pid, or `cgroup-ID` for an injector pointed at a cgroup.
-pub fn socket_path(name: &str) -> PathBuf {
-    PathBuf::from(DIR).join(format!("{name}.sock"))
+/// What an injector is attached to, as its control socket and its messages name it.
+pub struct Addressee {
+    /// The socket's file name: the pid, or `cgroup-ID`.
+    pub name: String,
+    /// For messages: `pid 42`, `cgroup /sys/fs/cgroup/unified/db`.
+    pub what: String,
+    /// The `attach`/`ctl` option that names it: `--pid 42`.
+    pub option: String,
+}
+
+impl Addressee {
+    pub fn pid(pid: u32) -> Addressee {
+        Addressee {
+            name: pid.to_string(),
+            what: format!("pid {pid}"),
+            option: format!("--pid {pid}"),
+        }
+    }
+
+    pub fn cgroup(cgroup: &injector_user::cgroup::Cgroup) -> Addressee {
+        let path = cgroup.path.display();
+        Addressee {
+            name: format!("cgroup-{}", cgroup.id),
+            what: format!("cgroup {path}"),
+            option: format!("--cgroup {path}"),
+        }
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        PathBuf::from(DIR).join(format!("{}.sock", self.name))
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -33,15 +61,15 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// `name` as for [`socket_path`]; `what` names the target in messages.
-    pub fn bind(name: &str, what: &str) -> Result<Listener> {
+    pub fn bind(to: &Addressee) -> Result<Listener> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(DIR)?;
         std::fs::set_permissions(DIR, std::fs::Permissions::from_mode(0o700))?;
-        let path = socket_path(name);
+        let path = to.socket_path();
         if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_ok() {
             bail!(
-                "another injector is already attached to {what} (its control socket {} answers)",
+                "another injector is already attached to {} (its control socket {} answers)",
+                to.what,
                 path.display()
             );
         }
@@ -70,12 +98,12 @@ pub async fn answer(stream: &mut UnixStream, answer: &Value) -> Result<()> {
     Ok(())
 }
 
-/// The client side: one request, the answer printed. `name` and `what` as for [`Listener`];
-/// `attach` is the attach option that names the target (`--pid 42`).
-pub async fn call(name: &str, what: &str, attach: &str, request: Request) -> Result<Value> {
-    let path = socket_path(name);
+/// The client side: one request, the answer printed.
+pub async fn call(to: &Addressee, request: Request) -> Result<Value> {
+    let path = to.socket_path();
+    let what = &to.what;
     let mut stream = UnixStream::connect(&path).await.with_context(|| {
-        format!("no injector is attached to {what} (no control socket at {}); start one with `injector attach {attach}`", path.display())
+        format!("no injector is attached to {what} (no control socket at {}); start one with `injector attach {}`", path.display(), to.option)
     })?;
     stream
         .write_all(format!("{}\n", serde_json::to_string(&request)?).as_bytes())
