@@ -236,8 +236,10 @@ unsafe fn take_ticket(counter: *mut u64) -> u64 {
 }
 
 fn first_argument(regs: *const u64) -> u64 {
-    // SAFETY: regs is the kernel's pt_regs of this syscall; the read is checked by the helper.
-    unsafe { bpf_probe_read_kernel(regs.wrapping_add(PT_REGS_DI)) }.unwrap_or(u64::MAX)
+    // A plain load, not bpf_probe_read_kernel: it runs at every targeted call, and a tp_btf
+    // argument is a typed kernel pointer the verifier lets the program read directly.
+    // SAFETY: regs is this syscall's `struct pt_regs`; the verifier checks the field access.
+    unsafe { regs.add(PT_REGS_DI).read_volatile() }
 }
 
 fn comm_matches(expected: &[u8; 16]) -> bool {

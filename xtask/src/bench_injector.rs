@@ -5,7 +5,7 @@ use std::{path::Path, process::Command};
 use anyhow::{Context, Result, ensure};
 use process_guard::Spawned;
 
-use crate::{ci::cargo, cmd, ebpf, packages};
+use crate::{ci::cargo, cmd, ebpf, kernel_fs, packages};
 
 const WRITES: u64 = 1_000_000;
 /// strace stops the process at every call: fewer calls, same per-call figure (and its `when=`
@@ -45,18 +45,32 @@ pub fn run(root: &Path) -> Result<()> {
         samples.sort_by(f64::total_cmp);
         samples[samples.len() / 2]
     };
+    kernel_fs::ensure()?;
     let mut plain = Vec::new();
+    let mut tracing_only = Vec::new();
     let mut bystander = Vec::new();
     let mut target = Vec::new();
     for _ in 0..ROUNDS {
         plain.push(null_writes(&binaries, Setup::Alone)?);
+        tracing_only.push(null_writes(&binaries, Setup::KernelTracingOnly)?);
         bystander.push(null_writes(&binaries, Setup::Bystander)?);
         target.push(null_writes(&binaries, Setup::Target)?);
     }
     let strace = strace_writes(&binaries)?;
-    let (plain, bystander, target) = (median(plain), median(bystander), median(target));
+    let (plain, tracing_only, bystander, target) = (
+        median(plain),
+        median(tracing_only),
+        median(bystander),
+        median(target),
+    );
     println!("1-byte write() to /dev/null, ns per call (median of {ROUNDS} runs of {WRITES}):");
     println!("  {:<58} {:>8.1}", "no injector", plain);
+    println!(
+        "  {:<58} {:>8.1} {:>6.2}x  (the floor of any syscall tracepoint)",
+        "kernel syscall tracing on, no BPF (ftrace sys_enter_fsync)",
+        tracing_only,
+        tracing_only / plain
+    );
     println!(
         "  {:<58} {:>8.1} {:>6.2}x  (goal <= 1.1x)",
         "bystander: injector attached to another process",
@@ -84,8 +98,37 @@ pub fn run(root: &Path) -> Result<()> {
 
 enum Setup {
     Alone,
+    /// Any syscall tracepoint in use switches every task of the machine to the kernel's slow
+    /// syscall path; an ftrace event on a syscall the loop never makes costs just that.
+    KernelTracingOnly,
     Bystander,
     Target,
+}
+
+const FSYNC_EVENT: &str = "/sys/kernel/tracing/events/syscalls/sys_enter_fsync/enable";
+
+/// The ftrace event on, for as long as this lives; refuses to borrow one someone else enabled.
+struct FtraceEvent;
+
+impl FtraceEvent {
+    fn enable() -> Result<Self> {
+        let state = std::fs::read_to_string(FSYNC_EVENT)
+            .with_context(|| format!("reading {FSYNC_EVENT}"))?;
+        ensure!(
+            state.trim() == "0",
+            "{FSYNC_EVENT} is already on (someone is tracing fsync): turn it off (`echo 0 > {FSYNC_EVENT}`) and run the bench again"
+        );
+        std::fs::write(FSYNC_EVENT, "1").with_context(|| format!("enabling {FSYNC_EVENT}"))?;
+        Ok(Self)
+    }
+}
+
+impl Drop for FtraceEvent {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::write(FSYNC_EVENT, "0") {
+            eprintln!("could not turn {FSYNC_EVENT} off again: {error}");
+        }
+    }
 }
 
 fn null_writes(binaries: &Binaries, setup: Setup) -> Result<f64> {
@@ -101,8 +144,12 @@ fn null_writes(binaries: &Binaries, setup: Setup) -> Result<f64> {
         Command::new(&binaries.worker).args(["--until-stdin-closes", "--threads", "0"]),
     )?;
     idle.read_line()?;
+    let _tracing = match setup {
+        Setup::KernelTracingOnly => Some(FtraceEvent::enable()?),
+        _ => None,
+    };
     let attach_to = match setup {
-        Setup::Alone => None,
+        Setup::Alone | Setup::KernelTracingOnly => None,
         Setup::Bystander => Some(idle.pid()),
         Setup::Target => Some(worker.pid()),
     };
