@@ -257,17 +257,29 @@ pub const FOLLOW_FORKS_PROGRAM: &str = "follow_forks";
 pub const FOLLOW_FORKS_CATEGORY: &str = "task";
 pub const FOLLOW_FORKS_TRACEPOINT: &str = "task_newtask";
 pub const FORK_CONFIG_MAP: &str = "FORK_CONFIG";
+/// `tracepoint/sched/sched_process_exit` program taking an exited process out of TARGETS, so
+/// that its pid, once reused by an unrelated process, is not a target.
+pub const FORGET_EXITED_PROGRAM: &str = "forget_exited";
+pub const EXIT_CATEGORY: &str = "sched";
+pub const EXIT_TRACEPOINT: &str = "sched_process_exit";
 
-/// Where task_newtask's fields are in its record (read from tracefs at run time, not assumed).
+/// Where the tracepoints' fields are in their records (read from tracefs at run time, not
+/// assumed).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ForkConfig {
+    /// task_newtask's `pid`.
     pub pid_offset: u32,
+    /// task_newtask's `clone_flags`.
     pub clone_flags_offset: u32,
+    /// sched_process_exit's `group_dead` (set when the last thread exits; kernels 6.16 and
+    /// later). 0 when the field is missing: then a process counts as gone once its main
+    /// thread exits (its pid cannot be reused before that).
+    pub group_dead_offset: u32,
 }
 
 #[cfg(feature = "user")]
-// SAFETY: #[repr(C)], two u32 without padding, every bit pattern valid.
+// SAFETY: #[repr(C)], three u32 without padding, every bit pattern valid.
 unsafe impl aya::Pod for ForkConfig {}
 
 const _: () = assert!(core::mem::size_of::<FaultConfig>() == 24);

@@ -1,5 +1,5 @@
-//! `tracepoint/task/task_newtask`: with `--follow-forks`, a new process created by a target
-//! becomes a target too (a new thread already is one: it shares the tgid).
+//! With `--follow-forks`, a new process created by a target becomes a target too (a new thread
+//! already is one: it shares the tgid), and stops being one when it exits.
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint},
@@ -38,5 +38,31 @@ pub fn follow_forks(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let _ = TARGETS.insert(&(child as u32), &1, 0);
+    0
+}
+
+/// A process that is gone leaves the targets: the map stays small however many children come
+/// and go, and a later, unrelated process given the same pid is never a target.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn forget_exited(ctx: TracePointContext) -> u32 {
+    let Some(config) = FORK_CONFIG.get(0) else {
+        return 0;
+    };
+    // The tracepoint runs in the exiting thread.
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: a map lookup with a valid key.
+    if unsafe { TARGETS.get(&tgid) }.is_none() {
+        return 0;
+    }
+    let gone = if config.group_dead_offset != 0 {
+        // SAFETY: the offset comes from the tracepoint's own format file; the read is checked.
+        unsafe { ctx.read_at::<u8>(config.group_dead_offset as usize) }.is_ok_and(|dead| dead != 0)
+    } else {
+        pid_tgid as u32 == tgid
+    };
+    if gone {
+        let _ = TARGETS.remove(&tgid);
+    }
     0
 }

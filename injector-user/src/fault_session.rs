@@ -7,11 +7,11 @@ use aya::{
 };
 use fault_rules::Rule;
 use injector_common::{
-    COUNT_TRACEPOINT, ERROR_HOOKS, EVENTS_MAP, FAULT_CONFIG_MAP, FAULT_PROGRAM,
-    FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_PROGRAM, FOLLOW_FORKS_TRACEPOINT, FORK_CONFIG_MAP,
-    FaultConfig, ForkConfig, KernelRule, MAX_RULES, MAX_TERMS, OPENS_PROGRAM, PATH_FDS_MAP,
-    RULE_COUNTERS_MAP, RULES_MAP, RuleCounters, SYS_EXIT_TRACEPOINT, SYSCALL_RULES_MAP,
-    TARGETS_MAP, UNLIMITED,
+    COUNT_TRACEPOINT, ERROR_HOOKS, EVENTS_MAP, EXIT_CATEGORY, EXIT_TRACEPOINT, FAULT_CONFIG_MAP,
+    FAULT_PROGRAM, FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_PROGRAM, FOLLOW_FORKS_TRACEPOINT,
+    FORGET_EXITED_PROGRAM, FORK_CONFIG_MAP, FaultConfig, ForkConfig, KernelRule, MAX_RULES,
+    MAX_TERMS, OPENS_PROGRAM, PATH_FDS_MAP, RULE_COUNTERS_MAP, RULES_MAP, RuleCounters,
+    SYS_EXIT_TRACEPOINT, SYSCALL_RULES_MAP, TARGETS_MAP, UNLIMITED,
 };
 
 use crate::{
@@ -134,12 +134,14 @@ impl FaultSession {
         Ok(session)
     }
 
-    /// Attaches the program that adds the target's new child processes to the targets, with
-    /// the tracepoint's field offsets read from its format file.
+    /// Attaches the programs that add the target's new child processes to the targets and take
+    /// them out again when they exit, with the tracepoints' field offsets read from their format
+    /// files. The exit program goes first, so no child is ever added without it.
     fn follow_forks(&mut self) -> Result<(), InjectorError> {
-        let fields = tracepoint_fields(FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_TRACEPOINT)?;
+        let fork_fields = tracepoint_fields(FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_TRACEPOINT)?;
+        let exit_fields = tracepoint_fields(EXIT_CATEGORY, EXIT_TRACEPOINT)?;
         let offset = |name: &str| {
-            fields.get(name).copied().ok_or_else(|| {
+            fork_fields.get(name).copied().ok_or_else(|| {
                 InjectorError::Rule(RuleError::Refused(format!(
                     "--follow-forks: the kernel's {FOLLOW_FORKS_CATEGORY}/{FOLLOW_FORKS_TRACEPOINT} tracepoint has no `{name}` field"
                 )))
@@ -148,6 +150,7 @@ impl FaultSession {
         let config = ForkConfig {
             pid_offset: offset("pid")?,
             clone_flags_offset: offset("clone_flags")?,
+            group_dead_offset: exit_fields.get("group_dead").copied().unwrap_or(0),
         };
         array_mut::<ForkConfig>(&mut self.ebpf, FORK_CONFIG_MAP)?
             .set(0, config, 0)
@@ -155,28 +158,34 @@ impl FaultSession {
                 name: FORK_CONFIG_MAP,
                 source,
             })?;
+        self.attach_tracepoint(FORGET_EXITED_PROGRAM, EXIT_CATEGORY, EXIT_TRACEPOINT)?;
+        self.attach_tracepoint(
+            FOLLOW_FORKS_PROGRAM,
+            FOLLOW_FORKS_CATEGORY,
+            FOLLOW_FORKS_TRACEPOINT,
+        )
+    }
+
+    /// Loads the tracepoint program `name` and attaches it to `category/tracepoint` (the link is
+    /// ours).
+    fn attach_tracepoint(
+        &mut self,
+        name: &'static str,
+        category: &str,
+        tracepoint: &str,
+    ) -> Result<(), InjectorError> {
+        let failed = |source| InjectorError::Program { name, source };
         let program: &mut aya::programs::TracePoint = self
             .ebpf
-            .program_mut(FOLLOW_FORKS_PROGRAM)
+            .program_mut(name)
             .ok_or(InjectorError::Missing {
                 kind: "program",
-                name: FOLLOW_FORKS_PROGRAM,
+                name,
             })?
             .try_into()
-            .map_err(|source| InjectorError::Program {
-                name: FOLLOW_FORKS_PROGRAM,
-                source,
-            })?;
-        program.load().map_err(|source| InjectorError::Program {
-            name: FOLLOW_FORKS_PROGRAM,
-            source,
-        })?;
-        program
-            .attach(FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_TRACEPOINT)
-            .map_err(|source| InjectorError::Program {
-                name: FOLLOW_FORKS_PROGRAM,
-                source,
-            })?;
+            .map_err(failed)?;
+        program.load().map_err(failed)?;
+        program.attach(category, tracepoint).map_err(failed)?;
         Ok(())
     }
 

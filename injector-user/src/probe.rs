@@ -5,9 +5,10 @@ use aya::{
     programs::{BtfTracePoint, FEntry, Lsm, SchedClassifier, TcAttachType, TracePoint},
 };
 use injector_common::{
-    COUNT_PROGRAM, COUNT_TRACEPOINT, FAULT_PROGRAM, FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_PROGRAM,
-    FOLLOW_FORKS_TRACEPOINT, OPENS_PROGRAM, PARTITION_PROGRAM, PROBE_FENTRY_FUNCTION,
-    PROBE_FENTRY_PROGRAM, PROBE_LSM_HOOK, PROBE_LSM_PROGRAM, SYS_EXIT_TRACEPOINT,
+    COUNT_PROGRAM, COUNT_TRACEPOINT, EXIT_CATEGORY, EXIT_TRACEPOINT, FAULT_PROGRAM,
+    FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_PROGRAM, FOLLOW_FORKS_TRACEPOINT, FORGET_EXITED_PROGRAM,
+    OPENS_PROGRAM, PARTITION_PROGRAM, PROBE_FENTRY_FUNCTION, PROBE_FENTRY_PROGRAM, PROBE_LSM_HOOK,
+    PROBE_LSM_PROGRAM, SYS_EXIT_TRACEPOINT,
 };
 use serde::Serialize;
 
@@ -53,7 +54,22 @@ pub fn probe() -> Result<Vec<Mechanism>, InjectorError> {
     report(
         "tracepoint task/task_newtask",
         "--follow-forks (attach)",
-        task_newtask(&mut ebpf),
+        classic_tracepoint(
+            &mut ebpf,
+            FOLLOW_FORKS_PROGRAM,
+            FOLLOW_FORKS_CATEGORY,
+            FOLLOW_FORKS_TRACEPOINT,
+        ),
+    );
+    report(
+        "tracepoint sched/sched_process_exit",
+        "--follow-forks: exited children leave the targets (attach)",
+        classic_tracepoint(
+            &mut ebpf,
+            FORGET_EXITED_PROGRAM,
+            EXIT_CATEGORY,
+            EXIT_TRACEPOINT,
+        ),
     );
     report(
         "tc classifier via TCX on lo",
@@ -112,16 +128,19 @@ fn tracepoint(ebpf: &mut Ebpf, name: &str, tracepoint: &str, btf: &Btf) -> Resul
 }
 
 /// Attached for a moment: with no target in its map it does nothing.
-fn task_newtask(ebpf: &mut Ebpf) -> Result<(), String> {
+fn classic_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &str,
+    category: &str,
+    tracepoint: &str,
+) -> Result<(), String> {
     let program: &mut TracePoint = ebpf
-        .program_mut(FOLLOW_FORKS_PROGRAM)
+        .program_mut(name)
         .ok_or("program missing from the object")?
         .try_into()
         .map_err(describe)?;
     program.load().map_err(describe)?;
-    let link = program
-        .attach(FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_TRACEPOINT)
-        .map_err(describe)?;
+    let link = program.attach(category, tracepoint).map_err(describe)?;
     program.detach(link).map_err(describe)
 }
 

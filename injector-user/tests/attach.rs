@@ -223,8 +223,13 @@ fn bad_input_exits_with_code_2_and_says_why() {
 /// A shell that, once told to go, runs the syscall worker as its child (5 fsyncs) and prints
 /// `child-exit STATUS`.
 fn parent_shell(dir: &std::path::Path) -> process_guard::Spawned {
+    parent_shell_after(dir, "")
+}
+
+/// As parent_shell, with `before` run first (after go).
+fn parent_shell_after(dir: &std::path::Path, before: &str) -> process_guard::Spawned {
     let script = format!(
-        "echo ready; read go; {} --fsyncs 5 --file {}/data; echo child-exit $?",
+        "echo ready; read go; {before} {} --fsyncs 5 --file {}/data; echo child-exit $?",
         common::WORKER,
         dir.display()
     );
@@ -267,6 +272,25 @@ fn follow_forks_applies_the_rules_to_the_processes_the_target_starts() {
         "the child, not the shell: {lines:?}"
     );
     assert_eq!(lines.last().unwrap()["rules"][0]["calls"], 3);
+}
+
+/// The kernel keeps at most 1,024 targets: children that have exited must leave room.
+#[test]
+fn follow_forks_still_covers_a_child_after_thousands_have_come_and_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = "i=0; while [ $i -lt 1500 ]; do /bin/true; i=$((i+1)); done;";
+    let mut shell = parent_shell_after(dir.path(), before);
+    let mut injector = attached(
+        "attach",
+        shell.pid(),
+        &["--follow-forks", "--fault", "fsync=2*off->1*kill"],
+    );
+    shell.send_line("go").unwrap();
+    assert_eq!(child_exit(&mut shell), "137");
+    shell.finish().unwrap();
+    let lines = remaining_json(&mut injector);
+    injector.finish().unwrap();
+    assert_eq!(faults_in(&lines).len(), 1, "{lines:?}");
 }
 
 #[test]

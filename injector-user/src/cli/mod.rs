@@ -62,7 +62,7 @@ pub fn print_probe(json: bool) -> Result<()> {
     println!("kernel {}", kernel_release());
     for mechanism in &found {
         let verdict = if mechanism.works { "works" } else { "NO" };
-        println!("{verdict:<6} {:<32} {}", mechanism.name, mechanism.used_for);
+        println!("{verdict:<6} {:<36} {}", mechanism.name, mechanism.used_for);
         if !mechanism.works {
             println!("       {}", mechanism.detail);
         }
