@@ -55,6 +55,9 @@ pub const FAULT_PROGRAM: &str = "fault_syscalls";
 pub const RULES_MAP: &str = "RULES";
 pub const RULE_COUNTERS_MAP: &str = "RULE_COUNTERS";
 pub const TARGETS_MAP: &str = "TARGETS";
+/// Hash map of the tgids a delay or pause has stopped (kept until they exit): what the guard
+/// continues if the injector dies.
+pub const STOPPED_MAP: &str = "STOPPED";
 pub const EVENTS_MAP: &str = "EVENTS";
 
 /// What the kernel does when a term fires. Delays and pauses stop the process (SIGSTOP) and

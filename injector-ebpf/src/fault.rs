@@ -34,6 +34,11 @@ static SYSCALL_RULES: Array<u32> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
 #[map]
 pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
+/// Processes (tgids) a delay or pause has stopped, recorded before the stop and kept until they
+/// exit: whatever happens to the injector, its guard continues every one of them.
+#[map]
+pub static STOPPED: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
@@ -123,7 +128,7 @@ pub fn fault_syscalls(ctx: BtfTracePointContext) -> i32 {
             if term.action == action::ERROR {
                 error_hooks::mark(pid_tgid, term.arg as u32);
             } else {
-                fire(term.action, term.arg);
+                fire(term.action, term.arg, tgid);
             }
             if term.action != action::OFF && term.action != action::COUNT {
                 report(
@@ -218,7 +223,7 @@ pub fn classify_opens(ctx: BtfTracePointContext) -> i32 {
         syscall_nr: nr as u32,
     };
     if EVENTS.output::<FiredEvent>(&event, 0).is_ok() {
-        fire(action::STOP, 0);
+        fire(action::STOP, 0, event.tgid);
     }
     0
 }
@@ -257,10 +262,12 @@ fn comm_matches(expected: &[u8; 16]) -> bool {
     true
 }
 
-fn fire(kind: u32, argument: u64) {
+fn fire(kind: u32, argument: u64, tgid: u32) {
     let signal = match kind {
         action::KILL => 9,
         action::SIGNAL => argument as u32,
+        // A stop nobody could be sure to undo is not made.
+        action::STOP if STOPPED.insert(&tgid, &1, 0).is_err() => return,
         action::STOP => SIGSTOP,
         _ => return,
     };

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use injector_common::ForkConfig;
 
-use crate::fault::TARGETS;
+use crate::fault::{STOPPED, TARGETS};
 
 #[map]
 static FORK_CONFIG: Array<ForkConfig> = Array::with_max_entries(1, 0);
@@ -41,8 +41,9 @@ pub fn follow_forks(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// A process that is gone leaves the targets: the map stays small however many children come
-/// and go, and a later, unrelated process given the same pid is never a target.
+/// A process that is gone leaves the targets and the stopped: the maps stay small however many
+/// children come and go, and a later, unrelated process given the same pid is neither a target
+/// nor continued by the guard.
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn forget_exited(ctx: TracePointContext) -> u32 {
     let Some(config) = FORK_CONFIG.get(0) else {
@@ -51,8 +52,8 @@ pub fn forget_exited(ctx: TracePointContext) -> u32 {
     // The tracepoint runs in the exiting thread.
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: a map lookup with a valid key.
-    if unsafe { TARGETS.get(&tgid) }.is_none() {
+    // SAFETY: map lookups with a valid key.
+    if unsafe { TARGETS.get(&tgid).is_none() && STOPPED.get(&tgid).is_none() } {
         return 0;
     }
     let gone = if config.group_dead_offset != 0 {
@@ -63,6 +64,7 @@ pub fn forget_exited(ctx: TracePointContext) -> u32 {
     };
     if gone {
         let _ = TARGETS.remove(&tgid);
+        let _ = STOPPED.remove(&tgid);
     }
     0
 }

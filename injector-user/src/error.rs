@@ -16,6 +16,11 @@ pub enum InjectorError {
     InvalidPid { pid: u32 },
     #[error("loading eBPF programs needs root (CAP_BPF and CAP_PERFMON): run it with sudo")]
     NotRoot,
+    #[error("cannot hand the guard process a descriptor of the stopped processes: {source}")]
+    Guard {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open pid {pid}: {source}")]
     Pidfd {
         pid: u32,

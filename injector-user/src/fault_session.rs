@@ -11,16 +11,13 @@ use injector_common::{
     FAULT_PROGRAM, FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_PROGRAM, FOLLOW_FORKS_TRACEPOINT,
     FORGET_EXITED_PROGRAM, FORK_CONFIG_MAP, FaultConfig, ForkConfig, KernelRule, MAX_RULES,
     MAX_TERMS, OPENS_PROGRAM, PATH_FDS_MAP, RULE_COUNTERS_MAP, RULES_MAP, RuleCounters,
-    SYS_EXIT_TRACEPOINT, SYSCALL_RULES_MAP, TARGETS_MAP, UNLIMITED,
+    STOPPED_MAP, SYS_EXIT_TRACEPOINT, SYSCALL_RULES_MAP, TARGETS_MAP, UNLIMITED,
 };
 
 use crate::{
     InjectorError, ebpf_object,
     probe::describe,
-    rules::{
-        RuleError, compile_for_attach, error_hooks, has_error_action, path_filter,
-        stops_the_process,
-    },
+    rules::{RuleError, compile_for_attach, error_hooks, has_error_action, path_filter},
 };
 
 pub struct FaultSession {
@@ -55,9 +52,9 @@ pub enum Targets {
 }
 
 impl Targets {
-    /// The one process whose stops the injector (and its guard) can undo, if there is one: the
-    /// only case where delay, pause and path filters (which stop the target) are allowed.
-    fn stoppable(self) -> Result<(), &'static str> {
+    /// The one process whose fds the injector classifies, if there is one: the only case where
+    /// path filters are allowed.
+    fn one_process(self) -> Result<(), &'static str> {
         match self {
             Targets::Process {
                 follow_forks: false,
@@ -119,11 +116,13 @@ impl FaultSession {
                     source,
                 })?;
         }
-        if let Targets::Process {
-            follow_forks: true, ..
-        } = targets
-        {
-            session.follow_forks()?;
+        match targets {
+            Targets::Process {
+                follow_forks: true, ..
+            } => session.follow_forks()?,
+            // Its processes can be stopped: the exited must leave STOPPED.
+            Targets::Cgroup { .. } => session.follow_exits()?,
+            Targets::Process { .. } => {}
         }
         // Set last: until then the program treats every process as not targeted.
         session.live = true;
@@ -139,7 +138,6 @@ impl FaultSession {
     /// files. The exit program goes first, so no child is ever added without it.
     fn follow_forks(&mut self) -> Result<(), InjectorError> {
         let fork_fields = tracepoint_fields(FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_TRACEPOINT)?;
-        let exit_fields = tracepoint_fields(EXIT_CATEGORY, EXIT_TRACEPOINT)?;
         let offset = |name: &str| {
             fork_fields.get(name).copied().ok_or_else(|| {
                 InjectorError::Rule(RuleError::Refused(format!(
@@ -147,10 +145,38 @@ impl FaultSession {
                 )))
             })
         };
+        let pid_offset = offset("pid")?;
+        let clone_flags_offset = offset("clone_flags")?;
+        self.follow_exits()?;
+        let mut configs = array_mut::<ForkConfig>(&mut self.ebpf, FORK_CONFIG_MAP)?;
+        let config = configs.get(&0, 0).map_err(|source| InjectorError::Map {
+            name: FORK_CONFIG_MAP,
+            source,
+        })?;
         let config = ForkConfig {
-            pid_offset: offset("pid")?,
-            clone_flags_offset: offset("clone_flags")?,
+            pid_offset,
+            clone_flags_offset,
+            ..config
+        };
+        configs
+            .set(0, config, 0)
+            .map_err(|source| InjectorError::Map {
+                name: FORK_CONFIG_MAP,
+                source,
+            })?;
+        self.attach_tracepoint(
+            FOLLOW_FORKS_PROGRAM,
+            FOLLOW_FORKS_CATEGORY,
+            FOLLOW_FORKS_TRACEPOINT,
+        )
+    }
+
+    /// Attaches the program that takes exited processes out of TARGETS and STOPPED.
+    fn follow_exits(&mut self) -> Result<(), InjectorError> {
+        let exit_fields = tracepoint_fields(EXIT_CATEGORY, EXIT_TRACEPOINT)?;
+        let config = ForkConfig {
             group_dead_offset: exit_fields.get("group_dead").copied().unwrap_or(0),
+            ..ForkConfig::default()
         };
         array_mut::<ForkConfig>(&mut self.ebpf, FORK_CONFIG_MAP)?
             .set(0, config, 0)
@@ -158,12 +184,60 @@ impl FaultSession {
                 name: FORK_CONFIG_MAP,
                 source,
             })?;
-        self.attach_tracepoint(FORGET_EXITED_PROGRAM, EXIT_CATEGORY, EXIT_TRACEPOINT)?;
-        self.attach_tracepoint(
-            FOLLOW_FORKS_PROGRAM,
-            FOLLOW_FORKS_CATEGORY,
-            FOLLOW_FORKS_TRACEPOINT,
-        )
+        self.attach_tracepoint(FORGET_EXITED_PROGRAM, EXIT_CATEGORY, EXIT_TRACEPOINT)
+    }
+
+    /// The processes a delay or pause has stopped and that have not exited (as far as the
+    /// kernel has told: only with --follow-forks and --cgroup does it take the exited out).
+    pub fn stopped(&self) -> Result<Vec<u32>, InjectorError> {
+        Ok(self.stopped_map()?.keys().flatten().collect())
+    }
+
+    /// Whether `tgid` is in STOPPED. With --follow-forks and --cgroup, a process leaves it as it
+    /// exits, before its pid can be reused: a pidfd opened before this answers yes is of the
+    /// process that was stopped.
+    pub fn is_stopped(&self, tgid: u32) -> Result<bool, InjectorError> {
+        match self.stopped_map()?.get(&tgid, 0) {
+            Ok(_) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(source) => Err(InjectorError::Map {
+                name: STOPPED_MAP,
+                source,
+            }),
+        }
+    }
+
+    fn stopped_map(&self) -> Result<HashMap<&MapData, u32, u32>, InjectorError> {
+        let map = self.ebpf.map(STOPPED_MAP).ok_or(InjectorError::Missing {
+            kind: "map",
+            name: STOPPED_MAP,
+        })?;
+        HashMap::try_from(map).map_err(|source| InjectorError::Map {
+            name: STOPPED_MAP,
+            source,
+        })
+    }
+
+    /// A descriptor of the STOPPED map for the guard to inherit (close-on-exec cleared by it).
+    pub fn stopped_map_fd(&self) -> Result<std::os::fd::OwnedFd, InjectorError> {
+        let map = self.ebpf.map(STOPPED_MAP).ok_or(InjectorError::Missing {
+            kind: "map",
+            name: STOPPED_MAP,
+        })?;
+        let data = match map {
+            aya::maps::Map::HashMap(data) => data,
+            _ => {
+                return Err(InjectorError::Missing {
+                    kind: "hash map",
+                    name: STOPPED_MAP,
+                });
+            }
+        };
+        use std::os::fd::AsFd;
+        data.fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| InjectorError::Guard { source })
     }
 
     /// Loads the tracepoint program `name` and attaches it to `category/tracepoint` (the link is
@@ -520,19 +594,13 @@ fn map_mut<'a>(
 }
 
 fn compile_checked(rule: &Rule, seed: u64, targets: Targets) -> Result<KernelRule, RuleError> {
-    if let Err(scope) = targets.stoppable() {
-        if stops_the_process(rule) {
-            return Err(RuleError::StopsAnotherProcess {
-                rule: rule.text.clone(),
-                scope,
-            });
-        }
-        if path_filter(rule).is_some() {
-            return Err(RuleError::PathNeedsOneProcess {
-                rule: rule.text.clone(),
-                scope,
-            });
-        }
+    if let Err(scope) = targets.one_process()
+        && path_filter(rule).is_some()
+    {
+        return Err(RuleError::PathNeedsOneProcess {
+            rule: rule.text.clone(),
+            scope,
+        });
     }
     compile_for_attach(rule, seed)
 }

@@ -15,4 +15,4 @@ pub mod target;
 
 pub use counter::{SyscallCount, SyscallCounter};
 pub use error::InjectorError;
-pub use target::Target;
+pub use target::{Signaller, Target};

@@ -62,8 +62,8 @@ enum Command {
         pid: Option<u32>,
         /// Instead of --pid: every task in this cgroup v2 directory (e.g.
         /// /sys/fs/cgroup/unified/my-db), including processes that join it later; counting is
-        /// per rule across all of them. Not with delay, pause or path filters. Runs until
-        /// Ctrl-C or --duration.
+        /// per rule across all of them; delay and pause stop the one process that made the
+        /// call. Not with path filters. Runs until Ctrl-C or --duration.
         #[arg(long)]
         cgroup: Option<PathBuf>,
         /// A fault rule; repeatable. Also read from INJECTOR_FAULTS ("rule;rule").
@@ -80,7 +80,8 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Also apply the rules to every process the target starts from now on (and those
-        /// start, and so on); counting is per rule across all of them. Not with delay or pause.
+        /// start, and so on); counting is per rule across all of them; delay and pause stop the
+        /// one process that made the call. Not with path filters.
         #[arg(long)]
         follow_forks: bool,
     },
@@ -152,16 +153,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Continues PID if the injector that started this process dies first (internal).
+    /// Continues what the injector stopped if it dies first (internal).
     #[command(hide = true)]
     Guard {
-        /// The target, for logs; the guard acts through the pidfds only.
+        /// The attached pid, for logs; the guard acts through the pidfds only.
         #[arg(long)]
-        pid: u32,
+        pid: Option<u32>,
         #[arg(long)]
-        target_pidfd: i32,
+        target_pidfd: Option<i32>,
         #[arg(long)]
         injector_pidfd: i32,
+        #[arg(long)]
+        stopped_map_fd: i32,
     },
 }
 
@@ -194,10 +197,15 @@ fn main() -> ExitCode {
     if let Command::Guard {
         target_pidfd,
         injector_pidfd,
+        stopped_map_fd,
         ..
     } = command
     {
-        return match cli::guard::run(target_pidfd, injector_pidfd) {
+        return match cli::guard::run(cli::guard::Inherited {
+            injector_pidfd,
+            target_pidfd,
+            stopped_map_fd,
+        }) {
             Ok(()) => ExitCode::SUCCESS,
             Err(_) => ExitCode::FAILURE,
         };

@@ -35,12 +35,6 @@ pub enum RuleError {
          new fd is classified could stay stopped if the injector died); attach to one pid"
     )]
     PathNeedsOneProcess { rule: String, scope: &'static str },
-    #[error(
-        "{rule}: delay and pause with {scope} are not supported yet (the injector could not \
-         promise to continue a stopped process if it died); use kill, signal, count or error, \
-         or attach to one pid"
-    )]
-    StopsAnotherProcess { rule: String, scope: &'static str },
     #[error("{rule}: at most {MAX_TERMS} terms per rule in attach mode")]
     TooManyTerms { rule: String },
     #[error("at most {MAX_RULES} rules at once")]
@@ -147,14 +141,6 @@ pub fn path_filter(rule: &Rule) -> Option<&fault_rules::Glob> {
         Filter::Path(glob) => Some(glob),
         _ => None,
     })
-}
-
-/// True if the rule can stop the process (delay, pause).
-pub fn stops_the_process(rule: &Rule) -> bool {
-    rule.chain
-        .terms()
-        .iter()
-        .any(|t| matches!(t.action, Action::Delay(_) | Action::Pause))
 }
 
 /// True if the rule can fire error().

@@ -67,6 +67,20 @@ pub struct Signaller {
 }
 
 impl Signaller {
+    /// A pidfd of `pid` now. Whether it is the process the caller means is the caller's to
+    /// make sure of (see `FaultSession::is_stopped`).
+    pub fn open(pid: u32) -> io::Result<Signaller> {
+        Ok(Signaller {
+            pidfd: pidfd_open(pid)?,
+        })
+    }
+
+    pub fn try_clone(&self) -> io::Result<Signaller> {
+        Ok(Signaller {
+            pidfd: self.pidfd.try_clone()?,
+        })
+    }
+
     pub fn signal(&self, signal: i32) -> io::Result<()> {
         send_signal(&self.pidfd, signal)
     }

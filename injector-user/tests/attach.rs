@@ -4,8 +4,8 @@ mod common;
 use std::{os::unix::process::ExitStatusExt, process::Command, time::Duration};
 
 use common::{
-    INJECTOR, assert_refused, attached, done_count, process_state, remaining_json, stop,
-    wait_until, worker,
+    INJECTOR, TestCgroup, assert_refused, attached, done_count, process_state, remaining_json,
+    stop, wait_until, worker,
 };
 use serde_json::Value;
 
@@ -202,9 +202,9 @@ fn bad_input_exits_with_code_2_and_says_why() {
                 "SELF",
                 "--follow-forks",
                 "--fault",
-                "fsync=delay(10)",
+                "fsync(path=\"/tmp/*\")=kill",
             ],
-            "delay and pause with --follow-forks are not supported yet",
+            "path filters with --follow-forks are not supported yet",
         ),
     ];
     let mut bystander = worker("bystander", &["--until-stdin-closes"]);
@@ -305,37 +305,6 @@ fn without_follow_forks_the_targets_children_are_untouched() {
     injector.finish().unwrap();
     assert!(faults_in(&lines).is_empty(), "{lines:?}");
     assert_eq!(lines.last().unwrap()["rules"][0]["calls"], 0);
-}
-
-/// A cgroup v2 made for the test under the machine's cgroup2 mount, removed when dropped.
-struct TestCgroup(std::path::PathBuf);
-
-impl TestCgroup {
-    fn new(name: &str) -> TestCgroup {
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-        let root = mounts
-            .lines()
-            .find_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                (fields.get(2) == Some(&"cgroup2")).then(|| fields[1].to_owned())
-            })
-            .expect("a cgroup2 mount");
-        let path = std::path::Path::new(&root)
-            .join(format!("faultline-test-{}-{name}", std::process::id()));
-        std::fs::create_dir(&path).unwrap();
-        TestCgroup(path)
-    }
-
-    fn add(&self, pid: u32) {
-        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        // Its processes are gone by now (their guards were dropped first).
-        let _ = std::fs::remove_dir(&self.0);
-    }
 }
 
 #[test]
@@ -440,9 +409,9 @@ fn a_cgroup_target_refuses_what_it_cannot_do_safely() {
                 "--cgroup".into(),
                 cgroup.0.display().to_string(),
                 "--fault".into(),
-                "fsync=delay(5)".into(),
+                "fsync(path=\"/tmp/*\")=kill".into(),
             ],
-            "delay and pause with --cgroup are not supported yet",
+            "path filters with --cgroup are not supported yet",
         ),
     ];
     for (args, expected) in cases {

@@ -1,12 +1,17 @@
 //! `injector attach`: fault rules applied in the kernel to a running process (and the processes
 //! it starts, with --follow-forks) or to the tasks of a cgroup.
-use std::{path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use fault_rules::{Action, Rule};
 use injector_common::{FiredEvent, action};
 use injector_user::{
-    Target,
+    Signaller, Target,
     cgroup::Cgroup,
     fault_session::{FaultSession, RuleStats, Targets},
     rules,
@@ -97,12 +102,8 @@ pub async fn attach(options: Options) -> Result<()> {
         .with_context(|| format!("attaching fault rules to {}", scope.describe()))?;
     // Rule ids are slots: a removed rule leaves a hole, so ids stay stable.
     let mut rules: Vec<Option<Rule>> = rules.into_iter().map(Some).collect();
-    // If this process dies while the target is stopped, the guard continues it. (Only one
-    // process can be stopped: rules that stop are refused for the other scopes.)
-    let _guard = scope
-        .target()
-        .map(|target| guard::spawn(target.pid()))
-        .transpose()
+    // If this process dies while a process it stopped is stopped, the guard continues it.
+    let _guard = guard::spawn(scope.target().map(Target::pid), session.stopped_map_fd()?)
         .context("starting the guard process")?;
     // SAFETY: the ring buffer owns its fd and stays registered only while `events` lives.
     let mut events = unsafe { AsyncFd::register(session.take_events()?)? };
@@ -150,22 +151,15 @@ pub async fn attach(options: Options) -> Result<()> {
                 let mut ready = ready?;
                 while let Some(item) = ready.get_inner_mut().next() {
                     let event = fired_event(&item);
-                    let Some(target) = scope.target() else {
-                        report(&rules, &event, options.json)?;
-                        continue;
-                    };
                     if event.action == action::OPENED {
                         // The kernel stopped the target at a new fd: classify it, then go on.
                         session
                             .classify(event.tgid, event.first_arg as u32)
                             .context("classifying a new fd against the path filters")?;
-                        stops.any = true;
-                        if !stops.holding() {
-                            target.signal(libc::SIGCONT).ok();
-                        }
+                        stops.resume_unless_held(event.tgid, &scope, &session)?;
                         continue;
                     }
-                    stops.note(&rules, &event, target)?;
+                    stops.note(&rules, &event, &scope, &session)?;
                     report(&rules, &event, options.json)?;
                 }
                 ready.clear_ready();
@@ -192,11 +186,7 @@ pub async fn attach(options: Options) -> Result<()> {
             report(&rules, &event, options.json)?;
         }
     }
-    if let Some(target) = scope.target()
-        && stops.stopped()
-    {
-        target.signal(libc::SIGCONT).ok();
-    }
+    stops.continue_all(&scope, &session)?;
     let stats = session.stats(&rules)?;
     summarise(&stats, ended_by, options.json)
 }
@@ -245,12 +235,7 @@ fn handle(
             Ok(true) => {
                 rules[id] = None;
                 // A pause lasts until its rule goes.
-                if stops.paused_by.remove(&id)
-                    && stops.paused_by.is_empty()
-                    && let Some(target) = scope.target()
-                {
-                    target.signal(libc::SIGCONT).ok();
-                }
+                stops.end_pause(id);
                 json!({"removed": id})
             }
             Ok(false) => {
@@ -261,51 +246,159 @@ fn handle(
     }
 }
 
-/// Whether the target was stopped by a delay or pause, so it is continued when the injector
-/// exits whatever happens; and which rules hold it paused.
+/// The processes the kernel has stopped (delays, pauses, new fds to classify): each is continued
+/// when its stop ends and, whatever happens, when the injector exits; and which pause rules hold
+/// which of them.
 #[derive(Default)]
 struct Stops {
-    any: bool,
-    paused_by: std::collections::BTreeSet<usize>,
-    /// Delays whose SIGCONT has not been sent yet.
-    delaying: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// A pidfd of every process stopped so far, by tgid.
+    stopped: BTreeMap<u32, Signaller>,
+    /// Pause rule -> the processes it holds.
+    paused_by: BTreeMap<usize, BTreeSet<u32>>,
+    /// Process -> its delays whose SIGCONT has not been sent yet.
+    delaying: Arc<Mutex<BTreeMap<u32, usize>>>,
 }
 
 impl Stops {
-    fn note(&mut self, rules: &[Option<Rule>], event: &FiredEvent, target: &Target) -> Result<()> {
+    fn note(
+        &mut self,
+        rules: &[Option<Rule>],
+        event: &FiredEvent,
+        scope: &Scope,
+        session: &FaultSession,
+    ) -> Result<()> {
         match action_of(rules, event) {
             Some(Action::Delay(ms)) => {
-                self.any = true;
+                let tgid = event.tgid;
+                let Some(signaller) = self.signaller_or_warn(tgid, scope, session) else {
+                    return Ok(());
+                };
+                let signaller = signaller.try_clone()?;
                 // The stop happened at the kernel's timestamp (CLOCK_MONOTONIC): continue at
                 // exactly that plus the delay, on a thread of its own so ring-buffer latency and
                 // timer-wheel granularity do not lengthen the stall.
                 let deadline = event.time_ns + ms * 1_000_000;
-                let signaller = target.signaller()?;
                 let delaying = self.delaying.clone();
-                delaying.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                *lock(&delaying).entry(tgid).or_default() += 1;
                 std::thread::spawn(move || {
                     sleep_until_monotonic(deadline);
                     signaller.signal(libc::SIGCONT).ok();
-                    delaying.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    let mut delaying = lock(&delaying);
+                    if let Some(count) = delaying.get_mut(&tgid) {
+                        *count -= 1;
+                        if *count == 0 {
+                            delaying.remove(&tgid);
+                        }
+                    }
                 });
             }
             Some(Action::Pause) => {
-                self.any = true;
-                self.paused_by.insert(event.rule as usize);
+                if self.signaller_or_warn(event.tgid, scope, session).is_none() {
+                    return Ok(());
+                }
+                self.paused_by
+                    .entry(event.rule as usize)
+                    .or_default()
+                    .insert(event.tgid);
             }
             _ => {}
         }
         Ok(())
     }
 
-    fn stopped(&self) -> bool {
-        self.any
+    /// A pidfd of the process the kernel just stopped. The attached pid's comes from its
+    /// Target; another process's is opened and then checked against STOPPED, so it cannot be
+    /// of a process that reused the pid.
+    fn signaller(
+        &mut self,
+        tgid: u32,
+        scope: &Scope,
+        session: &FaultSession,
+    ) -> Result<&Signaller> {
+        if let std::collections::btree_map::Entry::Vacant(entry) = self.stopped.entry(tgid) {
+            let signaller = match scope.target() {
+                Some(target) if target.pid() == tgid => target.signaller()?,
+                _ => {
+                    let signaller = Signaller::open(tgid)
+                        .with_context(|| format!("opening pid {tgid}, which a rule stopped"))?;
+                    anyhow::ensure!(
+                        session.is_stopped(tgid)?,
+                        "pid {tgid} exited while stopped; not continuing whatever has its pid now"
+                    );
+                    signaller
+                }
+            };
+            entry.insert(signaller);
+        }
+        Ok(&self.stopped[&tgid])
     }
 
-    /// Whether a delay or pause holds the target stopped now (its own SIGCONT will come).
-    fn holding(&self) -> bool {
-        !self.paused_by.is_empty() || self.delaying.load(std::sync::atomic::Ordering::SeqCst) > 0
+    /// As signaller; a process that is gone (killed while stopped) is only worth a warning.
+    fn signaller_or_warn(
+        &mut self,
+        tgid: u32,
+        scope: &Scope,
+        session: &FaultSession,
+    ) -> Option<&Signaller> {
+        match self.signaller(tgid, scope, session) {
+            Ok(signaller) => Some(signaller),
+            Err(error) => {
+                tracing::warn!("{error:#}");
+                None
+            }
+        }
     }
+
+    /// Continues `tgid`, stopped for a moment at a new fd, unless a delay or pause holds it
+    /// (its own SIGCONT will come).
+    fn resume_unless_held(
+        &mut self,
+        tgid: u32,
+        scope: &Scope,
+        session: &FaultSession,
+    ) -> Result<()> {
+        let held = self.paused_by.values().any(|held| held.contains(&tgid))
+            || lock(&self.delaying).contains_key(&tgid);
+        let Some(signaller) = self.signaller_or_warn(tgid, scope, session) else {
+            return Ok(());
+        };
+        if !held {
+            signaller.signal(libc::SIGCONT).ok();
+        }
+        Ok(())
+    }
+
+    /// The pause rule `rule` is gone: continue the processes no other pause holds.
+    fn end_pause(&mut self, rule: usize) {
+        let Some(held) = self.paused_by.remove(&rule) else {
+            return;
+        };
+        for tgid in held {
+            let still_paused = self.paused_by.values().any(|other| other.contains(&tgid));
+            if !still_paused && let Some(signaller) = self.stopped.get(&tgid) {
+                signaller.signal(libc::SIGCONT).ok();
+            }
+        }
+    }
+
+    /// At the end: continues every process stopped, including any whose stop the kernel made
+    /// but whose event was not read.
+    fn continue_all(&mut self, scope: &Scope, session: &FaultSession) -> Result<()> {
+        for tgid in session.stopped()? {
+            // One that exited meanwhile has nothing to continue.
+            let _ = self.signaller(tgid, scope, session);
+        }
+        for signaller in self.stopped.values() {
+            signaller.signal(libc::SIGCONT).ok();
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn sleep_until_monotonic(deadline_ns: u64) {

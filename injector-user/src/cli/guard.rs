@@ -1,28 +1,41 @@
-//! A small process that outlives the injector by a moment: if the injector dies while the target
-//! is stopped (a delay or pause in progress, even after `kill -9`), it sends the target SIGCONT.
+//! A small process that outlives the injector by a moment: if the injector dies while a process
+//! it stopped is still stopped (a delay or pause in progress, even after `kill -9`), it sends
+//! SIGCONT to the attached pid and to every process in the kernel's STOPPED map (with
+//! --follow-forks and --cgroup, the processes other than the pid that a rule stopped).
 use std::{
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     process::{Child, Command, Stdio},
 };
 
-/// Starts the guard for `pid` in its own process group, so a Ctrl-C meant for the injector does
-/// not reach it. It inherits pidfds of the target and of this process, opened here: had the
-/// guard looked the injector up itself (getppid), an injector killed before the guard got to
-/// run (slow machines, VMs) would leave it watching init, and the target stopped for good.
-pub fn spawn(pid: u32) -> io::Result<Child> {
+/// Starts the guard in its own process group, so a Ctrl-C meant for the injector does not reach
+/// it. It inherits a pidfd of this process, opened here (had the guard looked the injector up
+/// itself (getppid), an injector killed before the guard got to run would leave it watching
+/// init, and stopped processes stopped for good), a pidfd of the attached `pid` if there is
+/// one, and the STOPPED map.
+pub fn spawn(pid: Option<u32>, stopped_map: OwnedFd) -> io::Result<Child> {
     use std::os::unix::process::CommandExt;
-    let target = inheritable(pidfd(pid)?)?;
     let injector = inheritable(pidfd(std::process::id())?)?;
-    Command::new(std::env::current_exe()?)
-        .args(["guard", "--pid", &pid.to_string()])
-        .args(["--target-pidfd", &target.as_raw_fd().to_string()])
+    let stopped_map = inheritable(stopped_map)?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .arg("guard")
         .args(["--injector-pidfd", &injector.as_raw_fd().to_string()])
+        .args(["--stopped-map-fd", &stopped_map.as_raw_fd().to_string()]);
+    let target = pid
+        .map(|pid| pidfd(pid).and_then(inheritable))
+        .transpose()?;
+    if let (Some(pid), Some(target)) = (pid, &target) {
+        command
+            .args(["--pid", &pid.to_string()])
+            .args(["--target-pidfd", &target.as_raw_fd().to_string()]);
+    }
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .process_group(0)
         .spawn()
-    // This process's copies of the pidfds close here; the guard keeps its own.
+    // This process's copies of the descriptors close here; the guard keeps its own.
 }
 
 /// Clears close-on-exec so the guard inherits the descriptor.
@@ -34,31 +47,40 @@ fn inheritable(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Waits until the target exits (nothing to do) or the injector does (continue the target).
-pub fn run(target_pidfd: i32, injector_pidfd: i32) -> io::Result<()> {
+/// The descriptors the injector handed the guard.
+pub struct Inherited {
+    pub injector_pidfd: i32,
+    pub target_pidfd: Option<i32>,
+    pub stopped_map_fd: i32,
+}
+
+/// Waits until the attached pid exits (with one: nothing left to do) or the injector does
+/// (continue everything it stopped).
+pub fn run(inherited: Inherited) -> io::Result<()> {
     // SAFETY: the descriptors were opened for this process by the injector and are owned by
     // nothing else here.
-    let (target, injector) = unsafe {
+    let (injector, target, stopped_map) = unsafe {
         (
-            OwnedFd::from_raw_fd(target_pidfd),
-            OwnedFd::from_raw_fd(injector_pidfd),
+            OwnedFd::from_raw_fd(inherited.injector_pidfd),
+            inherited.target_pidfd.map(|fd| OwnedFd::from_raw_fd(fd)),
+            OwnedFd::from_raw_fd(inherited.stopped_map_fd),
         )
     };
-    let mut fds = [
-        libc::pollfd {
+    let mut fds = vec![libc::pollfd {
+        fd: injector.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    if let Some(target) = &target {
+        fds.push(libc::pollfd {
             fd: target.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
-        },
-        libc::pollfd {
-            fd: injector.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
+        });
+    }
     loop {
-        // SAFETY: fds is a valid array of two pollfds.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        // SAFETY: fds is a valid array of fds.len() pollfds.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
         if ready < 0 {
             let error = io::Error::last_os_error();
             if error.kind() == io::ErrorKind::Interrupted {
@@ -67,23 +89,48 @@ pub fn run(target_pidfd: i32, injector_pidfd: i32) -> io::Result<()> {
             return Err(error);
         }
         if fds[0].revents != 0 {
+            if let Some(target) = &target {
+                continue_process(target);
+            }
+            continue_stopped(stopped_map);
             return Ok(());
         }
-        if fds[1].revents != 0 {
-            // SAFETY: pidfd_send_signal on our pidfd of the target; SIGCONT is harmless to a
-            // process that is not stopped.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    target.as_raw_fd(),
-                    libc::SIGCONT,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
+        if fds.get(1).is_some_and(|fd| fd.revents != 0) {
             return Ok(());
         }
     }
+}
+
+/// Continues every process in the STOPPED map. The kernel took those that exited out of it
+/// while the injector lived, so a pid here is one the injector stopped (reuse in the moment
+/// since its death aside).
+fn continue_stopped(stopped_map: OwnedFd) {
+    let Ok(data) = aya::maps::MapData::from_fd(stopped_map) else {
+        return;
+    };
+    let Ok(stopped) = aya::maps::HashMap::<_, u32, u32>::try_from(aya::maps::Map::HashMap(data))
+    else {
+        return;
+    };
+    for tgid in stopped.keys().flatten() {
+        if let Ok(process) = pidfd(tgid) {
+            continue_process(&process);
+        }
+    }
+}
+
+fn continue_process(pidfd: &OwnedFd) {
+    // SAFETY: pidfd_send_signal on a pidfd we hold; SIGCONT is harmless to a process that is
+    // not stopped.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGCONT,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
 }
 
 fn pidfd(pid: u32) -> io::Result<OwnedFd> {

@@ -84,3 +84,34 @@ pub fn assert_refused(args: &[impl AsRef<std::ffi::OsStr> + std::fmt::Debug], ex
     assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
     assert!(stderr.contains(expected), "{args:?}: {stderr}");
 }
+
+/// A cgroup v2 made for the test under the machine's cgroup2 mount, removed when dropped.
+pub struct TestCgroup(pub std::path::PathBuf);
+
+impl TestCgroup {
+    pub fn new(name: &str) -> TestCgroup {
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let root = mounts
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields.get(2) == Some(&"cgroup2")).then(|| fields[1].to_owned())
+            })
+            .expect("a cgroup2 mount");
+        let path = std::path::Path::new(&root)
+            .join(format!("faultline-test-{}-{name}", std::process::id()));
+        std::fs::create_dir(&path).unwrap();
+        TestCgroup(path)
+    }
+
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Its processes are gone by now (their guards were dropped first).
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
