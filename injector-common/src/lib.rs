@@ -74,6 +74,9 @@ pub mod action {
     /// Not a fault: the target got a new fd (`first_arg`) and was stopped until user space has
     /// classified it against the rules' path filters (see [`PATH_FDS_MAP`]).
     pub const OPENED: u32 = 100;
+    /// Not a fault: a target's new child process, stopped on its way out of fork until user
+    /// space has classified the fds it inherited (only while path rules exist).
+    pub const FORKED: u32 = 101;
 }
 
 /// `tp_btf/sys_exit` program reporting the target's new fds while path rules exist.

@@ -175,7 +175,9 @@ fn path_matches(tgid: u32, fd: u64, rule: u32) -> bool {
 
 /// `tp_btf/sys_exit`, attached only while a rule filters by path: a call that gave the target a
 /// new fd stops it (SIGSTOP, delivered before it returns to user space) and reports the fd, so
-/// user space can resolve the file and fill PATH_FDS before any call can use that fd.
+/// user space can resolve the file and fill PATH_FDS before any call can use that fd. A new
+/// child process (a target already, by --follow-forks or its cgroup) is stopped the same way on
+/// its first return to user space, out of fork, until the fds it inherited are classified.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn classify_opens(ctx: BtfTracePointContext) -> i32 {
     let Some(config) = FAULT_CONFIG.get(0) else {
@@ -207,7 +209,10 @@ pub fn classify_opens(ctx: BtfTracePointContext) -> i32 {
         }
         _ => false,
     };
-    if !gives_fd {
+    // clone, fork, vfork, clone3 returning 0 in a new process (not a thread: its pid is its tgid).
+    let forked =
+        matches!(nr, 56 | 57 | 58 | 435) && ret == 0 && pid_tgid as u32 == (pid_tgid >> 32) as u32;
+    if !gives_fd && !forked {
         return 0;
     }
     let event = FiredEvent {
@@ -217,7 +222,11 @@ pub fn classify_opens(ctx: BtfTracePointContext) -> i32 {
         first_arg: ret as u64,
         rule: 0,
         term: 0,
-        action: action::OPENED,
+        action: if forked {
+            action::FORKED
+        } else {
+            action::OPENED
+        },
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         syscall_nr: nr as u32,

@@ -42,28 +42,13 @@ pub struct FaultSession {
 }
 
 /// Which tasks the rules apply to.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Targets {
     /// Every thread of one process; with `follow_forks`, also every process it starts from
     /// now on, and theirs.
     Process { tgid: u32, follow_forks: bool },
-    /// Every task in one cgroup v2 (by id), whichever process it belongs to.
-    Cgroup { id: u64 },
-}
-
-impl Targets {
-    /// The one process whose fds the injector classifies, if there is one: the only case where
-    /// path filters are allowed.
-    fn one_process(self) -> Result<(), &'static str> {
-        match self {
-            Targets::Process {
-                follow_forks: false,
-                ..
-            } => Ok(()),
-            Targets::Process { .. } => Err("--follow-forks"),
-            Targets::Cgroup { .. } => Err("--cgroup"),
-        }
-    }
+    /// Every task in one cgroup v2 (by id), whichever process it belongs to; `dir` lists them.
+    Cgroup { id: u64, dir: std::path::PathBuf },
 }
 
 /// What a rule did so far.
@@ -81,7 +66,7 @@ impl FaultSession {
     pub fn attach(targets: Targets, rules: &[Rule], seed: u64) -> Result<Self, InjectorError> {
         let compiled = rules
             .iter()
-            .map(|rule| compile_checked(rule, seed, targets))
+            .map(|rule| compile_for_attach(rule, seed))
             .collect::<Result<Vec<_>, _>>()?;
         let ebpf = ebpf_object::load()?;
         let mut session = FaultSession {
@@ -102,7 +87,7 @@ impl FaultSession {
         for (compiled, rule) in compiled.into_iter().zip(rules) {
             session.fill_slot(compiled, path_filter(rule).cloned())?;
         }
-        if let Targets::Process { tgid, .. } = targets {
+        if let Targets::Process { tgid, .. } = session.targets {
             let mut map: HashMap<_, u32, u32> =
                 HashMap::try_from(map_mut(&mut session.ebpf, TARGETS_MAP)?).map_err(|source| {
                     InjectorError::Map {
@@ -116,7 +101,7 @@ impl FaultSession {
                     source,
                 })?;
         }
-        match targets {
+        match session.targets {
             Targets::Process {
                 follow_forks: true, ..
             } => session.follow_forks()?,
@@ -265,7 +250,7 @@ impl FaultSession {
 
     /// Adds a rule while attached; returns its id.
     pub fn add(&mut self, rule: &Rule) -> Result<usize, InjectorError> {
-        let compiled = compile_checked(rule, self.seed, self.targets)?;
+        let compiled = compile_for_attach(rule, self.seed)?;
         self.attach_error_hooks(rule)?;
         self.write_config()?;
         self.fill_slot(compiled, path_filter(rule).cloned())
@@ -305,14 +290,19 @@ impl FaultSession {
         Ok(mask)
     }
 
-    /// Classifies every fd the target has now.
+    /// Classifies every fd of every process targeted now.
     fn classify_all(&mut self) -> Result<(), InjectorError> {
         if self.paths.iter().all(Option::is_none) {
             return Ok(());
         }
-        let Targets::Process { tgid, .. } = self.targets else {
-            return Ok(());
-        };
+        for tgid in self.targeted_now()? {
+            self.classify_process(tgid)?;
+        }
+        Ok(())
+    }
+
+    /// Classifies every fd `tgid` has now (a new child is stopped while this runs).
+    pub fn classify_process(&mut self, tgid: u32) -> Result<(), InjectorError> {
         let Ok(entries) = std::fs::read_dir(format!("/proc/{tgid}/fd")) else {
             return Ok(());
         };
@@ -322,6 +312,35 @@ impl FaultSession {
             }
         }
         Ok(())
+    }
+
+    /// The processes the rules apply to at this moment.
+    fn targeted_now(&self) -> Result<Vec<u32>, InjectorError> {
+        match &self.targets {
+            Targets::Process {
+                tgid,
+                follow_forks: false,
+            } => Ok(vec![*tgid]),
+            Targets::Process { .. } => {
+                let map = self.ebpf.map(TARGETS_MAP).ok_or(InjectorError::Missing {
+                    kind: "map",
+                    name: TARGETS_MAP,
+                })?;
+                let targets: HashMap<_, u32, u32> =
+                    HashMap::try_from(map).map_err(|source| InjectorError::Map {
+                        name: TARGETS_MAP,
+                        source,
+                    })?;
+                Ok(targets.keys().flatten().collect())
+            }
+            // A process that left the cgroup meanwhile is classified for nothing; one that was
+            // never listed cannot be helped (its calls are not targeted after it leaves).
+            Targets::Cgroup { dir, .. } => Ok(std::fs::read_to_string(dir.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|pid| pid.trim().parse().ok())
+                .collect()),
+        }
     }
 
     /// Loads `name` for the BTF tracepoint `tracepoint` and attaches it (the link is ours).
@@ -356,14 +375,14 @@ impl FaultSession {
     }
 
     fn write_config(&mut self) -> Result<(), InjectorError> {
-        let (single_tgid, cgroup_id) = match self.targets {
+        let (single_tgid, cgroup_id) = match &self.targets {
             Targets::Process {
                 tgid,
                 follow_forks: false,
-            } => (tgid, 0),
+            } => (*tgid, 0),
             // Followed children are in the TARGETS map, with the target.
             Targets::Process { .. } => (0, 0),
-            Targets::Cgroup { id } => (0, id),
+            Targets::Cgroup { id, .. } => (0, *id),
         };
         let config = FaultConfig {
             single_tgid,
@@ -591,18 +610,6 @@ fn map_mut<'a>(
 ) -> Result<&'a mut aya::maps::Map, InjectorError> {
     ebpf.map_mut(name)
         .ok_or(InjectorError::Missing { kind: "map", name })
-}
-
-fn compile_checked(rule: &Rule, seed: u64, targets: Targets) -> Result<KernelRule, RuleError> {
-    if let Err(scope) = targets.one_process()
-        && path_filter(rule).is_some()
-    {
-        return Err(RuleError::PathNeedsOneProcess {
-            rule: rule.text.clone(),
-            scope,
-        });
-    }
-    compile_for_attach(rule, seed)
 }
 
 /// Field name to offset in a tracepoint's record, from its format file in tracefs.

@@ -63,7 +63,9 @@ enum Command {
         /// Instead of --pid: every task in this cgroup v2 directory (e.g.
         /// /sys/fs/cgroup/unified/my-db), including processes that join it later; counting is
         /// per rule across all of them; delay and pause stop the one process that made the
-        /// call. Not with path filters. Runs until Ctrl-C or --duration.
+        /// call. Path filters cover the fds its processes have at attach and those made or
+        /// inherited later (not those a process brings when it joins). Runs until Ctrl-C or
+        /// --duration.
         #[arg(long)]
         cgroup: Option<PathBuf>,
         /// A fault rule; repeatable. Also read from INJECTOR_FAULTS ("rule;rule").
@@ -81,7 +83,8 @@ enum Command {
         json: bool,
         /// Also apply the rules to every process the target starts from now on (and those
         /// start, and so on); counting is per rule across all of them; delay and pause stop the
-        /// one process that made the call. Not with path filters.
+        /// one process that made the call; a child is stopped for a moment out of fork while
+        /// the fds it inherited are classified for path filters.
         #[arg(long)]
         follow_forks: bool,
     },

@@ -30,11 +30,6 @@ pub enum RuleError {
         FD_SYSCALLS.join(", ")
     )]
     PathNeedsAnFd { rule: String, op: String },
-    #[error(
-        "{rule}: path filters with {scope} are not supported yet (a process stopped while its \
-         new fd is classified could stay stopped if the injector died); attach to one pid"
-    )]
-    PathNeedsOneProcess { rule: String, scope: &'static str },
     #[error("{rule}: at most {MAX_TERMS} terms per rule in attach mode")]
     TooManyTerms { rule: String },
     #[error("at most {MAX_RULES} rules at once")]

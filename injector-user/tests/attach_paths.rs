@@ -105,3 +105,81 @@ fn path_rules_on_calls_that_take_a_path_are_refused_with_the_way_out() {
     target.close_stdin();
     target.finish().unwrap();
 }
+
+/// With --follow-forks, a child's inherited fds are classified before it runs: the kernel stops
+/// it on its way out of fork until they are.
+#[test]
+fn follow_forks_applies_a_path_rule_to_a_file_the_child_inherited() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("wal")).unwrap();
+    let log = dir.path().join("wal/log");
+    let script = format!(
+        "echo ready; read go; exec 3>>{}; {WORKER} --records 5 --inherited-fd 3; echo child-exit $?",
+        log.display()
+    );
+    let mut shell = Spawned::start("shell", Command::new("sh").args(["-c", &script])).unwrap();
+    assert_eq!(shell.read_line().unwrap(), "ready");
+    let mut injector = attached(
+        "attach",
+        shell.pid(),
+        &[
+            "--follow-forks",
+            "--fault",
+            r#"fsync(path="**/wal/*")=2*off->1*kill"#,
+        ],
+    );
+    shell.send_line("go").unwrap();
+    let exit = loop {
+        let line = shell.read_line().unwrap();
+        if let Some(status) = line.strip_prefix("child-exit ") {
+            break status.to_owned();
+        }
+    };
+    // 128 + SIGKILL.
+    assert_eq!(exit, "137");
+    shell.finish().unwrap();
+    let lines = remaining_json(&mut injector);
+    injector.finish().unwrap();
+    assert_eq!(records(&log), 3);
+    assert_eq!(lines.last().unwrap()["rules"][0]["calls"], 3, "{lines:?}");
+}
+
+/// In a cgroup, the fds its processes have when the injector attaches are classified too.
+#[test]
+fn a_path_rule_in_a_cgroup_kills_only_the_process_writing_the_matching_file() {
+    let cgroup = common::TestCgroup::new("paths");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("wal")).unwrap();
+    let wal = dir.path().join("wal/log");
+    let other = dir.path().join("other-log");
+    let start = |name: &str, log: &std::path::Path| {
+        let log = log.display().to_string();
+        common::worker(
+            name,
+            &["--records", "6", "--wait-for-go", "--file", log.as_str()],
+        )
+    };
+    let mut wal_writer = start("wal-writer", &wal);
+    let mut other_writer = start("other-writer", &other);
+    cgroup.add(wal_writer.pid());
+    cgroup.add(other_writer.pid());
+    let mut injector = Spawned::start(
+        "injector",
+        Command::new(common::INJECTOR)
+            .args(["attach", "--json", "--cgroup"])
+            .arg(&cgroup.0)
+            .args(["--fault", r#"fsync(path="**/wal/*")=2*off->1*kill"#]),
+    )
+    .unwrap();
+    let line = injector.read_line().unwrap();
+    assert!(line.contains(r#""event":"attached""#), "{line}");
+    wal_writer.send_line("go").unwrap();
+    other_writer.send_line("go").unwrap();
+    let (status, _) = wal_writer.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let (status, _) = other_writer.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(records(&wal), 3);
+    assert_eq!(records(&other), 6);
+    common::stop(injector);
+}

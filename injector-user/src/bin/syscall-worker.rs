@@ -51,19 +51,32 @@ struct Args {
     /// File to use; created. Removed at the end except with --records. Default: in the temp dir.
     #[arg(long)]
     file: Option<PathBuf>,
+    /// Instead of --file: this fd, open already (inherited from the parent), kept at the end.
+    #[arg(long, conflicts_with = "file")]
+    inherited_fd: Option<i32>,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let path = args.file.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("syscall-worker-{}", std::process::id()))
-    });
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let (file, path) = match args.inherited_fd {
+        Some(fd) => {
+            use std::os::fd::FromRawFd;
+            // SAFETY: the caller promises fd is an open file this process owns from now on.
+            (unsafe { File::from_raw_fd(fd) }, None)
+        }
+        None => {
+            let path = args.file.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("syscall-worker-{}", std::process::id()))
+            });
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            (file, Some(path))
+        }
+    };
     if let Some(writes) = args.null_writes {
         let null = OpenOptions::new().write(true).open("/dev/null")?;
         say("ready")?;
@@ -103,7 +116,9 @@ fn main() -> Result<()> {
         Ok(())
     })?;
     drop(file);
-    fs::remove_file(&path).ok();
+    if let Some(path) = &path {
+        fs::remove_file(path).ok();
+    }
     if args.report_results {
         let results = results.into_inner().expect("not poisoned");
         say(&format!("fsync_results {}", results.join(" ")))?;

@@ -96,7 +96,10 @@ pub async fn attach(options: Options) -> Result<()> {
             tgid: target.pid(),
             follow_forks: options.follow_forks,
         },
-        Scope::Cgroup(cgroup) => Targets::Cgroup { id: cgroup.id },
+        Scope::Cgroup(cgroup) => Targets::Cgroup {
+            id: cgroup.id,
+            dir: cgroup.path.clone(),
+        },
     };
     let mut session = FaultSession::attach(targets, &rules, options.seed)
         .with_context(|| format!("attaching fault rules to {}", scope.describe()))?;
@@ -159,6 +162,14 @@ pub async fn attach(options: Options) -> Result<()> {
                         stops.resume_unless_held(event.tgid, &scope, &session)?;
                         continue;
                     }
+                    if event.action == action::FORKED {
+                        // A new child, stopped out of fork: classify what it inherited.
+                        session
+                            .classify_process(event.tgid)
+                            .context("classifying a new process's fds against the path filters")?;
+                        stops.resume_unless_held(event.tgid, &scope, &session)?;
+                        continue;
+                    }
                     stops.note(&rules, &event, &scope, &session)?;
                     report(&rules, &event, options.json)?;
                 }
@@ -182,7 +193,7 @@ pub async fn attach(options: Options) -> Result<()> {
     // must not count a fault that was never printed.
     while let Some(item) = events.get_mut().next() {
         let event = fired_event(&item);
-        if event.action != action::OPENED {
+        if event.action != action::OPENED && event.action != action::FORKED {
             report(&rules, &event, options.json)?;
         }
     }
