@@ -202,6 +202,9 @@ const _: () = assert!(core::mem::size_of::<FiredEvent>() == 48);
 pub const MAX_PARTITION_RULES: u32 = 64;
 /// Name of the tc classifier that drops partitioned packets.
 pub const PARTITION_PROGRAM: &str = "partition";
+/// cgroup_skb programs at the cgroup v2 root, for kernels without TCX.
+pub const PARTITION_EGRESS_PROGRAM: &str = "partition_egress";
+pub const PARTITION_INGRESS_PROGRAM: &str = "partition_ingress";
 pub const PARTITION_MAP: &str = "PARTITION";
 
 /// Drop IPv4 packets from `src` to `dst` (an address, and a port unless 0), every one

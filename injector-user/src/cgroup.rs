@@ -31,6 +31,28 @@ pub enum CgroupError {
     Root { path: String },
     #[error("{path} holds the injector itself; run the injector outside the cgroup under test")]
     HoldsInjector { path: String },
+    #[error(
+        "no cgroup2 file system is mounted (none in /proc/mounts); mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`"
+    )]
+    NoCgroup2Mount,
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
+/// on hybrid machines).
+pub fn cgroup2_root() -> Result<PathBuf, CgroupError> {
+    let mounts =
+        std::fs::read_to_string("/proc/mounts").map_err(|source| CgroupError::Unreadable {
+            path: "/proc/mounts".into(),
+            source,
+        })?;
+    mounts
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(target))
+        })
+        .ok_or(CgroupError::NoCgroup2Mount)
 }
 
 #[derive(Clone, Debug)]

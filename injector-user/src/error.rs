@@ -16,6 +16,12 @@ pub enum InjectorError {
     InvalidPid { pid: u32 },
     #[error("loading eBPF programs needs root (CAP_BPF and CAP_PERFMON): run it with sudo")]
     NotRoot,
+    #[error("cannot open the cgroup v2 root {path}: {source}")]
+    CgroupRoot {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot hand the guard process a descriptor of the stopped processes: {source}")]
     Guard {
         #[source]

@@ -111,7 +111,9 @@ enum Command {
     },
     /// Cut or degrade the network between two sets of endpoints until Ctrl-C or --duration.
     ///
-    /// Drops IPv4 packets in a tc classifier (TCX) on the interfaces (default lo). Endpoints are
+    /// Drops IPv4 packets in a tc classifier (TCX) on the interfaces (default lo), or on kernels
+    /// without TCX (before 6.6) in cgroup_skb programs at the cgroup v2 root, which see every
+    /// packet of every local socket (see --hook). Endpoints are
     /// IP, IP:PORT or pid:N (the IP:PORT of every IPv4 TCP/UDP socket that process has, looked
     /// up again every 200 ms, so a new connection is cut within that), comma-separated. On one
     /// machine give each node its own loopback address (127.0.0.N): partitioning by address
@@ -130,8 +132,12 @@ enum Command {
         /// Drop only this percentage of the packets (e.g. 30%) instead of all.
         #[arg(long, value_parser = injector_user::partition::parse_loss)]
         loss: Option<u32>,
+        /// Interfaces for the TCX hook; repeatable.
         #[arg(long = "interface", default_value = "lo")]
         interfaces: Vec<String>,
+        /// Where packets are dropped.
+        #[arg(long, value_enum, default_value_t = injector_user::partition::Hook::Auto)]
+        hook: injector_user::partition::Hook,
         #[arg(long, value_parser = parse_duration)]
         duration: Option<Duration>,
         #[arg(long)]
@@ -269,6 +275,7 @@ fn main() -> ExitCode {
                 one_way,
                 loss,
                 interfaces,
+                hook,
                 duration,
                 json,
             } => {
@@ -278,6 +285,7 @@ fn main() -> ExitCode {
                     one_way,
                     loss: loss.unwrap_or(100),
                     interfaces,
+                    hook,
                     duration,
                     json,
                 };

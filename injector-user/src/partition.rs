@@ -1,13 +1,21 @@
 //! Network partitions and packet loss between sets of endpoints, by dropping IPv4 packets in a
-//! tc classifier (TCX). The links belong to this process: its exit heals the partition.
+//! tc classifier (TCX) or, where the kernel has no TCX (before 6.6), in cgroup_skb programs at
+//! the cgroup v2 root. Either way the links belong to this process: its exit heals the
+//! partition.
 use std::{net::Ipv4Addr, str::FromStr};
 
 use aya::{
     Ebpf,
     maps::Array,
-    programs::{SchedClassifier, TcAttachType},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, LinkOrder, SchedClassifier, TcAttachType,
+        tc::TcAttachOptions,
+    },
 };
-use injector_common::{MAX_PARTITION_RULES, PARTITION_MAP, PARTITION_PROGRAM, PartitionRule};
+use injector_common::{
+    MAX_PARTITION_RULES, PARTITION_EGRESS_PROGRAM, PARTITION_INGRESS_PROGRAM, PARTITION_MAP,
+    PARTITION_PROGRAM, PartitionRule,
+};
 use thiserror::Error;
 
 use crate::{InjectorError, ebpf_object};
@@ -93,53 +101,132 @@ pub fn packet_rules(
     Ok(rules)
 }
 
+/// Where the packets are dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    /// TCX where the kernel has it (6.6 and later), cgroup-skb otherwise.
+    Auto,
+    /// A tc classifier on the interfaces, attached through TCX: every packet that crosses them.
+    Tcx,
+    /// cgroup_skb programs at the cgroup v2 root: every packet of every local socket, on any
+    /// interface (--interface does not apply).
+    CgroupSkb,
+}
+
 pub struct Partition {
     ebpf: Ebpf,
+    /// The hook in use (never Auto).
+    pub hook: Hook,
 }
 
 impl Partition {
-    /// Attaches the classifier on each interface. On `lo` every packet passes egress, so one
-    /// hook sees it once; elsewhere both directions are hooked.
-    pub fn attach(rules: &[PartitionRule], interfaces: &[String]) -> Result<Self, InjectorError> {
+    /// Attaches the programs where `hook` says; with Auto, TCX first, and cgroup_skb if the
+    /// kernel refuses TCX (the reason is logged).
+    pub fn attach(
+        rules: &[PartitionRule],
+        interfaces: &[String],
+        hook: Hook,
+    ) -> Result<Self, InjectorError> {
         let mut ebpf = ebpf_object::load()?;
         write_rules(&mut ebpf, rules)?;
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(PARTITION_PROGRAM)
-            .ok_or(InjectorError::Missing {
-                kind: "program",
-                name: PARTITION_PROGRAM,
-            })?
-            .try_into()
-            .map_err(|source| InjectorError::Program {
-                name: PARTITION_PROGRAM,
-                source,
-            })?;
-        program.load().map_err(|source| InjectorError::Program {
-            name: PARTITION_PROGRAM,
-            source,
-        })?;
-        for interface in interfaces {
-            let hooks: &[TcAttachType] = if interface == "lo" {
-                &[TcAttachType::Egress]
-            } else {
-                &[TcAttachType::Egress, TcAttachType::Ingress]
-            };
-            for hook in hooks {
-                program
-                    .attach(interface, *hook)
-                    .map_err(|source| InjectorError::Program {
-                        name: PARTITION_PROGRAM,
-                        source,
-                    })?;
+        let hook = match hook {
+            Hook::Tcx => {
+                attach_tcx(&mut ebpf, interfaces)?;
+                Hook::Tcx
             }
-        }
-        Ok(Self { ebpf })
+            Hook::CgroupSkb => {
+                attach_cgroup_skb(&mut ebpf)?;
+                Hook::CgroupSkb
+            }
+            Hook::Auto => match attach_tcx(&mut ebpf, interfaces) {
+                Ok(()) => Hook::Tcx,
+                Err(refused) => {
+                    tracing::info!(
+                        "TCX refused ({refused}); dropping packets in cgroup_skb programs at the cgroup v2 root instead"
+                    );
+                    // A fresh object: nothing of the refused attempt stays attached.
+                    ebpf = ebpf_object::load()?;
+                    write_rules(&mut ebpf, rules)?;
+                    attach_cgroup_skb(&mut ebpf)?;
+                    Hook::CgroupSkb
+                }
+            },
+        };
+        Ok(Self { ebpf, hook })
     }
 
     /// Replaces the rules (the endpoints of a process changed) while attached.
     pub fn update(&mut self, rules: &[PartitionRule]) -> Result<(), InjectorError> {
         write_rules(&mut self.ebpf, rules)
     }
+}
+
+/// The classifier on each interface. On `lo` every packet passes egress, so one hook sees it
+/// once; elsewhere both directions are hooked.
+fn attach_tcx(ebpf: &mut Ebpf, interfaces: &[String]) -> Result<(), InjectorError> {
+    let failed = |source| InjectorError::Program {
+        name: PARTITION_PROGRAM,
+        source,
+    };
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(PARTITION_PROGRAM)
+        .ok_or(InjectorError::Missing {
+            kind: "program",
+            name: PARTITION_PROGRAM,
+        })?
+        .try_into()
+        .map_err(failed)?;
+    program.load().map_err(failed)?;
+    for interface in interfaces {
+        let hooks: &[TcAttachType] = if interface == "lo" {
+            &[TcAttachType::Egress]
+        } else {
+            &[TcAttachType::Egress, TcAttachType::Ingress]
+        };
+        for hook in hooks {
+            // TCX only: aya falls back to a netlink filter on older kernels, which would
+            // outlive a killed injector.
+            program
+                .attach_with_options(
+                    interface,
+                    *hook,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .map_err(failed)?;
+        }
+    }
+    Ok(())
+}
+
+/// The egress and ingress programs at the cgroup v2 root, by bpf_link (owned by this process),
+/// alongside whatever else is attached there. The mode is "single" because the kernel refuses
+/// attach flags on a cgroup link (EINVAL), and a link never replaces another program anyway.
+fn attach_cgroup_skb(ebpf: &mut Ebpf) -> Result<(), InjectorError> {
+    let root = crate::cgroup::cgroup2_root().map_err(InjectorError::from)?;
+    let root = std::fs::File::open(&root).map_err(|source| InjectorError::CgroupRoot {
+        path: root.clone(),
+        source,
+    })?;
+    for (name, attach_type) in [
+        (PARTITION_EGRESS_PROGRAM, CgroupSkbAttachType::Egress),
+        (PARTITION_INGRESS_PROGRAM, CgroupSkbAttachType::Ingress),
+    ] {
+        let failed = |source| InjectorError::Program { name, source };
+        let program: &mut CgroupSkb = ebpf
+            .program_mut(name)
+            .ok_or(InjectorError::Missing {
+                kind: "program",
+                name,
+            })?
+            .try_into()
+            .map_err(failed)?;
+        program.load().map_err(failed)?;
+        program
+            .attach(&root, attach_type, CgroupAttachMode::Single)
+            .map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// Writes the rules, then an inactive one after them: the classifier stops at the first.

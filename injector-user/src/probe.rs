@@ -2,17 +2,20 @@
 //! allows, with the kernel's own error for what it refuses. Nothing is left attached.
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, FEntry, Lsm, SchedClassifier, TcAttachType, TracePoint},
+    programs::{BtfTracePoint, FEntry, Lsm, TracePoint},
 };
 use injector_common::{
     COUNT_PROGRAM, COUNT_TRACEPOINT, EXIT_CATEGORY, EXIT_TRACEPOINT, FAULT_PROGRAM,
     FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_PROGRAM, FOLLOW_FORKS_TRACEPOINT, FORGET_EXITED_PROGRAM,
-    OPENS_PROGRAM, PARTITION_PROGRAM, PROBE_FENTRY_FUNCTION, PROBE_FENTRY_PROGRAM, PROBE_LSM_HOOK,
-    PROBE_LSM_PROGRAM, SYS_EXIT_TRACEPOINT,
+    OPENS_PROGRAM, PROBE_FENTRY_FUNCTION, PROBE_FENTRY_PROGRAM, PROBE_LSM_HOOK, PROBE_LSM_PROGRAM,
+    SYS_EXIT_TRACEPOINT,
 };
 use serde::Serialize;
 
-use crate::{InjectorError, ebpf_object};
+use crate::{
+    InjectorError, ebpf_object,
+    partition::{Hook, Partition},
+};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Mechanism {
@@ -73,8 +76,13 @@ pub fn probe() -> Result<Vec<Mechanism>, InjectorError> {
     );
     report(
         "tc classifier via TCX on lo",
-        "partition, packet loss",
-        classifier(&mut ebpf),
+        "partition, packet loss (kernels 6.6 and later)",
+        partition_hook(Hook::Tcx),
+    );
+    report(
+        "cgroup_skb at the cgroup v2 root",
+        "partition, packet loss (where TCX is missing)",
+        partition_hook(Hook::CgroupSkb),
     );
     report(
         "BPF LSM (lsm/file_permission)",
@@ -144,17 +152,11 @@ fn classic_tracepoint(
     program.detach(link).map_err(describe)
 }
 
-fn classifier(ebpf: &mut Ebpf) -> Result<(), String> {
-    let program: &mut SchedClassifier = ebpf
-        .program_mut(PARTITION_PROGRAM)
-        .ok_or("program missing from the object")?
-        .try_into()
-        .map_err(describe)?;
-    program.load().map_err(describe)?;
-    let link = program
-        .attach("lo", TcAttachType::Egress)
-        .map_err(describe)?;
-    program.detach(link).map_err(describe)
+/// Attached for a moment with no rules: every packet passes.
+fn partition_hook(hook: Hook) -> Result<(), String> {
+    Partition::attach(&[], &["lo".to_owned()], hook)
+        .map(drop)
+        .map_err(describe)
 }
 
 fn lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {

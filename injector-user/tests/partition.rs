@@ -1,5 +1,7 @@
-//! `injector partition` on real TCP and UDP traffic over loopback. Each test uses its own
-//! loopback addresses, because a partition applies to the whole interface.
+//! `injector partition` on real TCP and UDP traffic over loopback, through each hook: TCX and
+//! cgroup_skb at the cgroup v2 root. Each scenario uses its own loopback addresses, and each hook
+//! its own range (127.0.0.N for TCX, 127.0.1.N for cgroup_skb), because a partition applies to
+//! the whole interface (TCX) or machine (cgroup_skb).
 mod common;
 
 use std::process::Command;
@@ -14,18 +16,111 @@ fn peer(args: &[&str]) -> Spawned {
     Spawned::start("net-peer", Command::new(PEER).args(args)).unwrap()
 }
 
-fn partition(args: &[&str]) -> Spawned {
-    let mut injector = Spawned::start(
-        "injector",
-        Command::new(INJECTOR)
-            .args(["partition", "--json"])
-            .args(args),
-    )
-    .unwrap();
-    let attached: Value = serde_json::from_str(&injector.read_line().unwrap()).unwrap();
-    assert_eq!(attached["event"], "attached");
-    injector
+/// One hook and the loopback range its tests use.
+#[derive(Clone, Copy)]
+struct Net {
+    hook: &'static str,
+    third_octet: u8,
 }
+
+const TCX: Net = Net {
+    hook: "tcx",
+    third_octet: 0,
+};
+const CGROUP_SKB: Net = Net {
+    hook: "cgroup-skb",
+    third_octet: 1,
+};
+
+impl Net {
+    /// 127.0.X.`last` in this hook's range.
+    fn addr(self, last: u8) -> String {
+        format!("127.0.{}.{last}", self.third_octet)
+    }
+
+    /// Whether this kernel has the hook; if not, says the test is skipped and why, after
+    /// checking that asking for it fails cleanly and names the way out.
+    fn available(self) -> bool {
+        let output = Command::new(INJECTOR)
+            .args(["probe", "--json"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "injector probe failed: {output:?}");
+        let probe: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let prefix = match self.hook {
+            "tcx" => "tc classifier via TCX",
+            _ => "cgroup_skb",
+        };
+        let mechanism = probe["mechanisms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .expect("probe lists the hook");
+        if mechanism["works"] == true {
+            return true;
+        }
+        let output = Command::new(INJECTOR)
+            .args(["partition", "--hook", self.hook, "--between", "127.0.0.1"])
+            .args(["--and", "127.0.0.2", "--duration", "1"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("attaching the partition"), "{stderr}");
+        eprintln!(
+            "SKIPPED: this kernel refuses the {} hook ({}); checked that asking for it fails",
+            self.hook, mechanism["detail"]
+        );
+        false
+    }
+
+    fn partition(self, args: &[&str]) -> Spawned {
+        let mut injector = Spawned::start(
+            "injector",
+            Command::new(INJECTOR)
+                .args(["partition", "--json", "--hook", self.hook])
+                .args(args),
+        )
+        .unwrap();
+        let attached: Value = serde_json::from_str(&injector.read_line().unwrap()).unwrap();
+        assert_eq!(attached["event"], "attached");
+        assert_eq!(attached["hook"], self.hook);
+        injector
+    }
+}
+
+/// Runs a scenario once per hook, each as a test of its own.
+macro_rules! through_each_hook {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[test]
+                fn tcx() {
+                    if super::TCX.available() {
+                        super::$scenario(super::TCX);
+                    }
+                }
+
+                #[test]
+                fn cgroup_skb() {
+                    if super::CGROUP_SKB.available() {
+                        super::$scenario(super::CGROUP_SKB);
+                    }
+                }
+            }
+        )*
+    };
+}
+
+through_each_hook!(
+    a_partition_stalls_a_tcp_ping_pong_and_healing_restores_it,
+    a_one_way_partition_drops_one_direction_only,
+    loss_drops_about_the_percentage_asked,
+    a_port_names_one_endpoint,
+    a_partition_between_pids_cuts_their_connection_and_nobody_elses,
+    killing_the_injector_heals_the_partition,
+);
 
 /// Heals by stopping the injector the way a user does (SIGTERM), and checks it says so.
 fn heal(mut injector: Spawned) {
@@ -54,13 +149,12 @@ fn tcp_pair(server: &str, client: &str) -> (Spawned, Spawned) {
     (listener, connected)
 }
 
-#[test]
-fn a_partition_stalls_a_tcp_ping_pong_and_healing_restores_it() {
-    let (_server, mut client) = tcp_pair("127.0.0.11", "127.0.0.12");
-    let (_bystander_server, mut bystander) = tcp_pair("127.0.0.13", "127.0.0.14");
+fn a_partition_stalls_a_tcp_ping_pong_and_healing_restores_it(net: Net) {
+    let (_server, mut client) = tcp_pair(&net.addr(11), &net.addr(12));
+    let (_bystander_server, mut bystander) = tcp_pair(&net.addr(13), &net.addr(14));
     assert!(ping(&mut client, 5000).starts_with("pong"));
 
-    let injector = partition(&["--between", "127.0.0.11", "--and", "127.0.0.12"]);
+    let injector = net.partition(&["--between", &net.addr(11), "--and", &net.addr(12)]);
     assert!(
         ping(&mut client, 500).starts_with("timeout"),
         "the partition cuts the pair"
@@ -107,32 +201,30 @@ fn udp_received(from: &str, to: &str, count: u32) -> u64 {
     received.strip_prefix("received ").unwrap().parse().unwrap()
 }
 
-#[test]
-fn a_one_way_partition_drops_one_direction_only() {
-    let injector = partition(&[
-        "--between",
-        "127.0.0.21",
-        "--and",
-        "127.0.0.22",
-        "--one-way",
-    ]);
-    assert_eq!(udp_received("127.0.0.21", "127.0.0.22", 100), 0);
-    assert_eq!(udp_received("127.0.0.22", "127.0.0.21", 100), 100);
+fn a_one_way_partition_drops_one_direction_only(net: Net) {
+    let (a, b) = (net.addr(21), net.addr(22));
+    let injector = net.partition(&["--between", &a, "--and", &b, "--one-way"]);
+    assert_eq!(udp_received(&a, &b, 100), 0);
+    assert_eq!(udp_received(&b, &a, 100), 100);
     heal(injector);
-    assert_eq!(udp_received("127.0.0.21", "127.0.0.22", 100), 100);
+    assert_eq!(udp_received(&a, &b, 100), 100);
 }
 
-#[test]
-fn loss_drops_about_the_percentage_asked() {
-    let injector = partition(&[
-        "--between",
-        "127.0.0.31",
-        "--and",
-        "127.0.0.32",
-        "--loss",
-        "30%",
-    ]);
-    let received = udp_received("127.0.0.31", "127.0.0.32", 2000);
+/// The programs hang on links this process owns: even kill -9 detaches them.
+fn killing_the_injector_heals_the_partition(net: Net) {
+    let (a, b) = (net.addr(61), net.addr(62));
+    let injector = net.partition(&["--between", &a, "--and", &b]);
+    assert_eq!(udp_received(&a, &b, 100), 0);
+    // SAFETY: SIGKILL to the injector we started, still our unreaped child.
+    unsafe { libc::kill(injector.pid() as i32, libc::SIGKILL) };
+    let _ = injector.wait();
+    assert_eq!(udp_received(&a, &b, 100), 100);
+}
+
+fn loss_drops_about_the_percentage_asked(net: Net) {
+    let (a, b) = (net.addr(31), net.addr(32));
+    let injector = net.partition(&["--between", &a, "--and", &b, "--loss", "30%"]);
+    let received = udp_received(&a, &b, 2000);
     heal(injector);
     // 30% of 2000 lost: 1400 expected; 5 standard deviations is about +-100.
     assert!(
@@ -141,20 +233,20 @@ fn loss_drops_about_the_percentage_asked() {
     );
 }
 
-#[test]
-fn a_port_names_one_endpoint() {
-    let mut counter = peer(&["udp-count", "--listen", "127.0.0.41:0", "--idle-ms", "500"]);
+fn a_port_names_one_endpoint(net: Net) {
+    let listen = format!("{}:0", net.addr(41));
+    let mut counter = peer(&["udp-count", "--listen", &listen, "--idle-ms", "500"]);
     let address = counter
         .read_line()
         .unwrap()
         .strip_prefix("listening ")
         .unwrap()
         .to_owned();
-    let injector = partition(&["--between", "127.0.0.42", "--and", &address]);
+    let injector = net.partition(&["--between", &net.addr(42), "--and", &address]);
     let mut sender = peer(&[
         "udp-send",
         "--from",
-        "127.0.0.42",
+        &net.addr(42),
         "--to",
         &address,
         "--count",
@@ -181,14 +273,13 @@ fn bad_endpoints_exit_with_code_2() {
     );
 }
 
-#[test]
-fn a_partition_between_pids_cuts_their_connection_and_nobody_elses() {
+fn a_partition_between_pids_cuts_their_connection_and_nobody_elses(net: Net) {
     // Both pairs on one address, so only the processes' own ports tell them apart.
-    let (server, mut client) = tcp_pair("127.0.0.41", "127.0.0.41");
-    let (_bystander_server, mut bystander) = tcp_pair("127.0.0.41", "127.0.0.41");
+    let (server, mut client) = tcp_pair(&net.addr(51), &net.addr(51));
+    let (_bystander_server, mut bystander) = tcp_pair(&net.addr(51), &net.addr(51));
     assert!(ping(&mut client, 5000).starts_with("pong"));
 
-    let injector = partition(&[
+    let injector = net.partition(&[
         "--between",
         &format!("pid:{}", server.pid()),
         "--and",

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use injector_common::PartitionRule;
 use injector_user::{
     InjectorError,
-    partition::{Endpoint, Partition, PartitionError, endpoints_of_pid, packet_rules},
+    partition::{Endpoint, Hook, Partition, PartitionError, endpoints_of_pid, packet_rules},
 };
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
@@ -19,6 +19,7 @@ pub struct Options {
     pub one_way: bool,
     pub loss: u32,
     pub interfaces: Vec<String>,
+    pub hook: Hook,
     pub duration: Option<Duration>,
     pub json: bool,
 }
@@ -66,12 +67,15 @@ pub async fn partition(options: Options) -> Result<()> {
         .iter()
         .chain(&options.and)
         .any(|text| text.contains("pid:"));
-    let mut partition = Partition::attach(&rules, &options.interfaces).with_context(|| {
-        format!(
-            "attaching the partition on {}",
-            options.interfaces.join(", ")
-        )
-    })?;
+    let mut partition = Partition::attach(&rules, &options.interfaces, options.hook).with_context(
+        || match options.hook {
+            Hook::CgroupSkb => "attaching the partition at the cgroup v2 root".to_owned(),
+            _ => format!(
+                "attaching the partition on {}",
+                options.interfaces.join(", ")
+            ),
+        },
+    )?;
     let description = format!(
         "{} {} {}{}",
         options.between.join(","),
@@ -84,9 +88,18 @@ pub async fn partition(options: Options) -> Result<()> {
         }
     );
     if options.json {
-        emit_json(&json!({"event": "attached", "partition": description, "rules": rules.len()}))?;
+        emit_json(&json!({
+            "event": "attached",
+            "partition": description,
+            "rules": rules.len(),
+            "hook": partition.hook,
+        }))?;
     } else {
-        eprintln!("partitioned {description}; Ctrl-C heals");
+        let hook = match partition.hook {
+            Hook::CgroupSkb => "cgroup_skb at the cgroup v2 root".to_owned(),
+            _ => format!("TCX on {}", options.interfaces.join(", ")),
+        };
+        eprintln!("partitioned {description} ({hook}); Ctrl-C heals");
     }
     let mut terminate = signal(SignalKind::terminate())?;
     let deadline = async {
