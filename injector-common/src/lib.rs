@@ -86,6 +86,11 @@ pub const SYS_EXIT_TRACEPOINT: &str = "sys_exit";
 /// file behind that fd (user space resolves it from /proc/TGID/fd/FD).
 pub const PATH_FDS_MAP: &str = "PATH_FDS";
 pub const MAX_PATH_FDS: u32 = 65536;
+/// Hash map: key = tgid << 32 | fd (fd [`FORKED_FD`] for a new child), present while the
+/// kernel holds that process stopped for a classification user space has not finished; a
+/// delay ending meanwhile leaves the continue to the classification.
+pub const CLASSIFYING_MAP: &str = "CLASSIFYING";
+pub const FORKED_FD: u32 = u32::MAX;
 
 /// Hash map: key = pid_tgid of a thread whose current syscall must fail, value = errno. Set at
 /// syscall entry, taken by the first LSM hook the call reaches, cleared at the thread's next

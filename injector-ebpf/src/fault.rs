@@ -14,8 +14,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use injector_common::{
-    ANY_FD, FaultConfig, FiredEvent, KernelRule, MAX_PATH_FDS, MAX_RULES, MAX_SYSCALL_NR,
-    MAX_TERMS, RuleCounters, UNLIMITED, action, roll,
+    ANY_FD, FORKED_FD, FaultConfig, FiredEvent, KernelRule, MAX_PATH_FDS, MAX_RULES,
+    MAX_SYSCALL_NR, MAX_TERMS, RuleCounters, UNLIMITED, action, roll,
 };
 
 #[map]
@@ -41,6 +41,10 @@ pub static STOPPED: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// The classifications in progress (see injector_common::CLASSIFYING_MAP); value unused.
+#[map]
+static CLASSIFYING: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
 
 /// tgid << 32 | fd -> the path rules (bit per rule) whose filter matches that fd's file.
 #[map]
@@ -231,8 +235,16 @@ pub fn classify_opens(ctx: BtfTracePointContext) -> i32 {
         tid: pid_tgid as u32,
         syscall_nr: nr as u32,
     };
-    if EVENTS.output::<FiredEvent>(&event, 0).is_ok() {
-        fire(action::STOP, 0, event.tgid);
+    let fd = if forked { FORKED_FD } else { ret as u32 };
+    let key = (u64::from(event.tgid) << 32) | u64::from(fd);
+    // Recorded before the stop, so no delay can end without seeing it; a stop that could
+    // not be recorded is not made.
+    if CLASSIFYING.insert(&key, &1, 0).is_ok() {
+        if EVENTS.output::<FiredEvent>(&event, 0).is_ok() {
+            fire(action::STOP, 0, event.tgid);
+        } else {
+            let _ = CLASSIFYING.remove(&key);
+        }
     }
     0
 }

@@ -7,11 +7,11 @@ use aya::{
 };
 use fault_rules::Rule;
 use injector_common::{
-    COUNT_TRACEPOINT, ERROR_HOOKS, EVENTS_MAP, EXIT_CATEGORY, EXIT_TRACEPOINT, FAULT_CONFIG_MAP,
-    FAULT_PROGRAM, FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_PROGRAM, FOLLOW_FORKS_TRACEPOINT,
-    FORGET_EXITED_PROGRAM, FORK_CONFIG_MAP, FaultConfig, ForkConfig, KernelRule, MAX_RULES,
-    MAX_TERMS, OPENS_PROGRAM, PATH_FDS_MAP, RULE_COUNTERS_MAP, RULES_MAP, RuleCounters,
-    STOPPED_MAP, SYS_EXIT_TRACEPOINT, SYSCALL_RULES_MAP, TARGETS_MAP, UNLIMITED,
+    CLASSIFYING_MAP, COUNT_TRACEPOINT, ERROR_HOOKS, EVENTS_MAP, EXIT_CATEGORY, EXIT_TRACEPOINT,
+    FAULT_CONFIG_MAP, FAULT_PROGRAM, FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_PROGRAM,
+    FOLLOW_FORKS_TRACEPOINT, FORGET_EXITED_PROGRAM, FORK_CONFIG_MAP, FaultConfig, ForkConfig,
+    KernelRule, MAX_RULES, MAX_TERMS, OPENS_PROGRAM, PATH_FDS_MAP, RULE_COUNTERS_MAP, RULES_MAP,
+    RuleCounters, STOPPED_MAP, SYS_EXIT_TRACEPOINT, SYSCALL_RULES_MAP, TARGETS_MAP, UNLIMITED,
 };
 
 use crate::{
@@ -39,6 +39,21 @@ pub struct FaultSession {
     live: bool,
     /// The kernel's BTF, parsed once: the tracepoint and every LSM program load against it.
     btf: Btf,
+}
+
+/// The classifications in progress, readable from any thread.
+pub struct Classifications {
+    map: HashMap<MapData, u64, u32>,
+}
+
+impl Classifications {
+    /// Whether the kernel holds `tgid` stopped until a classification is done.
+    pub fn pending_for(&self, tgid: u32) -> bool {
+        self.map
+            .keys()
+            .flatten()
+            .any(|key| (key >> 32) as u32 == tgid)
+    }
 }
 
 /// Which tasks the rules apply to.
@@ -203,18 +218,56 @@ impl FaultSession {
         })
     }
 
+    /// The classification of `tgid`'s `fd` (FORKED_FD: of a new child's fds) is done.
+    pub fn classified(&mut self, tgid: u32, fd: u32) -> Result<(), InjectorError> {
+        let map = map_mut(&mut self.ebpf, CLASSIFYING_MAP)?;
+        let mut classifying: HashMap<_, u64, u32> =
+            HashMap::try_from(map).map_err(|source| InjectorError::Map {
+                name: CLASSIFYING_MAP,
+                source,
+            })?;
+        match classifying.remove(&((u64::from(tgid) << 32) | u64::from(fd))) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(InjectorError::Map {
+                name: CLASSIFYING_MAP,
+                source,
+            }),
+        }
+    }
+
+    /// A view of the classifications in progress, for another thread.
+    pub fn classifications(&self) -> Result<Classifications, InjectorError> {
+        let fd = self.map_fd(CLASSIFYING_MAP)?;
+        let data = MapData::from_fd(fd).map_err(|source| InjectorError::Map {
+            name: CLASSIFYING_MAP,
+            source,
+        })?;
+        let map = HashMap::try_from(aya::maps::Map::HashMap(data)).map_err(|source| {
+            InjectorError::Map {
+                name: CLASSIFYING_MAP,
+                source,
+            }
+        })?;
+        Ok(Classifications { map })
+    }
+
     /// A descriptor of the STOPPED map for the guard to inherit (close-on-exec cleared by it).
     pub fn stopped_map_fd(&self) -> Result<std::os::fd::OwnedFd, InjectorError> {
-        let map = self.ebpf.map(STOPPED_MAP).ok_or(InjectorError::Missing {
-            kind: "map",
-            name: STOPPED_MAP,
-        })?;
+        self.map_fd(STOPPED_MAP)
+    }
+
+    /// A new descriptor of the hash map `name`.
+    fn map_fd(&self, name: &'static str) -> Result<std::os::fd::OwnedFd, InjectorError> {
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(InjectorError::Missing { kind: "map", name })?;
         let data = match map {
             aya::maps::Map::HashMap(data) => data,
             _ => {
                 return Err(InjectorError::Missing {
                     kind: "hash map",
-                    name: STOPPED_MAP,
+                    name,
                 });
             }
         };

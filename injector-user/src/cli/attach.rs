@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use fault_rules::{Action, Rule};
-use injector_common::{FiredEvent, action};
+use injector_common::{FORKED_FD, FiredEvent, action};
 use injector_user::{
     Signaller, Target,
     cgroup::Cgroup,
@@ -156,9 +156,11 @@ pub async fn attach(options: Options) -> Result<()> {
                     let event = fired_event(&item);
                     if event.action == action::OPENED {
                         // The kernel stopped the target at a new fd: classify it, then go on.
+                        let fd = event.first_arg as u32;
                         session
-                            .classify(event.tgid, event.first_arg as u32)
+                            .classify(event.tgid, fd)
                             .context("classifying a new fd against the path filters")?;
+                        session.classified(event.tgid, fd)?;
                         stops.resume_unless_held(event.tgid, &scope, &session)?;
                         continue;
                     }
@@ -167,6 +169,7 @@ pub async fn attach(options: Options) -> Result<()> {
                         session
                             .classify_process(event.tgid)
                             .context("classifying a new process's fds against the path filters")?;
+                        session.classified(event.tgid, FORKED_FD)?;
                         stops.resume_unless_held(event.tgid, &scope, &session)?;
                         continue;
                     }
@@ -246,8 +249,10 @@ fn handle(
             Ok(true) => {
                 rules[id] = None;
                 // A pause lasts until its rule goes.
-                stops.end_pause(id);
-                json!({"removed": id})
+                match stops.end_pause(id, session) {
+                    Ok(()) => json!({"removed": id}),
+                    Err(error) => json!({"error": format!("{error:#}")}),
+                }
             }
             Ok(false) => {
                 json!({"error": format!("no rule with id {id}; `injector ctl {} list` shows them", scope.addressee().option)})
@@ -290,16 +295,22 @@ impl Stops {
                 // timer-wheel granularity do not lengthen the stall.
                 let deadline = event.time_ns + ms * 1_000_000;
                 let delaying = self.delaying.clone();
+                let classifications = session.classifications()?;
                 *lock(&delaying).entry(tgid).or_default() += 1;
                 std::thread::spawn(move || {
                     sleep_until_monotonic(deadline);
-                    signaller.signal(libc::SIGCONT).ok();
+                    // Under the lock the classifier also takes: either it sees this delay
+                    // still holding the process, or this sees its classification done.
                     let mut delaying = lock(&delaying);
                     if let Some(count) = delaying.get_mut(&tgid) {
                         *count -= 1;
                         if *count == 0 {
                             delaying.remove(&tgid);
                         }
+                    }
+                    // A new fd still being classified: its classifier continues the process.
+                    if !classifications.pending_for(tgid) {
+                        signaller.signal(libc::SIGCONT).ok();
                     }
                 });
             }
@@ -360,16 +371,19 @@ impl Stops {
         }
     }
 
-    /// Continues `tgid`, stopped for a moment at a new fd, unless a delay or pause holds it
-    /// (its own SIGCONT will come).
+    /// Continues `tgid`, stopped for a moment at a new fd, unless a delay, a pause or another
+    /// classification holds it (its own SIGCONT will come).
     fn resume_unless_held(
         &mut self,
         tgid: u32,
         scope: &Scope,
         session: &FaultSession,
     ) -> Result<()> {
+        // Another of its fds may still wait to be classified (threads opening at once): the
+        // last classification continues it.
         let held = self.paused_by.values().any(|held| held.contains(&tgid))
-            || lock(&self.delaying).contains_key(&tgid);
+            || lock(&self.delaying).contains_key(&tgid)
+            || session.classifications()?.pending_for(tgid);
         let Some(signaller) = self.signaller_or_warn(tgid, scope, session) else {
             return Ok(());
         };
@@ -379,17 +393,23 @@ impl Stops {
         Ok(())
     }
 
-    /// The pause rule `rule` is gone: continue the processes no other pause holds.
-    fn end_pause(&mut self, rule: usize) {
+    /// The pause rule `rule` is gone: continue the processes no other pause holds (one with a
+    /// classification pending is continued by it, once done).
+    fn end_pause(&mut self, rule: usize, session: &FaultSession) -> Result<()> {
         let Some(held) = self.paused_by.remove(&rule) else {
-            return;
+            return Ok(());
         };
+        let classifications = session.classifications()?;
         for tgid in held {
             let still_paused = self.paused_by.values().any(|other| other.contains(&tgid));
-            if !still_paused && let Some(signaller) = self.stopped.get(&tgid) {
+            if !still_paused
+                && !classifications.pending_for(tgid)
+                && let Some(signaller) = self.stopped.get(&tgid)
+            {
                 signaller.signal(libc::SIGCONT).ok();
             }
         }
+        Ok(())
     }
 
     /// At the end: continues every process stopped, including any whose stop the kernel made
