@@ -86,6 +86,10 @@ pub const SYS_EXIT_TRACEPOINT: &str = "sys_exit";
 /// file behind that fd (user space resolves it from /proc/TGID/fd/FD).
 pub const PATH_FDS_MAP: &str = "PATH_FDS";
 pub const MAX_PATH_FDS: u32 = 65536;
+/// Hash map: key = tgid << 32 | fd, value = the connected peer of the socket behind it,
+/// `port << 32 | addr` (both as in a `sockaddr_in`), from /proc (while dst rules exist).
+pub const PEER_FDS_MAP: &str = "PEER_FDS";
+
 /// Hash map: key = tgid << 32 | fd (fd [`FORKED_FD`] for a new child), present while the
 /// kernel holds that process stopped for a classification user space has not finished; a
 /// delay ending meanwhile leaves the continue to the classification.
@@ -139,8 +143,14 @@ pub struct KernelRule {
     pub term_count: u32,
     /// 1: only calls on an fd whose file matches the rule's path filter (PATH_FDS).
     pub by_path: u32,
-    pub _padding: u32,
+    /// 1: only calls whose peer is `dst_addr:dst_port`: the address the call names (connect,
+    /// sendto, sendmsg), else the connected peer of the socket behind the fd (PEER_FDS).
+    pub by_dst: u32,
     pub comm: [u8; 16],
+    /// IPv4 address and port as they lie in a `sockaddr_in` (network order), read as host
+    /// integers.
+    pub dst_addr: u32,
+    pub dst_port: u32,
     pub seed: u64,
     pub terms: [KernelTerm; MAX_TERMS],
 }
@@ -200,7 +210,7 @@ unsafe impl aya::Pod for FiredEvent {}
 unsafe impl aya::Pod for KernelTerm {}
 
 const _: () = assert!(core::mem::size_of::<KernelTerm>() == 24);
-const _: () = assert!(core::mem::size_of::<KernelRule>() == 56 + 24 * MAX_TERMS);
+const _: () = assert!(core::mem::size_of::<KernelRule>() == 64 + 24 * MAX_TERMS);
 const _: () = assert!(core::mem::size_of::<FiredEvent>() == 48);
 
 /// Packet rules one partition can hold.
@@ -259,7 +269,8 @@ pub struct FaultConfig {
     pub cgroup_id: u64,
     /// How many rules filter by path: while not 0, new fds stop the target until classified.
     pub path_rules: u32,
-    pub _padding: u32,
+    /// How many rules filter by peer (dst=): while not 0, so do connects.
+    pub dst_rules: u32,
 }
 
 #[cfg(feature = "user")]

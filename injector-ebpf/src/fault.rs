@@ -7,7 +7,7 @@ use crate::error_hooks;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
     },
     macros::{btf_tracepoint, map},
     maps::{Array, HashMap, RingBuf},
@@ -42,6 +42,10 @@ pub static STOPPED: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
+/// tgid << 32 | fd -> the connected peer of the socket behind it, `port << 32 | addr`.
+#[map]
+static PEER_FDS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_PATH_FDS, 0);
+
 /// The classifications in progress (see injector_common::CLASSIFYING_MAP); value unused.
 #[map]
 static CLASSIFYING: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
@@ -69,9 +73,10 @@ pub fn fault_syscalls(ctx: BtfTracePointContext) -> i32 {
     }
     let id: i64 = ctx.arg(1);
     let regs: *const u64 = ctx.arg(0);
-    if config.path_rules != 0 && id == SYS_CLOSE {
+    if (config.path_rules != 0 || config.dst_rules != 0) && id == SYS_CLOSE {
         let key = (u64::from(tgid) << 32) | (first_argument(regs) & 0xffff_ffff);
         let _ = PATH_FDS.remove(&key);
+        let _ = PEER_FDS.remove(&key);
     }
     if !(0..i64::from(MAX_SYSCALL_NR)).contains(&id) {
         return 0;
@@ -100,6 +105,9 @@ pub fn fault_syscalls(ctx: BtfTracePointContext) -> i32 {
             continue;
         }
         if rule.by_path != 0 && !path_matches(tgid, first_argument(regs), index) {
+            continue;
+        }
+        if rule.by_dst != 0 && !peer_matches(rule, tgid, id, regs) {
             continue;
         }
         let Some(counters) = RULE_COUNTERS.get_ptr_mut(index) else {
@@ -171,6 +179,55 @@ fn targeted(config: &FaultConfig, tgid: u32) -> bool {
     }
 }
 
+const SYS_CONNECT: i64 = 42;
+const SYS_SENDTO: i64 = 44;
+const SYS_SENDMSG: i64 = 46;
+const AF_INET: u16 = 2;
+const EINPROGRESS: i64 = 115;
+/// Offset of `r8` (the fifth syscall argument) in `struct pt_regs`.
+const PT_REGS_R8: usize = 9;
+
+/// The start of a `struct sockaddr_in`.
+#[repr(C)]
+struct SockaddrIn {
+    family: u16,
+    port: u16,
+    addr: u32,
+}
+
+/// Whether the call's peer is the rule's: the address the call names (connect, sendto with an
+/// address, sendmsg with msg_name), else the connected peer of the socket behind its fd.
+fn peer_matches(rule: &KernelRule, tgid: u32, id: i64, regs: *const u64) -> bool {
+    let named = match id {
+        SYS_CONNECT => argument(regs, PT_REGS_SI),
+        SYS_SENDTO => argument(regs, PT_REGS_R8),
+        // msg_name is the first field of struct msghdr.
+        // SAFETY: a checked read of user memory the call itself is about to read.
+        SYS_SENDMSG => unsafe {
+            bpf_probe_read_user(argument(regs, PT_REGS_SI) as *const u64).unwrap_or(0)
+        },
+        _ => 0,
+    };
+    let (addr, port) = if named != 0 {
+        // SAFETY: as above.
+        let Ok(sockaddr) = (unsafe { bpf_probe_read_user(named as *const SockaddrIn) }) else {
+            return false;
+        };
+        if sockaddr.family != AF_INET {
+            return false;
+        }
+        (sockaddr.addr, u32::from(sockaddr.port))
+    } else {
+        let key = (u64::from(tgid) << 32) | (first_argument(regs) & 0xffff_ffff);
+        // SAFETY: a map lookup with a valid key.
+        let Some(&peer) = (unsafe { PEER_FDS.get(&key) }) else {
+            return false;
+        };
+        (peer as u32, (peer >> 32) as u32)
+    };
+    addr == rule.dst_addr && (rule.dst_port == 0 || port == rule.dst_port)
+}
+
 fn path_matches(tgid: u32, fd: u64, rule: u32) -> bool {
     let key = (u64::from(tgid) << 32) | (fd & 0xffff_ffff);
     // SAFETY: a map lookup with a valid key.
@@ -187,7 +244,7 @@ pub fn classify_opens(ctx: BtfTracePointContext) -> i32 {
     let Some(config) = FAULT_CONFIG.get(0) else {
         return 0;
     };
-    if config.path_rules == 0 {
+    if config.path_rules == 0 && config.dst_rules == 0 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -196,34 +253,44 @@ pub fn classify_opens(ctx: BtfTracePointContext) -> i32 {
     }
     let regs: *const u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    if ret < 0 {
-        return 0;
-    }
     // SAFETY: regs is this syscall's pt_regs; the read is checked by the helper.
     let nr =
         unsafe { bpf_probe_read_kernel(regs.wrapping_add(PT_REGS_ORIG_AX)) }.unwrap_or(u64::MAX);
-    let gives_fd = match nr {
-        // open, creat, openat, openat2, dup, dup2, dup3, accept, accept4
-        2 | 85 | 257 | 437 | 32 | 33 | 292 | 43 | 288 => true,
-        // fcntl(F_DUPFD / F_DUPFD_CLOEXEC)
-        72 => {
-            // SAFETY: as above.
-            let cmd = unsafe { bpf_probe_read_kernel(regs.wrapping_add(PT_REGS_SI)) }.unwrap_or(0);
-            cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC
-        }
-        _ => false,
-    };
+    // A socket that got its peer (for dst= filters): its fd is the first argument.
+    let connected =
+        nr == SYS_CONNECT as u64 && config.dst_rules != 0 && (ret == 0 || ret == -EINPROGRESS);
+    if ret < 0 && !connected {
+        return 0;
+    }
+    let gives_fd = connected
+        || match nr {
+            // open, creat, openat, openat2, dup, dup2, dup3, accept, accept4
+            2 | 85 | 257 | 437 | 32 | 33 | 292 | 43 | 288 => true,
+            // fcntl(F_DUPFD / F_DUPFD_CLOEXEC)
+            72 => {
+                // SAFETY: as above.
+                let cmd =
+                    unsafe { bpf_probe_read_kernel(regs.wrapping_add(PT_REGS_SI)) }.unwrap_or(0);
+                cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC
+            }
+            _ => false,
+        };
     // clone, fork, vfork, clone3 returning 0 in a new process (not a thread: its pid is its tgid).
     let forked =
         matches!(nr, 56 | 57 | 58 | 435) && ret == 0 && pid_tgid as u32 == (pid_tgid >> 32) as u32;
     if !gives_fd && !forked {
         return 0;
     }
+    let fd = match () {
+        () if forked => FORKED_FD,
+        () if connected => first_argument(regs) as u32,
+        () => ret as u32,
+    };
     let event = FiredEvent {
         // SAFETY: bpf_ktime_get_ns has no arguments.
         time_ns: unsafe { bpf_ktime_get_ns() },
         call: 0,
-        first_arg: ret as u64,
+        first_arg: u64::from(fd),
         rule: 0,
         term: 0,
         action: if forked {
@@ -235,7 +302,6 @@ pub fn classify_opens(ctx: BtfTracePointContext) -> i32 {
         tid: pid_tgid as u32,
         syscall_nr: nr as u32,
     };
-    let fd = if forked { FORKED_FD } else { ret as u32 };
     let key = (u64::from(event.tgid) << 32) | u64::from(fd);
     // Recorded before the stop, so no delay can end without seeing it; a stop that could
     // not be recorded is not made.
@@ -262,10 +328,15 @@ unsafe fn take_ticket(counter: *mut u64) -> u64 {
 }
 
 fn first_argument(regs: *const u64) -> u64 {
+    argument(regs, PT_REGS_DI)
+}
+
+/// The syscall argument in the pt_regs slot `index` (PT_REGS_DI, PT_REGS_SI, ...).
+fn argument(regs: *const u64, index: usize) -> u64 {
     // A plain load, not bpf_probe_read_kernel: it runs at every targeted call, and a tp_btf
     // argument is a typed kernel pointer the verifier lets the program read directly.
     // SAFETY: regs is this syscall's `struct pt_regs`; the verifier checks the field access.
-    unsafe { regs.add(PT_REGS_DI).read_volatile() }
+    unsafe { regs.add(index).read_volatile() }
 }
 
 fn comm_matches(expected: &[u8; 16]) -> bool {

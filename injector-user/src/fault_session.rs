@@ -10,8 +10,9 @@ use injector_common::{
     CLASSIFYING_MAP, COUNT_TRACEPOINT, ERROR_HOOKS, EVENTS_MAP, EXIT_CATEGORY, EXIT_TRACEPOINT,
     FAULT_CONFIG_MAP, FAULT_PROGRAM, FOLLOW_FORKS_CATEGORY, FOLLOW_FORKS_PROGRAM,
     FOLLOW_FORKS_TRACEPOINT, FORGET_EXITED_PROGRAM, FORK_CONFIG_MAP, FaultConfig, ForkConfig,
-    KernelRule, MAX_RULES, MAX_TERMS, OPENS_PROGRAM, PATH_FDS_MAP, RULE_COUNTERS_MAP, RULES_MAP,
-    RuleCounters, STOPPED_MAP, SYS_EXIT_TRACEPOINT, SYSCALL_RULES_MAP, TARGETS_MAP, UNLIMITED,
+    KernelRule, MAX_RULES, MAX_TERMS, OPENS_PROGRAM, PATH_FDS_MAP, PEER_FDS_MAP, RULE_COUNTERS_MAP,
+    RULES_MAP, RuleCounters, STOPPED_MAP, SYS_EXIT_TRACEPOINT, SYSCALL_RULES_MAP, TARGETS_MAP,
+    UNLIMITED,
 };
 
 use crate::{
@@ -33,6 +34,9 @@ pub struct FaultSession {
     targets: Targets,
     /// Each slot's path filter, matched in user space against the file behind each fd.
     paths: Vec<Option<fault_rules::Glob>>,
+    /// Each slot: whether it filters by peer (dst=), for which the peer of the socket behind
+    /// every fd is looked up in user space.
+    peers: Vec<bool>,
     /// Whether the sys_exit program that reports new fds is attached.
     opens_attached: bool,
     /// Set once attach has written the configuration that makes the target targeted.
@@ -93,6 +97,7 @@ impl FaultSession {
             error_hooks: Default::default(),
             targets,
             paths: Vec::new(),
+            peers: Vec::new(),
             opens_attached: false,
             live: false,
         };
@@ -312,8 +317,11 @@ impl FaultSession {
     /// The rules (bit per rule) whose path filter matches the file behind `fd` of `tgid`,
     /// stored for the kernel; called for every fd the target makes, while it is stopped.
     pub fn classify(&mut self, tgid: u32, fd: u32) -> Result<u32, InjectorError> {
-        let path = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}")).ok();
-        let mask = path.map_or(0, |path| {
+        let link = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}")).ok();
+        if self.peers.contains(&true) {
+            self.store_peer(tgid, fd, link.as_deref())?;
+        }
+        let mask = link.map_or(0, |path| {
             let path = path.to_string_lossy();
             self.paths
                 .iter()
@@ -343,9 +351,49 @@ impl FaultSession {
         Ok(mask)
     }
 
+    /// Stores the connected peer of the socket behind `fd` of `tgid` for the kernel's dst=
+    /// filters, or forgets the fd's peer if it has none (not a socket, not IPv4, unconnected).
+    fn store_peer(
+        &mut self,
+        tgid: u32,
+        fd: u32,
+        link: Option<&std::path::Path>,
+    ) -> Result<(), InjectorError> {
+        let peer = link
+            .and_then(crate::sockets::socket_inode)
+            .and_then(|inode| {
+                crate::sockets::ipv4_sockets(tgid)
+                    .ok()?
+                    .into_iter()
+                    .find(|socket| socket.inode == inode)
+            })
+            .map(|socket| socket.remote)
+            .filter(|remote| !remote.ip().is_unspecified());
+        let mut peers: HashMap<_, u64, u64> =
+            HashMap::try_from(map_mut(&mut self.ebpf, PEER_FDS_MAP)?).map_err(|source| {
+                InjectorError::Map {
+                    name: PEER_FDS_MAP,
+                    source,
+                }
+            })?;
+        let key = (u64::from(tgid) << 32) | u64::from(fd);
+        let stored = match peer {
+            Some(peer) => {
+                let (addr, port) = crate::rules::sockaddr_in_values(&peer);
+                peers.insert(key, (u64::from(port) << 32) | u64::from(addr), 0)
+            }
+            None if peers.get(&key, 0).is_ok() => peers.remove(&key),
+            None => Ok(()),
+        };
+        stored.map_err(|source| InjectorError::Map {
+            name: PEER_FDS_MAP,
+            source,
+        })
+    }
+
     /// Classifies every fd of every process targeted now.
     fn classify_all(&mut self) -> Result<(), InjectorError> {
-        if self.paths.iter().all(Option::is_none) {
+        if self.paths.iter().all(Option::is_none) && !self.peers.contains(&true) {
             return Ok(());
         }
         for tgid in self.targeted_now()? {
@@ -442,7 +490,7 @@ impl FaultSession {
             has_error_rules: u32::from(!self.error_hooks.is_empty()),
             cgroup_id,
             path_rules: self.paths.iter().flatten().count() as u32,
-            _padding: 0,
+            dst_rules: self.peers.iter().filter(|&&by_dst| by_dst).count() as u32,
         };
         array_mut::<FaultConfig>(&mut self.ebpf, FAULT_CONFIG_MAP)?
             .set(0, config, 0)
@@ -505,6 +553,7 @@ impl FaultSession {
         }
         self.slots[id] = None;
         self.paths[id] = None;
+        self.peers[id] = false;
         self.write_slot(id, KernelRule::default())?;
         self.refresh_masks()?;
         self.write_config()?;
@@ -521,13 +570,15 @@ impl FaultSession {
             None if self.slots.len() < MAX_RULES as usize => {
                 self.slots.push(None);
                 self.paths.push(None);
+                self.peers.push(false);
                 self.slots.len() - 1
             }
             None => return Err(crate::rules::RuleError::TooManyRules.into()),
         };
-        if path.is_some() {
+        if path.is_some() || rule.by_dst != 0 {
             // Every fd classified for this rule before the rule can match anything.
             self.paths[id] = path;
+            self.peers[id] = rule.by_dst != 0;
             self.attach_opens()?;
             if self.live {
                 // New fds are reported from now on, so none is missed while classifying.

@@ -10,6 +10,7 @@ pub mod partition;
 pub mod probe;
 pub mod rules;
 pub mod seccomp;
+pub mod sockets;
 pub mod syscall_names;
 pub mod target;
 

@@ -54,8 +54,10 @@ enum Command {
     /// writes, opens, truncates, renames, unlinks, mkdir, sendmsg/sendto, recvmsg/recvfrom,
     /// connect and accept; fsync has no hook: use `injector run` or faultfs). Filters: fd=N,
     /// thread=NAME, path=GLOB (the file behind the call's fd; the target is stopped for a
-    /// moment at each new fd while it is classified). Counting is exact ("the 3rd fsync"), and probabilities are keyed by --seed:
-    /// the same seed and the same calls fire the same faults.
+    /// moment at each new fd while it is classified), dst=IP:PORT (the address connect, sendto
+    /// or sendmsg names, else the connected peer of the socket behind the fd: sendmsg(dst=
+    /// 127.0.0.1:7002)=error(ECONNRESET)). Counting is exact ("the 3rd fsync"), and
+    /// probabilities are keyed by --seed: the same seed and the same calls fire the same faults.
     Attach {
         /// The process to inject into (all its threads).
         #[arg(long, required_unless_present = "cgroup", conflicts_with = "cgroup")]

@@ -18,7 +18,7 @@ use injector_common::{
 };
 use thiserror::Error;
 
-use crate::{InjectorError, ebpf_object};
+use crate::{InjectorError, ebpf_object, sockets};
 
 #[derive(Debug, Error)]
 pub enum PartitionError {
@@ -265,47 +265,23 @@ pub fn endpoints_of_pid(pid: u32) -> Result<Vec<Endpoint>, PartitionError> {
     };
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map_err(|e| failed(format!("{e}; is it running, and are you root?")))?;
-    let inodes: std::collections::BTreeSet<String> = fds
+    let inodes: std::collections::BTreeSet<u64> = fds
         .flatten()
         .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-        .filter_map(|link| {
-            link.to_str()?
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')
-                .map(str::to_owned)
+        .filter_map(|link| sockets::socket_inode(&link))
+        .collect();
+    let mut endpoints: Vec<Endpoint> = sockets::ipv4_sockets(pid)
+        .map_err(|e| failed(e.to_string()))?
+        .into_iter()
+        .filter(|socket| inodes.contains(&socket.inode) && !socket.local.ip().is_unspecified())
+        .map(|socket| Endpoint {
+            addr: *socket.local.ip(),
+            port: Some(socket.local.port()),
         })
         .collect();
-    let mut endpoints = Vec::new();
-    for table in ["tcp", "udp"] {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
-            .map_err(|e| failed(e.to_string()))?;
-        endpoints.extend(socket_endpoints(&text, &inodes));
-    }
     endpoints.sort_by_key(|e| (e.addr, e.port));
     endpoints.dedup();
     Ok(endpoints)
-}
-
-/// Local endpoints of the sockets with these inodes in a /proc/net/{tcp,udp} table, whose
-/// addresses are the kernel's 32-bit value in hex (network order read as a host integer).
-fn socket_endpoints(table: &str, inodes: &std::collections::BTreeSet<String>) -> Vec<Endpoint> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if !inodes.contains(*fields.get(9)?) {
-                return None;
-            }
-            let (addr, port) = fields.get(1)?.split_once(':')?;
-            let addr = Ipv4Addr::from(u32::from_str_radix(addr, 16).ok()?.to_le_bytes());
-            let port = u16::from_str_radix(port, 16).ok()?;
-            (!addr.is_unspecified()).then_some(Endpoint {
-                addr,
-                port: Some(port),
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -323,20 +299,5 @@ mod tests {
         assert_eq!(packet_rules(&[a], &[b], true, 100).unwrap().len(), 1);
         assert_eq!(parse_loss("30%").unwrap(), 30);
         assert!(parse_loss("0").is_err() && parse_loss("101%").is_err());
-    }
-
-    #[test]
-    fn socket_endpoints_come_from_the_proc_table_of_the_pids_sockets() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
-            0: 0B00007F:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0 100 0 0 10 0\n   \
-            1: 00000000:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 222 1 0 100 0 0 10 0\n   \
-            2: 0C00007F:A1B2 0B00007F:1B58 01 00000000:00000000 00:00000000 00000000     0        0 333 1 0 20 4 30 10 -1\n";
-        let inodes = ["111", "222", "444"]
-            .map(String::from)
-            .into_iter()
-            .collect();
-        let found = socket_endpoints(table, &inodes);
-        // Its listener on 127.0.0.11:7000; the wildcard listener left out; 333 is not its own.
-        assert_eq!(found, vec!["127.0.0.11:7000".parse().unwrap()]);
     }
 }

@@ -30,6 +30,13 @@ pub enum RuleError {
         FD_SYSCALLS.join(", ")
     )]
     PathNeedsAnFd { rule: String, op: String },
+    #[error(
+        "{rule}: a dst= filter needs a call with a peer ({peer_calls}), not {op}",
+        peer_calls = PEER_SYSCALLS.join(", ")
+    )]
+    DstNeedsASocketCall { rule: String, op: String },
+    #[error("{rule}: dst= takes an IPv4 address and port in attach mode, like 127.0.0.1:7002")]
+    DstNotIpv4 { rule: String },
     #[error("{rule}: at most {MAX_TERMS} terms per rule in attach mode")]
     TooManyTerms { rule: String },
     #[error("at most {MAX_RULES} rules at once")]
@@ -57,8 +64,23 @@ pub const ATTACH: Capabilities<'static> = Capabilities {
     tool: "injector attach",
     ops: &[],
     actions: &["off", "kill", "signal", "delay", "pause", "count", "error"],
-    filters: &["fd", "thread", "path"],
+    filters: &["fd", "thread", "path", "dst"],
 };
+
+/// Calls a dst= filter applies to in attach mode: those that name a peer (connect, sendto,
+/// sendmsg) and those on a socket fd, whose connected peer counts.
+pub const PEER_SYSCALLS: &[&str] = &[
+    "connect", "sendto", "sendmsg", "recvfrom", "recvmsg", "write", "writev", "read", "readv",
+];
+
+/// An IPv4 address and port as they lie in a `sockaddr_in` (network order), read as the host
+/// integers the kernel program compares.
+pub fn sockaddr_in_values(peer: &std::net::SocketAddrV4) -> (u32, u32) {
+    (
+        u32::from_ne_bytes(peer.ip().octets()),
+        u32::from(u16::from_ne_bytes(peer.port().to_be_bytes())),
+    )
+}
 
 /// Syscalls whose first argument is an fd: in attach mode a path filter applies to them, by the
 /// file behind that fd (resolved when the fd was made).
@@ -248,6 +270,21 @@ pub fn compile_for_attach(rule: &Rule, seed: u64) -> Result<KernelRule, RuleErro
     for filter in &rule.filters {
         match filter {
             Filter::Fd(fd) => compiled.fd = i64::from(*fd),
+            Filter::Dst(std::net::SocketAddr::V4(peer)) => {
+                if !PEER_SYSCALLS.contains(&rule.op.as_str()) {
+                    return Err(RuleError::DstNeedsASocketCall {
+                        rule: rule.text.clone(),
+                        op: rule.op.clone(),
+                    });
+                }
+                compiled.by_dst = 1;
+                (compiled.dst_addr, compiled.dst_port) = sockaddr_in_values(peer);
+            }
+            Filter::Dst(std::net::SocketAddr::V6(_)) => {
+                return Err(RuleError::DstNotIpv4 {
+                    rule: rule.text.clone(),
+                });
+            }
             Filter::Thread(name) => {
                 if name.len() > 15 {
                     return Err(RuleError::LongThreadName {

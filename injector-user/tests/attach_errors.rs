@@ -179,6 +179,31 @@ fn error_on_sendmsg_fails_sendmsg_but_not_sendto_through_the_same_hook() {
     finish(target, injector);
 }
 
+/// `dst=` picks one peer's calls: the worker's UDP socket is connected, so its sendmsg names
+/// no address and the socket's peer counts.
+#[test]
+fn error_with_dst_fails_only_the_calls_to_that_peer() {
+    let mut target = OpWorker::start("target");
+    let peer = injector_user::sockets::ipv4_sockets(target.pid())
+        .unwrap()
+        .into_iter()
+        .find(|socket| !socket.remote.ip().is_unspecified())
+        .expect("the worker's connected UDP socket")
+        .remote;
+    let rules = [
+        format!("sendmsg(dst={peer})=1*error(ECONNRESET)->off"),
+        "sendto(dst=127.0.0.1:9)=error(EPERM)".to_owned(),
+    ];
+    let Some(injector) = attach_or_check_refusal(&mut target, &rules) else {
+        return;
+    };
+    assert_eq!(
+        target.ops(&["sendmsg", "sendto", "sendmsg"]),
+        ["ECONNRESET", "ok", "ok"]
+    );
+    finish(target, injector);
+}
+
 #[test]
 fn error_on_namespace_and_socket_calls_leaves_them_undone() {
     let mut target = OpWorker::start("target");
