@@ -42,14 +42,7 @@ impl SyscallCounter {
             .map_err(|source| map_error(COUNT_CONFIG_MAP, source))?;
 
         let btf = Btf::from_sys_fs()?;
-        let program: &mut BtfTracePoint = ebpf
-            .program_mut(COUNT_PROGRAM)
-            .ok_or(InjectorError::Missing {
-                kind: "program",
-                name: COUNT_PROGRAM,
-            })?
-            .try_into()
-            .map_err(|source| program_error(COUNT_PROGRAM, source))?;
+        let program: &mut BtfTracePoint = ebpf_object::program_mut(&mut ebpf, COUNT_PROGRAM)?;
         program
             .load(COUNT_TRACEPOINT, &btf)
             .map_err(|source| program_error(COUNT_PROGRAM, source))?;

@@ -16,6 +16,23 @@ pub fn load() -> Result<Ebpf, InjectorError> {
     Ok(Ebpf::load(OBJECT)?)
 }
 
+/// The program `name` of the loaded object, as its type (`TracePoint`, `CgroupSkb`, ...).
+pub fn program_mut<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut T, InjectorError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(InjectorError::Missing {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|source| InjectorError::Program { name, source })
+}
+
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it, so failure here
 /// is only worth a debug line.
 fn raise_memlock_limit() {

@@ -213,31 +213,13 @@ impl FaultSession {
     }
 
     fn stopped_map(&self) -> Result<HashMap<&MapData, u32, u32>, InjectorError> {
-        let map = self.ebpf.map(STOPPED_MAP).ok_or(InjectorError::Missing {
-            kind: "map",
-            name: STOPPED_MAP,
-        })?;
-        HashMap::try_from(map).map_err(|source| InjectorError::Map {
-            name: STOPPED_MAP,
-            source,
-        })
+        hash_map(&self.ebpf, STOPPED_MAP)
     }
 
     /// The classification of `tgid`'s `fd` (FORKED_FD: of a new child's fds) is done.
     pub fn classified(&mut self, tgid: u32, fd: u32) -> Result<(), InjectorError> {
-        let map = map_mut(&mut self.ebpf, CLASSIFYING_MAP)?;
-        let mut classifying: HashMap<_, u64, u32> =
-            HashMap::try_from(map).map_err(|source| InjectorError::Map {
-                name: CLASSIFYING_MAP,
-                source,
-            })?;
-        match classifying.remove(&((u64::from(tgid) << 32) | u64::from(fd))) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(InjectorError::Map {
-                name: CLASSIFYING_MAP,
-                source,
-            }),
-        }
+        let key = (u64::from(tgid) << 32) | u64::from(fd);
+        store_or_forget::<u32>(&mut self.ebpf, CLASSIFYING_MAP, key, None)
     }
 
     /// A view of the classifications in progress, for another thread.
@@ -292,15 +274,8 @@ impl FaultSession {
         tracepoint: &str,
     ) -> Result<(), InjectorError> {
         let failed = |source| InjectorError::Program { name, source };
-        let program: &mut aya::programs::TracePoint = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(InjectorError::Missing {
-                kind: "program",
-                name,
-            })?
-            .try_into()
-            .map_err(failed)?;
+        let program: &mut aya::programs::TracePoint =
+            ebpf_object::program_mut(&mut self.ebpf, name)?;
         program.load().map_err(failed)?;
         program.attach(category, tracepoint).map_err(failed)?;
         Ok(())
@@ -329,25 +304,13 @@ impl FaultSession {
                 .filter(|(_, glob)| glob.as_ref().is_some_and(|g| g.matches(&path)))
                 .fold(0u32, |mask, (id, _)| mask | 1 << id)
         });
-        let mut fds: HashMap<_, u64, u32> =
-            HashMap::try_from(map_mut(&mut self.ebpf, PATH_FDS_MAP)?).map_err(|source| {
-                InjectorError::Map {
-                    name: PATH_FDS_MAP,
-                    source,
-                }
-            })?;
         let key = (u64::from(tgid) << 32) | u64::from(fd);
-        let stored = if mask != 0 {
-            fds.insert(key, mask, 0)
-        } else if fds.get(&key, 0).is_ok() {
-            fds.remove(&key)
-        } else {
-            Ok(())
-        };
-        stored.map_err(|source| InjectorError::Map {
-            name: PATH_FDS_MAP,
-            source,
-        })?;
+        store_or_forget(
+            &mut self.ebpf,
+            PATH_FDS_MAP,
+            key,
+            (mask != 0).then_some(mask),
+        )?;
         Ok(mask)
     }
 
@@ -369,26 +332,12 @@ impl FaultSession {
             })
             .map(|socket| socket.remote)
             .filter(|remote| !remote.ip().is_unspecified());
-        let mut peers: HashMap<_, u64, u64> =
-            HashMap::try_from(map_mut(&mut self.ebpf, PEER_FDS_MAP)?).map_err(|source| {
-                InjectorError::Map {
-                    name: PEER_FDS_MAP,
-                    source,
-                }
-            })?;
+        let value = peer.map(|peer| {
+            let (addr, port) = crate::rules::sockaddr_in_values(&peer);
+            (u64::from(port) << 32) | u64::from(addr)
+        });
         let key = (u64::from(tgid) << 32) | u64::from(fd);
-        let stored = match peer {
-            Some(peer) => {
-                let (addr, port) = crate::rules::sockaddr_in_values(&peer);
-                peers.insert(key, (u64::from(port) << 32) | u64::from(addr), 0)
-            }
-            None if peers.get(&key, 0).is_ok() => peers.remove(&key),
-            None => Ok(()),
-        };
-        stored.map_err(|source| InjectorError::Map {
-            name: PEER_FDS_MAP,
-            source,
-        })
+        store_or_forget(&mut self.ebpf, PEER_FDS_MAP, key, value)
     }
 
     /// Classifies every fd of every process targeted now.
@@ -423,15 +372,7 @@ impl FaultSession {
                 follow_forks: false,
             } => Ok(vec![*tgid]),
             Targets::Process { .. } => {
-                let map = self.ebpf.map(TARGETS_MAP).ok_or(InjectorError::Missing {
-                    kind: "map",
-                    name: TARGETS_MAP,
-                })?;
-                let targets: HashMap<_, u32, u32> =
-                    HashMap::try_from(map).map_err(|source| InjectorError::Map {
-                        name: TARGETS_MAP,
-                        source,
-                    })?;
+                let targets: HashMap<_, u32, u32> = hash_map(&self.ebpf, TARGETS_MAP)?;
                 Ok(targets.keys().flatten().collect())
             }
             // A process that left the cgroup meanwhile is classified for nothing; one that was
@@ -451,15 +392,7 @@ impl FaultSession {
         tracepoint: &str,
     ) -> Result<(), InjectorError> {
         let failed = |source| InjectorError::Program { name, source };
-        let program: &mut BtfTracePoint = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(InjectorError::Missing {
-                kind: "program",
-                name,
-            })?
-            .try_into()
-            .map_err(failed)?;
+        let program: &mut BtfTracePoint = ebpf_object::program_mut(&mut self.ebpf, name)?;
         program.load(tracepoint, &self.btf).map_err(failed)?;
         program.attach().map_err(failed)?;
         Ok(())
@@ -706,6 +639,41 @@ fn array_mut<'a, T: aya::Pod>(
     name: &'static str,
 ) -> Result<Array<&'a mut MapData, T>, InjectorError> {
     Array::try_from(map_mut(ebpf, name)?).map_err(|source| InjectorError::Map { name, source })
+}
+
+/// `key` set to `value` in the hash map `name`, or taken out of it when there is no value.
+fn store_or_forget<V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    key: u64,
+    value: Option<V>,
+) -> Result<(), InjectorError> {
+    let mut map: HashMap<_, u64, V> = HashMap::try_from(map_mut(ebpf, name)?)
+        .map_err(|source| InjectorError::Map { name, source })?;
+    let stored = match value {
+        Some(value) => map.insert(key, value, 0),
+        // aya reports a key that is not there as the syscall's ENOENT.
+        None => match map.remove(&key) {
+            Err(aya::maps::MapError::SyscallError(error))
+                if error.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            removed => removed,
+        },
+    };
+    stored.map_err(|source| InjectorError::Map { name, source })
+}
+
+/// The hash map `name`, for reading.
+fn hash_map<'a, K: aya::Pod, V: aya::Pod>(
+    ebpf: &'a Ebpf,
+    name: &'static str,
+) -> Result<HashMap<&'a MapData, K, V>, InjectorError> {
+    let map = ebpf
+        .map(name)
+        .ok_or(InjectorError::Missing { kind: "map", name })?;
+    HashMap::try_from(map).map_err(|source| InjectorError::Map { name, source })
 }
 
 fn map_mut<'a>(

@@ -169,14 +169,7 @@ fn attach_tcx(ebpf: &mut Ebpf, interfaces: &[String]) -> Result<(), InjectorErro
         name: PARTITION_PROGRAM,
         source,
     };
-    let program: &mut SchedClassifier = ebpf
-        .program_mut(PARTITION_PROGRAM)
-        .ok_or(InjectorError::Missing {
-            kind: "program",
-            name: PARTITION_PROGRAM,
-        })?
-        .try_into()
-        .map_err(failed)?;
+    let program: &mut SchedClassifier = ebpf_object::program_mut(ebpf, PARTITION_PROGRAM)?;
     program.load().map_err(failed)?;
     for interface in interfaces {
         let hooks: &[TcAttachType] = if interface == "lo" {
@@ -213,14 +206,7 @@ fn attach_cgroup_skb(ebpf: &mut Ebpf) -> Result<(), InjectorError> {
         (PARTITION_INGRESS_PROGRAM, CgroupSkbAttachType::Ingress),
     ] {
         let failed = |source| InjectorError::Program { name, source };
-        let program: &mut CgroupSkb = ebpf
-            .program_mut(name)
-            .ok_or(InjectorError::Missing {
-                kind: "program",
-                name,
-            })?
-            .try_into()
-            .map_err(failed)?;
+        let program: &mut CgroupSkb = ebpf_object::program_mut(ebpf, name)?;
         program.load().map_err(failed)?;
         program
             .attach(&root, attach_type, CgroupAttachMode::Single)

@@ -62,18 +62,7 @@ impl OpWorker {
 
 /// What `injector probe` says about BPF LSM on this kernel.
 fn lsm_allowed() -> bool {
-    let output = Command::new(INJECTOR)
-        .args(["probe", "--json"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "injector probe failed: {output:?}");
-    let probe: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let lsm = probe["mechanisms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"].as_str().is_some_and(|n| n.starts_with("BPF LSM")))
-        .expect("probe lists BPF LSM");
+    let lsm = common::probed("BPF LSM");
     let allowed = lsm["works"] == true;
     if !allowed && std::env::var_os("FAULTLINE_VM").is_some() {
         panic!(

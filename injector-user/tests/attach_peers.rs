@@ -30,6 +30,16 @@ fn udp_counter(listen: &str) -> (Spawned, String) {
     )
 }
 
+fn tcp_server(listen: &str) -> (Spawned, String) {
+    listening(
+        Spawned::start(
+            "tcp-server",
+            Command::new(PEER).args(["tcp-server", "--listen", listen]),
+        )
+        .unwrap(),
+    )
+}
+
 #[test]
 fn a_dst_rule_counts_only_the_datagrams_sent_to_that_address() {
     let (to_a, a) = udp_counter("127.0.0.71:0");
@@ -59,13 +69,7 @@ fn a_dst_rule_counts_only_the_datagrams_sent_to_that_address() {
 /// call, so the socket's peer counts.
 #[test]
 fn a_dst_rule_kills_at_the_third_send_to_the_connected_server() {
-    let (_server, address) = listening(
-        Spawned::start(
-            "tcp-server",
-            Command::new(PEER).args(["tcp-server", "--listen", "127.0.0.74:0"]),
-        )
-        .unwrap(),
-    );
+    let (_server, address) = tcp_server("127.0.0.74:0");
     let script =
         format!("echo ready; read go; exec {PEER} tcp-client --from 127.0.0.75 --to {address}");
     let mut client = Spawned::start("client", Command::new("sh").args(["-c", &script])).unwrap();
@@ -90,13 +94,7 @@ fn a_dst_rule_kills_at_the_third_send_to_the_connected_server() {
 
 #[test]
 fn a_connection_made_before_attaching_has_its_peer_too() {
-    let (_server, address) = listening(
-        Spawned::start(
-            "tcp-server",
-            Command::new(PEER).args(["tcp-server", "--listen", "127.0.0.76:0"]),
-        )
-        .unwrap(),
-    );
+    let (_server, address) = tcp_server("127.0.0.76:0");
     let mut client = Spawned::start(
         "client",
         Command::new(PEER).args(["tcp-client", "--from", "127.0.0.77", "--to", &address]),

@@ -43,25 +43,29 @@ fn two_paused_workers(cgroup: &TestCgroup) -> (Spawned, Spawned, Spawned) {
     (injector, first, second)
 }
 
-#[test]
-fn killing_the_injector_continues_every_process_of_the_cgroup_it_paused() {
-    let cgroup = TestCgroup::new("guard");
-    let (injector, mut first, mut second) = two_paused_workers(&cgroup);
-    // SAFETY: kill on the pid of the injector we started, still our unreaped child.
-    unsafe { libc::kill(injector.pid() as i32, libc::SIGKILL) };
-    // Only the guard can continue them now; had the programs stayed attached, their next
-    // fsync would stop them again.
+fn both_finish_all_four_fsyncs(mut first: Spawned, mut second: Spawned) {
     assert_eq!(done_count(&first.read_line().unwrap()), 4);
     assert_eq!(done_count(&second.read_line().unwrap()), 4);
     first.finish().unwrap();
     second.finish().unwrap();
+}
+
+#[test]
+fn killing_the_injector_continues_every_process_of_the_cgroup_it_paused() {
+    let cgroup = TestCgroup::new("guard");
+    let (injector, first, second) = two_paused_workers(&cgroup);
+    // SAFETY: kill on the pid of the injector we started, still our unreaped child.
+    unsafe { libc::kill(injector.pid() as i32, libc::SIGKILL) };
+    // Only the guard can continue them now; had the programs stayed attached, their next
+    // fsync would stop them again.
+    both_finish_all_four_fsyncs(first, second);
     drop(injector);
 }
 
 #[test]
 fn removing_a_pause_continues_every_process_it_holds() {
     let cgroup = TestCgroup::new("unpause");
-    let (injector, mut first, mut second) = two_paused_workers(&cgroup);
+    let (injector, first, second) = two_paused_workers(&cgroup);
     let removed = Command::new(INJECTOR)
         .args(["ctl", "--cgroup"])
         .arg(&cgroup.0)
@@ -69,10 +73,7 @@ fn removing_a_pause_continues_every_process_it_holds() {
         .output()
         .unwrap();
     assert!(removed.status.success(), "{removed:?}");
-    assert_eq!(done_count(&first.read_line().unwrap()), 4);
-    assert_eq!(done_count(&second.read_line().unwrap()), 4);
-    first.finish().unwrap();
-    second.finish().unwrap();
+    both_finish_all_four_fsyncs(first, second);
     stop(injector);
 }
 

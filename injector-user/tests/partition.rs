@@ -41,22 +41,10 @@ impl Net {
     /// Whether this kernel has the hook; if not, says the test is skipped and why, after
     /// checking that asking for it fails cleanly and names the way out.
     fn available(self) -> bool {
-        let output = Command::new(INJECTOR)
-            .args(["probe", "--json"])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "injector probe failed: {output:?}");
-        let probe: Value = serde_json::from_slice(&output.stdout).unwrap();
-        let prefix = match self.hook {
+        let mechanism = common::probed(match self.hook {
             "tcx" => "tc classifier via TCX",
             _ => "cgroup_skb",
-        };
-        let mechanism = probe["mechanisms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
-            .expect("probe lists the hook");
+        });
         if mechanism["works"] == true {
             return true;
         }

@@ -73,6 +73,23 @@ pub fn stop(process: Spawned) {
     let _ = process.wait();
 }
 
+/// What `injector probe --json` says about the mechanism whose name starts with `prefix`.
+pub fn probed(prefix: &str) -> Value {
+    let output = Command::new(INJECTOR)
+        .args(["probe", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "injector probe failed: {output:?}");
+    let probe: Value = serde_json::from_slice(&output.stdout).unwrap();
+    probe["mechanisms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+        .unwrap_or_else(|| panic!("probe lists no {prefix}"))
+        .clone()
+}
+
 /// `injector attach ARGS` exits 2 (bad input) with `expected` in its message.
 pub fn assert_refused(args: &[impl AsRef<std::ffi::OsStr> + std::fmt::Debug], expected: &str) {
     let output = Command::new(INJECTOR)
