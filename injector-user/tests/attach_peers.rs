@@ -20,11 +20,13 @@ fn listening(mut peer: Spawned) -> (Spawned, String) {
     (peer, address)
 }
 
+/// A UDP receiver that stays up for the whole test (a connected sender would get ECONNREFUSED
+/// from a closed port); killed when dropped.
 fn udp_counter(listen: &str) -> (Spawned, String) {
     listening(
         Spawned::start(
             "udp-count",
-            Command::new(PEER).args(["udp-count", "--listen", listen, "--idle-ms", "300"]),
+            Command::new(PEER).args(["udp-count", "--listen", listen, "--idle-ms", "60000"]),
         )
         .unwrap(),
     )
@@ -62,6 +64,27 @@ fn a_dst_rule_counts_only_the_datagrams_sent_to_that_address() {
     injector.finish().unwrap();
     assert_eq!(lines.last().unwrap()["rules"][0]["calls"], 5, "{lines:?}");
     drop((to_a, to_b));
+}
+
+/// A UDP socket connected after the injector attached: its sends name no address, so only
+/// the peer recorded at connect (the kernel stops the sender there until it is) can match.
+#[test]
+fn a_socket_connected_after_attaching_is_matched_by_its_peer() {
+    let (to_a, a) = udp_counter("127.0.0.78:0");
+    let script = format!(
+        "echo ready; read go; exec {PEER} udp-send --connect --from 127.0.0.79 --to {a} --count 6"
+    );
+    let mut sender = Spawned::start("sender", Command::new("sh").args(["-c", &script])).unwrap();
+    assert_eq!(sender.read_line().unwrap(), "ready");
+    let rule = format!("sendto(dst={a})=count");
+    let mut injector = attached("attach", sender.pid(), &["--fault", &rule]);
+    sender.send_line("go").unwrap();
+    assert_eq!(sender.read_line().unwrap(), "sent 6");
+    sender.finish().unwrap();
+    let lines = remaining_json(&mut injector);
+    injector.finish().unwrap();
+    assert_eq!(lines.last().unwrap()["rules"][0]["calls"], 6, "{lines:?}");
+    drop(to_a);
 }
 
 /// The client connects after the injector attached (the kernel stops it at connect until its

@@ -48,6 +48,9 @@ enum Mode {
         to: SocketAddr,
         #[arg(long)]
         count: u64,
+        /// connect() to --to first and send without an address (send, not sendto's address).
+        #[arg(long)]
+        connect: bool,
     },
 }
 
@@ -130,10 +133,23 @@ fn main() -> Result<()> {
             }
             say(&format!("received {received}"))
         }
-        Mode::UdpSend { from, to, count } => {
+        Mode::UdpSend {
+            from,
+            to,
+            count,
+            connect,
+        } => {
             let socket = UdpSocket::bind(SocketAddr::new(from, 0))?;
+            if connect {
+                socket.connect(to)?;
+            }
             for n in 0..count {
-                socket.send_to(format!("datagram {n}").as_bytes(), to)?;
+                let datagram = format!("datagram {n}");
+                if connect {
+                    socket.send(datagram.as_bytes())?;
+                } else {
+                    socket.send_to(datagram.as_bytes(), to)?;
+                }
             }
             say(&format!("sent {count}"))
         }
