@@ -340,9 +340,44 @@ impl FaultSession {
         store_or_forget(&mut self.ebpf, PEER_FDS_MAP, key, value)
     }
 
+    /// Whether some rule filters by path or peer, so fds are being classified.
+    pub fn classifies_fds(&self) -> bool {
+        self.paths.iter().any(Option::is_some) || self.peers.contains(&true)
+    }
+
+    /// How many fds have a path or peer recorded for the kernel now.
+    pub fn classified_fds(&self) -> Result<usize, InjectorError> {
+        let paths: HashMap<_, u64, u32> = hash_map(&self.ebpf, PATH_FDS_MAP)?;
+        let peers: HashMap<_, u64, u64> = hash_map(&self.ebpf, PEER_FDS_MAP)?;
+        Ok(paths.keys().flatten().count() + peers.keys().flatten().count())
+    }
+
+    /// Forgets the fds of processes that are gone. A process that exits without closing its
+    /// fds (killed, or simply exiting) leaves them behind, and followed children come and go.
+    pub fn sweep_exited(&mut self) -> Result<(), InjectorError> {
+        let gone = |key: &u64| !std::path::Path::new(&format!("/proc/{}", key >> 32)).exists();
+        let stale_paths: Vec<u64> = hash_map::<u64, u32>(&self.ebpf, PATH_FDS_MAP)?
+            .keys()
+            .flatten()
+            .filter(gone)
+            .collect();
+        for key in stale_paths {
+            store_or_forget::<u32>(&mut self.ebpf, PATH_FDS_MAP, key, None)?;
+        }
+        let stale_peers: Vec<u64> = hash_map::<u64, u64>(&self.ebpf, PEER_FDS_MAP)?
+            .keys()
+            .flatten()
+            .filter(gone)
+            .collect();
+        for key in stale_peers {
+            store_or_forget::<u64>(&mut self.ebpf, PEER_FDS_MAP, key, None)?;
+        }
+        Ok(())
+    }
+
     /// Classifies every fd of every process targeted now.
     fn classify_all(&mut self) -> Result<(), InjectorError> {
-        if self.paths.iter().all(Option::is_none) && !self.peers.contains(&true) {
+        if !self.classifies_fds() {
             return Ok(());
         }
         for tgid in self.targeted_now()? {

@@ -183,3 +183,50 @@ fn a_path_rule_in_a_cgroup_kills_only_the_process_writing_the_matching_file() {
     assert_eq!(records(&other), 6);
     common::stop(injector);
 }
+
+/// Processes that die without closing their fds leave them recorded; the injector forgets them
+/// once the processes are gone, so thousands of short-lived children cannot fill the kernel's
+/// table.
+#[test]
+fn the_fds_of_exited_processes_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("wal")).unwrap();
+    let script = format!(
+        "echo ready; read go; for i in 1 2 3 4 5 6 7 8; do \
+         {WORKER} --records 1 --file {}/wal/log-$i; done; echo children-done; read end",
+        dir.path().display()
+    );
+    let mut shell = Spawned::start("shell", Command::new("sh").args(["-c", &script])).unwrap();
+    assert_eq!(shell.read_line().unwrap(), "ready");
+    let injector = attached(
+        "attach",
+        shell.pid(),
+        &[
+            "--follow-forks",
+            "--fault",
+            r#"fsync(path="**/wal/*")=kill"#,
+        ],
+    );
+    shell.send_line("go").unwrap();
+    // Each child is killed at its fsync, with its log still open.
+    while shell.read_line().unwrap() != "children-done" {}
+    common::wait_until(
+        "the killed children's fds are forgotten",
+        std::time::Duration::from_secs(10),
+        || classified_fds(shell.pid()) == 0,
+    );
+    shell.send_line("end").unwrap();
+    shell.finish().unwrap();
+    injector.finish().unwrap();
+}
+
+/// `classified_fds` from `injector ctl --pid PID list`.
+fn classified_fds(pid: u32) -> u64 {
+    let output = Command::new(common::INJECTOR)
+        .args(["ctl", "--pid", &pid.to_string(), "list"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    listed["classified_fds"].as_u64().unwrap()
+}

@@ -25,6 +25,9 @@ use tokio::{
 
 use super::{EndedBy, control::Addressee, emit_json, guard};
 
+/// How often the fds recorded for path and dst filters are checked for processes that are gone.
+const SWEEP_EXITED: Duration = Duration::from_secs(1);
+
 pub struct Options {
     pub pid: Option<u32>,
     pub cgroup: Option<PathBuf>,
@@ -148,8 +151,12 @@ pub async fn attach(options: Options) -> Result<()> {
     };
     tokio::pin!(exited);
     let mut stops = Stops::default();
+    let mut sweep = tokio::time::interval(SWEEP_EXITED);
     let ended_by = loop {
         tokio::select! {
+            _ = sweep.tick(), if session.classifies_fds() => {
+                session.sweep_exited().context("forgetting the fds of exited processes")?;
+            }
             ready = events.readable_mut() => {
                 let mut ready = ready?;
                 while let Some(item) = ready.get_inner_mut().next() {
@@ -221,8 +228,12 @@ fn handle(
 ) -> serde_json::Value {
     use super::control::Request;
     match request {
-        Request::List => match session.stats(rules) {
-            Ok(stats) => json!({"rules": stats}),
+        Request::List => match session.stats(rules).and_then(|stats| {
+            session
+                .classified_fds()
+                .map(|classified| (stats, classified))
+        }) {
+            Ok((stats, classified)) => json!({"rules": stats, "classified_fds": classified}),
             Err(error) => json!({"error": error.to_string()}),
         },
         Request::Add { rule } => {
