@@ -86,6 +86,11 @@ pub const SYS_EXIT_TRACEPOINT: &str = "sys_exit";
 /// file behind that fd (user space resolves it from /proc/TGID/fd/FD).
 pub const PATH_FDS_MAP: &str = "PATH_FDS";
 pub const MAX_PATH_FDS: u32 = 65536;
+/// The key of one fd of one process in PATH_FDS, PEER_FDS and CLASSIFYING.
+pub const fn fd_key(tgid: u32, fd: u32) -> u64 {
+    ((tgid as u64) << 32) | fd as u64
+}
+
 /// Hash map: key = tgid << 32 | fd, value = the connected peer of the socket behind it,
 /// `port << 32 | addr` (both as in a `sockaddr_in`), from /proc (while dst rules exist).
 pub const PEER_FDS_MAP: &str = "PEER_FDS";

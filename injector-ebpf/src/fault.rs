@@ -7,7 +7,7 @@ use crate::error_hooks;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_ktime_get_ns, bpf_probe_read_user,
     },
     macros::{btf_tracepoint, map},
     maps::{Array, HashMap, RingBuf},
@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use injector_common::{
     ANY_FD, FORKED_FD, FaultConfig, FiredEvent, KernelRule, MAX_PATH_FDS, MAX_RULES,
-    MAX_SYSCALL_NR, MAX_TERMS, RuleCounters, UNLIMITED, action, roll,
+    MAX_SYSCALL_NR, MAX_TERMS, RuleCounters, UNLIMITED, action, fd_key, roll,
 };
 
 #[map]
@@ -74,7 +74,7 @@ pub fn fault_syscalls(ctx: BtfTracePointContext) -> i32 {
     let id: i64 = ctx.arg(1);
     let regs: *const u64 = ctx.arg(0);
     if (config.path_rules != 0 || config.dst_rules != 0) && id == SYS_CLOSE {
-        let key = (u64::from(tgid) << 32) | (first_argument(regs) & 0xffff_ffff);
+        let key = fd_key(tgid, first_argument(regs) as u32);
         let _ = PATH_FDS.remove(&key);
         let _ = PEER_FDS.remove(&key);
     }
@@ -218,7 +218,7 @@ fn peer_matches(rule: &KernelRule, tgid: u32, id: i64, regs: *const u64) -> bool
         }
         (sockaddr.addr, u32::from(sockaddr.port))
     } else {
-        let key = (u64::from(tgid) << 32) | (first_argument(regs) & 0xffff_ffff);
+        let key = fd_key(tgid, first_argument(regs) as u32);
         // SAFETY: a map lookup with a valid key.
         let Some(&peer) = (unsafe { PEER_FDS.get(&key) }) else {
             return false;
@@ -229,7 +229,7 @@ fn peer_matches(rule: &KernelRule, tgid: u32, id: i64, regs: *const u64) -> bool
 }
 
 fn path_matches(tgid: u32, fd: u64, rule: u32) -> bool {
-    let key = (u64::from(tgid) << 32) | (fd & 0xffff_ffff);
+    let key = fd_key(tgid, fd as u32);
     // SAFETY: a map lookup with a valid key.
     unsafe { PATH_FDS.get(&key) }.is_some_and(|mask| mask & (1 << rule) != 0)
 }
@@ -253,9 +253,7 @@ pub fn classify_opens(ctx: BtfTracePointContext) -> i32 {
     }
     let regs: *const u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    // SAFETY: regs is this syscall's pt_regs; the read is checked by the helper.
-    let nr =
-        unsafe { bpf_probe_read_kernel(regs.wrapping_add(PT_REGS_ORIG_AX)) }.unwrap_or(u64::MAX);
+    let nr = argument(regs, PT_REGS_ORIG_AX);
     // A socket that got its peer (for dst= filters): its fd is the first argument.
     let connected =
         nr == SYS_CONNECT as u64 && config.dst_rules != 0 && (ret == 0 || ret == -EINPROGRESS);
@@ -267,12 +265,7 @@ pub fn classify_opens(ctx: BtfTracePointContext) -> i32 {
             // open, creat, openat, openat2, dup, dup2, dup3, accept, accept4
             2 | 85 | 257 | 437 | 32 | 33 | 292 | 43 | 288 => true,
             // fcntl(F_DUPFD / F_DUPFD_CLOEXEC)
-            72 => {
-                // SAFETY: as above.
-                let cmd =
-                    unsafe { bpf_probe_read_kernel(regs.wrapping_add(PT_REGS_SI)) }.unwrap_or(0);
-                cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC
-            }
+            72 => matches!(argument(regs, PT_REGS_SI), F_DUPFD | F_DUPFD_CLOEXEC),
             _ => false,
         };
     // clone, fork, vfork, clone3 returning 0 in a new process (not a thread: its pid is its tgid).
@@ -281,10 +274,12 @@ pub fn classify_opens(ctx: BtfTracePointContext) -> i32 {
     if !gives_fd && !forked {
         return 0;
     }
-    let fd = match () {
-        () if forked => FORKED_FD,
-        () if connected => first_argument(regs) as u32,
-        () => ret as u32,
+    let fd = if forked {
+        FORKED_FD
+    } else if connected {
+        first_argument(regs) as u32
+    } else {
+        ret as u32
     };
     let event = FiredEvent {
         // SAFETY: bpf_ktime_get_ns has no arguments.
@@ -302,7 +297,7 @@ pub fn classify_opens(ctx: BtfTracePointContext) -> i32 {
         tid: pid_tgid as u32,
         syscall_nr: nr as u32,
     };
-    let key = (u64::from(event.tgid) << 32) | u64::from(fd);
+    let key = fd_key(event.tgid, fd);
     // Recorded before the stop, so no delay can end without seeing it; a stop that could
     // not be recorded is not made.
     if CLASSIFYING.insert(&key, &1, 0).is_ok() {

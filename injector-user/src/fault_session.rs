@@ -12,13 +12,14 @@ use injector_common::{
     FOLLOW_FORKS_TRACEPOINT, FORGET_EXITED_PROGRAM, FORK_CONFIG_MAP, FaultConfig, ForkConfig,
     KernelRule, MAX_RULES, MAX_TERMS, OPENS_PROGRAM, PATH_FDS_MAP, PEER_FDS_MAP, RULE_COUNTERS_MAP,
     RULES_MAP, RuleCounters, STOPPED_MAP, SYS_EXIT_TRACEPOINT, SYSCALL_RULES_MAP, TARGETS_MAP,
-    UNLIMITED,
+    UNLIMITED, fd_key,
 };
 
 use crate::{
     InjectorError, ebpf_object,
     probe::describe,
     rules::{RuleError, compile_for_attach, error_hooks, has_error_action, path_filter},
+    sockets::{SocketEntry, ipv4_sockets},
 };
 
 pub struct FaultSession {
@@ -218,7 +219,7 @@ impl FaultSession {
 
     /// The classification of `tgid`'s `fd` (FORKED_FD: of a new child's fds) is done.
     pub fn classified(&mut self, tgid: u32, fd: u32) -> Result<(), InjectorError> {
-        let key = (u64::from(tgid) << 32) | u64::from(fd);
+        let key = fd_key(tgid, fd);
         store_or_forget::<u32>(&mut self.ebpf, CLASSIFYING_MAP, key, None)
     }
 
@@ -292,9 +293,20 @@ impl FaultSession {
     /// The rules (bit per rule) whose path filter matches the file behind `fd` of `tgid`,
     /// stored for the kernel; called for every fd the target makes, while it is stopped.
     pub fn classify(&mut self, tgid: u32, fd: u32) -> Result<u32, InjectorError> {
+        self.classify_fd(tgid, fd, &mut None)
+    }
+
+    /// As classify; `sockets` holds `tgid`'s socket table once read, so classifying all of a
+    /// process's fds reads it once.
+    fn classify_fd(
+        &mut self,
+        tgid: u32,
+        fd: u32,
+        sockets: &mut Option<Vec<SocketEntry>>,
+    ) -> Result<u32, InjectorError> {
         let link = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}")).ok();
         if self.peers.contains(&true) {
-            self.store_peer(tgid, fd, link.as_deref())?;
+            self.store_peer(tgid, fd, link.as_deref(), sockets)?;
         }
         let mask = link.map_or(0, |path| {
             let path = path.to_string_lossy();
@@ -304,7 +316,7 @@ impl FaultSession {
                 .filter(|(_, glob)| glob.as_ref().is_some_and(|g| g.matches(&path)))
                 .fold(0u32, |mask, (id, _)| mask | 1 << id)
         });
-        let key = (u64::from(tgid) << 32) | u64::from(fd);
+        let key = fd_key(tgid, fd);
         store_or_forget(
             &mut self.ebpf,
             PATH_FDS_MAP,
@@ -321,13 +333,14 @@ impl FaultSession {
         tgid: u32,
         fd: u32,
         link: Option<&std::path::Path>,
+        sockets: &mut Option<Vec<SocketEntry>>,
     ) -> Result<(), InjectorError> {
         let peer = link
             .and_then(crate::sockets::socket_inode)
             .and_then(|inode| {
-                crate::sockets::ipv4_sockets(tgid)
-                    .ok()?
-                    .into_iter()
+                sockets
+                    .get_or_insert_with(|| ipv4_sockets(tgid).unwrap_or_default())
+                    .iter()
                     .find(|socket| socket.inode == inode)
             })
             .map(|socket| socket.remote)
@@ -336,7 +349,7 @@ impl FaultSession {
             let (addr, port) = crate::rules::sockaddr_in_values(&peer);
             (u64::from(port) << 32) | u64::from(addr)
         });
-        let key = (u64::from(tgid) << 32) | u64::from(fd);
+        let key = fd_key(tgid, fd);
         store_or_forget(&mut self.ebpf, PEER_FDS_MAP, key, value)
     }
 
@@ -355,24 +368,8 @@ impl FaultSession {
     /// Forgets the fds of processes that are gone. A process that exits without closing its
     /// fds (killed, or simply exiting) leaves them behind, and followed children come and go.
     pub fn sweep_exited(&mut self) -> Result<(), InjectorError> {
-        let gone = |key: &u64| !std::path::Path::new(&format!("/proc/{}", key >> 32)).exists();
-        let stale_paths: Vec<u64> = hash_map::<u64, u32>(&self.ebpf, PATH_FDS_MAP)?
-            .keys()
-            .flatten()
-            .filter(gone)
-            .collect();
-        for key in stale_paths {
-            store_or_forget::<u32>(&mut self.ebpf, PATH_FDS_MAP, key, None)?;
-        }
-        let stale_peers: Vec<u64> = hash_map::<u64, u64>(&self.ebpf, PEER_FDS_MAP)?
-            .keys()
-            .flatten()
-            .filter(gone)
-            .collect();
-        for key in stale_peers {
-            store_or_forget::<u64>(&mut self.ebpf, PEER_FDS_MAP, key, None)?;
-        }
-        Ok(())
+        forget_exited::<u32>(&mut self.ebpf, PATH_FDS_MAP)?;
+        forget_exited::<u64>(&mut self.ebpf, PEER_FDS_MAP)
     }
 
     /// Classifies every fd of every process targeted now.
@@ -391,9 +388,10 @@ impl FaultSession {
         let Ok(entries) = std::fs::read_dir(format!("/proc/{tgid}/fd")) else {
             return Ok(());
         };
+        let mut sockets = None;
         for entry in entries.flatten() {
             if let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
-                self.classify(tgid, fd)?;
+                self.classify_fd(tgid, fd, &mut sockets)?;
             }
         }
         Ok(())
@@ -698,6 +696,19 @@ fn store_or_forget<V: aya::Pod>(
         },
     };
     stored.map_err(|source| InjectorError::Map { name, source })
+}
+
+/// Takes the fds of processes that are gone (keys from [`fd_key`]) out of the hash map `name`.
+fn forget_exited<V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str) -> Result<(), InjectorError> {
+    let stale: Vec<u64> = hash_map::<u64, V>(ebpf, name)?
+        .keys()
+        .flatten()
+        .filter(|key| !std::path::Path::new(&format!("/proc/{}", key >> 32)).exists())
+        .collect();
+    for key in stale {
+        store_or_forget::<V>(ebpf, name, key, None)?;
+    }
+    Ok(())
 }
 
 /// The hash map `name`, for reading.

@@ -75,6 +75,11 @@ impl Signaller {
         })
     }
 
+    /// The pidfd itself, e.g. for a child process to inherit.
+    pub fn into_pidfd(self) -> OwnedFd {
+        self.pidfd
+    }
+
     pub fn try_clone(&self) -> io::Result<Signaller> {
         Ok(Signaller {
             pidfd: self.pidfd.try_clone()?,
@@ -83,6 +88,13 @@ impl Signaller {
 
     pub fn signal(&self, signal: i32) -> io::Result<()> {
         send_signal(&self.pidfd, signal)
+    }
+}
+
+/// A pidfd this process already holds (inherited, say).
+impl From<OwnedFd> for Signaller {
+    fn from(pidfd: OwnedFd) -> Signaller {
+        Signaller { pidfd }
     }
 }
 

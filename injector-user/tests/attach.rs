@@ -4,8 +4,8 @@ mod common;
 use std::{os::unix::process::ExitStatusExt, process::Command, time::Duration};
 
 use common::{
-    INJECTOR, TestCgroup, assert_refused, attached, done_count, process_state, remaining_json,
-    stop, wait_until, worker,
+    INJECTOR, TestCgroup, assert_refused, attached, child_exit, done_count, process_state,
+    remaining_json, stop, wait_until, worker,
 };
 use serde_json::Value;
 
@@ -227,15 +227,6 @@ fn parent_shell_after(dir: &std::path::Path, before: &str) -> process_guard::Spa
         process_guard::Spawned::start("shell", Command::new("sh").args(["-c", &script])).unwrap();
     assert_eq!(shell.read_line().unwrap(), "ready");
     shell
-}
-
-fn child_exit(shell: &mut process_guard::Spawned) -> String {
-    loop {
-        let line = shell.read_line().unwrap();
-        if let Some(status) = line.strip_prefix("child-exit ") {
-            return status.to_owned();
-        }
-    }
 }
 
 #[test]

@@ -129,14 +129,8 @@ fn follow_forks_applies_a_path_rule_to_a_file_the_child_inherited() {
         ],
     );
     shell.send_line("go").unwrap();
-    let exit = loop {
-        let line = shell.read_line().unwrap();
-        if let Some(status) = line.strip_prefix("child-exit ") {
-            break status.to_owned();
-        }
-    };
     // 128 + SIGKILL.
-    assert_eq!(exit, "137");
+    assert_eq!(common::child_exit(&mut shell), "137");
     shell.finish().unwrap();
     let lines = remaining_json(&mut injector);
     injector.finish().unwrap();

@@ -10,20 +10,13 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use tests::torture::cluster::{Binaries, Cluster};
+use tests::torture::cluster::{Binaries, Cluster, json_answer};
 
 const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
 const FAILING_FSYNC: &str = r#"fdatasync(path="db/wal/*")=error(EIO)"#;
 
 async fn call(request: reqwest::RequestBuilder) -> Option<Value> {
-    request
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+    json_answer(request, Duration::from_secs(5)).await
 }
 
 /// The harness's node addresses are fixed (127.0.0.11:7000): one database at a time.

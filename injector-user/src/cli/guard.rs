@@ -8,6 +8,8 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
+use injector_user::Signaller;
+
 /// Starts the guard in its own process group, so a Ctrl-C meant for the injector does not reach
 /// it. It inherits a pidfd of this process, opened here (had the guard looked the injector up
 /// itself (getppid), an injector killed before the guard got to run would leave it watching
@@ -15,7 +17,7 @@ use std::{
 /// one, and the STOPPED map.
 pub fn spawn(pid: Option<u32>, stopped_map: OwnedFd) -> io::Result<Child> {
     use std::os::unix::process::CommandExt;
-    let injector = inheritable(pidfd(std::process::id())?)?;
+    let injector = inheritable(Signaller::open(std::process::id())?.into_pidfd())?;
     let stopped_map = inheritable(stopped_map)?;
     let mut command = Command::new(std::env::current_exe()?);
     command
@@ -23,7 +25,7 @@ pub fn spawn(pid: Option<u32>, stopped_map: OwnedFd) -> io::Result<Child> {
         .args(["--injector-pidfd", &injector.as_raw_fd().to_string()])
         .args(["--stopped-map-fd", &stopped_map.as_raw_fd().to_string()]);
     let target = pid
-        .map(|pid| pidfd(pid).and_then(inheritable))
+        .map(|pid| inheritable(Signaller::open(pid)?.into_pidfd()))
         .transpose()?;
     if let (Some(pid), Some(target)) = (pid, &target) {
         command
@@ -89,8 +91,8 @@ pub fn run(inherited: Inherited) -> io::Result<()> {
             return Err(error);
         }
         if fds[0].revents != 0 {
-            if let Some(target) = &target {
-                continue_process(target);
+            if let Some(target) = target {
+                Signaller::from(target).signal(libc::SIGCONT).ok();
             }
             continue_stopped(stopped_map);
             return Ok(());
@@ -113,32 +115,9 @@ fn continue_stopped(stopped_map: OwnedFd) {
         return;
     };
     for tgid in stopped.keys().flatten() {
-        if let Ok(process) = pidfd(tgid) {
-            continue_process(&process);
+        // SIGCONT is harmless to a process that is not stopped.
+        if let Ok(process) = Signaller::open(tgid) {
+            process.signal(libc::SIGCONT).ok();
         }
     }
-}
-
-fn continue_process(pidfd: &OwnedFd) {
-    // SAFETY: pidfd_send_signal on a pidfd we hold; SIGCONT is harmless to a process that is
-    // not stopped.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGCONT,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-}
-
-fn pidfd(pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

@@ -73,6 +73,16 @@ pub fn stop(process: Spawned) {
     let _ = process.wait();
 }
 
+/// The status a shell script reported with `echo child-exit $?`, skipping its other lines.
+pub fn child_exit(shell: &mut Spawned) -> String {
+    loop {
+        let line = shell.read_line().unwrap();
+        if let Some(status) = line.strip_prefix("child-exit ") {
+            return status.to_owned();
+        }
+    }
+}
+
 /// What `injector probe --json` says about the mechanism whose name starts with `prefix`.
 pub fn probed(prefix: &str) -> Value {
     let output = Command::new(INJECTOR)

@@ -437,9 +437,17 @@ fn put_key_in_last_record(data: &[u8]) -> Option<usize> {
 }
 
 pub async fn status(client: &reqwest::Client, addr: &str) -> Option<Value> {
-    client
-        .get(format!("http://{addr}/status"))
-        .timeout(Duration::from_secs(1))
+    json_answer(
+        client.get(format!("http://{addr}/status")),
+        Duration::from_secs(1),
+    )
+    .await
+}
+
+/// The JSON answer to a request, or None if none came within `timeout`.
+pub async fn json_answer(request: reqwest::RequestBuilder, timeout: Duration) -> Option<Value> {
+    request
+        .timeout(timeout)
         .send()
         .await
         .ok()?
