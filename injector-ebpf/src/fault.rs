@@ -281,7 +281,26 @@ pub fn classify_opens(ctx: BtfTracePointContext) -> i32 {
     } else {
         ret as u32
     };
-    let event = FiredEvent {
+    let tgid = (pid_tgid >> 32) as u32;
+    // The event is published only once the stop is pending: user space continues the process as
+    // soon as it has read the event, and a SIGCONT sent before the SIGSTOP would leave the
+    // process stopped for good. So space is reserved first, and a stop that could not be
+    // reported is not made.
+    let Some(mut entry) = EVENTS.reserve::<FiredEvent>(0) else {
+        return 0;
+    };
+    let key = fd_key(tgid, fd);
+    // Recorded before the stop, so no delay can end without seeing it.
+    if CLASSIFYING.insert(&key, &1, 0).is_err() {
+        entry.discard(0);
+        return 0;
+    }
+    if !stop(tgid) {
+        let _ = CLASSIFYING.remove(&key);
+        entry.discard(0);
+        return 0;
+    }
+    entry.write(FiredEvent {
         // SAFETY: bpf_ktime_get_ns has no arguments.
         time_ns: unsafe { bpf_ktime_get_ns() },
         call: 0,
@@ -293,20 +312,11 @@ pub fn classify_opens(ctx: BtfTracePointContext) -> i32 {
         } else {
             action::OPENED
         },
-        tgid: (pid_tgid >> 32) as u32,
+        tgid,
         tid: pid_tgid as u32,
         syscall_nr: nr as u32,
-    };
-    let key = fd_key(event.tgid, fd);
-    // Recorded before the stop, so no delay can end without seeing it; a stop that could
-    // not be recorded is not made.
-    if CLASSIFYING.insert(&key, &1, 0).is_ok() {
-        if EVENTS.output::<FiredEvent>(&event, 0).is_ok() {
-            fire(action::STOP, 0, event.tgid);
-        } else {
-            let _ = CLASSIFYING.remove(&key);
-        }
-    }
+    });
+    entry.submit(0);
     0
 }
 
@@ -353,13 +363,24 @@ fn fire(kind: u32, argument: u64, tgid: u32) {
     let signal = match kind {
         action::KILL => 9,
         action::SIGNAL => argument as u32,
-        // A stop nobody could be sure to undo is not made.
-        action::STOP if STOPPED.insert(&tgid, &1, 0).is_err() => return,
-        action::STOP => SIGSTOP,
+        action::STOP => {
+            stop(tgid);
+            return;
+        }
         _ => return,
     };
     // SAFETY: bpf_send_signal signals the current process; it has no memory arguments.
     unsafe { aya_ebpf::helpers::bpf_send_signal(signal) };
+}
+
+/// Stops the current process (SIGSTOP, pending once this returns true), recorded in STOPPED
+/// first: a stop nobody could be sure to undo is not made.
+fn stop(tgid: u32) -> bool {
+    if STOPPED.insert(&tgid, &1, 0).is_err() {
+        return false;
+    }
+    // SAFETY: bpf_send_signal signals the current process; it has no memory arguments.
+    unsafe { aya_ebpf::helpers::bpf_send_signal(SIGSTOP) == 0 }
 }
 
 fn report(

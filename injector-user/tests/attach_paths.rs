@@ -178,6 +178,82 @@ fn a_path_rule_in_a_cgroup_kills_only_the_process_writing_the_matching_file() {
     common::stop(injector);
 }
 
+/// Every new fd stops the target until the injector has classified it, and every one of those
+/// stops must end, however quickly the injector answers. (The kernel program once published the
+/// new fd before making the stop: an answer fast enough sent its SIGCONT first, and the target
+/// stayed stopped for good. With the two on different CPUs this test caught that 4 times in 4.)
+#[test]
+fn thousands_of_new_fds_under_a_path_rule_never_leave_the_target_stopped() {
+    const OPENS: u32 = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("wal")).unwrap();
+    let finished = dir.path().join("finished");
+    // `: > FILE` opens the file and moves the fd: two new fds an iteration.
+    let script = format!(
+        "echo ready; read go; i=0; while [ $i -lt {OPENS} ]; do : > {dir}/wal/log; i=$((i+1)); done; \
+         echo $i > {finished}; read end",
+        dir = dir.path().display(),
+        finished = finished.display()
+    );
+    let mut shell = Spawned::start("shell", Command::new("sh").args(["-c", &script])).unwrap();
+    assert_eq!(shell.read_line().unwrap(), "ready");
+    let injector = attached(
+        "attach",
+        shell.pid(),
+        &["--fault", r#"fsync(path="**/wal/*")=kill"#],
+    );
+    // The race this guards against needs the target and the injector on different CPUs.
+    pin_to_cpu(shell.pid(), 0);
+    pin_to_cpu(injector.pid(), 1);
+    shell.send_line("go").unwrap();
+    let pid = shell.pid();
+    // A stop that is never ended shows as the shell stopped, sample after sample, for seconds.
+    let mut stopped_since = None;
+    common::wait_until(
+        "the shell has opened its log 10000 times",
+        std::time::Duration::from_secs(120),
+        || {
+            if finished.exists() {
+                return true;
+            }
+            if common::process_state(pid) != Some('T') {
+                stopped_since = None;
+                return false;
+            }
+            stopped_since
+                .get_or_insert_with(std::time::Instant::now)
+                .elapsed()
+                > std::time::Duration::from_secs(5)
+        },
+    );
+    assert!(
+        finished.exists(),
+        "the shell stayed stopped for 5 s: a classification stop was never ended"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&finished).unwrap().trim(),
+        OPENS.to_string()
+    );
+    shell.send_line("end").unwrap();
+    shell.finish().unwrap();
+    injector.finish().unwrap();
+}
+
+/// Pins every thread of `pid` to `cpu` (on a one-CPU machine, that one).
+fn pin_to_cpu(pid: u32, cpu: usize) {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    // SAFETY: a cpu_set_t is plain data, set up with the libc macros.
+    let mut set = unsafe { std::mem::zeroed::<libc::cpu_set_t>() };
+    // SAFETY: as above; the cpu is below the number of CPUs.
+    unsafe { libc::CPU_SET(cpu % cpus, &mut set) };
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid: i32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
+        // SAFETY: a valid cpu_set_t of the size given, for a thread of a process this test started.
+        let result = unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set) };
+        assert_eq!(result, 0, "{}", std::io::Error::last_os_error());
+    }
+}
+
 /// Processes that die without closing their fds leave them recorded; the injector forgets them
 /// once the processes are gone, so thousands of short-lived children cannot fill the kernel's
 /// table.

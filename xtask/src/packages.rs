@@ -16,7 +16,7 @@ pub const BPF_LINKER_BUILD: &[&str] = &[
     "libxml2-dev",
 ];
 /// Tools the tests and the demo use at run time.
-pub const RUNTIME: &[&str] = &["iproute2", "fuse3", "util-linux", "chromium"];
+pub const RUNTIME: &[&str] = &["iproute2", "fuse3", "util-linux", "procps", "chromium"];
 
 pub fn missing(packages: &[&str]) -> Vec<String> {
     packages

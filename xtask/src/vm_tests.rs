@@ -27,6 +27,8 @@ const TESTS: &[&str] = &[
 ];
 /// TCG emulation: a test that takes 1 s here takes 10-20 s there.
 const TIMEOUT_SECONDS: u64 = 900;
+/// One test binary; the slowest (partition) takes about 100 s in the VM.
+const BINARY_TIMEOUT_SECONDS: u64 = 300;
 
 pub fn run(root: &Path) -> Result<()> {
     let binaries = build(root)?;
@@ -34,10 +36,7 @@ pub fn run(root: &Path) -> Result<()> {
     for kernel in KernelChoice::DEBIANS {
         let mut script = vec!["set -e".to_owned(), format!("{} probe", injector.display())];
         for binary in &binaries {
-            script.push(format!(
-                "{} --test-threads 1 --color never",
-                binary.display()
-            ));
+            script.push(bounded(binary, BINARY_TIMEOUT_SECONDS));
         }
         let args = VmArgs {
             kernel: kernel.clone(),
@@ -72,6 +71,26 @@ pub fn run(root: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The guest's command for one test binary. A hung test (a process left stopped, say) fails
+/// its binary by name after `limit_seconds`, with every process's state printed, instead of
+/// silently using up the whole VM's time. --foreground: only the test binary is killed, so the
+/// processes it was waiting on are still there to be listed.
+fn bounded(binary: &Path, limit_seconds: u64) -> String {
+    let name = binary
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(
+        "timeout --foreground -k 10 {limit_seconds} {binary} --test-threads 1 --color never || {{ \
+         status=$?; \
+         if [ $status -eq 124 ] || [ $status -eq 137 ]; then \
+         echo \"TIMED OUT: test binary {name} ran longer than {limit_seconds} s; processes:\"; \
+         ps -eo pid,ppid,stat,wchan:24,args; \
+         fi; exit $status; }}",
+        binary = binary.display()
+    )
 }
 
 /// The test binaries, built on the host (the guest runs them from the shared tree).
@@ -159,5 +178,56 @@ mod tests {
         let empty = "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out;";
         assert!(all_passed(empty, 1).is_err());
         assert!(all_passed(ok, 2).is_err(), "a binary that never reported");
+    }
+
+    #[test]
+    fn a_hung_test_binary_fails_by_name_and_shows_the_processes() {
+        // The orphaned child comes to this process, which reaps it at the end.
+        // SAFETY: prctl with integer arguments only.
+        assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("attach_paths-0123");
+        let child_pid = dir.path().join("child-pid");
+        // Stands in for a test binary that never finishes, waiting on a child (a stopped target,
+        // say) that outlives it; it ignores the test arguments.
+        let script = format!(
+            "#!/bin/sh\nsleep 61 > /dev/null 2>&1 &\necho $! > {}\nwait\n",
+            child_pid.display()
+        );
+        std::fs::write(&binary, script).unwrap();
+        std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let output = std::process::Command::new("sh")
+            .args(["-c", &bounded(&binary, 1)])
+            .output()
+            .unwrap();
+        let child: i32 = std::fs::read_to_string(&child_pid)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: kill(2) and waitpid(2) of the sleep this test's script started, now a child
+        // of this process.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(124), "{stdout}");
+        assert!(
+            stdout.contains("TIMED OUT: test binary attach_paths-0123 ran longer than 1 s"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("sleep 61"), "the process table: {stdout}");
+    }
+
+    #[test]
+    fn a_failing_test_binary_keeps_its_exit_status() {
+        let output = std::process::Command::new("sh")
+            .args(["-c", &bounded(Path::new("/bin/false"), 5)])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        assert!(!String::from_utf8_lossy(&output.stdout).contains("TIMED OUT"));
     }
 }
