@@ -46,7 +46,9 @@ pub fn run(root: &Path) -> Result<()> {
             env: Vec::new(),
             command: vec!["sh".into(), "-c".into(), script.join("\n")],
         };
-        let outcome = vm::run(root, &args, &mut |line| eprintln!("[{kernel}] {line}"))?;
+        let outcome = vm::run_again_after_emulator_fault(root, &args, &mut |line| {
+            eprintln!("[{kernel}] {line}")
+        })?;
         ensure!(
             outcome.status == 0,
             "the injector's tests failed in the VM with {kernel} (exit status {})",

@@ -52,7 +52,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         env: Vec::new(),
         command: vec!["sh".into(), "-c".into(), script],
     };
-    let outcome = vm::run(root, &vm_args, &mut |line| eprintln!("[vm] {line}"))?;
+    let outcome =
+        vm::run_again_after_emulator_fault(root, &vm_args, &mut |line| eprintln!("[vm] {line}"))?;
     eprintln!("vm-torture: run directory copied to {}", share.display());
     ensure!(
         outcome.status == 0,
