@@ -18,12 +18,9 @@ use injector_user::{
     syscall_names::syscall_name,
 };
 use serde_json::json;
-use tokio::{
-    io::unix::AsyncFd,
-    signal::unix::{SignalKind, signal},
-};
+use tokio::io::unix::AsyncFd;
 
-use super::{EndedBy, control::Addressee, emit_json, guard};
+use super::{EndedBy, StopSignals, control::Addressee, emit_json, guard};
 
 /// How often the fds recorded for path and dst filters are checked for processes that are gone.
 const SWEEP_EXITED: Duration = Duration::from_secs(1);
@@ -82,6 +79,7 @@ impl Scope {
 }
 
 pub async fn attach(options: Options) -> Result<()> {
+    let mut stop_signals = StopSignals::listen()?;
     let scope = Scope::open(options.pid, options.cgroup.as_deref())?;
     let env = std::env::var("INJECTOR_FAULTS").ok();
     let rules = rules::gather(
@@ -134,7 +132,6 @@ pub async fn attach(options: Options) -> Result<()> {
         );
     }
 
-    let mut terminate = signal(SignalKind::terminate())?;
     let deadline = async {
         match options.duration {
             Some(duration) => tokio::time::sleep(duration).await,
@@ -195,8 +192,7 @@ pub async fn attach(options: Options) -> Result<()> {
             }
             result = &mut exited => { result.context("waiting for the target")?; break EndedBy::TargetExit; }
             () = &mut deadline => break EndedBy::Duration,
-            _ = tokio::signal::ctrl_c() => break EndedBy::Signal,
-            _ = terminate.recv() => break EndedBy::Signal,
+            () = stop_signals.recv() => break EndedBy::Signal,
         }
     };
     // Faults fired just before the end may still be in the ring buffer: the table at the end

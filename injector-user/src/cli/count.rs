@@ -5,9 +5,10 @@ use anyhow::{Context, Result};
 use injector_user::{SyscallCount, SyscallCounter, Target};
 use serde_json::json;
 
-use super::{EndedBy, wait_for_end};
+use super::{EndedBy, StopSignals, wait_for_end};
 
 pub async fn count(pid: u32, duration: Option<Duration>, json: bool) -> Result<()> {
+    let mut stop_signals = StopSignals::listen()?;
     let target = Target::open(pid)?;
     let counter = SyscallCounter::attach(&target)
         .with_context(|| format!("attaching the syscall counter to pid {pid}"))?;
@@ -21,7 +22,7 @@ pub async fn count(pid: u32, duration: Option<Duration>, json: bool) -> Result<(
         );
     }
 
-    let ended_by = wait_for_end(&target, duration).await?;
+    let ended_by = wait_for_end(&target, duration, &mut stop_signals).await?;
     let counts = counter.counts()?;
     drop(counter);
     let elapsed = started.elapsed();

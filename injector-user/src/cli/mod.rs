@@ -10,7 +10,7 @@ use std::{io::Write, time::Duration};
 
 use anyhow::{Context, Result};
 use injector_user::Target;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Why a session stopped; part of every report because "the target exited" means the counts
 /// are complete, while the other two mean they cover a window.
@@ -31,8 +31,38 @@ impl EndedBy {
     }
 }
 
-pub async fn wait_for_end(target: &Target, duration: Option<Duration>) -> Result<EndedBy> {
-    let mut terminate = signal(SignalKind::terminate())?;
+/// SIGTERM and SIGINT (Ctrl-C), listened for from the start of a command, before it says it
+/// is attached: tokio drops a signal that arrives after its handler is installed but before a
+/// listener exists, so a listener made only after the announcement could miss the SIGTERM of a
+/// caller that acts on it at once (the injector then ran on, attached, until a second SIGTERM).
+pub struct StopSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl StopSignals {
+    pub fn listen() -> Result<StopSignals> {
+        Ok(StopSignals {
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+        })
+    }
+
+    /// Waits for either signal; cancel-safe, like tokio's Signal::recv, so it can be a
+    /// select! branch in a loop.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
+}
+
+pub async fn wait_for_end(
+    target: &Target,
+    duration: Option<Duration>,
+    stop_signals: &mut StopSignals,
+) -> Result<EndedBy> {
     let deadline = async {
         match duration {
             Some(duration) => tokio::time::sleep(duration).await,
@@ -42,8 +72,7 @@ pub async fn wait_for_end(target: &Target, duration: Option<Duration>) -> Result
     Ok(tokio::select! {
         exited = target.exited() => { exited.context("waiting for the target to exit")?; EndedBy::TargetExit }
         () = deadline => EndedBy::Duration,
-        _ = tokio::signal::ctrl_c() => EndedBy::Signal,
-        _ = terminate.recv() => EndedBy::Signal,
+        () = stop_signals.recv() => EndedBy::Signal,
     })
 }
 

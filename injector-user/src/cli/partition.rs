@@ -9,9 +9,8 @@ use injector_user::{
     partition::{Endpoint, Hook, Partition, PartitionError, endpoints_of_pid, packet_rules},
 };
 use serde_json::json;
-use tokio::signal::unix::{SignalKind, signal};
 
-use super::emit_json;
+use super::{StopSignals, emit_json};
 
 pub struct Options {
     pub between: Vec<String>,
@@ -61,6 +60,7 @@ fn rules_now(options: &Options) -> Result<Vec<PartitionRule>, InjectorError> {
 }
 
 pub async fn partition(options: Options) -> Result<()> {
+    let mut stop_signals = StopSignals::listen()?;
     let mut rules = rules_now(&options)?;
     let by_pid = options
         .between
@@ -101,7 +101,6 @@ pub async fn partition(options: Options) -> Result<()> {
         };
         eprintln!("partitioned {description} ({hook}); Ctrl-C heals");
     }
-    let mut terminate = signal(SignalKind::terminate())?;
     let deadline = async {
         match options.duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -113,8 +112,7 @@ pub async fn partition(options: Options) -> Result<()> {
     loop {
         tokio::select! {
             () = &mut deadline => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
+            () = stop_signals.recv() => break,
             _ = refresh.tick(), if by_pid => {
                 // A process that exited, or one with no sockets for a moment, keeps its last cut.
                 if let Ok(now) = rules_now(&options)
