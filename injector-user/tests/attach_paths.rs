@@ -188,10 +188,11 @@ fn thousands_of_new_fds_under_a_path_rule_never_leave_the_target_stopped() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("wal")).unwrap();
     let finished = dir.path().join("finished");
-    // `: > FILE` opens the file and moves the fd: two new fds an iteration.
+    // `: > FILE` opens the file and moves the fd: two new fds an iteration. The count is
+    // renamed into place, so the file never exists without it.
     let script = format!(
         "echo ready; read go; i=0; while [ $i -lt {OPENS} ]; do : > {dir}/wal/log; i=$((i+1)); done; \
-         echo $i > {finished}; read end",
+         echo $i > {finished}.part; mv {finished}.part {finished}; read end",
         dir = dir.path().display(),
         finished = finished.display()
     );
