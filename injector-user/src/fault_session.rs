@@ -19,7 +19,7 @@ use crate::{
     InjectorError, ebpf_object,
     probe::describe,
     rules::{RuleError, compile_for_attach, error_hooks, has_error_action, path_filter},
-    sockets::{SocketEntry, ipv4_sockets},
+    sockets::ProcessSockets,
 };
 
 pub struct FaultSession {
@@ -296,13 +296,13 @@ impl FaultSession {
         self.classify_fd(tgid, fd, &mut None)
     }
 
-    /// As classify; `sockets` holds `tgid`'s socket table once read, so classifying all of a
-    /// process's fds reads it once.
+    /// As classify; `sockets` holds a handle on `tgid` once opened, so classifying all of a
+    /// process's fds opens it once.
     fn classify_fd(
         &mut self,
         tgid: u32,
         fd: u32,
-        sockets: &mut Option<Vec<SocketEntry>>,
+        sockets: &mut Option<ProcessSockets>,
     ) -> Result<u32, InjectorError> {
         let link = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}")).ok();
         if self.peers.contains(&true) {
@@ -333,18 +333,18 @@ impl FaultSession {
         tgid: u32,
         fd: u32,
         link: Option<&std::path::Path>,
-        sockets: &mut Option<Vec<SocketEntry>>,
+        sockets: &mut Option<ProcessSockets>,
     ) -> Result<(), InjectorError> {
-        let peer = link
-            .and_then(crate::sockets::socket_inode)
-            .and_then(|inode| {
-                sockets
-                    .get_or_insert_with(|| ipv4_sockets(tgid).unwrap_or_default())
-                    .iter()
-                    .find(|socket| socket.inode == inode)
-            })
-            .map(|socket| socket.remote)
-            .filter(|remote| !remote.ip().is_unspecified());
+        let is_socket = link.and_then(crate::sockets::socket_inode).is_some();
+        if is_socket && sockets.is_none() {
+            // A process that is gone has no peers to record.
+            *sockets = ProcessSockets::open(tgid).ok();
+        }
+        let peer = sockets
+            .as_ref()
+            .filter(|_| is_socket)
+            .and_then(|sockets| sockets.ends(fd))
+            .and_then(|ends| ends.peer);
         let value = peer.map(|peer| {
             let (addr, port) = crate::rules::sockaddr_in_values(&peer);
             (u64::from(port) << 32) | u64::from(addr)

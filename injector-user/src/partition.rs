@@ -249,17 +249,12 @@ pub fn endpoints_of_pid(pid: u32) -> Result<Vec<Endpoint>, PartitionError> {
         pid: pid.to_string(),
         reason,
     };
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+    let sockets = sockets::ProcessSockets::open(pid)
+        .and_then(|process| process.all())
         .map_err(|e| failed(format!("{e}; is it running, and are you root?")))?;
-    let inodes: std::collections::BTreeSet<u64> = fds
-        .flatten()
-        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-        .filter_map(|link| sockets::socket_inode(&link))
-        .collect();
-    let mut endpoints: Vec<Endpoint> = sockets::ipv4_sockets(pid)
-        .map_err(|e| failed(e.to_string()))?
+    let mut endpoints: Vec<Endpoint> = sockets
         .into_iter()
-        .filter(|socket| inodes.contains(&socket.inode) && !socket.local.ip().is_unspecified())
+        .filter(|socket| !socket.local.ip().is_unspecified())
         .map(|socket| Endpoint {
             addr: *socket.local.ip(),
             port: Some(socket.local.port()),

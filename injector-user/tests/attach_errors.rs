@@ -173,12 +173,13 @@ fn error_on_sendmsg_fails_sendmsg_but_not_sendto_through_the_same_hook() {
 #[test]
 fn error_with_dst_fails_only_the_calls_to_that_peer() {
     let mut target = OpWorker::start("target");
-    let peer = injector_user::sockets::ipv4_sockets(target.pid())
+    let peer = injector_user::sockets::ProcessSockets::open(target.pid())
+        .unwrap()
+        .all()
         .unwrap()
         .into_iter()
-        .find(|socket| !socket.remote.ip().is_unspecified())
-        .expect("the worker's connected UDP socket")
-        .remote;
+        .find_map(|socket| socket.peer)
+        .expect("the worker's connected UDP socket");
     let rules = [
         format!("sendmsg(dst={peer})=1*error(ECONNRESET)->off"),
         "sendto(dst=127.0.0.1:9)=error(EPERM)".to_owned(),

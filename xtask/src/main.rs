@@ -7,6 +7,7 @@ mod ci;
 mod cmd;
 mod demo;
 mod ebpf;
+mod flakes;
 mod kernel_fs;
 mod packages;
 mod setup;
@@ -47,6 +48,12 @@ enum Task {
         #[arg(long)]
         skip_vm_torture: bool,
     },
+    /// Find flaky tests: run the host test suite N times (and the VM tests M times per Debian
+    /// kernel) under load (the suite's own parallelism plus a background disk writer) and name
+    /// each test that ever failed, with its failure rate and first message. Exit 1 if any did.
+    ///
+    /// Example: cargo xtask flakes --runs 10 --filter delay
+    Flakes(flakes::FlakesArgs),
     /// Count a live process's syscalls with the injector and check the count is exact.
     Demo,
     /// The main job: a target-db cluster on faultfs under load and faults, checked. Arguments go
@@ -89,6 +96,7 @@ fn main() -> Result<()> {
         Task::BuildEbpf => ebpf::build(&root).map(drop),
         Task::Ci { skip_vm_torture } => ci::run(&root, !skip_vm_torture),
         Task::Demo => demo::run(&root),
+        Task::Flakes(args) => flakes::run(&root, &args),
         Task::Bench { what } => bench::run(&root, what),
         Task::Torture { args } => torture::run(&root, &args),
         Task::VmTests => {

@@ -32,23 +32,8 @@ const BINARY_TIMEOUT_SECONDS: u64 = 300;
 
 pub fn run(root: &Path) -> Result<()> {
     let binaries = build(root)?;
-    let injector = root.join("target/debug/injector");
     for kernel in KernelChoice::DEBIANS {
-        let mut script = vec!["set -e".to_owned(), format!("{} probe", injector.display())];
-        for binary in &binaries {
-            script.push(bounded(binary, BINARY_TIMEOUT_SECONDS));
-        }
-        let args = VmArgs {
-            kernel: kernel.clone(),
-            timeout: TIMEOUT_SECONDS,
-            memory: "2G".to_owned(),
-            share: None,
-            env: Vec::new(),
-            command: vec!["sh".into(), "-c".into(), script.join("\n")],
-        };
-        let outcome = vm::run_again_after_emulator_fault(root, &args, &mut |line| {
-            eprintln!("[{kernel}] {line}")
-        })?;
+        let outcome = run_on(root, &binaries, &kernel, true)?;
         ensure!(
             outcome.status == 0,
             "the injector's tests failed in the VM with {kernel} (exit status {})",
@@ -75,6 +60,39 @@ pub fn run(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Runs every test binary in one VM with `kernel`, echoing the console; with `stop_at_failure`
+/// the first failing binary ends the run, else every binary runs.
+pub fn run_on(
+    root: &Path,
+    binaries: &[PathBuf],
+    kernel: &KernelChoice,
+    stop_at_failure: bool,
+) -> Result<vm::Outcome> {
+    let injector = root.join("target/debug/injector");
+    let mut script = vec![format!("{} probe", injector.display())];
+    if stop_at_failure {
+        script.insert(0, "set -e".to_owned());
+    }
+    for binary in binaries {
+        let line = bounded(binary, BINARY_TIMEOUT_SECONDS);
+        script.push(if stop_at_failure {
+            line
+        } else {
+            // A subshell: the failure's `exit` ends only this binary's line.
+            format!("( {line} ) || echo \"BINARY FAILED: {}\"", binary.display())
+        });
+    }
+    let args = VmArgs {
+        kernel: kernel.clone(),
+        timeout: TIMEOUT_SECONDS,
+        memory: "2G".to_owned(),
+        share: None,
+        env: Vec::new(),
+        command: vec!["sh".into(), "-c".into(), script.join("\n")],
+    };
+    vm::run_again_after_emulator_fault(root, &args, &mut |line| eprintln!("[{kernel}] {line}"))
+}
+
 /// The guest's command for one test binary. A hung test (a process left stopped, say) fails
 /// its binary by name after `limit_seconds`, with every process's state printed, instead of
 /// silently using up the whole VM's time. --foreground: only the test binary is killed, so the
@@ -96,7 +114,7 @@ fn bounded(binary: &Path, limit_seconds: u64) -> String {
 }
 
 /// The test binaries, built on the host (the guest runs them from the shared tree).
-fn build(root: &Path) -> Result<Vec<PathBuf>> {
+pub fn build(root: &Path) -> Result<Vec<PathBuf>> {
     let mut command = cargo();
     command
         .current_dir(root)

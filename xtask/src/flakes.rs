@@ -1,0 +1,415 @@
+//! `cargo xtask flakes`: runs the test suite again and again under load and names every test
+//! that ever failed, with its failure rate and its first message. A flaky test costs a whole CI
+//! run, so the way to find one is to run the suite many times on a busy machine, not once.
+//!
+//! Host runs: every test binary of the workspace (built once), one after another as `cargo
+//! test` runs them, each with libtest's own parallelism, while a background writer keeps the
+//! disk busy (the shared disk is what made timing assertions fail). VM runs: the injector's
+//! kernel-dependent tests in the Debian VMs, every binary even after a failure.
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, ensure};
+
+use crate::{ci::cargo, vm::KernelChoice, vm_tests};
+
+#[derive(clap::Args)]
+pub struct FlakesArgs {
+    /// How many times to run the host test suite.
+    #[arg(long, default_value_t = 10)]
+    runs: u32,
+    /// How many times to run the VM tests on each Debian kernel (each takes about 8 minutes).
+    #[arg(long, default_value_t = 0)]
+    vm_runs: u32,
+    /// Only tests whose name contains this (passed to each test binary as its filter).
+    #[arg(long)]
+    filter: Option<String>,
+    /// No background disk writer (the suite's own parallelism is still there).
+    #[arg(long)]
+    no_load: bool,
+    /// Print the result as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+/// A test binary of the workspace: where it is and where cargo would run it.
+struct TestBinary {
+    /// `package/target`, e.g. `injector-user/attach`.
+    name: String,
+    executable: PathBuf,
+    package_dir: PathBuf,
+}
+
+/// What one test did over all runs.
+#[derive(Default)]
+struct Tally {
+    runs: u32,
+    failures: u32,
+    first_message: Option<String>,
+}
+
+pub fn run(root: &Path, args: &FlakesArgs) -> Result<()> {
+    ensure!(
+        args.runs > 0 || args.vm_runs > 0,
+        "nothing to run: give --runs N or --vm-runs M (at least 1)"
+    );
+    crate::ebpf::build(root)?;
+    let binaries = build_host(root)?;
+    let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
+    let load = (!args.no_load).then(|| DiskWriter::start(&root.join("target")));
+    let started = Instant::now();
+    for run in 1..=args.runs {
+        let failed_before = failing(&tallies);
+        for binary in &binaries {
+            eprintln!("flakes: host run {run}/{}: {}", args.runs, binary.name);
+            let output = run_binary(binary, args.filter.as_deref())?;
+            record(&mut tallies, &binary.name, &output);
+        }
+        eprintln!(
+            "flakes: host run {run}/{} done after {:.0} s; {} tests failed in it",
+            args.runs,
+            started.elapsed().as_secs_f64(),
+            failing(&tallies) - failed_before
+        );
+    }
+    drop(load);
+    if args.vm_runs > 0 {
+        let vm_binaries = vm_tests::build(root)?;
+        for run in 1..=args.vm_runs {
+            for kernel in KernelChoice::DEBIANS {
+                eprintln!("flakes: VM run {run}/{} on {kernel}", args.vm_runs);
+                let outcome = vm_tests::run_on(root, &vm_binaries, &kernel, false)?;
+                record(&mut tallies, &format!("vm {kernel}"), &outcome.console);
+            }
+        }
+    }
+    report(&tallies, args)
+}
+
+/// Sum of failures so far, to say how many one run added.
+fn failing(tallies: &BTreeMap<String, Tally>) -> u32 {
+    tallies.values().map(|t| t.failures).sum()
+}
+
+fn report(tallies: &BTreeMap<String, Tally>, args: &FlakesArgs) -> Result<()> {
+    let flaky: Vec<(&String, &Tally)> = tallies.iter().filter(|(_, t)| t.failures > 0).collect();
+    if args.json {
+        let tests: Vec<serde_json::Value> = flaky
+            .iter()
+            .map(|(name, tally)| {
+                serde_json::json!({
+                    "test": name,
+                    "runs": tally.runs,
+                    "failures": tally.failures,
+                    "first_message": tally.first_message,
+                })
+            })
+            .collect();
+        let result = serde_json::json!({
+            "host_runs": args.runs,
+            "vm_runs": args.vm_runs,
+            "tests_seen": tallies.len(),
+            "flaky": tests,
+        });
+        println!("{result:#}");
+    } else {
+        println!(
+            "flakes: {} host runs, {} VM runs per kernel, {} tests seen, {} ever failed",
+            args.runs,
+            args.vm_runs,
+            tallies.len(),
+            flaky.len()
+        );
+        for (name, tally) in &flaky {
+            println!(
+                "  {name}: failed {} of {} runs ({:.0}%): {}",
+                tally.failures,
+                tally.runs,
+                100.0 * f64::from(tally.failures) / f64::from(tally.runs),
+                tally.first_message.as_deref().unwrap_or("(no message)")
+            );
+        }
+    }
+    if flaky.is_empty() {
+        Ok(())
+    } else {
+        std::process::exit(1)
+    }
+}
+
+/// Every test binary of the workspace (unit and integration tests), built once.
+fn build_host(root: &Path) -> Result<Vec<TestBinary>> {
+    let output = cargo()
+        .current_dir(root)
+        .args(["test", "--workspace", "--no-run"])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("building the test binaries")?;
+    ensure!(output.status.success(), "building the test binaries failed");
+    let mut binaries = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(executable), Some(manifest)) = (
+            message["executable"].as_str(),
+            message["manifest_path"].as_str(),
+        ) else {
+            continue;
+        };
+        if message["profile"]["test"] != true {
+            continue;
+        }
+        let package_dir = Path::new(manifest)
+            .parent()
+            .context("a manifest path with no directory")?
+            .to_path_buf();
+        let package = package_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let target = message["target"]["name"].as_str().unwrap_or("?");
+        binaries.push(TestBinary {
+            name: format!("{package}/{target}"),
+            executable: executable.into(),
+            package_dir,
+        });
+    }
+    ensure!(!binaries.is_empty(), "cargo reported no test binaries");
+    Ok(binaries)
+}
+
+/// A test binary that runs longer than this is counted as one failure of the binary as a
+/// whole (a hang), and killed.
+const BINARY_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Runs one test binary as `cargo test` would (from its package's directory) and returns
+/// what it printed; a hang is killed and reported in the output.
+fn run_binary(binary: &TestBinary, filter: Option<&str>) -> Result<String> {
+    // One file for stdout and stderr, so a full pipe can never block the binary.
+    let log = tempfile::tempfile().context("a temporary file for a test binary's output")?;
+    let mut command = Command::new(&binary.executable);
+    command
+        .current_dir(&binary.package_dir)
+        .env("CARGO_MANIFEST_DIR", &binary.package_dir)
+        .env("RUST_BACKTRACE", "0")
+        .args(["--color", "never"])
+        .args(filter)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?);
+    let child = command
+        .spawn()
+        .with_context(|| format!("starting {}", binary.executable.display()))?;
+    let mut child = KillOnDrop(child);
+    let deadline = Instant::now() + BINARY_TIMEOUT;
+    let finished = loop {
+        if child.0.try_wait()?.is_some() {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(child);
+    let mut text = String::new();
+    let mut log = log;
+    std::io::Seek::rewind(&mut log)?;
+    log.read_to_string(&mut text)?;
+    if !finished {
+        text.push_str(&format!(
+            "\ntest {HUNG_BINARY} ... FAILED\n---- {HUNG_BINARY} stdout ----\nthe test binary ran longer than {} s and was killed\n",
+            BINARY_TIMEOUT.as_secs()
+        ));
+    }
+    Ok(text)
+}
+
+/// A test binary this task started: killed (if still running) and reaped when dropped, also on
+/// a panic of the task.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The name a hang of a whole binary is recorded under.
+const HUNG_BINARY: &str = "(the whole binary: hung)";
+
+/// Adds one run of a binary (its libtest output) to the tallies, as `binary::test`.
+fn record(tallies: &mut BTreeMap<String, Tally>, binary: &str, output: &str) {
+    let outcomes = parse_libtest(output);
+    for (test, outcome) in outcomes {
+        let tally = tallies.entry(format!("{binary}::{test}")).or_default();
+        tally.runs += 1;
+        if let Err(message) = outcome {
+            tally.failures += 1;
+            tally.first_message.get_or_insert(message);
+        }
+    }
+}
+
+/// Each test's outcome in libtest's text output: Ok, or Err with the first line of its panic
+/// message (from the `---- NAME stdout ----` section).
+fn parse_libtest(output: &str) -> Vec<(String, Result<(), String>)> {
+    let mut outcomes = Vec::new();
+    for line in output.lines() {
+        let Some(rest) = line.strip_prefix("test ") else {
+            continue;
+        };
+        let Some((name, verdict)) = rest.rsplit_once(" ... ") else {
+            continue;
+        };
+        match verdict.trim() {
+            "ok" => outcomes.push((name.to_owned(), Ok(()))),
+            "FAILED" => {
+                let message = failure_message(output, name);
+                outcomes.push((name.to_owned(), Err(message)));
+            }
+            _ => {}
+        }
+    }
+    outcomes
+}
+
+fn failure_message(output: &str, test: &str) -> String {
+    let header = format!("---- {test} stdout ----");
+    let Some(start) = output.find(&header) else {
+        return "(no output)".to_owned();
+    };
+    let section = &output[start + header.len()..];
+    let section = section.split("\n---- ").next().unwrap_or(section);
+    // The panic line (where) and the lines after it up to the hint (what): the assertion.
+    let lines: Vec<&str> = section
+        .lines()
+        .skip_while(|line| !line.contains("panicked at") && !line.contains("longer than"))
+        .take_while(|line| !line.starts_with("note: run with"))
+        .filter(|line| !line.trim().is_empty())
+        .take(3)
+        .collect();
+    let message = lines.join(" ").trim().to_owned();
+    if message.is_empty() {
+        section.trim().lines().next().unwrap_or("").to_owned()
+    } else {
+        message.chars().take(400).collect()
+    }
+}
+
+/// A background writer that keeps the disk busy: 8 MiB written and fsynced at a time, in a
+/// file that is cut back to nothing every 256 MiB, until dropped.
+struct DiskWriter {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl DiskWriter {
+    fn start(dir: &Path) -> Self {
+        let path = dir.join(format!("flakes-disk-load-{}", std::process::id()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            let path = path.clone();
+            std::thread::spawn(move || {
+                if let Err(error) = write_until(&path, &stop) {
+                    eprintln!("flakes: the background disk writer stopped: {error}");
+                }
+            })
+        };
+        Self {
+            stop,
+            thread: Some(thread),
+            path,
+        }
+    }
+}
+
+fn write_until(path: &Path, stop: &AtomicBool) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    let chunk = vec![0x5a_u8; 8 << 20];
+    let mut written = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        file.write_all(&chunk)?;
+        file.sync_all()?;
+        written += chunk.len() as u64;
+        if written >= 256 << 20 {
+            file.set_len(0)?;
+            std::io::Seek::rewind(&mut file)?;
+            written = 0;
+        }
+    }
+    Ok(())
+}
+
+impl Drop for DiskWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUTPUT: &str = "\nrunning 3 tests\ntest a::fast ... ok\ntest slow_one ... FAILED\ntest b ... ignored\n\nfailures:\n\n---- slow_one stdout ----\nsome log line\n\nthread 'slow_one' panicked at injector-user/tests/attach.rs:105:5:\nonly the 2nd was delayed: [436715, 202700, 9528]\nnote: run with `RUST_BACKTRACE=1`\n\n\nfailures:\n    slow_one\n\ntest result: FAILED. 1 passed; 1 failed; 1 ignored;\n";
+
+    #[test]
+    fn each_test_is_tallied_with_its_first_failure_message() {
+        let mut tallies = BTreeMap::new();
+        record(&mut tallies, "injector-user/attach", OUTPUT);
+        record(
+            &mut tallies,
+            "injector-user/attach",
+            &OUTPUT.replace("slow_one ... FAILED", "slow_one ... ok"),
+        );
+        let slow = &tallies["injector-user/attach::slow_one"];
+        assert_eq!((slow.runs, slow.failures), (2, 1));
+        let message = slow.first_message.as_deref().unwrap();
+        assert!(
+            message.contains("attach.rs:105:5") && message.contains("only the 2nd was delayed"),
+            "{message}"
+        );
+        let fast = &tallies["injector-user/attach::a::fast"];
+        assert_eq!((fast.runs, fast.failures), (2, 0));
+        assert!(
+            !tallies.contains_key("injector-user/attach::b"),
+            "an ignored test is not a run"
+        );
+    }
+
+    #[test]
+    fn a_hung_binary_counts_as_a_failure_of_the_binary() {
+        let mut tallies = BTreeMap::new();
+        let output = format!(
+            "test {HUNG_BINARY} ... FAILED\n---- {HUNG_BINARY} stdout ----\nthe test binary ran longer than 900 s and was killed\n"
+        );
+        record(&mut tallies, "tests/torture_run", &output);
+        let hung = &tallies[&format!("tests/torture_run::{HUNG_BINARY}")];
+        assert_eq!(hung.failures, 1);
+        assert!(
+            hung.first_message.as_deref().unwrap().contains("900 s"),
+            "{:?}",
+            hung.first_message
+        );
+    }
+}
