@@ -34,6 +34,10 @@ pub enum Action {
     Corrupt(Corruption),
     /// Observe only: count the call.
     Count,
+    /// The call completes, then the storage stops as at a power cut: nothing after it becomes
+    /// durable and every later operation fails with EIO until a power loss is applied (a crash
+    /// point, placed by call rather than by time).
+    Crash,
 }
 
 impl Action {
@@ -51,6 +55,7 @@ impl Action {
             Action::Fsyncgate => "fsyncgate",
             Action::Corrupt(_) => "corrupt",
             Action::Count => "count",
+            Action::Crash => "crash",
         }
     }
 
@@ -67,6 +72,7 @@ impl Action {
         "fsyncgate",
         "corrupt(flip|zero)",
         "count",
+        "crash",
     ];
 }
 

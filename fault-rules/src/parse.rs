@@ -256,6 +256,7 @@ fn action(name: &str, argument: Option<&str>) -> Result<Action, String> {
         "lose" => Action::Lose,
         "fsyncgate" => Action::Fsyncgate,
         "count" => Action::Count,
+        "crash" => Action::Crash,
         "delay" | "sleep" => Action::Delay(number("milliseconds, as in delay(50)")?),
         "short" => Action::Short(number("a byte count, as in short(100)")?),
         "error" | "return" => {

@@ -178,6 +178,7 @@ impl Handler {
                     "power_losses": self.power_losses,
                     "capacity": self.shared.capacity.load(Ordering::Relaxed),
                     "faults": self.shared.faults.list(),
+                    "crashed": self.shared.crash_point(),
                 }))
             }
             Request::Sync => {
@@ -222,6 +223,7 @@ impl Handler {
             .power_loss(&survival)
             .map_err(|error| format!("power loss failed: {error}"))?;
         drop(state);
+        self.shared.clear_crash();
         self.power_losses += 1;
         // Make the kernel forget every name, attribute and cached page of the state before:
         // surviving files have new inode numbers, so it looks them up again. Done without the

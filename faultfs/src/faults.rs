@@ -37,6 +37,7 @@ pub const CAPABILITIES: Capabilities<'static> = Capabilities {
         "lose",
         "fsyncgate",
         "corrupt",
+        "crash",
     ],
     filters: &["path"],
 };
@@ -50,6 +51,8 @@ pub enum Gate {
     Lose,
     Fsyncgate,
     Corrupt(Corruption),
+    /// The operation completes, then the mount stops as at a power cut.
+    Crash,
 }
 
 /// A decision that may first hold the operation.
@@ -197,6 +200,7 @@ impl Faults {
                 Action::Lose => Decision::Now(Gate::Lose),
                 Action::Fsyncgate => Decision::Now(Gate::Fsyncgate),
                 Action::Corrupt(how) => Decision::Now(Gate::Corrupt(how)),
+                Action::Crash => Decision::Now(Gate::Crash),
                 // Validation admits no other action.
                 _ => Decision::Now(Gate::Proceed),
             });

@@ -39,6 +39,18 @@ pub struct Shared {
     pub capacity: AtomicU64,
     next_handle: AtomicU64,
     tracer: Option<Tracer>,
+    /// The crash point a `crash` rule reached (op and path), until the next power loss: from
+    /// then on every gated operation fails with EIO, so nothing after it becomes durable.
+    crashed: Mutex<Option<CrashPoint>>,
+    /// A copy of `crashed.is_some()` read on every operation without a lock.
+    is_crashed: std::sync::atomic::AtomicBool,
+}
+
+/// Where a `crash` rule stopped the mount.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CrashPoint {
+    pub op: &'static str,
+    pub path: PathBuf,
 }
 
 impl Shared {
@@ -49,7 +61,32 @@ impl Shared {
             capacity: AtomicU64::new(capacity),
             next_handle: AtomicU64::new(1),
             tracer,
+            crashed: Mutex::new(None),
+            is_crashed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The crash point reached, if the mount is stopped at one.
+    pub fn crash_point(&self) -> Option<CrashPoint> {
+        self.crashed.lock().expect("crash point poisoned").clone()
+    }
+
+    /// Stops the mount at a crash point (before the crashing operation's reply goes out, so no
+    /// operation the program starts after seeing that reply can succeed).
+    fn crash(&self, op: &'static str, path: PathBuf) {
+        tracing::warn!(op, path = %path.display(), "crash point reached: the mount stops until a power loss");
+        *self.crashed.lock().expect("crash point poisoned") = Some(CrashPoint { op, path });
+        self.is_crashed.store(true, Ordering::SeqCst);
+    }
+
+    /// The mount runs again (after a power loss).
+    pub fn clear_crash(&self) {
+        *self.crashed.lock().expect("crash point poisoned") = None;
+        self.is_crashed.store(false, Ordering::SeqCst);
+    }
+
+    fn stopped_by_crash(&self) -> bool {
+        self.is_crashed.load(Ordering::SeqCst)
     }
 
     /// mkdir and create: the node made (unless a fault says otherwise) and traced.
@@ -157,6 +194,9 @@ impl FaultFs {
         child: Option<&OsStr>,
         body: impl FnOnce(&Shared, Gate) + Send + 'static,
     ) {
+        if self.shared.stopped_by_crash() {
+            return body(&self.shared, Gate::Fail(libc::EIO));
+        }
         if self.shared.faults.is_empty() {
             return body(&self.shared, Gate::Proceed);
         }
@@ -168,20 +208,34 @@ impl FaultFs {
                 None => path,
             }
         };
+        // A held operation that resumes after a crash point fails like every later one.
+        let resumed = |shared: &Shared| {
+            if shared.stopped_by_crash() {
+                Gate::Fail(libc::EIO)
+            } else {
+                Gate::Proceed
+            }
+        };
         match self.shared.faults.decide(op, &path) {
+            Decision::Now(Gate::Crash) => {
+                self.shared.crash(op, path);
+                body(&self.shared, Gate::Proceed);
+            }
             Decision::Now(gate) => body(&self.shared, gate),
             Decision::After(delay) => {
                 let shared = self.shared.clone();
                 std::thread::spawn(move || {
                     std::thread::sleep(delay);
-                    body(&shared, Gate::Proceed);
+                    let gate = resumed(&shared);
+                    body(&shared, gate);
                 });
             }
             Decision::UntilRemoved(rule) => {
                 let shared = self.shared.clone();
                 std::thread::spawn(move || {
                     shared.faults.wait_removed(rule);
-                    body(&shared, Gate::Proceed);
+                    let gate = resumed(&shared);
+                    body(&shared, gate);
                 });
             }
         }

@@ -349,3 +349,47 @@ fn the_trace_records_each_operation_with_its_result_and_durability() {
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "in time order");
 }
+
+/// A crash point: the 2nd fsync of a WAL file completes, then the mount stops; nothing the
+/// program does after it (a write, a rename, a new file) reaches the disk, and the power loss
+/// that follows keeps exactly what was durable at that fsync.
+#[test]
+fn crash_stops_the_mount_right_after_the_chosen_call_until_a_power_loss() {
+    let mounted = Mounted::new(&[]);
+    fs::create_dir(mounted.path("wal")).unwrap();
+    fsync_path(&mounted.path("wal"));
+    fsync_path(&mounted.path(""));
+    mounted.add_fault(r#"fsync(path="wal/*")=1*off->1*crash"#);
+    let mut wal = write_file(&mounted.path("wal/1.log"), b"one;");
+    fsync_path(&mounted.path("wal"));
+    wal.sync_all().unwrap();
+    wal.write_all(b"two;").unwrap();
+    let status = mounted.ctl(Request::Status);
+    assert!(status["crashed"].is_null(), "{status}");
+    // The crash point: this fsync succeeds and makes "two;" durable ...
+    wal.sync_all().unwrap();
+    let status = mounted.ctl(Request::Status);
+    assert_eq!(status["crashed"]["op"], "fsync", "{status}");
+    assert_eq!(status["crashed"]["path"], "wal/1.log", "{status}");
+    // ... and from then on every change fails: the disk is gone. (A write may still land in the
+    // kernel's page cache, the writeback cache being on; its fsync fails.)
+    let _ = wal.write_all(b"three;");
+    assert_eq!(errno_of(wal.sync_all()), Some(libc::EIO));
+    assert_eq!(
+        errno_of(fs::write(mounted.path("other"), b"x")),
+        Some(libc::EIO)
+    );
+    drop(wal);
+    mounted.power_loss(PowerLossMode::Drop);
+    let status = mounted.ctl(Request::Status);
+    assert!(
+        status["crashed"].is_null(),
+        "a power loss ends the crash: {status}"
+    );
+    assert_eq!(fs::read(mounted.path("wal/1.log")).unwrap(), b"one;two;");
+    assert!(!mounted.path("other").exists());
+    // The mount works again.
+    fs::write(mounted.path("after"), b"ok").unwrap();
+    assert_eq!(fs::read(mounted.path("after")).unwrap(), b"ok");
+    let _ = mounted.unmount();
+}

@@ -38,7 +38,15 @@ impl Db {
         let dir = tempfile::tempdir().unwrap();
         let binaries = Binaries::beside_me(Path::new(TORTURE).parent()).unwrap();
         let flags = flags.iter().map(|f| f.to_string()).collect();
-        let cluster = Cluster::start(dir.path(), 1, 7, binaries, flags).unwrap();
+        let cluster = Cluster::start(
+            dir.path(),
+            1,
+            7,
+            binaries,
+            flags,
+            std::net::Ipv4Addr::new(127, 0, 2, 11),
+        )
+        .unwrap();
         let addr = cluster.node(1).addr.clone();
         let db = Db {
             cluster,

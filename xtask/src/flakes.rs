@@ -63,6 +63,7 @@ pub fn run(root: &Path, args: &FlakesArgs) -> Result<()> {
         "nothing to run: give --runs N or --vm-runs M (at least 1)"
     );
     crate::ebpf::build(root)?;
+    eprintln!("flakes: the tally so far is in {SO_FAR} after every run");
     let binaries = build_host(root)?;
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
     let load = (!args.no_load).then(|| DiskWriter::start(&root.join("target")));
@@ -80,6 +81,8 @@ pub fn run(root: &Path, args: &FlakesArgs) -> Result<()> {
             started.elapsed().as_secs_f64(),
             failing(&tallies) - failed_before
         );
+        // After every run, so an interrupted campaign keeps what it found.
+        write_so_far(root, &tallies, run, 0)?;
     }
     drop(load);
     if args.vm_runs > 0 {
@@ -90,9 +93,45 @@ pub fn run(root: &Path, args: &FlakesArgs) -> Result<()> {
                 let outcome = vm_tests::run_on(root, &vm_binaries, &kernel, false)?;
                 record(&mut tallies, &format!("vm {kernel}"), &outcome.console);
             }
+            write_so_far(root, &tallies, args.runs, run)?;
         }
     }
     report(&tallies, args)
+}
+
+/// Where the tally so far is written after every run.
+const SO_FAR: &str = "target/flakes.json";
+
+fn write_so_far(
+    root: &Path,
+    tallies: &BTreeMap<String, Tally>,
+    host_runs: u32,
+    vm_runs: u32,
+) -> Result<()> {
+    let path = root.join(SO_FAR);
+    std::fs::write(&path, format!("{:#}", as_json(tallies, host_runs, vm_runs)))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn as_json(tallies: &BTreeMap<String, Tally>, host_runs: u32, vm_runs: u32) -> serde_json::Value {
+    let flaky: Vec<serde_json::Value> = tallies
+        .iter()
+        .filter(|(_, t)| t.failures > 0)
+        .map(|(name, tally)| {
+            serde_json::json!({
+                "test": name,
+                "runs": tally.runs,
+                "failures": tally.failures,
+                "first_message": tally.first_message,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "host_runs": host_runs,
+        "vm_runs": vm_runs,
+        "tests_seen": tallies.len(),
+        "flaky": flaky,
+    })
 }
 
 /// Sum of failures so far, to say how many one run added.
@@ -103,24 +142,7 @@ fn failing(tallies: &BTreeMap<String, Tally>) -> u32 {
 fn report(tallies: &BTreeMap<String, Tally>, args: &FlakesArgs) -> Result<()> {
     let flaky: Vec<(&String, &Tally)> = tallies.iter().filter(|(_, t)| t.failures > 0).collect();
     if args.json {
-        let tests: Vec<serde_json::Value> = flaky
-            .iter()
-            .map(|(name, tally)| {
-                serde_json::json!({
-                    "test": name,
-                    "runs": tally.runs,
-                    "failures": tally.failures,
-                    "first_message": tally.first_message,
-                })
-            })
-            .collect();
-        let result = serde_json::json!({
-            "host_runs": args.runs,
-            "vm_runs": args.vm_runs,
-            "tests_seen": tallies.len(),
-            "flaky": tests,
-        });
-        println!("{result:#}");
+        println!("{:#}", as_json(tallies, args.runs, args.vm_runs));
     } else {
         println!(
             "flakes: {} host runs, {} VM runs per kernel, {} tests seen, {} ever failed",

@@ -71,6 +71,7 @@ pub struct Cluster {
     seed: u64,
     /// Extra `target-db serve` flags, such as its unsafe switches.
     db_flags: Vec<String>,
+    pub storage_shape: StorageShape,
 }
 
 pub const PORT: u16 = 7000;
@@ -98,6 +99,52 @@ impl Cut {
     }
 }
 
+/// How often the nodes snapshot and how large their log segments are, chosen by the seed so
+/// runs reach log rotation, purge and snapshot installs at different rates (one fixed shape
+/// never rotated a segment in a 60 s run). A flag the run passes itself wins.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct StorageShape {
+    /// None: the run's own --snapshot-every.
+    pub snapshot_every: Option<u64>,
+    /// None: the run's own --segment-bytes.
+    pub segment_bytes: Option<u64>,
+}
+
+impl StorageShape {
+    pub fn for_seed(seed: u64, db_flags: &[String]) -> Self {
+        let mut rng = fault_rules::SplitMix64::new(seed ^ 0x0053_544f_5241_4745);
+        let snapshot_every = [100, 500, 2000][rng.below(3) as usize];
+        let segment_bytes = [16 << 10, 64 << 10, 1 << 20][rng.below(3) as usize];
+        let given = |flag: &str| db_flags.iter().any(|f| f.starts_with(flag));
+        Self {
+            snapshot_every: (!given("--snapshot-every")).then_some(snapshot_every),
+            segment_bytes: (!given("--segment-bytes")).then_some(segment_bytes),
+        }
+    }
+
+    fn flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(every) = self.snapshot_every {
+            flags.extend(["--snapshot-every".to_owned(), every.to_string()]);
+        }
+        if let Some(bytes) = self.segment_bytes {
+            flags.extend(["--segment-bytes".to_owned(), bytes.to_string()]);
+        }
+        flags
+    }
+
+    /// As the run's first line says it.
+    pub fn describe(&self) -> String {
+        let every = self
+            .snapshot_every
+            .map_or("as given".to_owned(), |n| format!("every {n} entries"));
+        let bytes = self
+            .segment_bytes
+            .map_or("as given".to_owned(), |b| format!("{} KiB", b >> 10));
+        format!("snapshots {every}, log segments {bytes}")
+    }
+}
+
 impl Cluster {
     pub fn start(
         run_dir: &Path,
@@ -105,12 +152,15 @@ impl Cluster {
         seed: u64,
         binaries: Binaries,
         db_flags: Vec<String>,
+        first_ip: std::net::Ipv4Addr,
     ) -> Result<Cluster> {
+        let storage_shape = StorageShape::for_seed(seed, &db_flags);
         let mut cluster = Cluster {
             nodes: Vec::new(),
             binaries,
             seed,
             db_flags,
+            storage_shape,
         };
         for id in 1..=size {
             let dir = run_dir.join(format!("node{id}"));
@@ -132,7 +182,7 @@ impl Cluster {
             if mount.read_line()? != "mounted" {
                 bail!("faultfs did not mount {}", mountpoint.display());
             }
-            let ip = format!("127.0.0.{}", 10 + id);
+            let ip = std::net::Ipv4Addr::from(u32::from(first_ip) + id as u32 - 1).to_string();
             cluster.nodes.push(Node {
                 id,
                 addr: format!("{ip}:{PORT}"),
@@ -165,19 +215,10 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(&node.log)?;
-        // Small snapshots so followers often rejoin from one, unless the run asks otherwise.
-        let snapshot_every = if self
-            .db_flags
-            .iter()
-            .any(|f| f.starts_with("--snapshot-every"))
-        {
-            &[][..]
-        } else {
-            &["--snapshot-every", "500"][..]
-        };
+        let shape = self.storage_shape.flags();
         let child = Command::new(&self.binaries.target_db)
             .args(["serve", "--id", &id.to_string(), "--listen", &node.addr])
-            .args(snapshot_every)
+            .args(&shape)
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(&self.db_flags)
@@ -295,6 +336,21 @@ impl Cluster {
         answer["id"]
             .as_u64()
             .with_context(|| format!("faultfs fault add on node {id}: no rule id in {answer}"))
+    }
+
+    /// The node's faultfs status (`faultfs ctl --json status`): its rules with their call
+    /// counts, and the crash point its storage stopped at (`crashed`, null if none).
+    pub fn faultfs_status(&self, id: usize) -> Result<Value> {
+        let output = self
+            .faultfs_ctl(id)
+            .args(["--json", "status"])
+            .stderr(Stdio::inherit())
+            .output()?;
+        if !output.status.success() {
+            bail!("faultfs status on node {id} failed");
+        }
+        serde_json::from_slice(&output.stdout)
+            .with_context(|| format!("faultfs status on node {id}: answer is not JSON"))
     }
 
     pub fn remove_fault(&self, id: usize, rule_id: u64) -> Result<()> {

@@ -3,6 +3,7 @@
 pub mod after_heal;
 pub mod campaign;
 pub mod cluster;
+pub mod crash_points;
 pub mod lsm;
 pub mod nemesis;
 pub mod network_shape;
@@ -47,6 +48,8 @@ pub struct Options {
     pub settle: Duration,
     /// A named script instead of the random nemesis.
     pub scenario: Option<scenario::Scenario>,
+    /// Node 1's loopback address; node N has the Nth from it.
+    pub first_ip: std::net::Ipv4Addr,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -70,6 +73,10 @@ pub struct TortureReport {
     /// How long the history checks took.
     pub check_ms: u64,
     pub run_dir: PathBuf,
+    /// The crash points placed, reached and never reached.
+    pub crash_points: crash_points::CrashCoverage,
+    /// The nodes' snapshot interval and log segment size (chosen by the seed).
+    pub storage: String,
 }
 
 pub async fn run(options: Options) -> Result<TortureReport> {
@@ -80,8 +87,11 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         options.seed,
         options.binaries,
         options.db_flags.clone(),
+        options.first_ip,
     )?;
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+    let storage = cluster.storage_shape.describe();
+    eprintln!("storage: {storage}");
     let cluster = Arc::new(Mutex::new(cluster));
     let http = reqwest::Client::new();
     initialise(&http, &addrs, options.settle).await?;
@@ -109,7 +119,16 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         stop.clone(),
     ));
     let nemesis = match options.scenario {
-        Some(script) => tokio::spawn(scenario::run(cluster.clone(), script, recorder.clone())),
+        Some(script) => {
+            let (cluster, recorder) = (cluster.clone(), recorder.clone());
+            tokio::spawn(async move {
+                let applied = scenario::run(cluster, script, recorder).await?;
+                Ok(nemesis::NemesisOutcome {
+                    applied,
+                    ..Default::default()
+                })
+            })
+        }
         None => tokio::spawn(nemesis::run(
             cluster.clone(),
             options.faults.clone(),
@@ -141,7 +160,10 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     stop.store(true, Ordering::Relaxed);
     let completed = workload.await?;
     let ops_per_second = completed as f64 / started.elapsed().as_secs_f64();
-    let faults_applied = nemesis.await??;
+    let nemesis_outcome = nemesis.await??;
+    let faults_applied = nemesis_outcome.applied;
+    let crash_coverage =
+        crash_points::CrashCoverage::of(&nemesis_outcome.crash_points, nemesis_outcome.seen);
 
     // Heal: every node running (partitions and pauses end by themselves).
     {
@@ -317,6 +339,8 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         heal_to_first_write_ms: first_write.map(|d| d.as_millis() as u64),
         check_ms,
         run_dir: options.run_dir.clone(),
+        crash_points: crash_coverage,
+        storage,
     };
     std::fs::write(
         options.run_dir.join("report.json"),

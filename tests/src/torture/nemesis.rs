@@ -16,7 +16,25 @@ use anyhow::{Result, bail};
 use fault_rules::SplitMix64;
 use tokio::sync::Mutex;
 
-use super::{cluster::Cluster, network_shape, workload::Recorder};
+use super::{
+    cluster::Cluster,
+    crash_points::{self, CrashAttempt, CrashPlan},
+    network_shape,
+    workload::Recorder,
+};
+
+/// What the nemesis did: how many faults, and the crash points it placed.
+#[derive(Default)]
+pub struct NemesisOutcome {
+    pub applied: u64,
+    pub crash_points: Vec<CrashAttempt>,
+    /// `class call` pairs the nodes were seen making (where crash points could go).
+    pub seen: Vec<String>,
+}
+
+/// With crash points among the faults, this share of the faults are crash points (the rest are
+/// drawn evenly from the other kinds): they are what finds durability bugs.
+const CRASH_POINT_PERCENT: u64 = 40;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -48,6 +66,9 @@ pub enum Fault {
     /// The node's writes to its active WAL segment fail with EIO for a while (injector,
     /// error() through BPF LSM: stock kernels only), then it is killed and restarted.
     WalWriteError,
+    /// The node's storage stops right after its Nth call of one kind on one class of its files
+    /// (faultfs `crash`), then it, and possibly a majority or all, lose power at that moment.
+    CrashPoint,
 }
 
 impl Fault {
@@ -71,6 +92,7 @@ pub const NAMES: &[&str] = &[
     "disk-full",
     "slow-disk",
     "wal-write-error",
+    "crash-point",
 ];
 
 impl FromStr for Fault {
@@ -91,6 +113,7 @@ impl FromStr for Fault {
             "disk-error" => Ok(Fault::DiskError),
             "slow-disk" => Ok(Fault::SlowDisk),
             "wal-write-error" => Ok(Fault::WalWriteError),
+            "crash-point" => Ok(Fault::CrashPoint),
             other => Err(format!(
                 "unknown fault `{other}`: choose from {}",
                 NAMES.join(", ")
@@ -106,27 +129,78 @@ pub async fn run(
     seed: u64,
     recorder: Recorder,
     stop: Arc<AtomicBool>,
-) -> Result<u64> {
+) -> Result<NemesisOutcome> {
     let mut rng = SplitMix64::new(seed ^ 0x006e_656d_6573_6973);
+    let mut plan = CrashPlan::new(crash_points::TARGET_DB_CLASSES, &mut rng);
     let mut applied = 0;
     if faults.is_empty() {
-        return Ok(0);
+        return Ok(NemesisOutcome::default());
     }
+    if faults.contains(&Fault::CrashPoint) {
+        plan.observe(&cluster).await?;
+    }
+    let others: Vec<Fault> = faults
+        .iter()
+        .copied()
+        .filter(|f| *f != Fault::CrashPoint)
+        .collect();
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(500 + rng.below(1500))).await;
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let fault = faults[rng.below(faults.len() as u64) as usize];
+        let crash = faults.contains(&Fault::CrashPoint)
+            && (others.is_empty() || rng.below(100) < CRASH_POINT_PERCENT);
+        let fault = if crash {
+            Fault::CrashPoint
+        } else {
+            others[rng.below(others.len() as u64) as usize]
+        };
         let size = cluster.lock().await.nodes.len() as u64;
-        let node = 1 + rng.below(size) as usize;
+        let node = if crash && rng.below(2) == 0 {
+            // Half the crash points go to the leader, whose calls decide what was acknowledged.
+            match leader(&cluster).await {
+                Some(leader) => leader,
+                None => 1 + rng.below(size) as usize,
+            }
+        } else {
+            1 + rng.below(size) as usize
+        };
         let start = recorder.now();
-        let description = apply(&cluster, fault, node, &mut rng).await?;
+        let description = apply(&cluster, fault, node, &mut rng, &mut plan).await?;
         tracing::info!(node, %description, "fault");
         recorder.fault(start, recorder.now(), format!("n{node}"), description);
         applied += 1;
     }
-    Ok(applied)
+    Ok(NemesisOutcome {
+        applied,
+        seen: plan
+            .seen
+            .iter()
+            .map(|(class, call)| format!("{class} {call}"))
+            .collect(),
+        crash_points: plan.attempts,
+    })
+}
+
+/// The node that says it leads, if one does.
+async fn leader(cluster: &Arc<Mutex<Cluster>>) -> Option<usize> {
+    let addrs: Vec<String> = cluster
+        .lock()
+        .await
+        .nodes
+        .iter()
+        .map(|n| n.addr.clone())
+        .collect();
+    let client = reqwest::Client::new();
+    for (index, addr) in addrs.iter().enumerate() {
+        if let Some(status) = super::cluster::status(&client, addr).await
+            && status["state"] == "Leader"
+        {
+            return Some(index + 1);
+        }
+    }
+    None
 }
 
 async fn apply(
@@ -134,9 +208,11 @@ async fn apply(
     fault: Fault,
     node: usize,
     rng: &mut SplitMix64,
+    plan: &mut CrashPlan,
 ) -> Result<String> {
     let hold = Duration::from_millis(500 + rng.below(1500));
     match fault {
+        Fault::CrashPoint => crash_points::crash_point(cluster, node, plan, rng).await,
         Fault::Kill => {
             cluster.lock().await.kill_node(node);
             tokio::time::sleep(hold).await;

@@ -23,8 +23,8 @@ use tests::{
 use crate::{exit_code, word};
 
 /// Every fault this kernel can apply (wal-write-error needs BPF LSM).
-const DEFAULT_FAULTS: &str = "kill,kill-many,pause,wal-crash,partition,packet-loss,power-loss,power-loss-all,\
-                              disk-error,fsync-error,disk-full,slow-disk";
+const DEFAULT_FAULTS: &str = "crash-point,kill,kill-many,pause,wal-crash,partition,packet-loss,power-loss,\
+                              power-loss-all,disk-error,fsync-error,disk-full,slow-disk";
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -61,7 +61,11 @@ pub struct RunArgs {
     /// disk-full (ENOSPC on every write, then restart);
     /// slow-disk (WAL fdatasync 50-500 ms slower for a while);
     /// wal-write-error (the node's WAL writes fail with EIO, then restart; needs BPF LSM:
-    /// a stock kernel, e.g. `cargo xtask vm-torture`; not in the default list).
+    /// a stock kernel, e.g. `cargo xtask vm-torture`; not in the default list);
+    /// crash-point (faultfs stops the node's storage right after its Nth fsync, fdatasync,
+    /// write, rename, create, unlink or truncate on its WAL, snapshot or metadata files, then
+    /// it, or a majority, or all, lose power at that moment; sometimes again while it
+    /// recovers). When listed, 40% of the faults are crash points.
     #[arg(long, default_value = DEFAULT_FAULTS)]
     faults: String,
     #[arg(long, default_value_t = 4)]
@@ -92,6 +96,11 @@ pub struct RunArgs {
     /// Print the summary (every seed's checks) as JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Node 1's loopback address (node N listens on the Nth address from it, port 7000). Give
+    /// two runs on one machine different ranges, e.g. 127.0.0.11 and 127.0.1.11: partitions
+    /// cut traffic by address, so two clusters on the same addresses would disturb each other.
+    #[arg(long, default_value = "127.0.0.11")]
+    first_ip: std::net::Ipv4Addr,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -107,6 +116,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         bail!(
             "the {} scenario needs {needed} nodes: add --nodes {needed}",
             script.name()
+        );
+    }
+    let last_ip = std::net::Ipv4Addr::from(
+        u32::from(args.first_ip).saturating_add(args.nodes.saturating_sub(1) as u32),
+    );
+    if !args.first_ip.is_loopback() || !last_ip.is_loopback() {
+        bail!(
+            "--first-ip {}: the nodes need loopback addresses (127.x.y.z) up to {last_ip}; pick one like 127.0.1.11",
+            args.first_ip
         );
     }
     let faults = args
@@ -166,11 +184,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 db_flags: args.db_flags.clone(),
                 settle: args.settle,
                 scenario,
+                first_ip: args.first_ip,
             };
             let started = Instant::now();
             let report = runtime.block_on(until_interrupted(torture::run(options)))?;
             let result = seed_result(&report, started.elapsed(), replay_command(&args, seed));
             if !args.json {
+                print_crash_points(&report);
                 print_seed(&result);
             }
             summary.results.push(result);
@@ -279,6 +299,30 @@ fn replay_command(args: &RunArgs, seed: u64) -> String {
         command.push_str(&format!(" --db-flag={flag}"));
     }
     command
+}
+
+/// What the crash points of a run reached, and what they never did.
+fn print_crash_points(report: &TortureReport) {
+    let coverage = &report.crash_points;
+    if coverage.placed == 0 {
+        return;
+    }
+    println!(
+        "crash points: {} reached of {} placed ({} correlated with a majority or all, {} during recovery)",
+        coverage.reached, coverage.placed, coverage.correlated, coverage.during_recovery
+    );
+    if !coverage.covered.is_empty() {
+        println!("  reached: {}", coverage.covered.join(", "));
+    }
+    if !coverage.seen.is_empty() {
+        println!("  calls seen (class call): {}", coverage.seen.join(", "));
+    }
+    if !coverage.never_reached.is_empty() {
+        println!(
+            "  placed, never reached: {}",
+            coverage.never_reached.join(", ")
+        );
+    }
 }
 
 fn print_seed(result: &SeedResult) {

@@ -1,0 +1,484 @@
+//! Crash points: a node's storage stops right after its Kth call of one kind (fsync, rename,
+//! ...) on one class of its files (write-ahead log, snapshot, metadata), then it loses power.
+//! Crashes placed by call, not by time: almost every crash bug sits right after a sync-related
+//! call (ALICE, CrashMonkey), in a window a random kill rarely lands in.
+//!
+//! Correlated: the nodes that lose power with it (none, a majority, all) lose it at that same
+//! moment, since Raft repairs one node's loss from the others and only a loss shared by a
+//! majority reaches a client (PACE). Some crashes strike again while the node recovers.
+//!
+//! The classes are path globs on the node's data directory, not the database's internals; the
+//! plan walks every (class, call) pair in a seeded order so one run covers what it can, and the
+//! report says which points were reached and which never were.
+use std::{
+    collections::BTreeSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use fault_rules::SplitMix64;
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use super::cluster::{Cluster, status};
+
+/// A class of a node's files, by a glob relative to its faultfs mount.
+#[derive(Clone, Copy, Debug)]
+pub struct FileClass {
+    pub name: &'static str,
+    pub glob: &'static str,
+}
+
+/// target-db's data directory (`db/` on each mount): its log segments (and their directory),
+/// its snapshot (and its directory), and what sits at the top (marker files; a call on the
+/// wal/ or state/ directory itself, such as its fsync, also counts here).
+pub const TARGET_DB_CLASSES: &[FileClass] = &[
+    FileClass {
+        name: "wal",
+        glob: "db/wal/**",
+    },
+    FileClass {
+        name: "snapshot",
+        glob: "db/state/**",
+    },
+    FileClass {
+        name: "metadata",
+        glob: "db/*",
+    },
+];
+
+/// The calls after which a crash can matter: those that make data durable or change names.
+/// (A `write` reaches faultfs when the kernel writes its page cache back: at fsync, mostly.)
+pub const CALLS: &[&str] = &[
+    "fdatasync",
+    "fsync",
+    "write",
+    "rename",
+    "create",
+    "unlink",
+    "truncate",
+];
+
+/// Who else loses power at the crash point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Correlation {
+    /// The node alone.
+    Alone,
+    /// A majority of the nodes, it included.
+    Majority,
+    /// Every node.
+    All,
+}
+
+/// One crash point placed, for the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct CrashAttempt {
+    pub node: usize,
+    /// leader, follower or candidate (from the node's /status when the point was placed).
+    pub role: String,
+    pub class: &'static str,
+    pub call: &'static str,
+    /// The crash came after this call of that kind on that class (1-based).
+    pub nth: u64,
+    pub correlation: Correlation,
+    pub during_recovery: bool,
+    pub reached: bool,
+    /// The file the crashing call was on, if reached.
+    pub path: Option<String>,
+}
+
+/// The seeded walk over every (class, call) pair, and what was placed so far.
+pub struct CrashPlan {
+    pairs: Vec<(FileClass, &'static str)>,
+    next: usize,
+    pub attempts: Vec<CrashAttempt>,
+    /// The observer rules on each node's mount (`CALL(path=GLOB)=off`, which only count), by
+    /// node, in the order of `pairs`: which pairs a node's database actually makes.
+    observers: Vec<Vec<u64>>,
+    /// Pairs some node was seen making.
+    pub seen: BTreeSet<(&'static str, &'static str)>,
+}
+
+impl CrashPlan {
+    pub fn new(classes: &[FileClass], rng: &mut SplitMix64) -> Self {
+        let mut pairs: Vec<(FileClass, &'static str)> = classes
+            .iter()
+            .flat_map(|class| CALLS.iter().map(move |call| (*class, *call)))
+            .collect();
+        // Fisher-Yates with the seed: each run covers the pairs in its own order.
+        for i in (1..pairs.len()).rev() {
+            let j = rng.below(i as u64 + 1) as usize;
+            pairs.swap(i, j);
+        }
+        Self {
+            pairs,
+            next: 0,
+            attempts: Vec::new(),
+            observers: Vec::new(),
+            seen: BTreeSet::new(),
+        }
+    }
+
+    /// Installs on every node's mount a rule per pair that only counts its calls, so crash
+    /// points go where the database actually makes calls (a pair it never makes would only
+    /// time out).
+    pub async fn observe(&mut self, cluster: &Arc<Mutex<Cluster>>) -> Result<()> {
+        let cluster = cluster.lock().await;
+        for node in 1..=cluster.nodes.len() {
+            let mut ids = Vec::new();
+            for (class, call) in &self.pairs {
+                ids.push(cluster.add_fault(node, &format!("{call}(path=\"{}\")=off", class.glob))?);
+            }
+            self.observers.push(ids);
+        }
+        Ok(())
+    }
+
+    /// Reads the observers' counts on `node`: every pair with a call so far is seen.
+    fn look(&mut self, faultfs_status: &serde_json::Value) {
+        let Some(rules) = faultfs_status["faults"].as_array() else {
+            return;
+        };
+        for (index, (class, call)) in self.pairs.iter().enumerate() {
+            let counted = self.observers.iter().any(|ids| {
+                rules.iter().any(|rule| {
+                    rule["id"].as_u64() == ids.get(index).copied()
+                        && rule["calls"].as_u64() > Some(0)
+                })
+            });
+            if counted {
+                self.seen.insert((class.name, call));
+            }
+        }
+    }
+
+    /// The next pair to try: a pair seen made (all of them until something is seen), those
+    /// never reached first, in the seeded order.
+    fn next_pair(&mut self) -> (FileClass, &'static str) {
+        if !self.seen.is_empty() {
+            let seen = self.seen.clone();
+            for _ in 0..self.pairs.len() {
+                let pair = self.next_unreached();
+                if seen.contains(&(pair.0.name, pair.1)) {
+                    return pair;
+                }
+            }
+        }
+        self.next_unreached()
+    }
+
+    fn next_unreached(&mut self) -> (FileClass, &'static str) {
+        let reached: BTreeSet<(&str, &str)> = self
+            .attempts
+            .iter()
+            .filter(|a| a.reached)
+            .map(|a| (a.class, a.call))
+            .collect();
+        for _ in 0..self.pairs.len() {
+            let pair = self.pairs[self.next % self.pairs.len()];
+            self.next += 1;
+            if !reached.contains(&(pair.0.name, pair.1)) {
+                return pair;
+            }
+        }
+        let pair = self.pairs[self.next % self.pairs.len()];
+        self.next += 1;
+        pair
+    }
+}
+
+/// How many matching calls to let pass before the crash: the log's calls come by the hundred a
+/// second, the others a few times a second or less.
+fn calls_to_skip(class: &FileClass, call: &str, rng: &mut SplitMix64) -> u64 {
+    let frequent = class.name == "wal" && matches!(call, "write" | "fdatasync");
+    rng.below(if frequent { 40 } else { 3 })
+}
+
+/// How long a crash point may take to be reached before it is reported as not reached.
+const REACH_WITHIN: Duration = Duration::from_millis(2500);
+/// The same while the node recovers: recovery is short.
+const REACH_DURING_RECOVERY_WITHIN: Duration = Duration::from_millis(1500);
+
+/// Places one crash point on `node` and, once it is reached, cuts the power of the nodes the
+/// correlation names at that moment, then restarts them; one time in three the crash strikes
+/// again while `node` recovers. Returns the fault's description.
+pub async fn crash_point(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    plan: &mut CrashPlan,
+    rng: &mut SplitMix64,
+) -> Result<String> {
+    if !cluster.lock().await.running(node) {
+        return Ok("crash point skipped: node down".into());
+    }
+    let faultfs_status = cluster.lock().await.faultfs_status(node)?;
+    plan.look(&faultfs_status);
+    let (class, call) = plan.next_pair();
+    let skip = calls_to_skip(&class, call, rng);
+    let size = cluster.lock().await.nodes.len();
+    let correlation = match rng.below(10) {
+        0..=3 => Correlation::Alone,
+        4..=6 => Correlation::Majority,
+        _ => Correlation::All,
+    };
+    let mode = ["drop", "torn", "reorder", "prefix"][rng.below(4) as usize];
+    let role = role_of(cluster, node).await;
+    let rule = format!("{call}(path=\"{}\")={skip}*off->1*crash", class.glob);
+    let reached = place_and_wait(cluster, node, &rule, REACH_WITHIN).await?;
+    let mut attempt = CrashAttempt {
+        node,
+        role,
+        class: class.name,
+        call,
+        nth: skip + 1,
+        correlation,
+        during_recovery: false,
+        reached: reached.is_some(),
+        path: reached.clone(),
+    };
+    let Some(path) = reached else {
+        plan.attempts.push(attempt);
+        return Ok(format!(
+            "crash point `{rule}` ({} {call} #{}) not reached within {} ms",
+            class.name,
+            skip + 1,
+            REACH_WITHIN.as_millis()
+        ));
+    };
+    let victims = correlated(node, size, correlation, rng);
+    power_cut(cluster, &victims, mode).await?;
+    let names: Vec<String> = victims.iter().map(|id| format!("n{id}")).collect();
+    let mut description = format!(
+        "crash point: storage stopped after {} {call} #{} ({path}), power loss ({mode}) of {}, restarted",
+        class.name,
+        skip + 1,
+        names.join(" ")
+    );
+    plan.attempts.push(attempt.clone());
+    if rng.below(3) == 0 {
+        let (class, call) = plan.next_pair();
+        let skip = rng.below(3);
+        let rule = format!("{call}(path=\"{}\")={skip}*off->1*crash", class.glob);
+        let reached = place_and_wait(cluster, node, &rule, REACH_DURING_RECOVERY_WITHIN).await?;
+        attempt = CrashAttempt {
+            class: class.name,
+            call,
+            nth: skip + 1,
+            correlation: Correlation::Alone,
+            during_recovery: true,
+            reached: reached.is_some(),
+            path: reached.clone(),
+            role: "recovering".into(),
+            ..attempt
+        };
+        plan.attempts.push(attempt);
+        match reached {
+            Some(path) => {
+                power_cut(cluster, &[node], mode).await?;
+                description.push_str(&format!(
+                    "; while recovering, stopped again after {} {call} #{} ({path}), power loss ({mode}), restarted",
+                    class.name,
+                    skip + 1
+                ));
+            }
+            None => description.push_str(&format!(
+                "; a second crash point while recovering ({} {call} #{}) was not reached",
+                class.name,
+                skip + 1
+            )),
+        }
+    }
+    Ok(description)
+}
+
+/// Adds the crash rule on `node`'s mount and waits until its storage stops at it (returns the
+/// file the crashing call was on) or `within` passes (the rule is removed either way).
+async fn place_and_wait(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    rule: &str,
+    within: Duration,
+) -> Result<Option<String>> {
+    let rule_id = cluster.lock().await.add_fault(node, rule)?;
+    let started = Instant::now();
+    let reached = loop {
+        let status = cluster.lock().await.faultfs_status(node)?;
+        if let Some(path) = status["crashed"]["path"].as_str() {
+            break Some(path.to_owned());
+        }
+        if started.elapsed() >= within {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    cluster.lock().await.remove_fault(node, rule_id)?;
+    Ok(reached)
+}
+
+/// `node` and, for a correlated crash, the next nodes round the ring up to a majority or all.
+fn correlated(
+    node: usize,
+    size: usize,
+    correlation: Correlation,
+    rng: &mut SplitMix64,
+) -> Vec<usize> {
+    let count = match correlation {
+        Correlation::Alone => 1,
+        Correlation::Majority => size / 2 + 1,
+        Correlation::All => size,
+    };
+    // Which majority: the seed picks where round the ring the others start.
+    let offset = 1 + rng.below(size as u64) as usize;
+    let mut victims = vec![node];
+    let mut next = node - 1 + offset;
+    while victims.len() < count {
+        let id = 1 + next % size;
+        if !victims.contains(&id) {
+            victims.push(id);
+        }
+        next += 1;
+    }
+    victims
+}
+
+/// Every victim killed first (so none writes on after another lost power), then each one's
+/// unsynced data lost in `mode`, then each restarted.
+async fn power_cut(cluster: &Arc<Mutex<Cluster>>, victims: &[usize], mode: &str) -> Result<()> {
+    let mut cluster = cluster.lock().await;
+    for &id in victims {
+        cluster.kill_node(id);
+    }
+    for &id in victims {
+        cluster.power_loss(id, mode)?;
+    }
+    Ok(())
+}
+
+async fn role_of(cluster: &Arc<Mutex<Cluster>>, node: usize) -> String {
+    let addr = cluster.lock().await.nodes[node - 1].addr.clone();
+    let client = reqwest::Client::new();
+    status(&client, &addr)
+        .await
+        .and_then(|s| s["state"].as_str().map(str::to_lowercase))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// What the report says about the crash points of a run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CrashCoverage {
+    pub placed: usize,
+    pub reached: usize,
+    /// `class call role` for each point reached (role: leader, follower, candidate, recovering).
+    pub covered: Vec<String>,
+    /// `class call` pairs placed and never reached.
+    pub never_reached: Vec<String>,
+    pub correlated: usize,
+    pub during_recovery: usize,
+    /// `class call` pairs the nodes were seen making.
+    pub seen: Vec<String>,
+    pub attempts: Vec<CrashAttempt>,
+}
+
+impl CrashCoverage {
+    pub fn of(attempts: &[CrashAttempt], seen: Vec<String>) -> Self {
+        let covered: BTreeSet<String> = attempts
+            .iter()
+            .filter(|a| a.reached)
+            .map(|a| format!("{} {} {}", a.class, a.call, a.role))
+            .collect();
+        let reached_pairs: BTreeSet<(&str, &str)> = attempts
+            .iter()
+            .filter(|a| a.reached)
+            .map(|a| (a.class, a.call))
+            .collect();
+        let never: BTreeSet<String> = attempts
+            .iter()
+            .filter(|a| !reached_pairs.contains(&(a.class, a.call)))
+            .map(|a| format!("{} {}", a.class, a.call))
+            .collect();
+        Self {
+            placed: attempts.len(),
+            reached: attempts.iter().filter(|a| a.reached).count(),
+            covered: covered.into_iter().collect(),
+            never_reached: never.into_iter().collect(),
+            correlated: attempts
+                .iter()
+                .filter(|a| a.reached && a.correlation != Correlation::Alone)
+                .count(),
+            during_recovery: attempts
+                .iter()
+                .filter(|a| a.reached && a.during_recovery)
+                .count(),
+            seen,
+            attempts: attempts.to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_walks_every_pair_before_repeating_one() {
+        let mut rng = SplitMix64::new(7);
+        let mut plan = CrashPlan::new(TARGET_DB_CLASSES, &mut rng);
+        let total = TARGET_DB_CLASSES.len() * CALLS.len();
+        let seen: BTreeSet<(&str, &str)> = (0..total)
+            .map(|_| {
+                let (class, call) = plan.next_pair();
+                (class.name, call)
+            })
+            .collect();
+        assert_eq!(seen.len(), total);
+    }
+
+    #[test]
+    fn correlated_victims_are_distinct_and_include_the_node() {
+        let mut rng = SplitMix64::new(3);
+        for node in 1..=5 {
+            for (correlation, count) in [
+                (Correlation::Alone, 1),
+                (Correlation::Majority, 3),
+                (Correlation::All, 5),
+            ] {
+                let victims = correlated(node, 5, correlation, &mut rng);
+                assert_eq!(victims.len(), count);
+                assert_eq!(victims[0], node);
+                let distinct: BTreeSet<_> = victims.iter().collect();
+                assert_eq!(distinct.len(), count);
+                assert!(victims.iter().all(|v| (1..=5).contains(v)));
+            }
+        }
+    }
+
+    #[test]
+    fn coverage_names_pairs_never_reached() {
+        let attempt = |call, reached| CrashAttempt {
+            node: 1,
+            role: "leader".into(),
+            class: "wal",
+            call,
+            nth: 1,
+            correlation: Correlation::All,
+            during_recovery: false,
+            reached,
+            path: None,
+        };
+        let coverage = CrashCoverage::of(
+            &[
+                attempt("fdatasync", true),
+                attempt("rename", false),
+                attempt("fdatasync", false),
+            ],
+            vec!["wal fdatasync".into(), "wal rename".into()],
+        );
+        assert_eq!(coverage.placed, 3);
+        assert_eq!(coverage.reached, 1);
+        assert_eq!(coverage.covered, ["wal fdatasync leader"]);
+        assert_eq!(coverage.never_reached, ["wal rename"]);
+        assert_eq!(coverage.correlated, 1);
+    }
+}
