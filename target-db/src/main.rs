@@ -18,7 +18,7 @@ use target_db::{
     handoff::{HandoffError, transfer_leadership},
     log_store::{LogOptions, LogStore},
     network::Network,
-    server::{Node, count_elections, router},
+    server::{Boot, Node, count_elections, router},
     state_machine::StateMachine,
     types::{NodeId, Op, Request},
     wal::WalOptions,
@@ -284,9 +284,19 @@ async fn serve(
     snapshot_every: u64,
     options: LogOptions,
 ) -> Result<()> {
-    let log = LogStore::open(&data_dir.join("wal"), options)?;
+    let mut log = LogStore::open(&data_dir.join("wal"), options)?;
     let wal = log.wal_stats();
     let state = StateMachine::open(&data_dir.join("state"))?;
+    // What recovery found on disk, before anyone could send an entry: /status shows it, so a
+    // checker can tell whether a restart lost entries this node had acknowledged.
+    let log_state = openraft::storage::RaftLogStorage::get_log_state(&mut log).await?;
+    let recovered_index = log_state
+        .last_log_id
+        .map(|l| l.index)
+        .max(state.data().await.last_applied.map(|l| l.index));
+    let recovered_term = openraft::storage::RaftLogStorage::read_vote(&mut log)
+        .await?
+        .map_or(0, |vote| vote.leader_id().term);
     let config = Config {
         cluster_name: "target-db".into(),
         heartbeat_interval: 100,
@@ -320,6 +330,7 @@ async fn serve(
         handing_off: AtomicBool::new(false),
         election_holds: AtomicU64::new(0),
         peers: reqwest::Client::builder().local_address(local).build()?,
+        boot: Boot::now(recovered_index, recovered_term),
     });
     tokio::spawn(hand_off_when_the_disk_fills(node.clone()));
     let listener = tokio::net::TcpListener::bind(&listen)

@@ -56,6 +56,33 @@ pub struct Node {
     /// For requests to other nodes outside Raft (asking one to campaign), from this node's
     /// own address like its Raft traffic.
     pub peers: reqwest::Client,
+    pub boot: Boot,
+}
+
+/// This process's start: told apart from the node's earlier lives, with what its recovery
+/// found on disk.
+pub struct Boot {
+    /// Different for every start of the node.
+    pub id: u64,
+    pub started: std::time::Instant,
+    /// The last log index recovery found (log or snapshot), None for an empty node.
+    pub recovered_index: Option<u64>,
+    /// The term of the vote recovery found (0: none).
+    pub recovered_term: u64,
+}
+
+impl Boot {
+    pub fn now(recovered_index: Option<u64>, recovered_term: u64) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Self {
+            id: nanos ^ (u64::from(std::process::id()) << 32),
+            started: std::time::Instant::now(),
+            recovered_index,
+            recovered_term,
+        }
+    }
 }
 
 /// Counts the terms this node sees, from openraft's metrics channel, for as long as it runs.
@@ -395,6 +422,18 @@ fn status_json(node: &Node) -> Value {
         "snapshot_index": metrics.snapshot.map(|l| l.index),
         "purged_index": metrics.purged.map(|l| l.index),
         "members": metrics.membership_config.membership().voter_ids().collect::<Vec<_>>(),
+        "boot": node.boot.id,
+        "up_ms": node.boot.started.elapsed().as_millis() as u64,
+        "recovered_index": node.boot.recovered_index,
+        "recovered_term": node.boot.recovered_term,
+        // A leader's view of how far each follower's log is known to match (acknowledged, so
+        // durable on that follower).
+        "matched": metrics.replication.as_ref().map(|replication| {
+            replication
+                .iter()
+                .map(|(id, log_id)| (id.to_string(), log_id.map(|l| l.index)))
+                .collect::<BTreeMap<_, _>>()
+        }),
     })
 }
 

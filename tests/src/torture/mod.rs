@@ -7,6 +7,7 @@ pub mod crash_points;
 pub mod lsm;
 pub mod nemesis;
 pub mod network_shape;
+pub mod oracles;
 pub mod scenario;
 pub mod workload;
 
@@ -103,10 +104,12 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     let stop = Arc::new(AtomicBool::new(false));
     // Leaders are watched through the healing too, until the history is checked.
     let watched = Arc::new(AtomicBool::new(false));
-    let leaders = tokio::spawn(watch_leaders(
+    let oracles = Arc::new(std::sync::Mutex::new(oracles::Oracles::default()));
+    let leaders = tokio::spawn(watch_nodes(
         addrs.clone(),
         recorder.clone(),
         watched.clone(),
+        oracles.clone(),
     ));
     let workload = tokio::spawn(workload::run(
         Workload {
@@ -306,6 +309,17 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         },
         detail: format!("{other} found"),
     });
+    {
+        let oracles = oracles.lock().expect("oracles poisoned");
+        for name in oracles::NAMES {
+            let (verdict, detail) = oracles.verdict(name);
+            checks.push(CheckResult {
+                name: name.into(),
+                verdict,
+                detail,
+            });
+        }
+    }
     let panics = cluster.lock().await.panics();
     checks.push(CheckResult {
         name: "no node panicked".into(),
@@ -373,17 +387,29 @@ async fn initialise(http: &reqwest::Client, addrs: &[String], settle: Duration) 
     }
 }
 
-/// Records every change of leader until `stop`: the node that says it leads in the highest
-/// term, polled every 100 ms (a leader that came and went within 100 ms is not seen).
-async fn watch_leaders(addrs: Vec<String>, recorder: Recorder, stop: Arc<AtomicBool>) {
+/// Polls every node's /status every 50 ms until `stop`: records each change of leader (the
+/// node that says it leads in the highest term; one that came and went between two polls is
+/// not seen) and feeds the protocol oracles.
+async fn watch_nodes(
+    addrs: Vec<String>,
+    recorder: Recorder,
+    stop: Arc<AtomicBool>,
+    oracles: Arc<std::sync::Mutex<oracles::Oracles>>,
+) {
     let http = reqwest::Client::new();
     let mut last: Option<(Option<u64>, Option<u64>)> = None;
     while !stop.load(Ordering::Relaxed) {
         let mut seen: Option<(u64, u64)> = None;
         for (i, addr) in addrs.iter().enumerate() {
+            let sent = recorder.now();
             let Some(status) = status(&http, addr).await else {
                 continue;
             };
+            oracles.lock().expect("oracles poisoned").observe(
+                i + 1,
+                (sent, recorder.now()),
+                &status,
+            );
             let term = status["term"].as_u64().unwrap_or(0);
             if status["state"] == "Leader" && seen.is_none_or(|(t, _)| term > t) {
                 seen = Some((term, i as u64 + 1));
@@ -394,7 +420,7 @@ async fn watch_leaders(addrs: Vec<String>, recorder: Recorder, stop: Arc<AtomicB
             recorder.leader(recorder.now(), now.0, now.1);
             last = Some(now);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

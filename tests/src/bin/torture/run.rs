@@ -328,7 +328,7 @@ fn print_crash_points(report: &TortureReport) {
 fn print_seed(result: &SeedResult) {
     for check in &result.checks {
         println!(
-            "{:<8} {:<38} {}",
+            "{:<8} {:<42} {}",
             word(check.verdict),
             check.name,
             check.detail

@@ -1,0 +1,366 @@
+//! Protocol oracles, judged from outside on what the nodes' `/status` says while the run goes
+//! on. Raft hides one node's lost data by replicating it again, so a client may never see a
+//! durability bug; a node that forgets what it had acknowledged, or two leaders in one term,
+//! is a violation all the same.
+//!
+//! Each oracle needs fields a node may not report; one that never got them says "unknown"
+//! (not applicable), never "pass".
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::check::Verdict;
+
+/// up_ms is whole milliseconds: a start is placed this much earlier than it says.
+const START_MARGIN_NS: u64 = 2_000_000;
+
+/// One violation, with where and when.
+#[derive(Clone, Debug, Serialize)]
+pub struct Violation {
+    pub oracle: &'static str,
+    pub node: usize,
+    /// ns since the run's start.
+    pub time: u64,
+    pub explanation: String,
+}
+
+/// The state of a node as one poll saw it.
+#[derive(Clone, Copy, Debug)]
+struct Life {
+    boot: u64,
+    term: u64,
+    commit: u64,
+}
+
+#[derive(Default)]
+pub struct Oracles {
+    /// term -> (node that led it, when first seen).
+    leaders: BTreeMap<u64, (usize, u64)>,
+    /// node -> what its current process said last.
+    lives: BTreeMap<usize, Life>,
+    /// node -> (time, highest term it was seen leading) over its earlier lives.
+    led: BTreeMap<usize, Vec<(u64, u64)>>,
+    /// follower -> (time, index) a leader saw matched on it and committed, rising.
+    acknowledged: BTreeMap<usize, Vec<(u64, u64)>>,
+    /// Which oracles had what they need at least once.
+    applicable: BTreeMap<&'static str, bool>,
+    violations: Vec<Violation>,
+}
+
+pub const ONE_LEADER_PER_TERM: &str = "at most one leader per term";
+pub const NOTHING_GOES_BACK: &str = "terms and commit index never go back";
+pub const ACKNOWLEDGED_KEPT: &str = "acknowledged log entries survive restarts";
+pub const NAMES: [&str; 3] = [ONE_LEADER_PER_TERM, NOTHING_GOES_BACK, ACKNOWLEDGED_KEPT];
+
+impl Oracles {
+    /// Feeds one poll of node `node`'s /status, sent at `sent` and answered at `time` (ns since
+    /// the start): the node produced it in between.
+    pub fn observe(&mut self, node: usize, (sent, time): (u64, u64), status: &Value) {
+        let term = status["term"].as_u64();
+        let leading = status["state"] == "Leader";
+        if let (Some(term), true) = (term, leading) {
+            self.applicable.insert(ONE_LEADER_PER_TERM, true);
+            match self.leaders.get(&term) {
+                Some(&(other, since)) if other != node => self.violate(
+                    ONE_LEADER_PER_TERM,
+                    node,
+                    time,
+                    format!(
+                        "n{node} leads term {term}, which n{other} was seen leading at {:.3} s",
+                        secs(since)
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    self.leaders.insert(term, (node, time));
+                }
+            }
+        }
+        self.follow_life(node, (sent, time), status, term.unwrap_or(0), leading);
+        if leading {
+            self.record_matches(node, time, status);
+        }
+    }
+
+    /// Within one process nothing goes back; across a restart, the node must come back with
+    /// every entry it had acknowledged and at least the term it led in.
+    fn follow_life(
+        &mut self,
+        node: usize,
+        (sent, time): (u64, u64),
+        status: &Value,
+        term: u64,
+        leading: bool,
+    ) {
+        let (Some(boot), Some(commit)) = (status["boot"].as_u64(), status["commit_index"].as_u64())
+        else {
+            return;
+        };
+        self.applicable.insert(NOTHING_GOES_BACK, true);
+        let now = Life { boot, term, commit };
+        match self.lives.get(&node).copied() {
+            Some(before) if before.boot == boot => {
+                if term < before.term {
+                    self.violate(
+                        NOTHING_GOES_BACK,
+                        node,
+                        time,
+                        format!(
+                            "n{node}'s term went back from {} to {term} while it ran",
+                            before.term
+                        ),
+                    );
+                }
+                if commit < before.commit {
+                    self.violate(
+                        NOTHING_GOES_BACK,
+                        node,
+                        time,
+                        format!(
+                            "n{node}'s commit index went back from {} to {commit} while it ran",
+                            before.commit
+                        ),
+                    );
+                }
+            }
+            Some(_) => self.judge_restart(node, (sent, time), status),
+            None => {}
+        }
+        if leading {
+            let led = self.led.entry(node).or_default();
+            if led.last().is_none_or(|&(_, t)| term > t) {
+                led.push((time, term));
+            }
+        }
+        let kept = self.lives.entry(node).or_insert(now);
+        *kept = Life {
+            term: if kept.boot == boot {
+                kept.term.max(term)
+            } else {
+                term
+            },
+            commit: if kept.boot == boot {
+                kept.commit.max(commit)
+            } else {
+                commit
+            },
+            boot,
+        };
+    }
+
+    /// A new process of `node`: what it recovered must cover what it had acknowledged, and the
+    /// vote it recovered the terms it had led, as seen by polls answered before it started
+    /// (so produced by its earlier process's peers about that process).
+    fn judge_restart(&mut self, node: usize, (sent, time): (u64, u64), status: &Value) {
+        let Some(up_ms) = status["up_ms"].as_u64() else {
+            return;
+        };
+        // It said up_ms somewhere between `sent` and `time`: it started no earlier than this.
+        let started = sent
+            .saturating_sub(up_ms * 1_000_000)
+            .saturating_sub(START_MARGIN_NS);
+        let before = |series: Option<&Vec<(u64, u64)>>| {
+            series
+                .into_iter()
+                .flatten()
+                .filter(|(seen, _)| *seen < started)
+                .map(|&(seen, value)| (value, seen))
+                .max()
+        };
+        // null: the node recovered nothing (an empty log); absent: it does not say.
+        let recovered = match status.get("recovered_index") {
+            Some(Value::Null) => Some(0),
+            Some(index) => index.as_u64(),
+            None => None,
+        };
+        if let (Some(recovered), Some((acknowledged, seen))) =
+            (recovered, before(self.acknowledged.get(&node)))
+            && recovered < acknowledged
+        {
+            self.violate(
+                ACKNOWLEDGED_KEPT,
+                node,
+                time,
+                format!(
+                    "n{node} had acknowledged log entries up to index {acknowledged} (matched and committed, as its leader said at {:.3} s), but after its restart at {:.3} s it recovered only up to {recovered}",
+                    secs(seen),
+                    secs(started + START_MARGIN_NS)
+                ),
+            );
+        }
+        if let (Some(recovered_term), Some((led_term, seen))) = (
+            status["recovered_term"].as_u64(),
+            before(self.led.get(&node)),
+        ) && recovered_term < led_term
+        {
+            self.violate(
+                NOTHING_GOES_BACK,
+                node,
+                time,
+                format!(
+                    "n{node} led term {led_term} (seen at {:.3} s), but after its restart it recovered a vote of term {recovered_term}",
+                    secs(seen)
+                ),
+            );
+        }
+    }
+
+    /// A leader's matched index for each follower, capped at its commit index: committed
+    /// entries a follower acknowledged, which no later leader may take back.
+    fn record_matches(&mut self, leader: usize, time: u64, status: &Value) {
+        let (Some(matched), Some(commit)) = (
+            status["matched"].as_object(),
+            status["commit_index"].as_u64(),
+        ) else {
+            return;
+        };
+        self.applicable.insert(ACKNOWLEDGED_KEPT, true);
+        for (follower, index) in matched {
+            let (Ok(follower), Some(index)) = (follower.parse::<usize>(), index.as_u64()) else {
+                continue;
+            };
+            if follower == leader {
+                continue;
+            }
+            let kept = index.min(commit);
+            let series = self.acknowledged.entry(follower).or_default();
+            if series.last().is_none_or(|&(_, v)| kept > v) {
+                series.push((time, kept));
+            }
+        }
+    }
+
+    fn violate(&mut self, oracle: &'static str, node: usize, time: u64, explanation: String) {
+        tracing::warn!(oracle, node, %explanation, "protocol oracle violated");
+        self.violations.push(Violation {
+            oracle,
+            node,
+            time,
+            explanation,
+        });
+    }
+
+    /// The verdict of oracle `name` and its detail: the first violation, or what was watched.
+    pub fn verdict(&self, name: &'static str) -> (Verdict, String) {
+        let violations: Vec<&Violation> = self
+            .violations
+            .iter()
+            .filter(|v| v.oracle == name)
+            .collect();
+        if let Some(first) = violations.first() {
+            return (
+                Verdict::Fail,
+                format!(
+                    "{} violation(s); first at {:.3} s: {}",
+                    violations.len(),
+                    secs(first.time),
+                    first.explanation
+                ),
+            );
+        }
+        if !self.applicable.get(name).copied().unwrap_or(false) {
+            return (
+                Verdict::Unknown,
+                "not applicable: the nodes' /status never gave what this needs".into(),
+            );
+        }
+        let detail = match name {
+            ONE_LEADER_PER_TERM => format!("{} terms with a leader seen", self.leaders.len()),
+            ACKNOWLEDGED_KEPT => format!(
+                "acknowledgements followed on {} followers",
+                self.acknowledged.len()
+            ),
+            _ => format!("{} nodes followed", self.lives.len()),
+        };
+        (Verdict::Pass, detail)
+    }
+
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn status(state: &str, term: u64, boot: u64, commit: u64) -> Value {
+        json!({"state": state, "term": term, "boot": boot, "commit_index": commit, "up_ms": 0})
+    }
+
+    #[test]
+    fn two_leaders_of_one_term_are_a_violation_one_leader_twice_is_not() {
+        let mut oracles = Oracles::default();
+        oracles.observe(1, (10, 10), &status("Leader", 3, 1, 5));
+        oracles.observe(1, (20, 20), &status("Leader", 3, 1, 6));
+        oracles.observe(2, (30, 30), &status("Leader", 4, 2, 6));
+        assert_eq!(oracles.verdict(ONE_LEADER_PER_TERM).0, Verdict::Pass);
+        oracles.observe(3, (40, 40), &status("Leader", 4, 3, 6));
+        let (verdict, detail) = oracles.verdict(ONE_LEADER_PER_TERM);
+        assert_eq!(verdict, Verdict::Fail);
+        assert!(detail.contains("n3 leads term 4"), "{detail}");
+    }
+
+    #[test]
+    fn a_commit_index_going_back_within_one_process_is_a_violation() {
+        let mut oracles = Oracles::default();
+        oracles.observe(1, (10, 10), &status("Follower", 3, 7, 50));
+        oracles.observe(1, (20, 20), &status("Follower", 3, 7, 40));
+        assert_eq!(oracles.verdict(NOTHING_GOES_BACK).0, Verdict::Fail);
+        // After a restart (another boot) it may start lower.
+        let mut oracles = Oracles::default();
+        oracles.observe(1, (10, 10), &status("Follower", 3, 7, 50));
+        oracles.observe(1, (20, 20), &status("Follower", 3, 8, 40));
+        assert_eq!(oracles.verdict(NOTHING_GOES_BACK).0, Verdict::Pass);
+    }
+
+    #[test]
+    fn a_follower_that_recovers_less_than_it_acknowledged_is_caught() {
+        let leader = |time_matched: u64, commit: u64| {
+            json!({"state": "Leader", "term": 2, "boot": 1, "commit_index": commit, "up_ms": 0,
+                   "matched": {"1": commit, "2": time_matched}})
+        };
+        let mut oracles = Oracles::default();
+        oracles.observe(2, (0, 0), &status("Follower", 2, 20, 0));
+        // At 1 s the leader saw n2 match 120, committed up to 100.
+        oracles.observe(1, (1_000_000_000, 1_000_000_000), &leader(120, 100));
+        // n2 restarted at about 1.5 s (up 500 ms at 2 s) and recovered 90: it lost 91..=100.
+        let mut restarted = status("Follower", 2, 21, 0);
+        restarted["up_ms"] = json!(500);
+        restarted["recovered_index"] = json!(90);
+        oracles.observe(2, (2_000_000_000, 2_000_000_000), &restarted);
+        let (verdict, detail) = oracles.verdict(ACKNOWLEDGED_KEPT);
+        assert_eq!(verdict, Verdict::Fail, "{detail}");
+        assert!(detail.contains("up to index 100"), "{detail}");
+    }
+
+    #[test]
+    fn acknowledgements_seen_after_a_restart_do_not_count_against_it() {
+        let mut oracles = Oracles::default();
+        oracles.observe(2, (0, 0), &status("Follower", 2, 20, 0));
+        // The leader saw 100 matched only after n2's new process had started (re-replicated).
+        let leader = json!({"state": "Leader", "term": 2, "boot": 1, "commit_index": 100,
+                            "up_ms": 0, "matched": {"2": 100}});
+        oracles.observe(1, (1_900_000_000, 1_900_000_000), &leader);
+        let mut restarted = status("Follower", 2, 21, 0);
+        restarted["up_ms"] = json!(500);
+        restarted["recovered_index"] = json!(90);
+        oracles.observe(2, (2_000_000_000, 2_000_000_000), &restarted);
+        assert_eq!(oracles.verdict(ACKNOWLEDGED_KEPT).0, Verdict::Pass);
+    }
+
+    #[test]
+    fn without_the_fields_an_oracle_is_not_applicable() {
+        let mut oracles = Oracles::default();
+        oracles.observe(1, (10, 10), &json!({"state": "Follower"}));
+        for name in NAMES {
+            assert_eq!(oracles.verdict(name).0, Verdict::Unknown, "{name}");
+        }
+    }
+}
