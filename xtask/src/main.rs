@@ -9,6 +9,7 @@ mod demo;
 mod ebpf;
 mod flakes;
 mod kernel_fs;
+mod mutants;
 mod packages;
 mod setup;
 mod toolchain;
@@ -54,6 +55,12 @@ enum Task {
     ///
     /// Example: cargo xtask flakes --runs 10 --filter delay
     Flakes(flakes::FlakesArgs),
+    /// Prove the torture harness on planted bugs: apply each tests/mutants/*.patch to a scratch
+    /// copy of target-db, build it, run the default torture on the seeds until one fails, and
+    /// print caught/missed, the failing checks and the time to detection. Fails if any is missed.
+    ///
+    /// Example: cargo xtask mutants --only vote-not-synced --seeds 1,2 --duration 60s
+    Mutants(mutants::MutantsArgs),
     /// Count a live process's syscalls with the injector and check the count is exact.
     Demo,
     /// The main job: a target-db cluster on faultfs under load and faults, checked. Arguments go
@@ -97,6 +104,7 @@ fn main() -> Result<()> {
         Task::Ci { skip_vm_torture } => ci::run(&root, !skip_vm_torture),
         Task::Demo => demo::run(&root),
         Task::Flakes(args) => flakes::run(&root, &args),
+        Task::Mutants(args) => mutants::run(&root, &args),
         Task::Bench { what } => bench::run(&root, what),
         Task::Torture { args } => torture::run(&root, &args),
         Task::VmTests => {

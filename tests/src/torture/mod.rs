@@ -78,6 +78,8 @@ pub struct TortureReport {
     pub crash_points: crash_points::CrashCoverage,
     /// The nodes' snapshot interval and log segment size (chosen by the seed).
     pub storage: String,
+    /// Writes sent again (same client id and seq) after an unknown outcome.
+    pub retries: u64,
 }
 
 pub async fn run(options: Options) -> Result<TortureReport> {
@@ -101,6 +103,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         .context("the cluster never elected a leader")?;
 
     let recorder = Recorder::new();
+    let retries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     // Leaders are watched through the healing too, until the history is checked.
     let watched = Arc::new(AtomicBool::new(false));
@@ -116,6 +119,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
             clients: options.clients,
             keys: options.keys,
             seed: options.seed,
+            retries: retries.clone(),
         },
         addrs.clone(),
         recorder.clone(),
@@ -355,6 +359,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         run_dir: options.run_dir.clone(),
         crash_points: crash_coverage,
         storage,
+        retries: retries.load(Ordering::Relaxed),
     };
     std::fs::write(
         options.run_dir.join("report.json"),

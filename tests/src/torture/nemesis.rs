@@ -69,6 +69,9 @@ pub enum Fault {
     /// The node's storage stops right after its Nth call of one kind on one class of its files
     /// (faultfs `crash`), then it, and possibly a majority or all, lose power at that moment.
     CrashPoint,
+    /// Leadership moves to the node (or from it, if it leads) through the database's own
+    /// transfer (target-db `admin transfer-leader`): elections without a crash.
+    LeaderTransfer,
 }
 
 impl Fault {
@@ -93,6 +96,7 @@ pub const NAMES: &[&str] = &[
     "slow-disk",
     "wal-write-error",
     "crash-point",
+    "leader-transfer",
 ];
 
 impl FromStr for Fault {
@@ -114,6 +118,7 @@ impl FromStr for Fault {
             "slow-disk" => Ok(Fault::SlowDisk),
             "wal-write-error" => Ok(Fault::WalWriteError),
             "crash-point" => Ok(Fault::CrashPoint),
+            "leader-transfer" => Ok(Fault::LeaderTransfer),
             other => Err(format!(
                 "unknown fault `{other}`: choose from {}",
                 NAMES.join(", ")
@@ -157,8 +162,9 @@ pub async fn run(
             others[rng.below(others.len() as u64) as usize]
         };
         let size = cluster.lock().await.nodes.len() as u64;
-        let node = if crash && rng.below(2) == 0 {
-            // Half the crash points go to the leader, whose calls decide what was acknowledged.
+        let node = if rng.below(2) == 0 {
+            // Half the faults go to the leader: its calls decide what was acknowledged, and
+            // losing it forces an election.
             match leader(&cluster).await {
                 Some(leader) => leader,
                 None => 1 + rng.below(size) as usize,
@@ -213,6 +219,7 @@ async fn apply(
     let hold = Duration::from_millis(500 + rng.below(1500));
     match fault {
         Fault::CrashPoint => crash_points::crash_point(cluster, node, plan, rng).await,
+        Fault::LeaderTransfer => transfer_leadership(cluster, node).await,
         Fault::Kill => {
             cluster.lock().await.kill_node(node);
             tokio::time::sleep(hold).await;
@@ -340,6 +347,38 @@ async fn apply(
             Ok(format!("power loss of every node ({mode}), restarted"))
         }
     }
+}
+
+/// Asks the leader to hand leadership to `node` (to the next node if `node` leads).
+async fn transfer_leadership(cluster: &Arc<Mutex<Cluster>>, node: usize) -> Result<String> {
+    let Some(leader) = leader(cluster).await else {
+        return Ok("leader transfer skipped: no leader".into());
+    };
+    let (addr, size) = {
+        let cluster = cluster.lock().await;
+        (cluster.nodes[leader - 1].addr.clone(), cluster.nodes.len())
+    };
+    let to = if node == leader {
+        leader % size + 1
+    } else {
+        node
+    };
+    let started = std::time::Instant::now();
+    let answer = super::cluster::json_answer(
+        reqwest::Client::new()
+            .post(format!("http://{addr}/admin/transfer-leader"))
+            .json(&serde_json::json!({"to": to})),
+        Duration::from_secs(12),
+    )
+    .await;
+    Ok(match answer {
+        Some(answer) if answer["leader"].as_u64() == Some(to as u64) => format!(
+            "leadership moved from n{leader} to n{to} (admin transfer-leader, {} ms)",
+            started.elapsed().as_millis()
+        ),
+        Some(answer) => format!("leader transfer n{leader} -> n{to} refused: {answer}"),
+        None => format!("leader transfer n{leader} -> n{to}: no answer within 12 s"),
+    })
 }
 
 /// A crash point: `injector attach` kills the node at its Nth write or fdatasync of the

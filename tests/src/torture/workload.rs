@@ -145,7 +145,12 @@ pub struct Workload {
     pub clients: u64,
     pub keys: u64,
     pub seed: u64,
+    /// Counts requests sent again after an unknown outcome.
+    pub retries: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// How many times a write with an unknown outcome is sent again (when the seed retries it).
+const RETRIES: usize = 3;
 
 /// Runs the clients until `stop`; returns the number of operations tried.
 pub async fn run(
@@ -157,6 +162,7 @@ pub async fn run(
     let mut tasks = Vec::new();
     for client_index in 0..workload.clients {
         let (addrs, recorder, stop) = (addrs.clone(), recorder.clone(), stop.clone());
+        let retries = workload.retries.clone();
         let keys = workload.keys;
         let clients = workload.clients;
         let mut rng = SplitMix64::new(workload.seed ^ (client_index + 1).wrapping_mul(0x9e37_79b9));
@@ -190,7 +196,22 @@ pub async fn run(
                 };
                 let invoke = Event { process, kind: Kind::Invoke, f, key: key.clone(), value: input.clone(), matched: None, time: recorder.now() };
                 recorder.record(invoke);
-                let outcome = if f == Func::Get { read(&http, addr, &key).await } else { write(&http, addr, &body).await };
+                let mut outcome = if f == Func::Get { read(&http, addr, &key).await } else { write(&http, addr, &body).await };
+                // After an unknown outcome, a client often sends the same request (same client
+                // id and seq) again, through another node: only the database's de-duplication
+                // keeps it from applying twice. An answer settles the operation; a refusal does
+                // not (the first request may still apply).
+                if matches!(outcome, Outcome::Unknown) && f != Func::Get && rng.below(2) == 0 {
+                    for _ in 0..RETRIES {
+                        tokio::time::sleep(BACKOFF).await;
+                        let other = &addrs[rng.below(addrs.len() as u64) as usize];
+                        retries.fetch_add(1, Ordering::Relaxed);
+                        if let Outcome::Ok(answer) = write(&http, other, &body).await {
+                            outcome = Outcome::Ok(answer);
+                            break;
+                        }
+                    }
+                }
                 let time = recorder.now();
                 let completion = match outcome {
                     Outcome::Ok(answer) => match f {

@@ -24,7 +24,7 @@ use crate::{exit_code, word};
 
 /// Every fault this kernel can apply (wal-write-error needs BPF LSM).
 const DEFAULT_FAULTS: &str = "crash-point,kill,kill-many,pause,wal-crash,partition,packet-loss,power-loss,\
-                              power-loss-all,disk-error,fsync-error,disk-full,slow-disk";
+                              power-loss-all,disk-error,fsync-error,disk-full,slow-disk,leader-transfer";
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -65,7 +65,9 @@ pub struct RunArgs {
     /// crash-point (faultfs stops the node's storage right after its Nth fsync, fdatasync,
     /// write, rename, create, unlink or truncate on its WAL, snapshot or metadata files, then
     /// it, or a majority, or all, lose power at that moment; sometimes again while it
-    /// recovers). When listed, 40% of the faults are crash points.
+    /// recovers). When listed, 40% of the faults are crash points;
+    /// leader-transfer (leadership handed to the node, or away from it, by the database's own
+    /// transfer). Half of all faults go to the leader.
     #[arg(long, default_value = DEFAULT_FAULTS)]
     faults: String,
     #[arg(long, default_value_t = 4)]
@@ -301,8 +303,13 @@ fn replay_command(args: &RunArgs, seed: u64) -> String {
     command
 }
 
-/// What the crash points of a run reached, and what they never did.
+/// What a run reached: its storage shape, retried writes, and what its crash points reached and
+/// never did.
 fn print_crash_points(report: &TortureReport) {
+    println!(
+        "storage: {}; {} writes sent again after an unknown outcome",
+        report.storage, report.retries
+    );
     let coverage = &report.crash_points;
     if coverage.placed == 0 {
         return;
