@@ -63,6 +63,8 @@ pub fn run(root: &Path, args: &FlakesArgs) -> Result<()> {
         "nothing to run: give --runs N or --vm-runs M (at least 1)"
     );
     crate::ebpf::build(root)?;
+    // As `cargo xtask ci` does before its tests: the injector's tests need tracefs.
+    crate::kernel_fs::ensure()?;
     eprintln!("flakes: the tally so far is in {SO_FAR} after every run");
     let binaries = build_host(root)?;
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();

@@ -122,6 +122,16 @@ impl StorageShape {
         }
     }
 
+    /// The shape the named scenarios were written for: a snapshot every 500 entries, one large
+    /// segment (unless the run gives its own flags).
+    pub fn fixed(db_flags: &[String]) -> Self {
+        let given = |flag: &str| db_flags.iter().any(|f| f.starts_with(flag));
+        Self {
+            snapshot_every: (!given("--snapshot-every")).then_some(500),
+            segment_bytes: None,
+        }
+    }
+
     fn flags(&self) -> Vec<String> {
         let mut flags = Vec::new();
         if let Some(every) = self.snapshot_every {
@@ -140,7 +150,9 @@ impl StorageShape {
             .map_or("as given".to_owned(), |n| format!("every {n} entries"));
         let bytes = self
             .segment_bytes
-            .map_or("as given".to_owned(), |b| format!("{} KiB", b >> 10));
+            .map_or("as given or target-db's default".to_owned(), |b| {
+                format!("{} KiB", b >> 10)
+            });
         format!("snapshots {every}, log segments {bytes}")
     }
 }
@@ -153,8 +165,8 @@ impl Cluster {
         binaries: Binaries,
         db_flags: Vec<String>,
         first_ip: std::net::Ipv4Addr,
+        storage_shape: StorageShape,
     ) -> Result<Cluster> {
-        let storage_shape = StorageShape::for_seed(seed, &db_flags);
         let mut cluster = Cluster {
             nodes: Vec::new(),
             binaries,

@@ -91,6 +91,10 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         options.binaries,
         options.db_flags.clone(),
         options.first_ip,
+        match options.scenario {
+            Some(_) => cluster::StorageShape::fixed(&options.db_flags),
+            None => cluster::StorageShape::for_seed(options.seed, &options.db_flags),
+        },
     )?;
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
     let storage = cluster.storage_shape.describe();
