@@ -88,9 +88,13 @@ enum Command {
     Client {
         #[arg(long)]
         addr: String,
-        /// Identifies the client; with --seq it makes a retried write apply once.
-        #[arg(long, default_value_t = 0)]
-        client_id: u64,
+        /// Identifies the client; with --seq it makes a retried write apply once: give the same
+        /// pair again only to retry a write whose outcome you do not know. Default: a new random
+        /// id for every invocation, so each one is a client of its own (with a fixed id, a second
+        /// write with the same --seq would be taken for a retry of the first and not applied).
+        #[arg(long)]
+        client_id: Option<u64>,
+        /// The write's sequence number within the client (see --client-id).
         #[arg(long, default_value_t = 1)]
         seq: u64,
         #[command(subcommand)]
@@ -220,7 +224,7 @@ async fn main() -> Result<()> {
             client_id,
             seq,
             op,
-        } => client(&addr, client_id, seq, op).await,
+        } => client(&addr, client_id.unwrap_or_else(random_client_id), seq, op).await,
         Command::Admin { addr, op } => {
             let answer = match op {
                 AdminOp::Status => {
@@ -400,6 +404,19 @@ fn print(value: &Value) {
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
+}
+
+/// A client id no earlier invocation is likely to have used: the clock's nanoseconds mixed
+/// with the pid.
+fn random_client_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut id = nanos ^ (u64::from(std::process::id()) << 40);
+    // SplitMix64's finaliser, so ids of invocations close in time differ in every bit.
+    id = (id ^ (id >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    id = (id ^ (id >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    id ^ (id >> 31)
 }
 
 async fn client(addr: &str, client: u64, seq: u64, op: ClientOp) -> Result<()> {

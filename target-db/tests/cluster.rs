@@ -597,3 +597,30 @@ async fn malformed_requests_are_refused_with_the_problem_named() {
         Value::Null
     );
 }
+
+/// The README's client commands, run one after another as a user would: each invocation is a
+/// client of its own, so a second put is not taken for a retry of the first and dropped.
+#[tokio::test]
+async fn client_commands_without_ids_each_apply() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.init().await;
+    cluster.leader(&[1]).await;
+    let client = |args: &[&str]| {
+        let output = Command::new(TARGET_DB)
+            .args(["client", "--addr", cluster.addr(1)])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    client(&["put", "a", "1"]);
+    client(&["put", "b", "2"]);
+    client(&["put", "a", "3"]);
+    assert!(client(&["get", "a"]).contains("\"3\""));
+    assert!(client(&["get", "b"]).contains("\"2\""));
+    // With the same id and seq given, the second is a retry: applied once.
+    client(&["--client-id", "7", "--seq", "1", "put", "c", "first"]);
+    client(&["--client-id", "7", "--seq", "1", "put", "c", "retry"]);
+    assert!(client(&["get", "c"]).contains("\"first\""));
+}

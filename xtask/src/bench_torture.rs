@@ -62,7 +62,7 @@ pub fn run(root: &Path) -> Result<()> {
         "{:<12} {:>8} {:>22} {:>14}",
         "faults", "ops/s", "heal -> write (max)", "checks (max)"
     );
-    for (label, faults) in [("none", ""), ("all", "default")] {
+    for (label, faults) in [("none", "none"), ("all", "default")] {
         let mut command = Command::new(&torture);
         command
             .args(["run", "--json", "--duration", DURATION])

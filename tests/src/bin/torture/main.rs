@@ -100,8 +100,20 @@ enum Command {
     },
 }
 
-fn main() -> Result<ExitCode> {
-    match Cli::parse().command {
+/// Exit codes: 0 every check passed, 1 a check failed, 3 a check could not decide, 2 the run
+/// could not be made (bad arguments, a cluster that would not start), with the reason.
+fn main() -> ExitCode {
+    match run_command(Cli::parse().command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("torture: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_command(command: Command) -> Result<ExitCode> {
+    match command {
         Command::Check {
             history,
             format,

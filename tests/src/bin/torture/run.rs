@@ -62,6 +62,7 @@ pub struct RunArgs {
     /// slow-disk (WAL fdatasync 50-500 ms slower for a while);
     /// wal-write-error (the node's WAL writes fail with EIO, then restart; needs BPF LSM:
     /// a stock kernel, e.g. `cargo xtask vm-torture`; not in the default list);
+    /// none alone: no faults (a baseline run);
     /// crash-point (faultfs stops the node's storage right after its Nth fsync, fdatasync,
     /// write, rename, create, unlink or truncate on its WAL, snapshot or metadata files, then
     /// it, or a majority, or all, lose power at that moment; sometimes again while it
@@ -129,12 +130,33 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             args.first_ip
         );
     }
-    let faults = args
-        .faults
-        .split(',')
-        .filter(|f| !f.is_empty())
-        .map(|f| f.parse::<Fault>().map_err(anyhow::Error::msg))
-        .collect::<Result<Vec<_>>>()?;
+    if args.nodes == 0 {
+        bail!("--nodes 0: a cluster needs at least one node (3 or 5 are usual)");
+    }
+    if args.clients == 0 {
+        bail!("--clients 0: with no client nothing is tested; give at least 1 (default 4)");
+    }
+    if args.keys == 0 {
+        bail!("--keys 0: the clients need at least one key (default 5)");
+    }
+    let faults = if args.faults == "none" {
+        Vec::new()
+    } else {
+        let faults = args
+            .faults
+            .split(',')
+            .filter(|f| !f.trim().is_empty())
+            .map(|f| f.trim().parse::<Fault>().map_err(anyhow::Error::msg))
+            .collect::<Result<Vec<_>>>()?;
+        if faults.is_empty() && args.scenario.is_none() {
+            bail!(
+                "--faults `{}` names no fault: list some (e.g. kill,partition) or say --faults none for a run without faults",
+                args.faults
+            );
+        }
+        faults
+    };
+    addresses_free(args.first_ip, args.nodes)?;
     let seeds = match args.seeds {
         Some(range) => campaign::seeds(range, args.shard.unwrap_or(Shard::WHOLE))?,
         None => vec![args.seed.unwrap_or_else(clock_seed)],
@@ -217,6 +239,22 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         print_summary(&summary, &source);
     }
     Ok(exit_code(summary.verdict()))
+}
+
+/// Every node's address must be free: a cluster already listening there (another run, a
+/// leftover node) would get this run's requests, and partitions by address would cut it too.
+fn addresses_free(first_ip: std::net::Ipv4Addr, nodes: usize) -> Result<()> {
+    for index in 0..nodes {
+        let ip = std::net::Ipv4Addr::from(u32::from(first_ip) + index as u32);
+        let addr = std::net::SocketAddrV4::new(ip, tests::torture::cluster::PORT);
+        if let Err(error) = std::net::TcpListener::bind(addr) {
+            bail!(
+                "node {}'s address {addr} is taken ({error}): another cluster (an earlier run's node?) listens there; stop it, or give this run other addresses with --first-ip (e.g. 127.0.1.11)",
+                index + 1
+            );
+        }
+    }
+    Ok(())
 }
 
 fn clock_seed() -> u64 {
