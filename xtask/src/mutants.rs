@@ -83,12 +83,18 @@ pub fn run(root: &Path, args: &MutantsArgs) -> Result<()> {
     torture::build_tools(root)?;
     kernel_fs::ensure()?;
     let scratch = root.join("target/mutants");
-    std::fs::create_dir_all(&scratch)?;
+    // The harness and tools as they are now, copied: a rebuild during a long run does not change
+    // the harness halfway through the list.
+    let tools = scratch.join("tools");
+    std::fs::create_dir_all(&tools)?;
+    for tool in ["torture", "faultfs", "injector"] {
+        std::fs::copy(root.join("target/release").join(tool), tools.join(tool))?;
+    }
     let mut outcomes = Vec::new();
     for (name, patch) in &mutants {
         eprintln!("mutants: {name}: building");
         let bin_dir = build_mutant(root, &scratch, name, patch)?;
-        let outcome = hunt(root, &scratch, name, &bin_dir, args)?;
+        let outcome = hunt(&scratch, name, &bin_dir, args)?;
         eprintln!(
             "mutants: {name}: {}{}",
             outcome.verdict,
@@ -174,24 +180,18 @@ fn build_mutant(root: &Path, scratch: &Path, name: &str, patch: &Path) -> Result
         bin_dir.join("target-db"),
     )?;
     for tool in ["faultfs", "injector"] {
-        std::fs::copy(root.join("target/release").join(tool), bin_dir.join(tool))?;
+        std::fs::copy(scratch.join("tools").join(tool), bin_dir.join(tool))?;
     }
     Ok(bin_dir)
 }
 
 /// Runs the torture on each seed until one fails.
-fn hunt(
-    root: &Path,
-    scratch: &Path,
-    name: &str,
-    bin_dir: &Path,
-    args: &MutantsArgs,
-) -> Result<Outcome> {
+fn hunt(scratch: &Path, name: &str, bin_dir: &Path, args: &MutantsArgs) -> Result<Outcome> {
     let started = Instant::now();
     let mut undecided = false;
     for &seed in &args.seeds {
         let run_dir = scratch.join("runs").join(format!("{name}-seed-{seed}"));
-        let output = Command::new(root.join("target/release/torture"))
+        let output = Command::new(scratch.join("tools/torture"))
             .arg("run")
             .args(["--seed", &seed.to_string(), "--duration", &args.duration])
             .arg("--bin-dir")

@@ -72,6 +72,9 @@ pub enum Fault {
     /// Leadership moves to the node (or from it, if it leads) through the database's own
     /// transfer (target-db `admin transfer-leader`): elections without a crash.
     LeaderTransfer,
+    /// A follower killed inside a WAL fdatasync, the record it was syncing (never acknowledged)
+    /// silently corrupted on its disk so only a checksum tells, restarted.
+    Bitrot,
 }
 
 impl Fault {
@@ -97,6 +100,7 @@ pub const NAMES: &[&str] = &[
     "wal-write-error",
     "crash-point",
     "leader-transfer",
+    "bitrot",
 ];
 
 impl FromStr for Fault {
@@ -119,6 +123,7 @@ impl FromStr for Fault {
             "wal-write-error" => Ok(Fault::WalWriteError),
             "crash-point" => Ok(Fault::CrashPoint),
             "leader-transfer" => Ok(Fault::LeaderTransfer),
+            "bitrot" => Ok(Fault::Bitrot),
             other => Err(format!(
                 "unknown fault `{other}`: choose from {}",
                 NAMES.join(", ")
@@ -220,6 +225,15 @@ async fn apply(
     match fault {
         Fault::CrashPoint => crash_points::crash_point(cluster, node, plan, rng).await,
         Fault::LeaderTransfer => transfer_leadership(cluster, node).await,
+        Fault::Bitrot => {
+            // A follower: the leader's damaged record could be one it already sent.
+            let target = match leader(cluster).await {
+                Some(leader) if leader == node => leader % cluster.lock().await.nodes.len() + 1,
+                _ => node,
+            };
+            let what = super::scenario::rot_an_unacknowledged_record(cluster, target, 5).await?;
+            Ok(format!("n{target} {what}"))
+        }
         Fault::Kill => {
             cluster.lock().await.kill_node(node);
             tokio::time::sleep(hold).await;

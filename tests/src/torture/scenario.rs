@@ -430,33 +430,7 @@ pub async fn run(
         Scenario::WalBitrot => {
             let leader = leader(&cluster).await?;
             let node = follower(size, leader);
-            let mut rotted = None;
-            // A crash inside an fdatasync leaves a record on disk that nobody acknowledged;
-            // about half of those are entries with a put (the others commit points), fewer on a
-            // loaded machine: 8 tries once missed them all in CI.
-            let mut tries = 0;
-            for _ in 0..BITROT_TRIES {
-                tries += 1;
-                attach_to_wal(&cluster, node, Duration::from_secs(2), |fd| {
-                    format!("fdatasync(fd={fd})=kill")
-                })
-                .await?;
-                let mut cluster = cluster.lock().await;
-                if cluster.reap(node).is_none() {
-                    continue;
-                }
-                rotted = cluster.rot_wal_tail(node)?;
-                cluster.start_node(node)?;
-                if rotted.is_some() {
-                    break;
-                }
-                drop(cluster);
-                pause(300).await;
-            }
-            let what = rotted.map_or_else(
-                || format!("follower killed in WAL fdatasyncs {tries} times, never with a put at the tail: nothing rotted"),
-                |what| format!("follower killed in a WAL fdatasync (injector), {what}, restarted (try {tries})"),
-            );
+            let what = rot_an_unacknowledged_record(&cluster, node, BITROT_TRIES).await?;
             steps.log(start, node, what);
         }
     }
@@ -465,6 +439,45 @@ pub async fn run(
 
 /// How often wal-bitrot kills the follower in a WAL fdatasync, at most, to find a put at the tail.
 const BITROT_TRIES: usize = 30;
+
+/// Kills `node` inside a WAL fdatasync (injector), so the record it was syncing is on disk but
+/// nobody acknowledged it, and silently corrupts that record if it holds a put (its key changed:
+/// only the CRC tells), then restarts it; up to `tries` times until a put is at the tail. About
+/// half of those records are entries with a put (the others commit points), fewer on a loaded
+/// machine: 8 tries once missed them all in CI. Returns what was done.
+pub async fn rot_an_unacknowledged_record(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    tries: usize,
+) -> Result<String> {
+    let mut rotted = None;
+    let mut tried = 0;
+    for _ in 0..tries {
+        tried += 1;
+        let attached = attach_to_wal(cluster, node, Duration::from_secs(2), |fd| {
+            format!("fdatasync(fd={fd})=kill")
+        })
+        .await?;
+        if attached.is_none() {
+            return Ok("bitrot skipped: node down".into());
+        }
+        let mut cluster = cluster.lock().await;
+        if cluster.reap(node).is_none() {
+            continue;
+        }
+        rotted = cluster.rot_wal_tail(node)?;
+        cluster.start_node(node)?;
+        if rotted.is_some() {
+            break;
+        }
+        drop(cluster);
+        pause(300).await;
+    }
+    Ok(rotted.map_or_else(
+        || format!("killed in WAL fdatasyncs {tried} times, never with a put at the tail: nothing rotted"),
+        |what| format!("killed in a WAL fdatasync (injector), {what} (silent corruption of a record nobody acknowledged), restarted (try {tried})"),
+    ))
+}
 
 #[cfg(test)]
 mod tests {

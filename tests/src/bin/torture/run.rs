@@ -24,7 +24,7 @@ use crate::{exit_code, word};
 
 /// Every fault this kernel can apply (wal-write-error needs BPF LSM).
 const DEFAULT_FAULTS: &str = "crash-point,kill,kill-many,pause,wal-crash,partition,packet-loss,power-loss,\
-                              power-loss-all,disk-error,fsync-error,disk-full,slow-disk,leader-transfer";
+                              power-loss-all,disk-error,fsync-error,disk-full,slow-disk,leader-transfer,bitrot";
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -68,7 +68,9 @@ pub struct RunArgs {
     /// it, or a majority, or all, lose power at that moment; sometimes again while it
     /// recovers). When listed, 40% of the faults are crash points;
     /// leader-transfer (leadership handed to the node, or away from it, by the database's own
-    /// transfer). Half of all faults go to the leader.
+    /// transfer); bitrot (a follower killed inside a WAL fdatasync, the record it was syncing,
+    /// never acknowledged, silently corrupted so only its checksum tells, restarted).
+    /// Half of all faults go to the leader.
     #[arg(long, default_value = DEFAULT_FAULTS)]
     faults: String,
     #[arg(long, default_value_t = 4)]
