@@ -163,13 +163,17 @@ fn a_partition_stalls_a_tcp_ping_pong_and_healing_restores_it(net: Net) {
     );
 }
 
+/// Datagrams that arrive of `count` sent. The counter stops only once the sender is done (its
+/// stdin closed then), not after a fixed quiet time that a slow start of the sender could
+/// outlast (a loaded VM once counted 0 of 2000 so).
 fn udp_received(from: &str, to: &str, count: u32) -> u64 {
     let mut counter = peer(&[
         "udp-count",
         "--listen",
         &format!("{to}:0"),
         "--idle-ms",
-        "500",
+        "200",
+        "--until-stdin-closes",
     ]);
     let address = counter
         .read_line()
@@ -188,6 +192,7 @@ fn udp_received(from: &str, to: &str, count: u32) -> u64 {
     ]);
     assert_eq!(sender.read_line().unwrap(), format!("sent {count}"));
     sender.finish().unwrap();
+    counter.close_stdin();
     let received = counter.read_line().unwrap();
     counter.finish().unwrap();
     received.strip_prefix("received ").unwrap().parse().unwrap()
@@ -227,7 +232,14 @@ fn loss_drops_about_the_percentage_asked(net: Net) {
 
 fn a_port_names_one_endpoint(net: Net) {
     let listen = format!("{}:0", net.addr(41));
-    let mut counter = peer(&["udp-count", "--listen", &listen, "--idle-ms", "500"]);
+    let mut counter = peer(&[
+        "udp-count",
+        "--listen",
+        &listen,
+        "--idle-ms",
+        "200",
+        "--until-stdin-closes",
+    ]);
     let address = counter
         .read_line()
         .unwrap()
@@ -246,6 +258,7 @@ fn a_port_names_one_endpoint(net: Net) {
     ]);
     sender.read_line().unwrap();
     sender.finish().unwrap();
+    counter.close_stdin();
     assert_eq!(counter.read_line().unwrap(), "received 0");
     counter.finish().unwrap();
     heal(injector);

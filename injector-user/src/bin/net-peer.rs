@@ -33,12 +33,16 @@ enum Mode {
         to: SocketAddr,
     },
     /// Prints `listening ADDR`, counts datagrams until none came for --idle-ms, prints
-    /// `received N`.
+    /// `received N`. With --until-stdin-closes the idle time counts only from when stdin
+    /// closes (the caller's sign that every sender is done), so a slow start of the sender
+    /// never ends the count early.
     UdpCount {
         #[arg(long)]
         listen: SocketAddr,
         #[arg(long, default_value_t = 500)]
         idle_ms: u64,
+        #[arg(long)]
+        until_stdin_closes: bool,
     },
     /// Sends --count datagrams from --from to --to, then prints `sent N`.
     UdpSend {
@@ -121,13 +125,32 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Mode::UdpCount { listen, idle_ms } => {
+        Mode::UdpCount {
+            listen,
+            idle_ms,
+            until_stdin_closes,
+        } => {
             let socket = UdpSocket::bind(listen)?;
             grow_receive_buffer(&socket);
             say(&format!("listening {}", socket.local_addr()?))?;
-            socket.set_read_timeout(Some(Duration::from_millis(idle_ms)))?;
+            let idle = Duration::from_millis(idle_ms);
             let mut received = 0u64;
             let mut buffer = [0u8; 2048];
+            if until_stdin_closes {
+                let (closed_tx, closed) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let _ = io::copy(&mut io::stdin().lock(), &mut io::sink());
+                    let _ = closed_tx.send(());
+                });
+                // Keep reading meanwhile, so a burst never overflows the socket's buffer.
+                socket.set_read_timeout(Some(Duration::from_millis(20)))?;
+                while closed.try_recv().is_err() {
+                    if socket.recv(&mut buffer).is_ok() {
+                        received += 1;
+                    }
+                }
+            }
+            socket.set_read_timeout(Some(idle))?;
             while socket.recv(&mut buffer).is_ok() {
                 received += 1;
             }
