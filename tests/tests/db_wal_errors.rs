@@ -19,7 +19,7 @@ async fn call(request: reqwest::RequestBuilder) -> Option<Value> {
     json_answer(request, Duration::from_secs(5)).await
 }
 
-/// The harness's node addresses are fixed (127.0.0.11:7000): one database at a time.
+/// The node address is fixed (127.0.2.11:7000): one database at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Db {

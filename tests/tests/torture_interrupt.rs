@@ -11,6 +11,8 @@ use std::{
 };
 
 const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
+/// This file's own loopback range: runs of other test files (or a user's) never meet it.
+const FIRST_IP: &str = "127.0.25.11";
 
 /// Processes whose command line names `dir` (the run's nodes and mounts do).
 fn processes_using(dir: &Path) -> Vec<String> {
@@ -43,6 +45,7 @@ fn interrupt_mid_run(signal: i32, words: &str) {
     let run_dir = scratch.path().join("run");
     let mut child = Command::new(TORTURE)
         .args(["run", "--seed", "4", "--duration", "60s"])
+        .args(["--first-ip", FIRST_IP])
         .arg("--run-dir")
         .arg(&run_dir)
         .stdout(Stdio::null())
