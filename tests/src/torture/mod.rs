@@ -108,6 +108,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
 
     let recorder = Recorder::new();
     let retries = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let doubles = Arc::new(std::sync::Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     // Leaders are watched through the healing too, until the history is checked.
     let watched = Arc::new(AtomicBool::new(false));
@@ -124,6 +125,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
             keys: options.keys,
             seed: options.seed,
             retries: retries.clone(),
+            doubles: doubles.clone(),
         },
         addrs.clone(),
         recorder.clone(),
@@ -327,6 +329,23 @@ pub async fn run(options: Options) -> Result<TortureReport> {
                 detail,
             });
         }
+    }
+    {
+        let doubles = doubles.lock().expect("doubles poisoned");
+        checks.push(CheckResult {
+            name: "each write applied once".into(),
+            verdict: if doubles.is_empty() {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            },
+            detail: doubles.first().cloned().unwrap_or_else(|| {
+                format!(
+                    "no answer showed a second application ({} writes sent again)",
+                    retries.load(Ordering::Relaxed)
+                )
+            }),
+        });
     }
     let panics = cluster.lock().await.panics();
     checks.push(CheckResult {

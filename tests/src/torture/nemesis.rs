@@ -312,16 +312,23 @@ async fn apply(
             Ok(format!("power loss ({mode}), restarted"))
         }
         Fault::DiskError => {
-            with_fault_rule(
-                cluster,
-                node,
-                r#"fdatasync(path="db/wal/*")=fsyncgate"#,
-                hold,
-            )
-            .await?;
+            // Linux reports a writeback error once: the next fsync succeeds, with the data gone.
+            // Half the time that, half the time a disk that keeps failing for the whole hold.
+            let (rule, how) = if rng.below(2) == 0 {
+                (
+                    r#"fdatasync(path="db/wal/*")=1*fsyncgate"#,
+                    "once, later ones succeed".to_owned(),
+                )
+            } else {
+                (
+                    r#"fdatasync(path="db/wal/*")=fsyncgate"#,
+                    format!("for {} ms", hold.as_millis()),
+                )
+            };
+            with_fault_rule(cluster, node, rule, hold).await?;
             cluster.lock().await.power_loss(node, "drop")?;
             Ok(format!(
-                "WAL fdatasync fails (fsyncgate) for {} ms, then power loss (drop), restarted",
+                "WAL fdatasync fails (fsyncgate: EIO, dirty pages dropped) {how}; after {} ms power loss (drop), restarted",
                 hold.as_millis()
             ))
         }

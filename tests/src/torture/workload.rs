@@ -92,10 +92,14 @@ enum Outcome {
 
 /// Sends a request to `addr` and follows one redirect to the leader. A write keeps its
 /// (client, seq), so the retry can never apply twice. On success, the node's answer.
-async fn call(addr: &str, build: impl Fn(&str) -> reqwest::RequestBuilder) -> Outcome {
+async fn call(
+    addr: &str,
+    timeout: Duration,
+    build: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> Outcome {
     let mut target = addr.to_owned();
     for _ in 0..2 {
-        let response = match build(&target).timeout(TIMEOUT).send().await {
+        let response = match build(&target).timeout(timeout).send().await {
             Ok(response) => response,
             // Refused: the request never reached a node, so it definitely did not apply.
             Err(error) if error.is_connect() => return Outcome::Fail,
@@ -119,8 +123,8 @@ async fn call(addr: &str, build: impl Fn(&str) -> reqwest::RequestBuilder) -> Ou
     Outcome::Fail
 }
 
-async fn write(client: &reqwest::Client, addr: &str, body: &Value) -> Outcome {
-    match call(addr, |target| {
+async fn write(client: &reqwest::Client, addr: &str, body: &Value, timeout: Duration) -> Outcome {
+    match call(addr, timeout, |target| {
         client.post(format!("http://{target}/kv/write")).json(body)
     })
     .await
@@ -131,7 +135,7 @@ async fn write(client: &reqwest::Client, addr: &str, body: &Value) -> Outcome {
 }
 
 async fn read(client: &reqwest::Client, addr: &str, key: &str) -> Outcome {
-    match call(addr, |target| {
+    match call(addr, TIMEOUT, |target| {
         client.get(format!("http://{target}/kv/get?key={key}"))
     })
     .await
@@ -147,6 +151,15 @@ pub struct Workload {
     pub seed: u64,
     /// Counts requests sent again after an unknown outcome.
     pub retries: Arc<std::sync::atomic::AtomicU64>,
+    /// Writes whose answer shows they were applied twice (see `applied_twice`).
+    pub doubles: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Whether a write's answer shows it took effect twice: every value the workload writes is
+/// unique, so a put or cas whose answer says the key held *its own* value before it was applied
+/// after an earlier application of the same request (a retry the database did not recognise).
+fn applied_twice(f: Func, answer: &Value, written: &str) -> bool {
+    matches!(f, Func::Put | Func::Cas) && answer["previous"].as_str() == Some(written)
 }
 
 /// How many times a write with an unknown outcome is sent again (when the seed retries it).
@@ -163,6 +176,7 @@ pub async fn run(
     for client_index in 0..workload.clients {
         let (addrs, recorder, stop) = (addrs.clone(), recorder.clone(), stop.clone());
         let retries = workload.retries.clone();
+        let doubles = workload.doubles.clone();
         let keys = workload.keys;
         let clients = workload.clients;
         let mut rng = SplitMix64::new(workload.seed ^ (client_index + 1).wrapping_mul(0x9e37_79b9));
@@ -196,7 +210,10 @@ pub async fn run(
                 };
                 let invoke = Event { process, kind: Kind::Invoke, f, key: key.clone(), value: input.clone(), matched: None, time: recorder.now() };
                 recorder.record(invoke);
-                let mut outcome = if f == Func::Get { read(&http, addr, &key).await } else { write(&http, addr, &body).await };
+                // A quarter of the writes wait only 100-400 ms, as impatient clients do: a write
+                // slowed by a fault then times out while it may still apply, and is sent again.
+                let timeout = if rng.below(4) == 0 { Duration::from_millis(100 + rng.below(301)) } else { TIMEOUT };
+                let mut outcome = if f == Func::Get { read(&http, addr, &key).await } else { write(&http, addr, &body, timeout).await };
                 // After an unknown outcome, a client often sends the same request (same client
                 // id and seq) again, through another node: only the database's de-duplication
                 // keeps it from applying twice. An answer settles the operation; a refusal does
@@ -206,13 +223,20 @@ pub async fn run(
                         tokio::time::sleep(BACKOFF).await;
                         let other = &addrs[rng.below(addrs.len() as u64) as usize];
                         retries.fetch_add(1, Ordering::Relaxed);
-                        if let Outcome::Ok(answer) = write(&http, other, &body).await {
+                        if let Outcome::Ok(answer) = write(&http, other, &body, TIMEOUT).await {
                             outcome = Outcome::Ok(answer);
                             break;
                         }
                     }
                 }
                 let time = recorder.now();
+                if let Outcome::Ok(answer) = &outcome
+                    && applied_twice(f, answer, &value)
+                {
+                    doubles.lock().expect("doubles poisoned").push(format!(
+                        "process {process}'s {f:?} of {value} to {key} (seq {seq}) answered that {key} already held {value}: the request was applied twice"
+                    ));
+                }
                 let completion = match outcome {
                     Outcome::Ok(answer) => match f {
                         Func::Get => Event {
@@ -263,7 +287,7 @@ pub async fn first_write(addrs: &[String], limit: Duration) -> Option<Duration> 
         for addr in addrs {
             seq += 1;
             let body = json!({"client": u64::MAX, "seq": seq, "op": "put", "key": "heal-probe", "value": seq.to_string()});
-            if let Outcome::Ok(_) = write(&http, addr, &body).await {
+            if let Outcome::Ok(_) = write(&http, addr, &body, TIMEOUT).await {
                 return Some(started.elapsed());
             }
         }
@@ -330,4 +354,25 @@ pub async fn final_reads(
         }
     }
     all
+}
+
+#[cfg(test)]
+mod double_application {
+    use super::*;
+
+    #[test]
+    fn a_write_that_found_its_own_value_was_applied_twice() {
+        let answer = json!({"ok": true, "previous": "p1-7"});
+        assert!(applied_twice(Func::Put, &answer, "p1-7"));
+        assert!(!applied_twice(Func::Put, &answer, "p1-8"));
+        // A cas that found its own new value failed its compare: its first application won.
+        let failed_cas = json!({"ok": false, "previous": "p2-3"});
+        assert!(applied_twice(Func::Cas, &failed_cas, "p2-3"));
+        assert!(!applied_twice(Func::Delete, &answer, "p1-7"));
+        assert!(!applied_twice(
+            Func::Put,
+            &json!({"ok": true, "previous": null}),
+            "p1-7"
+        ));
+    }
 }
