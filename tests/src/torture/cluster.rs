@@ -277,6 +277,12 @@ impl Cluster {
 
     /// Power loss of one node: kill it, drop its unsynced state, restart it.
     pub fn power_loss(&mut self, id: usize, mode: &str) -> Result<()> {
+        self.lose_power(id, mode)?;
+        self.start_node(id)
+    }
+
+    /// The node killed and its unsynced state lost in `mode`; it stays down.
+    pub fn lose_power(&mut self, id: usize, mode: &str) -> Result<()> {
         self.kill_node(id);
         let status = self
             .faultfs_ctl(id)
@@ -286,7 +292,7 @@ impl Cluster {
         if !status.success() {
             bail!("faultfs power-loss on node {id} failed");
         }
-        self.start_node(id)
+        Ok(())
     }
 
     /// Silent media corruption of the record at the end of a stopped node's write-ahead log,

@@ -248,13 +248,26 @@ pub async fn crash_point(
         ));
     };
     let victims = correlated(node, size, correlation, rng);
-    power_cut(cluster, &victims, mode).await?;
+    // A leader back within the election timeout resumes from its saved vote and nobody else
+    // is elected: half the time the nodes stay down long enough for an election, so the crash
+    // state meets a new leader (votes, truncations, catch-up).
+    let down_for = if rng.below(2) == 0 {
+        Duration::from_millis(1200 + rng.below(800))
+    } else {
+        Duration::ZERO
+    };
+    power_cut(cluster, &victims, mode, down_for).await?;
     let names: Vec<String> = victims.iter().map(|id| format!("n{id}")).collect();
     let mut description = format!(
-        "crash point: storage stopped after {} {call} #{} ({path}), power loss ({mode}) of {}, restarted",
+        "crash point: storage stopped after {} {call} #{} ({path}), power loss ({mode}) of {}, restarted{}",
         class.name,
         skip + 1,
-        names.join(" ")
+        names.join(" "),
+        if down_for.is_zero() {
+            String::new()
+        } else {
+            format!(" after {} ms down", down_for.as_millis())
+        }
     );
     plan.attempts.push(attempt.clone());
     if rng.below(3) == 0 {
@@ -276,7 +289,7 @@ pub async fn crash_point(
         plan.attempts.push(attempt);
         match reached {
             Some(path) => {
-                power_cut(cluster, &[node], mode).await?;
+                power_cut(cluster, &[node], mode, Duration::ZERO).await?;
                 description.push_str(&format!(
                     "; while recovering, stopped again after {} {call} #{} ({path}), power loss ({mode}), restarted",
                     class.name,
@@ -344,14 +357,26 @@ fn correlated(
 }
 
 /// Every victim killed first (so none writes on after another lost power), then each one's
-/// unsynced data lost in `mode`, then each restarted.
-async fn power_cut(cluster: &Arc<Mutex<Cluster>>, victims: &[usize], mode: &str) -> Result<()> {
+/// unsynced data lost in `mode`, then, after `down_for`, each restarted.
+async fn power_cut(
+    cluster: &Arc<Mutex<Cluster>>,
+    victims: &[usize],
+    mode: &str,
+    down_for: Duration,
+) -> Result<()> {
+    {
+        let mut cluster = cluster.lock().await;
+        for &id in victims {
+            cluster.kill_node(id);
+        }
+        for &id in victims {
+            cluster.lose_power(id, mode)?;
+        }
+    }
+    tokio::time::sleep(down_for).await;
     let mut cluster = cluster.lock().await;
     for &id in victims {
-        cluster.kill_node(id);
-    }
-    for &id in victims {
-        cluster.power_loss(id, mode)?;
+        cluster.start_node(id)?;
     }
     Ok(())
 }
