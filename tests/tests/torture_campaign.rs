@@ -1,6 +1,6 @@
-//! A seed range split across the jobs of a CI matrix: two shards run their seeds (each node
-//! crashed at its Nth WAL write or fdatasync by the injector, then restarted), and `torture
-//! merge` makes one verdict and one JUnit file of them. Needs root (FUSE, eBPF).
+//! A seed range split across the jobs of a CI matrix: two shards run their seeds (nodes killed,
+//! by SIGKILL or by the injector at their Nth WAL write or fdatasync, then restarted), and
+//! `torture merge` makes one verdict and one JUnit file of them. Needs root (FUSE, eBPF).
 mod common;
 
 use std::{path::Path, process::Command};
@@ -21,7 +21,7 @@ fn shard(dir: &Path, shard: &str) -> std::process::Output {
             "--settle",
             "20s",
             "--faults",
-            "wal-crash",
+            "kill,wal-crash",
         ])
         .arg("--run-dir")
         .arg(dir)
@@ -49,9 +49,12 @@ fn shards_cover_the_seed_range_and_merge_into_one_verdict() {
     for (job, seed) in [(&first, 21), (&second, 22), (&first, 23)] {
         let history = std::fs::read_to_string(job.join(format!("seed-{seed}/history.jsonl")))
             .unwrap_or_else(|e| panic!("seed {seed} in {}: {e}", job.display()));
+        // The faults alternate (each kind once before any repeats): a SIGKILL always lands,
+        // a WAL crash only if the node makes its Nth call in time (on a loaded machine, in
+        // 5 s, it once did not), so the check below always has a restarted node to judge.
         assert!(
-            history.contains("killed at WAL"),
-            "seed {seed}: the injector never crashed a node at a WAL call"
+            history.contains("SIGKILL, restarted") || history.contains("killed at WAL"),
+            "seed {seed}: no node was killed and restarted"
         );
         let report: Value = serde_json::from_str(
             &std::fs::read_to_string(job.join(format!("seed-{seed}/report.json"))).unwrap(),
