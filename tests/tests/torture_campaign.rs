@@ -1,6 +1,6 @@
-//! A seed range split across the jobs of a CI matrix: two shards run their seeds (nodes killed,
-//! by SIGKILL or by the injector at their Nth WAL write or fdatasync, then restarted), and
-//! `torture merge` makes one verdict and one JUnit file of them. Needs root (FUSE, eBPF).
+//! A seed range split across the jobs of a CI matrix: two shards run their seeds (nodes
+//! SIGKILLed and restarted), and `torture merge` makes one verdict and one JUnit file of them.
+//! Needs root (FUSE, eBPF).
 mod common;
 
 use std::{path::Path, process::Command};
@@ -15,14 +15,7 @@ fn shard(dir: &Path, shard: &str) -> std::process::Output {
     Command::new(TORTURE)
         .args(["run", "--seeds", "21..23", "--shard", shard])
         .args(["--first-ip", FIRST_IP])
-        .args([
-            "--duration",
-            "5s",
-            "--settle",
-            "20s",
-            "--faults",
-            "kill,wal-crash",
-        ])
+        .args(["--duration", "5s", "--settle", "20s", "--faults", "kill"])
         .arg("--run-dir")
         .arg(dir)
         .output()
@@ -49,11 +42,11 @@ fn shards_cover_the_seed_range_and_merge_into_one_verdict() {
     for (job, seed) in [(&first, 21), (&second, 22), (&first, 23)] {
         let history = std::fs::read_to_string(job.join(format!("seed-{seed}/history.jsonl")))
             .unwrap_or_else(|e| panic!("seed {seed} in {}: {e}", job.display()));
-        // The faults alternate (each kind once before any repeats): a SIGKILL always lands,
-        // a WAL crash only if the node makes its Nth call in time (on a loaded machine, in
-        // 5 s, it once did not), so the check below always has a restarted node to judge.
+        // A SIGKILL always lands within the 5 s (a WAL crash here once did not: on a loaded
+        // machine the node had not made its Nth call in time), so the check below always has
+        // a restarted node to judge.
         assert!(
-            history.contains("SIGKILL, restarted") || history.contains("killed at WAL"),
+            history.contains("SIGKILL, restarted"),
             "seed {seed}: no node was killed and restarted"
         );
         let report: Value = serde_json::from_str(
