@@ -92,9 +92,7 @@ fn shards_cover_the_seed_range_and_merge_into_one_verdict() {
         "{xml}"
     );
     assert!(
-        xml.contains(
-            "replay: cargo xtask torture --seed 22 --duration 5s --nodes 3 --faults wal-crash"
-        ),
+        xml.contains("replay: cargo xtask torture --seed 22 --duration 5s --nodes 3 --faults kill"),
         "{xml}"
     );
 
