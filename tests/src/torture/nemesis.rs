@@ -218,6 +218,14 @@ impl Deck {
 
 /// The node that says it leads, if one does.
 async fn leader(cluster: &Arc<Mutex<Cluster>>) -> Option<usize> {
+    leading_now(cluster, None).await
+}
+
+/// One poll of every node's /status: the first that says it leads, other than `not`.
+pub(super) async fn leading_now(
+    cluster: &Arc<Mutex<Cluster>>,
+    not: Option<usize>,
+) -> Option<usize> {
     let addrs: Vec<String> = cluster
         .lock()
         .await
@@ -227,7 +235,8 @@ async fn leader(cluster: &Arc<Mutex<Cluster>>) -> Option<usize> {
         .collect();
     let client = reqwest::Client::new();
     for (index, addr) in addrs.iter().enumerate() {
-        if let Some(status) = super::cluster::status(&client, addr).await
+        if not != Some(index + 1)
+            && let Some(status) = super::cluster::status(&client, addr).await
             && status["state"] == "Leader"
         {
             return Some(index + 1);

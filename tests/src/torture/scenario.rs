@@ -6,8 +6,8 @@ use anyhow::{Context, Result, ensure};
 use tokio::sync::Mutex;
 
 use super::{
-    cluster::{Cluster, Cut, status},
-    nemesis::{attach_to_wal, with_fault_rule},
+    cluster::{Cluster, Cut},
+    nemesis::{attach_to_wal, leading_now, with_fault_rule},
     workload::Recorder,
 };
 
@@ -131,22 +131,9 @@ impl FromStr for Scenario {
 
 /// The node that says it is the leader, other than `not`, polled for up to 10 s.
 async fn leader_other_than(cluster: &Arc<Mutex<Cluster>>, not: Option<usize>) -> Result<usize> {
-    let addrs: Vec<String> = cluster
-        .lock()
-        .await
-        .nodes
-        .iter()
-        .map(|n| n.addr.clone())
-        .collect();
-    let http = reqwest::Client::new();
     for _ in 0..100 {
-        for (i, addr) in addrs.iter().enumerate() {
-            let leads = status(&http, addr)
-                .await
-                .is_some_and(|s| s["state"] == "Leader");
-            if leads && not != Some(i + 1) {
-                return Ok(i + 1);
-            }
+        if let Some(leader) = leading_now(cluster, not).await {
+            return Ok(leader);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
