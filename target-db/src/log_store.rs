@@ -98,7 +98,12 @@ pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
     stats: Arc<WalStats>,
     progress: Arc<watch::Sender<BacklogProgress>>,
+    /// The last index the snapshot on disk covers, when purges must wait for it.
+    durable_snapshot: Option<watch::Receiver<Option<u64>>>,
 }
+
+/// How long a purge waits for the snapshot that covers it to reach the disk.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 
 fn io_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageError::IO {
@@ -141,7 +146,38 @@ impl LogStore {
             inner: Arc::new(Mutex::new(inner)),
             stats,
             progress: Arc::new(watch::Sender::new(BacklogProgress::default())),
+            durable_snapshot: None,
         })
+    }
+
+    /// Makes every purge wait until the snapshot on disk covers it. A follower that installs a
+    /// snapshot from the leader is told to purge its log while the snapshot is still being
+    /// written (openraft runs the two concurrently); a purge journaled first, then a crash,
+    /// would leave the node with neither the entries nor the snapshot holding them.
+    pub fn purge_within(mut self, durable_snapshot: watch::Receiver<Option<u64>>) -> LogStore {
+        self.durable_snapshot = Some(durable_snapshot);
+        self
+    }
+
+    async fn wait_for_snapshot_covering(&self, index: u64) -> Result<(), StorageError<NodeId>> {
+        let Some(durable) = &self.durable_snapshot else {
+            return Ok(());
+        };
+        let mut durable = durable.clone();
+        let covered = tokio::time::timeout(
+            SNAPSHOT_WAIT,
+            durable.wait_for(|snapshot| *snapshot >= Some(index)),
+        )
+        .await
+        .is_ok_and(|waited| waited.is_ok());
+        if covered {
+            return Ok(());
+        }
+        Err(io_error(std::io::Error::other(format!(
+            "refusing to purge the log up to {index}: no snapshot on disk covers it \
+             (the newest covers {:?})",
+            *durable.borrow()
+        ))))
     }
 }
 
@@ -539,6 +575,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.wait_for_snapshot_covering(log_id.index).await?;
         self.write(vec![Journal::Purge(log_id)], None).await?;
         self.inner.lock().await.drop_purged_segments()
     }

@@ -288,9 +288,10 @@ async fn serve(
     snapshot_every: u64,
     options: LogOptions,
 ) -> Result<()> {
-    let mut log = LogStore::open(&data_dir.join("wal"), options)?;
-    let wal = log.wal_stats();
     let state = StateMachine::open(&data_dir.join("state"))?;
+    let mut log =
+        LogStore::open(&data_dir.join("wal"), options)?.purge_within(state.durable_snapshot());
+    let wal = log.wal_stats();
     // What recovery found on disk, before anyone could send an entry: /status shows it, so a
     // checker can tell whether a restart lost entries this node had acknowledged.
     let log_state = openraft::storage::RaftLogStorage::get_log_state(&mut log).await?;

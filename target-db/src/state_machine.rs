@@ -13,7 +13,7 @@ use openraft::{
     SnapshotMeta, StorageError, StorageIOError, StoredMembership, storage::RaftStateMachine,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 use crate::types::{NodeId, Op, Request, Response, TypeConfig};
 
@@ -44,6 +44,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct StateMachine {
     inner: Arc<Mutex<Inner>>,
+    durable: Arc<watch::Sender<Option<u64>>>,
 }
 
 fn snapshot_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -68,6 +69,10 @@ impl StateMachine {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => (Data::default(), None),
             Err(error) => return Err(error),
         };
+        let durable = current
+            .as_ref()
+            .and_then(|stored: &StoredSnapshot| stored.meta.last_log_id)
+            .map(|log_id| log_id.index);
         Ok(StateMachine {
             inner: Arc::new(Mutex::new(Inner {
                 data,
@@ -75,7 +80,25 @@ impl StateMachine {
                 current,
                 built: 0,
             })),
+            durable: Arc::new(watch::Sender::new(durable)),
         })
+    }
+
+    /// The last log index the snapshot on disk covers: the log may be purged up to it, and no
+    /// further (see `LogStore::purge_within`).
+    pub fn durable_snapshot(&self) -> watch::Receiver<Option<u64>> {
+        self.durable.subscribe()
+    }
+
+    fn persisted(&self, meta: &SnapshotMeta<NodeId, BasicNode>) {
+        let index = meta.last_log_id.map(|log_id| log_id.index);
+        self.durable.send_if_modified(|durable| {
+            let newer = index > *durable;
+            if newer {
+                *durable = index;
+            }
+            newer
+        });
     }
 
     /// A copy of the current data, for reads and digests.
@@ -173,6 +196,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             .await
             .map_err(snapshot_error)?;
         inner.current = Some(stored);
+        self.persisted(&meta);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -243,6 +267,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(snapshot_error)?;
         inner.data = data;
         inner.current = Some(stored);
+        self.persisted(meta);
         Ok(())
     }
 

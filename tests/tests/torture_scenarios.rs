@@ -127,6 +127,11 @@ fn wal_bitrot() {
 }
 
 #[test]
+fn snapshot_install_crash() {
+    scenario("snapshot-install-crash", "3", 1);
+}
+
+#[test]
 fn multiple_failures_on_three_nodes_is_refused_with_the_fix() {
     let output = Command::new(TORTURE)
         .args(["run", "--scenario", "multiple-failures", "--nodes", "3"])

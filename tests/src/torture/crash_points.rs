@@ -315,6 +315,17 @@ async fn place_and_wait(
     within: Duration,
 ) -> Result<Option<String>> {
     let rule_id = cluster.lock().await.add_fault(node, rule)?;
+    wait_for_crash(cluster, node, rule_id, within).await
+}
+
+/// Waits until `node`'s storage stops at the crash rule `rule_id` (returns the file the crashing
+/// call was on) or `within` passes, then removes the rule.
+pub async fn wait_for_crash(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    rule_id: u64,
+    within: Duration,
+) -> Result<Option<String>> {
     let started = Instant::now();
     let reached = loop {
         let status = cluster.lock().await.faultfs_status(node)?;
@@ -358,7 +369,7 @@ fn correlated(
 
 /// Every victim killed first (so none writes on after another lost power), then each one's
 /// unsynced data lost in `mode`, then, after `down_for`, each restarted.
-async fn power_cut(
+pub async fn power_cut(
     cluster: &Arc<Mutex<Cluster>>,
     victims: &[usize],
     mode: &str,

@@ -7,6 +7,7 @@ use tokio::sync::Mutex;
 
 use super::{
     cluster::{Cluster, Cut},
+    crash_points,
     nemesis::{attach_to_wal, leading_now, with_fault_rule},
     workload::Recorder,
 };
@@ -54,6 +55,10 @@ pub enum Scenario {
     /// corrupted (a put's key changed, the record still parses), then restarted: only the CRC
     /// tells the damage, so a database that skips it diverges.
     WalBitrot,
+    /// A follower down until the leader's log is purged past it, so it catches up from a
+    /// snapshot; its storage stops as it renames the received snapshot into place, and it loses
+    /// power: the log it had must still be there (the snapshot never made it to disk).
+    SnapshotInstallCrash,
 }
 
 pub const NAMES: &[&str] = &[
@@ -73,9 +78,10 @@ pub const NAMES: &[&str] = &[
     "torn-wal-tail",
     "fsyncgate",
     "wal-bitrot",
+    "snapshot-install-crash",
 ];
 
-const ALL: [Scenario; 16] = [
+const ALL: [Scenario; 17] = [
     Scenario::LeaderFailureDataConsistency,
     Scenario::PartitionMinority,
     Scenario::PartitionMajority,
@@ -92,6 +98,7 @@ const ALL: [Scenario; 16] = [
     Scenario::TornWalTail,
     Scenario::Fsyncgate,
     Scenario::WalBitrot,
+    Scenario::SnapshotInstallCrash,
 ];
 
 impl Scenario {
@@ -419,6 +426,33 @@ pub async fn run(
             let node = follower(size, leader);
             let what = rot_an_unacknowledged_record(&cluster, node, BITROT_TRIES).await?;
             steps.log(start, node, what);
+        }
+        Scenario::SnapshotInstallCrash => {
+            let leader = leader(&cluster).await?;
+            let node = follower(size, leader);
+            cluster.lock().await.kill_node(node);
+            pause(5000).await;
+            // Armed before the restart: the install begins as soon as the leader reaches it.
+            let rule_id = cluster
+                .lock()
+                .await
+                .add_fault(node, r#"rename(path="db/state/**")=1*crash"#)?;
+            cluster.lock().await.start_node(node)?;
+            let reached =
+                crash_points::wait_for_crash(&cluster, node, rule_id, Duration::from_secs(10))
+                    .await?;
+            let path = reached.with_context(|| {
+                format!("n{node} renamed no snapshot into place within 10 s of its restart")
+            })?;
+            crash_points::power_cut(&cluster, &[node], "drop", Duration::ZERO).await?;
+            steps.log(
+                start,
+                node,
+                format!(
+                    "follower down 5 s, restarted; storage stopped as it renamed the snapshot \
+                     it received ({path}), power loss (drop), restarted"
+                ),
+            );
         }
     }
     Ok(steps.count)
