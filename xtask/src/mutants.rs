@@ -154,8 +154,12 @@ fn build_mutant(root: &Path, scratch: &Path, name: &str, patch: &Path) -> Result
             std::fs::copy(&from, &to)?;
         }
     }
+    // The copy lies inside the workspace's repository: run from there, `git apply` would take
+    // paths from the repository's root, skip every file outside the copy, and still succeed.
+    // Stopping git's search for a repository at the copy makes it patch the copy.
     let applied = Command::new("git")
         .current_dir(&work)
+        .env("GIT_CEILING_DIRECTORIES", scratch)
         .args(["apply", "--whitespace=nowarn"])
         .arg(patch)
         .status()
@@ -166,6 +170,7 @@ fn build_mutant(root: &Path, scratch: &Path, name: &str, patch: &Path) -> Result
             patch.display()
         );
     }
+    ensure_changed(root, &work, name, patch)?;
     cmd::run(
         cargo()
             .current_dir(&work)
@@ -185,20 +190,44 @@ fn build_mutant(root: &Path, scratch: &Path, name: &str, patch: &Path) -> Result
     Ok(bin_dir)
 }
 
+/// Fails unless every file the patch names now differs from the workspace's: a mutant that
+/// did not change target-db would be reported as missed.
+fn ensure_changed(root: &Path, work: &Path, name: &str, patch: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(patch)?;
+    let files: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("+++ b/"))
+        .collect();
+    ensure!(!files.is_empty(), "mutant {name}: {} patches no file", patch.display());
+    for file in files {
+        let (before, after) = (std::fs::read(root.join(file))?, std::fs::read(work.join(file))?);
+        ensure!(
+            before != after,
+            "mutant {name}: applying {} left {file} unchanged",
+            patch.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs the torture on each seed until one fails.
 fn hunt(scratch: &Path, name: &str, bin_dir: &Path, args: &MutantsArgs) -> Result<Outcome> {
     let started = Instant::now();
     let mut undecided = false;
     for &seed in &args.seeds {
         let run_dir = scratch.join("runs").join(format!("{name}-seed-{seed}"));
-        let output = Command::new(scratch.join("tools/torture"))
-            .arg("run")
+        let mut torture = Command::new(scratch.join("tools/torture"));
+        torture.arg("run");
+        // Arguments after `--` may name their own range.
+        if !args.torture_args.iter().any(|a| a.starts_with("--first-ip")) {
+            torture.args(["--first-ip", FIRST_IP]);
+        }
+        let output = torture
             .args(["--seed", &seed.to_string(), "--duration", &args.duration])
             .arg("--bin-dir")
             .arg(bin_dir)
             .arg("--run-dir")
             .arg(&run_dir)
-            .args(["--first-ip", FIRST_IP])
             .args(&args.torture_args)
             .stderr(Stdio::null())
             .output()
