@@ -3,7 +3,7 @@ use std::{path::Path, process::Command, time::Instant};
 
 use anyhow::{Context, Result, ensure};
 
-use crate::{cmd, ebpf, kernel_fs, setup, vm_tests, vm_torture};
+use crate::{cmd, ebpf, kernel_fs, mutants, setup, vm_tests, vm_torture};
 
 pub fn run(root: &Path, vm_torture: bool) -> Result<()> {
     let started = Instant::now();
@@ -22,6 +22,9 @@ pub fn run(root: &Path, vm_torture: bool) -> Result<()> {
             "-D",
             "warnings",
         ]))
+    })?;
+    step("planted bugs apply (tests/mutants)", || {
+        mutants::check_all(root)
     })?;
     step("kernel file systems", kernel_fs::ensure)?;
     step("tests", || {

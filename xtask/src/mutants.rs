@@ -32,6 +32,10 @@ pub struct MutantsArgs {
     /// Print the results as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Only check that each patch applies to the current tree and changes what it names (no
+    /// build, no run, no root; CI runs this so a stale patch is caught at once).
+    #[arg(long)]
+    check: bool,
 }
 
 /// One mutant's result.
@@ -53,32 +57,14 @@ struct Outcome {
 const FIRST_IP: &str = "127.0.7.11";
 
 pub fn run(root: &Path, args: &MutantsArgs) -> Result<()> {
+    let mutants = select(root, args)?;
+    if args.check {
+        return check(root, &mutants);
+    }
     ensure!(
         cmd::is_root(),
         "torture runs mount file systems and load eBPF: run as root"
     );
-    let mut mutants = list(root)?;
-    if !args.only.is_empty() {
-        for name in &args.only {
-            ensure!(
-                mutants.iter().any(|(n, _)| n == name),
-                "no mutant `{name}` in tests/mutants (there are: {})",
-                mutants
-                    .iter()
-                    .map(|(n, _)| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        mutants.retain(|(name, _)| args.only.contains(name));
-    }
-    if let Some(count) = args.sample {
-        ensure!(count > 0, "--sample 0 runs nothing: give at least 1");
-        let step = (mutants.len() as f64 / count as f64).max(1.0);
-        mutants = (0..count.min(mutants.len()))
-            .map(|i| mutants[(i as f64 * step) as usize].clone())
-            .collect();
-    }
     ensure!(!args.seeds.is_empty(), "--seeds: give at least one seed");
     torture::build_tools(root)?;
     kernel_fs::ensure()?;
@@ -108,6 +94,51 @@ pub fn run(root: &Path, args: &MutantsArgs) -> Result<()> {
     report(&outcomes, args.json)
 }
 
+/// Every mutant in `tests/mutants/` applies and changes target-db (a CI step).
+pub fn check_all(root: &Path) -> Result<()> {
+    check(root, &list(root)?)
+}
+
+fn check(root: &Path, mutants: &[(String, PathBuf)]) -> Result<()> {
+    let work = root.join("target/mutants/check");
+    for (name, patch) in mutants {
+        patched_copy(root, &work, name, patch)?;
+    }
+    std::fs::remove_dir_all(&work)?;
+    eprintln!(
+        "mutants: all {} patches apply and change target-db",
+        mutants.len()
+    );
+    Ok(())
+}
+
+/// The mutants `--only` and `--sample` choose.
+fn select(root: &Path, args: &MutantsArgs) -> Result<Vec<(String, PathBuf)>> {
+    let mut mutants = list(root)?;
+    if !args.only.is_empty() {
+        for name in &args.only {
+            ensure!(
+                mutants.iter().any(|(n, _)| n == name),
+                "no mutant `{name}` in tests/mutants (there are: {})",
+                mutants
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        mutants.retain(|(name, _)| args.only.contains(name));
+    }
+    if let Some(count) = args.sample {
+        ensure!(count > 0, "--sample 0 runs nothing: give at least 1");
+        let step = (mutants.len() as f64 / count as f64).max(1.0);
+        mutants = (0..count.min(mutants.len()))
+            .map(|i| mutants[(i as f64 * step) as usize].clone())
+            .collect();
+    }
+    Ok(mutants)
+}
+
 /// Every `tests/mutants/*.patch`, by name, sorted.
 fn list(root: &Path) -> Result<Vec<(String, PathBuf)>> {
     let dir = root.join("tests/mutants");
@@ -135,42 +166,7 @@ fn list(root: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// directory with the mutant target-db next to the real faultfs and injector.
 fn build_mutant(root: &Path, scratch: &Path, name: &str, patch: &Path) -> Result<PathBuf> {
     let work = scratch.join("work");
-    if work.exists() {
-        std::fs::remove_dir_all(&work)?;
-    }
-    let files = Command::new("git")
-        .current_dir(root)
-        .args(["ls-files", "-z"])
-        .output()
-        .context("listing the workspace's files with git")?;
-    ensure!(files.status.success(), "git ls-files failed");
-    for file in files.stdout.split(|b| *b == 0).filter(|f| !f.is_empty()) {
-        let relative = Path::new(std::str::from_utf8(file)?);
-        let (from, to) = (root.join(relative), work.join(relative));
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        if from.exists() {
-            std::fs::copy(&from, &to)?;
-        }
-    }
-    // The copy lies inside the workspace's repository: run from there, `git apply` would take
-    // paths from the repository's root, skip every file outside the copy, and still succeed.
-    // Stopping git's search for a repository at the copy makes it patch the copy.
-    let applied = Command::new("git")
-        .current_dir(&work)
-        .env("GIT_CEILING_DIRECTORIES", scratch)
-        .args(["apply", "--whitespace=nowarn"])
-        .arg(patch)
-        .status()
-        .context("git apply")?;
-    if !applied.success() {
-        bail!(
-            "mutant {name}: {} does not apply to this tree; rewrite it against the current target-db",
-            patch.display()
-        );
-    }
-    ensure_changed(root, &work, name, patch)?;
+    patched_copy(root, &work, name, patch)?;
     cmd::run(
         cargo()
             .current_dir(&work)
@@ -190,6 +186,47 @@ fn build_mutant(root: &Path, scratch: &Path, name: &str, patch: &Path) -> Result
     Ok(bin_dir)
 }
 
+/// A fresh copy of the workspace's tracked files in `work`, with the patch applied.
+fn patched_copy(root: &Path, work: &Path, name: &str, patch: &Path) -> Result<()> {
+    if work.exists() {
+        std::fs::remove_dir_all(work)?;
+    }
+    let files = Command::new("git")
+        .current_dir(root)
+        .args(["ls-files", "-z"])
+        .output()
+        .context("listing the workspace's files with git")?;
+    ensure!(files.status.success(), "git ls-files failed");
+    for file in files.stdout.split(|b| *b == 0).filter(|f| !f.is_empty()) {
+        let relative = Path::new(std::str::from_utf8(file)?);
+        let (from, to) = (root.join(relative), work.join(relative));
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if from.exists() {
+            std::fs::copy(&from, &to)?;
+        }
+    }
+    // The copy lies inside the workspace's repository: run from there, `git apply` would take
+    // paths from the repository's root, skip every file outside the copy, and still succeed.
+    // Stopping git's search for a repository above the copy makes it patch the copy.
+    let ceiling = work.parent().unwrap_or(work);
+    let applied = Command::new("git")
+        .current_dir(work)
+        .env("GIT_CEILING_DIRECTORIES", ceiling)
+        .args(["apply", "--whitespace=nowarn"])
+        .arg(patch)
+        .status()
+        .context("git apply")?;
+    if !applied.success() {
+        bail!(
+            "mutant {name}: {} does not apply to this tree; rewrite it against the current target-db",
+            patch.display()
+        );
+    }
+    ensure_changed(root, work, name, patch)
+}
+
 /// Fails unless every file the patch names now differs from the workspace's: a mutant that
 /// did not change target-db would be reported as missed.
 fn ensure_changed(root: &Path, work: &Path, name: &str, patch: &Path) -> Result<()> {
@@ -198,9 +235,16 @@ fn ensure_changed(root: &Path, work: &Path, name: &str, patch: &Path) -> Result<
         .lines()
         .filter_map(|line| line.strip_prefix("+++ b/"))
         .collect();
-    ensure!(!files.is_empty(), "mutant {name}: {} patches no file", patch.display());
+    ensure!(
+        !files.is_empty(),
+        "mutant {name}: {} patches no file",
+        patch.display()
+    );
     for file in files {
-        let (before, after) = (std::fs::read(root.join(file))?, std::fs::read(work.join(file))?);
+        let (before, after) = (
+            std::fs::read(root.join(file))?,
+            std::fs::read(work.join(file))?,
+        );
         ensure!(
             before != after,
             "mutant {name}: applying {} left {file} unchanged",
@@ -219,7 +263,11 @@ fn hunt(scratch: &Path, name: &str, bin_dir: &Path, args: &MutantsArgs) -> Resul
         let mut torture = Command::new(scratch.join("tools/torture"));
         torture.arg("run");
         // Arguments after `--` may name their own range.
-        if !args.torture_args.iter().any(|a| a.starts_with("--first-ip")) {
+        if !args
+            .torture_args
+            .iter()
+            .any(|a| a.starts_with("--first-ip"))
+        {
             torture.args(["--first-ip", FIRST_IP]);
         }
         let output = torture
