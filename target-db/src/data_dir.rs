@@ -24,6 +24,12 @@ pub enum DataDirError {
         found: String,
         wanted: String,
     },
+    #[error(
+        "{dir} holds the data of node {id}, but its write-ahead log ({dir}/wal) is gone: its \
+         votes and acknowledged entries are lost, so it will not start (restore the directory, \
+         or remove the node from the cluster and let it rejoin with an empty one)"
+    )]
+    LogMissing { dir: String, id: NodeId },
     #[error("{what} {dir}: {source}")]
     Io {
         what: &'static str,
@@ -33,19 +39,24 @@ pub enum DataDirError {
     },
 }
 
-pub fn claim_data_dir(dir: &Path, cluster: &str, id: NodeId) -> Result<(), DataDirError> {
+fn io_error(dir: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> DataDirError {
+    let dir = dir.display().to_string();
+    move |source| DataDirError::Io { what, dir, source }
+}
+
+/// Refuses a directory of another node or cluster, and one this node used before whose log is
+/// gone; called before anything in it is read or created.
+pub fn check_claim(dir: &Path, cluster: &str, id: NodeId) -> Result<(), DataDirError> {
     let shown = dir.display().to_string();
-    let io = |what| {
-        let dir = shown.clone();
-        move |source| DataDirError::Io { what, dir, source }
-    };
+    let io = |what| io_error(dir, what);
     fs::create_dir_all(dir).map_err(io("creating"))?;
-    if let Some(found) = read_marker(dir, "node-id").map_err(io("reading node-id in"))?
-        && found != id.to_string()
+    let claimed = read_marker(dir, "node-id").map_err(io("reading node-id in"))?;
+    if let Some(found) = &claimed
+        && *found != id.to_string()
     {
         return Err(DataDirError::OtherNode {
             dir: shown,
-            found,
+            found: found.clone(),
             wanted: id,
         });
     }
@@ -58,6 +69,16 @@ pub fn claim_data_dir(dir: &Path, cluster: &str, id: NodeId) -> Result<(), DataD
             wanted: cluster.to_owned(),
         });
     }
+    // The claim is recorded only once the log exists (see `record_claim`).
+    if claimed.is_some() && !dir.join("wal").exists() {
+        return Err(DataDirError::LogMissing { dir: shown, id });
+    }
+    Ok(())
+}
+
+/// Records that the directory is this node's, once its log exists.
+pub fn record_claim(dir: &Path, cluster: &str, id: NodeId) -> Result<(), DataDirError> {
+    let io = |what| io_error(dir, what);
     write_marker(dir, "cluster", cluster).map_err(io("recording the cluster in"))?;
     write_marker(dir, "node-id", &id.to_string()).map_err(io("recording the node id in"))
 }

@@ -140,6 +140,12 @@ impl LogStore {
                 })?;
             inner.replay(segment, record);
         }
+        if let Some(reason) = inner.hole() {
+            return Err(WalError::Missing {
+                dir: dir.to_owned(),
+                reason,
+            });
+        }
         inner.durable_last_entry = inner.entries.keys().next_back().copied();
         inner.committed_on_disk = inner.committed;
         Ok(LogStore {
@@ -252,6 +258,53 @@ impl LogStore {
 }
 
 impl Inner {
+    /// Entries missing from the recovered log: a gap between entries, between the purge point
+    /// and the first entry, or between the last entry and the commit point (each written only
+    /// after the entries it covers were durable, so only lost data leaves one).
+    fn hole(&self) -> Option<String> {
+        let mut indexes = self.entries.keys().copied();
+        let first = indexes.next();
+        // openraft's log starts at index 0 (the first membership), or after the purge point.
+        let expected_first = self.last_purged.map_or(0, |purged| purged.index + 1);
+        if let Some(first) = first
+            && first > expected_first
+        {
+            let purged = self.last_purged.map_or("never purged".to_owned(), |p| {
+                format!("purged up to {}", p.index)
+            });
+            return Some(format!(
+                "the log is {purged} but its first entry is {first}: entries {expected_first} \
+                 to {} are missing",
+                first - 1
+            ));
+        }
+        let mut previous = first;
+        for index in indexes {
+            if let Some(previous) = previous
+                && index != previous + 1
+            {
+                return Some(format!(
+                    "entries {} to {} are missing from the log",
+                    previous + 1,
+                    index - 1
+                ));
+            }
+            previous = Some(index);
+        }
+        let end = previous.max(self.last_purged.map(|p| p.index));
+        if let Some(committed) = self.committed
+            && Some(committed.index) > end
+        {
+            return Some(format!(
+                "the commit point on disk is {} but the log ends at {}: committed entries are \
+                 missing",
+                committed.index,
+                end.map_or("its start".to_owned(), |e| e.to_string())
+            ));
+        }
+        None
+    }
+
     fn replay(&mut self, segment: u64, record: Journal) {
         match record {
             Journal::Entries(entries) => {

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use openraft::{Config, Raft, SnapshotPolicy};
 use serde_json::{Value, json};
 use target_db::{
-    data_dir::claim_data_dir,
+    data_dir::{check_claim, record_claim},
     handoff::{HandoffError, transfer_leadership},
     log_store::{LogOptions, LogStore},
     network::Network,
@@ -211,8 +211,8 @@ async fn main() -> Result<()> {
                 },
                 ignore_fsync_error: unsafe_ignore_fsync_error,
             };
-            claim_data_dir(&data_dir, &cluster, id)?;
-            serve(id, data_dir, listen, snapshot_every, options).await
+            check_claim(&data_dir, &cluster, id)?;
+            serve(id, &cluster, data_dir, listen, snapshot_every, options).await
         }
         Command::Init { addr, peers } => {
             let peers = parse_peers(&peers)?;
@@ -283,6 +283,7 @@ fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>> {
 
 async fn serve(
     id: NodeId,
+    cluster: &str,
     data_dir: PathBuf,
     listen: String,
     snapshot_every: u64,
@@ -291,6 +292,7 @@ async fn serve(
     let state = StateMachine::open(&data_dir.join("state"))?;
     let mut log =
         LogStore::open(&data_dir.join("wal"), options)?.purge_within(state.durable_snapshot());
+    record_claim(&data_dir, cluster, id)?;
     let wal = log.wal_stats();
     // What recovery found on disk, before anyone could send an entry: /status shows it, so a
     // checker can tell whether a restart lost entries this node had acknowledged.

@@ -1,5 +1,6 @@
 //! A real cluster: target-db processes on loopback, real files, SIGKILL.
 use std::{
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -623,4 +624,116 @@ async fn client_commands_without_ids_each_apply() {
     client(&["--client-id", "7", "--seq", "1", "put", "c", "first"]);
     client(&["--client-id", "7", "--seq", "1", "put", "c", "retry"]);
     assert!(client(&["get", "c"]).contains("\"first\""));
+}
+
+/// Starts a node on `data_dir` and waits (up to 20 s) for it to exit; None if it was still
+/// running then (it is killed).
+fn start_expecting_exit(data_dir: &Path) -> Option<String> {
+    let mut child = Command::new(TARGET_DB)
+        .args(["serve", "--id", "1", "--segment-bytes", "16384"])
+        .args(["--snapshot-every", "1000000", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            return Some(stderr);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+fn segments(wal: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("wal-"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// One node (16 KiB segments, no snapshots) acknowledges 1,500 puts and stops; each damage that
+/// takes acknowledged entries with it makes the next start fail, naming what is missing, where
+/// a node serving on would have answered reads without them.
+#[tokio::test]
+async fn a_log_with_acknowledged_entries_missing_is_refused_with_the_damage_named() {
+    let mut cluster = Cluster::start(
+        1,
+        &["--segment-bytes", "16384", "--snapshot-every", "1000000"],
+    );
+    cluster.init().await;
+    cluster.leader(&[1]).await;
+    for i in 0..1500 {
+        let answer = put(cluster.addr(1), 7, i + 1, &format!("k{i}"), "v").await;
+        let ok = answer.as_ref().map(|a| a["response"]["ok"] == true);
+        assert_eq!(ok, Some(true), "{answer:?}");
+    }
+    assert!(terminate(cluster.nodes[0].as_mut().unwrap()));
+    cluster.nodes[0] = None;
+    let original = cluster.dir.path().join("node1");
+    let wal_of = |dir: &Path| dir.join("wal");
+    // What is done, the damage, what the refusal must say.
+    type Damage = (&'static str, fn(&Path), &'static str);
+    let cases: [Damage; 4] = [
+        (
+            "the last segment deleted",
+            |wal| std::fs::remove_file(segments(wal).pop().unwrap()).unwrap(),
+            "was sealed when",
+        ),
+        (
+            "a middle segment deleted",
+            |wal| {
+                let all = segments(wal);
+                std::fs::remove_file(&all[all.len() / 2]).unwrap();
+            },
+            "the segments between are missing",
+        ),
+        (
+            "the first segment deleted",
+            |wal| std::fs::remove_file(&segments(wal)[0]).unwrap(),
+            "are missing",
+        ),
+        (
+            "the whole log deleted",
+            |wal| std::fs::remove_dir_all(wal).unwrap(),
+            "its write-ahead log",
+        ),
+    ];
+    assert!(
+        segments(&wal_of(&original)).len() > 10,
+        "the log spans many segments"
+    );
+    for (what, damage, expected) in cases {
+        let copy = cluster.dir.path().join(what.replace(' ', "-"));
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(&original)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        damage(&wal_of(&copy));
+        let stderr = start_expecting_exit(&copy)
+            .unwrap_or_else(|| panic!("{what}: the node started and served"));
+        assert!(
+            stderr.contains(expected) && stderr.contains("will not start"),
+            "{what}: {stderr}"
+        );
+    }
+    // The undamaged directory still starts and serves every acknowledged put.
+    cluster.restart(1);
+    cluster.leader(&[1]).await;
+    let last = eventually("the last put read back", || get(cluster.addr(1), "k1499")).await;
+    assert_eq!(last["value"], "v", "{last}");
 }

@@ -188,3 +188,47 @@ fn old_segments_can_be_removed_but_never_the_active_one() {
     assert_eq!(segment_files(dir.path()).len(), 1);
     assert!(removed > 0);
 }
+
+#[test]
+fn a_missing_segment_at_the_end_or_in_the_middle_is_refused_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), 2000, small_segments());
+    let files = segment_files(dir.path());
+    let middle = files[files.len() / 2].clone();
+    let moved = dir.path().join("moved");
+    fs::rename(&middle, &moved).unwrap();
+    match Wal::open(dir.path(), small_segments()) {
+        Err(WalError::Missing { reason, .. }) => {
+            assert!(
+                reason.contains("the segments between are missing"),
+                "{reason}"
+            )
+        }
+        other => panic!("a gap in the segments was not refused: {:?}", other.err()),
+    }
+    fs::rename(&moved, &middle).unwrap();
+    let last = files.last().unwrap();
+    fs::remove_file(last).unwrap();
+    match Wal::open(dir.path(), small_segments()) {
+        Err(WalError::Missing { reason, .. }) => {
+            let name = last.file_name().unwrap().to_string_lossy();
+            assert!(
+                reason.contains(&*name) && reason.contains("sealed"),
+                "{reason}"
+            )
+        }
+        other => panic!("a missing last segment was not refused: {:?}", other.err()),
+    }
+}
+
+#[test]
+fn a_crash_between_starting_a_segment_and_sealing_the_last_one_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), 10, small_segments());
+    // The next segment created and made durable, the crash before the old one was sealed.
+    let next = segment_files(dir.path()).len() + 1;
+    fs::File::create(dir.path().join(format!("wal-{next:020}.log"))).unwrap();
+    let (wal, recovered) = Wal::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(recovered.records.len(), 10);
+    assert_eq!(wal.active_segment(), next as u64);
+}

@@ -5,6 +5,9 @@
 //! - A new segment is followed by an fsync of the directory, so the file itself survives a crash.
 //! - Recovery: a torn record at the end of the last segment (a crash mid-append) is cut off and
 //!   logged; a bad record anywhere else is corruption, and opening fails with the file and offset.
+//! - A segment is sealed (a last record saying the log goes on in the next one) once the next
+//!   one is durable, so a missing segment, at the end or in the middle, is refused at start
+//!   rather than served as a shorter log.
 mod record;
 mod stats;
 
@@ -35,6 +38,14 @@ pub enum WalError {
         offset: u64,
         reason: &'static str,
     },
+    /// A whole segment is gone: what it held (acknowledged entries among it) cannot be known.
+    #[error(
+        "write-ahead log incomplete: {reason} in {}; acknowledged entries may be lost, so the \
+         node will not start (restore the data directory, or remove the node and let it rejoin \
+         with an empty one)",
+        dir.display()
+    )]
+    Missing { dir: PathBuf, reason: String },
     /// A write found the disk full. The segment was cut back to where it was, so the log on
     /// disk is exactly what it was before the append; the same append may be tried again.
     #[error("no space left to append to {}; the append was undone and can be retried", path.display())]
@@ -109,6 +120,10 @@ pub struct Wal {
 pub const RESERVE_BYTES: u64 = 256 << 10;
 const RESERVE_FILE: &str = "space-reserve";
 
+/// The record that closes a segment: the log goes on in the next one. Not JSON, so no caller's
+/// record can look like it.
+const SEAL: &[u8] = b"\xffsealed: the log continues in the next segment";
+
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("wal-{id:020}.log"))
 }
@@ -128,10 +143,30 @@ impl Wal {
             .filter_map(|entry| segment_id(&entry.ok()?.file_name().to_string_lossy()))
             .collect();
         segments.sort_unstable();
+        if let Some(pair) = segments.windows(2).find(|pair| pair[1] != pair[0] + 1) {
+            return Err(WalError::Missing {
+                dir: dir.to_owned(),
+                reason: format!(
+                    "{} is followed by {}: the segments between are missing",
+                    file_name(pair[0]),
+                    file_name(pair[1])
+                ),
+            });
+        }
         let mut recovered = Recovered::default();
         for (position, &id) in segments.iter().enumerate() {
             let last = position + 1 == segments.len();
-            recover_segment(dir, id, last, &options, &mut recovered)?;
+            let sealed = recover_segment(dir, id, last, &options, &mut recovered)?;
+            if last && sealed {
+                return Err(WalError::Missing {
+                    dir: dir.to_owned(),
+                    reason: format!(
+                        "{} was sealed when {} was started, but that segment is missing",
+                        file_name(id),
+                        file_name(id + 1)
+                    ),
+                });
+            }
         }
         let mut wal = match segments.last() {
             Some(&id) => {
@@ -270,11 +305,18 @@ impl Wal {
         self.active_len >= self.options.segment_bytes
     }
 
-    /// Closes the active segment and starts the next one, made durable by a directory fsync.
+    /// Starts the next segment, made durable by a directory fsync, then seals the active one.
+    /// In that order: a crash between the two leaves an unsealed segment and an empty next one,
+    /// both fine; a sealed last segment can then only mean its successor was lost.
     pub fn rotate(&mut self) -> Result<u64, WalError> {
         let id = self.active_segment() + 1;
         let (file, path) = create_segment(&self.dir, id)?;
         self.sync_dir(&path)?;
+        if let Err(error) = self.append(&[SEAL]) {
+            // The new segment stays empty and unsealed-after: recovery reads it as the end.
+            let _ = fs::remove_file(&path);
+            return Err(error);
+        }
         self.active = file;
         self.active_len = 0;
         self.segments.push(id);
@@ -361,23 +403,40 @@ fn create_segment(dir: &Path, id: u64) -> Result<(File, PathBuf), WalError> {
         .map_err(|e| no_space_or(e, "creating", &path))
 }
 
+fn file_name(id: u64) -> String {
+    format!("wal-{id:020}.log")
+}
+
+/// Reads one segment's records into `recovered`; true if it ends with the seal.
 fn recover_segment(
     dir: &Path,
     id: u64,
     last: bool,
     options: &WalOptions,
     recovered: &mut Recovered,
-) -> Result<(), WalError> {
+) -> Result<bool, WalError> {
     let path = segment_path(dir, id);
     let data = fs::read(&path).map_err(io("reading", &path))?;
     let mut offset = 0;
+    let mut sealed = false;
     loop {
         match decode(&data, offset, options.verify_checksum) {
+            Decoded::Record { .. } if sealed => {
+                return Err(WalError::Corrupt {
+                    file: path,
+                    offset: offset as u64,
+                    reason: "a record after the segment's seal",
+                });
+            }
             Decoded::Record { payload, next } => {
-                recovered.records.push((id, payload.to_vec()));
+                if payload == SEAL {
+                    sealed = true;
+                } else {
+                    recovered.records.push((id, payload.to_vec()));
+                }
                 offset = next;
             }
-            Decoded::End => return Ok(()),
+            Decoded::End => return Ok(sealed),
             Decoded::Bad { reason } => {
                 if !last || valid_record_after(&data, offset) {
                     return Err(WalError::Corrupt {
@@ -402,7 +461,7 @@ fn recover_segment(
                 };
                 tracing::warn!(file = %torn.file.display(), offset, bytes = torn.bytes_dropped, reason, "cut a torn record off the end of the write-ahead log");
                 recovered.torn_tail = Some(torn);
-                return Ok(());
+                return Ok(sealed);
             }
         }
     }

@@ -450,6 +450,27 @@ impl Cluster {
         command
     }
 
+    /// Nodes whose process exited on its own after its last start (every fault restarts the
+    /// nodes it stopped), each with its exit status and the last error its log shows: a node
+    /// that refuses to start after a crash says why here.
+    pub fn exited_by_themselves(&mut self) -> Vec<String> {
+        let mut exited = Vec::new();
+        for id in 1..=self.nodes.len() {
+            let was_started = self.nodes[id - 1].started && self.running(id);
+            let Some(status) = self.reap(id).filter(|_| was_started) else {
+                continue;
+            };
+            let log = fs::read_to_string(&self.nodes[id - 1].log).unwrap_or_default();
+            let error = log
+                .lines()
+                .rev()
+                .find(|line| line.starts_with("Error:"))
+                .unwrap_or("no error in its log");
+            exited.push(format!("n{id} exited ({status}): {error}"));
+        }
+        exited
+    }
+
     /// Lines of the node logs that show a panic.
     pub fn panics(&self) -> Vec<String> {
         self.nodes

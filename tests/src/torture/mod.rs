@@ -347,6 +347,20 @@ pub async fn run(options: Options) -> Result<TortureReport> {
             }),
         });
     }
+    let exited = cluster.lock().await.exited_by_themselves();
+    checks.push(CheckResult {
+        name: "every node still running".into(),
+        verdict: if exited.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
+        detail: if exited.is_empty() {
+            "all running at the end".into()
+        } else {
+            exited.join("; ")
+        },
+    });
     let panics = cluster.lock().await.panics();
     checks.push(CheckResult {
         name: "no node panicked".into(),
