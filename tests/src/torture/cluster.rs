@@ -332,6 +332,63 @@ impl Cluster {
         )))
     }
 
+    /// Media damage in the middle of a stopped node's write-ahead log: one payload byte of a
+    /// record (`pick` chooses which, never the very last one, which a crash could have torn)
+    /// flipped, written through the mount and fsynced. None if the log has under 3 records.
+    pub fn rot_wal_middle(&mut self, id: usize, pick: u64) -> Result<Option<Rot>> {
+        anyhow::ensure!(!self.running(id), "rot_wal_middle needs node {id} stopped");
+        let wal = self.node(id).data_dir.join("wal");
+        let mut segments: Vec<PathBuf> = fs::read_dir(&wal)
+            .with_context(|| format!("listing {}", wal.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                name.starts_with("wal-") && name.ends_with(".log")
+            })
+            .collect();
+        segments.sort();
+        let mut payloads = Vec::new();
+        for segment in &segments {
+            let data = fs::read(segment)?;
+            for range in record_payloads(&data) {
+                payloads.push((segment.clone(), range));
+            }
+        }
+        if payloads.len() < 3 {
+            return Ok(None);
+        }
+        let (segment, range) = payloads[(pick % (payloads.len() as u64 - 1)) as usize].clone();
+        let at = range.start + (pick >> 32) as usize % range.len();
+        let mut byte = [0u8];
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&segment)?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(at as u64))?;
+        std::io::Read::read_exact(&mut file, &mut byte)?;
+        let original = byte[0];
+        byte[0] ^= 0x20;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(at as u64))?;
+        std::io::Write::write_all(&mut file, &byte)?;
+        file.sync_all()?;
+        let name = segment.file_name().unwrap_or_default().to_string_lossy();
+        Ok(Some(Rot {
+            what: format!("one byte of a durable record in its log flipped ({name}, offset {at})"),
+            file: segment,
+            offset: at as u64,
+            original,
+        }))
+    }
+
+    /// Puts back the byte `rot_wal_middle` flipped.
+    pub fn restore(&self, rot: &Rot) -> Result<()> {
+        let mut file = fs::OpenOptions::new().write(true).open(&rot.file)?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(rot.offset))?;
+        std::io::Write::write_all(&mut file, &[rot.original])?;
+        file.sync_all()?;
+        Ok(())
+    }
+
     /// `faultfs ctl` on the node's mount, for the caller to add the command to.
     fn faultfs_ctl(&self, id: usize) -> Command {
         let mut command = Command::new(&self.binaries.faultfs);
@@ -508,22 +565,37 @@ impl Drop for Cluster {
     }
 }
 
+/// A byte of a node's log that a fault changed, to put back.
+pub struct Rot {
+    pub what: String,
+    file: PathBuf,
+    offset: u64,
+    original: u8,
+}
+
+/// The payload ranges of target-db's `[len u32][crc32c u32][payload]` records, up to the first
+/// that does not fit.
+fn record_payloads(data: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut offset = 0;
+    let mut payloads = Vec::new();
+    while offset + 8 <= data.len() {
+        let len =
+            u32::from_le_bytes(data[offset..offset + 4].try_into().expect("4 bytes")) as usize;
+        if len == 0 || offset + 8 + len > data.len() {
+            break;
+        }
+        payloads.push(offset + 8..offset + 8 + len);
+        offset += 8 + len;
+    }
+    payloads
+}
+
 /// Walks target-db's `[len u32][crc32c u32][payload]` records; if the last one holds a put,
 /// returns the offset of the first byte of its last put's key. A put, because a rotted key then
 /// holds a value for good; a cas or delete of a key nobody wrote changes nothing.
 fn put_key_in_last_record(data: &[u8]) -> Option<usize> {
     const KEY: &[u8] = br#""op":"put","key":""#;
-    let mut offset = 0;
-    let mut last = None;
-    while offset + 8 <= data.len() {
-        let len = u32::from_le_bytes(data[offset..offset + 4].try_into().ok()?) as usize;
-        if len == 0 || offset + 8 + len > data.len() {
-            break;
-        }
-        last = Some(offset + 8..offset + 8 + len);
-        offset += 8 + len;
-    }
-    let payload = last?;
+    let payload = record_payloads(data).pop()?;
     data[payload.clone()]
         .windows(KEY.len())
         .rposition(|window| window == KEY)

@@ -75,6 +75,11 @@ pub enum Fault {
     /// A follower killed inside a WAL fdatasync, the record it was syncing (never acknowledged)
     /// silently corrupted on its disk so only a checksum tells, restarted.
     Bitrot,
+    /// A follower stopped and one byte of a durable record in the middle of its log flipped
+    /// (a media error); restarted. A database that checks its log refuses to start, naming the
+    /// damage (the byte is then put back and it is started again); one that cuts the log there
+    /// as if it were a torn tail loses entries it acknowledged, which the oracles see.
+    Corruption,
 }
 
 impl Fault {
@@ -101,6 +106,7 @@ pub const NAMES: &[&str] = &[
     "crash-point",
     "leader-transfer",
     "bitrot",
+    "corruption",
 ];
 
 impl FromStr for Fault {
@@ -124,6 +130,7 @@ impl FromStr for Fault {
             "crash-point" => Ok(Fault::CrashPoint),
             "leader-transfer" => Ok(Fault::LeaderTransfer),
             "bitrot" => Ok(Fault::Bitrot),
+            "corruption" => Ok(Fault::Corruption),
             other => Err(format!(
                 "unknown fault `{other}`: choose from {}",
                 NAMES.join(", ")
@@ -195,6 +202,55 @@ pub async fn run(
     })
 }
 
+/// How long a node with a damaged log gets to refuse to start (it reads its log first).
+const REFUSAL_WITHIN: Duration = Duration::from_secs(5);
+
+/// The `corruption` fault on `node`: stop it, flip one byte in the payload of a record that is
+/// neither the last nor in a segment's torn tail, start it, and see whether it refuses.
+async fn corrupt_mid_log(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    rng: &mut SplitMix64,
+) -> Result<String> {
+    if !cluster.lock().await.running(node) {
+        return Ok("corruption skipped: node down".into());
+    }
+    cluster.lock().await.kill_node(node);
+    let pick = rng.next_u64();
+    let Some(rot) = cluster.lock().await.rot_wal_middle(node, pick)? else {
+        cluster.lock().await.start_node(node)?;
+        return Ok(format!(
+            "n{node}: corruption skipped: its log has too few records"
+        ));
+    };
+    cluster.lock().await.start_node(node)?;
+    let started = tokio::time::Instant::now();
+    let refused = loop {
+        if let Some(status) = cluster.lock().await.reap(node) {
+            break Some(status);
+        }
+        if started.elapsed() >= REFUSAL_WITHIN {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    match refused {
+        Some(status) => {
+            cluster.lock().await.restore(&rot)?;
+            cluster.lock().await.start_node(node)?;
+            Ok(format!(
+                "n{node}: {}; it refused to start ({status}), the byte was put back, restarted",
+                rot.what
+            ))
+        }
+        None => Ok(format!(
+            "n{node}: {}; it started on the damaged log (still running after {} s)",
+            rot.what,
+            REFUSAL_WITHIN.as_secs()
+        )),
+    }
+}
+
 /// The other fault kinds dealt like cards: each kind once, in a seeded order, before any comes
 /// again, so a one-minute run meets every kind (drawn independently, a kind was missing from a
 /// run about one time in three, and the bug only it exposes went unseen).
@@ -264,6 +320,13 @@ async fn apply(
             };
             let what = super::scenario::rot_an_unacknowledged_record(cluster, target, 5).await?;
             Ok(format!("n{target} {what}"))
+        }
+        Fault::Corruption => {
+            let target = match leader(cluster).await {
+                Some(leader) if leader == node => leader % cluster.lock().await.nodes.len() + 1,
+                _ => node,
+            };
+            corrupt_mid_log(cluster, target, rng).await
         }
         Fault::Kill => {
             cluster.lock().await.kill_node(node);

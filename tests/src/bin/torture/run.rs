@@ -24,7 +24,8 @@ use crate::{exit_code, word};
 
 /// Every fault this kernel can apply (wal-write-error needs BPF LSM).
 const DEFAULT_FAULTS: &str = "crash-point,kill,kill-many,pause,wal-crash,partition,packet-loss,power-loss,\
-                              power-loss-all,disk-error,fsync-error,disk-full,slow-disk,leader-transfer,bitrot";
+                              power-loss-all,disk-error,fsync-error,disk-full,slow-disk,leader-transfer,bitrot,\
+                              corruption";
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -69,7 +70,10 @@ pub struct RunArgs {
     /// recovers). When listed, 40% of the faults are crash points;
     /// leader-transfer (leadership handed to the node, or away from it, by the database's own
     /// transfer); bitrot (a follower killed inside a WAL fdatasync, the record it was syncing,
-    /// never acknowledged, silently corrupted so only its checksum tells, restarted).
+    /// never acknowledged, silently corrupted so only its checksum tells, restarted);
+    /// corruption (a follower stopped, one byte of a durable record in the middle of its log
+    /// flipped; a node that refuses to start gets the byte back and is restarted, one that
+    /// starts must not have lost what it acknowledged).
     /// Half of all faults go to the leader.
     #[arg(long, default_value = DEFAULT_FAULTS)]
     faults: String,
