@@ -12,6 +12,8 @@ pub enum InjectorError {
     NotAProcess { pid: u32, tgid: u32 },
     #[error("pid {pid} is the injector itself; point it at the process under test")]
     IsSelf { pid: u32 },
+    #[error("starting {command}: {reason}")]
+    CannotExecute { command: String, reason: String },
     #[error("pid must be a positive number, got {pid}")]
     InvalidPid { pid: u32 },
     #[error("loading eBPF programs needs root (CAP_BPF and CAP_PERFMON): run it with sudo")]

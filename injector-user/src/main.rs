@@ -337,6 +337,7 @@ fn is_bad_input(error: &anyhow::Error) -> bool {
                 cause.downcast_ref::<InjectorError>(),
                 Some(
                     InjectorError::NoSuchProcess { .. }
+                        | InjectorError::CannotExecute { .. }
                         | InjectorError::NotAProcess { .. }
                         | InjectorError::IsSelf { .. }
                         | InjectorError::InvalidPid { .. }

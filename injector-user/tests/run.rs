@@ -108,3 +108,54 @@ fn the_commands_exit_code_is_passed_on_and_bad_rules_exit_2() {
         "{stderr}"
     );
 }
+
+/// Runs the injector and waits up to 20 s for it; a hang fails the test instead of stalling
+/// the suite (the child is killed).
+fn run_bounded(args: &[&str]) -> Output {
+    let mut child = Command::new(INJECTOR)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("injector {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_command_that_cannot_be_executed_is_refused_even_when_write_is_trapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_executable = dir.path().join("data.txt");
+    std::fs::write(&not_executable, "not a program").unwrap();
+    let cases = [
+        (
+            "no-such-command-anywhere".to_owned(),
+            "no such command in PATH",
+        ),
+        (
+            dir.path().join("missing").display().to_string(),
+            "No such file or directory",
+        ),
+        (
+            not_executable.display().to_string(),
+            "not an executable file",
+        ),
+    ];
+    for (command, reason) in cases {
+        let output = run_bounded(&["run", "--fault", "write=count", "--", &command]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains(&format!("starting {command}: {reason}")),
+            "{command}: {stderr}"
+        );
+    }
+}

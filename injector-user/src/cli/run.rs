@@ -1,9 +1,13 @@
 //! `injector run -- COMMAND`: run a command under a seccomp supervisor that applies the rules.
-use std::{os::unix::process::CommandExt, path::PathBuf, process::ExitStatus};
+use std::{
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::ExitStatus,
+};
 
 use anyhow::{Context, Result};
 use injector_user::{
-    rules,
+    InjectorError, rules,
     seccomp::{RunRules, install_in_child, supervise, take_listener},
 };
 use serde_json::json;
@@ -33,8 +37,8 @@ pub fn run(options: Options) -> Result<u8> {
         .command
         .split_first()
         .context("no command given: `injector run --fault RULE -- COMMAND [ARGS...]`")?;
-    let mut command = std::process::Command::new(executable);
-    command.args(arguments);
+    let mut command = std::process::Command::new(resolve(executable)?);
+    command.arg0(executable).args(arguments);
     // SAFETY: install_in_child only makes raw syscalls; `program` was built before the fork
     // and is moved into the closure, so nothing allocates in the child.
     unsafe {
@@ -87,6 +91,35 @@ pub fn run(options: Options) -> Result<u8> {
         }
     }
     Ok(exit_code(status))
+}
+
+/// The program `name` names, found as exec would find it (PATH unless it has a slash), and
+/// executable. Checked before the fork: a failed exec in the child reports its error to the
+/// parent with a write, which the filter would trap before anyone supervises it, and the run
+/// would hang.
+fn resolve(name: &str) -> Result<PathBuf, InjectorError> {
+    let fail = |reason: &str| InjectorError::CannotExecute {
+        command: name.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let executable = |path: &Path| {
+        path.is_file() && rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok()
+    };
+    if name.contains('/') {
+        let path = PathBuf::from(name);
+        if !path.exists() {
+            return Err(fail("No such file or directory"));
+        }
+        if !executable(&path) {
+            return Err(fail("not an executable file (check its path and mode)"));
+        }
+        return Ok(path);
+    }
+    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(name))
+        .find(|path| executable(path))
+        .ok_or_else(|| fail("no such command in PATH"))
 }
 
 fn exit_code(status: ExitStatus) -> u8 {
