@@ -71,7 +71,8 @@ pub struct Cluster {
     seed: u64,
     /// Extra `target-db serve` flags, such as its unsafe switches.
     db_flags: Vec<String>,
-    pub storage_shape: StorageShape,
+    /// Each node's, by id - 1.
+    pub storage_shapes: Vec<StorageShape>,
 }
 
 pub const PORT: u16 = 7000;
@@ -99,9 +100,10 @@ impl Cut {
     }
 }
 
-/// How often the nodes snapshot and how large their log segments are, chosen by the seed so
-/// runs reach log rotation, purge and snapshot installs at different rates (one fixed shape
-/// never rotated a segment in a 60 s run). A flag the run passes itself wins.
+/// How often a node snapshots and how large its log segments are, chosen by the seed for each
+/// node, so runs reach log rotation, purge and snapshot installs at different rates (one fixed
+/// shape never rotated a segment in a 60 s run), and one run meets several shapes. A flag the
+/// run passes itself wins.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct StorageShape {
     /// None: the run's own --snapshot-every.
@@ -111,10 +113,14 @@ pub struct StorageShape {
 }
 
 impl StorageShape {
-    pub fn for_seed(seed: u64, db_flags: &[String]) -> Self {
-        let mut rng = fault_rules::SplitMix64::new(seed ^ 0x0053_544f_5241_4745);
+    pub fn for_seed(seed: u64, node: usize, db_flags: &[String]) -> Self {
+        let mut rng = fault_rules::SplitMix64::new(
+            seed ^ 0x0053_544f_5241_4745 ^ (node as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
         let snapshot_every = [100, 500, 2000][rng.below(3) as usize];
-        let segment_bytes = [16 << 10, 64 << 10, 1 << 20][rng.below(3) as usize];
+        // 4 KiB segments hold a few appends each: a purge or a rotation lands on a segment's
+        // edge often, where off-by-one and missing-sync bugs in compaction live.
+        let segment_bytes = [4 << 10, 16 << 10, 64 << 10, 1 << 20][rng.below(4) as usize];
         let given = |flag: &str| db_flags.iter().any(|f| f.starts_with(flag));
         Self {
             snapshot_every: (!given("--snapshot-every")).then_some(snapshot_every),
@@ -143,6 +149,20 @@ impl StorageShape {
         flags
     }
 
+    /// Every node's shape, as the run's first lines say it.
+    pub fn describe_all(shapes: &[StorageShape]) -> String {
+        let first = shapes[0].describe();
+        if shapes.iter().all(|shape| shape.describe() == first) {
+            return first;
+        }
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(i, shape)| format!("n{}: {}", i + 1, shape.describe()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// As the run's first line says it.
     pub fn describe(&self) -> String {
         let every = self
@@ -165,14 +185,14 @@ impl Cluster {
         binaries: Binaries,
         db_flags: Vec<String>,
         first_ip: std::net::Ipv4Addr,
-        storage_shape: StorageShape,
+        storage_shapes: Vec<StorageShape>,
     ) -> Result<Cluster> {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             binaries,
             seed,
             db_flags,
-            storage_shape,
+            storage_shapes,
         };
         for id in 1..=size {
             let dir = run_dir.join(format!("node{id}"));
@@ -227,7 +247,7 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(&node.log)?;
-        let shape = self.storage_shape.flags();
+        let shape = self.storage_shapes[id - 1].flags();
         let child = Command::new(&self.binaries.target_db)
             .args(["serve", "--id", &id.to_string(), "--listen", &node.addr])
             .args(&shape)

@@ -91,13 +91,15 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         options.binaries,
         options.db_flags.clone(),
         options.first_ip,
-        match options.scenario {
-            Some(_) => cluster::StorageShape::fixed(&options.db_flags),
-            None => cluster::StorageShape::for_seed(options.seed, &options.db_flags),
-        },
+        (1..=options.nodes)
+            .map(|node| match options.scenario {
+                Some(_) => cluster::StorageShape::fixed(&options.db_flags),
+                None => cluster::StorageShape::for_seed(options.seed, node, &options.db_flags),
+            })
+            .collect(),
     )?;
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
-    let storage = cluster.storage_shape.describe();
+    let storage = cluster::StorageShape::describe_all(&cluster.storage_shapes);
     eprintln!("storage: {storage}");
     let cluster = Arc::new(Mutex::new(cluster));
     let http = reqwest::Client::new();
