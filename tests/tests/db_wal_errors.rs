@@ -45,7 +45,7 @@ impl Db {
             binaries,
             flags,
             std::net::Ipv4Addr::new(127, 0, 2, 11),
-            tests::torture::cluster::StorageShape::fixed(&[]),
+            vec![tests::torture::cluster::StorageShape::fixed(&[])],
         )
         .unwrap();
         let addr = cluster.node(1).addr.clone();
