@@ -313,7 +313,8 @@ impl Wal {
         let (file, path) = create_segment(&self.dir, id)?;
         self.sync_dir(&path)?;
         if let Err(error) = self.append(&[SEAL]) {
-            // The new segment stays empty and unsealed-after: recovery reads it as the end.
+            // The old segment stays the active one; should the empty new one survive a crash,
+            // recovery reads it as the (empty) end of the log.
             let _ = fs::remove_file(&path);
             return Err(error);
         }
