@@ -48,6 +48,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        // serde_urlencoded replaces bytes that are not UTF-8 with U+FFFD: two different keys
+        // would read one value. Refused instead.
+        if !percent_decodes_to_utf8(parts.uri.query().unwrap_or_default()) {
+            return Err(refusal(
+                axum::http::StatusCode::BAD_REQUEST,
+                "the query string decodes to bytes that are not UTF-8".into(),
+                "keys are UTF-8 text: percent-encode its UTF-8 bytes",
+            ));
+        }
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(value)) => Ok(Params(value)),
             Err(rejection) => Err(refusal(
@@ -56,5 +65,45 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
                 "a read is GET /kv/get?key=KEY",
             )),
         }
+    }
+}
+
+/// Whether every parameter of a query string, once percent-decoded, is UTF-8.
+fn percent_decodes_to_utf8(query: &str) -> bool {
+    query.split(['&', '=']).all(|part| {
+        let bytes = part.as_bytes();
+        let mut decoded = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match (bytes[i], hex) {
+                (b'%', Some(byte)) => {
+                    decoded.push(byte);
+                    i += 3;
+                }
+                (other, _) => {
+                    decoded.push(other);
+                    i += 1;
+                }
+            }
+        }
+        std::str::from_utf8(&decoded).is_ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decodes_to_utf8;
+
+    #[test]
+    fn only_utf8_after_percent_decoding_passes() {
+        assert!(percent_decodes_to_utf8("key=abc"));
+        assert!(percent_decodes_to_utf8("key=%C3%A9t%C3%A9&x=1"));
+        assert!(percent_decodes_to_utf8("key=100%"));
+        assert!(!percent_decodes_to_utf8("key=%FF%FE"));
+        assert!(!percent_decodes_to_utf8("key=%C3"));
     }
 }

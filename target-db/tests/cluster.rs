@@ -577,6 +577,11 @@ async fn malformed_requests_are_refused_with_the_problem_named() {
             "GET /kv/get?key=KEY",
         ),
         (
+            client.get(format!("http://{}/kv/get?key=%FF%FE", cluster.addr(1))),
+            400,
+            "not UTF-8",
+        ),
+        (
             client
                 .post(format!("http://{}/admin/promote", cluster.addr(1)))
                 .json(&json!({"id": "two"})),
