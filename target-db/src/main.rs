@@ -78,7 +78,7 @@ enum Command {
     },
     /// Bootstrap the cluster once, through any one node.
     Init {
-        #[arg(long)]
+        #[arg(long, value_parser = host_and_port)]
         addr: String,
         /// ID=ADDR,ID=ADDR,...
         #[arg(long)]
@@ -86,7 +86,7 @@ enum Command {
     },
     /// Read and write keys; a write sent to a follower is redirected to the leader.
     Client {
-        #[arg(long)]
+        #[arg(long, value_parser = host_and_port)]
         addr: String,
         /// Identifies the client; with --seq it makes a retried write apply once: give the same
         /// pair again only to retry a write whose outcome you do not know. Default: a new random
@@ -102,7 +102,7 @@ enum Command {
     },
     /// Cluster administration.
     Admin {
-        #[arg(long)]
+        #[arg(long, value_parser = host_and_port)]
         addr: String,
         #[command(subcommand)]
         op: AdminOp,
@@ -389,6 +389,22 @@ async fn hand_off_when_the_disk_fills(node: Arc<Node>) {
                 Err(error) => tracing::warn!(%error, "the disk is full and leadership stays here"),
             }
         }
+    }
+}
+
+/// A node's address as HOST:PORT, checked before any request is built from it.
+fn host_and_port(text: &str) -> Result<String, String> {
+    let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && port.parse::<u16>().is_ok()
+            && !host.contains(|c: char| c.is_whitespace() || "/?#@".contains(c))
+    });
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not a node address: give HOST:PORT, as in 127.0.0.1:7001"
+        ))
     }
 }
 

@@ -742,3 +742,21 @@ async fn a_log_with_acknowledged_entries_missing_is_refused_with_the_damage_name
     let last = eventually("the last put read back", || get(cluster.addr(1), "k1499")).await;
     assert_eq!(last["value"], "v", "{last}");
 }
+
+#[test]
+fn an_address_that_is_not_host_and_port_is_refused_with_the_form_named() {
+    for addr in [
+        "not an addr",
+        "127.0.0.1",
+        "host:port",
+        "http://127.0.0.1:7001",
+    ] {
+        let output = Command::new(TARGET_DB)
+            .args(["client", "--addr", addr, "get", "k"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{addr}: {stderr}");
+        assert!(stderr.contains("give HOST:PORT"), "{addr}: {stderr}");
+    }
+}
