@@ -134,30 +134,50 @@ impl Drop for ControlServer {
     }
 }
 
-fn serve(listener: UnixListener, mut handler: Handler) {
+/// How long a connection may sit without sending a request before it is closed.
+const IDLE_CLIENT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Each connection on its own thread, so one client that connects and says nothing cannot hold
+/// up another's `power-loss` or `status`; requests take turns on the handler.
+fn serve(listener: UnixListener, handler: Handler) {
+    let handler = Arc::new(std::sync::Mutex::new(handler));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let mut reader = BufReader::new(&stream);
-        let mut line = String::new();
-        while reader.read_line(&mut line).is_ok_and(|read| read > 0) {
-            let answer = match serde_json::from_str::<Request>(&line) {
-                Ok(request) => handler.handle(request),
-                Err(error) => Err(format!("unknown request ({error}): {}", line.trim())),
-            };
-            let answer = match answer {
-                Ok(Value::Object(mut fields)) => {
-                    fields.insert("ok".into(), true.into());
-                    Value::Object(fields)
-                }
-                Ok(other) => json!({"ok": true, "result": other}),
-                Err(error) => json!({"ok": false, "error": error}),
-            };
-            let mut writer = &stream;
-            if writeln!(writer, "{answer}").is_err() {
-                break;
-            }
-            line.clear();
+        let handler = handler.clone();
+        let spawned = std::thread::Builder::new()
+            .name("faultfs-control-client".into())
+            .spawn(move || serve_client(&stream, &handler));
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "no thread for a control client; it is turned away");
         }
+    }
+}
+
+fn serve_client(stream: &UnixStream, handler: &std::sync::Mutex<Handler>) {
+    let _ = stream.set_read_timeout(Some(IDLE_CLIENT));
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while reader.read_line(&mut line).is_ok_and(|read| read > 0) {
+        let answer = match serde_json::from_str::<Request>(&line) {
+            Ok(request) => handler
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .handle(request),
+            Err(error) => Err(format!("unknown request ({error}): {}", line.trim())),
+        };
+        let answer = match answer {
+            Ok(Value::Object(mut fields)) => {
+                fields.insert("ok".into(), true.into());
+                Value::Object(fields)
+            }
+            Ok(other) => json!({"ok": true, "result": other}),
+            Err(error) => json!({"ok": false, "error": error}),
+        };
+        let mut writer = stream;
+        if writeln!(writer, "{answer}").is_err() {
+            break;
+        }
+        line.clear();
     }
 }
 

@@ -393,3 +393,23 @@ fn crash_stops_the_mount_right_after_the_chosen_call_until_a_power_loss() {
     assert_eq!(fs::read(mounted.path("after")).unwrap(), b"ok");
     let _ = mounted.unmount();
 }
+
+#[test]
+fn a_control_client_that_says_nothing_does_not_hold_up_another() {
+    let mounted = Mounted::new(&[]);
+    let idle =
+        std::os::unix::net::UnixStream::connect(faultfs::control::socket_path(&mounted.mountpoint))
+            .unwrap();
+    let (answered, answer) = mpsc::channel();
+    let mountpoint = mounted.mountpoint.clone();
+    std::thread::spawn(move || {
+        let _ = answered.send(faultfs::control::call(&mountpoint, &Request::Status));
+    });
+    // A bound, not a pause: a served request answers in milliseconds; a stalled one never.
+    let status = answer
+        .recv_timeout(Duration::from_secs(10))
+        .expect("status waited behind the idle client")
+        .unwrap();
+    assert_eq!(status["power_losses"], 0);
+    drop(idle);
+}
