@@ -79,3 +79,26 @@ fn a_bad_rule_is_refused_and_changes_nothing() {
     stop(injector);
     drop(target);
 }
+
+#[test]
+fn a_control_client_that_says_nothing_does_not_hold_up_another() {
+    let target = worker("target", &["--until-stdin-closes", "--threads", "0"]);
+    let pid = target.pid();
+    let injector = attached("attach", pid, &["--fault", "fsync=count"]);
+    let socket = format!("/run/faultline-injector/{pid}.sock");
+    let idle = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let (answered, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = answered.send(ctl(pid, &["list"]));
+    });
+    // A bound, not a pause: the list answers in milliseconds unless it waits behind the idle
+    // client, which would be for good.
+    let (code, listed, stderr) = answer
+        .recv_timeout(Duration::from_secs(5))
+        .expect("ctl list waited behind a client that said nothing");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(listed["rules"].as_array().unwrap().len(), 1, "{listed}");
+    drop(idle);
+    stop(injector);
+    drop(target);
+}
