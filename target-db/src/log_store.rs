@@ -17,7 +17,7 @@ use tokio::sync::{Mutex, watch};
 
 use crate::{
     types::{NodeId, TypeConfig},
-    wal::{Wal, WalError, WalOptions, WalStats},
+    wal::{Wal, WalError, WalOptions, WalStats, segment_file_name},
 };
 
 #[derive(Serialize, Deserialize)]
@@ -131,6 +131,7 @@ impl LogStore {
             durable_last_entry: None,
             committed_on_disk: None,
         };
+        let gaps = recovered.gaps;
         for (segment, payload) in recovered.records {
             let record: Journal =
                 serde_json::from_slice(&payload).map_err(|_| WalError::Corrupt {
@@ -139,6 +140,12 @@ impl LogStore {
                     reason: "a record that is not a log journal entry",
                 })?;
             inner.replay(segment, record);
+        }
+        if let Some(reason) = inner.unpurged_before_gap(&gaps) {
+            return Err(WalError::Missing {
+                dir: dir.to_owned(),
+                reason,
+            });
         }
         if let Some(reason) = inner.hole() {
             return Err(WalError::Missing {
@@ -303,6 +310,35 @@ impl Inner {
             ));
         }
         None
+    }
+
+    /// A gap in the segment numbering is harmless only when every entry before it was purged
+    /// (a power loss kept an older purged segment and lost a newer one): those segments are left
+    /// for the next purge to delete. Otherwise the missing segments held entries still needed.
+    fn unpurged_before_gap(&self, gaps: &[(u64, u64)]) -> Option<String> {
+        let &(before, after) = gaps.last()?;
+        let purged = self.last_purged.map(|p| p.index);
+        let unpurged = self
+            .segment_max_index
+            .range(..=before)
+            .find(|&(_, &max)| purged.is_none_or(|p| max > p));
+        match unpurged {
+            None => {
+                tracing::warn!(
+                    before = segment_file_name(before),
+                    after = segment_file_name(after),
+                    "segments missing from the write-ahead log, all of them purged: recovering"
+                );
+                None
+            }
+            Some((&segment, &max)) => Some(format!(
+                "{} is followed by {}: the segments between are missing, and {} holds entries                  up to {max}, past the purge point ({})",
+                segment_file_name(before),
+                segment_file_name(after),
+                segment_file_name(segment),
+                purged.map_or("never purged".to_owned(), |p| format!("purged up to {p}")),
+            )),
+        }
     }
 
     fn replay(&mut self, segment: u64, record: Journal) {

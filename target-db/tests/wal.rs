@@ -190,22 +190,24 @@ fn old_segments_can_be_removed_but_never_the_active_one() {
 }
 
 #[test]
-fn a_missing_segment_at_the_end_or_in_the_middle_is_refused_with_its_name() {
+fn a_missing_segment_is_refused_at_the_end_and_reported_in_the_middle() {
     let dir = tempfile::tempdir().unwrap();
     write_records(dir.path(), 2000, small_segments());
     let files = segment_files(dir.path());
     let middle = files[files.len() / 2].clone();
     let moved = dir.path().join("moved");
     fs::rename(&middle, &moved).unwrap();
-    match Wal::open(dir.path(), small_segments()) {
-        Err(WalError::Missing { reason, .. }) => {
-            assert!(
-                reason.contains("the segments between are missing"),
-                "{reason}"
-            )
-        }
-        other => panic!("a gap in the segments was not refused: {:?}", other.err()),
-    }
+    // The WAL cannot know whether the missing segment was purged: it names the gap for the
+    // log store, which refuses it unless everything before it was purged.
+    let (_, recovered) = Wal::open(dir.path(), small_segments()).unwrap();
+    let id = |path: &Path| -> u64 {
+        let name = path.file_name().unwrap().to_string_lossy();
+        name.trim_start_matches("wal-")
+            .trim_end_matches(".log")
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(recovered.gaps, vec![(id(&middle) - 1, id(&middle) + 1)]);
     fs::rename(&moved, &middle).unwrap();
     let last = files.last().unwrap();
     fs::remove_file(last).unwrap();

@@ -6,8 +6,9 @@
 //! - Recovery: a torn record at the end of the last segment (a crash mid-append) is cut off and
 //!   logged; a bad record anywhere else is corruption, and opening fails with the file and offset.
 //! - A segment is sealed (a last record saying the log goes on in the next one) once the next
-//!   one is durable, so a missing segment, at the end or in the middle, is refused at start
-//!   rather than served as a shorter log.
+//!   one is durable, so a missing last segment is refused at start rather than served as a
+//!   shorter log; a gap in the middle is reported, for the owner to refuse unless everything
+//!   before it was purged.
 mod record;
 mod stats;
 
@@ -101,6 +102,10 @@ pub struct TornTail {
 pub struct Recovered {
     pub records: Vec<(u64, Vec<u8>)>,
     pub torn_tail: Option<TornTail>,
+    /// Segment ids on both sides of each gap in the numbering. Purged segments are unlinked
+    /// oldest first but with one directory fsync for all, so a power loss may keep an older
+    /// one and lose a newer one; only the owner knows whether what precedes a gap was purged.
+    pub gaps: Vec<(u64, u64)>,
 }
 
 pub struct Wal {
@@ -143,17 +148,12 @@ impl Wal {
             .filter_map(|entry| segment_id(&entry.ok()?.file_name().to_string_lossy()))
             .collect();
         segments.sort_unstable();
-        if let Some(pair) = segments.windows(2).find(|pair| pair[1] != pair[0] + 1) {
-            return Err(WalError::Missing {
-                dir: dir.to_owned(),
-                reason: format!(
-                    "{} is followed by {}: the segments between are missing",
-                    file_name(pair[0]),
-                    file_name(pair[1])
-                ),
-            });
-        }
         let mut recovered = Recovered::default();
+        recovered.gaps = segments
+            .windows(2)
+            .filter(|pair| pair[1] != pair[0] + 1)
+            .map(|pair| (pair[0], pair[1]))
+            .collect();
         for (position, &id) in segments.iter().enumerate() {
             let last = position + 1 == segments.len();
             let sealed = recover_segment(dir, id, last, &options, &mut recovered)?;
@@ -162,8 +162,8 @@ impl Wal {
                     dir: dir.to_owned(),
                     reason: format!(
                         "{} was sealed when {} was started, but that segment is missing",
-                        file_name(id),
-                        file_name(id + 1)
+                        segment_file_name(id),
+                        segment_file_name(id + 1)
                     ),
                 });
             }
@@ -404,7 +404,7 @@ fn create_segment(dir: &Path, id: u64) -> Result<(File, PathBuf), WalError> {
         .map_err(|e| no_space_or(e, "creating", &path))
 }
 
-fn file_name(id: u64) -> String {
+pub fn segment_file_name(id: u64) -> String {
     format!("wal-{id:020}.log")
 }
 
