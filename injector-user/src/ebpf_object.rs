@@ -8,12 +8,18 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("INJECTOR_EBPF_OBJECT"))
 
 /// Loads the embedded object's maps into the kernel; programs are loaded by their users.
 pub fn load() -> Result<Ebpf, InjectorError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(InjectorError::NotRoot);
-    }
+    require_root()?;
     raise_memlock_limit();
     Ok(Ebpf::load(OBJECT)?)
+}
+
+/// Loading programs needs root; commands check first, before they create anything.
+pub fn require_root() -> Result<(), InjectorError> {
+    if rustix::process::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(InjectorError::NotRoot)
+    }
 }
 
 /// The program `name` of the loaded object, as its type (`TracePoint`, `CgroupSkb`, ...).

@@ -16,20 +16,32 @@ pub enum InjectorError {
     CannotExecute { command: String, reason: String },
     #[error("pid must be a positive number, got {pid}")]
     InvalidPid { pid: u32 },
+    #[error(
+        "pid 1 is init: faults there would hit the whole machine; point the injector at the \
+         process under test"
+    )]
+    IsInit,
+    #[error(
+        "pid {pid} has exited (a zombie its parent has not reaped yet): it makes no more calls; \
+         start the program again and pass its new pid"
+    )]
+    Exited { pid: u32 },
+    #[error("no network interface named `{name}` (list them with `ip link`)")]
+    NoSuchInterface { name: String },
     #[error("loading eBPF programs needs root (CAP_BPF and CAP_PERFMON): run it with sudo")]
     NotRoot,
-    #[error("cannot open the cgroup v2 root {path}: {source}")]
+    #[error("cannot open the cgroup v2 root {path}")]
     CgroupRoot {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot hand the guard process a descriptor of the stopped processes: {source}")]
+    #[error("cannot hand the guard process a descriptor of the stopped processes")]
     Guard {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open pid {pid}: {source}")]
+    #[error("cannot open pid {pid}")]
     Pidfd {
         pid: u32,
         #[source]

@@ -341,6 +341,9 @@ fn is_bad_input(error: &anyhow::Error) -> bool {
                         | InjectorError::NotAProcess { .. }
                         | InjectorError::IsSelf { .. }
                         | InjectorError::InvalidPid { .. }
+                        | InjectorError::IsInit
+                        | InjectorError::Exited { .. }
+                        | InjectorError::NoSuchInterface { .. }
                         | InjectorError::Rule(_)
                         | InjectorError::LsmRefused { .. }
                         | InjectorError::Partition(_)

@@ -32,6 +32,11 @@ pub enum PartitionError {
     TooManyRules(usize),
     #[error("pid:{pid}: {reason}")]
     Pid { pid: String, reason: String },
+    #[error(
+        "{side} {named} names no IPv4 TCP or UDP endpoint now (a process without sockets?); \
+         name addresses, or a process that has sockets"
+    )]
+    NoEndpoints { side: &'static str, named: String },
 }
 
 /// An address, and a port unless any port matches. On one machine, give each node its own
@@ -128,6 +133,11 @@ impl Partition {
         interfaces: &[String],
         hook: Hook,
     ) -> Result<Self, InjectorError> {
+        // Checked first, whatever the hook: a named interface that does not exist must not turn
+        // into a machine-wide cut through the cgroup fallback.
+        if let Some(name) = interfaces.iter().find(|name| !interface_exists(name)) {
+            return Err(InjectorError::NoSuchInterface { name: name.clone() });
+        }
         let mut ebpf = ebpf_object::load()?;
         write_rules(&mut ebpf, rules)?;
         let hook = match hook {
@@ -160,6 +170,14 @@ impl Partition {
     pub fn update(&mut self, rules: &[PartitionRule]) -> Result<(), InjectorError> {
         write_rules(&mut self.ebpf, rules)
     }
+}
+
+fn interface_exists(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains('/')
+        && name != "."
+        && name != ".."
+        && std::path::Path::new("/sys/class/net").join(name).exists()
 }
 
 /// The classifier on each interface. On `lo` every packet passes egress, so one hook sees it

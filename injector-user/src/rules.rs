@@ -49,7 +49,7 @@ pub enum RuleError {
     NoRules,
     #[error("{rule}: thread names are at most 15 bytes")]
     LongThreadName { rule: String },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read the rules file {path}")]
     File {
         path: String,
         #[source]

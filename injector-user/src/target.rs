@@ -35,6 +35,10 @@ impl Target {
             Some(libc::ESRCH | libc::ENOENT) => InjectorError::NoSuchProcess { pid },
             _ => InjectorError::Pidfd { pid, source },
         })?;
+        // A zombie has a pid and a pidfd but will never make another call.
+        if process_state(pid) == Some('Z') {
+            return Err(InjectorError::Exited { pid });
+        }
         let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
             .map(|comm| comm.trim_end().to_owned())
             .unwrap_or_default();
@@ -43,6 +47,11 @@ impl Target {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// A new descriptor of the same pidfd (for a helper process to inherit).
+    pub fn pidfd(&self) -> io::Result<OwnedFd> {
+        self.pidfd.try_clone()
     }
 
     /// The process's command name (`/proc/PID/comm`), empty if it could not be read.
@@ -147,4 +156,11 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     }
     // SAFETY: the syscall succeeded, so fd is a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The state letter of /proc/PID/stat (R, S, D, T, Z, ...), after the command name, which may
+/// itself hold spaces and parentheses.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }

@@ -223,9 +223,10 @@ fn a_sigterm_right_after_attached_ends_the_injector_with_its_summary() {
 #[test]
 fn bad_input_exits_with_code_2_and_says_why() {
     let cases: &[(&[&str], &str)] = &[
+        (&["--pid", "1", "--fault", "fsync=kill"], "pid 1 is init"),
         (
-            &["--pid", "1", "--fault", "fsync=kill"],
-            "refusing to inject faults into pid 1",
+            &["--pid", "ZOMBIE", "--fault", "fsync=kill"],
+            "has exited (a zombie",
         ),
         (
             &["--pid", "999999", "--fault", "fsync=kill"],
@@ -247,13 +248,81 @@ fn bad_input_exits_with_code_2_and_says_why() {
     ];
     let mut bystander = worker("bystander", &["--until-stdin-closes"]);
     let pid = bystander.pid().to_string();
+    // A child that exited and that this test has not reaped yet: a zombie.
+    let mut exited = Command::new("true").spawn().unwrap();
+    let zombie = exited.id().to_string();
+    wait_until("the child is a zombie", Duration::from_secs(10), || {
+        process_state(exited.id()) == Some('Z')
+    });
     for (args, expected) in cases {
         let args: Vec<&str> = args
             .iter()
-            .map(|a| if *a == "SELF" { pid.as_str() } else { a })
+            .map(|a| match *a {
+                "SELF" => pid.as_str(),
+                "ZOMBIE" => zombie.as_str(),
+                a => a,
+            })
             .collect();
         assert_refused(&args, expected);
     }
+    exited.wait().unwrap();
+    bystander.close_stdin();
+    bystander.finish().unwrap();
+}
+
+#[test]
+fn a_missing_rules_file_is_named_once_with_its_cause() {
+    let mut bystander = worker("bystander", &["--until-stdin-closes"]);
+    let pid = bystander.pid().to_string();
+    let args = ["--pid", &pid, "--faults-file", "/nonexistent/rules.toml"];
+    assert_refused(&args, "cannot read the rules file /nonexistent/rules.toml");
+    let output = Command::new(INJECTOR)
+        .arg("attach")
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    bystander.close_stdin();
+    bystander.finish().unwrap();
+}
+
+/// Run as nobody: a non-root user is told to use sudo, before anything is created.
+#[test]
+fn without_root_attach_and_ctl_say_it_needs_root() {
+    let dir = tempfile::tempdir().unwrap();
+    // A copy nobody may run (the build directory may be closed to other users).
+    let injector = dir.path().join("injector");
+    std::fs::copy(INJECTOR, &injector).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut bystander = worker("bystander", &["--until-stdin-closes"]);
+    let pid = bystander.pid().to_string();
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&injector)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let attach = as_nobody(&["attach", "--pid", &pid, "--fault", "fsync=kill"]);
+    let stderr = String::from_utf8_lossy(&attach.stderr);
+    assert_eq!(attach.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("needs root"), "{stderr}");
+    // With an injector attached as root, its socket is root's.
+    // A rule that never fires: only the socket's owner matters here.
+    let never = ["--fault", "fsync=1000000*off->1*kill"];
+    let attached = attached("attach", bystander.pid(), &never);
+    let ctl = as_nobody(&["ctl", "--pid", &pid, "list"]);
+    let stderr = String::from_utf8_lossy(&ctl.stderr);
+    assert!(!ctl.status.success(), "{stderr}");
+    assert!(stderr.contains("run it with sudo"), "{stderr}");
+    stop(attached);
     bystander.close_stdin();
     bystander.finish().unwrap();
 }

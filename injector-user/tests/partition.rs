@@ -323,7 +323,22 @@ fn a_bad_pid_or_one_without_sockets_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("names no IPv4 TCP or UDP endpoint"),
+        stderr.contains(&format!("--between {me} names no IPv4 TCP or UDP endpoint")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_interface_that_does_not_exist_is_refused_not_replaced() {
+    let output = Command::new(INJECTOR)
+        .args(["partition", "--between", "127.0.0.1", "--and", "127.0.0.2"])
+        .args(["--interface", "nosuch0", "--duration", "1s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no network interface named `nosuch0`"),
         "{stderr}"
     );
 }

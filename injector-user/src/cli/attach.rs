@@ -45,8 +45,7 @@ pub enum Scope {
 impl Scope {
     pub fn open(pid: Option<u32>, cgroup: Option<&std::path::Path>) -> Result<Scope> {
         match (pid, cgroup) {
-            (Some(1), _) => Err(injector_user::InjectorError::InvalidPid { pid: 1 })
-                .context("refusing to inject faults into pid 1 (init)"),
+            (Some(1), _) => Err(injector_user::InjectorError::IsInit.into()),
             (Some(pid), None) => Ok(Scope::Process(Target::open(pid)?)),
             (None, Some(path)) => Ok(Scope::Cgroup(
                 Cgroup::open(path).map_err(injector_user::InjectorError::from)?,
@@ -79,6 +78,7 @@ impl Scope {
 }
 
 pub async fn attach(options: Options) -> Result<()> {
+    injector_user::ebpf_object::require_root()?;
     let mut stop_signals = StopSignals::listen()?;
     let scope = Scope::open(options.pid, options.cgroup.as_deref())?;
     let env = std::env::var("INJECTOR_FAULTS").ok();
@@ -107,7 +107,7 @@ pub async fn attach(options: Options) -> Result<()> {
     // Rule ids are slots: a removed rule leaves a hole, so ids stay stable.
     let mut rules: Vec<Option<Rule>> = rules.into_iter().map(Some).collect();
     // If this process dies while a process it stopped is stopped, the guard continues it.
-    let _guard = guard::spawn(scope.target().map(Target::pid), session.stopped_map_fd()?)
+    let _guard = guard::spawn(scope.target(), session.stopped_map_fd()?)
         .context("starting the guard process")?;
     // SAFETY: the ring buffer owns its fd and stays registered only while `events` lives.
     let mut events = unsafe { AsyncFd::register(session.take_events()?)? };

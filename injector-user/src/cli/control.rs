@@ -102,9 +102,17 @@ pub async fn answer(stream: &mut UnixStream, answer: &Value) -> Result<()> {
 pub async fn call(to: &Addressee, request: Request) -> Result<Value> {
     let path = to.socket_path();
     let what = &to.what;
-    let mut stream = UnixStream::connect(&path).await.with_context(|| {
-        format!("no injector is attached to {what} (no control socket at {}); start one with `injector attach {}`", path.display(), to.option)
-    })?;
+    let mut stream = match UnixStream::connect(&path).await {
+        Ok(stream) => stream,
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+            bail!("the control sockets in {DIR} are root's: run it with sudo")
+        }
+        Err(error) => {
+            return Err(error).with_context(|| {
+                format!("no injector is attached to {what} (no control socket at {}); start one with `injector attach {}`", path.display(), to.option)
+            });
+        }
+    };
     stream
         .write_all(format!("{}\n", serde_json::to_string(&request)?).as_bytes())
         .await?;

@@ -8,14 +8,14 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use injector_user::Signaller;
+use injector_user::{Signaller, Target};
 
 /// Starts the guard in its own process group, so a Ctrl-C meant for the injector does not reach
 /// it. It inherits a pidfd of this process, opened here (had the guard looked the injector up
 /// itself (getppid), an injector killed before the guard got to run would leave it watching
 /// init, and stopped processes stopped for good), a pidfd of the attached `pid` if there is
 /// one, and the STOPPED map.
-pub fn spawn(pid: Option<u32>, stopped_map: OwnedFd) -> io::Result<Child> {
+pub fn spawn(target: Option<&Target>, stopped_map: OwnedFd) -> io::Result<Child> {
     use std::os::unix::process::CommandExt;
     let injector = inheritable(Signaller::open(std::process::id())?.into_pidfd())?;
     let stopped_map = inheritable(stopped_map)?;
@@ -24,8 +24,11 @@ pub fn spawn(pid: Option<u32>, stopped_map: OwnedFd) -> io::Result<Child> {
         .arg("guard")
         .args(["--injector-pidfd", &injector.as_raw_fd().to_string()])
         .args(["--stopped-map-fd", &stopped_map.as_raw_fd().to_string()]);
-    let target = pid
-        .map(|pid| inheritable(Signaller::open(pid)?.into_pidfd()))
+    // The target's own pidfd, not a new one by pid: it exited or not, it is the same process
+    // (a pid opened again could be a stranger's by now).
+    let pid = target.map(Target::pid);
+    let target = target
+        .map(|target| inheritable(target.pidfd()?))
         .transpose()?;
     if let (Some(pid), Some(target)) = (pid, &target) {
         command

@@ -47,11 +47,14 @@ fn endpoints(texts: &[String]) -> Result<Vec<Endpoint>, InjectorError> {
 fn rules_now(options: &Options) -> Result<Vec<PartitionRule>, InjectorError> {
     let from = endpoints(&options.between)?;
     let to = endpoints(&options.and)?;
-    for (side, found) in [("--between", &from), ("--and", &to)] {
+    for (side, found, named) in [
+        ("--between", &from, &options.between),
+        ("--and", &to, &options.and),
+    ] {
         if found.is_empty() {
-            return Err(PartitionError::Pid {
-                pid: side.into(),
-                reason: "names no IPv4 TCP or UDP endpoint now (a process without sockets?)".into(),
+            return Err(PartitionError::NoEndpoints {
+                side,
+                named: named.join(","),
             }
             .into());
         }
