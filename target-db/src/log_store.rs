@@ -154,7 +154,7 @@ impl LogStore {
             });
         }
         inner.durable_last_entry = inner.entries.keys().next_back().copied();
-        inner.committed_on_disk = inner.committed;
+        inner.set_committed_on_disk(inner.committed);
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
             stats,
@@ -355,7 +355,6 @@ impl Inner {
             Journal::Committed(log_id) => {
                 if self.committed.is_none_or(|c| c < log_id) {
                     self.committed = Some(log_id);
-                    self.wal.stats().record_committed(log_id.index);
                 }
             }
             Journal::Truncate(from) => {
@@ -435,7 +434,7 @@ impl Inner {
         }
         for record in &records {
             if let Journal::Committed(log_id) = record {
-                self.committed_on_disk = self.committed_on_disk.max(Some(*log_id));
+                self.set_committed_on_disk(Some(*log_id));
             }
         }
         self.apply_in_memory(records);
@@ -449,6 +448,15 @@ impl Inner {
             self.rotate_if_full()?;
         }
         Ok(Written::Durable)
+    }
+
+    /// The commit point on disk, which /status reports: a checker may hold the node to it
+    /// after a restart (openraft saves it before applying what it covers).
+    fn set_committed_on_disk(&mut self, committed: Option<LogId<NodeId>>) {
+        self.committed_on_disk = self.committed_on_disk.max(committed);
+        if let Some(committed) = self.committed_on_disk {
+            self.wal.stats().record_committed(committed.index);
+        }
     }
 
     /// Applies records to the in-memory log, as written to the active segment (no segment
@@ -501,7 +509,7 @@ impl Inner {
         match self.wal.append(&refs) {
             Ok(()) => {
                 self.backlog.clear();
-                self.committed_on_disk = self.committed;
+                self.set_committed_on_disk(self.committed);
                 self.durable_last_entry = self.entries.keys().next_back().copied();
                 self.wal.stats().set_disk_full(false);
                 for callback in self.backlog_callbacks.drain(..) {

@@ -18,7 +18,7 @@ use target_db::{
     handoff::{HandoffError, transfer_leadership},
     log_store::{LogOptions, LogStore},
     network::Network,
-    server::{Boot, Node, count_elections, router},
+    server::{Boot, Node, Recovered, count_elections, router},
     state_machine::StateMachine,
     types::{NodeId, Op, Request},
     wal::WalOptions,
@@ -297,10 +297,12 @@ async fn serve(
     // What recovery found on disk, before anyone could send an entry: /status shows it, so a
     // checker can tell whether a restart lost entries this node had acknowledged.
     let log_state = openraft::storage::RaftLogStorage::get_log_state(&mut log).await?;
-    let recovered_index = log_state
-        .last_log_id
+    let snapshot_index = state.data().await.last_applied.map(|l| l.index);
+    let recovered_index = log_state.last_log_id.map(|l| l.index).max(snapshot_index);
+    let recovered_commit = openraft::storage::RaftLogStorage::read_committed(&mut log)
+        .await?
         .map(|l| l.index)
-        .max(state.data().await.last_applied.map(|l| l.index));
+        .max(snapshot_index);
     let recovered_term = openraft::storage::RaftLogStorage::read_vote(&mut log)
         .await?
         .map_or(0, |vote| vote.leader_id().term);
@@ -337,7 +339,11 @@ async fn serve(
         handing_off: AtomicBool::new(false),
         election_holds: AtomicU64::new(0),
         peers: reqwest::Client::builder().local_address(local).build()?,
-        boot: Boot::now(recovered_index, recovered_term),
+        boot: Boot::now(Recovered {
+            index: recovered_index,
+            commit: recovered_commit,
+            term: recovered_term,
+        }),
     });
     tokio::spawn(hand_off_when_the_disk_fills(node.clone()));
     let listener = tokio::net::TcpListener::bind(&listen)

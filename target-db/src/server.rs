@@ -65,22 +65,29 @@ pub struct Boot {
     /// Different for every start of the node.
     pub id: u64,
     pub started: std::time::Instant,
-    /// The last log index recovery found (log or snapshot), None for an empty node.
-    pub recovered_index: Option<u64>,
-    /// The term of the vote recovery found (0: none).
-    pub recovered_term: u64,
+    pub recovered: Recovered,
+}
+
+/// What recovery found on disk, before any peer could send anything.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Recovered {
+    /// The last log index (log or snapshot), None for an empty node.
+    pub index: Option<u64>,
+    /// The commit point on disk (or the snapshot's index, if higher).
+    pub commit: Option<u64>,
+    /// The term of the vote (0: none).
+    pub term: u64,
 }
 
 impl Boot {
-    pub fn now(recovered_index: Option<u64>, recovered_term: u64) -> Self {
+    pub fn now(recovered: Recovered) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         Self {
             id: nanos ^ (u64::from(std::process::id()) << 32),
             started: std::time::Instant::now(),
-            recovered_index,
-            recovered_term,
+            recovered,
         }
     }
 }
@@ -424,8 +431,9 @@ fn status_json(node: &Node) -> Value {
         "members": metrics.membership_config.membership().voter_ids().collect::<Vec<_>>(),
         "boot": node.boot.id,
         "up_ms": node.boot.started.elapsed().as_millis() as u64,
-        "recovered_index": node.boot.recovered_index,
-        "recovered_term": node.boot.recovered_term,
+        "recovered_index": node.boot.recovered.index,
+        "recovered_commit": node.boot.recovered.commit,
+        "recovered_term": node.boot.recovered.term,
         // A leader's view of how far each follower's log is known to match (acknowledged, so
         // durable on that follower).
         "matched": metrics.replication.as_ref().map(|replication| {

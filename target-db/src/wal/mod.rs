@@ -148,12 +148,14 @@ impl Wal {
             .filter_map(|entry| segment_id(&entry.ok()?.file_name().to_string_lossy()))
             .collect();
         segments.sort_unstable();
-        let mut recovered = Recovered::default();
-        recovered.gaps = segments
-            .windows(2)
-            .filter(|pair| pair[1] != pair[0] + 1)
-            .map(|pair| (pair[0], pair[1]))
-            .collect();
+        let mut recovered = Recovered {
+            gaps: segments
+                .windows(2)
+                .filter(|pair| pair[1] != pair[0] + 1)
+                .map(|pair| (pair[0], pair[1]))
+                .collect(),
+            ..Recovered::default()
+        };
         for (position, &id) in segments.iter().enumerate() {
             let last = position + 1 == segments.len();
             let sealed = recover_segment(dir, id, last, &options, &mut recovered)?;

@@ -73,6 +73,8 @@ pub struct Cluster {
     db_flags: Vec<String>,
     /// Each node's, by id - 1.
     pub storage_shapes: Vec<StorageShape>,
+    /// Rounds of /status polls the oracles have seen, counted by the run's watcher.
+    pub status_rounds: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 pub const PORT: u16 = 7000;
@@ -193,6 +195,7 @@ impl Cluster {
             seed,
             db_flags,
             storage_shapes,
+            status_rounds: None,
         };
         for id in 1..=size {
             let dir = run_dir.join(format!("node{id}"));

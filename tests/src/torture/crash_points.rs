@@ -375,6 +375,8 @@ pub async fn power_cut(
     mode: &str,
     down_for: Duration,
 ) -> Result<()> {
+    let rounds = cluster.lock().await.status_rounds.clone();
+    seen_by_the_oracles(rounds).await;
     {
         let mut cluster = cluster.lock().await;
         for &id in victims {
@@ -390,6 +392,22 @@ pub async fn power_cut(
         cluster.start_node(id)?;
     }
     Ok(())
+}
+
+/// Waits for one whole round of /status polls that started after the call: what a node
+/// reported in the crashed state (its storage stopped, its process still answering) is then
+/// known to the oracles, which hold it to that after its restart. At most 2 s (a node that
+/// does not answer slows a round down), and not at all outside a run.
+async fn seen_by_the_oracles(rounds: Option<tokio::sync::watch::Receiver<u64>>) {
+    let Some(mut rounds) = rounds else {
+        return;
+    };
+    let now = *rounds.borrow_and_update();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        rounds.wait_for(|&count| count >= now + 2),
+    )
+    .await;
 }
 
 async fn role_of(cluster: &Arc<Mutex<Cluster>>, node: usize) -> String {

@@ -115,11 +115,14 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     // Leaders are watched through the healing too, until the history is checked.
     let watched = Arc::new(AtomicBool::new(false));
     let oracles = Arc::new(std::sync::Mutex::new(oracles::Oracles::default()));
+    let (rounds, rounds_seen) = tokio::sync::watch::channel(0);
+    cluster.lock().await.status_rounds = Some(rounds_seen);
     let leaders = tokio::spawn(watch_nodes(
         addrs.clone(),
         recorder.clone(),
         watched.clone(),
         oracles.clone(),
+        rounds,
     ));
     let workload = tokio::spawn(workload::run(
         Workload {
@@ -433,12 +436,14 @@ async fn initialise(http: &reqwest::Client, addrs: &[String], settle: Duration) 
 
 /// Polls every node's /status every 50 ms until `stop`: records each change of leader (the
 /// node that says it leads in the highest term; one that came and went between two polls is
-/// not seen) and feeds the protocol oracles.
+/// not seen) and feeds the protocol oracles. Counts the rounds in `rounds`, so a fault can
+/// wait until the oracles have seen the state it is about to destroy.
 async fn watch_nodes(
     addrs: Vec<String>,
     recorder: Recorder,
     stop: Arc<AtomicBool>,
     oracles: Arc<std::sync::Mutex<oracles::Oracles>>,
+    rounds: tokio::sync::watch::Sender<u64>,
 ) {
     let http = reqwest::Client::new();
     let mut last: Option<(Option<u64>, Option<u64>)> = None;
@@ -464,6 +469,7 @@ async fn watch_nodes(
             recorder.leader(recorder.now(), now.0, now.1);
             last = Some(now);
         }
+        rounds.send_modify(|count| *count += 1);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -43,6 +43,10 @@ pub struct Oracles {
     led: BTreeMap<usize, Vec<(u64, u64)>>,
     /// follower -> (time, index) a leader saw matched on it and committed, rising.
     acknowledged: BTreeMap<usize, Vec<(u64, u64)>>,
+    /// node -> (time, commit index) it reported, rising over all its lives. A node reports the
+    /// commit point it has made durable, and applies nothing past it (Raft saves the commit
+    /// point before applying, as etcd's HardState and openraft's save_committed do).
+    committed: BTreeMap<usize, Vec<(u64, u64)>>,
     /// Which oracles had what they need at least once.
     applicable: BTreeMap<&'static str, bool>,
     violations: Vec<Violation>,
@@ -98,6 +102,10 @@ impl Oracles {
             return;
         };
         self.applicable.insert(NOTHING_GOES_BACK, true);
+        let committed = self.committed.entry(node).or_default();
+        if committed.last().is_none_or(|&(_, c)| commit > c) {
+            committed.push((time, commit));
+        }
         let now = Life { boot, term, commit };
         match self.lives.get(&node).copied() {
             Some(before) if before.boot == boot => {
@@ -184,6 +192,27 @@ impl Oracles {
                 time,
                 format!(
                     "n{node} had acknowledged log entries up to index {acknowledged} (matched and committed, as its leader said at {:.3} s), but after its restart at {:.3} s it recovered only up to {recovered}",
+                    secs(seen),
+                    secs(started + START_MARGIN_NS)
+                ),
+            );
+        }
+        // null: nothing committed on disk; absent: it does not say.
+        let recovered_commit = match status.get("recovered_commit") {
+            Some(Value::Null) => Some(0),
+            Some(commit) => commit.as_u64(),
+            None => None,
+        };
+        if let (Some(recovered), Some((commit, seen))) =
+            (recovered_commit, before(self.committed.get(&node)))
+            && recovered < commit
+        {
+            self.violate(
+                NOTHING_GOES_BACK,
+                node,
+                time,
+                format!(
+                    "n{node} reported its commit index at {commit} (at {:.3} s), but after its restart at {:.3} s it recovered a commit point of {recovered}",
                     secs(seen),
                     secs(started + START_MARGIN_NS)
                 ),
@@ -353,6 +382,34 @@ mod tests {
         restarted["recovered_index"] = json!(90);
         oracles.observe(2, (2_000_000_000, 2_000_000_000), &restarted);
         assert_eq!(oracles.verdict(ACKNOWLEDGED_KEPT).0, Verdict::Pass);
+    }
+
+    #[test]
+    fn a_node_that_recovers_a_lower_commit_point_than_it_reported_is_caught() {
+        let mut oracles = Oracles::default();
+        oracles.observe(
+            2,
+            (1_000_000_000, 1_000_000_000),
+            &status("Follower", 2, 20, 100),
+        );
+        // Restarted at about 1.5 s with the commit point of 90 on disk.
+        let mut restarted = status("Follower", 2, 21, 90);
+        restarted["up_ms"] = json!(500);
+        restarted["recovered_commit"] = json!(90);
+        oracles.observe(2, (2_000_000_000, 2_000_000_000), &restarted);
+        let (verdict, detail) = oracles.verdict(NOTHING_GOES_BACK);
+        assert_eq!(verdict, Verdict::Fail, "{detail}");
+        assert!(detail.contains("commit point of 90"), "{detail}");
+        // Recovering all of it (or more, from a snapshot) is what a safe node does.
+        let mut oracles = Oracles::default();
+        oracles.observe(
+            2,
+            (1_000_000_000, 1_000_000_000),
+            &status("Follower", 2, 20, 100),
+        );
+        restarted["recovered_commit"] = json!(100);
+        oracles.observe(2, (2_000_000_000, 2_000_000_000), &restarted);
+        assert_eq!(oracles.verdict(NOTHING_GOES_BACK).0, Verdict::Pass);
     }
 
     #[test]
