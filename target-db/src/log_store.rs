@@ -155,6 +155,9 @@ impl LogStore {
         }
         inner.durable_last_entry = inner.entries.keys().next_back().copied();
         inner.set_committed_on_disk(inner.committed);
+        if let Some(vote) = inner.vote {
+            stats.record_vote_term(vote.leader_id().term);
+        }
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
             stats,
@@ -433,8 +436,10 @@ impl Inner {
             }
         }
         for record in &records {
-            if let Journal::Committed(log_id) = record {
-                self.set_committed_on_disk(Some(*log_id));
+            match record {
+                Journal::Committed(log_id) => self.set_committed_on_disk(Some(*log_id)),
+                Journal::Vote(vote) => self.wal.stats().record_vote_term(vote.leader_id().term),
+                _ => {}
             }
         }
         self.apply_in_memory(records);

@@ -424,6 +424,8 @@ fn status_json(node: &Node) -> Value {
         "leader": metrics.current_leader,
         "last_log_index": metrics.last_log_index,
         "commit_index": node.wal.committed_index(),
+        // The term of the vote on disk; `term` may run ahead of it while a vote is written.
+        "vote_term": node.wal.vote_term(),
         "disk_full": node.wal.disk_full(),
         "applied_index": metrics.last_applied.map(|l| l.index),
         "snapshot_index": metrics.snapshot.map(|l| l.index),

@@ -18,6 +18,8 @@ pub struct WalStats {
     bytes_appended: AtomicU64,
     /// The highest index known committed and written to the log, plus one (0: none yet).
     committed_plus_one: AtomicU64,
+    /// The term of the newest vote written to the log (0: none yet).
+    vote_term: AtomicU64,
     /// Set while appends wait for space (the disk filled up), cleared once they are written.
     disk_full: AtomicBool,
 }
@@ -47,6 +49,15 @@ impl WalStats {
         self.committed_plus_one
             .load(Ordering::Relaxed)
             .checked_sub(1)
+    }
+
+    pub fn record_vote_term(&self, term: u64) {
+        self.vote_term.fetch_max(term, Ordering::Relaxed);
+    }
+
+    /// The term of the vote this node has made durable (0: none).
+    pub fn vote_term(&self) -> u64 {
+        self.vote_term.load(Ordering::Relaxed)
     }
 
     pub fn set_disk_full(&self, full: bool) {

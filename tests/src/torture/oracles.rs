@@ -47,6 +47,8 @@ pub struct Oracles {
     /// commit point it has made durable, and applies nothing past it (Raft saves the commit
     /// point before applying, as etcd's HardState and openraft's save_committed do).
     committed: BTreeMap<usize, Vec<(u64, u64)>>,
+    /// node -> (time, term of the vote it reported on disk), rising over all its lives.
+    voted: BTreeMap<usize, Vec<(u64, u64)>>,
     /// Which oracles had what they need at least once.
     applicable: BTreeMap<&'static str, bool>,
     violations: Vec<Violation>,
@@ -102,9 +104,9 @@ impl Oracles {
             return;
         };
         self.applicable.insert(NOTHING_GOES_BACK, true);
-        let committed = self.committed.entry(node).or_default();
-        if committed.last().is_none_or(|&(_, c)| commit > c) {
-            committed.push((time, commit));
+        rise(self.committed.entry(node).or_default(), time, commit);
+        if let Some(vote_term) = status["vote_term"].as_u64() {
+            rise(self.voted.entry(node).or_default(), time, vote_term);
         }
         let now = Life { boot, term, commit };
         match self.lives.get(&node).copied() {
@@ -218,6 +220,22 @@ impl Oracles {
                 ),
             );
         }
+        if let (Some(recovered_term), Some((vote_term, seen))) = (
+            status["recovered_term"].as_u64(),
+            before(self.voted.get(&node)),
+        ) && recovered_term < vote_term
+        {
+            self.violate(
+                NOTHING_GOES_BACK,
+                node,
+                time,
+                format!(
+                    "n{node} reported a vote of term {vote_term} on its disk (at {:.3} s), but after its restart at {:.3} s it recovered a vote of term {recovered_term}",
+                    secs(seen),
+                    secs(started + START_MARGIN_NS)
+                ),
+            );
+        }
         if let (Some(recovered_term), Some((led_term, seen))) = (
             status["recovered_term"].as_u64(),
             before(self.led.get(&node)),
@@ -307,6 +325,13 @@ impl Oracles {
 
     pub fn violations(&self) -> &[Violation] {
         &self.violations
+    }
+}
+
+/// Appends `value` seen at `time` to a rising series, if it is higher than the last.
+fn rise(series: &mut Vec<(u64, u64)>, time: u64, value: u64) {
+    if series.last().is_none_or(|&(_, last)| value > last) {
+        series.push((time, value));
     }
 }
 
@@ -410,6 +435,21 @@ mod tests {
         restarted["recovered_commit"] = json!(100);
         oracles.observe(2, (2_000_000_000, 2_000_000_000), &restarted);
         assert_eq!(oracles.verdict(NOTHING_GOES_BACK).0, Verdict::Pass);
+    }
+
+    #[test]
+    fn a_node_that_recovers_an_older_vote_than_it_reported_is_caught() {
+        let mut oracles = Oracles::default();
+        let mut voted = status("Follower", 5, 20, 100);
+        voted["vote_term"] = json!(5);
+        oracles.observe(2, (1_000_000_000, 1_000_000_000), &voted);
+        let mut restarted = status("Follower", 4, 21, 100);
+        restarted["up_ms"] = json!(500);
+        restarted["recovered_term"] = json!(4);
+        oracles.observe(2, (2_000_000_000, 2_000_000_000), &restarted);
+        let (verdict, detail) = oracles.verdict(NOTHING_GOES_BACK);
+        assert_eq!(verdict, Verdict::Fail, "{detail}");
+        assert!(detail.contains("recovered a vote of term 4"), "{detail}");
     }
 
     #[test]
