@@ -407,8 +407,13 @@ async fn apply(
         }
         Fault::DiskError => {
             // Linux reports a writeback error once: the next fsync succeeds, with the data gone.
-            // Half the time that, half the time a disk that keeps failing for the whole hold.
-            let (rule, how) = if rng.below(2) == 0 {
+            // A third of the time that, a third a disk that keeps failing for the whole hold,
+            // a third the error once while a follower catches up.
+            let variant = rng.below(3);
+            if variant == 2 {
+                return disk_error_while_catching_up(cluster, node, hold, rng).await;
+            }
+            let (rule, how) = if variant == 0 {
                 (
                     r#"fdatasync(path="db/wal/*")=1*fsyncgate"#,
                     "once, later ones succeed".to_owned(),
@@ -555,6 +560,50 @@ pub(super) async fn attach_to_wal(
 }
 
 /// A faultfs rule on the node's mount for `hold`, then removed.
+/// A follower stopped for a while, then started with one of its first log fdatasyncs failing
+/// the way Linux fails them (EIO, the dirty pages dropped): catching up, it appends entries by
+/// the hundred, so the pages lost are whole ones that no later append writes again. A database
+/// that retries the fsync and goes on has acknowledged entries that are not on its disk, which
+/// the power loss that follows exposes.
+async fn disk_error_while_catching_up(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    hold: Duration,
+    rng: &mut SplitMix64,
+) -> Result<String> {
+    let follower = match leader(cluster).await {
+        Some(leader) if leader == node => leader % cluster.lock().await.nodes.len() + 1,
+        _ => node,
+    };
+    if !cluster.lock().await.running(follower) {
+        return Ok(format!(
+            "n{follower}: disk error while catching up skipped: node down"
+        ));
+    }
+    // Short enough that the leader still has the entries in its log (no snapshot is sent).
+    let behind = Duration::from_millis(400 + rng.below(500));
+    let skip = 1 + rng.below(3);
+    let rule = format!(r#"fdatasync(path="db/wal/*")={skip}*off->1*fsyncgate"#);
+    cluster.lock().await.kill_node(follower);
+    tokio::time::sleep(behind).await;
+    let rule_id = {
+        let mut cluster = cluster.lock().await;
+        let rule_id = cluster.add_fault(follower, &rule)?;
+        cluster.start_node(follower)?;
+        rule_id
+    };
+    tokio::time::sleep(hold).await;
+    let mut cluster = cluster.lock().await;
+    cluster.remove_fault(follower, rule_id)?;
+    cluster.power_loss(follower, "drop")?;
+    Ok(format!(
+        "n{follower} killed, restarted {} ms later with its WAL fdatasync #{} failing once (fsyncgate: EIO, dirty pages dropped) while it caught up; after {} ms power loss (drop), restarted",
+        behind.as_millis(),
+        skip + 1,
+        hold.as_millis()
+    ))
+}
+
 pub(super) async fn with_fault_rule(
     cluster: &Arc<Mutex<Cluster>>,
     node: usize,
