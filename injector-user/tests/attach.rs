@@ -275,13 +275,7 @@ fn a_missing_rules_file_is_named_once_with_its_cause() {
     let mut bystander = worker("bystander", &["--until-stdin-closes"]);
     let pid = bystander.pid().to_string();
     let args = ["--pid", &pid, "--faults-file", "/nonexistent/rules.toml"];
-    assert_refused(&args, "cannot read the rules file /nonexistent/rules.toml");
-    let output = Command::new(INJECTOR)
-        .arg("attach")
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = assert_refused(&args, "cannot read the rules file /nonexistent/rules.toml");
     assert_eq!(
         stderr.matches("No such file or directory").count(),
         1,

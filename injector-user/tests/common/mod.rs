@@ -100,8 +100,11 @@ pub fn probed(prefix: &str) -> Value {
         .clone()
 }
 
-/// `injector attach ARGS` exits 2 (bad input) with `expected` in its message.
-pub fn assert_refused(args: &[impl AsRef<std::ffi::OsStr> + std::fmt::Debug], expected: &str) {
+/// `injector attach ARGS` exits 2 (bad input) with `expected` in its message; returns stderr.
+pub fn assert_refused(
+    args: &[impl AsRef<std::ffi::OsStr> + std::fmt::Debug],
+    expected: &str,
+) -> String {
     let output = Command::new(INJECTOR)
         .arg("attach")
         .args(args)
@@ -110,6 +113,7 @@ pub fn assert_refused(args: &[impl AsRef<std::ffi::OsStr> + std::fmt::Debug], ex
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
     assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    stderr.into_owned()
 }
 
 /// A cgroup v2 made for the test under the machine's cgroup2 mount, removed when dropped.

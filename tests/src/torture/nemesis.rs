@@ -272,6 +272,14 @@ impl Deck {
     }
 }
 
+/// `node` if it does not lead, else the next node round the ring.
+async fn follower_near(cluster: &Arc<Mutex<Cluster>>, node: usize) -> usize {
+    match leader(cluster).await {
+        Some(leader) if leader == node => leader % cluster.lock().await.nodes.len() + 1,
+        _ => node,
+    }
+}
+
 /// The node that says it leads, if one does.
 async fn leader(cluster: &Arc<Mutex<Cluster>>) -> Option<usize> {
     leading_now(cluster, None).await
@@ -314,18 +322,12 @@ async fn apply(
         Fault::LeaderTransfer => transfer_leadership(cluster, node).await,
         Fault::Bitrot => {
             // A follower: the leader's damaged record could be one it already sent.
-            let target = match leader(cluster).await {
-                Some(leader) if leader == node => leader % cluster.lock().await.nodes.len() + 1,
-                _ => node,
-            };
+            let target = follower_near(cluster, node).await;
             let what = super::scenario::rot_an_unacknowledged_record(cluster, target, 5).await?;
             Ok(format!("n{target} {what}"))
         }
         Fault::Corruption => {
-            let target = match leader(cluster).await {
-                Some(leader) if leader == node => leader % cluster.lock().await.nodes.len() + 1,
-                _ => node,
-            };
+            let target = follower_near(cluster, node).await;
             corrupt_mid_log(cluster, target, rng).await
         }
         Fault::Kill => {
@@ -571,10 +573,7 @@ async fn disk_error_while_catching_up(
     hold: Duration,
     rng: &mut SplitMix64,
 ) -> Result<String> {
-    let follower = match leader(cluster).await {
-        Some(leader) if leader == node => leader % cluster.lock().await.nodes.len() + 1,
-        _ => node,
-    };
+    let follower = follower_near(cluster, node).await;
     if !cluster.lock().await.running(follower) {
         return Ok(format!(
             "n{follower}: disk error while catching up skipped: node down"
