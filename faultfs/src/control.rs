@@ -234,7 +234,8 @@ impl Handler {
         let mut state = self.shared.lock();
         // Each power loss of a run draws from its own stream, so replays line up.
         let mut rng = SplitMix64::new(self.seed ^ self.power_losses.wrapping_mul(0x9e37_79b9));
-        let survival = plan(mode, state.unsynced(), &mut rng);
+        let unchanged = state.unchanged_prefixes();
+        let survival = plan(mode, state.unsynced(), &unchanged, &mut rng);
         let unsynced = survival.len();
         let survived = survival.iter().filter(|s| **s != Survival::Dropped).count();
         let old_inodes = state.inode_numbers();

@@ -156,13 +156,18 @@ pub fn serve(options: MountOptions, on_mounted: impl FnOnce()) -> anyhow::Result
     )?;
     let _ = notifier.set(session.notifier());
     let mut unmounter = session.unmount_callable();
+    let detach_at = mountpoint.clone();
     std::thread::Builder::new()
         .name("faultfs-signals".into())
         .spawn(move || {
-            let signal = wait_for_termination_signal();
-            tracing::info!(signal, "unmounting");
-            if let Err(error) = unmounter.unmount() {
-                tracing::error!(%error, "unmount failed");
+            loop {
+                let signal = wait_for_termination_signal();
+                tracing::info!(signal, "unmounting");
+                match unmount_once_free(&mut unmounter, &detach_at) {
+                    Ok(()) => return,
+                    // Not unmounted: a later signal tries again.
+                    Err(error) => tracing::error!(%error, "unmount failed"),
+                }
             }
         })?;
     tracing::info!(backing = %backing.display(), mountpoint = %mountpoint.display(), seed = options.seed, "mounted");
@@ -170,6 +175,49 @@ pub fn serve(options: MountOptions, on_mounted: impl FnOnce()) -> anyhow::Result
     session.run()?;
     tracing::info!("unmounted; what was not durable is gone, as after a crash");
     Ok(())
+}
+
+/// How long a busy mount is retried before it is detached: a signal sent to a whole process
+/// group (a closed terminal, a supervisor stopping a job) stops the program using the mount
+/// at the same moment, and its files close within milliseconds.
+const BUSY_RETRIES: u32 = 40;
+const BUSY_RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Unmounts; a mount still busy after the retries is detached (lazily unmounted): it leaves the
+/// file tree at once, and the session ends when the last file open in it is closed. Giving up
+/// instead would leave the mount behind for good, since the signal that asked is spent.
+fn unmount_once_free(
+    unmounter: &mut fuser::SessionUnmounter,
+    mountpoint: &Path,
+) -> std::io::Result<()> {
+    // fuser's unmounter tries once and forgets the mount even when that fails, so the retries
+    // call umount2 themselves.
+    match unmounter.unmount() {
+        Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {}
+        other => return other,
+    }
+    let path = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
+        .map_err(std::io::Error::other)?;
+    let umount2 = |flags| {
+        // SAFETY: path is a valid NUL-terminated string.
+        if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    for _ in 0..BUSY_RETRIES {
+        std::thread::sleep(BUSY_RETRY_EVERY);
+        match umount2(0) {
+            Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {}
+            other => return other,
+        }
+    }
+    tracing::warn!(
+        mountpoint = %mountpoint.display(),
+        "the mount is busy (files are open in it): detached from the file tree; faultfs exits once they are closed"
+    );
+    umount2(libc::MNT_DETACH)
 }
 
 const TERMINATION: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];

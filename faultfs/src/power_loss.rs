@@ -15,7 +15,8 @@ pub enum PowerLossMode {
     #[default]
     Drop,
     /// Each unsynced write keeps a random subset of its 4 KiB pages; a kept page may be cut at a
-    /// 512-byte sector boundary. Unsynced truncates and directory entries are lost.
+    /// 512-byte sector boundary inside the bytes the write changes. Unsynced truncates and
+    /// directory entries are lost.
     Torn,
     /// A random subset of the unsynced operations (writes, truncates, directory entries)
     /// survives, not necessarily a prefix; a rename survives whole or not at all.
@@ -25,7 +26,14 @@ pub enum PowerLossMode {
     Prefix,
 }
 
-pub fn plan(mode: PowerLossMode, log: &[Unsynced], rng: &mut SplitMix64) -> Vec<Survival> {
+/// `unchanged[i]`: how many leading bytes of the i-th operation, a write, equal what the disk
+/// holds already (0 if not a write or not known).
+pub fn plan(
+    mode: PowerLossMode,
+    log: &[Unsynced],
+    unchanged: &[u64],
+    rng: &mut SplitMix64,
+) -> Vec<Survival> {
     match mode {
         PowerLossMode::Drop => vec![Survival::Dropped; log.len()],
         PowerLossMode::Prefix => {
@@ -52,8 +60,12 @@ pub fn plan(mode: PowerLossMode, log: &[Unsynced], rng: &mut SplitMix64) -> Vec<
             .collect(),
         PowerLossMode::Torn => log
             .iter()
-            .map(|op| match op {
-                Unsynced::Write { offset, data, .. } => torn_parts(*offset, data.len() as u64, rng),
+            .enumerate()
+            .map(|(index, op)| match op {
+                Unsynced::Write { offset, data, .. } => {
+                    let same = unchanged.get(index).copied().unwrap_or(0);
+                    torn_parts(*offset, data.len() as u64, same, rng)
+                }
                 Unsynced::Truncate { .. } | Unsynced::Entries { .. } => Survival::Dropped,
             })
             .collect(),
@@ -61,8 +73,11 @@ pub fn plan(mode: PowerLossMode, log: &[Unsynced], rng: &mut SplitMix64) -> Vec<
 }
 
 /// The parts of a write at `offset` of `len` bytes that reach the disk: whole pages (aligned in
-/// the file) kept or lost at random, and a kept page possibly cut after a random sector.
-fn torn_parts(offset: u64, len: u64, rng: &mut SplitMix64) -> Survival {
+/// the file) kept or lost at random, and a kept page possibly cut after a random sector. The
+/// cut falls inside the bytes the write changes (past its first `unchanged` bytes): the kernel
+/// writes back whole pages, so a small append arrives as a page whose start is on the disk
+/// already, and a cut there would tear nothing.
+fn torn_parts(offset: u64, len: u64, unchanged: u64, rng: &mut SplitMix64) -> Survival {
     let end = offset + len;
     let mut parts: Vec<(u64, u64)> = Vec::new();
     let mut page = offset / PAGE * PAGE;
@@ -74,9 +89,10 @@ fn torn_parts(offset: u64, len: u64, rng: &mut SplitMix64) -> Survival {
         }
         let page_start = page - PAGE;
         let mut kept_to = to;
-        if rng.percent(50) {
-            // Cut at a sector boundary (aligned in the file) strictly inside the kept span.
-            let first = (from - page_start) / SECTOR + 1;
+        let changed_from = from.max(offset + unchanged);
+        if changed_from < to && rng.percent(50) {
+            // Cut at a sector boundary (aligned in the file) strictly inside the changed span.
+            let first = (changed_from - page_start) / SECTOR + 1;
             let last = (to - page_start).div_ceil(SECTOR) - 1;
             if first <= last {
                 kept_to = page_start + (first + rng.below(last - first + 1)) * SECTOR;
@@ -110,7 +126,7 @@ mod tests {
     #[test]
     fn torn_writes_keep_page_or_sector_aligned_parts_only() {
         let log: Vec<Unsynced> = (0..50).map(|i| write(i * 1000 + 100, 20_000)).collect();
-        let plan = plan(PowerLossMode::Torn, &log, &mut SplitMix64::new(3));
+        let plan = plan(PowerLossMode::Torn, &log, &[], &mut SplitMix64::new(3));
         let mut saw_parts = false;
         for (op, fate) in log.iter().zip(&plan) {
             let Unsynced::Write { offset, data, .. } = op else {
@@ -139,14 +155,55 @@ mod tests {
             PowerLossMode::Reorder,
             PowerLossMode::Prefix,
         ] {
-            let a = plan(mode, &log, &mut SplitMix64::new(7));
-            let b = plan(mode, &log, &mut SplitMix64::new(7));
-            let c = plan(mode, &log, &mut SplitMix64::new(8));
+            let a = plan(mode, &log, &[], &mut SplitMix64::new(7));
+            let b = plan(mode, &log, &[], &mut SplitMix64::new(7));
+            let c = plan(mode, &log, &[], &mut SplitMix64::new(8));
             assert_eq!(a, b, "{mode:?}");
             assert_ne!(a, c, "{mode:?}");
         }
-        let prefix = plan(PowerLossMode::Prefix, &log, &mut SplitMix64::new(7));
+        let prefix = plan(PowerLossMode::Prefix, &log, &[], &mut SplitMix64::new(7));
         let kept = prefix.iter().take_while(|f| **f == Survival::Whole).count();
         assert!(prefix[kept..].iter().all(|f| *f == Survival::Dropped));
+    }
+
+    #[test]
+    fn a_torn_append_is_cut_inside_what_it_appended() {
+        // A 100-byte record appended at 3900: the kernel sends the page from 0, whose first
+        // 3900 bytes are on the disk already. Every cut must land past them.
+        let log = vec![write(0, 4000)];
+        let mut cuts = 0;
+        for seed in 0..400 {
+            if let Survival::Parts(parts) = &plan(
+                PowerLossMode::Torn,
+                &log,
+                &[3900],
+                &mut SplitMix64::new(seed),
+            )[0]
+            {
+                assert_eq!(parts.len(), 1);
+                assert!(parts[0].1 > 3900, "cut at {} tears nothing new", parts[0].1);
+                cuts += 1;
+            }
+        }
+        // 3900..4000 lies inside one sector (3584..4096), which a disk writes whole: the page
+        // is kept whole or lost, never cut.
+        assert_eq!(cuts, 0);
+        let log = vec![write(0, 4096)];
+        for seed in 0..400 {
+            if let Survival::Parts(parts) = &plan(
+                PowerLossMode::Torn,
+                &log,
+                &[2000],
+                &mut SplitMix64::new(seed),
+            )[0]
+            {
+                assert!([2048, 2560, 3072, 3584].contains(&parts[0].1), "{parts:?}");
+                cuts += 1;
+            }
+        }
+        assert!(
+            cuts > 50,
+            "a quarter of the plans cut the changed bytes: {cuts} of 400"
+        );
     }
 }

@@ -870,6 +870,21 @@ impl State {
         &self.log
     }
 
+    /// For each unsynced operation, how many leading bytes of a write equal what the disk
+    /// holds (0 for other operations): what a torn write may keep or lose without changing
+    /// anything.
+    pub fn unchanged_prefixes(&self) -> Vec<u64> {
+        self.log
+            .iter()
+            .map(|op| match op {
+                Unsynced::Write { ino, offset, data } => self
+                    .durable_content(*ino)
+                    .map_or(0, |path| same_prefix(&path, *offset, data)),
+                _ => 0,
+            })
+            .collect()
+    }
+
     /// Power loss: the chosen unsynced operations (or parts of writes) reach the disk in the
     /// order they were made, everything else volatile is gone, and the mount serves what is on
     /// disk, as after a reboot.
@@ -958,6 +973,19 @@ impl State {
 
 fn set_mode(path: &Path, mode: u32) -> FsResult<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(errno)
+}
+
+/// How many leading bytes of `data` the file at `path` holds at `offset` already.
+fn same_prefix(path: &Path, offset: u64, data: &[u8]) -> u64 {
+    let mut on_disk = vec![0u8; data.len()];
+    let read = File::open(path)
+        .and_then(|file| read_fully(&file, &mut on_disk, offset))
+        .unwrap_or(0);
+    on_disk[..read]
+        .iter()
+        .zip(data)
+        .take_while(|(disk, new)| disk == new)
+        .count() as u64
 }
 
 fn read_fully(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {

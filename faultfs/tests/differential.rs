@@ -142,3 +142,44 @@ fn the_same_seed_gives_the_same_disk_and_another_seed_another() {
     assert_ne!(a, disk_after_torn_power_loss("6"));
     assert_ne!(a, vec![0u8; 64 * 1024], "some torn pages survived");
 }
+
+#[test]
+fn a_torn_append_loses_part_of_what_it_appended_not_only_what_was_on_disk() {
+    // A log: 2 KiB made durable, then a 1 KiB record appended and not synced. The kernel
+    // writes the page back from offset 0, so the write faultfs sees starts with 2 KiB the disk
+    // holds already; a torn power loss must cut the record itself (at 2560, the one sector
+    // boundary inside it) often, not spend its cuts on the unchanged bytes.
+    let mounted = Mounted::new(&["--seed", "11"]);
+    let (mut dropped, mut torn, mut whole) = (0, 0, 0);
+    for round in 0..40 {
+        let name = format!("log{round}");
+        let file = common::write_file(&mounted.path(&name), &[1u8; 2048]);
+        file.sync_all().unwrap();
+        common::fsync_path(&mounted.mountpoint);
+        file.write_all_at(&[2u8; 1024], 2048).unwrap();
+        drop(file);
+        mounted.power_loss(PowerLossMode::Torn);
+        let disk = fs::read(mounted.backing.join(&name)).unwrap();
+        assert!(
+            disk[..2048].iter().all(|&b| b == 1),
+            "the synced part is intact"
+        );
+        match disk.len() {
+            2048 => dropped += 1,
+            2560 => torn += 1,
+            3072 => whole += 1,
+            other => panic!("a torn write kept {other} bytes: not at the record's sector"),
+        }
+        assert!(disk[2048..].iter().all(|&b| b == 2));
+    }
+    // A quarter of the plans keep the page and cut it (half kept, half of those cut).
+    assert!(
+        torn >= 5,
+        "{torn} torn, {dropped} dropped, {whole} whole of 40"
+    );
+    assert!(
+        dropped > 0 && whole > 0,
+        "{torn} torn, {dropped} dropped, {whole} whole of 40"
+    );
+    let _ = mounted.unmount();
+}

@@ -124,6 +124,13 @@ impl Spawned {
         Ok((status, stderr))
     }
 
+    /// The child's exit status if it has exited (it is then reaped), without waiting.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, ProcessError> {
+        self.child
+            .try_wait()
+            .map_err(|source| self.io_error(source))
+    }
+
     /// Waits for the child and requires a successful exit.
     pub fn finish(self) -> Result<(), ProcessError> {
         let name = self.name.clone();

@@ -1,10 +1,13 @@
-//! Ctrl-C or SIGTERM in the middle of a torture run tears the cluster down: no node process and
-//! no faultfs mount of the run is left. Only the torture process gets the signal here (not its
-//! process group), so the clean-up is its own. Needs root.
+//! Ctrl-C, SIGTERM or SIGHUP in the middle of a torture run tears the cluster down: no node
+//! process and no faultfs mount of the run is left. Sent to the torture process alone, the
+//! clean-up is its own; sent to its whole process group, as a closing terminal does, the nodes
+//! and the faultfs mounts get it at the same moment, and a mount the dying nodes still hold
+//! must not be left behind. Needs root.
 mod common;
 
 use std::{
     io::{BufRead, BufReader},
+    os::unix::process::CommandExt,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -40,7 +43,14 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn interrupt_mid_run(signal: i32, words: &str) {
+/// Who gets the signal.
+#[derive(Clone, Copy)]
+enum To {
+    Torture,
+    ItsProcessGroup,
+}
+
+fn interrupt_mid_run(signal: i32, to: To, words: &str) {
     let scratch = tempfile::tempdir().unwrap();
     let run_dir = scratch.path().join("run");
     let mut child = Command::new(TORTURE)
@@ -50,6 +60,8 @@ fn interrupt_mid_run(signal: i32, words: &str) {
         .arg(&run_dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        // Its own process group, so a signal to the group reaches no process of this test.
+        .process_group(0)
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
@@ -70,8 +82,13 @@ fn interrupt_mid_run(signal: i32, words: &str) {
         !mounts_under(&run_dir).is_empty(),
         "the nodes' mounts were not up"
     );
-    // SAFETY: a signal to the child this test spawned and has not reaped.
-    unsafe { libc::kill(child.id() as i32, signal) };
+    let target = match to {
+        To::Torture => child.id() as i32,
+        To::ItsProcessGroup => -(child.id() as i32),
+    };
+    // SAFETY: a signal to the child this test spawned and has not reaped (or to the process
+    // group it leads, which holds only what it started).
+    unsafe { libc::kill(target, signal) };
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -92,11 +109,21 @@ fn interrupt_mid_run(signal: i32, words: &str) {
 }
 
 #[test]
-fn ctrl_c_and_sigterm_tear_the_cluster_down() {
+fn ctrl_c_sigterm_and_sighup_tear_the_cluster_down() {
     common::build_tools();
-    interrupt_mid_run(libc::SIGINT, "stopped by Ctrl-C: the cluster is torn down");
+    interrupt_mid_run(
+        libc::SIGINT,
+        To::Torture,
+        "stopped by Ctrl-C: the cluster is torn down",
+    );
     interrupt_mid_run(
         libc::SIGTERM,
+        To::Torture,
         "stopped by SIGTERM: the cluster is torn down",
+    );
+    interrupt_mid_run(
+        libc::SIGHUP,
+        To::ItsProcessGroup,
+        "stopped by SIGHUP (its terminal closed): the cluster is torn down",
     );
 }

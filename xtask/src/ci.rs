@@ -36,7 +36,7 @@ pub fn run(root: &Path, vm_torture: bool) -> Result<()> {
         )
     })?;
     step("injector tests in VMs (stock Debian kernels)", || {
-        vm_tests::run(root)
+        vm_tests::run(root, false)
     })?;
     if vm_torture {
         // A fixed seed: CI checks that this exact run still passes; `cargo xtask vm-torture`

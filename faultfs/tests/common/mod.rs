@@ -74,6 +74,27 @@ impl Mounted {
             .unwrap()
     }
 
+    /// Sends `signal` to the faultfs process.
+    pub fn signal(&self, signal: i32) {
+        let pid = self.daemon.as_ref().expect("faultfs running").pid();
+        // SAFETY: kill on the pid of our own child, not yet reaped (so not recycled).
+        assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+    }
+
+    /// faultfs's exit status once it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.daemon
+            .as_mut()
+            .expect("faultfs started")
+            .try_wait()
+            .unwrap()
+    }
+
+    /// Whether the mount point still has a mount on it.
+    pub fn is_mounted(&self) -> bool {
+        faultfs::mount::mounted_at(&self.mountpoint.canonicalize().unwrap()).is_some()
+    }
+
     /// Unmounts and waits for faultfs to exit cleanly; the returned directory holds the backing
     /// directory for inspection.
     pub fn unmount(mut self) -> tempfile::TempDir {
@@ -120,4 +141,16 @@ pub fn fsync_path(path: &Path) {
 pub fn write_at(path: &Path, offset: u64, data: &[u8]) {
     let file = OpenOptions::new().write(true).open(path).unwrap();
     file.write_all_at(data, offset).unwrap();
+}
+
+/// Polls `condition` every 5 ms until it holds; fails the test after `limit`.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }

@@ -48,12 +48,22 @@ struct Args {
     /// Do not stop at a failed fsync: print each result at the end, `fsync_results ok EIO ...`.
     #[arg(long)]
     report_results: bool,
-    /// File to use; created. Removed at the end except with --records. Default: in the temp dir.
+    /// File to use; created. Removed at the end except with --records. Default: a nameless file
+    /// in the temp dir.
     #[arg(long)]
     file: Option<PathBuf>,
     /// Instead of --file: this fd, open already (inherited from the parent), kept at the end.
     #[arg(long, conflicts_with = "file")]
     inherited_fd: Option<i32>,
+}
+
+fn create(path: &std::path::Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
 }
 
 fn main() -> Result<()> {
@@ -64,18 +74,18 @@ fn main() -> Result<()> {
             // SAFETY: the caller promises fd is an open file this process owns from now on.
             (unsafe { File::from_raw_fd(fd) }, None)
         }
-        None => {
-            let path = args.file.clone().unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("syscall-worker-{}", std::process::id()))
-            });
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            (file, Some(path))
-        }
+        None => match &args.file {
+            Some(path) => (create(path)?, Some(path.clone())),
+            None => {
+                // Unlinked at once: tests kill workers (that is their job), and a killed
+                // worker must not leave a file behind in the temp dir.
+                let path =
+                    std::env::temp_dir().join(format!("syscall-worker-{}", std::process::id()));
+                let file = create(&path)?;
+                fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+                (file, None)
+            }
+        },
     };
     if let Some(writes) = args.null_writes {
         let null = OpenOptions::new().write(true).open("/dev/null")?;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 use super::Verdict;
-use crate::history::{Args, Func, History, Operation, Outcome};
+use crate::history::{Args, Func, History, Operation, Outcome, shown};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct DurabilityReport {
@@ -248,14 +248,14 @@ fn stale_reads(key: &str, ops: &[&Operation]) -> Vec<Finding> {
                 key: key.to_owned(),
                 operations: vec![earlier.id, later.id, newer.id, older.id],
                 explanation: format!(
-                    "process {} read {:?}, then the older {:?} (written by process {} before \
-                     process {} began writing {:?})",
+                    "process {} read {}, then the older {} (written by process {} before \
+                     process {} began writing {})",
                     earlier.process,
-                    earlier.read.as_deref().unwrap_or_default(),
-                    later.read.as_deref().unwrap_or_default(),
+                    shown(earlier.read.as_deref().unwrap_or_default()),
+                    shown(later.read.as_deref().unwrap_or_default()),
                     older.process,
                     newer.process,
-                    earlier.read.as_deref().unwrap_or_default()
+                    shown(earlier.read.as_deref().unwrap_or_default())
                 ),
             });
         }

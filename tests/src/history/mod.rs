@@ -187,19 +187,30 @@ impl Operation {
     }
 }
 
+/// A value as a report shows it: quoted, and a long one cut to its start and its length, so a
+/// kilobyte value does not bury the operation it belongs to.
+pub fn shown(value: &str) -> String {
+    const LONGEST: usize = 40;
+    if value.chars().count() <= LONGEST {
+        return format!("{value:?}");
+    }
+    let start: String = value.chars().take(16).collect();
+    format!("{start:?}... ({} bytes)", value.len())
+}
+
 impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let show = |value: &Option<String>| match value {
-            Some(value) => format!("{value:?}"),
+            Some(value) => shown(value),
             None => "absent".to_owned(),
         };
         let key = &self.key;
         match &self.args {
             Args::Get => write!(f, "get({key})")?,
-            Args::Put(value) => write!(f, "put({key}, {value:?})")?,
-            Args::Cas { from, to } => write!(f, "cas({key}, {from:?} -> {to:?})")?,
+            Args::Put(value) => write!(f, "put({key}, {})", shown(value))?,
+            Args::Cas { from, to } => write!(f, "cas({key}, {} -> {})", shown(from), shown(to))?,
             Args::Delete => write!(f, "delete({key})")?,
-            Args::Append(value) => write!(f, "append({key}, {value:?})")?,
+            Args::Append(value) => write!(f, "append({key}, {})", shown(value))?,
         }
         match (self.outcome, &self.args) {
             (Outcome::Ok, Args::Get) => write!(f, " = {}", show(&self.read)),
@@ -342,5 +353,15 @@ impl History {
         }
         lines.sort_by_key(|(time, _)| *time);
         lines.into_iter().map(|(_, line)| line + "\n").collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_long_value_is_shown_by_its_start_and_length() {
+        assert_eq!(super::shown("p3-16"), "\"p3-16\"");
+        let long = format!("p3-16-{}", "x".repeat(3000));
+        assert_eq!(super::shown(&long), "\"p3-16-xxxxxxxxxx\"... (3006 bytes)");
     }
 }

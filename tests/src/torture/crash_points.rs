@@ -84,6 +84,8 @@ pub struct CrashAttempt {
     pub nth: u64,
     pub correlation: Correlation,
     pub during_recovery: bool,
+    /// A second crash once the node had recovered and written to its log again.
+    pub after_recovery: bool,
     pub reached: bool,
     /// The file the crashing call was on, if reached.
     pub path: Option<String>,
@@ -200,6 +202,8 @@ fn calls_to_skip(class: &FileClass, call: &str, rng: &mut SplitMix64) -> u64 {
 const REACH_WITHIN: Duration = Duration::from_millis(2500);
 /// The same while the node recovers: recovery is short.
 const REACH_DURING_RECOVERY_WITHIN: Duration = Duration::from_millis(1500);
+/// The same after a restart, for writes past recovery: a restart takes up to a second.
+const REACH_ONCE_RECOVERED_WITHIN: Duration = Duration::from_millis(4000);
 
 /// Places one crash point on `node` and, once it is reached, cuts the power of the nodes the
 /// correlation names at that moment, then restarts them; one time in three the crash strikes
@@ -229,11 +233,11 @@ pub async fn crash_point(
         4..=6 => Correlation::Majority,
         _ => Correlation::All,
     };
-    let mode = ["drop", "torn", "reorder", "prefix"][rng.below(4) as usize];
+    let mode = power_loss_mode(call, rng);
     let role = role_of(cluster, node).await;
     let rule = format!("{call}(path=\"{}\")={skip}*off->1*crash", class.glob);
     let reached = place_and_wait(cluster, node, &rule, REACH_WITHIN).await?;
-    let mut attempt = CrashAttempt {
+    let attempt = CrashAttempt {
         node,
         role,
         class: class.name,
@@ -241,6 +245,7 @@ pub async fn crash_point(
         nth: skip + 1,
         correlation,
         during_recovery: false,
+        after_recovery: false,
         reached: reached.is_some(),
         path: reached.clone(),
     };
@@ -276,40 +281,122 @@ pub async fn crash_point(
         }
     );
     plan.attempts.push(attempt.clone());
-    if rng.below(3) == 0 {
-        let (class, call) = plan.next_pair();
-        let skip = rng.below(3);
-        let rule = format!("{call}(path=\"{}\")={skip}*off->1*crash", class.glob);
-        let reached = place_and_wait(cluster, node, &rule, REACH_DURING_RECOVERY_WITHIN).await?;
-        attempt = CrashAttempt {
-            class: class.name,
-            call,
-            nth: skip + 1,
-            correlation: Correlation::Alone,
-            during_recovery: true,
-            reached: reached.is_some(),
-            path: reached.clone(),
-            role: "recovering".into(),
-            ..attempt
-        };
-        plan.attempts.push(attempt);
-        match reached {
-            Some(path) => {
-                power_cut(cluster, &[node], mode, Duration::ZERO).await?;
-                description.push_str(&format!(
-                    "; while recovering, stopped again after {} {call} #{} ({path}), power loss ({mode}), restarted",
-                    class.name,
-                    skip + 1
-                ));
-            }
-            None => description.push_str(&format!(
-                "; a second crash point while recovering ({} {call} #{}) was not reached",
-                class.name,
-                skip + 1
-            )),
+    match rng.below(3) {
+        0 => {
+            crash_while_recovering(cluster, node, plan, rng, mode, attempt, &mut description)
+                .await?
         }
+        1 => crash_once_recovered(cluster, node, plan, rng, attempt, &mut description).await?,
+        _ => {}
     }
     Ok(description)
+}
+
+/// The power loss mode for a crash after `call`. Right after a write nothing of it is synced
+/// yet: half the time it is torn, the state a recovery meets least often and handles worst.
+fn power_loss_mode(call: &str, rng: &mut SplitMix64) -> &'static str {
+    if call == "write" && rng.below(2) == 0 {
+        "torn"
+    } else {
+        ["drop", "torn", "reorder", "prefix"][rng.below(4) as usize]
+    }
+}
+
+/// A second crash point while `node` recovers from the first: recovery's own writes (cutting
+/// a torn tail, replaying, rewriting metadata) must leave a state the next recovery accepts.
+async fn crash_while_recovering(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    plan: &mut CrashPlan,
+    rng: &mut SplitMix64,
+    mode: &str,
+    first: CrashAttempt,
+    description: &mut String,
+) -> Result<()> {
+    let (class, call) = plan.next_pair();
+    let skip = rng.below(3);
+    let rule = format!("{call}(path=\"{}\")={skip}*off->1*crash", class.glob);
+    let reached = place_and_wait(cluster, node, &rule, REACH_DURING_RECOVERY_WITHIN).await?;
+    plan.attempts.push(CrashAttempt {
+        class: class.name,
+        call,
+        nth: skip + 1,
+        correlation: Correlation::Alone,
+        during_recovery: true,
+        reached: reached.is_some(),
+        path: reached.clone(),
+        role: "recovering".into(),
+        ..first
+    });
+    match reached {
+        Some(path) => {
+            power_cut(cluster, &[node], mode, Duration::ZERO).await?;
+            description.push_str(&format!(
+                "; while recovering, stopped again after {} {call} #{} ({path}), power loss ({mode}), restarted",
+                class.name,
+                skip + 1
+            ));
+        }
+        None => description.push_str(&format!(
+            "; a second crash point while recovering ({} {call} #{}) was not reached",
+            class.name,
+            skip + 1
+        )),
+    }
+    Ok(())
+}
+
+/// A second crash once `node` has recovered and written to its log again: what recovery
+/// repaired only in memory (a torn tail found but left in the file, a half-done purge) is
+/// met by the next recovery, after new records were appended behind it; and the first
+/// appends after a restart (a new leader's truncation of the node's old suffix) meet a power
+/// loss. Without this, a node often runs to the end of the run on the state its recovery
+/// left, and nothing reads it.
+async fn crash_once_recovered(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    plan: &mut CrashPlan,
+    rng: &mut SplitMix64,
+    first: CrashAttempt,
+    description: &mut String,
+) -> Result<()> {
+    // Soon: the first appends a restarted node takes are where a new leader overwrites the
+    // suffix it had and others did not (a truncation). Later: past whatever recovery left.
+    let skip = if rng.below(2) == 0 {
+        rng.below(4)
+    } else {
+        10 + rng.below(40)
+    };
+    let rule = format!("write(path=\"{LOG_GLOB}\")={skip}*off->1*crash");
+    let reached = place_and_wait(cluster, node, &rule, REACH_ONCE_RECOVERED_WITHIN).await?;
+    plan.attempts.push(CrashAttempt {
+        class: "wal",
+        call: "write",
+        nth: skip + 1,
+        correlation: Correlation::Alone,
+        during_recovery: false,
+        after_recovery: true,
+        reached: reached.is_some(),
+        path: reached.clone(),
+        role: "recovered".into(),
+        ..first
+    });
+    match reached {
+        Some(path) => {
+            let mode = power_loss_mode("write", rng);
+            power_cut(cluster, &[node], mode, Duration::ZERO).await?;
+            description.push_str(&format!(
+                "; once recovered, stopped again after its log write #{} ({path}), power loss ({mode}), restarted",
+                skip + 1
+            ));
+        }
+        None => description.push_str(&format!(
+            "; a second crash point once recovered (log write #{}) was not reached within {} ms",
+            skip + 1,
+            REACH_ONCE_RECOVERED_WITHIN.as_millis()
+        )),
+    }
+    Ok(())
 }
 
 /// The log class's glob: an election's votes go to the log.
@@ -367,6 +454,7 @@ async fn election_crash(
             nth: 1,
             correlation: Correlation::All,
             during_recovery: false,
+            after_recovery: false,
             reached: path.is_some(),
             path: path.cloned(),
         });
@@ -518,6 +606,8 @@ pub struct CrashCoverage {
     pub never_reached: Vec<String>,
     pub correlated: usize,
     pub during_recovery: usize,
+    /// Reached second crashes once a node had recovered and written again.
+    pub after_recovery: usize,
     /// `class call` pairs the nodes were seen making.
     pub seen: Vec<String>,
     pub attempts: Vec<CrashAttempt>,
@@ -552,6 +642,10 @@ impl CrashCoverage {
             during_recovery: attempts
                 .iter()
                 .filter(|a| a.reached && a.during_recovery)
+                .count(),
+            after_recovery: attempts
+                .iter()
+                .filter(|a| a.reached && a.after_recovery)
                 .count(),
             seen,
             attempts: attempts.to_vec(),
@@ -606,6 +700,7 @@ mod tests {
             nth: 1,
             correlation: Correlation::All,
             during_recovery: false,
+            after_recovery: false,
             reached,
             path: None,
         };

@@ -162,6 +162,23 @@ fn applied_twice(f: Func, answer: &Value, written: &str) -> bool {
     matches!(f, Func::Put | Func::Cas) && answer["previous"].as_str() == Some(written)
 }
 
+/// The value process `process` writes with sequence number `seq`: unique (`p3-16`), and one
+/// write in four padded to 600 B-6 KiB. Real values are often kilobytes, and a record that
+/// spans disk sectors and pages is what a power loss can tear: with only short values every
+/// log record fits in one sector, which a disk writes whole, and a torn log tail never
+/// happens. The padding is a function of (seed, process, seq), so a cas can name an earlier
+/// value exactly.
+pub fn written_value(seed: u64, process: u64, seq: u64) -> String {
+    let mut rng = SplitMix64::new(seed ^ process.rotate_left(32) ^ seq.wrapping_mul(0x2545_f491));
+    let mut value = format!("p{process}-{seq}");
+    if rng.below(4) == 0 {
+        let pad = 600 + rng.below(5_600) as usize;
+        value.push('-');
+        value.extend(std::iter::repeat_n('x', pad));
+    }
+    value
+}
+
 /// How many times a write with an unknown outcome is sent again (when the seed retries it).
 const RETRIES: usize = 3;
 
@@ -179,6 +196,7 @@ pub async fn run(
         let doubles = workload.doubles.clone();
         let keys = workload.keys;
         let clients = workload.clients;
+        let workload_seed = workload.seed;
         let mut rng = SplitMix64::new(workload.seed ^ (client_index + 1).wrapping_mul(0x9e37_79b9));
         tasks.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
@@ -189,7 +207,7 @@ pub async fn run(
                 let key = format!("k{}", rng.below(keys));
                 let addr = &addrs[rng.below(addrs.len() as u64) as usize];
                 seq += 1;
-                let value = format!("p{process}-{seq}");
+                let value = written_value(workload_seed, process, seq);
                 let (f, input, body) = match rng.below(10) {
                     0..=3 => (Func::Get, HistoryValue::Nil, Value::Null),
                     4..=6 => (
@@ -199,7 +217,7 @@ pub async fn run(
                     ),
                     7..=8 => {
                         // Compare against a value this client might have seen: its own last one.
-                        let from = format!("p{process}-{}", seq.saturating_sub(1 + rng.below(3)));
+                        let from = written_value(workload_seed, process, seq.saturating_sub(1 + rng.below(3)));
                         (
                             Func::Cas,
                             HistoryValue::Pair(from.clone(), value.clone()),
@@ -219,8 +237,12 @@ pub async fn run(
                 // keeps it from applying twice. An answer settles the operation; a refusal does
                 // not (the first request may still apply).
                 if matches!(outcome, Outcome::Unknown) && f != Func::Get && rng.below(2) == 0 {
-                    for _ in 0..RETRIES {
-                        tokio::time::sleep(BACKOFF).await;
+                    // A third of them come back only after 1-3 s, as a client that reconnects
+                    // does: by then nodes have restarted and taken or installed snapshots, so
+                    // the retry meets de-duplication state rebuilt from disk, not in memory.
+                    let first_wait = if rng.below(3) == 0 { Duration::from_millis(1000 + rng.below(2001)) } else { BACKOFF };
+                    for attempt in 0..RETRIES {
+                        tokio::time::sleep(if attempt == 0 { first_wait } else { BACKOFF }).await;
                         let other = &addrs[rng.below(addrs.len() as u64) as usize];
                         retries.fetch_add(1, Ordering::Relaxed);
                         if let Outcome::Ok(answer) = write(&http, other, &body, TIMEOUT).await {
@@ -234,7 +256,7 @@ pub async fn run(
                     && applied_twice(f, answer, &value)
                 {
                     doubles.lock().expect("doubles poisoned").push(format!(
-                        "process {process}'s {f:?} of {value} to {key} (seq {seq}) answered that {key} already held {value}: the request was applied twice"
+                        "process {process}'s {f:?} of {shown} to {key} (seq {seq}) answered that {key} already held {shown}: the request was applied twice", shown = crate::history::shown(&value)
                     ));
                 }
                 let completion = match outcome {
@@ -374,5 +396,38 @@ mod double_application {
             &json!({"ok": true, "previous": null}),
             "p1-7"
         ));
+    }
+}
+
+#[cfg(test)]
+mod written_values {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn values_are_unique_repeatable_and_some_span_several_sectors() {
+        let mut seen = HashSet::new();
+        let mut long = 0;
+        for process in 0..20 {
+            for seq in 0..200 {
+                let value = written_value(7, process, seq);
+                assert_eq!(
+                    value,
+                    written_value(7, process, seq),
+                    "a cas names it again"
+                );
+                assert!(value.starts_with(&format!("p{process}-{seq}")));
+                if value.len() > 512 {
+                    long += 1;
+                }
+                assert!(seen.insert(value), "p{process}-{seq} written twice");
+            }
+        }
+        // One in four, give or take: enough multi-sector records for a power loss to tear.
+        assert!(
+            (700..1300).contains(&long),
+            "{long} of 4000 values span sectors"
+        );
     }
 }

@@ -304,16 +304,18 @@ fn clear_earlier_run(dir: &Path) -> Result<()> {
     std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))
 }
 
-/// Runs `work` unless Ctrl-C or SIGTERM comes first; then it is dropped, and with it the
-/// cluster it owns.
+/// Runs `work` unless Ctrl-C, SIGTERM or SIGHUP (its terminal closed) comes first; then it is
+/// dropped, and with it the cluster it owns.
 async fn until_interrupted<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     tokio::select! {
         result = work => result,
         _ = terminate.recv() => bail!("stopped by SIGTERM: the cluster is torn down"),
         _ = interrupt.recv() => bail!("stopped by Ctrl-C: the cluster is torn down"),
+        _ = hangup.recv() => bail!("stopped by SIGHUP (its terminal closed): the cluster is torn down"),
     }
 }
 
@@ -359,8 +361,12 @@ fn print_crash_points(report: &TortureReport) {
         return;
     }
     println!(
-        "crash points: {} reached of {} placed ({} correlated with a majority or all, {} during recovery)",
-        coverage.reached, coverage.placed, coverage.correlated, coverage.during_recovery
+        "crash points: {} reached of {} placed ({} correlated with a majority or all, {} during recovery, {} once recovered)",
+        coverage.reached,
+        coverage.placed,
+        coverage.correlated,
+        coverage.during_recovery,
+        coverage.after_recovery
     );
     if !coverage.covered.is_empty() {
         println!("  reached: {}", coverage.covered.join(", "));
