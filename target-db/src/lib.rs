@@ -1,8 +1,9 @@
 //! target-db: a replicated key-value database bundled so Faultline's tools have a real system to
 //! break: the data directory's owner (`data_dir`), the write-ahead log (`wal`), openraft's storage on it (`log_store`, `state_machine`),
-//! the Raft network and the HTTP server (`network`, `server`), and leadership hand-off
-//! (`handoff`).
+//! the Raft network and the HTTP server (`network`, `server`, with `cluster_token` guarding the
+//! routes peers and operators use), and leadership hand-off (`handoff`).
 pub mod bad_request;
+pub mod cluster_token;
 pub mod data_dir;
 pub mod handoff;
 pub mod log_store;

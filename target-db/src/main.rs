@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use openraft::{Config, Raft, SnapshotPolicy};
 use serde_json::{Value, json};
 use target_db::{
+    cluster_token::{self, ClusterToken},
     data_dir::{check_claim, record_claim},
     handoff::{HandoffError, transfer_leadership},
     log_store::{LogOptions, LogStore},
@@ -75,6 +76,12 @@ enum Command {
         /// UNSAFE: recovery trusts records without checking their CRC.
         #[arg(long)]
         unsafe_skip_checksum: bool,
+        /// A file holding the cluster's shared secret (one line; the same file on every node).
+        /// Raft messages, /init and /admin/* then need it, so a process that can reach the port
+        /// cannot vote or change the cluster. Without it, anything that reaches the port is
+        /// trusted as a peer: listen on loopback or a private network only.
+        #[arg(long, value_name = "FILE")]
+        cluster_token_file: Option<PathBuf>,
     },
     /// Bootstrap the cluster once, through any one node.
     Init {
@@ -83,6 +90,9 @@ enum Command {
         /// ID=ADDR,ID=ADDR,...
         #[arg(long)]
         peers: String,
+        /// The cluster token, if the nodes were started with one.
+        #[arg(long, value_name = "FILE")]
+        cluster_token_file: Option<PathBuf>,
     },
     /// Read and write keys; a write sent to a follower is redirected to the leader.
     Client {
@@ -104,6 +114,9 @@ enum Command {
     Admin {
         #[arg(long, value_parser = host_and_port)]
         addr: String,
+        /// The cluster token, if the nodes were started with one.
+        #[arg(long, value_name = "FILE")]
+        cluster_token_file: Option<PathBuf>,
         #[command(subcommand)]
         op: AdminOp,
     },
@@ -179,7 +192,9 @@ async fn main() -> Result<()> {
             unsafe_no_dir_fsync,
             unsafe_ignore_fsync_error,
             unsafe_skip_checksum,
+            cluster_token_file,
         } => {
+            let token = read_token(cluster_token_file.as_deref())?;
             for (on, name) in [
                 (
                     unsafe_no_fsync,
@@ -212,11 +227,30 @@ async fn main() -> Result<()> {
                 ignore_fsync_error: unsafe_ignore_fsync_error,
             };
             check_claim(&data_dir, &cluster, id)?;
-            serve(id, &cluster, data_dir, listen, snapshot_every, options).await
+            if token.is_none() {
+                tracing::info!(
+                    "no --cluster-token-file: any process that reaches {listen} is trusted as a peer"
+                );
+            }
+            serve(
+                id,
+                &cluster,
+                data_dir,
+                listen,
+                snapshot_every,
+                options,
+                token,
+            )
+            .await
         }
-        Command::Init { addr, peers } => {
+        Command::Init {
+            addr,
+            peers,
+            cluster_token_file,
+        } => {
+            let token = read_token(cluster_token_file.as_deref())?;
             let peers = parse_peers(&peers)?;
-            print(&post(&addr, "/init", &json!(peers)).await?);
+            print(&post(&addr, "/init", &json!(peers), token.as_ref()).await?);
             Ok(())
         }
         Command::Client {
@@ -225,7 +259,13 @@ async fn main() -> Result<()> {
             seq,
             op,
         } => client(&addr, client_id.unwrap_or_else(random_client_id), seq, op).await,
-        Command::Admin { addr, op } => {
+        Command::Admin {
+            addr,
+            cluster_token_file,
+            op,
+        } => {
+            let token = read_token(cluster_token_file.as_deref())?;
+            let token = token.as_ref();
             let answer = match op {
                 AdminOp::Status => {
                     reqwest::get(format!("http://{addr}/status"))
@@ -234,27 +274,21 @@ async fn main() -> Result<()> {
                         .await?
                 }
                 AdminOp::AddLearner { id, learner_addr } => {
-                    post(
-                        &addr,
-                        "/admin/add-learner",
-                        &json!({"id": id, "addr": learner_addr}),
-                    )
-                    .await?
+                    let body = json!({"id": id, "addr": learner_addr});
+                    post(&addr, "/admin/add-learner", &body, token).await?
                 }
                 AdminOp::Promote { id } => {
-                    post(&addr, "/admin/promote", &json!({"id": id})).await?
+                    post(&addr, "/admin/promote", &json!({"id": id}), token).await?
                 }
-                AdminOp::Remove { id } => post(&addr, "/admin/remove", &json!({"id": id})).await?,
+                AdminOp::Remove { id } => {
+                    post(&addr, "/admin/remove", &json!({"id": id}), token).await?
+                }
                 AdminOp::TransferLeader { to } => {
-                    post(&addr, "/admin/transfer-leader", &json!({"to": to})).await?
+                    post(&addr, "/admin/transfer-leader", &json!({"to": to}), token).await?
                 }
                 AdminOp::ChangeMembership { members } => {
-                    post(
-                        &addr,
-                        "/admin/change-membership",
-                        &json!({"members": members}),
-                    )
-                    .await?
+                    let body = json!({"members": members});
+                    post(&addr, "/admin/change-membership", &body, token).await?
                 }
             };
             print(&answer);
@@ -288,6 +322,7 @@ async fn serve(
     listen: String,
     snapshot_every: u64,
     options: LogOptions,
+    token: Option<ClusterToken>,
 ) -> Result<()> {
     let state = StateMachine::open(&data_dir.join("state"))?;
     let mut log =
@@ -324,7 +359,7 @@ async fn serve(
     let raft = Raft::new(
         id,
         Arc::new(config),
-        Network::new(local),
+        Network::new(local, token.as_ref()),
         log,
         state.clone(),
     )
@@ -338,7 +373,11 @@ async fn serve(
         state,
         handing_off: AtomicBool::new(false),
         election_holds: AtomicU64::new(0),
-        peers: reqwest::Client::builder().local_address(local).build()?,
+        peers: reqwest::Client::builder()
+            .local_address(local)
+            .default_headers(cluster_token::headers(token.as_ref()))
+            .build()?,
+        token,
         boot: Boot::now(Recovered {
             index: recovered_index,
             commit: recovered_commit,
@@ -414,9 +453,14 @@ fn host_and_port(text: &str) -> Result<String, String> {
     }
 }
 
-async fn post(addr: &str, path: &str, body: &Value) -> Result<Value> {
+fn read_token(path: Option<&std::path::Path>) -> Result<Option<ClusterToken>> {
+    Ok(path.map(ClusterToken::read).transpose()?)
+}
+
+async fn post(addr: &str, path: &str, body: &Value, token: Option<&ClusterToken>) -> Result<Value> {
     let response = reqwest::Client::new()
         .post(format!("http://{addr}{path}"))
+        .headers(cluster_token::headers(token))
         .json(body)
         .send()
         .await
@@ -472,7 +516,13 @@ async fn client(addr: &str, client: u64, seq: u64, op: ClientOp) -> Result<()> {
                     ClientOp::Delete { key } => Op::Delete { key: key.clone() },
                     ClientOp::Get { .. } => unreachable!(),
                 };
-                post(&addr, "/kv/write", &json!(Request { client, seq, op })).await?
+                post(
+                    &addr,
+                    "/kv/write",
+                    &json!(Request { client, seq, op }),
+                    None,
+                )
+                .await?
             }
         };
         if answer["outcome"] == "not-applied"

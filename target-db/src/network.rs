@@ -12,7 +12,10 @@ use openraft::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::types::{NodeId, TypeConfig};
+use crate::{
+    cluster_token::{self, ClusterToken},
+    types::{NodeId, TypeConfig},
+};
 
 #[derive(Clone)]
 pub struct Network {
@@ -23,9 +26,11 @@ impl Network {
     /// `local`: the address outgoing connections come from. Each node on one machine has its
     /// own loopback address (127.0.0.N), and binding to it makes a partition by address cut the
     /// node's own requests too, not only the ones it answers.
-    pub fn new(local: Option<std::net::IpAddr>) -> Network {
+    /// `token`: the cluster token every message carries (see `cluster_token`).
+    pub fn new(local: Option<std::net::IpAddr>, token: Option<&ClusterToken>) -> Network {
         let client = reqwest::Client::builder()
             .local_address(local)
+            .default_headers(cluster_token::headers(token))
             .build()
             .expect("an HTTP client with default settings");
         Network { client }
@@ -71,6 +76,13 @@ impl Connection {
             .send()
             .await
             .map_err(|error| RPCError::Unreachable(Unreachable::new(&error)))?;
+        if response.status() == reqwest::StatusCode::FORBIDDEN {
+            let refused = std::io::Error::other(format!(
+                "node {} refused the message: its cluster token is not this node's (give every node the same --cluster-token-file)",
+                self.target
+            ));
+            return Err(RPCError::Network(NetworkError::new(&refused)));
+        }
         let result: Result<Resp, E> = response
             .json()
             .await

@@ -10,6 +10,9 @@
 //!   `POST /admin/promote` `{"id":4}`, `POST /admin/remove` `{"id":4}`,
 //!   `POST /admin/change-membership` `{"members":[1,2,3]}`, `POST /admin/transfer-leader`
 //!   `{"to":2}` (or `{}`: the most caught-up voter), `GET /status`, `GET /metrics`.
+//!
+//! With a cluster token (`--cluster-token-file`), `/raft/*`, `/init` and `/admin/*` answer 403
+//! to a request without it; `/kv/*`, `/status` and `/metrics` stay open to clients.
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{
@@ -36,6 +39,7 @@ use serde_json::{Value, json};
 
 use crate::{
     bad_request::{Body, Params},
+    cluster_token::{self, ClusterToken},
     handoff::{HandoffError, transfer_leadership},
     state_machine::StateMachine,
     types::{NodeId, Request, TypeConfig},
@@ -54,8 +58,10 @@ pub struct Node {
     /// Counts requests to hold elections, so only the latest one's timer ends the hold.
     pub election_holds: AtomicU64,
     /// For requests to other nodes outside Raft (asking one to campaign), from this node's
-    /// own address like its Raft traffic.
+    /// own address like its Raft traffic, with the cluster token.
     pub peers: reqwest::Client,
+    /// Required on the routes peers and operators use, when set.
+    pub token: Option<ClusterToken>,
     pub boot: Boot,
 }
 
@@ -113,12 +119,11 @@ pub fn count_elections(raft: &Raft<TypeConfig>) -> Arc<AtomicU64> {
 type Shared = Arc<Node>;
 
 pub fn router(node: Shared) -> Router {
-    Router::new()
+    // What peers and operators call: with a cluster token, only requests carrying it get here.
+    let members_only = Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
-        .route("/kv/write", post(write))
-        .route("/kv/get", get(read))
         .route("/init", post(init))
         .route("/admin/add-learner", post(add_learner))
         .route("/admin/change-membership", post(change_membership))
@@ -127,9 +132,43 @@ pub fn router(node: Shared) -> Router {
         .route("/admin/transfer-leader", post(transfer_leader))
         .route("/admin/campaign", post(campaign))
         .route("/admin/hold-elections", post(hold_elections))
+        .route_layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            require_cluster_token,
+        ));
+    Router::new()
+        .route("/kv/write", post(write))
+        .route("/kv/get", get(read))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .merge(members_only)
         .with_state(node)
+}
+
+/// Lets a request through if the node has no cluster token or the request carries it.
+async fn require_cluster_token(
+    State(node): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> HttpResponse {
+    let Some(token) = &node.token else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(cluster_token::HEADER)
+        .map(|value| value.as_bytes());
+    if token.admits(presented) {
+        return next.run(request).await;
+    }
+    let body = json!({
+        "error": format!(
+            "{} is for the cluster's own nodes and operators: send the cluster token in the {} header (target-db's --cluster-token-file)",
+            request.uri().path(),
+            cluster_token::HEADER
+        )
+    });
+    (StatusCode::FORBIDDEN, Json(body)).into_response()
 }
 
 async fn append(

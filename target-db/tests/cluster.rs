@@ -760,3 +760,60 @@ fn an_address_that_is_not_host_and_port_is_refused_with_the_form_named() {
         assert!(stderr.contains("give HOST:PORT"), "{addr}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn with_a_cluster_token_only_its_holders_reach_the_raft_and_admin_routes() {
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secrets.path().join("token");
+    std::fs::write(&token, "k9-shared-cluster-secret\n").unwrap();
+    let token_arg = token.to_str().unwrap();
+    let cluster = Cluster::start(3, &["--cluster-token-file", token_arg]);
+    let addr = cluster.addr(1).to_owned();
+    let peers: Vec<String> = (1..=3)
+        .map(|id| format!("{id}={}", cluster.addr(id)))
+        .collect();
+
+    // Without the token, /init is refused and says what is missing.
+    let refused = eventually("an answer to /init", || {
+        post(&addr, "/init", json!({"1": addr.clone()}))
+    })
+    .await;
+    let error = refused["error"].as_str().unwrap_or_default();
+    assert!(error.contains("x-cluster-token"), "{refused}");
+
+    // With it, the CLI initialises the cluster, the nodes elect a leader among themselves (their
+    // votes carry the token) and a client, which needs no token, writes.
+    let init = Command::new(TARGET_DB)
+        .args(["init", "--addr", &addr, "--peers", &peers.join(",")])
+        .args(["--cluster-token-file", token_arg])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let leader = cluster.leader(&[1, 2, 3]).await;
+    let answer = eventually("a put", || put(cluster.addr(leader), 7, 1, "k", "v")).await;
+    assert_eq!(answer["response"]["ok"], true, "{answer}");
+
+    // A forged vote for a far-future term, without the token or with a wrong one, is refused
+    // before Raft sees it: no node's term jumps.
+    let forged = json!({"vote": {"leader_id": {"term": 999_999, "node_id": 9}, "committed": false}, "last_log_id": null});
+    for header in [None, Some("a-guess")] {
+        let mut request = reqwest::Client::new()
+            .post(format!("http://{}/raft/vote", cluster.addr(leader)))
+            .json(&forged);
+        if let Some(guess) = header {
+            request = request.header("x-cluster-token", guess);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::FORBIDDEN);
+    }
+    for id in 1..=3 {
+        let term = status(cluster.addr(id)).await.unwrap()["term"]
+            .as_u64()
+            .unwrap();
+        assert!(term < 999_999, "n{id} took the forged term");
+    }
+}
