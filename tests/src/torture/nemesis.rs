@@ -186,7 +186,7 @@ pub async fn run(
             1 + rng.below(size) as usize
         };
         let start = recorder.now();
-        let description = apply(&cluster, fault, node, &mut rng, &mut plan).await?;
+        let (node, description) = apply(&cluster, fault, node, &mut rng, &mut plan).await?;
         tracing::info!(node, %description, "fault");
         recorder.fault(start, recorder.now(), format!("n{node}"), description);
         applied += 1;
@@ -309,7 +309,33 @@ pub(super) async fn leading_now(
     None
 }
 
+/// Applies `fault` aimed at `node`; returns the node it hit (a fault meant for a follower
+/// picks the follower nearest `node`) and what was done.
 async fn apply(
+    cluster: &Arc<Mutex<Cluster>>,
+    fault: Fault,
+    node: usize,
+    rng: &mut SplitMix64,
+    plan: &mut CrashPlan,
+) -> Result<(usize, String)> {
+    match fault {
+        Fault::Bitrot => {
+            // A follower: the leader's damaged record could be one it already sent.
+            let target = follower_near(cluster, node).await;
+            let what = super::scenario::rot_an_unacknowledged_record(cluster, target, 5).await?;
+            Ok((target, format!("n{target} {what}")))
+        }
+        Fault::Corruption => {
+            let target = follower_near(cluster, node).await;
+            Ok((target, corrupt_mid_log(cluster, target, rng).await?))
+        }
+        _ => Ok((node, apply_to(cluster, fault, node, rng, plan).await?)),
+    }
+}
+
+/// The faults that strike the node they are aimed at (crash points and kill-many take others
+/// with it, and say so).
+async fn apply_to(
     cluster: &Arc<Mutex<Cluster>>,
     fault: Fault,
     node: usize,
@@ -320,16 +346,7 @@ async fn apply(
     match fault {
         Fault::CrashPoint => crash_points::crash_point(cluster, node, plan, rng).await,
         Fault::LeaderTransfer => transfer_leadership(cluster, node).await,
-        Fault::Bitrot => {
-            // A follower: the leader's damaged record could be one it already sent.
-            let target = follower_near(cluster, node).await;
-            let what = super::scenario::rot_an_unacknowledged_record(cluster, target, 5).await?;
-            Ok(format!("n{target} {what}"))
-        }
-        Fault::Corruption => {
-            let target = follower_near(cluster, node).await;
-            corrupt_mid_log(cluster, target, rng).await
-        }
+        Fault::Bitrot | Fault::Corruption => unreachable!("aimed at a follower by `apply`"),
         Fault::Kill => {
             cluster.lock().await.kill_node(node);
             tokio::time::sleep(hold).await;
@@ -409,10 +426,12 @@ async fn apply(
         }
         Fault::DiskError => {
             // Linux reports a writeback error once: the next fsync succeeds, with the data gone.
-            // A third of the time that, a third a disk that keeps failing for the whole hold,
-            // a third the error once while a follower catches up.
-            let variant = rng.below(3);
-            if variant == 2 {
+            // A quarter of the time that, a quarter a disk that keeps failing for the whole
+            // hold, half the error once while a follower catches up: there what a database
+            // acknowledged after a retried fsync is what its leader counts on, and Raft does
+            // not hide a follower's loss from the oracles the way it hides the leader's.
+            let variant = rng.below(4);
+            if variant >= 2 {
                 return disk_error_while_catching_up(cluster, node, hold, rng).await;
             }
             let (rule, how) = if variant == 0 {
@@ -561,7 +580,6 @@ pub(super) async fn attach_to_wal(
     Ok(Some(rule))
 }
 
-/// A faultfs rule on the node's mount for `hold`, then removed.
 /// A follower stopped for a while, then started with one of its first log fdatasyncs failing
 /// the way Linux fails them (EIO, the dirty pages dropped): catching up, it appends entries by
 /// the hundred, so the pages lost are whole ones that no later append writes again. A database
@@ -603,6 +621,7 @@ async fn disk_error_while_catching_up(
     ))
 }
 
+/// A faultfs rule on the node's mount for `hold`, then removed.
 pub(super) async fn with_fault_rule(
     cluster: &Arc<Mutex<Cluster>>,
     node: usize,
