@@ -143,3 +143,33 @@ async fn the_unsafe_switch_keeps_acknowledging_after_a_failed_wal_fsync() {
     }
     assert_eq!(db.get().await["value"], "v3");
 }
+
+#[tokio::test]
+async fn a_failed_fsync_while_sealing_a_full_segment_does_not_stop_the_next_start() {
+    // 4 KiB segments and 6 KiB values: every append fills its segment, and the log rotates
+    // right after it: the next segment is created and made durable, then the full one is
+    // sealed. The rule lets the append's fdatasync pass and fails the next one, the seal's. The
+    // seal may be on disk all the same, so the new segment must stay: a sealed segment without
+    // its successor reads as a lost segment, and the node would never start again.
+    let mut db = Db::start(&["--segment-bytes=4096"]).await;
+    let big = |tag: &str| format!("{tag}-{}", "x".repeat(6000));
+    db.put_acknowledged(&big("v1")).await;
+    let rule = db
+        .cluster
+        .add_fault(1, r#"fdatasync(path="db/wal/*")=1*off->1*error(EIO)"#)
+        .unwrap();
+    // Acknowledged or not (the entry was durable before the seal failed): the node stops.
+    db.put(&big("v2")).await;
+    let stopped = db.put("v3").await;
+    assert!(
+        stopped.get("response").is_none(),
+        "still writing: {stopped}"
+    );
+    db.cluster.remove_fault(1, rule).unwrap();
+
+    db.cluster.restart_node(1).unwrap();
+    db.put_acknowledged("after").await;
+    assert_eq!(db.get().await["value"], "after");
+    let log = std::fs::read_to_string(db.cluster.node(1).log_path()).unwrap();
+    assert!(!log.contains("was sealed when"), "{log}");
+}

@@ -312,12 +312,13 @@ impl Wal {
     /// both fine; a sealed last segment can then only mean its successor was lost.
     pub fn rotate(&mut self) -> Result<u64, WalError> {
         let id = self.active_segment() + 1;
-        let (file, path) = create_segment(&self.dir, id)?;
+        let (file, path) = next_segment(&self.dir, id)?;
         self.sync_dir(&path)?;
         if let Err(error) = self.append(&[SEAL]) {
-            // The old segment stays the active one; should the empty new one survive a crash,
-            // recovery reads it as the (empty) end of the log.
-            let _ = fs::remove_file(&path);
+            // The old segment stays the active one, and the empty new one stays too: a failed
+            // fsync does not mean the seal is not on disk, and a sealed segment without its
+            // successor would stop every later start. Recovery reads an empty last segment as
+            // the end of the log; the next rotation takes it over.
             return Err(error);
         }
         self.active = file;
@@ -394,6 +395,20 @@ fn allocate(file: &File, len: u64) -> std::io::Result<()> {
 /// A full disk (or quota): the one write error that says nothing about what is already on disk.
 pub fn is_no_space(error: &std::io::Error) -> bool {
     matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// The segment `id` for a rotation: new, or the empty one an earlier rotation that failed
+/// to seal its predecessor left behind.
+fn next_segment(dir: &Path, id: u64) -> Result<(File, PathBuf), WalError> {
+    let path = segment_path(dir, id);
+    match fs::metadata(&path) {
+        Ok(meta) if meta.len() == 0 => OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map(|file| (file, path.clone()))
+            .map_err(io("opening", &path)),
+        _ => create_segment(dir, id),
+    }
 }
 
 fn create_segment(dir: &Path, id: u64) -> Result<(File, PathBuf), WalError> {
