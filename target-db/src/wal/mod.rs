@@ -314,13 +314,11 @@ impl Wal {
         let id = self.active_segment() + 1;
         let (file, path) = next_segment(&self.dir, id)?;
         self.sync_dir(&path)?;
-        if let Err(error) = self.append(&[SEAL]) {
-            // The old segment stays the active one, and the empty new one stays too: a failed
-            // fsync does not mean the seal is not on disk, and a sealed segment without its
-            // successor would stop every later start. Recovery reads an empty last segment as
-            // the end of the log; the next rotation takes it over.
-            return Err(error);
-        }
+        // On failure the old segment stays the active one, and the empty new one stays too: a
+        // failed fsync does not mean the seal is not on disk, and a sealed segment without its
+        // successor would stop every later start. Recovery reads an empty last segment as the
+        // end of the log; the next rotation takes it over.
+        self.append(&[SEAL])?;
         self.active = file;
         self.active_len = 0;
         self.segments.push(id);
