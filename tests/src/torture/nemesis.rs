@@ -426,12 +426,12 @@ async fn apply_to(
         }
         Fault::DiskError => {
             // Linux reports a writeback error once: the next fsync succeeds, with the data gone.
-            // A quarter of the time that, a quarter a disk that keeps failing for the whole
-            // hold, half the error once while a follower catches up: there what a database
+            // A third of the time that, a third a disk that keeps failing for the whole hold,
+            // a third the error once while a follower catches up: there what a database
             // acknowledged after a retried fsync is what its leader counts on, and Raft does
             // not hide a follower's loss from the oracles the way it hides the leader's.
-            let variant = rng.below(4);
-            if variant >= 2 {
+            let variant = rng.below(3);
+            if variant == 2 {
                 return disk_error_while_catching_up(cluster, node, hold, rng).await;
             }
             let (rule, how) = if variant == 0 {
