@@ -158,6 +158,14 @@ impl LogStore {
         if let Some(vote) = inner.vote {
             stats.record_vote_term(vote.leader_id().term);
         }
+        // The newest segment may lack the head: a power loss can keep a rotation's new segment
+        // but nothing written into it. Once a purge deletes the older segments, the vote and
+        // the purge point would go with them.
+        inner.write_head().map_err(|error| WalError::Io {
+            what: "writing the vote and the purge and commit points to",
+            path: dir.to_owned(),
+            source: std::io::Error::other(error.to_string()),
+        })?;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
             stats,
@@ -556,6 +564,13 @@ impl Inner {
             }
             Err(error) => return Err(io_error(error)),
         }
+        self.write_head()
+    }
+
+    /// Writes what every segment must hold for the older ones to be deletable: the vote, the
+    /// purge point and the commit point. If this finds the disk full, the head waits in the
+    /// backlog like any record, and the retry task writes it.
+    fn write_head(&mut self) -> Result<(), StorageError<NodeId>> {
         let mut head = Vec::new();
         if let Some(vote) = self.vote {
             head.push(Journal::Vote(vote));
@@ -567,8 +582,6 @@ impl Inner {
             head.push(Journal::Committed(committed));
         }
         if !head.is_empty() {
-            // If this finds the disk full, the head waits in the backlog like any record, and
-            // the retry task writes it.
             self.write(head, None)?;
         }
         Ok(())

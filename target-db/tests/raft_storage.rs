@@ -153,6 +153,58 @@ async fn a_purged_segment_left_behind_by_a_power_loss_does_not_stop_recovery() {
     }
 }
 
+/// A power loss between a rotation's new segment reaching the directory and the head (the vote,
+/// the purge point, the commit point) reaching that segment leaves the newest segment empty. A
+/// restart writes into it, and a later purge deletes every older segment: the head must have
+/// been written again by then, or the node comes back with no vote and may vote twice in a term.
+#[tokio::test]
+async fn a_restart_into_a_headless_segment_keeps_the_vote_through_later_purges() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    {
+        let mut log = LogStore::open(&wal, options()).unwrap();
+        log.save_vote(&Vote::new(5, 2)).await.unwrap();
+        for index in 0..=100 {
+            log.blocking_append(vec![entry(5, index, 7, index)])
+                .await
+                .unwrap();
+        }
+        log.save_committed(Some(LogId::new(CommittedLeaderId::new(5, 1), 90)))
+            .await
+            .unwrap();
+    }
+    // The rotation's new segment reached the disk; nothing written into it did.
+    let newest = segment_files(&wal).last().unwrap().clone();
+    let name = newest.file_name().unwrap().to_string_lossy().into_owned();
+    let id: u64 = name["wal-".len()..name.len() - ".log".len()]
+        .parse()
+        .unwrap();
+    std::fs::File::create(wal.join(format!("wal-{:020}.log", id + 1))).unwrap();
+    {
+        let mut log = LogStore::open(&wal, options()).unwrap();
+        log.blocking_append(vec![entry(5, 101, 7, 101)])
+            .await
+            .unwrap();
+        log.purge(LogId::new(CommittedLeaderId::new(5, 1), 100))
+            .await
+            .unwrap();
+        assert_eq!(
+            segment_files(&wal),
+            [wal.join(format!("wal-{:020}.log", id + 1))],
+            "the purge deleted every older segment, and nothing rotated"
+        );
+    }
+    let mut log = LogStore::open(&wal, options()).unwrap();
+    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(5, 2)));
+    assert_eq!(
+        log.read_committed().await.unwrap().map(|c| c.index),
+        Some(90)
+    );
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(100));
+    assert_eq!(state.last_log_id.map(|l| l.index), Some(101));
+}
+
 #[tokio::test]
 async fn a_retried_request_is_applied_once() {
     let dir = tempfile::tempdir().unwrap();
