@@ -180,7 +180,7 @@ fn killing_the_injector_leaves_nothing_attached_and_the_target_running() {
     target.send_line("go").unwrap();
     wait_until(
         "the target is stopped by the pause",
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         || process_state(pid) == Some('T'),
     );
     // SAFETY: kill on the pid of the injector we started, still our unreaped child.
@@ -251,7 +251,7 @@ fn bad_input_exits_with_code_2_and_says_why() {
     // A child that exited and that this test has not reaped yet: a zombie.
     let mut exited = Command::new("true").spawn().unwrap();
     let zombie = exited.id().to_string();
-    wait_until("the child is a zombie", Duration::from_secs(10), || {
+    wait_until("the child is a zombie", Duration::from_secs(60), || {
         process_state(exited.id()) == Some('Z')
     });
     for (args, expected) in cases {

@@ -296,7 +296,7 @@ fn the_fds_of_exited_processes_are_forgotten() {
     while shell.read_line().unwrap() != "children-done" {}
     common::wait_until(
         "the killed children's fds are forgotten",
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(60),
         || classified_fds(shell.pid()) == 0,
     );
     shell.send_line("end").unwrap();

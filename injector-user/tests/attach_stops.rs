@@ -36,7 +36,7 @@ fn two_paused_workers(cgroup: &TestCgroup) -> (Spawned, Spawned, Spawned) {
     for pid in [first.pid(), second.pid()] {
         wait_until(
             &format!("the pause stops pid {pid}"),
-            Duration::from_secs(10),
+            Duration::from_secs(60),
             || process_state(pid) == Some('T'),
         );
     }

@@ -28,7 +28,7 @@ fn removing_a_pause_rule_continues_the_process() {
     target.send_line("go").unwrap();
     wait_until(
         "the pause stops the target",
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         || process_state(pid) == Some('T'),
     );
 

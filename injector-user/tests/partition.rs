@@ -144,7 +144,7 @@ fn tcp_pair(server: &str, client: &str) -> (Spawned, Spawned) {
 fn a_partition_stalls_a_tcp_ping_pong_and_healing_restores_it(net: Net) {
     let (_server, mut client) = tcp_pair(&net.addr(11), &net.addr(12));
     let (_bystander_server, mut bystander) = tcp_pair(&net.addr(13), &net.addr(14));
-    assert!(ping(&mut client, 5000).starts_with("pong"));
+    assert!(ping(&mut client, 20_000).starts_with("pong"));
 
     let injector = net.partition(&["--between", &net.addr(11), "--and", &net.addr(12)]);
     assert!(
@@ -152,13 +152,13 @@ fn a_partition_stalls_a_tcp_ping_pong_and_healing_restores_it(net: Net) {
         "the partition cuts the pair"
     );
     assert!(
-        ping(&mut bystander, 5000).starts_with("pong"),
+        ping(&mut bystander, 20_000).starts_with("pong"),
         "other addresses are untouched"
     );
     heal(injector);
     // TCP retransmits what was dropped; the answer comes once its backoff timer fires.
     assert!(
-        ping(&mut client, 10_000).starts_with("pong"),
+        ping(&mut client, 30_000).starts_with("pong"),
         "healing restores the connection"
     );
 }
@@ -282,7 +282,7 @@ fn a_partition_between_pids_cuts_their_connection_and_nobody_elses(net: Net) {
     // Both pairs on one address, so only the processes' own ports tell them apart.
     let (server, mut client) = tcp_pair(&net.addr(51), &net.addr(51));
     let (_bystander_server, mut bystander) = tcp_pair(&net.addr(51), &net.addr(51));
-    assert!(ping(&mut client, 5000).starts_with("pong"));
+    assert!(ping(&mut client, 20_000).starts_with("pong"));
 
     let injector = net.partition(&[
         "--between",
@@ -295,12 +295,12 @@ fn a_partition_between_pids_cuts_their_connection_and_nobody_elses(net: Net) {
         "the partition cuts the two processes"
     );
     assert!(
-        ping(&mut bystander, 5000).starts_with("pong"),
+        ping(&mut bystander, 20_000).starts_with("pong"),
         "other processes on the same address are untouched"
     );
     heal(injector);
     assert!(
-        ping(&mut client, 10_000).starts_with("pong"),
+        ping(&mut client, 30_000).starts_with("pong"),
         "healing restores the connection"
     );
 }

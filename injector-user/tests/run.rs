@@ -109,7 +109,7 @@ fn the_commands_exit_code_is_passed_on_and_bad_rules_exit_2() {
     );
 }
 
-/// Runs the injector and waits up to 20 s for it; a hang fails the test instead of stalling
+/// Runs the injector and waits up to 120 s for it (emulated VMs are slow); a hang fails the test instead of stalling
 /// the suite (the child is killed).
 fn run_bounded(args: &[&str]) -> Output {
     let mut child = Command::new(INJECTOR)
@@ -118,7 +118,7 @@ fn run_bounded(args: &[&str]) -> Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {
             child.kill().unwrap();
