@@ -492,6 +492,15 @@ async fn status(State(node): State<Shared>) -> impl IntoResponse {
     // A digest of the whole key-value state, so a checker can compare nodes cheaply.
     status["state_digest"] = json!(format!("{:016x}", digest(&data.kv)));
     status["keys"] = json!(data.kv.len());
+    // [index, results hash] every 1000 indexes: replicas must agree at each (see Data::results).
+    status["result_checkpoints"] = json!(
+        node.state
+            .checkpoints()
+            .await
+            .into_iter()
+            .map(|(index, hash)| json!([index, format!("{hash:016x}")]))
+            .collect::<Vec<_>>()
+    );
     Json(status)
 }
 

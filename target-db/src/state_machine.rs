@@ -1,7 +1,7 @@
 //! The key-value state machine, with client sessions (a retried write is applied once) and
 //! snapshots made durable the careful way: temporary file, fsync, rename, directory fsync.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     fs::{self, File},
     io::{Cursor, Write},
     path::{Path, PathBuf},
@@ -26,7 +26,17 @@ pub struct Data {
     pub kv: BTreeMap<String, String>,
     /// Per client: the last sequence number applied and its response.
     pub sessions: BTreeMap<u64, (u64, Response)>,
+    /// A running hash of every entry's index and result, in log order: replicas that applied
+    /// the same entries to the same state hold the same one, and one that applied a retry
+    /// twice, or lost part of its state, differs from then on.
+    #[serde(default)]
+    pub results: u64,
 }
+
+/// Every this many log indexes, the results hash is kept for /status (see `checkpoints`).
+pub const CHECKPOINT_EVERY: u64 = 1000;
+/// How many checkpoints /status shows: seconds of history at thousands of writes a second.
+const CHECKPOINTS_KEPT: usize = 16;
 
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
@@ -39,6 +49,9 @@ struct Inner {
     dir: PathBuf,
     current: Option<StoredSnapshot>,
     built: u64,
+    /// (index, results hash after applying it) for the latest indexes that are multiples of
+    /// CHECKPOINT_EVERY this process applied.
+    checkpoints: VecDeque<(u64, u64)>,
 }
 
 #[derive(Clone)]
@@ -79,6 +92,7 @@ impl StateMachine {
                 dir: dir.to_owned(),
                 current,
                 built: 0,
+                checkpoints: VecDeque::new(),
             })),
             durable: Arc::new(watch::Sender::new(durable)),
         })
@@ -105,6 +119,31 @@ impl StateMachine {
     pub async fn data(&self) -> Data {
         self.inner.lock().await.data.clone()
     }
+
+    /// The results hash at the latest checkpoint indexes this process applied, oldest first:
+    /// a checker compares them across nodes (the same index must give the same hash).
+    pub async fn checkpoints(&self) -> Vec<(u64, u64)> {
+        self.inner
+            .lock()
+            .await
+            .checkpoints
+            .iter()
+            .copied()
+            .collect()
+    }
+}
+
+/// Folds one applied entry into the results hash (FNV-1a over the index and the result).
+fn fold_result(hash: u64, index: u64, response: &Response) -> u64 {
+    let previous = response.previous.as_deref().map(str::as_bytes);
+    index
+        .to_le_bytes()
+        .into_iter()
+        .chain([u8::from(response.ok), u8::from(previous.is_some())])
+        .chain(previous.unwrap_or_default().iter().copied())
+        .fold(hash ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 /// Applies one request, once per (client, seq).
@@ -224,7 +263,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responses = Vec::new();
         for entry in entries {
             inner.data.last_applied = Some(entry.log_id);
-            responses.push(match entry.payload {
+            let response = match entry.payload {
                 EntryPayload::Blank => Response::default(),
                 EntryPayload::Normal(request) => apply_request(&mut inner.data, &request),
                 EntryPayload::Membership(membership) => {
@@ -235,7 +274,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         previous: None,
                     }
                 }
-            });
+            };
+            let index = entry.log_id.index;
+            inner.data.results = fold_result(inner.data.results, index, &response);
+            if index % CHECKPOINT_EVERY == 0 {
+                let results = inner.data.results;
+                if inner.checkpoints.len() == CHECKPOINTS_KEPT {
+                    inner.checkpoints.pop_front();
+                }
+                inner.checkpoints.push_back((index, results));
+            }
+            responses.push(response);
         }
         Ok(responses)
     }

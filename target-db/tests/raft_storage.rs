@@ -1,6 +1,7 @@
 //! The storage under openraft: its own conformance suite, and what survives a restart.
 use openraft::{
-    CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, StorageError, Vote,
+    CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder,
+    StorageError, Vote,
     storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine},
     testing::{StoreBuilder, Suite},
 };
@@ -235,4 +236,78 @@ async fn a_retried_request_is_applied_once() {
         !next[0].ok,
         "a new cas from absent fails now that the key exists"
     );
+}
+
+/// The entry at `index` of a workload of puts by 3 clients, every 7th a retry of the client's
+/// request before it (same client and seq), as a client sends one after a timeout; index 1501
+/// is a late retry of 1499's request, sent again after the snapshot at 1500.
+fn workload_entry(index: u64) -> Entry<TypeConfig> {
+    let request = if index == 1501 { 1499 } else { index };
+    let client = request % 3;
+    let seq = if request % 7 == 0 {
+        request / 3
+    } else {
+        request / 3 + 1
+    };
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Request {
+            client,
+            seq,
+            op: Op::Put {
+                key: format!("k{}", request % 5),
+                value: format!("v{request}"),
+            },
+        }),
+    }
+}
+
+async fn applied(state: &mut StateMachine, indexes: std::ops::RangeInclusive<u64>) {
+    let entries: Vec<_> = indexes.map(workload_entry).collect();
+    for batch in entries.chunks(37) {
+        state.apply(batch.to_vec()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn replicas_report_the_same_results_at_each_checkpoint_unless_one_forgot_its_sessions() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut whole = StateMachine::open(dirs[0].path()).unwrap();
+    applied(&mut whole, 0..=2000).await;
+    let expected = whole.checkpoints().await;
+    assert_eq!(
+        expected.iter().map(|c| c.0).collect::<Vec<_>>(),
+        [0, 1000, 2000]
+    );
+
+    // A replica restarted from its own snapshot at 1500 reaches 2000 with the same hash.
+    let mut restarted = StateMachine::open(dirs[1].path()).unwrap();
+    applied(&mut restarted, 0..=1500).await;
+    restarted.build_snapshot().await.unwrap();
+    drop(restarted);
+    let mut restarted = StateMachine::open(dirs[1].path()).unwrap();
+    applied(&mut restarted, 1501..=2000).await;
+    assert_eq!(restarted.checkpoints().await, expected[2..]);
+
+    // One that installed a snapshot without the client sessions applies the late retry a
+    // second time: from the next checkpoint on, its hash differs.
+    let mut source = StateMachine::open(dirs[2].path()).unwrap();
+    applied(&mut source, 0..=1500).await;
+    let snapshot = source.build_snapshot().await.unwrap();
+    let mut data = source.data().await;
+    data.sessions.clear();
+    let forgetful_dir = tempfile::tempdir().unwrap();
+    let mut forgetful = StateMachine::open(forgetful_dir.path()).unwrap();
+    forgetful
+        .install_snapshot(
+            &snapshot.meta,
+            Box::new(std::io::Cursor::new(serde_json::to_vec(&data).unwrap())),
+        )
+        .await
+        .unwrap();
+    applied(&mut forgetful, 1501..=2000).await;
+    let differing = forgetful.checkpoints().await;
+    assert_eq!(differing.len(), 1);
+    assert_eq!(differing[0].0, 2000);
+    assert_ne!(differing[0].1, expected[2].1);
 }

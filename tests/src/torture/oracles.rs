@@ -49,6 +49,9 @@ pub struct Oracles {
     committed: BTreeMap<usize, Vec<(u64, u64)>>,
     /// node -> (time, term of the vote it reported on disk), rising over all its lives.
     voted: BTreeMap<usize, Vec<(u64, u64)>>,
+    /// checkpoint index -> (node, results hash, when) as first reported, and whether a node
+    /// disagreed with it already (one violation per index).
+    results: BTreeMap<u64, (usize, String, u64, bool)>,
     /// Which oracles had what they need at least once.
     applicable: BTreeMap<&'static str, bool>,
     violations: Vec<Violation>,
@@ -57,7 +60,13 @@ pub struct Oracles {
 pub const ONE_LEADER_PER_TERM: &str = "at most one leader per term";
 pub const NOTHING_GOES_BACK: &str = "terms and commit index never go back";
 pub const ACKNOWLEDGED_KEPT: &str = "acknowledged log entries survive restarts";
-pub const NAMES: [&str; 3] = [ONE_LEADER_PER_TERM, NOTHING_GOES_BACK, ACKNOWLEDGED_KEPT];
+pub const SAME_RESULTS: &str = "replicas apply the same results";
+pub const NAMES: [&str; 4] = [
+    ONE_LEADER_PER_TERM,
+    NOTHING_GOES_BACK,
+    ACKNOWLEDGED_KEPT,
+    SAME_RESULTS,
+];
 
 impl Oracles {
     /// Feeds one poll of node `node`'s /status, sent at `sent` and answered at `time` (ns since
@@ -86,6 +95,38 @@ impl Oracles {
         self.follow_life(node, (sent, time), status, term.unwrap_or(0), leading);
         if leading {
             self.record_matches(node, time, status);
+        }
+        self.compare_results(node, time, status);
+    }
+
+    /// Every replica applies the same entries in the same order to the same state, so at one
+    /// log index all report one results hash. A retry applied twice, or a state rebuilt from
+    /// a snapshot that lacks part of it, shows here even when the key it touched is written
+    /// over a moment later and the final states agree again.
+    fn compare_results(&mut self, node: usize, time: u64, status: &Value) {
+        let Some(checkpoints) = status["result_checkpoints"].as_array() else {
+            return;
+        };
+        self.applicable.insert(SAME_RESULTS, true);
+        for checkpoint in checkpoints {
+            let (Some(index), Some(hash)) = (checkpoint[0].as_u64(), checkpoint[1].as_str()) else {
+                continue;
+            };
+            let first = self
+                .results
+                .entry(index)
+                .or_insert_with(|| (node, hash.to_owned(), time, false));
+            if first.1 == hash || first.3 {
+                continue;
+            }
+            first.3 = true;
+            let explanation = format!(
+                "at log index {index} n{node} reports results hash {hash}, but n{} reported {} (at {:.3} s): the replicas applied the same entries with different results",
+                first.0,
+                first.1,
+                secs(first.2)
+            );
+            self.violate(SAME_RESULTS, node, time, explanation);
         }
     }
 
@@ -318,6 +359,7 @@ impl Oracles {
                 "acknowledgements followed on {} followers",
                 self.acknowledged.len()
             ),
+            SAME_RESULTS => format!("{} checkpoints compared", self.results.len()),
             _ => format!("{} nodes followed", self.lives.len()),
         };
         (Verdict::Pass, detail)
@@ -346,6 +388,31 @@ mod tests {
 
     fn status(state: &str, term: u64, boot: u64, commit: u64) -> Value {
         json!({"state": state, "term": term, "boot": boot, "commit_index": commit, "up_ms": 0})
+    }
+
+    #[test]
+    fn replicas_that_report_different_results_at_one_index_are_caught_once() {
+        let with = |checkpoints: Value| {
+            let mut status = status("Follower", 2, 1, 0);
+            status["result_checkpoints"] = checkpoints;
+            status
+        };
+        let mut oracles = Oracles::default();
+        assert_eq!(oracles.verdict(SAME_RESULTS).0, Verdict::Unknown);
+        oracles.observe(1, (10, 10), &with(json!([[1000, "aa"], [2000, "bb"]])));
+        oracles.observe(2, (20, 20), &with(json!([[2000, "bb"]])));
+        // n3 restarted from a snapshot at 1500 and applied 2000 again: the same hash is fine.
+        oracles.observe(3, (30, 30), &with(json!([[2000, "bb"], [3000, "cc"]])));
+        assert_eq!(oracles.verdict(SAME_RESULTS).0, Verdict::Pass);
+        oracles.observe(2, (40, 40), &with(json!([[2000, "bb"], [3000, "dd"]])));
+        oracles.observe(2, (50, 50), &with(json!([[3000, "dd"]])));
+        let (verdict, detail) = oracles.verdict(SAME_RESULTS);
+        assert_eq!(verdict, Verdict::Fail);
+        assert!(detail.starts_with("1 violation(s)"), "{detail}");
+        assert!(
+            detail.contains("at log index 3000 n2 reports results hash dd, but n3 reported cc"),
+            "{detail}"
+        );
     }
 
     #[test]
