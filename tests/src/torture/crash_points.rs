@@ -171,6 +171,19 @@ impl CrashPlan {
         self.next_unreached()
     }
 
+    /// A durable call for a catch-up crash point, among the pairs seen made.
+    fn catch_up_pair(&self, rng: &mut SplitMix64) -> Option<(FileClass, &'static str)> {
+        let candidates: Vec<(FileClass, &'static str)> = self
+            .pairs
+            .iter()
+            .filter(|(class, call)| {
+                CATCH_UP_CALLS.contains(call) && self.seen.contains(&(class.name, *call))
+            })
+            .copied()
+            .collect();
+        (!candidates.is_empty()).then(|| candidates[rng.below(candidates.len() as u64) as usize])
+    }
+
     fn next_unreached(&mut self) -> (FileClass, &'static str) {
         let reached: BTreeSet<(&str, &str)> = self
             .attempts
@@ -217,11 +230,16 @@ pub async fn crash_point(
     if !cluster.lock().await.running(node) {
         return Ok("crash point skipped: node down".into());
     }
-    // One time in three, aimed at an election instead: the leader's loss forces one.
-    if rng.below(3) == 0
+    // One time in three, aimed at an election instead: the leader's loss forces one; one time
+    // in six at a follower catching up from a snapshot.
+    let aim = rng.below(6);
+    if aim < 2
         && let Some(leader) = super::nemesis::leading_now(cluster, None).await
     {
         return election_crash(cluster, leader, plan, rng).await;
+    }
+    if aim == 2 {
+        return catch_up_crash(cluster, node, plan, rng).await;
     }
     let faultfs_status = cluster.lock().await.faultfs_status(node)?;
     plan.look(&faultfs_status);
@@ -479,6 +497,111 @@ async fn election_crash(
         "election crash point: leader n{leader} killed; storage stopped after the first log write since on {}; power loss ({mode}) of {}, restarted",
         stopped.join(", "),
         names.join(" ")
+    ))
+}
+
+/// The calls a node catching up from a snapshot makes: writing it and the log, syncing them,
+/// renaming the snapshot into place.
+const CATCH_UP_CALLS: &[&str] = &["write", "fdatasync", "fsync", "rename"];
+/// How long the leader gets to compact its log past a stopped follower's last entry.
+const COMPACTION_WITHIN: Duration = Duration::from_secs(8);
+
+/// A crash point aimed at a catch-up from a snapshot (Raft's InstallSnapshot): a follower is
+/// stopped until the leader has compacted its log past the follower's last entry, so the
+/// leader must send a snapshot, and the follower writes it while it drops the log entries the
+/// snapshot replaces. Its storage stops right after one of its first durable calls from its
+/// restart on, and it loses power. Two durable steps on two files, in an order that matters
+/// (the log compacted only once the snapshot holding its entries is on disk), in a window
+/// that random faults almost never hit: they strike running nodes.
+async fn catch_up_crash(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    plan: &mut CrashPlan,
+    rng: &mut SplitMix64,
+) -> Result<String> {
+    let follower = super::nemesis::follower_near(cluster, node).await;
+    let Some(leader) = super::nemesis::leading_now(cluster, Some(follower)).await else {
+        return Ok("catch-up crash point skipped: no leader".into());
+    };
+    let client = reqwest::Client::new();
+    let (follower_addr, leader_addr) = {
+        let cluster = cluster.lock().await;
+        if !cluster.running(follower) {
+            return Ok(format!("catch-up crash point skipped: n{follower} down"));
+        }
+        (
+            cluster.nodes[follower - 1].addr.clone(),
+            cluster.nodes[leader - 1].addr.clone(),
+        )
+    };
+    let last = status(&client, &follower_addr)
+        .await
+        .and_then(|s| s["last_log_index"].as_u64())
+        .unwrap_or(0);
+    let Some((class, call)) = plan.catch_up_pair(rng) else {
+        return Ok("catch-up crash point skipped: no durable call seen yet".into());
+    };
+    // The log takes a few writes before the snapshot arrives (its head at start, a vote); the
+    // snapshot's files see one call of each kind per snapshot.
+    let skip = rng.below(if class.name == "wal" { 4 } else { 2 });
+    let mode = power_loss_mode(call, rng);
+    cluster.lock().await.kill_node(follower);
+    let started = Instant::now();
+    let compacted = loop {
+        let purged = status(&client, &leader_addr)
+            .await
+            .and_then(|s| s["purged_index"].as_u64());
+        if purged.is_some_and(|purged| purged > last) {
+            break true;
+        }
+        if started.elapsed() >= COMPACTION_WITHIN {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let down_ms = started.elapsed().as_millis();
+    let rule = format!("{call}(path=\"{}\")={skip}*off->1*crash", class.glob);
+    let rule_id = {
+        let mut cluster = cluster.lock().await;
+        let rule_id = cluster.add_fault(follower, &rule)?;
+        cluster.start_node(follower)?;
+        rule_id
+    };
+    let reached = wait_for_crash(cluster, follower, rule_id, REACH_ONCE_RECOVERED_WITHIN).await?;
+    plan.attempts.push(CrashAttempt {
+        node: follower,
+        role: "catching up".into(),
+        class: class.name,
+        call,
+        nth: skip + 1,
+        correlation: Correlation::Alone,
+        during_recovery: false,
+        after_recovery: false,
+        reached: reached.is_some(),
+        path: reached.clone(),
+    });
+    let how = if compacted {
+        format!(
+            "down {down_ms} ms until n{leader} had compacted its log past n{follower}'s last entry ({last})"
+        )
+    } else {
+        format!(
+            "down {down_ms} ms, but n{leader} had not compacted its log past n{follower}'s last entry ({last}): it caught up by appends"
+        )
+    };
+    let Some(path) = reached else {
+        return Ok(format!(
+            "catch-up crash point: n{follower} {how}; restarted, and its {} {call} #{} was not reached within {} ms",
+            class.name,
+            skip + 1,
+            REACH_ONCE_RECOVERED_WITHIN.as_millis()
+        ));
+    };
+    power_cut(cluster, &[follower], mode, Duration::ZERO).await?;
+    Ok(format!(
+        "catch-up crash point: n{follower} {how}; restarted, storage stopped after its {} {call} #{} ({path}), power loss ({mode}), restarted",
+        class.name,
+        skip + 1
     ))
 }
 

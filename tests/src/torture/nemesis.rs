@@ -273,7 +273,7 @@ impl Deck {
 }
 
 /// `node` if it does not lead, else the next node round the ring.
-async fn follower_near(cluster: &Arc<Mutex<Cluster>>, node: usize) -> usize {
+pub(super) async fn follower_near(cluster: &Arc<Mutex<Cluster>>, node: usize) -> usize {
     match leader(cluster).await {
         Some(leader) if leader == node => leader % cluster.lock().await.nodes.len() + 1,
         _ => node,
