@@ -333,6 +333,21 @@ async fn serve(
     // checker can tell whether a restart lost entries this node had acknowledged.
     let log_state = openraft::storage::RaftLogStorage::get_log_state(&mut log).await?;
     let snapshot_index = state.data().await.last_applied.map(|l| l.index);
+    // The log is purged only up to a snapshot on disk. A purge point past the snapshot leaves
+    // entries in neither, and openraft would only fail later, in its own words.
+    if let Some(purged) = log_state.last_purged_log_id.map(|l| l.index)
+        && snapshot_index.is_none_or(|snapshot| snapshot < purged)
+    {
+        anyhow::bail!(
+            "the write-ahead log in {} was purged up to index {purged}, but the snapshot in {} \
+             covers {}: entries {}..={purged} are in neither, so the node will not start \
+             (restore the data directory, or remove the node and let it rejoin with an empty one)",
+            data_dir.join("wal").display(),
+            data_dir.join("state").display(),
+            snapshot_index.map_or("nothing".to_owned(), |s| format!("only up to {s}")),
+            snapshot_index.map_or(0, |s| s + 1),
+        );
+    }
     let recovered_index = log_state.last_log_id.map(|l| l.index).max(snapshot_index);
     let recovered_commit = openraft::storage::RaftLogStorage::read_committed(&mut log)
         .await?

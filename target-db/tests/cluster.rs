@@ -743,6 +743,32 @@ async fn a_log_with_acknowledged_entries_missing_is_refused_with_the_damage_name
     assert_eq!(last["value"], "v", "{last}");
 }
 
+/// A log purged past the snapshot on disk (a purge made durable before the snapshot it relied
+/// on) holds the entries in neither: the node refuses to start and says so, instead of failing
+/// later in openraft's words.
+#[tokio::test]
+async fn a_log_purged_past_its_snapshot_is_refused_with_both_indexes_named() {
+    let mut cluster = Cluster::start(1, &["--snapshot-every", "100"]);
+    cluster.init().await;
+    cluster.leader(&[1]).await;
+    for i in 0..300 {
+        let answer = put(cluster.addr(1), 7, i + 1, &format!("k{i}"), "v").await;
+        let ok = answer.as_ref().map(|a| a["response"]["ok"] == true);
+        assert_eq!(ok, Some(true), "{answer:?}");
+    }
+    assert!(terminate(cluster.nodes[0].as_mut().unwrap()));
+    cluster.nodes[0] = None;
+    let dir = cluster.dir.path().join("node1");
+    std::fs::remove_file(dir.join("state/snapshot.json")).unwrap();
+    let stderr = start_expecting_exit(&dir).expect("the node started and served");
+    assert!(
+        stderr.contains("was purged up to index")
+            && stderr.contains("covers nothing")
+            && stderr.contains("will not start"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn an_address_that_is_not_host_and_port_is_refused_with_the_form_named() {
     for addr in [
