@@ -204,15 +204,30 @@ impl CrashPlan {
     }
 }
 
-/// How many matching calls to let pass before the crash: the log's calls come by the hundred a
-/// second, the others a few times a second or less.
+/// The log's writes and syncs come by the hundred a second, the other calls a few times a
+/// second or less (a snapshot every few seconds on a node that takes them rarely).
+fn frequent(class: &FileClass, call: &str) -> bool {
+    class.name == "wal" && matches!(call, "write" | "fdatasync")
+}
+
+/// How many matching calls to let pass before the crash.
 fn calls_to_skip(class: &FileClass, call: &str, rng: &mut SplitMix64) -> u64 {
-    let frequent = class.name == "wal" && matches!(call, "write" | "fdatasync");
-    rng.below(if frequent { 40 } else { 3 })
+    rng.below(if frequent(class, call) { 40 } else { 2 })
+}
+
+/// How long a crash point may take to be reached: a rare call (a snapshot's) needs seconds.
+fn reach_within(class: &FileClass, call: &str) -> Duration {
+    if frequent(class, call) {
+        REACH_WITHIN
+    } else {
+        RARE_REACH_WITHIN
+    }
 }
 
 /// How long a crash point may take to be reached before it is reported as not reached.
 const REACH_WITHIN: Duration = Duration::from_millis(2500);
+/// The same for a call a node makes a few times a second or less.
+const RARE_REACH_WITHIN: Duration = Duration::from_millis(5000);
 /// The same while the node recovers: recovery is short.
 const REACH_DURING_RECOVERY_WITHIN: Duration = Duration::from_millis(1500);
 /// The same after a restart, for writes past recovery: a restart takes up to a second.
@@ -254,7 +269,8 @@ pub async fn crash_point(
     let mode = power_loss_mode(call, rng);
     let role = role_of(cluster, node).await;
     let rule = format!("{call}(path=\"{}\")={skip}*off->1*crash", class.glob);
-    let reached = place_and_wait(cluster, node, &rule, REACH_WITHIN).await?;
+    let within = reach_within(&class, call);
+    let reached = place_and_wait(cluster, node, &rule, within).await?;
     let attempt = CrashAttempt {
         node,
         role,
@@ -273,7 +289,7 @@ pub async fn crash_point(
             "crash point `{rule}` ({} {call} #{}) not reached within {} ms",
             class.name,
             skip + 1,
-            REACH_WITHIN.as_millis()
+            within.as_millis()
         ));
     };
     let victims = correlated(node, size, correlation, rng);
