@@ -91,6 +91,49 @@ fn a_torn_tail_is_cut_off_and_logged() {
     }
 }
 
+/// A rotation creates the next segment (made durable), then appends the seal to the full one.
+/// A power loss before the seal's fsync can tear the seal, leaving a torn record in a segment
+/// that is not the last, followed by an empty one: nothing after the last synced record was
+/// acknowledged, so it is a torn tail like any other, not corruption.
+#[test]
+fn a_torn_seal_before_an_empty_next_segment_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), small_segments()).unwrap();
+    let mut written = 0;
+    while !wal.needs_rotation() {
+        wal.append(&[&record(written)]).unwrap();
+        written += 1;
+    }
+    let full = segment_files(dir.path()).pop().unwrap();
+    let before_seal = fs::metadata(&full).unwrap().len();
+    wal.rotate().unwrap();
+    drop(wal);
+    let sealed_length = fs::metadata(&full).unwrap().len();
+    assert!(sealed_length > before_seal + 1, "the seal was appended");
+    // The seal torn: only its first byte reached the disk.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&full)
+        .unwrap()
+        .set_len(before_seal + 1)
+        .unwrap();
+    let next = segment_files(dir.path()).pop().unwrap();
+    assert_ne!(next, full);
+    assert_eq!(fs::metadata(&next).unwrap().len(), 0);
+
+    let (mut wal, recovered) = Wal::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(recovered.records.len(), written);
+    let torn = recovered.torn_tail.expect("the torn seal is reported");
+    assert_eq!((torn.file, torn.offset), (full.clone(), before_seal));
+    assert_eq!(fs::metadata(&full).unwrap().len(), before_seal);
+    // The log goes on in the empty segment, and a restart finds everything.
+    wal.append(&[b"after"]).unwrap();
+    drop(wal);
+    let (_, again) = Wal::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(again.records.len(), written + 1);
+    assert!(again.torn_tail.is_none());
+}
+
 #[test]
 fn corruption_before_the_tail_is_refused_with_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();

@@ -158,7 +158,14 @@ impl Wal {
         };
         for (position, &id) in segments.iter().enumerate() {
             let last = position + 1 == segments.len();
-            let sealed = recover_segment(dir, id, last, &options, &mut recovered)?;
+            // Only empty segments after it: a rotation had made the next segment durable, and
+            // the seal it was appending when the power went may be torn. Records are appended
+            // to a full segment only after the last one's fsync, so a torn record there can
+            // only be that seal: a torn tail, cut like the last segment's.
+            let ends_the_log = segments[position + 1..].iter().all(|&later| {
+                fs::metadata(segment_path(dir, later)).is_ok_and(|meta| meta.len() == 0)
+            });
+            let sealed = recover_segment(dir, id, ends_the_log, &options, &mut recovered)?;
             if last && sealed {
                 return Err(WalError::Missing {
                     dir: dir.to_owned(),
@@ -423,7 +430,8 @@ pub fn segment_file_name(id: u64) -> String {
     format!("wal-{id:020}.log")
 }
 
-/// Reads one segment's records into `recovered`; true if it ends with the seal.
+/// Reads one segment's records into `recovered`; true if it ends with the seal. `last`: no
+/// later segment holds anything, so a torn record at its end is a torn tail, cut off.
 fn recover_segment(
     dir: &Path,
     id: u64,
