@@ -475,10 +475,11 @@ pub async fn rot_an_unacknowledged_record(
     let mut tried = 0;
     for _ in 0..tries {
         tried += 1;
-        // Each try lets a different number of fdatasyncs pass first: right after a restart the
-        // first one is always the same kind of record (a commit point while catching up), so
-        // killing at the first one every time could miss puts for good.
-        let skip = (tried - 1) % 4;
+        // Each try lets a different number of fdatasyncs pass first, never fewer than two:
+        // right after a restart the first ones are always the same kinds of record (the head
+        // a start writes, a commit point while catching up), so killing at them every time
+        // could miss puts for good.
+        let skip = 2 + (tried - 1) % 4;
         let attached = attach_to_wal(cluster, node, Duration::from_secs(2), |fd| {
             format!("fdatasync(fd={fd})={skip}*off->1*kill")
         })
