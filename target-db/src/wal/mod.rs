@@ -156,15 +156,17 @@ impl Wal {
                 .collect(),
             ..Recovered::default()
         };
+        // The segment that ends the log: the newest one holding anything. Only empty ones may
+        // follow it when a rotation had made the next segment durable, and the seal it was
+        // appending when the power went may be torn. Records are appended to a full segment
+        // only after the last one's fsync, so a torn record there can only be that seal: a
+        // torn tail, cut like the last segment's.
+        let last_holding_anything = segments.iter().rposition(|&id| {
+            fs::metadata(segment_path(dir, id)).map_or(true, |meta| meta.len() > 0)
+        });
         for (position, &id) in segments.iter().enumerate() {
             let last = position + 1 == segments.len();
-            // Only empty segments after it: a rotation had made the next segment durable, and
-            // the seal it was appending when the power went may be torn. Records are appended
-            // to a full segment only after the last one's fsync, so a torn record there can
-            // only be that seal: a torn tail, cut like the last segment's.
-            let ends_the_log = segments[position + 1..].iter().all(|&later| {
-                fs::metadata(segment_path(dir, later)).is_ok_and(|meta| meta.len() == 0)
-            });
+            let ends_the_log = last_holding_anything.is_none_or(|end| position >= end);
             let sealed = recover_segment(dir, id, ends_the_log, &options, &mut recovered)?;
             if last && sealed {
                 return Err(WalError::Missing {
