@@ -25,6 +25,11 @@ pub enum PowerLossMode {
     /// A random prefix of the unsynced operations (writes, truncates, directory entries, in
     /// the order they were made) survives.
     Prefix,
+    /// Every unsynced operation survives: the disk a crash of the program alone leaves (its
+    /// writes live on in the kernel's page cache). At a crash point, the state right after the
+    /// crashing call, which a power loss rarely keeps: a file truncated for an in-place rewrite
+    /// and not written yet, a rename done before the data it points to.
+    Keep,
 }
 
 /// `unchanged[i]`: how many leading bytes of the i-th operation, a write, equal what the disk
@@ -37,6 +42,7 @@ pub fn plan(
 ) -> Vec<Survival> {
     match mode {
         PowerLossMode::Drop => vec![Survival::Dropped; log.len()],
+        PowerLossMode::Keep => vec![Survival::Whole; log.len()],
         PowerLossMode::Prefix => {
             let kept = rng.below(log.len() as u64 + 1) as usize;
             (0..log.len())

@@ -394,6 +394,42 @@ fn crash_stops_the_mount_right_after_the_chosen_call_until_a_power_loss() {
     let _ = mounted.unmount();
 }
 
+/// The state a program's own crash leaves at a crash point: `keep` makes every unsynced
+/// operation up to the crashing call durable (data, a new name, the truncate), and nothing
+/// after it. Here, a state file rewritten in place is caught truncated and not yet written: the
+/// disk holds it empty, which `drop` (the old file) and `torn` (unsynced truncates lost) never show.
+#[test]
+fn keep_at_a_crash_point_leaves_every_unsynced_operation_up_to_the_crashing_call() {
+    let mounted = Mounted::with_backing(&[], |backing| {
+        fs::write(backing.join("state"), b"old state").unwrap();
+    });
+    mounted.add_fault(r#"truncate(path="state")=1*crash"#);
+    write_file(&mounted.path("journal"), b"unsynced");
+    let rewrite = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(mounted.path("state"));
+    let status = mounted.ctl(Request::Status);
+    assert_eq!(status["crashed"]["op"], "truncate", "{status}");
+    assert_eq!(status["crashed"]["path"], "state", "{status}");
+    if let Ok(mut rewrite) = rewrite {
+        let _ = rewrite.write_all(b"new state");
+        assert_eq!(errno_of(rewrite.sync_all()), Some(libc::EIO));
+    }
+    let answer = mounted.power_loss(PowerLossMode::Keep);
+    assert_eq!(
+        answer["survived"], answer["unsynced_operations"],
+        "{answer}"
+    );
+    assert_eq!(fs::read(mounted.backing.join("state")).unwrap(), b"");
+    assert_eq!(
+        fs::read(mounted.backing.join("journal")).unwrap(),
+        b"unsynced"
+    );
+    assert_eq!(fs::read(mounted.path("state")).unwrap(), b"");
+    let _ = mounted.unmount();
+}
+
 #[test]
 fn a_control_client_that_says_nothing_does_not_hold_up_another() {
     let mounted = Mounted::new(&[]);

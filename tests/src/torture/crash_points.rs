@@ -326,14 +326,22 @@ pub async fn crash_point(
     Ok(description)
 }
 
-/// The power loss mode for a crash after `call`. Right after a write nothing of it is synced
-/// yet: half the time it is torn, the state a recovery meets least often and handles worst.
+/// The power loss mode for a crash after `call`. A call that syncs nothing (a write, a
+/// truncate, a rename, ...) leaves its effect unsynced, and the state a crash point after it
+/// is there for, that effect on the disk, is one a power loss rarely keeps: `drop` is the state
+/// of the sync before, `prefix` keeps the newest call only when it keeps everything. So right
+/// after a write, half the time it is torn (the state a recovery meets least often and handles
+/// worst); right after any other such call, half the time every unsynced call is kept (`keep`,
+/// what a crash of the program alone leaves: an in-place rewrite caught truncated, say).
 fn power_loss_mode(call: &str, rng: &mut SplitMix64) -> &'static str {
-    if call == "write" && rng.below(2) == 0 {
-        "torn"
-    } else {
-        ["drop", "torn", "reorder", "prefix"][rng.below(4) as usize]
+    const ANY: [&str; 5] = ["drop", "torn", "reorder", "prefix", "keep"];
+    if matches!(call, "fsync" | "fdatasync") {
+        return ANY[rng.below(4) as usize];
     }
+    if rng.below(2) == 0 {
+        return if call == "write" { "torn" } else { "keep" };
+    }
+    ANY[rng.below(5) as usize]
 }
 
 /// A second crash point while `node` recovers from the first: recovery's own writes (cutting
