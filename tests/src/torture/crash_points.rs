@@ -301,8 +301,18 @@ pub async fn crash_point(
     } else {
         Duration::ZERO
     };
-    power_cut(cluster, &victims, mode, down_for).await?;
-    let names: Vec<String> = victims.iter().map(|id| format!("n{id}")).collect();
+    let frozen = freeze_at_next_write(cluster, &victims[1..]).await?;
+    let stopped = power_cut_frozen(cluster, &victims, &frozen, mode, down_for).await?;
+    let names: Vec<String> = victims
+        .iter()
+        .map(|id| {
+            if stopped.contains(id) {
+                format!("n{id} (stopped at its next write)")
+            } else {
+                format!("n{id}")
+            }
+        })
+        .collect();
     let mut description = format!(
         "crash point: storage stopped after {} {call} #{} ({path}), power loss ({mode}) of {}, restarted{}",
         class.name,
@@ -690,6 +700,28 @@ fn correlated(
     victims
 }
 
+/// The rule that stops a node's storage right after its next write to its data directory.
+const FREEZE_RULE: &str = "write(path=\"db/**\")=1*crash";
+
+/// Stops the storage of the running `nodes` right after each one's next write to its data
+/// directory (a log append, mostly, caught before its fsync), so the nodes that lose power with
+/// a crash point lose what each had in flight at that moment, as in a real correlated crash
+/// (PACE), instead of syncing it in the seconds the harness takes to cut the power. Returns the
+/// rules, which `power_cut_frozen` removes.
+async fn freeze_at_next_write(
+    cluster: &Arc<Mutex<Cluster>>,
+    nodes: &[usize],
+) -> Result<Vec<(usize, u64)>> {
+    let cluster = cluster.lock().await;
+    let mut rules = Vec::new();
+    for &id in nodes {
+        if cluster.running(id) {
+            rules.push((id, cluster.add_fault(id, FREEZE_RULE)?));
+        }
+    }
+    Ok(rules)
+}
+
 /// Every victim killed first (so none writes on after another lost power), then each one's
 /// unsynced data lost in `mode`, then, after `down_for`, each restarted.
 pub async fn power_cut(
@@ -698,10 +730,31 @@ pub async fn power_cut(
     mode: &str,
     down_for: Duration,
 ) -> Result<()> {
+    power_cut_frozen(cluster, victims, &[], mode, down_for).await?;
+    Ok(())
+}
+
+/// `power_cut`, for victims frozen by `freeze_at_next_write`: their rules are removed before
+/// they are killed (one that never fired must not stop the restarted node). Returns the
+/// frozen victims whose storage had stopped by then.
+async fn power_cut_frozen(
+    cluster: &Arc<Mutex<Cluster>>,
+    victims: &[usize],
+    frozen: &[(usize, u64)],
+    mode: &str,
+    down_for: Duration,
+) -> Result<Vec<usize>> {
     let rounds = cluster.lock().await.status_rounds.clone();
     seen_by_the_oracles(rounds).await;
+    let mut stopped = Vec::new();
     {
         let mut cluster = cluster.lock().await;
+        for &(id, rule) in frozen {
+            if !cluster.faultfs_status(id)?["crashed"].is_null() {
+                stopped.push(id);
+            }
+            cluster.remove_fault(id, rule)?;
+        }
         for &id in victims {
             cluster.kill_node(id);
         }
@@ -714,7 +767,7 @@ pub async fn power_cut(
     for &id in victims {
         cluster.start_node(id)?;
     }
-    Ok(())
+    Ok(stopped)
 }
 
 /// Waits for one whole round of /status polls that started after the call: what a node
