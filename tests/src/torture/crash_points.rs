@@ -259,16 +259,32 @@ pub async fn crash_point(
     let faultfs_status = cluster.lock().await.faultfs_status(node)?;
     plan.look(&faultfs_status);
     let (class, call) = plan.next_pair();
-    let skip = calls_to_skip(&class, call, rng);
     let size = cluster.lock().await.nodes.len();
     let correlation = match rng.below(10) {
         0..=3 => Correlation::Alone,
         4..=6 => Correlation::Majority,
         _ => Correlation::All,
     };
+    let victims = correlated(node, size, correlation, rng);
+    // Log writes and fdatasyncs come once per batch on every node, in step: the same point on
+    // every victim at once stops each at about the same batch with its own copy unsynced
+    // (PACE's protocol-equivalent crash points). A leader stopped first sends nothing more,
+    // so a follower stopped only once the leader's point is seen would have synced its copy.
+    // Close to the placement, while the nodes are still in step.
+    let aligned = victims.len() > 1 && frequent(&class, call);
+    let skip = if aligned {
+        rng.below(4)
+    } else {
+        calls_to_skip(&class, call, rng)
+    };
     let mode = power_loss_mode(call, rng);
     let role = role_of(cluster, node).await;
     let rule = format!("{call}(path=\"{}\")={skip}*off->1*crash", class.glob);
+    let alongside = if aligned {
+        place_on(cluster, &victims[1..], &rule).await?
+    } else {
+        Vec::new()
+    };
     let within = reach_within(&class, call);
     let reached = place_and_wait(cluster, node, &rule, within).await?;
     let attempt = CrashAttempt {
@@ -283,16 +299,29 @@ pub async fn crash_point(
         reached: reached.is_some(),
         path: reached.clone(),
     };
+    let at_the_same_point = lift(cluster, &alongside).await?;
     let Some(path) = reached else {
         plan.attempts.push(attempt);
-        return Ok(format!(
+        let mut description = format!(
             "crash point `{rule}` ({} {call} #{}) not reached within {} ms",
             class.name,
             skip + 1,
             within.as_millis()
-        ));
+        );
+        if !at_the_same_point.is_empty() {
+            // Their storage stopped at it: a power loss is what ends that.
+            power_cut(cluster, &at_the_same_point, mode, Duration::ZERO).await?;
+            let names: Vec<String> = at_the_same_point
+                .iter()
+                .map(|id| format!("n{id}"))
+                .collect();
+            description.push_str(&format!(
+                " on n{node}; {} reached it, lost power ({mode}) and restarted",
+                names.join(" ")
+            ));
+        }
+        return Ok(description);
     };
-    let victims = correlated(node, size, correlation, rng);
     // A leader back within the election timeout resumes from its saved vote and nobody else
     // is elected: half the time the nodes stay down long enough for an election, so the crash
     // state meets a new leader (votes, truncations, catch-up).
@@ -301,12 +330,19 @@ pub async fn crash_point(
     } else {
         Duration::ZERO
     };
-    let frozen = freeze_at_next_write(cluster, &victims[1..]).await?;
+    let still_running: Vec<usize> = victims[1..]
+        .iter()
+        .copied()
+        .filter(|id| !at_the_same_point.contains(id))
+        .collect();
+    let frozen = freeze_at_next_write(cluster, &still_running).await?;
     let stopped = power_cut_frozen(cluster, &victims, &frozen, mode, down_for).await?;
     let names: Vec<String> = victims
         .iter()
         .map(|id| {
-            if stopped.contains(id) {
+            if at_the_same_point.contains(id) {
+                format!("n{id} (at its own {} {call} #{})", class.name, skip + 1)
+            } else if stopped.contains(id) {
                 format!("n{id} (stopped at its next write)")
             } else {
                 format!("n{id}")
@@ -637,6 +673,36 @@ async fn catch_up_crash(
         class.name,
         skip + 1
     ))
+}
+
+/// Adds the crash rule on the mounts of the running `nodes` (not waiting for it): returns the
+/// rules, for `lift`.
+async fn place_on(
+    cluster: &Arc<Mutex<Cluster>>,
+    nodes: &[usize],
+    rule: &str,
+) -> Result<Vec<(usize, u64)>> {
+    let cluster = cluster.lock().await;
+    let mut placed = Vec::new();
+    for &id in nodes {
+        if cluster.running(id) {
+            placed.push((id, cluster.add_fault(id, rule)?));
+        }
+    }
+    Ok(placed)
+}
+
+/// Removes rules placed by `place_on`; returns the nodes whose storage had stopped at them.
+async fn lift(cluster: &Arc<Mutex<Cluster>>, placed: &[(usize, u64)]) -> Result<Vec<usize>> {
+    let cluster = cluster.lock().await;
+    let mut stopped = Vec::new();
+    for &(id, rule) in placed {
+        if !cluster.faultfs_status(id)?["crashed"].is_null() {
+            stopped.push(id);
+        }
+        cluster.remove_fault(id, rule)?;
+    }
+    Ok(stopped)
 }
 
 /// Adds the crash rule on `node`'s mount and waits until its storage stops at it (returns the
