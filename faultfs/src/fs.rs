@@ -2,6 +2,7 @@
 //! durability model. Delays and pauses run on their own thread and reply later, so a held
 //! operation never blocks the others.
 use std::{
+    collections::HashMap,
     ffi::{OsStr, OsString},
     path::{Path, PathBuf},
     sync::{
@@ -44,7 +45,15 @@ pub struct Shared {
     crashed: Mutex<Option<CrashPoint>>,
     /// A copy of `crashed.is_some()` read on every operation without a lock.
     is_crashed: std::sync::atomic::AtomicBool,
+    /// The entries of each open directory handle, taken when it reads from the start: offsets
+    /// into it stay valid while the directory changes, so every entry not removed since is
+    /// returned exactly once (POSIX; an index into the live entries skipped some after each
+    /// unlink).
+    listings: Mutex<HashMap<u64, Arc<Listing>>>,
 }
+
+/// A directory's entries as one handle reads them: (inode, kind, name).
+type Listing = Vec<(Ino, FileType, OsString)>;
 
 /// Where a `crash` rule stopped the mount.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -63,6 +72,7 @@ impl Shared {
             tracer,
             crashed: Mutex::new(None),
             is_crashed: std::sync::atomic::AtomicBool::new(false),
+            listings: Mutex::new(HashMap::new()),
         }
     }
 
@@ -240,6 +250,24 @@ impl FaultFs {
             }
         }
     }
+}
+
+/// The entries of directory `ino` now, "." and ".." first.
+fn list(state: &State, ino: Ino, dir: &Inode) -> Listing {
+    let parent = dir.links.first().map_or(ino, |(p, _)| *p);
+    let mut listing: Listing = vec![
+        (ino, FileType::Directory, ".".into()),
+        (parent, FileType::Directory, "..".into()),
+    ];
+    for (name, &child) in &dir.children {
+        let kind = match state.inode(child).map(|c| c.kind) {
+            Ok(Kind::Dir) => FileType::Directory,
+            Ok(Kind::Symlink) => FileType::Symlink,
+            _ => FileType::RegularFile,
+        };
+        listing.push((child, kind, name.clone()));
+    }
+    listing
 }
 
 fn fail(gate: Gate) -> FsResult<()> {
@@ -740,28 +768,39 @@ impl Filesystem for FaultFs {
                 Ok(dir) => dir,
                 Err(errno) => return reply.error(to_errno(errno)),
             };
-            let parent = dir.links.first().map_or(ino.0, |(p, _)| *p);
-            let mut listing: Vec<(Ino, FileType, OsString)> = vec![
-                (ino.0, FileType::Directory, ".".into()),
-                (parent, FileType::Directory, "..".into()),
-            ];
-            for (name, &child) in &dir.children {
-                let kind = match state.inode(child).map(|c| c.kind) {
-                    Ok(Kind::Dir) => FileType::Directory,
-                    Ok(Kind::Symlink) => FileType::Symlink,
-                    _ => FileType::RegularFile,
-                };
-                listing.push((child, kind, name.clone()));
-            }
-            for (index, (child, kind, name)) in
-                listing.into_iter().enumerate().skip(offset as usize)
-            {
-                if reply.add(INodeNo(child), index as u64 + 1, kind, name) {
+            let mut listings = shared.listings.lock().expect("listings poisoned");
+            let listing = match listings.get(&fh.0) {
+                Some(listing) if offset != 0 => listing.clone(),
+                _ => {
+                    let listing = Arc::new(list(&state, ino.0, dir));
+                    listings.insert(fh.0, listing.clone());
+                    listing
+                }
+            };
+            drop(listings);
+            for (index, (child, kind, name)) in listing.iter().enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(*child), index as u64 + 1, *kind, name) {
                     break;
                 }
             }
             reply.ok();
         });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.shared
+            .listings
+            .lock()
+            .expect("listings poisoned")
+            .remove(&fh.0);
+        reply.ok();
     }
 
     fn fsyncdir(
