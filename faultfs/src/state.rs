@@ -705,8 +705,9 @@ impl State {
             .cloned();
         if kind == Kind::Dir {
             // A directory has one durable place: a renamed directory moves there in one step.
-            if let Some((new_parent, new_name)) = still_live_elsewhere {
-                self.ensure_durable_dir(new_parent)?;
+            if let Some((new_parent, new_name)) = still_live_elsewhere
+                && self.can_move_dir_under(new_parent, dir, name, &path)?
+            {
                 if let Some(occupant) = self
                     .inode(new_parent)?
                     .durable_children
@@ -727,6 +728,9 @@ impl State {
                 self.inode_mut(old)?.durable_links = vec![(new_parent, new_name)];
                 return Ok(());
             }
+            // Gone from the live tree, or its new place can only become durable through the
+            // very entry being replaced: it leaves the disk, its files' durable content is
+            // staged, and it comes back when its new place is synced.
             self.forget_durable_subtree(old)?;
             fs::remove_dir_all(&path).map_err(errno)?;
         } else {
@@ -748,6 +752,66 @@ impl State {
             self.inode_mut(old)?.durable_links.clear();
         }
         Ok(())
+    }
+
+    /// Makes `new_parent` durable somewhere outside `moving` (the durable path of the directory
+    /// that moves under it, now at `dir/name`), unless that goes round in a circle; false then.
+    /// Two renames can nest the durable and the live trees the other way round: the new parent
+    /// may only become durable through `dir/name` itself (d1 renamed to d2/b, a new d1/s made,
+    /// d2/b renamed to d1/s/a, then d1 synced), or sit inside `moving` on disk (a/b renamed
+    /// to b, then a to b/a), and must move out of it first.
+    fn can_move_dir_under(
+        &mut self,
+        new_parent: Ino,
+        dir: Ino,
+        name: &OsStr,
+        moving: &Path,
+    ) -> FsResult<bool> {
+        if self.needs_entry(new_parent, dir, name) {
+            return Ok(false);
+        }
+        self.ensure_durable_dir(new_parent)?;
+        if !self
+            .durable_path(new_parent)
+            .ok_or(libc::EIO)?
+            .starts_with(moving)
+        {
+            return Ok(true);
+        }
+        let Some((up, up_name)) = self.inode(new_parent)?.links.first().cloned() else {
+            return Ok(false);
+        };
+        if self.needs_entry(up, dir, name) {
+            return Ok(false);
+        }
+        self.sync_entry(up, &up_name)?;
+        Ok(!self
+            .durable_path(new_parent)
+            .ok_or(libc::EIO)?
+            .starts_with(moving))
+    }
+
+    /// Whether making `from` durable needs the durable entry `dir/name` to be its live one:
+    /// a directory on the way up from `from` to the first durable one is live at `dir/name`.
+    fn needs_entry(&self, from: Ino, dir: Ino, name: &OsStr) -> bool {
+        let mut current = from;
+        // Live links form a tree; the bound only guards against a bug looping forever.
+        for _ in 0..=self.inodes.len() {
+            let Some(inode) = self.inodes.get(&current) else {
+                return false;
+            };
+            if current == ROOT || !inode.durable_links.is_empty() {
+                return false;
+            }
+            let Some((parent, link)) = inode.links.first() else {
+                return false;
+            };
+            if *parent == dir && link == name {
+                return true;
+            }
+            current = *parent;
+        }
+        true
     }
 
     /// Before a durable directory disappears from disk: its files that are still live keep
