@@ -159,6 +159,9 @@ pub struct State {
     store: PathBuf,
     inodes: HashMap<Ino, Inode>,
     next_ino: Ino,
+    /// Durable directories whose move is under way, waiting for their new place to be vacated
+    /// (`remove_durable_entry`).
+    moving: Vec<Ino>,
     log: Vec<Unsynced>,
     /// How many records in `log` are directory entries (to skip looking when there are none).
     entry_records: usize,
@@ -176,6 +179,7 @@ impl State {
             store: store.to_owned(),
             inodes: HashMap::new(),
             next_ino: ROOT + 1,
+            moving: Vec::new(),
             log: Vec::new(),
             entry_records: 0,
             metadata,
@@ -195,10 +199,27 @@ impl State {
         root.mtime = meta.modified()?;
         self.inodes.insert(ROOT, root);
         let mut pending: VecDeque<(Ino, PathBuf)> = VecDeque::from([(ROOT, self.backing.clone())]);
+        // A file durable under two names (renamed, and both directories synced apart) is one
+        // file with two links on the disk: one inode here too, or a write through one name
+        // would show through the other without the kernel knowing.
+        let mut linked: HashMap<u64, Ino> = HashMap::new();
         while let Some((dir, path)) = pending.pop_front() {
             for entry in fs::read_dir(&path)? {
                 let entry = entry?;
                 let meta = fs::symlink_metadata(entry.path())?;
+                let name = entry.file_name();
+                if meta.is_file()
+                    && meta.nlink() > 1
+                    && let Some(&ino) = linked.get(&meta.ino())
+                {
+                    let inode = self.inodes.get_mut(&ino).expect("linked inodes are loaded");
+                    inode.links.push((dir, name.clone()));
+                    inode.durable_links.push((dir, name.clone()));
+                    let parent = self.inodes.get_mut(&dir).expect("parent loaded first");
+                    parent.children.insert(name.clone(), ino);
+                    parent.durable_children.insert(name, ino);
+                    continue;
+                }
                 let kind = if meta.is_dir() {
                     Kind::Dir
                 } else if meta.file_type().is_symlink() {
@@ -217,10 +238,12 @@ impl State {
                 if kind == Kind::Symlink {
                     inode.target = fs::read_link(entry.path())?;
                 }
-                let name = entry.file_name();
                 inode.links.push((dir, name.clone()));
                 inode.durable_links.push((dir, name.clone()));
                 self.inodes.insert(ino, inode);
+                if kind == Kind::File && meta.nlink() > 1 {
+                    linked.insert(meta.ino(), ino);
+                }
                 let parent = self.inodes.get_mut(&dir).expect("parent loaded first");
                 parent.children.insert(name.clone(), ino);
                 parent.durable_children.insert(name, ino);
@@ -714,14 +737,36 @@ impl State {
                     .get(&new_name)
                     .copied()
                 {
-                    self.remove_durable_entry(new_parent, &new_name, occupant)?;
+                    if self.moving.contains(&occupant) {
+                        // Directories renamed round in a circle (x to y, y to z, z to x): the
+                        // first one moved steps aside, and takes its place last.
+                        self.step_aside(occupant)?;
+                    } else {
+                        self.moving.push(old);
+                        let vacated = self.remove_durable_entry(new_parent, &new_name, occupant);
+                        self.moving.pop();
+                        vacated?;
+                    }
                 }
+                // Where it is now: it may have stepped aside meanwhile.
+                let (from_parent, from_name) = self
+                    .inode(old)?
+                    .durable_links
+                    .first()
+                    .cloned()
+                    .ok_or(libc::EIO)?;
+                let from = self
+                    .durable_path(from_parent)
+                    .ok_or(libc::EIO)?
+                    .join(&from_name);
                 let new_path = self
                     .durable_path(new_parent)
                     .ok_or(libc::EIO)?
                     .join(&new_name);
-                fs::rename(&path, &new_path).map_err(errno)?;
-                self.inode_mut(dir)?.durable_children.remove(name);
+                fs::rename(&from, &new_path).map_err(errno)?;
+                self.inode_mut(from_parent)?
+                    .durable_children
+                    .remove(&from_name);
                 self.inode_mut(new_parent)?
                     .durable_children
                     .insert(new_name.clone(), old);
@@ -751,6 +796,25 @@ impl State {
         if kind == Kind::Dir {
             self.inode_mut(old)?.durable_links.clear();
         }
+        Ok(())
+    }
+
+    /// Moves a durable directory to a free name in its durable parent, for the moment it takes
+    /// to move the others of a circle of renames (all within one call, so no power loss sees it).
+    fn step_aside(&mut self, dir_ino: Ino) -> FsResult<()> {
+        let (parent, name) = self
+            .inode(dir_ino)?
+            .durable_links
+            .first()
+            .cloned()
+            .ok_or(libc::EIO)?;
+        let parent_path = self.durable_path(parent).ok_or(libc::EIO)?;
+        let aside: OsString = format!(".faultfs-aside-{dir_ino}").into();
+        fs::rename(parent_path.join(&name), parent_path.join(&aside)).map_err(errno)?;
+        let parent_inode = self.inode_mut(parent)?;
+        parent_inode.durable_children.remove(&name);
+        parent_inode.durable_children.insert(aside.clone(), dir_ino);
+        self.inode_mut(dir_ino)?.durable_links = vec![(parent, aside)];
         Ok(())
     }
 
@@ -856,17 +920,28 @@ impl State {
         let mode = inode.mode;
         match inode.kind {
             Kind::Dir => {
+                let mut moved = false;
                 if let Some((old_parent, old_name)) = inode.durable_links.first().cloned() {
                     let old_path = self
                         .durable_path(old_parent)
                         .ok_or(libc::EIO)?
                         .join(&old_name);
-                    fs::rename(&old_path, &path).map_err(errno)?;
+                    // `dir` may sit inside the directory that moves into it, on disk.
+                    if self.can_move_dir_under(dir, old_parent, &old_name, &old_path)? {
+                        let path = self.durable_path(dir).ok_or(libc::EIO)?.join(name);
+                        fs::rename(&old_path, &path).map_err(errno)?;
+                        moved = true;
+                    } else {
+                        self.forget_durable_subtree(new)?;
+                        fs::remove_dir_all(&old_path).map_err(errno)?;
+                    }
                     self.inode_mut(old_parent)?
                         .durable_children
                         .remove(&old_name);
                     self.inode_mut(new)?.durable_links.clear();
-                } else {
+                }
+                if !moved {
+                    let path = self.durable_path(dir).ok_or(libc::EIO)?.join(name);
                     fs::create_dir(&path).map_err(errno)?;
                     set_mode(&path, mode)?;
                 }

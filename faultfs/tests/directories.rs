@@ -99,3 +99,68 @@ fn a_directory_moved_under_its_former_child_syncs_like_ext4() {
     assert!(path("b/a").is_dir());
     let _ = mounted.unmount();
 }
+
+/// Three directories renamed round in a circle (through a spare name, as a program must): a
+/// fsync of their parent moves all three on the disk at once. Each move waits for its place to
+/// be vacated, so faultfs once chased that circle until its stack overflowed.
+#[test]
+fn directories_renamed_round_in_a_circle_sync_in_one_step() {
+    let mounted = Mounted::new(&[]);
+    let path = |p: &str| mounted.path(p);
+    for name in ["x", "y", "z"] {
+        fs::create_dir(path(name)).unwrap();
+        fs::write(path(&format!("{name}/file")), name).unwrap();
+    }
+    mounted.ctl(faultfs::control::Request::Sync);
+    fs::rename(path("x"), path("spare")).unwrap();
+    fs::rename(path("y"), path("x")).unwrap();
+    fs::rename(path("z"), path("y")).unwrap();
+    fs::rename(path("spare"), path("z")).unwrap();
+    common::fsync_path(&path(""));
+    mounted.power_loss(faultfs::power_loss::PowerLossMode::Drop);
+    for (name, was) in [("x", "y"), ("y", "z"), ("z", "x")] {
+        let file = format!("{name}/file");
+        assert_eq!(
+            fs::read_to_string(mounted.backing.join(&file)).unwrap(),
+            was
+        );
+        assert_eq!(fs::read_to_string(path(&file)).unwrap(), was);
+    }
+    let names: BTreeSet<String> = fs::read_dir(&mounted.backing)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["x".into(), "y".into(), "z".into()]));
+    let _ = mounted.unmount();
+}
+
+/// A file renamed to another directory, and only the new directory synced, is durable under
+/// both names: after a power loss the disk holds one file with two links, and the mount must
+/// serve it as one file (a write through one name seen through the other, two links), not as
+/// two that share their disk blocks unknown to the kernel.
+#[test]
+fn a_file_durable_under_two_names_after_a_power_loss_is_one_file() {
+    use std::os::unix::fs::MetadataExt;
+    let mounted = Mounted::new(&[]);
+    let path = |p: &str| mounted.path(p);
+    fs::create_dir(path("a")).unwrap();
+    fs::create_dir(path("b")).unwrap();
+    fs::write(path("a/f"), b"first").unwrap();
+    mounted.ctl(faultfs::control::Request::Sync);
+    fs::rename(path("a/f"), path("b/f")).unwrap();
+    common::fsync_path(&path("b"));
+    mounted.power_loss(faultfs::power_loss::PowerLossMode::Drop);
+    assert_eq!(
+        fs::metadata(mounted.backing.join("a/f")).unwrap().ino(),
+        fs::metadata(mounted.backing.join("b/f")).unwrap().ino(),
+        "the disk holds one file under both names"
+    );
+    assert_eq!(fs::metadata(path("a/f")).unwrap().nlink(), 2);
+    assert_eq!(
+        fs::metadata(path("a/f")).unwrap().ino(),
+        fs::metadata(path("b/f")).unwrap().ino()
+    );
+    fs::write(path("b/f"), b"second").unwrap();
+    assert_eq!(fs::read(path("a/f")).unwrap(), b"second");
+    let _ = mounted.unmount();
+}
