@@ -50,6 +50,9 @@ pub struct Shared {
     /// returned exactly once (POSIX; an index into the live entries skipped some after each
     /// unlink).
     listings: Mutex<HashMap<u64, Arc<Listing>>>,
+    /// How many references the kernel holds to each inode (one per entry replied, less what
+    /// it forgets): at zero, an unlinked file's resources can go (`State::forgotten`).
+    lookups: Mutex<HashMap<Ino, u64>>,
 }
 
 /// A directory's entries as one handle reads them: (inode, kind, name).
@@ -73,6 +76,7 @@ impl Shared {
             crashed: Mutex::new(None),
             is_crashed: std::sync::atomic::AtomicBool::new(false),
             listings: Mutex::new(HashMap::new()),
+            lookups: Mutex::new(HashMap::new()),
         }
     }
 
@@ -160,6 +164,36 @@ impl Shared {
     fn new_handle(&self, epoch: u64) -> FileHandle {
         let sequence = self.next_handle.fetch_add(1, Ordering::Relaxed);
         FileHandle((epoch << EPOCH_SHIFT) | (sequence & ((1 << EPOCH_SHIFT) - 1)))
+    }
+
+    /// The kernel took a reference to `ino` (an entry or a created file was replied).
+    fn looked_up(&self, ino: Ino) {
+        *self
+            .lookups
+            .lock()
+            .expect("lookups poisoned")
+            .entry(ino)
+            .or_default() += 1;
+    }
+
+    /// The kernel dropped `count` references to `ino`; at none, the inode may let go of what
+    /// it holds. Inodes from before a power loss are no longer in the state: nothing to do.
+    fn forget(&self, ino: Ino, count: u64) {
+        let unreferenced = {
+            let mut lookups = self.lookups.lock().expect("lookups poisoned");
+            let Some(held) = lookups.get_mut(&ino) else {
+                return;
+            };
+            *held = held.saturating_sub(count);
+            let unreferenced = *held == 0;
+            if unreferenced {
+                lookups.remove(&ino);
+            }
+            unreferenced
+        };
+        if unreferenced {
+            self.lock().forgotten(ino);
+        }
     }
 
     fn check_handle(state: &State, fh: FileHandle) -> FsResult<()> {
@@ -310,9 +344,12 @@ pub fn attributes(ino: Ino, inode: &Inode) -> FileAttr {
     }
 }
 
-fn reply_entry(reply: ReplyEntry, state: &State, result: FsResult<Ino>) {
+fn reply_entry(reply: ReplyEntry, shared: &Shared, state: &State, result: FsResult<Ino>) {
     match result.and_then(|ino| Ok((ino, state.inode(ino)?))) {
-        Ok((ino, inode)) => reply.entry(&TTL, &attributes(ino, inode), Generation(state.epoch)),
+        Ok((ino, inode)) => {
+            shared.looked_up(ino);
+            reply.entry(&TTL, &attributes(ino, inode), Generation(state.epoch))
+        }
         Err(errno) => reply.error(to_errno(errno)),
     }
 }
@@ -347,7 +384,11 @@ impl Filesystem for FaultFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let state = self.shared.lock();
         let result = state.lookup(parent.0, name);
-        reply_entry(reply, &state, result);
+        reply_entry(reply, &self.shared, &state, result);
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.shared.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -441,7 +482,7 @@ impl Filesystem for FaultFs {
                     mode,
                     owner,
                 );
-                reply_entry(reply, &state, result);
+                reply_entry(reply, shared, &state, result);
             },
         );
     }
@@ -463,7 +504,7 @@ impl Filesystem for FaultFs {
             (req.uid(), req.gid()),
             Some(target),
         );
-        reply_entry(reply, &state, result);
+        reply_entry(reply, &self.shared, &state, result);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -556,7 +597,7 @@ impl Filesystem for FaultFs {
     ) {
         let mut state = self.shared.lock();
         let result = state.link(ino.0, newparent.0, newname).map(|()| ino.0);
-        reply_entry(reply, &state, result);
+        reply_entry(reply, &self.shared, &state, result);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -600,13 +641,16 @@ impl Filesystem for FaultFs {
                 );
                 let result = result.and_then(|ino| Ok((ino, state.inode(ino)?)));
                 match result {
-                    Ok((ino, inode)) => reply.created(
-                        &TTL,
-                        &attributes(ino, inode),
-                        Generation(state.epoch),
-                        shared.new_handle(state.epoch),
-                        FopenFlags::empty(),
-                    ),
+                    Ok((ino, inode)) => {
+                        shared.looked_up(ino);
+                        reply.created(
+                            &TTL,
+                            &attributes(ino, inode),
+                            Generation(state.epoch),
+                            shared.new_handle(state.epoch),
+                            FopenFlags::empty(),
+                        )
+                    }
                     Err(errno) => reply.error(to_errno(errno)),
                 }
             },

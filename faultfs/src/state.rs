@@ -128,6 +128,14 @@ pub type EntryChange = (Ino, OsString, Option<Ino>);
 
 impl Unsynced {
     /// The file whose data the operation changes (none for directory entries).
+    /// Whether the record needs inode `ino` at a power loss (its data, or an entry naming it).
+    fn mentions(&self, ino: Ino) -> bool {
+        match self {
+            Unsynced::Entries { changes } => changes.iter().any(|(_, _, i)| *i == Some(ino)),
+            _ => self.data_ino() == Some(ino),
+        }
+    }
+
     pub fn data_ino(&self) -> Option<Ino> {
         match self {
             Unsynced::Write { ino, .. } | Unsynced::Truncate { ino, .. } => Some(*ino),
@@ -152,6 +160,8 @@ pub struct Status {
     pub unsynced_operations: usize,
     pub entries_not_durable: usize,
     pub epoch: u64,
+    /// Files whose content faultfs holds a live copy of (a descriptor and a store file each).
+    pub live_copies: usize,
 }
 
 pub struct State {
@@ -345,6 +355,29 @@ impl State {
             .truncate(true)
             .open(self.store.join(format!("live-{ino}")))
             .map_err(errno)
+    }
+
+    /// The kernel holds no reference to `ino` any more. A file with no live name can never be
+    /// reached again: its live content (a descriptor and a store file) and its cached durable
+    /// descriptor go, and so does the inode, with its staged content, unless a power loss may
+    /// still need it (a durable name whose unlink is not synced, or an unsynced record).
+    pub fn forgotten(&mut self, ino: Ino) {
+        let Some(inode) = self.inodes.get_mut(&ino) else {
+            return;
+        };
+        if ino == ROOT || inode.kind == Kind::Dir || !inode.links.is_empty() {
+            return;
+        }
+        inode.live = None;
+        inode.durable_file = None;
+        let needed = !inode.durable_links.is_empty();
+        let _ = fs::remove_file(self.store.join(format!("live-{ino}")));
+        if needed || self.log.iter().any(|op| op.mentions(ino)) {
+            return;
+        }
+        if let Some(staged) = self.inodes.remove(&ino).and_then(|inode| inode.staged) {
+            let _ = fs::remove_file(staged);
+        }
     }
 
     pub fn unlink(&mut self, parent: Ino, name: &OsStr) -> FsResult<()> {
@@ -1075,6 +1108,7 @@ impl State {
             ..Status::default()
         };
         for inode in self.inodes.values() {
+            status.live_copies += usize::from(inode.live.is_some());
             if inode.kind == Kind::File && inode.is_dirty() {
                 status.dirty_files += 1;
                 status.dirty_bytes += inode.dirty.bytes();

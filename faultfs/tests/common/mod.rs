@@ -81,6 +81,12 @@ impl Mounted {
         assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
     }
 
+    /// How many file descriptors the faultfs process holds open.
+    pub fn open_descriptors(&self) -> usize {
+        let pid = self.daemon.as_ref().expect("faultfs running").pid();
+        fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    }
+
     /// faultfs's exit status once it has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.daemon
