@@ -70,6 +70,8 @@ pub struct Inode {
     staged: Option<PathBuf>,
     dirty: RangeSet,
     size_dirty: bool,
+    /// Mode or owner changed since they were last made durable (at the next fsync).
+    attributes_dirty: bool,
     /// The open durable file and its size, so an fsync costs no open() or needless truncate.
     /// Dropped whenever the inode's durable names change.
     durable_file: Option<(PathBuf, File, u64)>,
@@ -96,6 +98,7 @@ impl Inode {
             staged: None,
             dirty: RangeSet::default(),
             size_dirty: false,
+            attributes_dirty: false,
             durable_file: None,
         }
     }
@@ -572,6 +575,7 @@ impl State {
         times: (Option<SystemTime>, Option<SystemTime>),
     ) -> FsResult<()> {
         let inode = self.inode_mut(ino)?;
+        inode.attributes_dirty |= mode.is_some() || owner.0.is_some() || owner.1.is_some();
         if let Some(mode) = mode {
             inode.mode = mode & 0o7777;
         }
@@ -597,18 +601,37 @@ impl State {
     /// entry). For a directory: its entries become durable.
     pub fn fsync(&mut self, ino: Ino) -> FsResult<()> {
         match self.inode(ino)?.kind {
-            Kind::Dir => return self.sync_dir(ino),
+            Kind::Dir => {
+                self.sync_dir(ino)?;
+                return self.sync_attributes(ino);
+            }
             Kind::Symlink => return Ok(()),
             Kind::File => {}
         }
         if self.inode(ino)?.is_dirty() {
             self.write_back(ino)?;
         }
+        self.sync_attributes(ino)?;
         if self.metadata == MetadataMode::Ext4
             && let Some((parent, name)) = self.inode(ino)?.links.first().cloned()
         {
             self.sync_entry(parent, &name)?;
         }
+        Ok(())
+    }
+
+    /// A chmod or chown becomes durable with the file's (or directory's) fsync, as with the
+    /// inode's other metadata.
+    fn sync_attributes(&mut self, ino: Ino) -> FsResult<()> {
+        let inode = self.inode(ino)?;
+        if !inode.attributes_dirty {
+            return Ok(());
+        }
+        let (kind, uid, gid, mode) = (inode.kind, inode.uid, inode.gid, inode.mode);
+        if let Some(path) = self.durable_content(ino) {
+            set_owner_and_mode(&path, kind, (uid, gid), mode)?;
+        }
+        self.inode_mut(ino)?.attributes_dirty = false;
         Ok(())
     }
 
@@ -950,7 +973,7 @@ impl State {
         self.inode_mut(new)?.durable_file = None;
         let path = self.durable_path(dir).ok_or(libc::EIO)?.join(name);
         let inode = self.inode(new)?;
-        let mode = inode.mode;
+        let (kind, mode, owner) = (inode.kind, inode.mode, (inode.uid, inode.gid));
         match inode.kind {
             Kind::Dir => {
                 let mut moved = false;
@@ -976,7 +999,7 @@ impl State {
                 if !moved {
                     let path = self.durable_path(dir).ok_or(libc::EIO)?.join(name);
                     fs::create_dir(&path).map_err(errno)?;
-                    set_mode(&path, mode)?;
+                    set_owner_and_mode(&path, kind, owner, mode)?;
                 }
             }
             Kind::File => {
@@ -987,13 +1010,16 @@ impl State {
                         fs::copy(&staged, &path).map_err(errno)?;
                         fs::remove_file(&staged).ok();
                     }
-                    set_mode(&path, mode)?;
+                    set_owner_and_mode(&path, kind, owner, mode)?;
                 } else {
                     File::create(&path).map_err(errno)?;
-                    set_mode(&path, mode)?;
+                    set_owner_and_mode(&path, kind, owner, mode)?;
                 }
             }
-            Kind::Symlink => symlink(&inode.target, &path).map_err(errno)?,
+            Kind::Symlink => {
+                symlink(&inode.target, &path).map_err(errno)?;
+                set_owner_and_mode(&path, kind, owner, mode)?;
+            }
         }
         self.inode_mut(new)?
             .durable_links
@@ -1010,6 +1036,7 @@ impl State {
         let mut files = Vec::new();
         while let Some(dir) = dirs.pop_front() {
             self.sync_dir(dir)?;
+            self.sync_attributes(dir)?;
             for &child in self.inode(dir)?.children.values() {
                 match self.inode(child)?.kind {
                     Kind::Dir => dirs.push_back(child),
@@ -1022,6 +1049,7 @@ impl State {
             if self.inode(file)?.is_dirty() {
                 self.write_back(file)?;
             }
+            self.sync_attributes(file)?;
         }
         Ok(())
     }
@@ -1144,7 +1172,14 @@ impl State {
     }
 }
 
-fn set_mode(path: &Path, mode: u32) -> FsResult<()> {
+/// The owner and mode of an inode on the disk: a file a user made is theirs there too (a
+/// setuid bit on it is then theirs, not root's), and a chown or chmod survives a power loss.
+/// The owner first: a chown clears setuid and setgid bits.
+fn set_owner_and_mode(path: &Path, kind: Kind, owner: (u32, u32), mode: u32) -> FsResult<()> {
+    std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1)).map_err(errno)?;
+    if kind == Kind::Symlink {
+        return Ok(());
+    }
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(errno)
 }
 
