@@ -239,6 +239,10 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// The longest delay a rule may hold a call for: longer is a typo or an overflow, and a caller
+/// held that long cannot be told apart from a hang.
+pub const MAX_DELAY_MS: u64 = 3_600_000;
+
 fn action(name: &str, argument: Option<&str>) -> Result<Action, String> {
     let needs = |shape: &str| format!("`{name}` needs an argument: {shape}");
     let number = |shape: &str| -> Result<u64, String> {
@@ -257,7 +261,15 @@ fn action(name: &str, argument: Option<&str>) -> Result<Action, String> {
         "fsyncgate" => Action::Fsyncgate,
         "count" => Action::Count,
         "crash" => Action::Crash,
-        "delay" | "sleep" => Action::Delay(number("milliseconds, as in delay(50)")?),
+        "delay" | "sleep" => {
+            let ms = number("milliseconds, as in delay(50)")?;
+            if ms > MAX_DELAY_MS {
+                return Err(format!(
+                    "`{name}({ms})`: a delay is at most {MAX_DELAY_MS} ms (an hour); to stall a call until you lift it, use pause"
+                ));
+            }
+            Action::Delay(ms)
+        }
         "short" => Action::Short(number("a byte count, as in short(100)")?),
         "error" | "return" => {
             let errno = argument.ok_or_else(|| needs("an errno, as in error(EIO)"))?;

@@ -116,6 +116,10 @@ fn bad_rules_say_what_is_wrong_and_what_would_be_right() {
         ("fsync=150%off", "a probability is at most 100%"),
         ("write(dst=nowhere)=off", "`nowhere` is not an address"),
         ("fsync=delay", "`delay` needs an argument"),
+        (
+            "fsync=delay(18446744073709551615)",
+            "a delay is at most 3600000 ms (an hour); to stall a call until you lift it, use pause",
+        ),
         ("fsync=off off", "unexpected text after the actions"),
     ];
     for (text, expected) in cases {

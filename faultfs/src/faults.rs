@@ -58,7 +58,8 @@ pub enum Gate {
 /// A decision that may first hold the operation.
 pub enum Decision {
     Now(Gate),
-    After(Duration),
+    /// After the delay, or as soon as the rule (its id) is removed.
+    After(Duration, u64),
     UntilRemoved(u64),
 }
 
@@ -194,7 +195,7 @@ impl Faults {
             tracing::warn!(rule = active.id, op, path = %path_text, action = %action, "fault fired");
             decision = Some(match action {
                 Action::Error(errno) => Decision::Now(Gate::Fail(errno)),
-                Action::Delay(ms) => Decision::After(Duration::from_millis(ms)),
+                Action::Delay(ms) => Decision::After(Duration::from_millis(ms), active.id),
                 Action::Pause => Decision::UntilRemoved(active.id),
                 Action::Short(bytes) => Decision::Now(Gate::Short(bytes)),
                 Action::Lose => Decision::Now(Gate::Lose),
@@ -206,6 +207,24 @@ impl Faults {
             });
         }
         decision.unwrap_or(Decision::Now(Gate::Proceed))
+    }
+
+    /// Blocks until rule `id` is removed or `limit` has passed: removing a delay rule lets the
+    /// calls it holds go at once.
+    pub fn wait_removed_within(&self, id: u64, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        let mut table = self.table.lock().expect("fault table poisoned");
+        while table.rules.iter().any(|rule| rule.id == id) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            table = self
+                .removed
+                .wait_timeout(table, left)
+                .expect("fault table poisoned")
+                .0;
+        }
     }
 
     /// Blocks until rule `id` is removed.

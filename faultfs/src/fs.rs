@@ -266,10 +266,10 @@ impl FaultFs {
                 body(&self.shared, Gate::Proceed);
             }
             Decision::Now(gate) => body(&self.shared, gate),
-            Decision::After(delay) => {
+            Decision::After(delay, rule) => {
                 let shared = self.shared.clone();
                 std::thread::spawn(move || {
-                    std::thread::sleep(delay);
+                    shared.faults.wait_removed_within(rule, delay);
                     let gate = resumed(&shared);
                     body(&shared, gate);
                 });

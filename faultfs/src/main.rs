@@ -157,7 +157,9 @@ fn parse_size(text: &str) -> Result<u64> {
         "T" => 1 << 40,
         _ => bail!("`{text}` has an unknown unit: use K, M, G or T"),
     };
-    Ok(number * factor)
+    number
+        .checked_mul(factor)
+        .with_context(|| format!("`{text}` is more bytes than fit in 64 bits (16 EiB)"))
 }
 
 fn main() -> Result<()> {

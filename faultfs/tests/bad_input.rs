@@ -138,3 +138,31 @@ fn the_daemon_mode_prints_its_pid_and_unmounts_cleanly() {
         unsafe { libc::close(pidfd as i32) };
     }
 }
+
+#[test]
+fn a_capacity_beyond_64_bits_is_refused_not_wrapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backing, mountpoint) = (dir.path().join("b"), dir.path().join("m"));
+    fs::create_dir(&backing).unwrap();
+    fs::create_dir(&mountpoint).unwrap();
+    let stderr = mount_fails(&backing, &mountpoint, &["--capacity", "99999999999T"]);
+    assert!(
+        stderr.contains("`99999999999T` is more bytes than fit in 64 bits"),
+        "{stderr}"
+    );
+    assert!(not_mounted(&mountpoint));
+    let mounted = Mounted::new(&[]);
+    let output = Command::new(FAULTFS)
+        .args(["ctl"])
+        .arg(&mounted.mountpoint)
+        .args(["capacity", "20000000T"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("more bytes than fit in 64 bits"),
+        "{stderr}"
+    );
+    let _ = mounted.unmount();
+}
