@@ -8,4 +8,5 @@ pub mod mount;
 pub mod power_loss;
 mod ranges;
 pub mod state;
+mod store;
 pub mod trace;

@@ -121,14 +121,7 @@ pub fn serve(options: MountOptions, on_mounted: impl FnOnce()) -> anyhow::Result
     let _lock = lock_backing(&backing)?;
     block_termination_signals();
 
-    let store_base = if Path::new("/dev/shm").is_dir() {
-        "/dev/shm"
-    } else {
-        "/var/tmp"
-    };
-    let store = tempfile::Builder::new()
-        .prefix("faultfs-store-")
-        .tempdir_in(store_base)?;
+    let store = crate::store::create()?;
     let mut state = State::load(&backing, store.path(), options.metadata)?;
     state.durable_backing = options.durable_backing;
     let faults = Faults::new(options.seed);

@@ -3,7 +3,7 @@
 //! process group, signals the database and faultfs at the same moment).
 mod common;
 
-use std::{io::Write, time::Duration};
+use std::{fs, io::Write, time::Duration};
 
 use common::Mounted;
 
@@ -39,4 +39,28 @@ fn a_mount_still_in_use_is_detached_and_faultfs_exits_when_the_last_file_closes(
     common::wait_until("faultfs exits", Duration::from_secs(10), || {
         mounted.exited().is_some()
     });
+}
+
+/// faultfs killed with SIGKILL cannot remove its store of volatile content (in /dev/shm): the
+/// next mount finds it by the dead owner's pid and start time and removes it.
+#[test]
+fn the_store_of_a_killed_faultfs_is_removed_by_the_next_mount() {
+    let mut killed = Mounted::new(&[]);
+    fs::write(killed.path("unsynced"), vec![7u8; 1 << 20]).unwrap();
+    let prefix = format!("faultfs-store-{}-", killed.pid());
+    let store = fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .expect("the mount's store, named after its pid")
+        .path();
+    killed.signal(libc::SIGKILL);
+    common::wait_until("faultfs died", Duration::from_secs(10), || {
+        killed.exited().is_some()
+    });
+    assert!(store.exists(), "nothing removed it yet");
+    let next = Mounted::new(&[]);
+    assert!(!store.exists(), "{} left behind", store.display());
+    let _ = next.unmount();
+    drop(killed);
 }

@@ -81,10 +81,16 @@ impl Mounted {
         assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
     }
 
+    /// The faultfs process's pid.
+    pub fn pid(&self) -> u32 {
+        self.daemon.as_ref().expect("faultfs started").pid()
+    }
+
     /// How many file descriptors the faultfs process holds open.
     pub fn open_descriptors(&self) -> usize {
-        let pid = self.daemon.as_ref().expect("faultfs running").pid();
-        fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+        fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
     }
 
     /// faultfs's exit status once it has exited.
