@@ -32,6 +32,8 @@ const TTL: Duration = Duration::from_secs(60);
 /// File handles carry the epoch they were opened in (high bits), so a power loss invalidates
 /// them all.
 const EPOCH_SHIFT: u32 = 40;
+/// A punched hole is written as zeros this many bytes at a time.
+const PUNCH_CHUNK: u64 = 1 << 20;
 
 pub struct Shared {
     pub state: Mutex<State>,
@@ -429,9 +431,14 @@ impl Filesystem for FaultFs {
                         state.truncate(ino, size)?;
                     }
                     state.set_attributes(ino, mode, (uid, gid), (atime.map(time), mtime.map(time)))
-                })
-                .and_then(|()| state.inode(ino));
-            match result {
+                });
+            let op = if size.is_some() {
+                "truncate"
+            } else {
+                "setattr"
+            };
+            shared.trace(&state, op, ino, None, (size, None), &result, false);
+            match result.and_then(|()| state.inode(ino)) {
                 Ok(inode) => reply.attr(&TTL, &attributes(ino, inode)),
                 Err(errno) => reply.error(to_errno(errno)),
             }
@@ -504,6 +511,16 @@ impl Filesystem for FaultFs {
             (req.uid(), req.gid()),
             Some(target),
         );
+        let traced = (None, None);
+        self.shared.trace(
+            &state,
+            "symlink",
+            parent.0,
+            Some(link_name),
+            traced,
+            &result,
+            false,
+        );
         reply_entry(reply, &self.shared, &state, result);
     }
 
@@ -539,10 +556,17 @@ impl Filesystem for FaultFs {
             Some(&name.clone()),
             move |shared, gate| {
                 let mut state = shared.lock();
-                reply_empty(
-                    reply,
-                    fail(gate).and_then(|()| state.rmdir(parent.0, &name)),
+                let result = fail(gate).and_then(|()| state.rmdir(parent.0, &name));
+                shared.trace(
+                    &state,
+                    "rmdir",
+                    parent.0,
+                    Some(&name),
+                    (None, None),
+                    &result,
+                    false,
                 );
+                reply_empty(reply, result);
             },
         );
     }
@@ -597,6 +621,16 @@ impl Filesystem for FaultFs {
     ) {
         let mut state = self.shared.lock();
         let result = state.link(ino.0, newparent.0, newname).map(|()| ino.0);
+        let traced = (None, None);
+        self.shared.trace(
+            &state,
+            "link",
+            newparent.0,
+            Some(newname),
+            traced,
+            &result,
+            false,
+        );
         reply_entry(reply, &self.shared, &state, result);
     }
 
@@ -957,17 +991,31 @@ impl Filesystem for FaultFs {
             let result = fail(gate)
                 .and_then(|()| Shared::check_handle(&state, fh))
                 .and_then(|()| {
+                    let end = offset.checked_add(length).ok_or(libc::EFBIG)?;
+                    let size = state.inode(ino.0)?.size;
+                    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+                    if mode == punch {
+                        // Reads as zeros afterwards, like ext4's hole: an unsynced write of
+                        // zeros here, a page at a time.
+                        let mut at = offset;
+                        while at < end.min(size) {
+                            let chunk = (end.min(size) - at).min(PUNCH_CHUNK);
+                            state.write(ino.0, at, vec![0; chunk as usize])?;
+                            at += chunk;
+                        }
+                        return Ok(());
+                    }
                     if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
                         return Err(libc::EOPNOTSUPP);
                     }
-                    let end = offset + length;
-                    let size = state.inode(ino.0)?.size;
                     if mode & libc::FALLOC_FL_KEEP_SIZE != 0 || end <= size {
                         return Ok(());
                     }
                     shared.check_capacity(&state, end - size)?;
                     state.truncate(ino.0, end)
                 });
+            let range = (Some(offset), Some(length));
+            shared.trace(&state, "fallocate", ino.0, None, range, &result, false);
             reply_empty(reply, result);
         });
     }

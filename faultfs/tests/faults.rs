@@ -4,6 +4,7 @@ mod common;
 use std::{
     fs,
     io::{Read, Write},
+    os::unix::fs::PermissionsExt,
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -328,6 +329,30 @@ fn rules_and_settings_from_a_config_file_apply_from_mount_time() {
     let _ = mounted.unmount();
 }
 
+/// A punched hole reads back as zeros and keeps the size, as on ext4 (faultfs once answered
+/// EOPNOTSUPP), and like any write it is volatile until fsync.
+#[test]
+fn a_punched_hole_reads_as_zeros_and_is_volatile_until_fsync() {
+    use std::os::fd::AsRawFd;
+    let mounted = Mounted::new(&[]);
+    let file = write_file(&mounted.path("db"), &[9u8; 8192]);
+    file.sync_all().unwrap();
+    fsync_path(&mounted.path(""));
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: fallocate on a descriptor we own.
+    assert_eq!(
+        unsafe { libc::fallocate(file.as_raw_fd(), mode, 4096, 4096) },
+        0
+    );
+    let mut expected = vec![9u8; 4096];
+    expected.extend([0u8; 4096]);
+    assert_eq!(fs::read(mounted.path("db")).unwrap(), expected);
+    drop(file);
+    mounted.power_loss(PowerLossMode::Drop);
+    assert_eq!(fs::read(mounted.path("db")).unwrap(), vec![9u8; 8192]);
+    let _ = mounted.unmount();
+}
+
 #[test]
 fn the_trace_records_each_operation_with_its_result_and_durability() {
     let trace = tempfile::NamedTempFile::new().unwrap();
@@ -340,7 +365,18 @@ fn the_trace_records_each_operation_with_its_result_and_durability() {
     assert_eq!(errno_of(wal.sync_all()), Some(libc::EIO));
     drop(wal);
     fs::rename(mounted.path("wal/1"), mounted.path("wal/2")).unwrap();
+    fs::hard_link(mounted.path("wal/2"), mounted.path("wal/3")).unwrap();
+    std::os::unix::fs::symlink("2", mounted.path("wal/current")).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(mounted.path("wal/3"))
+        .unwrap()
+        .set_len(4)
+        .unwrap();
+    fs::set_permissions(mounted.path("wal/3"), fs::Permissions::from_mode(0o600)).unwrap();
     fs::remove_file(mounted.path("wal/2")).unwrap();
+    fs::create_dir(mounted.path("old")).unwrap();
+    fs::remove_dir(mounted.path("old")).unwrap();
     let _ = mounted.unmount();
 
     let lines: Vec<serde_json::Value> = fs::read_to_string(trace.path())
@@ -370,6 +406,12 @@ fn the_trace_records_each_operation_with_its_result_and_durability() {
     assert_eq!(fsyncs[1]["durable"], false);
     assert_eq!(find("rename")[0]["path"], "wal/1");
     assert_eq!(find("unlink")[0]["path"], "wal/2");
+    assert_eq!(find("link")[0]["path"], "wal/3");
+    assert_eq!(find("symlink")[0]["path"], "wal/current");
+    assert_eq!(find("truncate")[0]["offset"], 4);
+    // An operation on a file is traced under its first name (wal/3 is its second).
+    assert_eq!(find("setattr")[0]["path"], "wal/2");
+    assert_eq!(find("rmdir")[0]["path"], "old");
     let times: Vec<u64> = lines
         .iter()
         .map(|l| l["time_ns"].as_u64().unwrap())
