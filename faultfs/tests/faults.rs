@@ -114,16 +114,14 @@ fn delay_holds_the_call_without_blocking_others() {
     let _ = mounted.unmount();
 }
 
-/// A delay of an hour, removed as soon as its call is held: the call goes on at once (it once
-/// waited out the whole delay, and the mount could not be unmounted meanwhile).
-#[test]
-fn removing_a_delay_rule_releases_the_calls_it_holds() {
-    let mounted = Mounted::new(&[]);
+/// An fsync of `db` held by `rule` (added now) on its own thread: the rule's id, and where the
+/// fsync's success arrives once it returns. Returns once faultfs holds the call.
+fn hold_an_fsync(mounted: &Mounted, rule: &str) -> (u64, mpsc::Receiver<bool>) {
     write_file(&mounted.path("db"), b"x");
-    let id = mounted.add_fault("fsync=delay(3600000)");
+    let id = mounted.add_fault(rule);
     let (done, finished) = mpsc::channel();
     let path = mounted.path("db");
-    let held = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let result = fs::File::open(path).unwrap().sync_all();
         done.send(result.is_ok()).unwrap();
     });
@@ -132,32 +130,27 @@ fn removing_a_delay_rule_releases_the_calls_it_holds() {
         assert!(Instant::now() < deadline, "the fsync never reached faultfs");
         std::thread::yield_now();
     }
+    (id, finished)
+}
+
+/// A delay of an hour, removed as soon as its call is held: the call goes on at once (it once
+/// waited out the whole delay, and the mount could not be unmounted meanwhile).
+#[test]
+fn removing_a_delay_rule_releases_the_calls_it_holds() {
+    let mounted = Mounted::new(&[]);
+    let (id, finished) = hold_an_fsync(&mounted, "fsync=delay(3600000)");
     mounted.ctl(Request::FaultRemove { id });
     assert!(
         finished.recv_timeout(Duration::from_secs(30)).unwrap(),
         "the released fsync succeeds"
     );
-    held.join().unwrap();
     let _ = mounted.unmount();
 }
 
 #[test]
 fn pause_holds_until_the_rule_is_removed() {
     let mounted = Mounted::new(&[]);
-    write_file(&mounted.path("db"), b"x");
-    let id = mounted.add_fault("fsync=pause");
-    let (done, finished) = mpsc::channel();
-    let path = mounted.path("db");
-    let held = std::thread::spawn(move || {
-        let result = fs::File::open(path).unwrap().sync_all();
-        done.send(result.is_ok()).unwrap();
-    });
-    // Wait until the fsync reached faultfs and was paused.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while mounted.ctl(Request::FaultList)["faults"][0]["fired"] != 1 {
-        assert!(Instant::now() < deadline, "the fsync never reached faultfs");
-        std::thread::yield_now();
-    }
+    let (id, finished) = hold_an_fsync(&mounted, "fsync=pause");
     assert!(
         finished.try_recv().is_err(),
         "still held while the rule exists"
@@ -167,7 +160,6 @@ fn pause_holds_until_the_rule_is_removed() {
         finished.recv().unwrap(),
         "completes once the rule is removed"
     );
-    held.join().unwrap();
     let _ = mounted.unmount();
 }
 

@@ -778,14 +778,7 @@ async fn freeze_at_next_write(
     cluster: &Arc<Mutex<Cluster>>,
     nodes: &[usize],
 ) -> Result<Vec<(usize, u64)>> {
-    let cluster = cluster.lock().await;
-    let mut rules = Vec::new();
-    for &id in nodes {
-        if cluster.running(id) {
-            rules.push((id, cluster.add_fault(id, FREEZE_RULE)?));
-        }
-    }
-    Ok(rules)
+    place_on(cluster, nodes, FREEZE_RULE).await
 }
 
 /// Every victim killed first (so none writes on after another lost power), then each one's
