@@ -115,12 +115,26 @@ fn lock_backing(backing: &Path) -> Result<File, MountError> {
     Ok(dir)
 }
 
+/// A database with thousands of files open keeps as many open in faultfs (its live copies): the
+/// soft limit (often 1,024) goes up to the hard one, so faultfs runs out after the program does.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(error) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(%error, "could not raise the open-file limit");
+        }
+    }
+}
+
 /// Mounts and serves until unmounted or signalled. `on_mounted` runs once the mount is live.
 pub fn serve(options: MountOptions, on_mounted: impl FnOnce()) -> anyhow::Result<()> {
     let (backing, mountpoint) = validate(&options)?;
     let _lock = lock_backing(&backing)?;
     block_termination_signals();
 
+    raise_open_file_limit();
     let store = crate::store::create()?;
     let mut state = State::load(&backing, store.path(), options.metadata)?;
     state.durable_backing = options.durable_backing;

@@ -325,17 +325,13 @@ fn rules_and_settings_from_a_config_file_apply_from_mount_time() {
 /// EOPNOTSUPP), and like any write it is volatile until fsync.
 #[test]
 fn a_punched_hole_reads_as_zeros_and_is_volatile_until_fsync() {
-    use std::os::fd::AsRawFd;
     let mounted = Mounted::new(&[]);
     let file = write_file(&mounted.path("db"), &[9u8; 8192]);
     file.sync_all().unwrap();
     fsync_path(&mounted.path(""));
-    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-    // SAFETY: fallocate on a descriptor we own.
-    assert_eq!(
-        unsafe { libc::fallocate(file.as_raw_fd(), mode, 4096, 4096) },
-        0
-    );
+    use rustix::fs::FallocateFlags;
+    let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    rustix::fs::fallocate(&file, punch, 4096, 4096).unwrap();
     let mut expected = vec![9u8; 4096];
     expected.extend([0u8; 4096]);
     assert_eq!(fs::read(mounted.path("db")).unwrap(), expected);

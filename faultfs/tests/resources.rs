@@ -65,3 +65,19 @@ fn a_forgotten_file_whose_unlink_was_not_synced_comes_back_after_a_power_loss() 
     assert_eq!(fs::read(mounted.path("wal")).unwrap(), b"durable");
     let _ = mounted.unmount();
 }
+
+/// A database with thousands of files open keeps as many live copies open in faultfs: faultfs
+/// raises its soft limit on open files to the hard one, so it runs out after the program does.
+#[test]
+fn faultfs_raises_its_open_file_limit_to_the_hard_limit() {
+    let mounted = Mounted::launched_by(&["prlimit", "--nofile=256:"]);
+    let limits = fs::read_to_string(format!("/proc/{}/limits", mounted.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers[0], numbers[1], "soft and hard: {line}");
+    assert_ne!(numbers[0], "256", "{line}");
+    let _ = mounted.unmount();
+}

@@ -29,17 +29,35 @@ impl Mounted {
         Self::with_backing(extra, |_| {})
     }
 
+    /// Mounts with faultfs started through `launcher` (a command that runs the rest of its
+    /// arguments, such as `prlimit --nofile=256:`).
+    pub fn launched_by(launcher: &[&str]) -> Mounted {
+        Self::start(launcher, &[], |_| {})
+    }
+
     /// Mounts after `prepare` has filled the backing directory.
     pub fn with_backing(extra: &[&str], prepare: impl FnOnce(&Path)) -> Mounted {
+        Self::start(&[], extra, prepare)
+    }
+
+    fn start(launcher: &[&str], extra: &[&str], prepare: impl FnOnce(&Path)) -> Mounted {
         let dirs = tempfile::tempdir().unwrap();
         let backing = dirs.path().join("backing");
         let mountpoint = dirs.path().join("mnt");
         fs::create_dir(&backing).unwrap();
         fs::create_dir(&mountpoint).unwrap();
         prepare(&backing);
+        let mut command = match launcher {
+            [] => Command::new(FAULTFS),
+            [program, arguments @ ..] => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg(FAULTFS);
+                command
+            }
+        };
         let mut daemon = Spawned::start(
             "faultfs",
-            Command::new(FAULTFS)
+            command
                 .arg("mount")
                 .arg(&backing)
                 .arg(&mountpoint)
