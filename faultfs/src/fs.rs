@@ -319,11 +319,7 @@ fn to_errno(errno: i32) -> Errno {
 
 pub fn attributes(ino: Ino, inode: &Inode) -> FileAttr {
     let (kind, size, nlink) = match inode.kind {
-        Kind::File => (
-            FileType::RegularFile,
-            inode.size,
-            inode.links.len().max(1) as u32,
-        ),
+        Kind::File => (FileType::RegularFile, inode.size, inode.links.len() as u32),
         Kind::Dir => (FileType::Directory, 4096, 2),
         Kind::Symlink => (FileType::Symlink, inode.target.as_os_str().len() as u64, 1),
     };
