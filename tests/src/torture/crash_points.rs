@@ -576,6 +576,56 @@ const CATCH_UP_CALLS: &[&str] = &["write", "fdatasync", "fsync", "rename"];
 /// How long the leader gets to compact its log past a stopped follower's last entry.
 const COMPACTION_WITHIN: Duration = Duration::from_secs(8);
 
+/// How a follower was kept down by `kill_until_compacted`.
+pub struct KeptDown {
+    /// The follower's last log index when it was killed.
+    pub last: u64,
+    /// Whether the leader's log was purged past it in time.
+    pub compacted: bool,
+    pub for_: Duration,
+}
+
+/// Kills `follower` and keeps it down until `leader` has purged its log past the follower's
+/// last entry, so that it can only catch up from a snapshot, or until `within` passes.
+pub async fn kill_until_compacted(
+    cluster: &Arc<Mutex<Cluster>>,
+    follower: usize,
+    leader: usize,
+    within: Duration,
+) -> Result<KeptDown> {
+    let client = reqwest::Client::new();
+    let (follower_addr, leader_addr) = {
+        let cluster = cluster.lock().await;
+        (
+            cluster.nodes[follower - 1].addr.clone(),
+            cluster.nodes[leader - 1].addr.clone(),
+        )
+    };
+    let last = status(&client, &follower_addr)
+        .await
+        .and_then(|s| s["last_log_index"].as_u64())
+        .unwrap_or(0);
+    cluster.lock().await.kill_node(follower);
+    let started = Instant::now();
+    let compacted = loop {
+        let purged = status(&client, &leader_addr)
+            .await
+            .and_then(|s| s["purged_index"].as_u64());
+        if purged.is_some_and(|purged| purged > last) {
+            break true;
+        }
+        if started.elapsed() >= within {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    Ok(KeptDown {
+        last,
+        compacted,
+        for_: started.elapsed(),
+    })
+}
+
 /// A crash point aimed at a catch-up from a snapshot (Raft's InstallSnapshot): a follower is
 /// stopped until the leader has compacted its log past the follower's last entry, so the
 /// leader must send a snapshot, and the follower writes it while it drops the log entries the
@@ -593,21 +643,9 @@ async fn catch_up_crash(
     let Some(leader) = super::nemesis::leading_now(cluster, Some(follower)).await else {
         return Ok("catch-up crash point skipped: no leader".into());
     };
-    let client = reqwest::Client::new();
-    let (follower_addr, leader_addr) = {
-        let cluster = cluster.lock().await;
-        if !cluster.running(follower) {
-            return Ok(format!("catch-up crash point skipped: n{follower} down"));
-        }
-        (
-            cluster.nodes[follower - 1].addr.clone(),
-            cluster.nodes[leader - 1].addr.clone(),
-        )
-    };
-    let last = status(&client, &follower_addr)
-        .await
-        .and_then(|s| s["last_log_index"].as_u64())
-        .unwrap_or(0);
+    if !cluster.lock().await.running(follower) {
+        return Ok(format!("catch-up crash point skipped: n{follower} down"));
+    }
     let Some((class, call)) = plan.catch_up_pair(rng) else {
         return Ok("catch-up crash point skipped: no durable call seen yet".into());
     };
@@ -615,21 +653,12 @@ async fn catch_up_crash(
     // snapshot's files see one call of each kind per snapshot.
     let skip = rng.below(if class.name == "wal" { 4 } else { 2 });
     let mode = power_loss_mode(call, rng);
-    cluster.lock().await.kill_node(follower);
-    let started = Instant::now();
-    let compacted = loop {
-        let purged = status(&client, &leader_addr)
-            .await
-            .and_then(|s| s["purged_index"].as_u64());
-        if purged.is_some_and(|purged| purged > last) {
-            break true;
-        }
-        if started.elapsed() >= COMPACTION_WITHIN {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let down_ms = started.elapsed().as_millis();
+    let KeptDown {
+        last,
+        compacted,
+        for_,
+    } = kill_until_compacted(cluster, follower, leader, COMPACTION_WITHIN).await?;
+    let down_ms = for_.as_millis();
     let rule = format!("{call}(path=\"{}\")={skip}*off->1*crash", class.glob);
     let rule_id = {
         let mut cluster = cluster.lock().await;

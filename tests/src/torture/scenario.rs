@@ -430,8 +430,17 @@ pub async fn run(
         Scenario::SnapshotInstallCrash => {
             let leader = leader(&cluster).await?;
             let node = follower(size, leader);
-            cluster.lock().await.kill_node(node);
-            pause(5000).await;
+            // Down until the leader's log no longer holds what the follower lacks (a fixed 5 s
+            // was too short on a loaded machine: the follower then caught up by appends).
+            let down =
+                crash_points::kill_until_compacted(&cluster, node, leader, COMPACTION_WITHIN)
+                    .await?;
+            anyhow::ensure!(
+                down.compacted,
+                "n{leader} did not compact its log past n{node}'s last entry ({}) within {} s",
+                down.last,
+                COMPACTION_WITHIN.as_secs()
+            );
             // Armed before the restart: the install begins as soon as the leader reaches it.
             let rule_id = cluster
                 .lock()
@@ -449,14 +458,19 @@ pub async fn run(
                 start,
                 node,
                 format!(
-                    "follower down 5 s, restarted; storage stopped as it renamed the snapshot \
-                     it received ({path}), power loss (drop), restarted"
+                    "follower down {} ms, until the leader compacted its log past it; \
+                     restarted; storage stopped as it renamed the snapshot it received \
+                     ({path}), power loss (drop), restarted",
+                    down.for_.as_millis()
                 ),
             );
         }
     }
     Ok(steps.count)
 }
+
+/// How long snapshot-install-crash waits for the leader to compact its log past the follower.
+const COMPACTION_WITHIN: Duration = Duration::from_secs(60);
 
 /// How often wal-bitrot kills the follower in a WAL fdatasync, at most, to find a put at the tail.
 const BITROT_TRIES: usize = 30;
