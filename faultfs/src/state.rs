@@ -784,56 +784,37 @@ impl State {
             .cloned();
         if kind == Kind::Dir {
             // A directory has one durable place: a renamed directory moves there in one step.
-            if let Some((new_parent, new_name)) = still_live_elsewhere
-                && self.can_move_dir_under(new_parent, dir, name, &path)?
-            {
-                if let Some(occupant) = self
-                    .inode(new_parent)?
-                    .durable_children
-                    .get(&new_name)
-                    .copied()
-                {
-                    if self.moving.contains(&occupant) {
-                        // Directories renamed round in a circle (x to y, y to z, z to x): the
-                        // first one moved steps aside, and takes its place last.
-                        self.step_aside(occupant)?;
-                    } else {
-                        self.moving.push(old);
-                        let vacated = self.remove_durable_entry(new_parent, &new_name, occupant);
-                        self.moving.pop();
-                        vacated?;
-                    }
+            if let Some((new_parent, new_name)) = still_live_elsewhere {
+                // Under way from here on: a chain of moves that comes back to it (directories
+                // renamed round in a circle) makes it step aside instead of going round again.
+                self.moving.push(old);
+                let moved = self.move_durable_dir(old, (new_parent, new_name), (dir, name), &path);
+                self.moving.pop();
+                if moved? {
+                    return Ok(());
                 }
-                // Where it is now: it may have stepped aside meanwhile.
-                let (from_parent, from_name) = self
-                    .inode(old)?
-                    .durable_links
-                    .first()
-                    .cloned()
-                    .ok_or(libc::EIO)?;
-                let from = self
-                    .durable_path(from_parent)
-                    .ok_or(libc::EIO)?
-                    .join(&from_name);
-                let new_path = self
-                    .durable_path(new_parent)
-                    .ok_or(libc::EIO)?
-                    .join(&new_name);
-                fs::rename(&from, &new_path).map_err(errno)?;
-                self.inode_mut(from_parent)?
-                    .durable_children
-                    .remove(&from_name);
-                self.inode_mut(new_parent)?
-                    .durable_children
-                    .insert(new_name.clone(), old);
-                self.inode_mut(old)?.durable_links = vec![(new_parent, new_name)];
-                return Ok(());
             }
             // Gone from the live tree, or its new place can only become durable through the
             // very entry being replaced: it leaves the disk, its files' durable content is
-            // staged, and it comes back when its new place is synced.
+            // staged, and it comes back when its new place is synced. (It may have stepped
+            // aside meanwhile, and something else taken `dir/name`.)
+            let (from_parent, from_name) = self
+                .inode(old)?
+                .durable_links
+                .first()
+                .cloned()
+                .unwrap_or((dir, name.to_owned()));
+            let current = self
+                .durable_path(from_parent)
+                .ok_or(libc::EIO)?
+                .join(&from_name);
             self.forget_durable_subtree(old)?;
-            fs::remove_dir_all(&path).map_err(errno)?;
+            fs::remove_dir_all(&current).map_err(errno)?;
+            self.inode_mut(from_parent)?
+                .durable_children
+                .remove(&from_name);
+            self.inode_mut(old)?.durable_links.clear();
+            return Ok(());
         } else {
             let inode = self.inode_mut(old)?;
             inode
@@ -853,6 +834,61 @@ impl State {
             self.inode_mut(old)?.durable_links.clear();
         }
         Ok(())
+    }
+
+    /// Moves durable directory `old`, now at `replaced` (`path` on disk), to its live place
+    /// `to` on the disk, vacating that first; false if `to` can only become durable through
+    /// `replaced` itself.
+    fn move_durable_dir(
+        &mut self,
+        old: Ino,
+        to: (Ino, OsString),
+        replaced: (Ino, &OsStr),
+        path: &Path,
+    ) -> FsResult<bool> {
+        let (new_parent, new_name) = to;
+        if !self.can_move_dir_under(new_parent, replaced.0, replaced.1, path)? {
+            return Ok(false);
+        }
+        if let Some(occupant) = self
+            .inode(new_parent)?
+            .durable_children
+            .get(&new_name)
+            .copied()
+            .filter(|&occupant| occupant != old)
+        {
+            if self.moving.contains(&occupant) {
+                // Directories renamed round in a circle (x to y, y to z, z to x): the first
+                // one moved steps aside, and takes its place last.
+                self.step_aside(occupant)?;
+            } else {
+                self.remove_durable_entry(new_parent, &new_name, occupant)?;
+            }
+        }
+        // Where it is now: it may have stepped aside meanwhile.
+        let (from_parent, from_name) = self
+            .inode(old)?
+            .durable_links
+            .first()
+            .cloned()
+            .ok_or(libc::EIO)?;
+        let from = self
+            .durable_path(from_parent)
+            .ok_or(libc::EIO)?
+            .join(&from_name);
+        let new_path = self
+            .durable_path(new_parent)
+            .ok_or(libc::EIO)?
+            .join(&new_name);
+        fs::rename(&from, &new_path).map_err(errno)?;
+        self.inode_mut(from_parent)?
+            .durable_children
+            .remove(&from_name);
+        self.inode_mut(new_parent)?
+            .durable_children
+            .insert(new_name.clone(), old);
+        self.inode_mut(old)?.durable_links = vec![(new_parent, new_name)];
+        Ok(true)
     }
 
     /// Moves a durable directory to a free name in its durable parent, for the moment it takes

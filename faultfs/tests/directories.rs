@@ -189,3 +189,29 @@ fn the_link_count_follows_links_renames_and_unlinks_down_to_zero() {
     drop(file);
     let _ = mounted.unmount();
 }
+
+/// Two directories trade places through a spare name, and one of them goes under a new
+/// directory made at the other's old name: making that new directory durable needs the very
+/// entry being replaced, a circle faultfs once chased until its stack overflowed.
+#[test]
+fn a_directory_swap_through_a_new_directory_syncs_in_one_step() {
+    let mounted = Mounted::new(&[]);
+    let path = |p: &str| mounted.path(p);
+    for name in ["x", "z"] {
+        fs::create_dir(path(name)).unwrap();
+        fs::write(path(&format!("{name}/file")), name).unwrap();
+    }
+    mounted.ctl(faultfs::control::Request::Sync);
+    fs::rename(path("x"), path("spare")).unwrap();
+    fs::rename(path("z"), path("x")).unwrap();
+    fs::create_dir(path("z")).unwrap();
+    fs::rename(path("spare"), path("z/z")).unwrap();
+    common::fsync_path(&path(""));
+    common::fsync_path(&path("z"));
+    mounted.power_loss(faultfs::power_loss::PowerLossMode::Drop);
+    for (file, was) in [("x/file", "z"), ("z/z/file", "x")] {
+        assert_eq!(fs::read_to_string(mounted.backing.join(file)).unwrap(), was);
+        assert_eq!(fs::read_to_string(path(file)).unwrap(), was);
+    }
+    let _ = mounted.unmount();
+}
