@@ -866,16 +866,7 @@ impl State {
             }
         }
         // Where it is now: it may have stepped aside meanwhile.
-        let (from_parent, from_name) = self
-            .inode(old)?
-            .durable_links
-            .first()
-            .cloned()
-            .ok_or(libc::EIO)?;
-        let from = self
-            .durable_path(from_parent)
-            .ok_or(libc::EIO)?
-            .join(&from_name);
+        let (from_parent, from_name, from) = self.durable_place(old)?;
         let new_path = self
             .durable_path(new_parent)
             .ok_or(libc::EIO)?
@@ -891,18 +882,24 @@ impl State {
         Ok(true)
     }
 
-    /// Moves a durable directory to a free name in its durable parent, for the moment it takes
-    /// to move the others of a circle of renames (all within one call, so no power loss sees it).
-    fn step_aside(&mut self, dir_ino: Ino) -> FsResult<()> {
+    /// Where a durable directory is on disk: its durable parent, name and path.
+    fn durable_place(&self, dir: Ino) -> FsResult<(Ino, OsString, PathBuf)> {
         let (parent, name) = self
-            .inode(dir_ino)?
+            .inode(dir)?
             .durable_links
             .first()
             .cloned()
             .ok_or(libc::EIO)?;
-        let parent_path = self.durable_path(parent).ok_or(libc::EIO)?;
+        let path = self.durable_path(parent).ok_or(libc::EIO)?.join(&name);
+        Ok((parent, name, path))
+    }
+
+    /// Moves a durable directory to a free name in its durable parent, for the moment it takes
+    /// to move the others of a circle of renames (all within one call, so no power loss sees it).
+    fn step_aside(&mut self, dir_ino: Ino) -> FsResult<()> {
+        let (parent, name, path) = self.durable_place(dir_ino)?;
         let aside: OsString = format!(".faultfs-aside-{dir_ino}").into();
-        fs::rename(parent_path.join(&name), parent_path.join(&aside)).map_err(errno)?;
+        fs::rename(&path, path.with_file_name(&aside)).map_err(errno)?;
         let parent_inode = self.inode_mut(parent)?;
         parent_inode.durable_children.remove(&name);
         parent_inode.durable_children.insert(aside.clone(), dir_ino);
