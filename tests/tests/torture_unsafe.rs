@@ -39,9 +39,16 @@ fn run(seed: &str, what: [&str; 2], db_flags: &[&str], duration: &str) -> (Optio
         .arg(run_dir.path().join("run"))
         .output()
         .unwrap();
+    // The faults that struck (named on stderr) with the report: a run that passes or fails
+    // unexpectedly then says what it did.
+    let faults: String = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|line| line.contains(" s] fault "))
+        .map(|line| format!("{line}\n"))
+        .collect();
     (
         output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
+        format!("{}{faults}", String::from_utf8_lossy(&output.stdout)),
     )
 }
 

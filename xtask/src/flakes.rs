@@ -333,20 +333,24 @@ fn failure_message(output: &str, test: &str) -> String {
     } else {
         message.chars().take(400).collect()
     };
-    // A torture run's report, printed in the assertion, says which checks failed: the panic's
-    // first lines hold only its options.
-    let failed_checks: Vec<&str> = section
-        .lines()
-        .map(str::trim)
-        .filter(|line| line.starts_with("FAIL "))
-        .take(3)
-        .map(|line| line.get(..200).unwrap_or(line))
-        .collect();
-    if failed_checks.is_empty() {
-        message
-    } else {
-        format!("{message} | {}", failed_checks.join(" | "))
-    }
+    // A torture run's report, printed in the assertion, says which checks failed and which
+    // faults struck: the panic's first lines hold only its options.
+    let kept = |is_wanted: fn(&str) -> bool| -> Vec<String> {
+        section
+            .lines()
+            .map(str::trim)
+            .filter(|line| is_wanted(line))
+            .take(3)
+            .map(|line| line.chars().take(200).collect())
+            .collect()
+    };
+    let failed_checks = kept(|line| line.starts_with("FAIL "));
+    let faults = kept(|line| line.starts_with('[') && line.contains(" s] fault "));
+    std::iter::once(message)
+        .chain(failed_checks)
+        .chain(faults)
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// A background writer that keeps the disk busy: 8 MiB written and fsynced at a time, in a
@@ -412,14 +416,18 @@ mod tests {
     const OUTPUT: &str = "\nrunning 3 tests\ntest a::fast ... ok\ntest slow_one ... FAILED\ntest b ... ignored\n\nfailures:\n\n---- slow_one stdout ----\nsome log line\n\nthread 'slow_one' panicked at injector-user/tests/attach.rs:105:5:\nonly the 2nd was delayed: [436715, 202700, 9528]\nnote: run with `RUST_BACKTRACE=1`\n\n\nfailures:\n    slow_one\n\ntest result: FAILED. 1 passed; 1 failed; 1 ignored;\n";
 
     #[test]
-    fn a_torture_runs_failed_checks_are_kept_with_the_message() {
+    fn a_torture_runs_failed_checks_and_faults_are_kept_with_the_message() {
         let output = OUTPUT.replace(
             "only the 2nd was delayed: [436715, 202700, 9528]\n",
-            "must fail the run: storage: as given\n4 writes sent again\npass     linearizable   5 keys\nFAIL     nodes converge to one state   after 30 s: digests differ\n",
+            "must fail the run: storage: as given\n4 writes sent again\npass     linearizable   5 keys\nFAIL     nodes converge to one state   after 30 s: digests differ\n[  1.5-2.5 s] fault n2: killed in a WAL fdatasync\n",
         );
         let message = failure_message(&output, "slow_one");
         assert!(
             message.contains("FAIL     nodes converge to one state   after 30 s: digests differ"),
+            "{message}"
+        );
+        assert!(
+            message.contains("[  1.5-2.5 s] fault n2: killed in a WAL fdatasync"),
             "{message}"
         );
         assert!(!message.contains("pass     linearizable"), "{message}");

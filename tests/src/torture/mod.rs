@@ -156,12 +156,14 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         )),
     };
     let started = Instant::now();
+    let mut faults_shown = 0;
     while started.elapsed() < options.duration {
         tokio::time::sleep(
             Duration::from_secs(2).min(options.duration.saturating_sub(started.elapsed())),
         )
         .await;
         let lines = recorder.lines();
+        faults_shown = show_new_faults(&lines, faults_shown);
         let ops = lines
             .iter()
             .filter(|l| matches!(l, Line::Op(e) if e.kind != crate::history::Kind::Invoke))
@@ -177,6 +179,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     }
     stop.store(true, Ordering::Relaxed);
     let completed = workload.await?;
+    show_new_faults(&recorder.lines(), faults_shown);
     let ops_per_second = completed as f64 / started.elapsed().as_secs_f64();
     let nemesis_outcome = nemesis.await??;
     let faults_applied = nemesis_outcome.applied;
@@ -502,4 +505,30 @@ async fn leader_agreed(http: &reqwest::Client, addrs: &[String], limit: Duration
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Names on stderr each fault recorded since the first `shown` ones, with when it began and
+/// ended (seconds into the run), so a person watching sees what struck and where. Returns how
+/// many faults have been shown now.
+fn show_new_faults(lines: &[Line], shown: usize) -> usize {
+    let faults: Vec<_> = lines
+        .iter()
+        .filter_map(|line| match line {
+            Line::Fault(fault) => Some(fault),
+            _ => None,
+        })
+        .collect();
+    for fault in faults.iter().skip(shown) {
+        let seconds = |nanos: u64| nanos as f64 / 1e9;
+        let end = fault
+            .end
+            .map_or_else(String::new, |end| format!("-{:.1}", seconds(end)));
+        eprintln!(
+            "[{:>5.1}{end} s] fault {}: {}",
+            seconds(fault.time),
+            fault.target,
+            fault.description
+        );
+    }
+    faults.len()
 }
