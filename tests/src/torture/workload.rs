@@ -320,6 +320,69 @@ pub async fn first_write(addrs: &[String], limit: Duration) -> Option<Duration> 
     }
 }
 
+/// Writes a new value to every key once the cluster is healed, each recorded in the history
+/// (process `first_process` + key index, seq 1): the writes acknowledged last before the final
+/// power loss, which nothing written later can make durable by accident. Tries each node in
+/// turn (the same client and seq, so de-duplication keeps a resent write from applying
+/// twice). Returns how many were acknowledged.
+pub async fn final_writes(
+    addrs: &[String],
+    keys: u64,
+    seed: u64,
+    recorder: &Recorder,
+    first_process: u64,
+) -> u64 {
+    let http = reqwest::Client::new();
+    let mut acknowledged = 0;
+    for key_index in 0..keys {
+        let key = format!("k{key_index}");
+        let process = first_process + key_index;
+        let value = written_value(seed, process, 1);
+        let body = json!({"client": process, "seq": 1, "op": "put", "key": key, "value": value});
+        let input = HistoryValue::One(value);
+        recorder.record(Event {
+            process,
+            kind: Kind::Invoke,
+            f: Func::Put,
+            key: key.clone(),
+            value: input.clone(),
+            matched: None,
+            time: recorder.now(),
+        });
+        let mut outcome = Outcome::Fail;
+        for addr in addrs {
+            match write(&http, addr, &body, TIMEOUT).await {
+                Outcome::Ok(_) => {
+                    outcome = Outcome::Ok(Value::Null);
+                    break;
+                }
+                // Once an attempt may have applied, the write stays uncertain unless a later
+                // attempt is answered.
+                Outcome::Unknown => outcome = Outcome::Unknown,
+                Outcome::Fail => {}
+            }
+        }
+        let kind = match outcome {
+            Outcome::Ok(_) => {
+                acknowledged += 1;
+                Kind::Ok
+            }
+            Outcome::Fail => Kind::Fail,
+            Outcome::Unknown => Kind::Info,
+        };
+        recorder.record(Event {
+            process,
+            kind,
+            f: Func::Put,
+            key,
+            value: input,
+            matched: None,
+            time: recorder.now(),
+        });
+    }
+    acknowledged
+}
+
 /// Reads every key once at the end, after healing: the final state the durability checks use.
 pub async fn final_reads(
     addrs: &[String],
