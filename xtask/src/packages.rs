@@ -15,8 +15,17 @@ pub const BPF_LINKER_BUILD: &[&str] = &[
     "libzstd-dev",
     "libxml2-dev",
 ];
-/// Tools the tests and the demo use at run time.
-pub const RUNTIME: &[&str] = &["iproute2", "fuse3", "util-linux", "procps", "chromium"];
+/// Tools the tests and the demo use at run time (sqlite3 and postgresql: the real databases
+/// the faultfs tests take through power losses).
+pub const RUNTIME: &[&str] = &[
+    "iproute2",
+    "fuse3",
+    "util-linux",
+    "procps",
+    "chromium",
+    "sqlite3",
+    "postgresql",
+];
 
 pub fn missing(packages: &[&str]) -> Vec<String> {
     packages
