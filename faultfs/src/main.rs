@@ -25,8 +25,8 @@ use tracing_subscriber::EnvFilter;
         The backing directory is the disk. What a program writes through the mount point stays \
         volatile until it is made durable as POSIX requires: file data and size by fsync or \
         fdatasync of the file, directory entries (create, unlink, rename, mkdir, link) by fsync \
-        of the parent directory (--metadata ext4 also makes a file's own entry durable when the \
-        file is fsynced, as ext4's journal does). `ctl power-loss` discards everything volatile; \
+        of the parent directory (--metadata posix, the default; --metadata ext4 also makes a \
+        file's own entry durable when the file is fsynced, as ext4's journal does). `ctl power-loss` discards everything volatile; \
         so does unmounting or killing faultfs, as a crash would. Fault rules (`ctl fault add`) \
         use the fail crate's syntax: OP[(path=\"GLOB\")]=[P%][N*]ACTION[(ARG)][->...].",
     after_help = "Examples:\n  \
@@ -210,7 +210,7 @@ fn main() -> Result<()> {
                 } else {
                     file.seed.unwrap_or(0)
                 },
-                metadata: metadata.or(file.metadata).unwrap_or(MetadataMode::Strict),
+                metadata: metadata.or(file.metadata).unwrap_or(MetadataMode::Posix),
                 capacity,
                 durable_backing: durable_backing || file.durable_backing.unwrap_or(false),
                 faults: all_faults,

@@ -42,8 +42,11 @@ pub enum Kind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum MetadataMode {
-    /// Only an fsync of the parent directory makes an entry durable (POSIX).
-    Strict,
+    /// Only an fsync of the parent directory makes an entry durable: all POSIX promises, so
+    /// the strictest (the default; `strict` is its old name).
+    #[value(alias = "strict")]
+    #[serde(alias = "strict")]
+    Posix,
     /// An fsync of a file also makes its entry (and its parents' entries) durable, like ext4.
     Ext4,
 }

@@ -55,7 +55,7 @@ fn a_truncate_is_volatile_until_fsync() {
 }
 
 #[test]
-fn a_new_file_needs_a_directory_fsync_in_strict_mode() {
+fn a_new_file_needs_a_directory_fsync_under_posix_metadata() {
     let mounted = Mounted::new(&[]);
     let file = write_file(&mounted.path("new"), b"data");
     file.sync_all().unwrap();
