@@ -10,7 +10,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use tests::torture::cluster::{Binaries, Cluster, json_answer};
+use tests::torture::cluster::{Binaries, Cluster, ClusterSpec, StorageShape, json_answer};
 
 const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
 const FAILING_FSYNC: &str = r#"fdatasync(path="db/wal/*")=error(EIO)"#;
@@ -40,12 +40,15 @@ impl Db {
         let flags = flags.iter().map(|f| f.to_string()).collect();
         let cluster = Cluster::start(
             dir.path(),
-            1,
-            7,
             binaries,
-            flags,
-            std::net::Ipv4Addr::new(127, 0, 2, 11),
-            vec![tests::torture::cluster::StorageShape::fixed(&[])],
+            ClusterSpec {
+                size: 1,
+                seed: 7,
+                db_flags: flags,
+                first_ip: std::net::Ipv4Addr::new(127, 0, 2, 11),
+                metadata: "posix".into(),
+                storage_shapes: vec![StorageShape::fixed(&[])],
+            },
         )
         .unwrap();
         let addr = cluster.node(1).addr.clone();

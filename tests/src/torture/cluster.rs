@@ -179,16 +179,30 @@ impl StorageShape {
     }
 }
 
+/// What a cluster is made of, besides its programs.
+pub struct ClusterSpec {
+    pub size: usize,
+    /// Each node's faultfs mount gets this plus its id.
+    pub seed: u64,
+    /// Flags for every `target-db serve`.
+    pub db_flags: Vec<String>,
+    /// Node 1's loopback address; node N has the Nth from it.
+    pub first_ip: std::net::Ipv4Addr,
+    /// faultfs's metadata model (`posix` or `ext4`).
+    pub metadata: String,
+    pub storage_shapes: Vec<StorageShape>,
+}
+
 impl Cluster {
-    pub fn start(
-        run_dir: &Path,
-        size: usize,
-        seed: u64,
-        binaries: Binaries,
-        db_flags: Vec<String>,
-        first_ip: std::net::Ipv4Addr,
-        storage_shapes: Vec<StorageShape>,
-    ) -> Result<Cluster> {
+    pub fn start(run_dir: &Path, binaries: Binaries, spec: ClusterSpec) -> Result<Cluster> {
+        let ClusterSpec {
+            size,
+            seed,
+            db_flags,
+            first_ip,
+            metadata,
+            storage_shapes,
+        } = spec;
         let mut cluster = Cluster {
             nodes: Vec::new(),
             binaries,
@@ -211,6 +225,7 @@ impl Cluster {
                     .arg(&backing)
                     .arg(&mountpoint)
                     .args(["--seed", &(seed + id as u64).to_string()])
+                    .args(["--metadata", &metadata])
                     .env("RUST_LOG", "warn"),
                 mount_log,
             )?;

@@ -51,6 +51,8 @@ pub struct Options {
     pub scenario: Option<scenario::Scenario>,
     /// Node 1's loopback address; node N has the Nth from it.
     pub first_ip: std::net::Ipv4Addr,
+    /// faultfs's metadata model on every node (`posix` or `ext4`).
+    pub metadata: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -84,19 +86,23 @@ pub struct TortureReport {
 
 pub async fn run(options: Options) -> Result<TortureReport> {
     std::fs::create_dir_all(&options.run_dir)?;
+    let storage_shapes = (1..=options.nodes)
+        .map(|node| match options.scenario {
+            Some(_) => cluster::StorageShape::fixed(&options.db_flags),
+            None => cluster::StorageShape::for_seed(options.seed, node, &options.db_flags),
+        })
+        .collect();
     let cluster = Cluster::start(
         &options.run_dir,
-        options.nodes,
-        options.seed,
         options.binaries,
-        options.db_flags.clone(),
-        options.first_ip,
-        (1..=options.nodes)
-            .map(|node| match options.scenario {
-                Some(_) => cluster::StorageShape::fixed(&options.db_flags),
-                None => cluster::StorageShape::for_seed(options.seed, node, &options.db_flags),
-            })
-            .collect(),
+        cluster::ClusterSpec {
+            size: options.nodes,
+            seed: options.seed,
+            db_flags: options.db_flags.clone(),
+            first_ip: options.first_ip,
+            metadata: options.metadata.clone(),
+            storage_shapes,
+        },
     )?;
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
     let storage = cluster::StorageShape::describe_all(&cluster.storage_shapes);

@@ -36,13 +36,14 @@ enum Command {
     /// Each node has its own loopback address (127.0.0.11, .12, ...) and its data directory on
     /// its own faultfs mount. Checks: serves again after healing, nodes converge, restarted
     /// nodes rejoin and catch up, linearizable, no acknowledged write lost, no value from
-    /// nowhere or stale read, no panic. Needs root.
+    /// nowhere or stale read, no panic, and after a final power loss of every node: serves
+    /// again, nothing acknowledged lost. Needs root.
     #[command(
         after_help = "Examples:\n  torture run --seed 1234 --duration 60s --faults kill,partition\n  \
         torture run --seeds 1..200 --shard 3/8 --junit out.xml --duration 30s\n  \
         torture run --seed 11 --faults power-loss-all --db-flag=--unsafe-no-fsync"
     )]
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Merge the run directories of several `torture run --seeds ... --shard` jobs into one
     /// verdict (and one JUnit file). Exit 0 only when every seed passed.
     #[command(after_help = "Example:\n  torture merge shard-1 shard-2 shard-3 --junit all.xml")]
@@ -169,7 +170,7 @@ fn run_command(command: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Merge { dirs, junit, json } => {
             let summary = Summary::merge(&dirs)?;
             if let Some(path) = junit {

@@ -102,6 +102,11 @@ pub struct RunArgs {
     /// the checks catch a database that loses acknowledged writes. Repeatable.
     #[arg(long = "db-flag", allow_hyphen_values = true)]
     db_flags: Vec<String>,
+    /// When a new directory entry on the nodes' faultfs mounts becomes durable: `posix` (only
+    /// at an fsync of its directory, all that POSIX promises) or `ext4` (also at an fsync of
+    /// the file itself, as ext4's journal does).
+    #[arg(long, default_value = "posix", value_parser = ["posix", "ext4"])]
+    metadata: String,
     /// Print the summary (every seed's checks) as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -215,6 +220,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 settle: args.settle,
                 scenario,
                 first_ip: args.first_ip,
+                metadata: args.metadata.clone(),
             };
             let started = Instant::now();
             let report = runtime.block_on(until_interrupted(torture::run(options)))?;
@@ -345,6 +351,9 @@ fn replay_command(args: &RunArgs, seed: u64) -> String {
     }
     for flag in &args.db_flags {
         command.push_str(&format!(" --db-flag={flag}"));
+    }
+    if args.metadata != "posix" {
+        command.push_str(&format!(" --metadata {}", args.metadata));
     }
     command
 }
