@@ -5,6 +5,7 @@ pub mod campaign;
 pub mod cluster;
 pub mod crash_points;
 pub mod lsm;
+pub mod membership;
 pub mod nemesis;
 pub mod network_shape;
 pub mod oracles;
@@ -199,25 +200,37 @@ pub async fn run(options: Options) -> Result<TortureReport> {
             cluster.start_node(id)?;
         }
     }
+    // A membership change cut short by the end of the run is finished: every node a voter.
+    let restored = if options.faults.contains(&Fault::Membership) {
+        membership::restore_all(&cluster).await
+    } else {
+        Ok(Vec::new())
+    };
     let mut checks = Vec::new();
     let first_write = workload::first_write(&addrs, options.settle).await;
     let serves = leader_agreed(&http, &addrs, options.settle).await;
     checks.push(CheckResult {
         name: "serves again after healing".into(),
-        verdict: if serves.is_some() && first_write.is_some() {
+        verdict: if serves.is_some() && first_write.is_some() && restored.is_ok() {
             Verdict::Pass
         } else {
             Verdict::Fail
         },
-        detail: match (first_write, serves) {
-            (Some(took), Some(leader)) => format!(
-                "first write {:.1} s after healing, leader n{leader}",
-                took.as_secs_f64()
-            ),
-            (None, _) => format!("no write taken within {} s", options.settle.as_secs()),
-            (Some(_), None) => format!(
+        detail: match (&restored, first_write, serves) {
+            (Err(why), _, _) => format!("a node could not be made a voter again: {why}"),
+            (Ok(_), None, _) => format!("no write taken within {} s", options.settle.as_secs()),
+            (Ok(_), Some(_), None) => format!(
                 "the nodes did not agree on a leader within {} s",
                 options.settle.as_secs()
+            ),
+            (Ok(restored), Some(took), Some(leader)) => format!(
+                "first write {:.1} s after healing, leader n{leader}{}",
+                took.as_secs_f64(),
+                if restored.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", restored.join("; "))
+                }
             ),
         },
     });

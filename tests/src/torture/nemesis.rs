@@ -80,6 +80,9 @@ pub enum Fault {
     /// damage (the byte is then put back and it is started again); one that cuts the log there
     /// as if it were a torn tail loses entries it acknowledged, which the oracles see.
     Corruption,
+    /// A follower removed from the voters for a while and added back (learner, caught up,
+    /// promoted) through the database's admin calls.
+    Membership,
 }
 
 impl Fault {
@@ -107,6 +110,7 @@ pub const NAMES: &[&str] = &[
     "leader-transfer",
     "bitrot",
     "corruption",
+    "membership",
 ];
 
 impl FromStr for Fault {
@@ -131,6 +135,7 @@ impl FromStr for Fault {
             "leader-transfer" => Ok(Fault::LeaderTransfer),
             "bitrot" => Ok(Fault::Bitrot),
             "corruption" => Ok(Fault::Corruption),
+            "membership" => Ok(Fault::Membership),
             other => Err(format!(
                 "unknown fault `{other}`: choose from {}",
                 NAMES.join(", ")
@@ -329,6 +334,12 @@ async fn apply(
             let target = follower_near(cluster, node).await;
             Ok((target, corrupt_mid_log(cluster, target, rng).await?))
         }
+        Fault::Membership => {
+            let target = follower_near(cluster, node).await;
+            let out_for = Duration::from_millis(1000 + rng.below(3000));
+            let what = super::membership::remove_and_add_back(cluster, target, out_for).await?;
+            Ok((target, what))
+        }
         _ => Ok((node, apply_to(cluster, fault, node, rng, plan).await?)),
     }
 }
@@ -346,7 +357,9 @@ async fn apply_to(
     match fault {
         Fault::CrashPoint => crash_points::crash_point(cluster, node, plan, rng).await,
         Fault::LeaderTransfer => transfer_leadership(cluster, node).await,
-        Fault::Bitrot | Fault::Corruption => unreachable!("aimed at a follower by `apply`"),
+        Fault::Bitrot | Fault::Corruption | Fault::Membership => {
+            unreachable!("aimed at a follower by `apply`")
+        }
         Fault::Kill => {
             cluster.lock().await.kill_node(node);
             tokio::time::sleep(hold).await;

@@ -25,7 +25,7 @@ use crate::{exit_code, word};
 /// Every fault this kernel can apply (wal-write-error needs BPF LSM).
 const DEFAULT_FAULTS: &str = "crash-point,kill,kill-many,pause,wal-crash,partition,packet-loss,power-loss,\
                               power-loss-all,disk-error,fsync-error,disk-full,slow-disk,leader-transfer,bitrot,\
-                              corruption";
+                              corruption,membership";
 
 #[derive(Args)]
 pub struct RunArgs {
