@@ -1,6 +1,10 @@
 //! `torture check` as a user runs it: exit codes, text, and the HTML report opened in a real
 //! headless browser (Debian's chromium, installed by `cargo xtask setup`).
-use std::{path::Path, process::Command};
+mod common;
+
+use std::process::Command;
+
+use common::render_in_chromium;
 
 use tests::history::generate::exhausting_history;
 
@@ -63,35 +67,6 @@ fn the_html_report_loads_in_a_headless_browser() {
         dom.contains("class=\"op ok in-window\""),
         "the window is highlighted"
     );
-}
-
-fn render_in_chromium(page: &Path, scratch: &Path) -> String {
-    let chromium = Path::new("/usr/bin/chromium");
-    assert!(
-        chromium.exists(),
-        "Debian's chromium is needed for this test: run `cargo xtask setup` (or apt-get install chromium)"
-    );
-    let output = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            scratch.join("chromium").display()
-        ))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "chromium failed: {output:?}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[test]

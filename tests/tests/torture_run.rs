@@ -4,7 +4,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::build_tools;
+use common::{build_tools, render_in_chromium};
 
 const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
 /// This file's own loopback range: runs of other test files (or a user's) never meet it.
@@ -12,11 +12,16 @@ const FIRST_IP: &str = "127.0.21.11";
 
 fn torture(args: &[&str]) -> (Output, String) {
     let run_dir = tempfile::tempdir().unwrap();
+    torture_in(run_dir.path(), args)
+}
+
+/// A run whose directory (`DIR/run`) outlives it.
+fn torture_in(dir: &std::path::Path, args: &[&str]) -> (Output, String) {
     let output = Command::new(TORTURE)
         .arg("run")
         .args(["--first-ip", FIRST_IP])
         .arg("--run-dir")
-        .arg(run_dir.path().join("run"))
+        .arg(dir.join("run"))
         .args(args)
         .output()
         .unwrap();
@@ -53,4 +58,55 @@ fn a_safe_database_passes_under_every_fault() {
         report.contains("replay: cargo xtask torture --seed 12"),
         "{report}"
     );
+}
+
+/// A failing run's report, as a reader opens it in a browser: the verdict, every check the run
+/// made with the failing one marked, each fault with its node and time (the final power loss
+/// among them), and the replay command. The database never fsyncs, so the final power loss of
+/// every node (`drop` for an even seed) loses what it acknowledged.
+#[test]
+fn a_failing_runs_report_shows_every_check_every_fault_and_the_replay() {
+    build_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let (output, report) = torture_in(
+        dir.path(),
+        &[
+            "--seed",
+            "2",
+            "--duration",
+            "4s",
+            "--settle",
+            "10s",
+            "--faults",
+            "kill",
+            "--db-flag=--unsafe-no-fsync",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    let run = dir.path().join("run");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let dom = render_in_chromium(&run.join("report.html"), dir.path());
+    assert!(!dom.contains("data-error"), "a script error happened");
+    assert!(dom.contains("Torture run: <span class=\"fail\">FAIL</span>"));
+    let checks = json["torture"]["checks"].as_array().unwrap();
+    assert!(checks.len() >= 10, "{checks:?}");
+    for check in checks {
+        let name = check["name"].as_str().unwrap();
+        assert!(dom.contains(name), "check {name} is on the page");
+    }
+    assert!(
+        dom.contains("class=\"check-fail\""),
+        "the failing check is marked"
+    );
+    assert!(
+        dom.contains("final power loss of every node (drop)"),
+        "the fault table names the final power loss"
+    );
+    let faults = json["torture"]["faults"].as_u64().unwrap() as usize;
+    assert!(
+        dom.matches("class=\"fault-row\"").count() > faults,
+        "every fault of the nemesis and the final power loss has a row"
+    );
+    assert!(dom.contains("cargo xtask torture --seed 2 --duration 4s --nodes 3 --faults kill"));
 }

@@ -16,7 +16,23 @@ const LANE_HEIGHT: f64 = 22.0;
 const LEFT: f64 = 90.0;
 const TOP: f64 = 40.0;
 
-pub fn render_html(history: &History, report: &CheckReport, title: &str) -> String {
+/// What a torture run adds to the history check's page: its overall verdict, every check it
+/// made, the facts of the run and the command that replays it.
+pub struct RunSummary {
+    pub verdict: Verdict,
+    /// (name, verdict, detail) of every check, in the order the run made them.
+    pub checks: Vec<(String, Verdict, String)>,
+    /// (what, value): seed, nodes, duration, faults, storage, ...
+    pub facts: Vec<(String, String)>,
+    pub replay: String,
+}
+
+pub fn render_html(
+    history: &History,
+    report: &CheckReport,
+    title: &str,
+    run: Option<&RunSummary>,
+) -> String {
     let window: BTreeSet<usize> = report
         .linearizability
         .violations
@@ -39,6 +55,9 @@ pub fn render_html(history: &History, report: &CheckReport, title: &str) -> Stri
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>{STYLE}</style></head>\n<body>\n",
         escape(title)
     );
+    if let Some(run) = run {
+        write_run(&mut page, run, history);
+    }
     write_summary(&mut page, history, report, drawn.len());
     timeline.write_svg(&mut page, &drawn, &faults, &history.leaders, &window);
     write_window_table(&mut page, history, report);
@@ -74,12 +93,70 @@ fn ops_to_draw<'a>(history: &'a History, window: &BTreeSet<usize>) -> Vec<&'a Op
     ops[start..start + MAX_DRAWN].iter().collect()
 }
 
-fn write_summary(page: &mut String, history: &History, report: &CheckReport, drawn: usize) {
-    let verdict = |v: Verdict| match v {
+fn verdict(v: Verdict) -> &'static str {
+    match v {
         Verdict::Pass => "<span class=\"pass\">pass</span>",
         Verdict::Fail => "<span class=\"fail\">FAIL</span>",
         Verdict::Unknown => "<span class=\"unknown\">unknown</span>",
-    };
+    }
+}
+
+/// The run's verdict, every check, the facts, the replay command (with a copy button) and
+/// every fault with its node and time, so a reader sees which check failed and what struck
+/// where before it without reading JSON.
+fn write_run(page: &mut String, run: &RunSummary, history: &History) {
+    let _ = writeln!(page, "<h1>Torture run: {}</h1>", verdict(run.verdict));
+    page.push_str("<table class=\"facts\">\n");
+    for (what, value) in &run.facts {
+        let _ = writeln!(
+            page,
+            "<tr><th>{}</th><td>{}</td></tr>",
+            escape(what),
+            escape(value)
+        );
+    }
+    let _ = writeln!(
+        page,
+        "<tr><th>replay</th><td><code id=\"replay\">{}</code> <button id=\"copy-replay\" \
+         type=\"button\">copy</button></td></tr>\n</table>",
+        escape(&run.replay)
+    );
+    page.push_str("<h2>Checks</h2>\n<table class=\"checks\">\n<tr><th>check</th><th>verdict</th><th>detail</th></tr>\n");
+    for (name, result, detail) in &run.checks {
+        let class = match result {
+            Verdict::Pass => "check-pass",
+            Verdict::Fail => "check-fail",
+            Verdict::Unknown => "check-unknown",
+        };
+        let _ = writeln!(
+            page,
+            "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(name),
+            verdict(*result),
+            escape(detail)
+        );
+    }
+    page.push_str("</table>\n");
+    let _ = writeln!(
+        page,
+        "<h2>Faults ({})</h2>\n<table class=\"faults\">\n<tr><th>start (s)</th><th>end (s)</th><th>node</th><th>what was done</th></tr>",
+        history.faults.len()
+    );
+    let seconds = |nanos: u64| format!("{:.1}", nanos as f64 / 1e9);
+    for fault in &history.faults {
+        let _ = writeln!(
+            page,
+            "<tr class=\"fault-row\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            seconds(fault.time),
+            fault.end.map_or(String::new(), seconds),
+            escape(&fault.target),
+            escape(&fault.description)
+        );
+    }
+    page.push_str("</table>\n");
+}
+
+fn write_summary(page: &mut String, history: &History, report: &CheckReport, drawn: usize) {
     let lin = &report.linearizability;
     let dur = &report.durability;
     let _ = write!(
@@ -329,7 +406,8 @@ const STYLE: &str = "body{font-family:sans-serif;margin:1em}\
 .window-band{fill:#ffcdd2;opacity:.6}.fault{fill:#ef5350;opacity:.25}\
 .lane{font-size:11px;fill:#333}.label{font-size:10px;fill:#111;pointer-events:none}\
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}\
-tr.stuck{background:#ffcdd2}\
+tr.stuck{background:#ffcdd2}tr.check-fail{background:#ffebee}tr.check-unknown{background:#fff3e0}\
+table.facts th{text-align:left}\
 .swatch{display:inline-block;width:14px;height:10px;margin:0 4px 0 10px;border:1px solid #999}\
 .swatch.ok{background:#66bb6a}.swatch.failed{background:#bdbdbd}.swatch.unknown{background:#ffb74d}\
 .swatch.in-window{border:2px solid #c62828}.swatch.fault{background:#ef5350;opacity:.4}\
@@ -343,4 +421,7 @@ tr.stuck{background:#ffcdd2}\
 // Marks the page as fully rendered (a test checks this in a headless browser); a script error
 // anywhere leaves the mark unset and records the error instead.
 const SCRIPT: &str = "window.addEventListener('error',function(e){document.body.dataset.error=e.message;});\
+var copy=document.getElementById('copy-replay');\
+if(copy){copy.addEventListener('click',function(){\
+navigator.clipboard.writeText(document.getElementById('replay').textContent);});}\
 document.body.dataset.rendered=String(document.querySelectorAll('rect.op').length);";

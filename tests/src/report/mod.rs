@@ -4,5 +4,5 @@ mod html;
 mod junit;
 mod over_time;
 
-pub use html::render_html;
+pub use html::{RunSummary, render_html};
 pub use junit::render_junit;

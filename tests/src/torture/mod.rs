@@ -30,7 +30,7 @@ use tokio::sync::Mutex;
 use crate::{
     check::{self, Limits, Verdict},
     history::{History, Line, pair_events},
-    report::render_html,
+    report::{RunSummary, render_html},
 };
 use cluster::{Binaries, Cluster, status};
 use nemesis::Fault;
@@ -54,6 +54,8 @@ pub struct Options {
     pub first_ip: std::net::Ipv4Addr,
     /// faultfs's metadata model on every node (`posix` or `ext4`).
     pub metadata: String,
+    /// The command that replays the run, for the report.
+    pub replay: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -408,17 +410,60 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         options.run_dir.join("history.jsonl"),
         history.to_json_lines(),
     )?;
+    let verdict = Verdict::all(checks.iter().map(|c| c.verdict));
+    let run_summary = RunSummary {
+        verdict,
+        checks: checks
+            .iter()
+            .map(|c| (c.name.clone(), c.verdict, c.detail.clone()))
+            .collect(),
+        facts: vec![
+            ("seed".into(), options.seed.to_string()),
+            ("nodes".into(), options.nodes.to_string()),
+            (
+                "duration".into(),
+                format!("{} s", options.duration.as_secs()),
+            ),
+            (
+                "faults".into(),
+                match &options.scenario {
+                    Some(scenario) => format!("scenario {}", scenario.name()),
+                    None => {
+                        let names: Vec<String> =
+                            options.faults.iter().map(|f| f.name().to_owned()).collect();
+                        names.join(", ")
+                    }
+                },
+            ),
+            ("storage".into(), storage.clone()),
+            (
+                "metadata model".into(),
+                format!("faultfs --metadata {}", options.metadata),
+            ),
+            ("target".into(), "target-db (openraft, own WAL)".into()),
+            (
+                "operations".into(),
+                format!(
+                    "{} ({ops_per_second:.0}/s), {} faults",
+                    history.operations.len(),
+                    history.faults.len()
+                ),
+            ),
+        ],
+        replay: options.replay.clone(),
+    };
     std::fs::write(
         options.run_dir.join("report.html"),
         render_html(
             &history,
             &checked,
             &format!("torture seed {}", options.seed),
+            Some(&run_summary),
         ),
     )?;
     let report = TortureReport {
         seed: options.seed,
-        verdict: Verdict::all(checks.iter().map(|c| c.verdict)),
+        verdict,
         checks,
         operations: history.operations.len(),
         faults: faults_applied as usize,

@@ -86,6 +86,14 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Its name on the command line (one of `NAMES`).
+    pub fn name(self) -> &'static str {
+        NAMES
+            .iter()
+            .find(|name| name.parse() == Ok(self))
+            .expect("every fault has a name in NAMES")
+    }
+
     /// Whether the fault needs BPF LSM in the kernel (`injector probe`).
     pub fn needs_lsm(self) -> bool {
         self == Fault::WalWriteError
@@ -654,6 +662,13 @@ pub(super) async fn with_fault_rule(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_fault_is_named_as_it_is_parsed() {
+        for name in NAMES {
+            assert_eq!(name.parse::<Fault>().unwrap().name(), *name);
+        }
+    }
 
     #[test]
     fn the_deck_deals_every_kind_before_repeating_one() {

@@ -1,4 +1,7 @@
 //! Helpers shared by the whole-run tests.
+#![allow(dead_code)]
+
+use std::{path::Path, process::Command};
 
 /// The tools a run starts must sit next to the torture binary (one target directory).
 pub fn build_tools() {
@@ -20,4 +23,35 @@ pub fn build_tools() {
         status.success(),
         "building target-db, faultfs and injector failed"
     );
+}
+
+/// The page as a real browser renders it (Debian's chromium, headless): its DOM after the
+/// page's scripts ran.
+pub fn render_in_chromium(page: &Path, scratch: &Path) -> String {
+    let chromium = Path::new("/usr/bin/chromium");
+    assert!(
+        chromium.exists(),
+        "Debian's chromium is needed for this test: run `cargo xtask setup` (or apt-get install chromium)"
+    );
+    let output = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            scratch.join("chromium").display()
+        ))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "chromium failed: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }

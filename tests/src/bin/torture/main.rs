@@ -130,7 +130,7 @@ fn run_command(command: Command) -> Result<ExitCode> {
             };
             let report = check::check(&loaded, limits);
             if let Some(path) = html {
-                let page = render_html(&loaded, &report, &history.display().to_string());
+                let page = render_html(&loaded, &report, &history.display().to_string(), None);
                 std::fs::write(&path, page)
                     .with_context(|| format!("writing {}", path.display()))?;
                 eprintln!("report: {}", path.display());

@@ -221,6 +221,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 scenario,
                 first_ip: args.first_ip,
                 metadata: args.metadata.clone(),
+                replay: replay_command(&args, seed),
             };
             let started = Instant::now();
             let report = runtime.block_on(until_interrupted(torture::run(options)))?;
