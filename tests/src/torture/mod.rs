@@ -490,6 +490,51 @@ pub async fn run(options: Options) -> Result<TortureReport> {
 /// behind (a torn tail an earlier recovery kept, a hole a purge left), not only from the state
 /// a fault caught. The mode alternates with the seed: `drop` loses all that was unsynced,
 /// `torn` also leaves half-written records for recovery to cut.
+/// Arms one follower's next WAL fdatasync to fail the way Linux fails it (EIO, the dirty pages
+/// marked clean unwritten): a database must stop trusting that data (target-db stops taking
+/// writes until it restarts; the leader and the other nodes carry on). One that retries the
+/// fsync, or ignores the error, acknowledges entries it has lost, which the oracles see after
+/// the power loss that follows. Returns the node and its rule, if there is a leader.
+async fn gate_a_followers_next_fsync(
+    cluster: &Arc<Mutex<Cluster>>,
+    http: &reqwest::Client,
+    addrs: &[String],
+) -> Result<Option<(usize, u64)>> {
+    if addrs.len() < 3 {
+        // With fewer than three nodes the other one alone is no majority.
+        return Ok(None);
+    }
+    let Some(leader) = leader_agreed(http, addrs, Duration::ZERO).await else {
+        return Ok(None);
+    };
+    let follower = leader as usize % addrs.len() + 1;
+    let rule = cluster
+        .lock()
+        .await
+        .add_fault(follower, r#"fdatasync(path="db/wal/*")=1*fsyncgate"#)?;
+    Ok(Some((follower, rule)))
+}
+
+/// Whether the node's fault rule has fired, waiting for it up to `within`.
+async fn gate_fired(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    rule: u64,
+    within: Duration,
+) -> Result<bool> {
+    let deadline = Instant::now() + within;
+    loop {
+        let fired = cluster.lock().await.faultfs_status(node)?["faults"]
+            .as_array()
+            .and_then(|rules| rules.iter().find(|r| r["id"] == rule))
+            .is_some_and(|r| r["fired"].as_u64() > Some(0));
+        if fired || Instant::now() >= deadline {
+            return Ok(fired);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn final_power_loss(
     (seed, keys, settle): (u64, u64, Duration),
     cluster: &Arc<Mutex<Cluster>>,
@@ -498,7 +543,31 @@ async fn final_power_loss(
     recorder: &Recorder,
 ) -> Result<CheckResult> {
     let mode = ["drop", "torn"][(seed % 2) as usize];
-    let written = workload::final_writes(addrs, keys, seed, recorder, 2_000_000).await;
+    let gated = gate_a_followers_next_fsync(cluster, http, addrs).await?;
+    let mut written = workload::final_writes(addrs, keys, seed, recorder, 2_000_000).await;
+    // A second round once the gate has fired: a database that acknowledged what the failed
+    // fsync lost then writes and syncs more behind it, and its commit point moves past it, so
+    // the loss is in the middle of what it acknowledged, not at a tail nobody counted yet.
+    let fired = match gated {
+        Some((node, rule)) => gate_fired(cluster, node, rule, Duration::from_secs(3)).await?,
+        None => false,
+    };
+    written += workload::final_writes(addrs, keys, seed, recorder, 3_000_000).await;
+    let gate = match gated {
+        Some((node, rule)) => {
+            let cluster = cluster.lock().await;
+            // Removed before the cut: one that never fired must not fail the restarted node.
+            cluster.remove_fault(node, rule)?;
+            if fired {
+                format!(
+                    ", n{node}'s first WAL fdatasync among them failing as Linux fails it (fsyncgate: EIO, the dirty pages dropped)"
+                )
+            } else {
+                format!(", n{node}'s WAL fdatasync armed to fail (fsyncgate) but not reached")
+            }
+        }
+        None => String::new(),
+    };
     let cut = recorder.now();
     let everyone: Vec<usize> = (1..=addrs.len()).collect();
     crash_points::power_cut(cluster, &everyone, mode, Duration::ZERO).await?;
@@ -507,8 +576,9 @@ async fn final_power_loss(
         recorder.now(),
         "all".into(),
         format!(
-            "final power loss of every node ({mode}) right after a write to every key \
-             ({written} of {keys} acknowledged), restarted"
+            "final power loss of every node ({mode}) right after two writes to every key \
+             ({written} of {} acknowledged){gate}, restarted",
+            2 * keys
         ),
     );
     let restarted = Instant::now();

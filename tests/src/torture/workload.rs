@@ -320,6 +320,17 @@ pub async fn first_write(addrs: &[String], limit: Duration) -> Option<Duration> 
     }
 }
 
+/// The value of a final write: unique, and 16 KiB, so its log record covers whole pages that
+/// no later append touches again. A write-back error loses whole pages (Linux marks them clean
+/// unwritten; a later write to a page writes all of it again), so only such pages stay lost
+/// when a database goes on after a failed fsync.
+fn final_value(seed: u64, process: u64) -> String {
+    let mut value = written_value(seed, process, 1);
+    value.push('-');
+    value.extend(std::iter::repeat_n('f', 16 << 10));
+    value
+}
+
 /// Writes a new value to every key once the cluster is healed, each recorded in the history
 /// (process `first_process` + key index, seq 1): the writes acknowledged last before the final
 /// power loss, which nothing written later can make durable by accident. Tries each node in
@@ -337,7 +348,7 @@ pub async fn final_writes(
     for key_index in 0..keys {
         let key = format!("k{key_index}");
         let process = first_process + key_index;
-        let value = written_value(seed, process, 1);
+        let value = final_value(seed, process);
         let body = json!({"client": process, "seq": 1, "op": "put", "key": key, "value": value});
         let input = HistoryValue::One(value);
         recorder.record(Event {
