@@ -490,29 +490,24 @@ pub async fn run(options: Options) -> Result<TortureReport> {
 /// behind (a torn tail an earlier recovery kept, a hole a purge left), not only from the state
 /// a fault caught. The mode alternates with the seed: `drop` loses all that was unsynced,
 /// `torn` also leaves half-written records for recovery to cut.
-/// Arms one follower's next WAL fdatasync to fail the way Linux fails it (EIO, the dirty pages
-/// marked clean unwritten): a database must stop trusting that data (target-db stops taking
-/// writes until it restarts; the leader and the other nodes carry on). One that retries the
-/// fsync, or ignores the error, acknowledges entries it has lost, which the oracles see after
-/// the power loss that follows. Returns the node and its rule, if there is a leader.
-async fn gate_a_followers_next_fsync(
-    cluster: &Arc<Mutex<Cluster>>,
-    http: &reqwest::Client,
-    addrs: &[String],
-) -> Result<Option<(usize, u64)>> {
+/// In how many rounds of the final writes a follower's next WAL fdatasync fails.
+const GATED_ROUNDS: u64 = 3;
+
+/// A WAL fdatasync failing the way Linux fails it (EIO, the dirty pages marked clean
+/// unwritten), once: a database must stop trusting that data (target-db stops taking writes
+/// until it restarts; the leader and the other nodes carry on). One that retries the fsync, or
+/// ignores the error, acknowledges entries it has lost, which the power loss that follows
+/// shows.
+const GATE_RULE: &str = r#"fdatasync(path="db/wal/*")=1*fsyncgate"#;
+
+/// The follower whose fdatasyncs the final rounds fail, if there is a leader and a majority
+/// without that follower.
+async fn follower_to_gate(http: &reqwest::Client, addrs: &[String]) -> Option<usize> {
     if addrs.len() < 3 {
-        // With fewer than three nodes the other one alone is no majority.
-        return Ok(None);
+        return None;
     }
-    let Some(leader) = leader_agreed(http, addrs, Duration::ZERO).await else {
-        return Ok(None);
-    };
-    let follower = leader as usize % addrs.len() + 1;
-    let rule = cluster
-        .lock()
-        .await
-        .add_fault(follower, r#"fdatasync(path="db/wal/*")=1*fsyncgate"#)?;
-    Ok(Some((follower, rule)))
+    let leader = leader_agreed(http, addrs, Duration::ZERO).await?;
+    Some(leader as usize % addrs.len() + 1)
 }
 
 /// Whether the node's fault rule has fired, waiting for it up to `within`.
@@ -543,29 +538,38 @@ async fn final_power_loss(
     recorder: &Recorder,
 ) -> Result<CheckResult> {
     let mode = ["drop", "torn"][(seed % 2) as usize];
-    let gated = gate_a_followers_next_fsync(cluster, http, addrs).await?;
-    let mut written = workload::final_writes(addrs, keys, seed, recorder, 2_000_000).await;
-    // A second round once the gate has fired: a database that acknowledged what the failed
-    // fsync lost then writes and syncs more behind it, and its commit point moves past it, so
-    // the loss is in the middle of what it acknowledged, not at a tail nobody counted yet.
-    let fired = match gated {
-        Some((node, rule)) => gate_fired(cluster, node, rule, Duration::from_secs(3)).await?,
-        None => false,
-    };
-    written += workload::final_writes(addrs, keys, seed, recorder, 3_000_000).await;
-    let gate = match gated {
-        Some((node, rule)) => {
-            let cluster = cluster.lock().await;
-            // Removed before the cut: one that never fired must not fail the restarted node.
-            cluster.remove_fault(node, rule)?;
-            if fired {
-                format!(
-                    ", n{node}'s first WAL fdatasync among them failing as Linux fails it (fsyncgate: EIO, the dirty pages dropped)"
-                )
-            } else {
-                format!(", n{node}'s WAL fdatasync armed to fail (fsyncgate) but not reached")
+    // Rounds of writes, in each of the first ones one follower's next WAL fdatasync fails; a
+    // failed fsync loses whole pages only when it was for a 16 KiB record, not for a small
+    // commit point, so it is tried in several rounds. The last round comes after them: a
+    // database that acknowledged what a failed fsync lost then writes and syncs more behind
+    // it, and its commit point moves past it, so the loss is in the middle of what it
+    // acknowledged, not at a tail nobody counted yet.
+    let gated = follower_to_gate(http, addrs).await;
+    let mut written = 0;
+    let mut failed_fsyncs = 0;
+    for round in 0..=GATED_ROUNDS {
+        let rule = match gated {
+            Some(node) if round < GATED_ROUNDS => {
+                Some((node, cluster.lock().await.add_fault(node, GATE_RULE)?))
             }
+            _ => None,
+        };
+        let first_process = 2_000_000 + round * 1_000_000;
+        written += workload::final_writes(addrs, keys, seed, recorder, first_process).await;
+        if let Some((node, rule)) = rule {
+            if gate_fired(cluster, node, rule, Duration::from_secs(1)).await? {
+                failed_fsyncs += 1;
+            }
+            // Removed before the next round and the cut: one that never fired must not fail
+            // the restarted node.
+            cluster.lock().await.remove_fault(node, rule)?;
         }
+    }
+    let gate = match gated {
+        Some(node) => format!(
+            ", {failed_fsyncs} of n{node}'s WAL fdatasyncs among them (one a round in {GATED_ROUNDS} \
+             rounds) failing as Linux fails them (fsyncgate: EIO, the dirty pages dropped)"
+        ),
         None => String::new(),
     };
     let cut = recorder.now();
@@ -576,9 +580,10 @@ async fn final_power_loss(
         recorder.now(),
         "all".into(),
         format!(
-            "final power loss of every node ({mode}) right after two writes to every key \
+            "final power loss of every node ({mode}) right after {} writes to every key \
              ({written} of {} acknowledged){gate}, restarted",
-            2 * keys
+            GATED_ROUNDS + 1,
+            (GATED_ROUNDS + 1) * keys
         ),
     );
     let restarted = Instant::now();
