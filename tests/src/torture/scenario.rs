@@ -472,6 +472,9 @@ pub async fn run(
 /// How long snapshot-install-crash waits for the leader to compact its log past the follower.
 const COMPACTION_WITHIN: Duration = Duration::from_secs(60);
 
+/// How long a restarted node gets to open its write-ahead log before a try to rot it.
+const LOG_OPEN_WITHIN: Duration = Duration::from_secs(10);
+
 /// How often wal-bitrot kills the follower in a WAL fdatasync, at most, to find a put at the tail.
 const BITROT_TRIES: usize = 30;
 
@@ -494,12 +497,28 @@ pub async fn rot_an_unacknowledged_record(
         // a start writes, a commit point while catching up), so killing at them every time
         // could miss puts for good.
         let skip = 2 + (tried - 1) % 4;
-        let attached = attach_to_wal(cluster, node, Duration::from_secs(2), |fd| {
-            format!("fdatasync(fd={fd})={skip}*off->1*kill")
-        })
-        .await?;
+        // A node restarted by the try before may not have opened its log yet (on a loaded
+        // machine that took longer than the pause between tries, and the scenario then
+        // rotted nothing): wait for it while it runs.
+        let opened_by = std::time::Instant::now() + LOG_OPEN_WITHIN;
+        let attached = loop {
+            let attached = attach_to_wal(cluster, node, Duration::from_secs(2), |fd| {
+                format!("fdatasync(fd={fd})={skip}*off->1*kill")
+            })
+            .await?;
+            if attached.is_some()
+                || std::time::Instant::now() >= opened_by
+                || !cluster.lock().await.running(node)
+            {
+                break attached;
+            }
+            pause(50).await;
+        };
         if attached.is_none() {
-            return Ok("bitrot skipped: node down".into());
+            return Ok(format!(
+                "bitrot skipped: n{node} down, or its log not open within {} s",
+                LOG_OPEN_WITHIN.as_secs()
+            ));
         }
         let mut cluster = cluster.lock().await;
         if cluster.reap(node).is_none() {
