@@ -320,6 +320,66 @@ pub async fn first_write(addrs: &[String], limit: Duration) -> Option<Duration> 
     }
 }
 
+/// Sends again, after the final power loss, the first acknowledged put of each key (its own
+/// client id, sequence number and value), long since applied and covered by the snapshots the
+/// nodes recovered from, then reads the key: a database that kept its de-duplication state
+/// answers from it and changes nothing; one that lost it (sessions left out of a snapshot)
+/// applies the put again and the key goes back to that old value. Not recorded in the history
+/// (it must have no effect); returns what was applied again, for "each write applied once".
+pub async fn resend_first_puts(addrs: &[String], lines: &[Line]) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let mut first: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    for line in lines {
+        if let Line::Op(Event {
+            kind: Kind::Ok,
+            f: Func::Put,
+            key,
+            value: HistoryValue::One(value),
+            ..
+        }) = line
+        {
+            first.entry(key.as_str()).or_insert(value.as_str());
+        }
+    }
+    let mut applied_again = Vec::new();
+    for (key, value) in first {
+        // A workload value is `p{process}-{seq}...`: the process is the client id.
+        let Some((client, seq)) = value
+            .strip_prefix('p')
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(client, rest)| {
+                let seq = rest.split('-').next()?;
+                Some((client.parse::<u64>().ok()?, seq.parse::<u64>().ok()?))
+            })
+        else {
+            continue;
+        };
+        let body = json!({"client": client, "seq": seq, "op": "put", "key": key, "value": value});
+        let mut answered = false;
+        for addr in addrs {
+            if let Outcome::Ok(_) = write(&http, addr, &body, TIMEOUT).await {
+                answered = true;
+                break;
+            }
+        }
+        if !answered {
+            continue;
+        }
+        for addr in addrs {
+            if let Outcome::Ok(now) = read(&http, addr, key).await {
+                if now.as_str() == Some(value) {
+                    applied_again.push(format!(
+                        "process {client}'s put of {shown} to {key} (seq {seq}), its first acknowledged write, sent again after the final power loss, was applied again: {key} went back to {shown}",
+                        shown = crate::history::shown(value)
+                    ));
+                }
+                break;
+            }
+        }
+    }
+    applied_again
+}
+
 /// The value of a final write: unique, and 16 KiB, so its log record covers whole pages that
 /// no later append touches again. A write-back error loses whole pages (Linux marks them clean
 /// unwritten; a later write to a page writes all of it again), so only such pages stay lost
