@@ -73,8 +73,11 @@ pub struct RunArgs {
     /// never acknowledged, silently corrupted so only its checksum tells, restarted);
     /// corruption (a follower stopped, one byte of a durable record in the middle of its log
     /// flipped; a node that refuses to start gets the byte back and is restarted, one that
-    /// starts must not have lost what it acknowledged).
-    /// Half of all faults go to the leader.
+    /// starts must not have lost what it acknowledged); membership (a follower removed from the
+    /// voters for 1-4 s, then added back as a learner and promoted).
+    /// Half of all faults go to the leader. A run with faults ends with one more: a follower's
+    /// WAL fdatasyncs fail once (fsyncgate) during rounds of writes to every key, then every
+    /// node loses power at once and restarts, and old requests are sent again.
     #[arg(long, default_value = DEFAULT_FAULTS)]
     faults: String,
     #[arg(long, default_value_t = 4)]
