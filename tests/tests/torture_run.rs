@@ -2,13 +2,19 @@
 //! every kind of fault this kernel allows. Needs root (FUSE mounts, eBPF).
 mod common;
 
-use std::process::{Command, Output};
+use std::{
+    process::{Command, Output},
+    sync::Mutex,
+};
 
 use common::{build_tools, render_in_chromium};
 
 const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
 /// This file's own loopback range: runs of other test files (or a user's) never meet it.
 const FIRST_IP: &str = "127.0.21.11";
+
+/// The runs share the nodes' addresses, so one runs at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn torture(args: &[&str]) -> (Output, String) {
     let run_dir = tempfile::tempdir().unwrap();
@@ -17,6 +23,7 @@ fn torture(args: &[&str]) -> (Output, String) {
 
 /// A run whose directory (`DIR/run`) outlives it.
 fn torture_in(dir: &std::path::Path, args: &[&str]) -> (Output, String) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let output = Command::new(TORTURE)
         .arg("run")
         .args(["--first-ip", FIRST_IP])

@@ -39,11 +39,16 @@ fn scenario(name: &str, nodes: &str, steps: usize) {
         "the replay names it:\n{stdout}"
     );
     let history = std::fs::read_to_string(run_dir.path().join("run/history.jsonl")).unwrap();
-    let logged = history
+    let (last, logged): (Vec<&str>, Vec<&str>) = history
         .lines()
         .filter(|l| l.contains("\"kind\":\"fault\""))
-        .count();
-    assert_eq!(logged, steps, "{name}: steps logged as faults");
+        .partition(|l| l.contains("final power loss of every node"));
+    assert_eq!(logged.len(), steps, "{name}: steps logged as faults");
+    assert_eq!(
+        last.len(),
+        1,
+        "{name}: the run ends with the final power loss"
+    );
 }
 
 #[test]

@@ -472,6 +472,11 @@ pub async fn run(
 /// How long snapshot-install-crash waits for the leader to compact its log past the follower.
 const COMPACTION_WITHIN: Duration = Duration::from_secs(60);
 
+/// How long an attempt to kill the node in a WAL fdatasync lasts: the injector starts, then the
+/// node must make a few fdatasyncs (2 s was often too short on a loaded machine: a flakes
+/// campaign saw 30 attempts in a row end without a kill).
+const KILL_WITHIN: Duration = Duration::from_secs(6);
+
 /// How long a restarted node gets to open its write-ahead log before a try to rot it.
 const LOG_OPEN_WITHIN: Duration = Duration::from_secs(10);
 
@@ -489,20 +494,22 @@ pub async fn rot_an_unacknowledged_record(
     tries: usize,
 ) -> Result<String> {
     let mut rotted = None;
-    let mut tried = 0;
-    for _ in 0..tries {
-        tried += 1;
+    let (mut kills, mut attempts) = (0, 0);
+    // An attempt in which the node made too few fdatasyncs to be killed (a loaded machine)
+    // is not a try; a bounded number of them.
+    while kills < tries && attempts < 3 * tries {
+        attempts += 1;
         // Each try lets a different number of fdatasyncs pass first, never fewer than two:
         // right after a restart the first ones are always the same kinds of record (the head
         // a start writes, a commit point while catching up), so killing at them every time
         // could miss puts for good.
-        let skip = 2 + (tried - 1) % 4;
+        let skip = 2 + (attempts - 1) % 4;
         // A node restarted by the try before may not have opened its log yet (on a loaded
         // machine that took longer than the pause between tries, and the scenario then
         // rotted nothing): wait for it while it runs.
         let opened_by = std::time::Instant::now() + LOG_OPEN_WITHIN;
         let attached = loop {
-            let attached = attach_to_wal(cluster, node, Duration::from_secs(2), |fd| {
+            let attached = attach_to_wal(cluster, node, KILL_WITHIN, |fd| {
                 format!("fdatasync(fd={fd})={skip}*off->1*kill")
             })
             .await?;
@@ -524,6 +531,7 @@ pub async fn rot_an_unacknowledged_record(
         if cluster.reap(node).is_none() {
             continue;
         }
+        kills += 1;
         rotted = cluster.rot_wal_tail(node)?;
         cluster.start_node(node)?;
         if rotted.is_some() {
@@ -533,8 +541,8 @@ pub async fn rot_an_unacknowledged_record(
         pause(300).await;
     }
     Ok(rotted.map_or_else(
-        || format!("killed in WAL fdatasyncs {tried} times, never with a put at the tail: nothing rotted"),
-        |what| format!("killed in a WAL fdatasync (injector), {what} (silent corruption of a record nobody acknowledged), restarted (try {tried})"),
+        || format!("killed in a WAL fdatasync {kills} times in {attempts} attempts, never with a put at the tail: nothing rotted"),
+        |what| format!("killed in a WAL fdatasync (injector), {what} (silent corruption of a record nobody acknowledged), restarted (kill {kills}, attempt {attempts})"),
     ))
 }
 
