@@ -83,6 +83,10 @@ pub enum Fault {
     /// A follower removed from the voters for a while and added back (learner, caught up,
     /// promoted) through the database's admin calls.
     Membership,
+    /// The leader cut off from the others long enough for them to elect another, killed while
+    /// cut off (with the writes it appended and nobody acknowledged on its disk), restarted
+    /// once healed: its uncommitted suffix must be overwritten, never applied.
+    DeposedLeader,
 }
 
 impl Fault {
@@ -119,6 +123,7 @@ pub const NAMES: &[&str] = &[
     "bitrot",
     "corruption",
     "membership",
+    "deposed-leader",
 ];
 
 impl FromStr for Fault {
@@ -144,6 +149,7 @@ impl FromStr for Fault {
             "bitrot" => Ok(Fault::Bitrot),
             "corruption" => Ok(Fault::Corruption),
             "membership" => Ok(Fault::Membership),
+            "deposed-leader" => Ok(Fault::DeposedLeader),
             other => Err(format!(
                 "unknown fault `{other}`: choose from {}",
                 NAMES.join(", ")
@@ -410,6 +416,7 @@ async fn apply_to(
             Ok(format!("SIGSTOP for {} ms", hold.as_millis()))
         }
         Fault::WalCrash => wal_crash(cluster, node, hold, rng).await,
+        Fault::DeposedLeader => deposed_leader(cluster, hold).await,
         Fault::Partition | Fault::PacketLoss => {
             let size = cluster.lock().await.nodes.len();
             let (cut, description) = if fault == Fault::Partition {
@@ -546,6 +553,35 @@ async fn transfer_leadership(cluster: &Arc<Mutex<Cluster>>, node: usize) -> Resu
         Some(answer) => format!("leader transfer n{leader} -> n{to} refused: {answer}"),
         None => format!("leader transfer n{leader} -> n{to}: no answer within 12 s"),
     })
+}
+
+/// The `deposed-leader` fault: the leader isolated for `hold` plus an election's time, killed
+/// two thirds of the way through (clients' writes sent to it meanwhile are in its log, never
+/// committed), restarted once the partition is over.
+async fn deposed_leader(cluster: &Arc<Mutex<Cluster>>, hold: Duration) -> Result<String> {
+    let Some(old) = leader(cluster).await else {
+        return Ok("deposed leader skipped: no leader".into());
+    };
+    let isolated_for = hold + Duration::from_millis(1500);
+    let mut command = {
+        let cluster = cluster.lock().await;
+        let size = cluster.nodes.len();
+        cluster.partition_command(&super::cluster::Cut::isolate(old, size), isolated_for)
+    };
+    let partition = tokio::task::spawn_blocking(move || command.status());
+    tokio::time::sleep(isolated_for * 2 / 3).await;
+    cluster.lock().await.kill_node(old);
+    let status = partition.await??;
+    if !status.success() {
+        bail!("injector partition failed: {status}");
+    }
+    cluster.lock().await.start_node(old)?;
+    Ok(format!(
+        "n{old}, the leader, cut off from the others for {} ms, SIGKILLed {} ms into it (what it \
+         appended meanwhile was never committed), restarted once healed",
+        isolated_for.as_millis(),
+        (isolated_for * 2 / 3).as_millis()
+    ))
 }
 
 /// A crash point: `injector attach` kills the node at its Nth write or fdatasync of the

@@ -25,7 +25,7 @@ use crate::{exit_code, word};
 /// Every fault this kernel can apply (wal-write-error needs BPF LSM).
 const DEFAULT_FAULTS: &str = "crash-point,kill,kill-many,pause,wal-crash,partition,packet-loss,power-loss,\
                               power-loss-all,disk-error,fsync-error,disk-full,slow-disk,leader-transfer,bitrot,\
-                              corruption,membership";
+                              corruption,membership,deposed-leader";
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -74,7 +74,8 @@ pub struct RunArgs {
     /// corruption (a follower stopped, one byte of a durable record in the middle of its log
     /// flipped; a node that refuses to start gets the byte back and is restarted, one that
     /// starts must not have lost what it acknowledged); membership (a follower removed from the
-    /// voters for 1-4 s, then added back as a learner and promoted).
+    /// voters for 1-4 s, then added back as a learner and promoted); deposed-leader (the
+    /// leader cut off from the others, killed while cut off, restarted once healed).
     /// Half of all faults go to the leader. A run with faults ends with one more: a follower's
     /// WAL fdatasyncs fail once (fsyncgate) during rounds of writes to every key, then every
     /// node loses power at once and restarts, and old requests are sent again.
