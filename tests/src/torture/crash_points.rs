@@ -21,7 +21,7 @@ use fault_rules::SplitMix64;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use super::cluster::{Cluster, status};
+use super::cluster::{Cluster, json_answer, status};
 
 /// A class of a node's files, by a glob relative to its faultfs mount.
 #[derive(Clone, Copy, Debug)]
@@ -585,6 +585,33 @@ pub struct KeptDown {
     pub for_: Duration,
 }
 
+/// Writes a pass of `kill_until_compacted` sends to the leader, to one key of its own outside
+/// the workload's (`compaction-filler`), so they touch no checked key.
+const FILLER_WRITES: u64 = 20;
+
+/// The filler writes' client id and its next sequence number (one client for the whole run,
+/// so its sequence numbers only rise).
+const FILLER_CLIENT: u64 = u64::MAX - 1;
+static FILLER_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+async fn fill_log(client: &reqwest::Client, leader_addr: &str, writes: u64) {
+    for _ in 0..writes {
+        let seq = FILLER_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let body = serde_json::json!({"client": FILLER_CLIENT, "seq": seq, "op": "put",
+            "key": "compaction-filler", "value": seq.to_string()});
+        let request = client
+            .post(format!("http://{leader_addr}/kv/write"))
+            .json(&body);
+        if json_answer(request, Duration::from_millis(500))
+            .await
+            .is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return;
+        }
+    }
+}
+
 /// Kills `follower` and keeps it down until `leader` has purged its log past the follower's
 /// last entry, so that it can only catch up from a snapshot, or until `within` passes.
 pub async fn kill_until_compacted(
@@ -617,7 +644,9 @@ pub async fn kill_until_compacted(
         if started.elapsed() >= within {
             break false;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The log must grow to the leader's next snapshot: the workload may be slow (a loaded
+        // machine) or over (a scenario outlasts the run), so the wait writes too.
+        fill_log(&client, &leader_addr, FILLER_WRITES).await;
     };
     Ok(KeptDown {
         last,
