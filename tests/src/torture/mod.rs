@@ -240,7 +240,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         let shape = (options.seed, options.keys, options.settle);
         checks.push(final_power_loss(shape, &cluster, &http, &addrs, &recorder).await?);
         show_new_faults(&recorder.lines(), faults_shown);
-        let again = workload::resend_first_puts(&addrs, &recorder.lines()).await;
+        let again = workload::resend_first_and_last_puts(&addrs, &recorder.lines()).await;
         doubles.lock().expect("doubles poisoned").extend(again);
     }
     let all_read = workload::final_reads(&addrs, options.keys, &recorder, 1_000_000).await;

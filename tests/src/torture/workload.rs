@@ -320,15 +320,18 @@ pub async fn first_write(addrs: &[String], limit: Duration) -> Option<Duration> 
     }
 }
 
-/// Sends again, after the final power loss, the first acknowledged put of each key (its own
-/// client id, sequence number and value), long since applied and covered by the snapshots the
-/// nodes recovered from, then reads the key: a database that kept its de-duplication state
-/// answers from it and changes nothing; one that lost it (sessions left out of a snapshot)
-/// applies the put again and the key goes back to that old value. Not recorded in the history
-/// (it must have no effect); returns what was applied again, for "each write applied once".
-pub async fn resend_first_puts(addrs: &[String], lines: &[Line]) -> Vec<String> {
+/// Sends again, after the final power loss, the first and the last acknowledged put of each
+/// key (each with its own client id, sequence number and value). The first was applied long
+/// ago and is inside the snapshots the nodes recovered from: a database that lost its
+/// de-duplication state with the restart applies it again, and the key goes back to that old
+/// value. The last is its client's latest request, the one de-duplication must recognise
+/// exactly (an off-by-one lets it through): applied again, its answer says the key already held
+/// its own value. Not recorded in the history (it must have no effect); returns what was
+/// applied again, for "each write applied once".
+pub async fn resend_first_and_last_puts(addrs: &[String], lines: &[Line]) -> Vec<String> {
     let http = reqwest::Client::new();
     let mut first: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    let mut last: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
     for line in lines {
         if let Line::Op(Event {
             kind: Kind::Ok,
@@ -339,10 +342,22 @@ pub async fn resend_first_puts(addrs: &[String], lines: &[Line]) -> Vec<String> 
         }) = line
         {
             first.entry(key.as_str()).or_insert(value.as_str());
+            last.insert(key.as_str(), value.as_str());
         }
     }
     let mut applied_again = Vec::new();
-    for (key, value) in first {
+    // A key written once has no later value to go back from.
+    let resends = first
+        .into_iter()
+        .filter(|(key, value)| last.get(key) != Some(value))
+        .map(|(key, value)| (key, value, "its first acknowledged write"))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .chain(
+            last.into_iter()
+                .map(|(key, value)| (key, value, "its last acknowledged write")),
+        );
+    for (key, value, which) in resends {
         // A workload value is `p{process}-{seq}...`: the process is the client id.
         let Some((client, seq)) = value
             .strip_prefix('p')
@@ -355,23 +370,30 @@ pub async fn resend_first_puts(addrs: &[String], lines: &[Line]) -> Vec<String> 
             continue;
         };
         let body = json!({"client": client, "seq": seq, "op": "put", "key": key, "value": value});
-        let mut answered = false;
+        let mut answer = None;
         for addr in addrs {
-            if let Outcome::Ok(_) = write(&http, addr, &body, TIMEOUT).await {
-                answered = true;
+            if let Outcome::Ok(response) = write(&http, addr, &body, TIMEOUT).await {
+                answer = Some(response);
                 break;
             }
         }
-        if !answered {
+        let Some(answer) = answer else {
+            continue;
+        };
+        let shown = crate::history::shown(value);
+        let sent_again = format!(
+            "process {client}'s put of {shown} to {key} (seq {seq}), {which}, sent again after the final power loss, was applied again"
+        );
+        if applied_twice(Func::Put, &answer, value) {
+            applied_again.push(format!(
+                "{sent_again}: its answer says {key} already held {shown}"
+            ));
             continue;
         }
         for addr in addrs {
             if let Outcome::Ok(now) = read(&http, addr, key).await {
-                if now.as_str() == Some(value) {
-                    applied_again.push(format!(
-                        "process {client}'s put of {shown} to {key} (seq {seq}), its first acknowledged write, sent again after the final power loss, was applied again: {key} went back to {shown}",
-                        shown = crate::history::shown(value)
-                    ));
+                if now.as_str() == Some(value) && which.contains("first") {
+                    applied_again.push(format!("{sent_again}: {key} went back to {shown}"));
                 }
                 break;
             }
