@@ -594,7 +594,7 @@ const FILLER_WRITES: u64 = 20;
 const FILLER_CLIENT: u64 = u64::MAX - 1;
 static FILLER_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-async fn fill_log(client: &reqwest::Client, leader_addr: &str, writes: u64) {
+pub(super) async fn fill_log(client: &reqwest::Client, leader_addr: &str, writes: u64) {
     for _ in 0..writes {
         let seq = FILLER_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let body = serde_json::json!({"client": FILLER_CLIENT, "seq": seq, "op": "put",

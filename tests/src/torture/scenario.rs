@@ -508,6 +508,23 @@ pub async fn rot_an_unacknowledged_record(
         // machine that took longer than the pause between tries, and the scenario then
         // rotted nothing): wait for it while it runs.
         let opened_by = std::time::Instant::now() + LOG_OPEN_WITHIN;
+        // The node must append while the injector waits for its fdatasyncs: the workload may
+        // crawl (a loaded machine) or be over (a scenario outlasts the run), so the harness
+        // writes to the leader itself meanwhile.
+        let filler = match super::nemesis::leading_now(cluster, Some(node)).await {
+            Some(leader) => {
+                let addr = cluster.lock().await.nodes[leader - 1].addr.clone();
+                Some(tokio::spawn(async move {
+                    let client = reqwest::Client::new();
+                    let until = std::time::Instant::now() + KILL_WITHIN + LOG_OPEN_WITHIN;
+                    while std::time::Instant::now() < until {
+                        super::crash_points::fill_log(&client, &addr, 5).await;
+                        pause(20).await;
+                    }
+                }))
+            }
+            None => None,
+        };
         let attached = loop {
             let attached = attach_to_wal(cluster, node, KILL_WITHIN, |fd| {
                 format!("fdatasync(fd={fd})={skip}*off->1*kill")
@@ -521,6 +538,9 @@ pub async fn rot_an_unacknowledged_record(
             }
             pause(50).await;
         };
+        if let Some(filler) = filler {
+            filler.abort();
+        }
         if attached.is_none() {
             return Ok(format!(
                 "bitrot skipped: n{node} down, or its log not open within {} s",
