@@ -145,6 +145,21 @@ async fn read(client: &reqwest::Client, addr: &str, key: &str) -> Outcome {
     }
 }
 
+/// The write sent to each node in turn (the same client and seq, so de-duplication keeps a
+/// resent write from applying twice) until one answers. Once an attempt may have applied, the
+/// write stays uncertain unless a later attempt is answered.
+async fn write_through_any(client: &reqwest::Client, addrs: &[String], body: &Value) -> Outcome {
+    let mut outcome = Outcome::Fail;
+    for addr in addrs {
+        match write(client, addr, body, TIMEOUT).await {
+            Outcome::Ok(answer) => return Outcome::Ok(answer),
+            Outcome::Unknown => outcome = Outcome::Unknown,
+            Outcome::Fail => {}
+        }
+    }
+    outcome
+}
+
 pub struct Workload {
     pub clients: u64,
     pub keys: u64,
@@ -370,14 +385,7 @@ pub async fn resend_first_and_last_puts(addrs: &[String], lines: &[Line]) -> Vec
             continue;
         };
         let body = json!({"client": client, "seq": seq, "op": "put", "key": key, "value": value});
-        let mut answer = None;
-        for addr in addrs {
-            if let Outcome::Ok(response) = write(&http, addr, &body, TIMEOUT).await {
-                answer = Some(response);
-                break;
-            }
-        }
-        let Some(answer) = answer else {
+        let Outcome::Ok(answer) = write_through_any(&http, addrs, &body).await else {
             continue;
         };
         let shown = crate::history::shown(value);
@@ -442,20 +450,7 @@ pub async fn final_writes(
             matched: None,
             time: recorder.now(),
         });
-        let mut outcome = Outcome::Fail;
-        for addr in addrs {
-            match write(&http, addr, &body, TIMEOUT).await {
-                Outcome::Ok(_) => {
-                    outcome = Outcome::Ok(Value::Null);
-                    break;
-                }
-                // Once an attempt may have applied, the write stays uncertain unless a later
-                // attempt is answered.
-                Outcome::Unknown => outcome = Outcome::Unknown,
-                Outcome::Fail => {}
-            }
-        }
-        let kind = match outcome {
+        let kind = match write_through_any(&http, addrs, &body).await {
             Outcome::Ok(_) => {
                 acknowledged += 1;
                 Kind::Ok
