@@ -199,6 +199,7 @@ impl Handler {
                     "capacity": self.shared.capacity.load(Ordering::Relaxed),
                     "faults": self.shared.faults.list(),
                     "crashed": self.shared.crash_point(),
+                    "killed": self.shared.kills(),
                 }))
             }
             Request::Sync => {

@@ -38,9 +38,28 @@ pub const CAPABILITIES: Capabilities<'static> = Capabilities {
         "fsyncgate",
         "corrupt",
         "crash",
+        "kill",
     ],
     filters: &["path"],
 };
+
+/// The operations a program makes itself, so `kill` knows whom to kill: everything but read
+/// and write, which the page cache sends on its own schedule.
+const KILLABLE_OPS: &[&str] = &[
+    "fsync",
+    "fdatasync",
+    "open",
+    "create",
+    "mkdir",
+    "unlink",
+    "rmdir",
+    "rename",
+    "truncate",
+    "fallocate",
+    "readdir",
+    "statfs",
+    "flush",
+];
 
 /// What an operation must do, decided before it runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +72,9 @@ pub enum Gate {
     Corrupt(Corruption),
     /// The operation completes, then the mount stops as at a power cut.
     Crash,
+    /// The process that made the call is killed (SIGKILL) and the call is not performed: a
+    /// crash of the program alone, at that call, with everything it wrote before kept.
+    Kill,
 }
 
 /// A decision that may first hold the operation.
@@ -110,6 +132,9 @@ impl Faults {
                 Action::Short(_) => Some(&["write"][..]),
                 Action::Lose | Action::Fsyncgate => Some(&["fsync", "fdatasync"][..]),
                 Action::Corrupt(_) => Some(&["read"][..]),
+                // Through the page cache, reads and writes reach the mount from the kernel
+                // (read-ahead, write-back), not from the program that made them.
+                Action::Kill => Some(KILLABLE_OPS),
                 _ => None,
             };
             if let Some(ops) = only
@@ -119,9 +144,15 @@ impl Faults {
                     text,
                     0,
                     format!(
-                        "`{}` only applies to {}",
+                        "`{}` only applies to {}{}",
                         term.action.name(),
-                        ops.join(" and ")
+                        listed(ops),
+                        if term.action == Action::Kill {
+                            " (reads and writes reach faultfs from the kernel's page cache, \
+                             not from the program: kill it at the fsync after them)"
+                        } else {
+                            ""
+                        }
                     ),
                 ));
             }
@@ -202,6 +233,7 @@ impl Faults {
                 Action::Fsyncgate => Decision::Now(Gate::Fsyncgate),
                 Action::Corrupt(how) => Decision::Now(Gate::Corrupt(how)),
                 Action::Crash => Decision::Now(Gate::Crash),
+                Action::Kill => Decision::Now(Gate::Kill),
                 // Validation admits no other action.
                 _ => Decision::Now(Gate::Proceed),
             });
@@ -233,6 +265,15 @@ impl Faults {
         while table.rules.iter().any(|rule| rule.id == id) {
             table = self.removed.wait(table).expect("fault table poisoned");
         }
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn listed(ops: &[&str]) -> String {
+    match ops {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Shared {
     /// The crash point a `crash` rule reached (op and path), until the next power loss: from
     /// then on every gated operation fails with EIO, so nothing after it becomes durable.
     crashed: Mutex<Option<CrashPoint>>,
+    /// The processes `kill` rules killed.
+    kills: Mutex<Kills>,
     /// A copy of `crashed.is_some()` read on every operation without a lock.
     is_crashed: std::sync::atomic::AtomicBool,
     /// The entries of each open directory handle, taken when it reads from the start: offsets
@@ -59,6 +61,34 @@ pub struct Shared {
 
 /// A directory's entries as one handle reads them: (inode, kind, name).
 type Listing = Vec<(Ino, FileType, OsString)>;
+
+/// The process (thread group) a thread belongs to, from /proc; None for no thread (0: a
+/// request of the kernel's own) or one gone already.
+fn thread_group_of(thread: u32) -> Option<u32> {
+    if thread == 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{thread}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Tgid:"))
+        .and_then(|tgid| tgid.trim().parse().ok())
+}
+
+/// A process a `kill` rule killed, and the call it was killed at.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KillPoint {
+    pub op: &'static str,
+    pub path: PathBuf,
+    pub pid: u32,
+}
+
+/// What `kill` rules did on this mount.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Kills {
+    pub count: u64,
+    pub last: Option<KillPoint>,
+}
 
 /// Where a `crash` rule stopped the mount.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -76,6 +106,7 @@ impl Shared {
             next_handle: AtomicU64::new(1),
             tracer,
             crashed: Mutex::new(None),
+            kills: Mutex::new(Kills::default()),
             is_crashed: std::sync::atomic::AtomicBool::new(false),
             listings: Mutex::new(HashMap::new()),
             lookups: Mutex::new(HashMap::new()),
@@ -93,6 +124,33 @@ impl Shared {
         tracing::warn!(op, path = %path.display(), "crash point reached: the mount stops until a power loss");
         *self.crashed.lock().expect("crash point poisoned") = Some(CrashPoint { op, path });
         self.is_crashed.store(true, Ordering::SeqCst);
+    }
+
+    /// SIGKILLs the process that made `op` (its thread `caller`): a `kill` rule fired. False
+    /// when there is no such process to kill (a request the kernel made on its own, or faultfs
+    /// itself), and then the call goes on.
+    fn kill_caller(&self, caller: u32, op: &'static str, path: PathBuf) -> bool {
+        let Some(pid) = thread_group_of(caller).filter(|&pid| pid != std::process::id()) else {
+            tracing::warn!(op, path = %path.display(), caller, "kill: no process of its own made this call; it goes on");
+            return false;
+        };
+        let Some(target) = rustix::process::Pid::from_raw(pid as i32) else {
+            return false;
+        };
+        if let Err(error) = rustix::process::kill_process(target, rustix::process::Signal::KILL) {
+            tracing::warn!(op, path = %path.display(), pid, %error, "kill: the caller could not be killed; the call goes on");
+            return false;
+        }
+        tracing::warn!(op, path = %path.display(), pid, "kill: the caller was killed at this call, which was not made");
+        let mut kills = self.kills.lock().expect("kills poisoned");
+        kills.count += 1;
+        kills.last = Some(KillPoint { op, path, pid });
+        true
+    }
+
+    /// The processes `kill` rules killed: how many, and the last.
+    pub fn kills(&self) -> Kills {
+        self.kills.lock().expect("kills poisoned").clone()
     }
 
     /// The mount runs again (after a power loss).
@@ -235,6 +293,7 @@ impl FaultFs {
     /// delay, or once a pause is lifted (the last two on a thread of their own).
     fn gated(
         &self,
+        caller: u32,
         op: &'static str,
         ino: Ino,
         child: Option<&OsStr>,
@@ -266,6 +325,16 @@ impl FaultFs {
             Decision::Now(Gate::Crash) => {
                 self.shared.crash(op, path);
                 body(&self.shared, Gate::Proceed);
+            }
+            Decision::Now(Gate::Kill) => {
+                // The reply comes after the signal: the caller, waiting for it in the kernel,
+                // dies without seeing the call return, and the call leaves no trace.
+                let gate = if self.shared.kill_caller(caller, op, path) {
+                    Gate::Fail(libc::EIO)
+                } else {
+                    Gate::Proceed
+                };
+                body(&self.shared, gate);
             }
             Decision::Now(gate) => body(&self.shared, gate),
             Decision::After(delay, rule) => {
@@ -399,7 +468,7 @@ impl Filesystem for FaultFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -440,7 +509,7 @@ impl Filesystem for FaultFs {
             }
         };
         if size.is_some() {
-            self.gated("truncate", ino, None, body);
+            self.gated(req.pid(), "truncate", ino, None, body);
         } else {
             body(&self.shared, Gate::Proceed);
         }
@@ -469,6 +538,7 @@ impl Filesystem for FaultFs {
         let owner = (req.uid(), req.gid());
         let name = name.to_owned();
         self.gated(
+            req.pid(),
             "mkdir",
             parent.0,
             Some(&name.clone()),
@@ -520,9 +590,10 @@ impl Filesystem for FaultFs {
         reply_entry(reply, &self.shared, &state, result);
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_owned();
         self.gated(
+            req.pid(),
             "unlink",
             parent.0,
             Some(&name.clone()),
@@ -544,9 +615,10 @@ impl Filesystem for FaultFs {
         );
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_owned();
         self.gated(
+            req.pid(),
             "rmdir",
             parent.0,
             Some(&name.clone()),
@@ -569,7 +641,7 @@ impl Filesystem for FaultFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -584,6 +656,7 @@ impl Filesystem for FaultFs {
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let (name, newname): (OsString, OsString) = (name.to_owned(), newname.to_owned());
         self.gated(
+            req.pid(),
             "rename",
             parent.0,
             Some(&name.clone()),
@@ -630,8 +703,8 @@ impl Filesystem for FaultFs {
         reply_entry(reply, &self.shared, &state, result);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.gated("open", ino.0, None, move |shared, gate| {
+    fn open(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.gated(req.pid(), "open", ino.0, None, move |shared, gate| {
             let state = shared.lock();
             match fail(gate).and_then(|()| state.inode(ino.0).map(drop)) {
                 Ok(()) => reply.opened(shared.new_handle(state.epoch), FopenFlags::empty()),
@@ -653,6 +726,7 @@ impl Filesystem for FaultFs {
         let owner = (req.uid(), req.gid());
         let name = name.to_owned();
         self.gated(
+            req.pid(),
             "create",
             parent.0,
             Some(&name.clone()),
@@ -689,7 +763,7 @@ impl Filesystem for FaultFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -698,7 +772,7 @@ impl Filesystem for FaultFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.gated("read", ino.0, None, move |shared, gate| {
+        self.gated(req.pid(), "read", ino.0, None, move |shared, gate| {
             let mut state = shared.lock();
             let result = fail(gate)
                 .and_then(|()| Shared::check_handle(&state, fh))
@@ -733,7 +807,7 @@ impl Filesystem for FaultFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -744,7 +818,7 @@ impl Filesystem for FaultFs {
         reply: ReplyWrite,
     ) {
         let mut data = data.to_vec();
-        self.gated("write", ino.0, None, move |shared, gate| {
+        self.gated(req.pid(), "write", ino.0, None, move |shared, gate| {
             let mut state = shared.lock();
             if let Gate::Short(bytes) = gate {
                 data.truncate(bytes as usize);
@@ -776,13 +850,13 @@ impl Filesystem for FaultFs {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.gated("flush", ino.0, None, move |shared, gate| {
+        self.gated(req.pid(), "flush", ino.0, None, move |shared, gate| {
             let state = shared.lock();
             reply_empty(
                 reply,
@@ -793,14 +867,14 @@ impl Filesystem for FaultFs {
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
         let op = if datasync { "fdatasync" } else { "fsync" };
-        self.gated(op, ino.0, None, move |shared, gate| {
+        self.gated(req.pid(), op, ino.0, None, move |shared, gate| {
             let mut state = shared.lock();
             let result = Shared::check_handle(&state, fh).and_then(|()| match gate {
                 Gate::Fail(errno) => Err(errno),
@@ -827,13 +901,13 @@ impl Filesystem for FaultFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.gated("readdir", ino.0, None, move |shared, gate| {
+        self.gated(req.pid(), "readdir", ino.0, None, move |shared, gate| {
             let state = shared.lock();
             let entries = fail(gate)
                 .and_then(|()| Shared::check_handle(&state, fh))
@@ -879,13 +953,13 @@ impl Filesystem for FaultFs {
 
     fn fsyncdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.gated("fsync", ino.0, None, move |shared, gate| {
+        self.gated(req.pid(), "fsync", ino.0, None, move |shared, gate| {
             let mut state = shared.lock();
             let result = Shared::check_handle(&state, fh).and_then(|()| match gate {
                 Gate::Fail(errno) => Err(errno),
@@ -906,8 +980,8 @@ impl Filesystem for FaultFs {
         });
     }
 
-    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        self.gated("statfs", ino.0, None, move |shared, gate| {
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        self.gated(req.pid(), "statfs", ino.0, None, move |shared, gate| {
             if let Gate::Fail(errno) = gate {
                 return reply.error(to_errno(errno));
             }
@@ -974,7 +1048,7 @@ impl Filesystem for FaultFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -982,7 +1056,7 @@ impl Filesystem for FaultFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.gated("fallocate", ino.0, None, move |shared, gate| {
+        self.gated(req.pid(), "fallocate", ino.0, None, move |shared, gate| {
             let mut state = shared.lock();
             let result = fail(gate)
                 .and_then(|()| Shared::check_handle(&state, fh))

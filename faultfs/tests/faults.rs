@@ -487,6 +487,79 @@ fn keep_at_a_crash_point_leaves_every_unsynced_operation_up_to_the_crashing_call
     let _ = mounted.unmount();
 }
 
+/// A program crash at a call: the program that creates `next` dies at that create, which is
+/// never made, while what it wrote before (unsynced, in the page cache) stays, as after
+/// `kill -9` with the machine up. Only that process is touched: the test process, on the same
+/// mount, goes on, and once the rule is gone the same create works.
+#[test]
+fn kill_ends_the_calling_program_at_the_call_and_keeps_what_it_wrote() {
+    let mounted = Mounted::new(&[]);
+    let rule = mounted.add_fault(r#"create(path="next")=kill"#);
+    fs::write(mounted.path("bystander"), b"the test process writes too").unwrap();
+    let mut program = std::process::Command::new("sh")
+        .current_dir(&mounted.mountpoint)
+        .args(["-c", "printf sealed > current; : > next; echo survived"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = program.id();
+    let mut printed = String::new();
+    program
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut printed)
+        .unwrap();
+    let exit = program.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&exit),
+        Some(libc::SIGKILL),
+        "{exit}"
+    );
+    assert_eq!(printed, "", "the program went no further than the call");
+    assert!(!mounted.path("next").exists(), "the call was not made");
+    assert_eq!(fs::read(mounted.path("current")).unwrap(), b"sealed");
+    let status = mounted.ctl(Request::Status);
+    assert_eq!(status["killed"]["count"], 1, "{status}");
+    assert_eq!(status["killed"]["last"]["op"], "create", "{status}");
+    assert_eq!(status["killed"]["last"]["path"], "next", "{status}");
+    assert_eq!(status["killed"]["last"]["pid"], pid, "{status}");
+    assert_eq!(
+        fs::read(mounted.path("bystander")).unwrap(),
+        b"the test process writes too"
+    );
+    mounted.ctl(Request::FaultRemove { id: rule });
+    fs::write(mounted.path("next"), b"made").unwrap();
+    // No power loss came: the unsynced data is what a crash of the program alone leaves.
+    let answer = mounted.power_loss(PowerLossMode::Keep);
+    assert!(answer["unsynced_operations"].as_u64() > Some(0), "{answer}");
+    assert_eq!(fs::read(mounted.path("current")).unwrap(), b"sealed");
+    let _ = mounted.unmount();
+}
+
+#[test]
+fn kill_is_refused_on_reads_and_writes_which_the_page_cache_makes() {
+    let mounted = Mounted::new(&[]);
+    let error = faultfs::control::call(
+        &mounted.mountpoint,
+        &Request::FaultAdd {
+            rule: "write=kill".into(),
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("`kill` only applies to fsync, fdatasync,")
+            && error.contains("kill it at the fsync after them"),
+        "{error}"
+    );
+    assert_eq!(
+        mounted.ctl(Request::FaultList)["faults"],
+        serde_json::json!([])
+    );
+    let _ = mounted.unmount();
+}
+
 #[test]
 fn a_control_client_that_says_nothing_does_not_hold_up_another() {
     let mounted = Mounted::new(&[]);

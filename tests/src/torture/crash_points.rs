@@ -86,6 +86,9 @@ pub struct CrashAttempt {
     pub during_recovery: bool,
     /// A second crash once the node had recovered and written to its log again.
     pub after_recovery: bool,
+    /// A crash of the program alone (faultfs `kill`): SIGKILLed as it made the call, which was
+    /// not made; no power loss, so what it wrote before stayed in the page cache.
+    pub program_crash: bool,
     pub reached: bool,
     /// The file the crashing call was on, if reached.
     pub path: Option<String>,
@@ -181,7 +184,19 @@ impl CrashPlan {
             })
             .copied()
             .collect();
-        (!candidates.is_empty()).then(|| candidates[rng.below(candidates.len() as u64) as usize])
+        // Half the time one of the snapshot's own calls: installing it is the catch-up's steps
+        // (write, sync, rename into place) that the log's purge must not run ahead of.
+        let snapshot: Vec<(FileClass, &'static str)> = candidates
+            .iter()
+            .filter(|(class, _)| class.name == "snapshot")
+            .copied()
+            .collect();
+        let pool = if !snapshot.is_empty() && rng.below(2) == 0 {
+            snapshot
+        } else {
+            candidates
+        };
+        (!pool.is_empty()).then(|| pool[rng.below(pool.len() as u64) as usize])
     }
 
     fn next_unreached(&mut self) -> (FileClass, &'static str) {
@@ -259,6 +274,9 @@ pub async fn crash_point(
     let faultfs_status = cluster.lock().await.faultfs_status(node)?;
     plan.look(&faultfs_status);
     let (class, call) = plan.next_pair();
+    if killable(call) && rng.below(3) == 0 {
+        return program_crash_point(cluster, node, plan, class, call, rng).await;
+    }
     let size = cluster.lock().await.nodes.len();
     let correlation = match rng.below(10) {
         0..=3 => Correlation::Alone,
@@ -296,6 +314,7 @@ pub async fn crash_point(
         correlation,
         during_recovery: false,
         after_recovery: false,
+        program_crash: false,
         reached: reached.is_some(),
         path: reached.clone(),
     };
@@ -370,6 +389,108 @@ pub async fn crash_point(
         _ => {}
     }
     Ok(description)
+}
+
+/// Whether a program crash can be placed at `call`: the program makes it itself (a `write`
+/// reaches faultfs from the page cache, on the kernel's schedule).
+fn killable(call: &str) -> bool {
+    call != "write"
+}
+
+/// A crash of the program alone at a call (faultfs `kill`): the node is SIGKILLed as it makes
+/// its Kth `call` on `class`, the call is never made, and everything it wrote before stays in
+/// the page cache, since the machine keeps running (an OOM kill, a panic, `kill -9`: the most
+/// common crash). It shows what no power loss can: a step the program only wrote is on the
+/// disk without the step it makes next (a power loss drops the unsynced write with it), so
+/// two steps made in the wrong order meet the recovery half done.
+async fn program_crash_point(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    plan: &mut CrashPlan,
+    class: FileClass,
+    call: &'static str,
+    rng: &mut SplitMix64,
+) -> Result<String> {
+    let skip = calls_to_skip(&class, call, rng);
+    let role = role_of(cluster, node).await;
+    let within = reach_within(&class, call);
+    let rule = format!("{call}(path=\"{}\")={skip}*off->1*kill", class.glob);
+    let before = kills_so_far(cluster, node).await?;
+    let rule_id = cluster.lock().await.add_fault(node, &rule)?;
+    let reached = wait_for_kill(cluster, node, rule_id, before, within).await?;
+    plan.attempts.push(CrashAttempt {
+        node,
+        role,
+        class: class.name,
+        call,
+        nth: skip + 1,
+        correlation: Correlation::Alone,
+        during_recovery: false,
+        after_recovery: false,
+        program_crash: true,
+        reached: reached.is_some(),
+        path: reached.clone(),
+    });
+    Ok(match reached {
+        Some(path) => format!(
+            "program crash: n{node} SIGKILLed as it made its {} {call} #{} ({path}), which was not made; no power loss (what it wrote before stayed in the page cache); restarted",
+            class.name,
+            skip + 1
+        ),
+        None => format!(
+            "program crash point `{rule}` ({} {call} #{}) not reached within {} ms",
+            class.name,
+            skip + 1,
+            within.as_millis()
+        ),
+    })
+}
+
+/// How many processes `node`'s mount has killed so far.
+async fn kills_so_far(cluster: &Arc<Mutex<Cluster>>, node: usize) -> Result<u64> {
+    let status = cluster.lock().await.faultfs_status(node)?;
+    Ok(status["killed"]["count"].as_u64().unwrap_or(0))
+}
+
+/// Waits until the `kill` rule `rule_id` on `node`'s mount has killed the node (more kills than
+/// `before`) or `within` passes, removes the rule, and restarts the node if it was killed.
+/// Returns the file the fatal call was on.
+async fn wait_for_kill(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    rule_id: u64,
+    before: u64,
+    within: Duration,
+) -> Result<Option<String>> {
+    let started = Instant::now();
+    while kills_so_far(cluster, node).await? == before && started.elapsed() < within {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster.lock().await.remove_fault(node, rule_id)?;
+    // Counted once the rule is gone, so a kill as it was being removed is not missed.
+    let status = cluster.lock().await.faultfs_status(node)?;
+    if status["killed"]["count"].as_u64().unwrap_or(0) == before {
+        return Ok(None);
+    }
+    let path = status["killed"]["last"]["path"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned();
+    // The signal went out before the call's reply: the process is gone or about to be.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        {
+            let mut cluster = cluster.lock().await;
+            if cluster.reap(node).is_some() {
+                cluster.start_node(node)?;
+                return Ok(Some(path));
+            }
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("n{node} still runs 5 s after its faultfs killed it at {path}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The power loss mode for a crash after `call`. A call that syncs nothing (a write, a
@@ -543,6 +664,7 @@ async fn election_crash(
             correlation: Correlation::All,
             during_recovery: false,
             after_recovery: false,
+            program_crash: false,
             reached: path.is_some(),
             path: path.cloned(),
         });
@@ -659,7 +781,8 @@ pub async fn kill_until_compacted(
 /// stopped until the leader has compacted its log past the follower's last entry, so the
 /// leader must send a snapshot, and the follower writes it while it drops the log entries the
 /// snapshot replaces. Its storage stops right after one of its first durable calls from its
-/// restart on, and it loses power. Two durable steps on two files, in an order that matters
+/// restart on (half the time one of the snapshot's), and it loses power; or, half the time at
+/// a call it makes itself, it is SIGKILLed at that call (a program crash). Two durable steps on two files, in an order that matters
 /// (the log compacted only once the snapshot holding its entries is on disk), in a window
 /// that random faults almost never hit: they strike running nodes.
 async fn catch_up_crash(
@@ -682,20 +805,34 @@ async fn catch_up_crash(
     // snapshot's files see one call of each kind per snapshot.
     let skip = rng.below(if class.name == "wal" { 4 } else { 2 });
     let mode = power_loss_mode(call, rng);
+    let program_crash = killable(call) && rng.below(2) == 0;
     let KeptDown {
         last,
         compacted,
         for_,
     } = kill_until_compacted(cluster, follower, leader, COMPACTION_WITHIN).await?;
     let down_ms = for_.as_millis();
-    let rule = format!("{call}(path=\"{}\")={skip}*off->1*crash", class.glob);
+    let action = if program_crash { "kill" } else { "crash" };
+    let rule = format!("{call}(path=\"{}\")={skip}*off->1*{action}", class.glob);
+    let kills_before = kills_so_far(cluster, follower).await?;
     let rule_id = {
         let mut cluster = cluster.lock().await;
         let rule_id = cluster.add_fault(follower, &rule)?;
         cluster.start_node(follower)?;
         rule_id
     };
-    let reached = wait_for_crash(cluster, follower, rule_id, REACH_ONCE_RECOVERED_WITHIN).await?;
+    let reached = if program_crash {
+        wait_for_kill(
+            cluster,
+            follower,
+            rule_id,
+            kills_before,
+            REACH_ONCE_RECOVERED_WITHIN,
+        )
+        .await?
+    } else {
+        wait_for_crash(cluster, follower, rule_id, REACH_ONCE_RECOVERED_WITHIN).await?
+    };
     plan.attempts.push(CrashAttempt {
         node: follower,
         role: "catching up".into(),
@@ -705,6 +842,7 @@ async fn catch_up_crash(
         correlation: Correlation::Alone,
         during_recovery: false,
         after_recovery: false,
+        program_crash,
         reached: reached.is_some(),
         path: reached.clone(),
     });
@@ -725,6 +863,13 @@ async fn catch_up_crash(
             REACH_ONCE_RECOVERED_WITHIN.as_millis()
         ));
     };
+    if program_crash {
+        return Ok(format!(
+            "catch-up crash point: n{follower} {how}; restarted, SIGKILLed as it made its {} {call} #{} ({path}), which was not made (no power loss), restarted",
+            class.name,
+            skip + 1
+        ));
+    }
     power_cut(cluster, &[follower], mode, Duration::ZERO).await?;
     Ok(format!(
         "catch-up crash point: n{follower} {how}; restarted, storage stopped after its {} {call} #{} ({path}), power loss ({mode}), restarted",
@@ -925,6 +1070,8 @@ pub struct CrashCoverage {
     pub during_recovery: usize,
     /// Reached second crashes once a node had recovered and written again.
     pub after_recovery: usize,
+    /// Reached crashes of the program alone (no power loss).
+    pub program_crashes: usize,
     /// `class call` pairs the nodes were seen making.
     pub seen: Vec<String>,
     pub attempts: Vec<CrashAttempt>,
@@ -963,6 +1110,10 @@ impl CrashCoverage {
             after_recovery: attempts
                 .iter()
                 .filter(|a| a.reached && a.after_recovery)
+                .count(),
+            program_crashes: attempts
+                .iter()
+                .filter(|a| a.reached && a.program_crash)
                 .count(),
             seen,
             attempts: attempts.to_vec(),
@@ -1018,6 +1169,7 @@ mod tests {
             correlation: Correlation::All,
             during_recovery: false,
             after_recovery: false,
+            program_crash: false,
             reached,
             path: None,
         };

@@ -375,12 +375,13 @@ fn print_crash_points(report: &TortureReport) {
         return;
     }
     println!(
-        "crash points: {} reached of {} placed ({} correlated with a majority or all, {} during recovery, {} once recovered)",
+        "crash points: {} reached of {} placed ({} correlated with a majority or all, {} during recovery, {} once recovered, {} crashes of the program alone)",
         coverage.reached,
         coverage.placed,
         coverage.correlated,
         coverage.during_recovery,
-        coverage.after_recovery
+        coverage.after_recovery,
+        coverage.program_crashes
     );
     if !coverage.covered.is_empty() {
         println!("  reached: {}", coverage.covered.join(", "));
