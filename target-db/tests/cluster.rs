@@ -690,11 +690,20 @@ async fn a_log_with_acknowledged_entries_missing_is_refused_with_the_damage_name
     let wal_of = |dir: &Path| dir.join("wal");
     // What is done, the damage, what the refusal must say.
     type Damage = (&'static str, fn(&Path), &'static str);
-    let cases: [Damage; 4] = [
+    let cases: [Damage; 5] = [
         (
             "the last segment deleted",
             |wal| std::fs::remove_file(segments(wal).pop().unwrap()).unwrap(),
             "was sealed when",
+        ),
+        (
+            "the last segment zeroed",
+            |wal| {
+                let last = segments(wal).pop().unwrap();
+                let len = std::fs::metadata(&last).unwrap().len();
+                std::fs::write(&last, vec![0u8; len as usize]).unwrap();
+            },
+            "was sealed, which a rotation does only once",
         ),
         (
             "a middle segment deleted",

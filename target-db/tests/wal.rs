@@ -96,7 +96,7 @@ fn a_torn_tail_is_cut_off_and_logged() {
 /// that is not the last, followed by an empty one: nothing after the last synced record was
 /// acknowledged, so it is a torn tail like any other, not corruption.
 #[test]
-fn a_torn_seal_before_an_empty_next_segment_is_a_torn_tail() {
+fn a_torn_seal_before_a_next_segment_holding_only_its_opening_is_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let (mut wal, _) = Wal::open(dir.path(), small_segments()).unwrap();
     let mut written = 0;
@@ -119,7 +119,11 @@ fn a_torn_seal_before_an_empty_next_segment_is_a_torn_tail() {
         .unwrap();
     let next = segment_files(dir.path()).pop().unwrap();
     assert_ne!(next, full);
-    assert_eq!(fs::metadata(&next).unwrap().len(), 0);
+    let opening = fs::metadata(&next).unwrap().len();
+    assert!(
+        opening > 0 && opening < 100,
+        "the next segment holds only its opening record: {opening} bytes"
+    );
 
     let (mut wal, recovered) = Wal::open(dir.path(), small_segments()).unwrap();
     assert_eq!(recovered.records.len(), written);
@@ -263,6 +267,41 @@ fn a_missing_segment_is_refused_at_the_end_and_reported_in_the_middle() {
             )
         }
         other => panic!("a missing last segment was not refused: {:?}", other.err()),
+    }
+}
+
+/// The successor of a sealed segment began with its opening record, on disk, before the seal
+/// was written: found zeroed or emptied (a disk or a person, never a crash), it held
+/// acknowledged records that are gone. Refused, naming both segments, and left as found (not
+/// cut as a torn tail).
+#[test]
+fn a_zeroed_or_emptied_segment_after_a_sealed_one_is_refused_and_left_as_found() {
+    for damage in ["zeroed", "emptied"] {
+        let dir = tempfile::tempdir().unwrap();
+        write_records(dir.path(), 500, small_segments());
+        let files = segment_files(dir.path());
+        assert!(files.len() >= 3, "{} segments", files.len());
+        let (sealed, last) = (&files[files.len() - 2], &files[files.len() - 1]);
+        let len = fs::metadata(last).unwrap().len();
+        assert!(len > 100, "the last segment holds records: {len} bytes");
+        match damage {
+            "zeroed" => fs::write(last, vec![0u8; len as usize]).unwrap(),
+            _ => fs::write(last, b"").unwrap(),
+        }
+        let found = fs::read(last).unwrap();
+        match Wal::open(dir.path(), small_segments()) {
+            Err(WalError::Missing { reason, .. }) => {
+                let name = |path: &Path| path.file_name().unwrap().to_string_lossy().into_owned();
+                assert!(
+                    reason.contains(&name(sealed))
+                        && reason.contains(&name(last))
+                        && reason.contains("was sealed"),
+                    "{damage}: {reason}"
+                );
+            }
+            other => panic!("{damage}: the log was opened: {:?}", other.err()),
+        }
+        assert_eq!(fs::read(last).unwrap(), found, "{damage}: left as found");
     }
 }
 

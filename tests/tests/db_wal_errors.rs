@@ -150,8 +150,9 @@ async fn the_unsafe_switch_keeps_acknowledging_after_a_failed_wal_fsync() {
 #[tokio::test]
 async fn a_failed_fsync_while_sealing_a_full_segment_does_not_stop_the_next_start() {
     // 4 KiB segments and 6 KiB values: every append fills its segment, and the log rotates
-    // right after it: the next segment is created and made durable, then the full one is
-    // sealed. The rule lets the append's fdatasync pass and fails the next one, the seal's. The
+    // right after it: the next segment is created, begun with its opening record (synced) and
+    // made durable, then the full one is sealed. The rule lets the append's fdatasync and the
+    // opening's pass and fails the next one, the seal's. The
     // seal may be on disk all the same, so the new segment must stay: a sealed segment without
     // its successor reads as a lost segment, and the node would never start again.
     let mut db = Db::start(&["--segment-bytes=4096"]).await;
@@ -159,7 +160,7 @@ async fn a_failed_fsync_while_sealing_a_full_segment_does_not_stop_the_next_star
     db.put_acknowledged(&big("v1")).await;
     let rule = db
         .cluster
-        .add_fault(1, r#"fdatasync(path="db/wal/*")=1*off->1*error(EIO)"#)
+        .add_fault(1, r#"fdatasync(path="db/wal/*")=2*off->1*error(EIO)"#)
         .unwrap();
     // Acknowledged or not (the entry was durable before the seal failed): the node stops.
     db.put(&big("v2")).await;

@@ -6,9 +6,10 @@
 //! - Recovery: a torn record at the end of the last segment (a crash mid-append) is cut off and
 //!   logged; a bad record anywhere else is corruption, and opening fails with the file and offset.
 //! - A segment is sealed (a last record saying the log goes on in the next one) once the next
-//!   one is durable, so a missing last segment is refused at start rather than served as a
-//!   shorter log; a gap in the middle is reported, for the owner to refuse unless everything
-//!   before it was purged.
+//!   one is durable and begins with its opening record, so a missing last segment, or one
+//!   zeroed or truncated past its opening, is refused at start rather than served as a shorter
+//!   log; a gap in the middle is reported, for the owner to refuse unless everything before it
+//!   was purged.
 mod record;
 mod stats;
 
@@ -129,6 +130,18 @@ const RESERVE_FILE: &str = "space-reserve";
 /// record can look like it.
 const SEAL: &[u8] = b"\xffsealed: the log continues in the next segment";
 
+/// The record that opens a segment a rotation starts, synced before the full segment is sealed:
+/// the successor of a sealed segment begins with it, so one that does not was damaged after it
+/// was written (zeroed, truncated, replaced), not torn by a crash.
+const OPENING: &[u8] = b"\xffopened: the log continues here from the previous segment";
+
+/// The opening record as it is on disk.
+fn opening_record() -> Vec<u8> {
+    let mut record = Vec::new();
+    encode(OPENING, &mut record);
+    record
+}
+
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("wal-{id:020}.log"))
 }
@@ -161,13 +174,20 @@ impl Wal {
         // appending when the power went may be torn. Records are appended to a full segment
         // only after the last one's fsync, so a torn record there can only be that seal: a
         // torn tail, cut like the last segment's.
-        let last_holding_anything = segments.iter().rposition(|&id| {
-            fs::metadata(segment_path(dir, id)).map_or(true, |meta| meta.len() > 0)
-        });
+        let last_holding_anything = segments
+            .iter()
+            .rposition(|&id| holds_records(&segment_path(dir, id)));
+        // The segment just read, if it was sealed: its successor must begin with its opening.
+        // (After a gap in the numbering the successor is gone, and the gap is the owner's.)
+        let mut sealed_before: Option<u64> = None;
         for (position, &id) in segments.iter().enumerate() {
             let last = position + 1 == segments.len();
             let ends_the_log = last_holding_anything.is_none_or(|end| position >= end);
+            if sealed_before.is_some_and(|sealed| sealed + 1 == id) {
+                check_opening(dir, id)?;
+            }
             let sealed = recover_segment(dir, id, ends_the_log, &options, &mut recovered)?;
+            sealed_before = sealed.then_some(id);
             if last && sealed {
                 return Err(WalError::Missing {
                     dir: dir.to_owned(),
@@ -316,20 +336,22 @@ impl Wal {
         self.active_len >= self.options.segment_bytes
     }
 
-    /// Starts the next segment, made durable by a directory fsync, then seals the active one.
-    /// In that order: a crash between the two leaves an unsealed segment and an empty next one,
-    /// both fine; a sealed last segment can then only mean its successor was lost.
+    /// Starts the next segment with its opening record, made durable by a directory fsync, then
+    /// seals the active one. In that order: a crash between the two leaves an unsealed segment
+    /// and a next one holding no more than its opening, both fine; a sealed segment can then only
+    /// lack its successor, or a successor that begins with its opening, if the disk lost it.
     pub fn rotate(&mut self) -> Result<u64, WalError> {
         let id = self.active_segment() + 1;
-        let (file, path) = next_segment(&self.dir, id)?;
+        let (file, path, len) = next_segment(&self.dir, id, self.options.fsync)?;
         self.sync_dir(&path)?;
-        // On failure the old segment stays the active one, and the empty new one stays too: a
-        // failed fsync does not mean the seal is not on disk, and a sealed segment without its
-        // successor would stop every later start. Recovery reads an empty last segment as the
-        // end of the log; the next rotation takes it over.
+        // On failure the old segment stays the active one, and the new one, holding only its
+        // opening, stays too: a failed fsync does not mean the seal is not on disk, and a sealed
+        // segment without its successor would stop every later start. Recovery reads a last
+        // segment holding only its opening as the end of the log; the next rotation takes it
+        // over.
         self.append(&[SEAL])?;
         self.active = file;
-        self.active_len = 0;
+        self.active_len = len;
         self.segments.push(id);
         Ok(id)
     }
@@ -404,18 +426,73 @@ pub fn is_no_space(error: &std::io::Error) -> bool {
     matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
-/// The segment `id` for a rotation: new, or the empty one an earlier rotation that failed
-/// to seal its predecessor left behind.
-fn next_segment(dir: &Path, id: u64) -> Result<(File, PathBuf), WalError> {
+/// The segment `id` for a rotation, begun with its opening record and synced (unless `fsync`
+/// is off), with its length: new, or the one an earlier rotation that failed to seal its
+/// predecessor left behind (empty, or holding only its opening, which stays: the seal may be
+/// on disk even though its fsync failed).
+fn next_segment(dir: &Path, id: u64, fsync: bool) -> Result<(File, PathBuf, u64), WalError> {
     let path = segment_path(dir, id);
-    match fs::metadata(&path) {
-        Ok(meta) if meta.len() == 0 => OpenOptions::new()
+    let opening = opening_record();
+    let reopen = |path: &Path| {
+        OpenOptions::new()
             .append(true)
-            .open(&path)
-            .map(|file| (file, path.clone()))
-            .map_err(io("opening", &path)),
-        _ => create_segment(dir, id),
+            .open(path)
+            .map_err(io("opening", path))
+    };
+    let mut file = match fs::read(&path) {
+        Ok(data) if data == opening => return Ok((reopen(&path)?, path, data.len() as u64)),
+        Ok(data) if data.is_empty() => reopen(&path)?,
+        _ => create_segment(dir, id)?.0,
+    };
+    if let Err(error) = file.write_all(&opening) {
+        // Left empty, so the next rotation takes it over.
+        let _ = file.set_len(0);
+        return Err(no_space_or(error, "beginning", &path));
     }
+    if fsync {
+        file.sync_data().map_err(io("fsync of", &path))?;
+    }
+    Ok((file, path, opening.len() as u64))
+}
+
+/// Whether a segment holds records beyond its opening (unreadable counts as holding some).
+fn holds_records(path: &Path) -> bool {
+    let opening_len = opening_record().len() as u64;
+    match fs::metadata(path) {
+        Ok(meta) if meta.len() == 0 => false,
+        Ok(meta) if meta.len() == opening_len => {
+            fs::read(path).map_or(true, |data| data != opening_record())
+        }
+        _ => true,
+    }
+}
+
+/// Refuses the successor of a sealed segment unless it begins with its opening record: the
+/// rotation synced that record before the seal, so without it the segment was zeroed,
+/// truncated or replaced after it was written, and the entries acknowledged in it are gone.
+/// Checked before recovery cuts anything, so a refused log is left as it was found.
+fn check_opening(dir: &Path, id: u64) -> Result<(), WalError> {
+    let path = segment_path(dir, id);
+    let data = fs::read(&path).map_err(io("reading", &path))?;
+    if matches!(decode(&data, 0, true), Decoded::Record { payload, .. } if payload == OPENING) {
+        return Ok(());
+    }
+    let what = if data.is_empty() {
+        "is empty".to_owned()
+    } else if data.iter().all(|&b| b == 0) {
+        format!("holds {} zero bytes", data.len())
+    } else {
+        format!("holds {} bytes that do not begin with it", data.len())
+    };
+    Err(WalError::Missing {
+        dir: dir.to_owned(),
+        reason: format!(
+            "{} was sealed, which a rotation does only once {} begins with its opening record on              disk, but {} {what}: it was zeroed, truncated or replaced since",
+            segment_file_name(id - 1),
+            segment_file_name(id),
+            segment_file_name(id),
+        ),
+    })
 }
 
 fn create_segment(dir: &Path, id: u64) -> Result<(File, PathBuf), WalError> {
@@ -457,6 +534,8 @@ fn recover_segment(
             Decoded::Record { payload, next } => {
                 if payload == SEAL {
                     sealed = true;
+                } else if payload == OPENING && offset == 0 {
+                    // Where the segment begins: no record of the caller's.
                 } else {
                     recovered.records.push((id, payload.to_vec()));
                 }
