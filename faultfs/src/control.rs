@@ -19,7 +19,7 @@ use thiserror::Error;
 use crate::{
     fs::Shared,
     power_loss::{PowerLossMode, plan},
-    state::Survival,
+    state::{Survival, Unsynced},
 };
 
 const SOCKET_DIR: &str = "/run/faultfs";
@@ -239,6 +239,20 @@ impl Handler {
         let survival = plan(mode, state.unsynced(), &unchanged, &mut rng);
         let unsynced = survival.len();
         let survived = survival.iter().filter(|s| **s != Survival::Dropped).count();
+        // Files a write was kept in part in: where the program's recovery meets a torn record.
+        let torn: std::collections::BTreeSet<String> = state
+            .unsynced()
+            .iter()
+            .zip(&survival)
+            .filter_map(|(op, fate)| match (op, fate) {
+                (Unsynced::Write { ino, .. }, Survival::Parts(_)) => {
+                    Some(state.path_of(*ino).display().to_string())
+                }
+                _ => None,
+            })
+            // A file removed since has no name to report.
+            .filter(|path| !path.is_empty())
+            .collect();
         let old_inodes = state.inode_numbers();
         let old_entries = state.live_entries();
         state
@@ -258,7 +272,7 @@ impl Handler {
                 let _ = notifier.inval_inode(INodeNo(ino), 0, -1);
             }
         }
-        tracing::warn!(?mode, unsynced, survived, "power loss");
-        Ok(json!({"unsynced_operations": unsynced, "survived": survived}))
+        tracing::warn!(?mode, unsynced, survived, ?torn, "power loss");
+        Ok(json!({"unsynced_operations": unsynced, "survived": survived, "torn": torn}))
     }
 }

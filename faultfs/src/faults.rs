@@ -242,14 +242,14 @@ impl Faults {
     }
 
     /// Blocks until rule `id` is removed or `limit` has passed: removing a delay rule lets the
-    /// calls it holds go at once.
-    pub fn wait_removed_within(&self, id: u64, limit: Duration) {
+    /// calls it holds go at once. Returns whether it was removed.
+    pub fn wait_removed_within(&self, id: u64, limit: Duration) -> bool {
         let deadline = std::time::Instant::now() + limit;
         let mut table = self.table.lock().expect("fault table poisoned");
         while table.rules.iter().any(|rule| rule.id == id) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
-                return;
+                return false;
             }
             table = self
                 .removed
@@ -257,14 +257,7 @@ impl Faults {
                 .expect("fault table poisoned")
                 .0;
         }
-    }
-
-    /// Blocks until rule `id` is removed.
-    pub fn wait_removed(&self, id: u64) {
-        let mut table = self.table.lock().expect("fault table poisoned");
-        while table.rules.iter().any(|rule| rule.id == id) {
-            table = self.removed.wait(table).expect("fault table poisoned");
-        }
+        true
     }
 }
 

@@ -9,7 +9,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use fault_rules::Corruption;
@@ -340,21 +340,83 @@ impl FaultFs {
             Decision::After(delay, rule) => {
                 let shared = self.shared.clone();
                 std::thread::spawn(move || {
-                    shared.faults.wait_removed_within(rule, delay);
-                    let gate = resumed(&shared);
+                    let gate = match hold(&shared, caller, rule, Some(delay)) {
+                        Held::Released => resumed(&shared),
+                        Held::CallerKilled => Gate::Fail(libc::EINTR),
+                    };
                     body(&shared, gate);
                 });
             }
             Decision::UntilRemoved(rule) => {
                 let shared = self.shared.clone();
                 std::thread::spawn(move || {
-                    shared.faults.wait_removed(rule);
-                    let gate = resumed(&shared);
+                    let gate = match hold(&shared, caller, rule, None) {
+                        Held::Released => resumed(&shared),
+                        Held::CallerKilled => Gate::Fail(libc::EINTR),
+                    };
                     body(&shared, gate);
                 });
             }
         }
     }
+}
+
+/// How a held call ended.
+enum Held {
+    /// Its delay passed or its rule was removed.
+    Released,
+    /// The program that made it got SIGKILL meanwhile.
+    CallerKilled,
+}
+
+/// How often a held call looks whether its caller was killed.
+const KILL_CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// Holds a call for `delay` (None: until its rule is removed), or until the program that made
+/// it is SIGKILLed. A process killed in a FUSE call the daemon already received stays in the
+/// kernel until the call is answered: the kernel asks the daemon to interrupt it, but fuser
+/// answers every interrupt "not implemented", so without this a `kill -9` of a program held by
+/// `delay(3600000)` or `pause` would leave it unkillable (and its mount busy) for the hour.
+fn hold(shared: &Shared, caller: u32, rule: u64, delay: Option<Duration>) -> Held {
+    let deadline = delay.map(|delay| Instant::now() + delay);
+    loop {
+        let slice = match deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Held::Released;
+                }
+                left.min(KILL_CHECK_EVERY)
+            }
+            None => KILL_CHECK_EVERY,
+        };
+        if shared.faults.wait_removed_within(rule, slice) {
+            return Held::Released;
+        }
+        if caller_killed(caller) {
+            return Held::CallerKilled;
+        }
+    }
+}
+
+/// Whether the thread `tid` is gone or has a SIGKILL pending (it dies as soon as its call
+/// returns). 0 (the kernel's own requests) never is.
+fn caller_killed(tid: u32) -> bool {
+    if tid == 0 {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return true;
+    };
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+    status.lines().any(|line| {
+        let pending = line
+            .strip_prefix("SigPnd:")
+            .or_else(|| line.strip_prefix("ShdPnd:"));
+        pending
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & SIGKILL_BIT != 0)
+    })
 }
 
 /// The entries of directory `ino` now, "." and ".." first.

@@ -158,8 +158,22 @@ fn a_torn_append_loses_part_of_what_it_appended_not_only_what_was_on_disk() {
         common::fsync_path(&mounted.mountpoint);
         file.write_all_at(&[2u8; 1024], 2048).unwrap();
         drop(file);
-        mounted.power_loss(PowerLossMode::Torn);
+        let answer = mounted.power_loss(PowerLossMode::Torn);
         let disk = fs::read(mounted.backing.join(&name)).unwrap();
+        // What a harness reads to know that recovery will meet a torn record, and where.
+        let torn_files: Vec<&str> = answer["torn"]
+            .as_array()
+            .map(|files| files.iter().filter_map(|f| f.as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            torn_files,
+            if disk.len() == 2560 {
+                vec![name.as_str()]
+            } else {
+                vec![]
+            },
+            "the answer names the file a write was torn in, and only when one was"
+        );
         assert!(
             disk[..2048].iter().all(|&b| b == 1),
             "the synced part is intact"

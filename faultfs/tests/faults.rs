@@ -491,6 +491,51 @@ fn keep_at_a_crash_point_leaves_every_unsynced_operation_up_to_the_crashing_call
 /// never made, while what it wrote before (unsynced, in the page cache) stays, as after
 /// `kill -9` with the machine up. Only that process is touched: the test process, on the same
 /// mount, goes on, and once the rule is gone the same create works.
+/// `kill -9` of a program whose fsync faultfs holds: it dies at once, not when the hold ends
+/// (the kernel's interrupt request reaches faultfs, which fuser cannot answer).
+#[test]
+fn a_program_held_by_a_delay_or_a_pause_dies_at_once_when_killed() {
+    for rule in ["fsync=delay(3600000)", "fsync=pause"] {
+        let mounted = Mounted::new(&[]);
+        let id = mounted.add_fault(rule);
+        let mut program = std::process::Command::new("dd")
+            .args(["if=/dev/zero", "of=held", "bs=512", "count=1", "conv=fsync"])
+            .current_dir(&mounted.mountpoint)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while mounted.ctl(Request::FaultList)["faults"][0]["fired"] != 1 {
+            assert!(
+                Instant::now() < deadline,
+                "{rule}: the fsync never reached faultfs"
+            );
+            std::thread::yield_now();
+        }
+        program.kill().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let exit = loop {
+            if let Some(exit) = program.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{rule}: the killed program still waits in its fsync"
+            );
+            std::thread::yield_now();
+        };
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&exit),
+            Some(libc::SIGKILL),
+            "{rule}: {exit}"
+        );
+        // The rule goes on holding other calls: only the dead caller's call was let go.
+        assert_eq!(mounted.ctl(Request::FaultList)["faults"][0]["id"], id);
+        mounted.ctl(Request::FaultRemove { id });
+        let _ = mounted.unmount();
+    }
+}
+
 #[test]
 fn kill_ends_the_calling_program_at_the_call_and_keeps_what_it_wrote() {
     let mounted = Mounted::new(&[]);

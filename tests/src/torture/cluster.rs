@@ -106,7 +106,7 @@ impl Cut {
 /// node, so runs reach log rotation, purge and snapshot installs at different rates (one fixed
 /// shape never rotated a segment in a 60 s run), and one run meets several shapes. A flag the
 /// run passes itself wins.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StorageShape {
     /// None: the run's own --snapshot-every.
     pub snapshot_every: Option<u64>,
@@ -114,15 +114,46 @@ pub struct StorageShape {
     pub segment_bytes: Option<u64>,
 }
 
+/// The smallest log segment a node may get: a few appends each.
+const SMALLEST_SEGMENT: u64 = 4 << 10;
+/// The shortest snapshot interval a node may get, in entries: a few snapshots a second.
+const MOST_FREQUENT_SNAPSHOTS: u64 = 100;
+
 impl StorageShape {
-    pub fn for_seed(seed: u64, node: usize, db_flags: &[String]) -> Self {
+    /// Every node's shape for a run: each drawn by the seed, and one node (unless one drew it
+    /// already) with the smallest segments and the most frequent snapshots. A purge deletes
+    /// the segments wholly below the snapshot, and an off-by-one there deletes an entry no
+    /// snapshot holds only when the entry after the snapshot ends a segment: with segments of
+    /// a few entries and a purge every fraction of a second that comes within seconds, with
+    /// larger segments or rarer purges once in a run or never (measured on a planted purge
+    /// off by one: caught within 30 s of kills on 4 KiB segments and 100-entry snapshots,
+    /// never on 4 KiB and 2,000, nor by two default runs with no node of that shape).
+    pub fn for_run(seed: u64, nodes: usize, db_flags: &[String]) -> Vec<Self> {
+        let mut shapes: Vec<Self> = (1..=nodes)
+            .map(|node| Self::for_seed(seed, node, db_flags))
+            .collect();
+        let compaction_edge = Self {
+            snapshot_every: Some(MOST_FREQUENT_SNAPSHOTS),
+            segment_bytes: Some(SMALLEST_SEGMENT),
+        };
+        let all_drawn = shapes
+            .iter()
+            .all(|shape| shape.segment_bytes.is_some() && shape.snapshot_every.is_some());
+        if all_drawn && !shapes.contains(&compaction_edge) && nodes > 0 {
+            let mut rng = fault_rules::SplitMix64::new(seed ^ 0x534d_414c_4c53_4547);
+            shapes[rng.below(nodes as u64) as usize] = compaction_edge;
+        }
+        shapes
+    }
+
+    fn for_seed(seed: u64, node: usize, db_flags: &[String]) -> Self {
         let mut rng = fault_rules::SplitMix64::new(
             seed ^ 0x0053_544f_5241_4745 ^ (node as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );
-        let snapshot_every = [100, 500, 2000][rng.below(3) as usize];
+        let snapshot_every = [MOST_FREQUENT_SNAPSHOTS, 500, 2000][rng.below(3) as usize];
         // 4 KiB segments hold a few appends each: a purge or a rotation lands on a segment's
         // edge often, where off-by-one and missing-sync bugs in compaction live.
-        let segment_bytes = [4 << 10, 16 << 10, 64 << 10, 1 << 20][rng.below(4) as usize];
+        let segment_bytes = [SMALLEST_SEGMENT, 16 << 10, 64 << 10, 1 << 20][rng.below(4) as usize];
         let given = |flag: &str| db_flags.iter().any(|f| f.starts_with(flag));
         Self {
             snapshot_every: (!given("--snapshot-every")).then_some(snapshot_every),
@@ -319,18 +350,29 @@ impl Cluster {
         self.start_node(id)
     }
 
-    /// The node killed and its unsynced state lost in `mode`; it stays down.
-    pub fn lose_power(&mut self, id: usize, mode: &str) -> Result<()> {
+    /// The node killed and its unsynced state lost in `mode`; it stays down. Returns the
+    /// files (relative to its mount) a write was torn in, which its recovery will meet.
+    pub fn lose_power(&mut self, id: usize, mode: &str) -> Result<Vec<String>> {
         self.kill_node(id);
-        let status = self
+        let output = self
             .faultfs_ctl(id)
-            .args(["power-loss", "--mode", mode])
-            .stdout(Stdio::null())
-            .status()?;
-        if !status.success() {
+            .args(["--json", "power-loss", "--mode", mode])
+            .stderr(Stdio::inherit())
+            .output()?;
+        if !output.status.success() {
             bail!("faultfs power-loss on node {id} failed");
         }
-        Ok(())
+        let answer: Value = serde_json::from_slice(&output.stdout)
+            .with_context(|| format!("faultfs power-loss on node {id}: answer is not JSON"))?;
+        Ok(answer["torn"]
+            .as_array()
+            .map(|files| {
+                files
+                    .iter()
+                    .filter_map(|f| f.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// Silent media corruption of the record at the end of a stopped node's write-ahead log,
@@ -663,7 +705,37 @@ pub async fn json_answer(request: reqwest::RequestBuilder, timeout: Duration) ->
 
 #[cfg(test)]
 mod tests {
-    use super::put_key_in_last_record;
+    use super::{MOST_FREQUENT_SNAPSHOTS, SMALLEST_SEGMENT, StorageShape, put_key_in_last_record};
+
+    #[test]
+    fn every_run_has_a_node_at_the_compaction_edge_unless_the_run_sets_the_shape() {
+        for seed in 0..200 {
+            let shapes = StorageShape::for_run(seed, 3, &[]);
+            assert!(
+                shapes
+                    .iter()
+                    .any(|s| s.segment_bytes == Some(SMALLEST_SEGMENT)
+                        && s.snapshot_every == Some(MOST_FREQUENT_SNAPSHOTS)),
+                "seed {seed}: {}",
+                StorageShape::describe_all(&shapes)
+            );
+            assert_eq!(shapes, StorageShape::for_run(seed, 3, &[]), "seed {seed}");
+        }
+        let given = ["--segment-bytes=1048576".to_owned()];
+        for seed in 0..50 {
+            let shapes = StorageShape::for_run(seed, 3, &given);
+            assert!(
+                shapes.iter().all(|s| s.segment_bytes.is_none()),
+                "seed {seed}"
+            );
+        }
+        // Not every node: the other shapes are met too.
+        assert!((0..50).any(|seed| {
+            StorageShape::for_run(seed, 3, &[])
+                .iter()
+                .any(|s| s.segment_bytes != Some(SMALLEST_SEGMENT))
+        }));
+    }
 
     fn record(payload: &str, out: &mut Vec<u8>) {
         out.extend_from_slice(&(payload.len() as u32).to_le_bytes());

@@ -355,7 +355,8 @@ pub async fn crash_point(
         .filter(|id| !at_the_same_point.contains(id))
         .collect();
     let frozen = freeze_at_next_write(cluster, &still_running).await?;
-    let stopped = power_cut_frozen(cluster, &victims, &frozen, mode, down_for).await?;
+    let PowerCut { stopped, log_torn } =
+        power_cut_frozen(cluster, &victims, &frozen, mode, down_for).await?;
     let names: Vec<String> = victims
         .iter()
         .map(|id| {
@@ -380,15 +381,54 @@ pub async fn crash_point(
         }
     );
     plan.attempts.push(attempt.clone());
+    // A torn record in a log is what recovery repairs most often and checks least: whether
+    // the repair reached the disk, or lives only in memory with new records appended behind
+    // the damage, shows only at the next recovery. So a node whose log was torn always
+    // crashes again once it has written past it.
+    if let Some(&torn) = log_torn.iter().find(|&&id| id == node).or(log_torn.first()) {
+        let first = CrashAttempt {
+            node: torn,
+            ..attempt
+        };
+        after_a_torn_log(cluster, torn, plan, rng, first, &mut description).await?;
+        return Ok(description);
+    }
     match rng.below(3) {
         0 => {
             crash_while_recovering(cluster, node, plan, rng, mode, attempt, &mut description)
                 .await?
         }
-        1 => crash_once_recovered(cluster, node, plan, rng, attempt, &mut description).await?,
+        1 => {
+            // Soon: the first appends a restarted node takes are where a new leader overwrites
+            // the suffix it had and others did not (a truncation). Later: past whatever
+            // recovery left.
+            let skip = if rng.below(2) == 0 {
+                rng.below(4)
+            } else {
+                10 + rng.below(40)
+            };
+            crash_once_recovered(cluster, node, plan, rng, skip, attempt, &mut description).await?
+        }
         _ => {}
     }
     Ok(description)
+}
+
+/// The crash that follows a power loss that tore a write to `node`'s log: once it has written
+/// a record or three behind the damage (past the first write after the restart, which lands
+/// where the torn record was and is unsynced when the crash comes; soon, before a purge
+/// deletes the segment).
+async fn after_a_torn_log(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    plan: &mut CrashPlan,
+    rng: &mut SplitMix64,
+    first: CrashAttempt,
+    description: &mut String,
+) -> Result<()> {
+    description.push_str(&format!("; n{node}'s log was torn"));
+    let skip = 1 + rng.below(3);
+    crash_once_recovered(cluster, node, plan, rng, skip, first, description).await
 }
 
 /// Whether a program crash can be placed at `call`: the program makes it itself (a `write`
@@ -555,7 +595,7 @@ async fn crash_while_recovering(
     Ok(())
 }
 
-/// A second crash once `node` has recovered and written to its log again: what recovery
+/// A second crash once `node` has recovered and written to its log `skip` + 1 times: what recovery
 /// repaired only in memory (a torn tail found but left in the file, a half-done purge) is
 /// met by the next recovery, after new records were appended behind it; and the first
 /// appends after a restart (a new leader's truncation of the node's old suffix) meet a power
@@ -566,16 +606,10 @@ async fn crash_once_recovered(
     node: usize,
     plan: &mut CrashPlan,
     rng: &mut SplitMix64,
+    skip: u64,
     first: CrashAttempt,
     description: &mut String,
 ) -> Result<()> {
-    // Soon: the first appends a restarted node takes are where a new leader overwrites the
-    // suffix it had and others did not (a truncation). Later: past whatever recovery left.
-    let skip = if rng.below(2) == 0 {
-        rng.below(4)
-    } else {
-        10 + rng.below(40)
-    };
     let rule = format!("write(path=\"{LOG_GLOB}\")={skip}*off->1*crash");
     let reached = place_and_wait(cluster, node, &rule, REACH_ONCE_RECOVERED_WITHIN).await?;
     plan.attempts.push(CrashAttempt {
@@ -679,17 +713,34 @@ async fn election_crash(
     let mode = ["drop", "torn", "reorder", "prefix"][rng.below(4) as usize];
     let mut victims = vec![leader];
     victims.extend(crashed.iter().map(|(id, _)| *id));
-    power_cut(cluster, &victims, mode, Duration::ZERO).await?;
+    let cut = power_cut_frozen(cluster, &victims, &[], mode, Duration::ZERO).await?;
     let stopped: Vec<String> = crashed
         .iter()
         .map(|(id, path)| format!("n{id} ({path})"))
         .collect();
     let names: Vec<String> = victims.iter().map(|id| format!("n{id}")).collect();
-    Ok(format!(
+    let mut description = format!(
         "election crash point: leader n{leader} killed; storage stopped after the first log write since on {}; power loss ({mode}) of {}, restarted",
         stopped.join(", "),
         names.join(" ")
-    ))
+    );
+    if let Some(&torn) = cut.log_torn.first() {
+        let first = CrashAttempt {
+            node: torn,
+            role: "voter".into(),
+            class: "wal",
+            call: "write",
+            nth: 1,
+            correlation: Correlation::All,
+            during_recovery: false,
+            after_recovery: false,
+            program_crash: false,
+            reached: true,
+            path: None,
+        };
+        after_a_torn_log(cluster, torn, plan, rng, first, &mut description).await?;
+    }
+    Ok(description)
 }
 
 /// The calls a node catching up from a snapshot makes: writing it and the log, syncing them,
@@ -996,19 +1047,27 @@ pub async fn power_cut(
     Ok(())
 }
 
+/// What a `power_cut_frozen` did.
+struct PowerCut {
+    /// The frozen victims whose storage had stopped by then.
+    stopped: Vec<usize>,
+    /// The victims a write to their log was torn on: their recovery meets a torn record.
+    log_torn: Vec<usize>,
+}
+
 /// `power_cut`, for victims frozen by `freeze_at_next_write`: their rules are removed before
-/// they are killed (one that never fired must not stop the restarted node). Returns the
-/// frozen victims whose storage had stopped by then.
+/// they are killed (one that never fired must not stop the restarted node).
 async fn power_cut_frozen(
     cluster: &Arc<Mutex<Cluster>>,
     victims: &[usize],
     frozen: &[(usize, u64)],
     mode: &str,
     down_for: Duration,
-) -> Result<Vec<usize>> {
+) -> Result<PowerCut> {
     let rounds = cluster.lock().await.status_rounds.clone();
     seen_by_the_oracles(rounds).await;
     let mut stopped = Vec::new();
+    let mut log_torn = Vec::new();
     {
         let mut cluster = cluster.lock().await;
         for &(id, rule) in frozen {
@@ -1021,7 +1080,10 @@ async fn power_cut_frozen(
             cluster.kill_node(id);
         }
         for &id in victims {
-            cluster.lose_power(id, mode)?;
+            let torn = cluster.lose_power(id, mode)?;
+            if torn.iter().any(|file| in_the_log(file)) {
+                log_torn.push(id);
+            }
         }
     }
     tokio::time::sleep(down_for).await;
@@ -1029,7 +1091,12 @@ async fn power_cut_frozen(
     for &id in victims {
         cluster.start_node(id)?;
     }
-    Ok(stopped)
+    Ok(PowerCut { stopped, log_torn })
+}
+
+/// Whether a path on a node's mount is one of its log's files.
+fn in_the_log(path: &str) -> bool {
+    path.starts_with(LOG_GLOB.trim_end_matches("**"))
 }
 
 /// Waits for one whole round of /status polls that started after the call: what a node

@@ -89,12 +89,10 @@ pub struct TortureReport {
 
 pub async fn run(options: Options) -> Result<TortureReport> {
     std::fs::create_dir_all(&options.run_dir)?;
-    let storage_shapes = (1..=options.nodes)
-        .map(|node| match options.scenario {
-            Some(_) => cluster::StorageShape::fixed(&options.db_flags),
-            None => cluster::StorageShape::for_seed(options.seed, node, &options.db_flags),
-        })
-        .collect();
+    let storage_shapes = match options.scenario {
+        Some(_) => vec![cluster::StorageShape::fixed(&options.db_flags); options.nodes],
+        None => cluster::StorageShape::for_run(options.seed, options.nodes, &options.db_flags),
+    };
     let cluster = Cluster::start(
         &options.run_dir,
         options.binaries,
