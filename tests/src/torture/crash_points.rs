@@ -407,17 +407,35 @@ pub async fn crash_point(
             } else {
                 10 + rng.below(40)
             };
-            crash_once_recovered(cluster, node, plan, rng, skip, attempt, &mut description).await?
+            let stop = StopAt {
+                calls: &["write"],
+                skip,
+            };
+            let torn = crash_once_recovered(
+                cluster,
+                node,
+                plan,
+                rng,
+                stop,
+                attempt.clone(),
+                &mut description,
+            )
+            .await?;
+            if torn {
+                after_a_torn_log(cluster, node, plan, rng, attempt, &mut description).await?;
+            }
         }
         _ => {}
     }
     Ok(description)
 }
 
-/// The crash that follows a power loss that tore a write to `node`'s log: once it has written
-/// a record or three behind the damage (past the first write after the restart, which lands
-/// where the torn record was and is unsynced when the crash comes; soon, before a purge
-/// deletes the segment).
+/// The crash that follows a power loss that tore a write to `node`'s log: right after its
+/// second to fourth sync of the log once restarted, so that what it appended behind the damage
+/// is durable whatever the power loss drops (a crash after a write alone loses the appends
+/// with the power, and the torn record is the tail again), and soon, before a purge deletes
+/// the segment. A recovery that left the torn record in the file then meets it in the middle
+/// of the log.
 async fn after_a_torn_log(
     cluster: &Arc<Mutex<Cluster>>,
     node: usize,
@@ -427,8 +445,12 @@ async fn after_a_torn_log(
     description: &mut String,
 ) -> Result<()> {
     description.push_str(&format!("; n{node}'s log was torn"));
-    let skip = 1 + rng.below(3);
-    crash_once_recovered(cluster, node, plan, rng, skip, first, description).await
+    let stop = StopAt {
+        calls: &["fdatasync", "fsync"],
+        skip: 1 + rng.below(3),
+    };
+    crash_once_recovered(cluster, node, plan, rng, stop, first, description).await?;
+    Ok(())
 }
 
 /// Whether a program crash can be placed at `call`: the program makes it itself (a `write`
@@ -595,51 +617,72 @@ async fn crash_while_recovering(
     Ok(())
 }
 
-/// A second crash once `node` has recovered and written to its log `skip` + 1 times: what recovery
+/// Where a crash once recovered stops the node's storage: right after its (`skip` + 1)th call
+/// to its log of any of `calls` (each call counted on its own).
+struct StopAt {
+    calls: &'static [&'static str],
+    skip: u64,
+}
+
+/// A second crash once `node` has recovered and made its log calls `stop` names: what recovery
 /// repaired only in memory (a torn tail found but left in the file, a half-done purge) is
 /// met by the next recovery, after new records were appended behind it; and the first
 /// appends after a restart (a new leader's truncation of the node's old suffix) meet a power
 /// loss. Without this, a node often runs to the end of the run on the state its recovery
-/// left, and nothing reads it.
+/// left, and nothing reads it. Returns whether that power loss tore a write to its log.
 async fn crash_once_recovered(
     cluster: &Arc<Mutex<Cluster>>,
     node: usize,
     plan: &mut CrashPlan,
     rng: &mut SplitMix64,
-    skip: u64,
+    stop: StopAt,
     first: CrashAttempt,
     description: &mut String,
-) -> Result<()> {
-    let rule = format!("write(path=\"{LOG_GLOB}\")={skip}*off->1*crash");
-    let reached = place_and_wait(cluster, node, &rule, REACH_ONCE_RECOVERED_WITHIN).await?;
+) -> Result<bool> {
+    let rules: Vec<String> = stop
+        .calls
+        .iter()
+        .map(|call| format!("{call}(path=\"{LOG_GLOB}\")={}*off->1*crash", stop.skip))
+        .collect();
+    let reached = place_any_and_wait(cluster, node, &rules, REACH_ONCE_RECOVERED_WITHIN).await?;
+    let calls = stop.calls.join(" or ");
     plan.attempts.push(CrashAttempt {
         class: "wal",
-        call: "write",
-        nth: skip + 1,
+        call: reached
+            .as_ref()
+            .and_then(|point| stop.calls.iter().find(|call| **call == point.op))
+            .copied()
+            .unwrap_or(stop.calls[0]),
+        nth: stop.skip + 1,
         correlation: Correlation::Alone,
         during_recovery: false,
         after_recovery: true,
         reached: reached.is_some(),
-        path: reached.clone(),
+        path: reached.as_ref().map(|point| point.path.clone()),
         role: "recovered".into(),
         ..first
     });
     match reached {
-        Some(path) => {
-            let mode = power_loss_mode("write", rng);
-            power_cut(cluster, &[node], mode, Duration::ZERO).await?;
+        Some(point) => {
+            let mode = power_loss_mode(&point.op, rng);
+            let torn = power_cut(cluster, &[node], mode, Duration::ZERO).await?;
             description.push_str(&format!(
-                "; once recovered, stopped again after its log write #{} ({path}), power loss ({mode}), restarted",
-                skip + 1
+                "; once recovered, stopped again after its log {} #{} ({}), power loss ({mode}), restarted",
+                point.op,
+                stop.skip + 1,
+                point.path
             ));
+            Ok(!torn.is_empty())
         }
-        None => description.push_str(&format!(
-            "; a second crash point once recovered (log write #{}) was not reached within {} ms",
-            skip + 1,
-            REACH_ONCE_RECOVERED_WITHIN.as_millis()
-        )),
+        None => {
+            description.push_str(&format!(
+                "; a second crash point once recovered (log {calls} #{}) was not reached within {} ms",
+                stop.skip + 1,
+                REACH_ONCE_RECOVERED_WITHIN.as_millis()
+            ));
+            Ok(false)
+        }
     }
-    Ok(())
 }
 
 /// The log class's glob: an election's votes go to the log.
@@ -971,6 +1014,38 @@ async fn place_and_wait(
     wait_for_crash(cluster, node, rule_id, within).await
 }
 
+/// Adds the crash rules on `node`'s mount and waits until its storage stops at one of them
+/// (returns the call and file it stopped after) or `within` passes; the rules are removed
+/// either way.
+async fn place_any_and_wait(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    rules: &[String],
+    within: Duration,
+) -> Result<Option<StoppedAt>> {
+    let mut rule_ids = Vec::new();
+    for rule in rules {
+        let added = cluster.lock().await.add_fault(node, rule);
+        match added {
+            Ok(id) => rule_ids.push(id),
+            Err(error) => {
+                let cluster = cluster.lock().await;
+                for id in rule_ids {
+                    cluster.remove_fault(node, id)?;
+                }
+                return Err(error);
+            }
+        }
+    }
+    wait_for_any_crash(cluster, node, &rule_ids, within).await
+}
+
+/// Where a node's storage stopped: the call and the file it was on.
+struct StoppedAt {
+    op: String,
+    path: String,
+}
+
 /// Waits until `node`'s storage stops at the crash rule `rule_id` (returns the file the crashing
 /// call was on) or `within` passes, then removes the rule.
 pub async fn wait_for_crash(
@@ -979,18 +1054,37 @@ pub async fn wait_for_crash(
     rule_id: u64,
     within: Duration,
 ) -> Result<Option<String>> {
+    let reached = wait_for_any_crash(cluster, node, &[rule_id], within).await?;
+    Ok(reached.map(|point| point.path))
+}
+
+/// Waits until `node`'s storage stops at one of the crash rules `rule_ids` or `within` passes,
+/// then removes them.
+async fn wait_for_any_crash(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    rule_ids: &[u64],
+    within: Duration,
+) -> Result<Option<StoppedAt>> {
     let started = Instant::now();
     let reached = loop {
         let status = cluster.lock().await.faultfs_status(node)?;
         if let Some(path) = status["crashed"]["path"].as_str() {
-            break Some(path.to_owned());
+            let op = status["crashed"]["op"].as_str().unwrap_or("call");
+            break Some(StoppedAt {
+                op: op.to_owned(),
+                path: path.to_owned(),
+            });
         }
         if started.elapsed() >= within {
             break None;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    cluster.lock().await.remove_fault(node, rule_id)?;
+    let cluster = cluster.lock().await;
+    for &rule_id in rule_ids {
+        cluster.remove_fault(node, rule_id)?;
+    }
     Ok(reached)
 }
 
@@ -1042,17 +1136,55 @@ pub async fn power_cut(
     victims: &[usize],
     mode: &str,
     down_for: Duration,
-) -> Result<()> {
-    power_cut_frozen(cluster, victims, &[], mode, down_for).await?;
-    Ok(())
+) -> Result<Vec<usize>> {
+    Ok(power_cut_frozen(cluster, victims, &[], mode, down_for)
+        .await?
+        .log_torn)
+}
+
+/// Every victim loses power in `mode` while `writes` run, each right after its next write to its
+/// log (the storage stops there until the cut, as at a crash point), so each loses a record it
+/// had in flight, unsynced: what a real power cut under load leaves, and the only way a `torn`
+/// cut tears a record. Then they restart, and `writes` finish against the restarted nodes
+/// before this returns. Returns the nodes whose log a write was torn in, and what `writes`
+/// returned.
+pub async fn power_cut_mid_write<F>(
+    cluster: &Arc<Mutex<Cluster>>,
+    victims: &[usize],
+    mode: &str,
+    writes: F,
+) -> Result<(PowerCut, F::Output)>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let rule = format!("write(path=\"{LOG_GLOB}\")=1*crash");
+    let frozen = place_on(cluster, victims, &rule).await?;
+    let writes = tokio::spawn(writes);
+    let started = Instant::now();
+    while started.elapsed() < REACH_WITHIN {
+        let mut stopped = 0;
+        for &(id, _) in &frozen {
+            if !cluster.lock().await.faultfs_status(id)?["crashed"].is_null() {
+                stopped += 1;
+            }
+        }
+        if stopped == frozen.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cut = power_cut_frozen(cluster, victims, &frozen, mode, Duration::ZERO).await?;
+    let written = writes.await?;
+    Ok((cut, written))
 }
 
 /// What a `power_cut_frozen` did.
-struct PowerCut {
+pub struct PowerCut {
     /// The frozen victims whose storage had stopped by then.
-    stopped: Vec<usize>,
+    pub stopped: Vec<usize>,
     /// The victims a write to their log was torn on: their recovery meets a torn record.
-    log_torn: Vec<usize>,
+    pub log_torn: Vec<usize>,
 }
 
 /// `power_cut`, for victims frozen by `freeze_at_next_write`: their rules are removed before

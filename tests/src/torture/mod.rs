@@ -530,6 +530,39 @@ async fn gate_fired(
     }
 }
 
+/// The second power loss of every node, after the first tore a record in the logs of `torn`:
+/// once every key is written again (acknowledged, so synced behind the damage), the power
+/// goes again (`drop`) and they restart. A recovery that cut the torn record only in memory,
+/// or left it in the file, now meets it in the middle of the log, with acknowledged records
+/// after it; the first restart alone never shows that. Returns the leader the nodes then
+/// agree on.
+async fn power_loss_again(
+    (seed, keys, settle): (u64, u64, Duration),
+    cluster: &Arc<Mutex<Cluster>>,
+    http: &reqwest::Client,
+    addrs: &[String],
+    recorder: &Recorder,
+    torn: &[usize],
+) -> Result<Option<u64>> {
+    let first_process = 2_000_000 + (GATED_ROUNDS + 2) * 1_000_000;
+    let written = workload::final_writes(addrs, keys, seed, recorder, first_process).await;
+    let cut = recorder.now();
+    let everyone: Vec<usize> = (1..=addrs.len()).collect();
+    crash_points::power_cut(cluster, &everyone, "drop", Duration::ZERO).await?;
+    let torn: Vec<String> = torn.iter().map(|node| format!("n{node}")).collect();
+    recorder.fault(
+        cut,
+        recorder.now(),
+        "all".into(),
+        format!(
+            "second power loss of every node (drop): the first tore a record in the log of {}; \
+             after one more write to every key ({written} of {keys} acknowledged), restarted",
+            torn.join(" ")
+        ),
+    );
+    Ok(leader_agreed(http, addrs, settle).await)
+}
+
 async fn final_power_loss(
     (seed, keys, settle): (u64, u64, Duration),
     cluster: &Arc<Mutex<Cluster>>,
@@ -574,20 +607,49 @@ async fn final_power_loss(
     };
     let cut = recorder.now();
     let everyone: Vec<usize> = (1..=addrs.len()).collect();
-    crash_points::power_cut(cluster, &everyone, mode, Duration::ZERO).await?;
+    let (torn, in_flight) = if mode == "torn" {
+        // A torn cut tears only what is in flight: one more write to every key runs meanwhile,
+        // and each node loses power right after its next log write.
+        let writes = {
+            let (addrs, recorder) = (addrs.to_vec(), recorder.clone());
+            let first_process = 2_000_000 + (GATED_ROUNDS + 1) * 1_000_000;
+            async move { workload::final_writes(&addrs, keys, seed, &recorder, first_process).await }
+        };
+        let (cut, written) =
+            crash_points::power_cut_mid_write(cluster, &everyone, mode, writes).await?;
+        let stopped: Vec<String> = cut.stopped.iter().map(|id| format!("n{id}")).collect();
+        let in_flight = format!(
+            ", while one more write to every key was in flight (each node cut right after its \
+             next log write: {} reached it; {written} of {keys} of these acknowledged after the \
+             restart)",
+            if stopped.is_empty() {
+                "none".to_owned()
+            } else {
+                stopped.join(" ")
+            }
+        );
+        (cut.log_torn, in_flight)
+    } else {
+        let torn = crash_points::power_cut(cluster, &everyone, mode, Duration::ZERO).await?;
+        (torn, String::new())
+    };
     recorder.fault(
         cut,
         recorder.now(),
         "all".into(),
         format!(
             "final power loss of every node ({mode}) right after {} writes to every key \
-             ({written} of {} acknowledged){gate}, restarted",
+             ({written} of {} acknowledged){gate}{in_flight}, restarted",
             GATED_ROUNDS + 1,
             (GATED_ROUNDS + 1) * keys
         ),
     );
     let restarted = Instant::now();
-    let serves = leader_agreed(http, addrs, settle).await;
+    let mut serves = leader_agreed(http, addrs, settle).await;
+    if serves.is_some() && !torn.is_empty() {
+        serves =
+            power_loss_again((seed, keys, settle), cluster, http, addrs, recorder, &torn).await?;
+    }
     Ok(CheckResult {
         name: "serves after a power loss of every node".into(),
         verdict: if serves.is_some() {
