@@ -117,3 +117,31 @@ fn a_failing_runs_report_shows_every_check_every_fault_and_the_replay() {
     );
     assert!(dom.contains("cargo xtask torture --seed 2 --duration 4s --nodes 3 --faults kill"));
 }
+
+/// An odd seed's final power loss is `torn`, and comes while one more write to every key is in
+/// flight, each node cut right after its next log write: only a record in flight can be torn.
+/// The safe database recovers from it (and from the second power loss that follows a torn
+/// log), and the fault names which nodes the cut caught mid-write.
+#[test]
+fn a_torn_final_power_loss_cuts_writes_in_flight_and_the_safe_database_survives_it() {
+    build_tools();
+    let (output, report) = torture(&["--seed", "3", "--duration", "4s", "--faults", "pause"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "the safe database should pass:\n{report}\n{stderr}"
+    );
+    let final_cut = stderr
+        .lines()
+        .find(|line| line.contains("final power loss of every node (torn)"))
+        .unwrap_or_else(|| panic!("no torn final power loss named:\n{stderr}"));
+    assert!(
+        final_cut.contains("while one more write to every key was in flight"),
+        "{final_cut}"
+    );
+    assert!(
+        !final_cut.contains("next log write: none reached it"),
+        "the leader appends the write in flight, so its log write is reached: {final_cut}"
+    );
+}

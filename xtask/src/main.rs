@@ -12,6 +12,7 @@ mod kernel_fs;
 mod mutants;
 mod packages;
 mod setup;
+mod soak;
 mod toolchain;
 mod torture;
 mod vm;
@@ -75,6 +76,13 @@ enum Task {
         #[arg(value_enum)]
         what: bench::Bench,
     },
+    /// Soak faultfs: Debian's SQLite under load on a faultfs mount with a power loss every
+    /// interval (each mode in turn), faultfs's resident memory, descriptors and volatile store
+    /// sampled; fails if they grow from one power loss to the next or SQLite finds its database
+    /// damaged. Ctrl-C ends it early with the mount taken down.
+    ///
+    /// Example: cargo xtask soak faultfs --duration 1h --power-loss-every 60s
+    Soak(soak::SoakArgs),
     /// Run a command inside a qemu VM with a stock Debian kernel (for what this kernel refuses:
     /// BPF LSM, fmod_ret, fentry). The guest sees the host's / read-only under a throw-away
     /// overlay, so host-built binaries run unchanged; the exit status is the command's.
@@ -111,6 +119,7 @@ fn main() -> Result<()> {
         Task::Flakes(args) => flakes::run(&root, &args),
         Task::Mutants(args) => mutants::run(&root, &args),
         Task::Bench { what } => bench::run(&root, what),
+        Task::Soak(args) => soak::run(&root, &args),
         Task::Torture { args } => torture::run(&root, &args),
         Task::VmTests { every_test } => {
             ebpf::build(&root)?;

@@ -646,9 +646,11 @@ async fn final_power_loss(
     );
     let restarted = Instant::now();
     let mut serves = leader_agreed(http, addrs, settle).await;
+    let mut restarts = "the restart";
     if serves.is_some() && !torn.is_empty() {
         serves =
             power_loss_again((seed, keys, settle), cluster, http, addrs, recorder, &torn).await?;
+        restarts = "the second restart";
     }
     Ok(CheckResult {
         name: "serves after a power loss of every node".into(),
@@ -659,11 +661,11 @@ async fn final_power_loss(
         },
         detail: match serves {
             Some(leader) => format!(
-                "{mode}: leader n{leader} {:.1} s after the restart",
+                "{mode}: leader n{leader} {:.1} s after the first restart",
                 restarted.elapsed().as_secs_f64()
             ),
             None => format!(
-                "{mode}: the nodes did not agree on a leader within {} s of the restart",
+                "{mode}: the nodes did not agree on a leader within {} s of {restarts}",
                 settle.as_secs()
             ),
         },
