@@ -233,6 +233,12 @@ impl Handler {
 
     fn power_loss(&mut self, mode: PowerLossMode) -> Result<Value, String> {
         let mut state = self.shared.lock();
+        if mode == PowerLossMode::Keep {
+            // Everything reached the disk: unsynced chmods and chowns too.
+            state
+                .sync_all_attributes()
+                .map_err(|errno| format!("power loss failed: errno {errno}"))?;
+        }
         // Each power loss of a run draws from its own stream, so replays line up.
         let mut rng = SplitMix64::new(self.seed ^ self.power_losses.wrapping_mul(0x9e37_79b9));
         let unchanged = state.unchanged_prefixes();

@@ -1026,7 +1026,7 @@ impl Filesystem for FaultFs {
             let result = Shared::check_handle(&state, fh).and_then(|()| match gate {
                 Gate::Fail(errno) => Err(errno),
                 Gate::Lose | Gate::Fsyncgate => Ok(()),
-                _ => state.sync_dir(ino.0),
+                _ => state.fsync(ino.0),
             });
             let durable = matches!(gate, Gate::Proceed);
             shared.trace(

@@ -7,6 +7,7 @@ pub mod fs;
 pub mod mount;
 pub mod power_loss;
 mod ranges;
+pub mod reference;
 pub mod state;
 mod store;
 pub mod trace;

@@ -623,6 +623,21 @@ impl State {
         Ok(())
     }
 
+    /// Writes every unsynced chmod and chown to the disk, for a power loss that keeps
+    /// everything (a file not on the disk yet gets its attributes when it is created there).
+    pub fn sync_all_attributes(&mut self) -> FsResult<()> {
+        let dirty: Vec<Ino> = self
+            .inodes
+            .iter()
+            .filter(|(_, inode)| inode.attributes_dirty)
+            .map(|(ino, _)| *ino)
+            .collect();
+        for ino in dirty {
+            self.sync_attributes(ino)?;
+        }
+        Ok(())
+    }
+
     /// A chmod or chown becomes durable with the file's (or directory's) fsync, as with the
     /// inode's other metadata.
     fn sync_attributes(&mut self, ino: Ino) -> FsResult<()> {
@@ -1140,9 +1155,15 @@ impl State {
                 }
                 continue;
             }
-            // A file with no durable name (yet) is gone after the power loss whatever its data.
-            let Some(path) = op.data_ino().and_then(|ino| self.durable_path(ino)) else {
+            let Some(ino) = op.data_ino().filter(|ino| self.inodes.contains_key(ino)) else {
                 continue;
+            };
+            // A file with no durable name yet keeps what survives in its staged copy: an entry
+            // later in the log (a rename, a link) may still give it one. If none does, the
+            // copy goes with the store below.
+            let path = match self.durable_path(ino) {
+                Some(path) => path,
+                None => self.staged_copy(ino)?,
             };
             let file = OpenOptions::new().write(true).open(&path)?;
             match (op, fate) {
@@ -1163,6 +1184,19 @@ impl State {
         }
         self.epoch += 1;
         self.rebuild_from_backing()
+    }
+
+    /// The staged copy of a file's durable content (created empty if it has none).
+    fn staged_copy(&mut self, ino: Ino) -> io::Result<PathBuf> {
+        if let Some(staged) = self.inodes.get(&ino).and_then(|i| i.staged.clone()) {
+            return Ok(staged);
+        }
+        let staged = self.store.join(format!("staged-{ino}"));
+        File::create(&staged)?;
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.staged = Some(staged.clone());
+        }
+        Ok(staged)
     }
 
     pub fn status(&self) -> Status {

@@ -200,3 +200,29 @@ fn unmounting_loses_what_was_volatile_like_a_crash() {
     assert_eq!(fs::read(backing.join("db")).unwrap(), b"durable");
     assert!(!backing.join("never-synced").exists());
 }
+
+/// A file created in a directory, written, and renamed over a durable file elsewhere, whose
+/// first directory is then synced (which records that the name left it): a power loss that
+/// keeps every unsynced operation keeps the rename and the data it carried. faultfs once wrote
+/// the data nowhere, because the file had no durable name at that point of the replay, and the
+/// renamed file came back empty (found by `reference_model.rs`).
+#[test]
+fn a_file_renamed_after_its_old_directory_was_synced_keeps_its_data_in_a_keep_power_loss() {
+    let mounted = Mounted::new(&[]);
+    fs::create_dir(mounted.path("c")).unwrap();
+    fs::create_dir(mounted.path("d")).unwrap();
+    fs::write(mounted.path("c/f"), b"old").unwrap();
+    for durable in ["c/f", "c", "d", ""] {
+        fsync_path(&mounted.path(durable));
+    }
+    fs::write(mounted.path("d/g"), b"new content").unwrap();
+    fs::rename(mounted.path("d/g"), mounted.path("c/f")).unwrap();
+    fsync_path(&mounted.path("d"));
+    mounted.power_loss(PowerLossMode::Keep);
+    assert_eq!(fs::read(mounted.path("c/f")).unwrap(), b"new content");
+    assert_eq!(
+        fs::read(mounted.backing.join("c/f")).unwrap(),
+        b"new content"
+    );
+    let _ = mounted.unmount();
+}

@@ -59,3 +59,46 @@ fn a_users_setuid_file_is_never_root_owned_on_the_disk() {
     assert_eq!(on_disk.mode() & 0o7777, 0o4755);
     let _ = mounted.unmount();
 }
+
+/// The same for a directory (a database's data directory handed to its user, `chmod 700`):
+/// the directory's own fsync makes its owner and mode durable. faultfs once made only its
+/// entries durable there, and the directory came back root-owned (found by
+/// `reference_model.rs`).
+#[test]
+fn a_directorys_chown_and_chmod_survive_a_power_loss_once_it_is_fsynced() {
+    let mounted = Mounted::new(&[]);
+    let data = mounted.path("data");
+    fs::create_dir(&data).unwrap();
+    fsync_path(&mounted.path(""));
+    std::os::unix::fs::chown(&data, Some(USER), Some(USER)).unwrap();
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
+    fsync_path(&data);
+    mounted.power_loss(PowerLossMode::Drop);
+    for meta in [
+        fs::metadata(mounted.backing.join("data")).unwrap(),
+        fs::metadata(&data).unwrap(),
+    ] {
+        assert_eq!((meta.uid(), meta.gid()), (USER, USER));
+        assert_eq!(meta.mode() & 0o7777, 0o700);
+    }
+    let _ = mounted.unmount();
+}
+
+/// A power loss in `keep` mode keeps every unsynced change, a chmod and a chown too.
+#[test]
+fn a_keep_power_loss_keeps_an_unsynced_chmod_and_chown() {
+    let mounted = Mounted::new(&[]);
+    let file = mounted.path("f");
+    fs::write(&file, b"x").unwrap();
+    fsync_path(&file);
+    fsync_path(&mounted.path(""));
+    std::os::unix::fs::chown(&file, Some(USER), Some(USER)).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
+    mounted.power_loss(PowerLossMode::Keep);
+    let meta = fs::metadata(mounted.backing.join("f")).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (USER, USER, 0o640)
+    );
+    let _ = mounted.unmount();
+}
