@@ -179,6 +179,14 @@ pub struct State {
     /// (`remove_durable_entry`).
     moving: Vec<Ino>,
     log: Vec<Unsynced>,
+    /// Under `--metadata posix`, the entries `(dir, name) -> directory` on the disk only
+    /// because the directory itself was synced (its entries need a place there): POSIX does not
+    /// make a directory's own entry durable until its parent is synced, so a power loss takes
+    /// each one away again unless its own record survives.
+    provisional: HashMap<(Ino, OsString), Ino>,
+    /// True while a power loss replays the surviving records: a file one record takes the
+    /// name from may get one again from a later record, whatever its live names are now.
+    replaying: bool,
     /// How many records in `log` are directory entries (to skip looking when there are none).
     entry_records: usize,
     pub metadata: MetadataMode,
@@ -197,6 +205,8 @@ impl State {
             next_ino: ROOT + 1,
             moving: Vec::new(),
             log: Vec::new(),
+            provisional: HashMap::new(),
+            replaying: false,
             entry_records: 0,
             metadata,
             durable_backing: false,
@@ -209,6 +219,7 @@ impl State {
     fn rebuild_from_backing(&mut self) -> io::Result<()> {
         self.inodes.clear();
         self.log.clear();
+        self.provisional.clear();
         self.entry_records = 0;
         let meta = fs::metadata(&self.backing)?;
         let mut root = Inode::new(Kind::Dir, meta.mode() & 0o7777, meta.uid(), meta.gid());
@@ -725,6 +736,7 @@ impl State {
             self.set_durable_entry(dir, &name, live)?;
         }
         self.forget_entry_records(|d, _| d == dir);
+        self.provisional.retain(|(d, _), _| *d != dir);
         if self.durable_backing
             && let Some(path) = self.durable_path(dir)
         {
@@ -734,7 +746,11 @@ impl State {
     }
 
     /// A directory that is itself not durable yet gets its own entry made durable first, so its
-    /// entries have somewhere to live on disk.
+    /// entries have somewhere to live on disk. Under `--metadata ext4` that is what the file
+    /// system does; under `posix` the entry is provisional: its unsynced record stays, and a
+    /// power loss that does not keep that record removes the directory again. (Not where the
+    /// durable entry of that name holds another file or directory still: the new directory
+    /// then takes its place for good, as under ext4, since the disk has one place per name.)
     fn ensure_durable_dir(&mut self, dir: Ino) -> FsResult<()> {
         if dir == ROOT || !self.inode(dir)?.durable_links.is_empty() {
             return Ok(());
@@ -743,7 +759,21 @@ impl State {
             return Err(libc::ENOENT);
         };
         self.ensure_durable_dir(parent)?;
-        self.sync_entry(parent, &name)
+        match self.metadata {
+            MetadataMode::Ext4 => self.sync_entry(parent, &name),
+            MetadataMode::Posix => {
+                let key = (parent, name);
+                let occupied = self.inode(parent)?.durable_children.contains_key(&key.1)
+                    && !self.provisional.contains_key(&key);
+                if occupied {
+                    return self.sync_entry(parent, &key.1);
+                }
+                self.set_durable_entry(parent, &key.1, Some(dir))?;
+                self.keep_only_the_newest_record(parent, &key.1);
+                self.provisional.insert(key, dir);
+                Ok(())
+            }
+        }
     }
 
     /// Makes the durable entry `dir/name` equal to the live one; the unsynced records of that
@@ -752,7 +782,33 @@ impl State {
         let live = self.inode(dir)?.children.get(name).copied();
         self.set_durable_entry(dir, name, live)?;
         self.forget_entry_records(|d, n| d == dir && n == name);
+        self.provisional.remove(&(dir, name.to_owned()));
         Ok(())
+    }
+
+    /// Of the unsynced records of entry `dir/name`, keeps the newest alone (the one that made
+    /// it what it is live): the older ones are history once it is on the disk, as at a sync,
+    /// and replaying them at a power loss would overwrite it.
+    fn keep_only_the_newest_record(&mut self, dir: Ino, name: &OsStr) {
+        let newest = self.log.iter().rposition(|op| {
+            matches!(op, Unsynced::Entries { changes }
+                if changes.iter().any(|(d, n, _)| *d == dir && n == name))
+        });
+        let Some(newest) = newest else {
+            return;
+        };
+        for op in &mut self.log[..newest] {
+            if let Unsynced::Entries { changes } = op {
+                changes.retain(|(d, n, _)| !(*d == dir && n == name));
+            }
+        }
+        self.log
+            .retain(|op| !matches!(op, Unsynced::Entries { changes } if changes.is_empty()));
+        self.entry_records = self
+            .log
+            .iter()
+            .filter(|op| matches!(op, Unsynced::Entries { .. }))
+            .count();
     }
 
     /// Drops the unsynced records of entries that are durable now.
@@ -834,12 +890,13 @@ impl State {
             self.inode_mut(old)?.durable_links.clear();
             return Ok(());
         } else {
+            let replaying = self.replaying;
             let inode = self.inode_mut(old)?;
             inode
                 .durable_links
                 .retain(|(p, n)| !(*p == dir && n.as_os_str() == name));
             let orphaned = inode.durable_links.is_empty() && kind == Kind::File;
-            if orphaned && still_live_elsewhere.is_some() && inode.staged.is_none() {
+            if orphaned && (still_live_elsewhere.is_some() || replaying) && inode.staged.is_none() {
                 // Its durable content must outlive this name for when another name is synced.
                 let staged = self.store.join(format!("staged-{old}"));
                 fs::copy(&path, &staged).map_err(errno)?;
@@ -1102,6 +1159,7 @@ impl State {
             }
             self.sync_attributes(file)?;
         }
+        self.provisional.clear();
         Ok(())
     }
 
@@ -1141,6 +1199,20 @@ impl State {
     /// disk, as after a reboot.
     pub fn power_loss(&mut self, survival: &[Survival]) -> io::Result<()> {
         let log = std::mem::take(&mut self.log);
+        self.replaying = true;
+        let replayed = self.replay(&log, survival);
+        self.replaying = false;
+        replayed?;
+        self.remove_provisional_dirs(&log, survival);
+        for entry in fs::read_dir(&self.store)? {
+            fs::remove_file(entry?.path())?;
+        }
+        self.epoch += 1;
+        self.rebuild_from_backing()
+    }
+
+    /// Puts what survives of the unsynced records on the disk, in their order.
+    fn replay(&mut self, log: &[Unsynced], survival: &[Survival]) -> io::Result<()> {
         for (op, fate) in log.iter().zip(survival) {
             if *fate == Survival::Dropped {
                 continue;
@@ -1179,11 +1251,35 @@ impl State {
                 _ => unreachable!("entries and dropped operations are handled above"),
             }
         }
-        for entry in fs::read_dir(&self.store)? {
-            fs::remove_file(entry?.path())?;
+        Ok(())
+    }
+
+    /// At a power loss, after the surviving records are on the disk: each directory that is
+    /// there only provisionally (`provisional`), and whose own entry no surviving record made,
+    /// leaves the disk with everything in it, as if its entry had never been written.
+    fn remove_provisional_dirs(&mut self, log: &[Unsynced], survival: &[Survival]) {
+        let provisional: Vec<((Ino, OsString), Ino)> = self.provisional.drain().collect();
+        for ((parent, name), dir) in provisional {
+            let kept = log.iter().zip(survival).any(|(op, fate)| {
+                *fate != Survival::Dropped
+                    && matches!(op, Unsynced::Entries { changes }
+                        if changes.iter().any(|(d, n, i)| *d == parent && *n == name && *i == Some(dir)))
+            });
+            let still_there = self
+                .inodes
+                .get(&parent)
+                .is_some_and(|p| p.durable_children.get(&name) == Some(&dir));
+            if kept || !still_there {
+                continue;
+            }
+            // Gone already if a provisional directory above it went first.
+            if let Some(path) = self.durable_path(parent).map(|p| p.join(&name))
+                && path.exists()
+                && let Err(error) = fs::remove_dir_all(&path)
+            {
+                tracing::warn!(%error, path = %path.display(), "a provisional directory stayed");
+            }
         }
-        self.epoch += 1;
-        self.rebuild_from_backing()
     }
 
     /// The staged copy of a file's durable content (created empty if it has none).

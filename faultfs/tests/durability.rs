@@ -226,3 +226,53 @@ fn a_file_renamed_after_its_old_directory_was_synced_keeps_its_data_in_a_keep_po
     );
     let _ = mounted.unmount();
 }
+
+/// A durable file renamed away and back, then a `keep` power loss: the file keeps its synced
+/// data. faultfs once replayed the first rename by deleting the file's only durable copy (it
+/// had no other live name at the time of the power loss), and the second rename brought back
+/// an empty file (found by `reference_model.rs`).
+#[test]
+fn a_file_renamed_away_and_back_keeps_its_data_in_a_keep_power_loss() {
+    let mounted = Mounted::new(&[]);
+    fs::create_dir(mounted.path("a")).unwrap();
+    fs::write(mounted.path("a/f"), b"synced data").unwrap();
+    for durable in ["a/f", "a", ""] {
+        fsync_path(&mounted.path(durable));
+    }
+    fs::rename(mounted.path("a/f"), mounted.path("a/g")).unwrap();
+    fs::rename(mounted.path("a/g"), mounted.path("a/f")).unwrap();
+    mounted.power_loss(PowerLossMode::Keep);
+    assert_eq!(fs::read(mounted.path("a/f")).unwrap(), b"synced data");
+    let _ = mounted.unmount();
+}
+
+/// POSIX makes a new directory's entry durable only when its parent is fsynced; an fsync of
+/// the directory itself makes what is in it durable, not its own name. Under `--metadata posix`
+/// (the default) a power loss takes such a directory away with everything in it; under `ext4`
+/// (whose journal commits the new entry with the directory) it stays.
+#[test]
+fn a_new_directory_fsynced_but_not_its_parent_is_lost_under_posix_and_kept_under_ext4() {
+    for (flags, kept) in [(&[][..], false), (&["--metadata", "ext4"][..], true)] {
+        let mounted = Mounted::new(flags);
+        fs::create_dir(mounted.path("data")).unwrap();
+        write_file(&mounted.path("data/table"), b"rows");
+        fsync_path(&mounted.path("data/table"));
+        fsync_path(&mounted.path("data"));
+        mounted.power_loss(PowerLossMode::Drop);
+        assert_eq!(mounted.path("data/table").exists(), kept, "{flags:?}");
+        assert_eq!(mounted.backing.join("data").exists(), kept, "{flags:?}");
+        // Once the parent is synced too, it survives under both.
+        fs::create_dir_all(mounted.path("data")).unwrap();
+        write_file(&mounted.path("data/table"), b"rows");
+        fsync_path(&mounted.path("data/table"));
+        fsync_path(&mounted.path("data"));
+        fsync_path(&mounted.path(""));
+        mounted.power_loss(PowerLossMode::Drop);
+        assert_eq!(
+            fs::read(mounted.path("data/table")).unwrap(),
+            b"rows",
+            "{flags:?}"
+        );
+        let _ = mounted.unmount();
+    }
+}

@@ -44,12 +44,47 @@ fn io_error(dir: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Da
     move |source| DataDirError::Io { what, dir, source }
 }
 
+/// Creates `dir` and its missing parents, each new one made durable by an fsync of its parent:
+/// POSIX makes a new directory's name durable only with its parent's fsync (ext4 does it with
+/// the directory's own, which POSIX does not promise), and a power loss would otherwise take
+/// the whole directory with everything synced in it. The parent of `dir` itself is synced
+/// even when `dir` exists, in case an earlier start crashed between the two.
+pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.as_os_str().is_empty() && !at.is_dir() {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    for new in missing.iter().rev() {
+        match fs::create_dir(new) {
+            Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => return Err(error),
+            _ => sync_parent(new)?,
+        }
+    }
+    if missing.is_empty() {
+        sync_parent(dir)?;
+    }
+    Ok(())
+}
+
+fn sync_parent(dir: &Path) -> std::io::Result<()> {
+    let parent = match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    fs::File::open(parent)?.sync_all()
+}
+
 /// Refuses a directory of another node or cluster, and one this node used before whose log is
 /// gone; called before anything in it is read or created.
 pub fn check_claim(dir: &Path, cluster: &str, id: NodeId) -> Result<(), DataDirError> {
     let shown = dir.display().to_string();
     let io = |what| io_error(dir, what);
-    fs::create_dir_all(dir).map_err(io("creating"))?;
+    create_dir_durably(dir).map_err(io("creating"))?;
     let claimed = read_marker(dir, "node-id").map_err(io("reading node-id in"))?;
     if let Some(found) = &claimed
         && *found != id.to_string()

@@ -69,7 +69,7 @@ fn snapshot_error(error: impl std::error::Error + 'static) -> StorageError<NodeI
 impl StateMachine {
     /// Starts from the latest durable snapshot in `dir`, if any.
     pub fn open(dir: &Path) -> std::io::Result<StateMachine> {
-        fs::create_dir_all(dir)?;
+        crate::data_dir::create_dir_durably(dir)?;
         let path = dir.join(SNAPSHOT_FILE);
         let (data, current) = match fs::read(&path) {
             Ok(bytes) => {

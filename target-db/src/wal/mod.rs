@@ -155,7 +155,7 @@ fn segment_id(name: &str) -> Option<u64> {
 
 impl Wal {
     pub fn open(dir: &Path, options: WalOptions) -> Result<(Wal, Recovered), WalError> {
-        fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        crate::data_dir::create_dir_durably(dir).map_err(io("creating", dir))?;
         let mut segments: Vec<u64> = fs::read_dir(dir)
             .map_err(io("listing", dir))?
             .filter_map(|entry| segment_id(&entry.ok()?.file_name().to_string_lossy()))
