@@ -188,6 +188,16 @@ impl Faults {
             .is_empty()
     }
 
+    /// Whether any active rule is on `op`.
+    pub fn has_rules_for(&self, op: &str) -> bool {
+        self.table
+            .lock()
+            .expect("fault table poisoned")
+            .rules
+            .iter()
+            .any(|active| active.rule.op == op)
+    }
+
     pub fn list(&self) -> Vec<RuleInfo> {
         let table = self.table.lock().expect("fault table poisoned");
         table

@@ -437,6 +437,17 @@ fn list(state: &State, ino: Ino, dir: &Inode) -> Listing {
     listing
 }
 
+/// How a file is opened: the kernel keeps the pages it cached across opens (warm reads never
+/// reach faultfs, as on a disk file system; a power loss invalidates them), unless a rule on
+/// `read` is active, which must see the reads: the open then drops the file's cached pages.
+fn keep_cache(shared: &Shared) -> FopenFlags {
+    if shared.faults.has_rules_for("read") {
+        FopenFlags::empty()
+    } else {
+        FopenFlags::FOPEN_KEEP_CACHE
+    }
+}
+
 fn fail(gate: Gate) -> FsResult<()> {
     match gate {
         Gate::Fail(errno) => Err(errno),
@@ -769,7 +780,7 @@ impl Filesystem for FaultFs {
         self.gated(req.pid(), "open", ino.0, None, move |shared, gate| {
             let state = shared.lock();
             match fail(gate).and_then(|()| state.inode(ino.0).map(drop)) {
-                Ok(()) => reply.opened(shared.new_handle(state.epoch), FopenFlags::empty()),
+                Ok(()) => reply.opened(shared.new_handle(state.epoch), keep_cache(shared)),
                 Err(errno) => reply.error(to_errno(errno)),
             }
         });
@@ -814,7 +825,7 @@ impl Filesystem for FaultFs {
                             &attributes(ino, inode),
                             Generation(state.epoch),
                             shared.new_handle(state.epoch),
-                            FopenFlags::empty(),
+                            keep_cache(shared),
                         )
                     }
                     Err(errno) => reply.error(to_errno(errno)),
