@@ -68,14 +68,7 @@ pub fn run(root: &Path) -> Result<()> {
         cmd::is_root(),
         "mounting faultfs needs root: run `sudo -E cargo xtask bench faultfs`"
     );
-    cmd::run(cargo().current_dir(root).args([
-        "build",
-        "--quiet",
-        "--release",
-        "--package",
-        "faultfs",
-    ]))?;
-    let faultfs = root.join("target/release/faultfs");
+    let faultfs = build_faultfs(root)?;
     // /var/tmp is on the machine's disk (ext4 here), not tmpfs.
     let scratch = tempfile::Builder::new()
         .prefix("faultfs-bench-")
@@ -135,6 +128,18 @@ pub fn run(root: &Path) -> Result<()> {
         println!();
     }
     Ok(())
+}
+
+/// The release faultfs binary, built.
+pub fn build_faultfs(root: &Path) -> Result<std::path::PathBuf> {
+    cmd::run(cargo().current_dir(root).args([
+        "build",
+        "--quiet",
+        "--release",
+        "--package",
+        "faultfs",
+    ]))?;
+    Ok(root.join("target/release/faultfs"))
 }
 
 /// For each workload, the median rate in each directory. Rounds interleave the directories so

@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail, ensure};
 use process_guard::Spawned;
 use serde::Serialize;
 
-use crate::{ci::cargo, cmd};
+use crate::cmd;
 
 #[derive(clap::Args)]
 pub struct SoakArgs {
@@ -116,13 +116,7 @@ pub fn run(root: &Path, args: &SoakArgs) -> Result<()> {
         Command::new("sqlite3").arg("-version").output().is_ok(),
         "the soak runs Debian's sqlite3: install it (`cargo xtask setup` does)"
     );
-    cmd::run(cargo().current_dir(root).args([
-        "build",
-        "--quiet",
-        "--release",
-        "--package",
-        "faultfs",
-    ]))?;
+    let faultfs = crate::bench_faultfs::build_faultfs(root)?;
     // Ctrl-C ends the soak early, with the mount taken down by its guard: the children run in
     // their own process group, so the terminal's SIGINT reaches this process alone.
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -135,7 +129,7 @@ pub fn run(root: &Path, args: &SoakArgs) -> Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix("faultfs-soak-")
         .tempdir_in("/var/tmp")?;
-    let mount = Mount::new(&root.join("target/release/faultfs"), scratch.path())?;
+    let mount = Mount::new(&faultfs, scratch.path())?;
     let db = mount.mountpoint.join("soak.db");
     sqlite(
         &db,

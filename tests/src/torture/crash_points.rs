@@ -732,19 +732,8 @@ async fn election_crash(
     }
     for &voter in &voters {
         let path = crashed.iter().find(|(id, _)| *id == voter).map(|(_, p)| p);
-        plan.attempts.push(CrashAttempt {
-            node: voter,
-            role: "voter".into(),
-            class: "wal",
-            call: "write",
-            nth: 1,
-            correlation: Correlation::All,
-            during_recovery: false,
-            after_recovery: false,
-            program_crash: false,
-            reached: path.is_some(),
-            path: path.cloned(),
-        });
+        plan.attempts
+            .push(voter_attempt(voter, path.is_some(), path.cloned()));
     }
     if crashed.is_empty() {
         cluster.lock().await.start_node(leader)?;
@@ -768,22 +757,27 @@ async fn election_crash(
         names.join(" ")
     );
     if let Some(&torn) = cut.log_torn.first() {
-        let first = CrashAttempt {
-            node: torn,
-            role: "voter".into(),
-            class: "wal",
-            call: "write",
-            nth: 1,
-            correlation: Correlation::All,
-            during_recovery: false,
-            after_recovery: false,
-            program_crash: false,
-            reached: true,
-            path: None,
-        };
+        let first = voter_attempt(torn, true, None);
         after_a_torn_log(cluster, torn, plan, rng, first, &mut description).await?;
     }
     Ok(description)
+}
+
+/// An election crash point's attempt on one voter: stopped at its first log write (the vote).
+fn voter_attempt(node: usize, reached: bool, path: Option<String>) -> CrashAttempt {
+    CrashAttempt {
+        node,
+        role: "voter".into(),
+        class: "wal",
+        call: "write",
+        nth: 1,
+        correlation: Correlation::All,
+        during_recovery: false,
+        after_recovery: false,
+        program_crash: false,
+        reached,
+        path,
+    }
 }
 
 /// The calls a node catching up from a snapshot makes: writing it and the log, syncing them,
