@@ -61,7 +61,10 @@ pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
     }
     for new in missing.iter().rev() {
         match fs::create_dir(new) {
-            Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => return Err(error),
+            // Made meanwhile by another process: fine if it is a directory.
+            Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists || !new.is_dir() => {
+                return Err(error);
+            }
             _ => sync_parent(new)?,
         }
     }
@@ -138,4 +141,25 @@ fn write_marker(dir: &Path, name: &str, value: &str) -> std::io::Result<()> {
     file.sync_all()?;
     fs::rename(&temporary, dir.join(name))?;
     fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_missing_parents_and_refuses_a_file_in_the_way() {
+        let root = tempfile::tempdir().unwrap();
+        let nested = root.path().join("a/b/c");
+        create_dir_durably(&nested).unwrap();
+        assert!(nested.is_dir());
+        // Again: nothing to create, the parent synced once more.
+        create_dir_durably(&nested).unwrap();
+        let file = root.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        for inside_or_at in [file.join("d"), file] {
+            let error = create_dir_durably(&inside_or_at).unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists, "{error}");
+        }
+    }
 }
