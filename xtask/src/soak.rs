@@ -393,6 +393,17 @@ mod tests {
     }
 
     #[test]
+    fn memory_that_grows_to_its_working_size_with_the_first_load_is_no_leak() {
+        let before_load = Sample {
+            after_power_loss: false,
+            ..after(4_576, 11, 8 << 10)
+        };
+        let mut samples = vec![before_load, after(51_000, 10, 0)];
+        samples.extend((0..59).map(|i| after(53_000 + i * 20, 8 + i % 3, 2 << 20)));
+        assert_eq!(leaks(&samples), Vec::<String>::new());
+    }
+
+    #[test]
     fn descriptors_memory_or_store_that_keep_rising_are_named() {
         let samples: Vec<Sample> = (0..30)
             .map(|i| after(10_000 + i * 2_000, 12 + i, i * (100 << 10)))
