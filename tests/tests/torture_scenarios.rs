@@ -39,15 +39,21 @@ fn scenario(name: &str, nodes: &str, steps: usize) {
         "the replay names it:\n{stdout}"
     );
     let history = std::fs::read_to_string(run_dir.path().join("run/history.jsonl")).unwrap();
+    // The final phase: one power loss of every node, and a second one when the first tore a
+    // record in a log (a torn cut, odd seeds), which depends on where the cut fell.
     let (last, logged): (Vec<&str>, Vec<&str>) = history
         .lines()
         .filter(|l| l.contains("\"kind\":\"fault\""))
-        .partition(|l| l.contains("final power loss of every node"));
+        .partition(|l| {
+            l.contains("final power loss of every node")
+                || l.contains("second power loss of every node")
+        });
     assert_eq!(logged.len(), steps, "{name}: steps logged as faults");
-    assert_eq!(
-        last.len(),
-        1,
-        "{name}: the run ends with the final power loss"
+    assert!(
+        last.first()
+            .is_some_and(|l| l.contains("final power loss of every node"))
+            && last.len() <= 2,
+        "{name}: the run ends with the final power loss: {last:?}"
     );
 }
 
