@@ -21,6 +21,7 @@ use fuser::{
 
 use crate::{
     faults::{Decision, Faults, Gate},
+    journal::{Journal, NodeKind, Op},
     state::{FsResult, Ino, Inode, Kind, State},
     trace::{Record, Tracer},
 };
@@ -42,6 +43,8 @@ pub struct Shared {
     pub capacity: AtomicU64,
     next_handle: AtomicU64,
     tracer: Option<Tracer>,
+    /// `faultfs explore`'s record of every change, when exploring.
+    journal: Option<Arc<Journal>>,
     /// The crash point a `crash` rule reached (op and path), until the next power loss: from
     /// then on every gated operation fails with EIO, so nothing after it becomes durable.
     crashed: Mutex<Option<CrashPoint>>,
@@ -105,6 +108,7 @@ impl Shared {
             capacity: AtomicU64::new(capacity),
             next_handle: AtomicU64::new(1),
             tracer,
+            journal: None,
             crashed: Mutex::new(None),
             kills: Mutex::new(Kills::default()),
             is_crashed: std::sync::atomic::AtomicBool::new(false),
@@ -114,6 +118,22 @@ impl Shared {
     }
 
     /// The crash point reached, if the mount is stopped at one.
+    pub fn with_journal(mut self, journal: Option<Arc<Journal>>) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    /// Records a change that succeeded, when exploring; `path` is where it happened (for
+    /// reports).
+    fn record(&self, state: &State, ino: Ino, child: Option<&OsStr>, op: impl FnOnce() -> Op) {
+        let Some(journal) = &self.journal else { return };
+        let mut path = state.path_of(ino);
+        if let Some(child) = child {
+            path.push(child);
+        }
+        journal.record(op(), path);
+    }
+
     pub fn crash_point(&self) -> Option<CrashPoint> {
         self.crashed.lock().expect("crash point poisoned").clone()
     }
@@ -178,6 +198,19 @@ impl Shared {
     ) -> FsResult<Ino> {
         let result = fail(gate).and_then(|()| state.create(parent, name, kind, mode, owner, None));
         self.trace(state, op, parent, Some(name), (None, None), &result, false);
+        if let Ok(ino) = result {
+            let node = if kind == Kind::Dir {
+                NodeKind::Dir
+            } else {
+                NodeKind::File
+            };
+            self.record(state, parent, Some(name), || Op::Create {
+                parent,
+                name: name.to_string_lossy().into_owned(),
+                ino,
+                kind: node,
+            });
+        }
         result
     }
 
@@ -576,6 +609,9 @@ impl Filesystem for FaultFs {
                 "setattr"
             };
             shared.trace(&state, op, ino, None, (size, None), &result, false);
+            if let (Ok(()), Some(size)) = (&result, size) {
+                shared.record(&state, ino, None, || Op::Resize { ino, size });
+            }
             match result.and_then(|()| state.inode(ino)) {
                 Ok(inode) => reply.attr(&TTL, &attributes(ino, inode)),
                 Err(errno) => reply.error(to_errno(errno)),
@@ -660,6 +696,17 @@ impl Filesystem for FaultFs {
             &result,
             false,
         );
+        if let Ok(ino) = result {
+            self.shared
+                .record(&state, parent.0, Some(link_name), || Op::Create {
+                    parent: parent.0,
+                    name: link_name.to_string_lossy().into_owned(),
+                    ino,
+                    kind: NodeKind::Symlink {
+                        target: target.to_string_lossy().into_owned(),
+                    },
+                });
+        }
         reply_entry(reply, &self.shared, &state, result);
     }
 
@@ -672,7 +719,15 @@ impl Filesystem for FaultFs {
             Some(&name.clone()),
             move |shared, gate| {
                 let mut state = shared.lock();
+                let removed = state.lookup(parent.0, &name).ok();
                 let result = fail(gate).and_then(|()| state.unlink(parent.0, &name));
+                if let (Ok(()), Some(ino)) = (&result, removed) {
+                    shared.record(&state, parent.0, Some(&name), || Op::Remove {
+                        parent: parent.0,
+                        name: name.to_string_lossy().into_owned(),
+                        ino,
+                    });
+                }
                 let traced = (None, None);
                 shared.trace(
                     &state,
@@ -697,7 +752,15 @@ impl Filesystem for FaultFs {
             Some(&name.clone()),
             move |shared, gate| {
                 let mut state = shared.lock();
+                let removed = state.lookup(parent.0, &name).ok();
                 let result = fail(gate).and_then(|()| state.rmdir(parent.0, &name));
+                if let (Ok(()), Some(ino)) = (&result, removed) {
+                    shared.record(&state, parent.0, Some(&name), || Op::Remove {
+                        parent: parent.0,
+                        name: name.to_string_lossy().into_owned(),
+                        ino,
+                    });
+                }
                 shared.trace(
                     &state,
                     "rmdir",
@@ -735,9 +798,19 @@ impl Filesystem for FaultFs {
             Some(&name.clone()),
             move |shared, gate| {
                 let mut state = shared.lock();
+                let moved = state.lookup(parent.0, &name).ok();
                 let result = fail(gate).and_then(|()| {
                     state.rename(parent.0, &name, newparent.0, &newname, no_replace)
                 });
+                if let (Ok(()), Some(ino)) = (&result, moved) {
+                    shared.record(&state, parent.0, Some(&name), || Op::Rename {
+                        from_parent: parent.0,
+                        from_name: name.to_string_lossy().into_owned(),
+                        to_parent: newparent.0,
+                        to_name: newname.to_string_lossy().into_owned(),
+                        ino,
+                    });
+                }
                 let traced = (None, None);
                 shared.trace(
                     &state,
@@ -763,6 +836,14 @@ impl Filesystem for FaultFs {
     ) {
         let mut state = self.shared.lock();
         let result = state.link(ino.0, newparent.0, newname).map(|()| ino.0);
+        if result.is_ok() {
+            self.shared
+                .record(&state, newparent.0, Some(newname), || Op::Link {
+                    parent: newparent.0,
+                    name: newname.to_string_lossy().into_owned(),
+                    ino: ino.0,
+                });
+        }
         let traced = (None, None);
         self.shared.trace(
             &state,
@@ -902,7 +983,16 @@ impl Filesystem for FaultFs {
                     let end = offset + data.len() as u64;
                     let growth = end.saturating_sub(state.inode(ino.0)?.size);
                     shared.check_capacity(&state, growth)?;
-                    state.write(ino.0, offset, data)
+                    let recorded = shared.journal.as_ref().map(|_| data.clone());
+                    let written = state.write(ino.0, offset, data)?;
+                    if let Some(data) = recorded {
+                        shared.record(&state, ino.0, None, || Op::Write {
+                            ino: ino.0,
+                            offset,
+                            data,
+                        });
+                    }
+                    Ok(written)
                 });
             let length = result.as_ref().ok().map(|&n| n as u64);
             shared.trace(
@@ -957,6 +1047,12 @@ impl Filesystem for FaultFs {
             });
             let durable = !matches!(gate, Gate::Lose);
             shared.trace(&state, op, ino.0, None, (None, None), &result, durable);
+            if result.is_ok() && durable {
+                shared.record(&state, ino.0, None, || Op::Fsync {
+                    ino: ino.0,
+                    data_only: datasync,
+                });
+            }
             reply_empty(reply, result);
         });
     }
@@ -1040,6 +1136,9 @@ impl Filesystem for FaultFs {
                 _ => state.fsync(ino.0),
             });
             let durable = matches!(gate, Gate::Proceed);
+            if result.is_ok() && durable {
+                shared.record(&state, ino.0, None, || Op::FsyncDir { ino: ino.0 });
+            }
             shared.trace(
                 &state,
                 "fsyncdir",
@@ -1144,6 +1243,11 @@ impl Filesystem for FaultFs {
                         while at < end.min(size) {
                             let chunk = (end.min(size) - at).min(PUNCH_CHUNK);
                             state.write(ino.0, at, vec![0; chunk as usize])?;
+                            shared.record(&state, ino.0, None, || Op::Write {
+                                ino: ino.0,
+                                offset: at,
+                                data: vec![0; chunk as usize],
+                            });
                             at += chunk;
                         }
                         return Ok(());
@@ -1155,7 +1259,12 @@ impl Filesystem for FaultFs {
                         return Ok(());
                     }
                     shared.check_capacity(&state, end - size)?;
-                    state.truncate(ino.0, end)
+                    state.truncate(ino.0, end)?;
+                    shared.record(&state, ino.0, None, || Op::Resize {
+                        ino: ino.0,
+                        size: end,
+                    });
+                    Ok(())
                 });
             let range = (Some(offset), Some(length));
             shared.trace(&state, "fallocate", ino.0, None, range, &result, false);

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use faultfs::{
     control::{self, Request},
+    explore,
     mount::{self, MountOptions},
     power_loss::PowerLossMode,
     state::MetadataMode,
@@ -96,6 +97,62 @@ enum Command {
     },
     /// Unmount (what was not durable is lost, as in a crash).
     Umount { mountpoint: PathBuf },
+    /// Run a workload once, then check every crash state it could leave.
+    #[command(
+        long_about = "Run WORKLOAD once on a fresh faultfs mount (its current directory and \
+            $FAULTLINE_DIR), recording every change it makes and every line it prints on stdout. \
+            Then, after each recorded operation, build each state a power loss could leave under \
+            the persistence model (nothing unsynced kept; each prefix of the unsynced operations; \
+            all but one; a pending write torn at a 512-byte sector or 4 KiB page boundary), from \
+            the record alone, and run CHECK (with sh) in it. CHECK gets $FAULTLINE_DIR (the \
+            state) and $FAULTLINE_OUTPUT (a file with the lines the workload had printed before \
+            the crash: what it had acknowledged); exit 0 means the state is consistent. \
+            Identical states are checked once. Exit status: 0 every state passed, 1 some failed, \
+            2 usage or setup error. Needs root (FUSE).",
+        after_help = "Examples:\n  \
+            sudo faultfs explore --check 'test \"$(cat data)\" = new || ! grep -q done \"$FAULTLINE_OUTPUT\"' \\\n      \
+            -- sh -c 'echo new > tmp && mv tmp data && echo done'\n  \
+            sudo faultfs explore --metadata ext4 --max-states 5000 --json out.json \\\n      \
+            --check './verify-db .' -- ./load-db --rows 100\n  \
+            faultfs explore --replay /tmp/faultfs-explore-failures-x/journal.jsonl --state 12:prefix-3 --check './verify-db .'"
+    )]
+    Explore {
+        /// The consistency check, a shell command run in each crash state.
+        #[arg(long)]
+        check: String,
+        /// The persistence model: which unsynced changes a power loss may keep (see `mount --help`).
+        #[arg(long, value_enum, default_value = "posix")]
+        metadata: MetadataMode,
+        /// At most this many distinct states are checked; when there are more, a seeded sample
+        /// (nothing-kept and prefix states first).
+        #[arg(long, default_value_t = 10_000)]
+        max_states: usize,
+        /// Seed of the sample.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Write the result as JSON to FILE.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Keep the record (journal.jsonl) and each crash point's smallest failing state here
+        /// (by default they are kept in a temporary directory only when something fails).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// A check running longer than this (seconds) is killed and counts as failing.
+        #[arg(long, default_value_t = 30)]
+        check_timeout: u64,
+        /// Rebuild one state from a saved record (no workload, no mount) and run the check on it.
+        #[arg(long, requires = "state", conflicts_with = "workload")]
+        replay: Option<PathBuf>,
+        /// With --replay: the state id a report printed (e.g. 12:prefix-3).
+        #[arg(long)]
+        state: Option<String>,
+        /// With --replay: where to write the state (default: a new temporary directory).
+        #[arg(long)]
+        into: Option<PathBuf>,
+        /// The workload command and its arguments.
+        #[arg(last = true)]
+        workload: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -163,13 +220,19 @@ fn parse_size(text: &str) -> Result<u64> {
 }
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // explore prints its own progress; a mount's log lines would only interleave with it.
+    let level = match cli.command {
+        Command::Explore { .. } => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Mount {
             backing,
             mountpoint,
@@ -260,6 +323,136 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Umount { mountpoint } => umount(&mountpoint),
+        Command::Explore {
+            check,
+            metadata,
+            max_states,
+            seed,
+            json,
+            keep,
+            check_timeout,
+            replay,
+            state,
+            into,
+            workload,
+        } => {
+            let timeout = std::time::Duration::from_secs(check_timeout);
+            if let (Some(journal), Some(state)) = (replay, state) {
+                let into = match into {
+                    Some(dir) => dir,
+                    None => tempfile::Builder::new()
+                        .prefix("faultfs-replay-")
+                        .tempdir()?
+                        .keep(),
+                };
+                let (found, passed) =
+                    explore::replay(&journal, &state, metadata, &check, &into, timeout)?;
+                print_failing_state(&found);
+                println!("check {}", if passed { "passed" } else { "FAILED" });
+                std::process::exit(if passed { 0 } else { 1 });
+            }
+            let options = explore::Options {
+                workload,
+                check,
+                metadata,
+                max_states,
+                seed,
+                keep,
+                check_timeout: timeout,
+                progress: true,
+            };
+            let summary = match explore::run(&options) {
+                Ok(summary) => summary,
+                Err(error) => {
+                    eprintln!("faultfs explore: {error:#}");
+                    std::process::exit(2);
+                }
+            };
+            if let Some(path) = &json {
+                std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            print_summary(&summary);
+            std::process::exit(if summary.failing.is_empty() { 0 } else { 1 });
+        }
+    }
+}
+
+fn print_summary(summary: &explore::Summary) {
+    println!(
+        "explored {} distinct crash states ({} candidates, {} duplicates) at {} crash points, \
+         --metadata {}, in {:.1} s{}",
+        summary.states_explored,
+        summary.candidate_states,
+        summary.duplicates,
+        summary.crash_points,
+        explore::model_name(summary.model),
+        summary.elapsed_ms as f64 / 1000.0,
+        if summary.sampled {
+            " (stopped at --max-states: a seeded sample, not every state)"
+        } else {
+            ""
+        }
+    );
+    if summary.failing.is_empty() {
+        println!("every state passed the check");
+        return;
+    }
+    println!(
+        "FAILED: {} states at {} crash points fail the check",
+        summary.failing_states,
+        summary.failing.len()
+    );
+    for point in &summary.failing {
+        println!(
+            "\n- after operation #{} ({} {}): {} failing states; the smallest:",
+            point.after.number,
+            point.after.call,
+            point.after.path.display(),
+            point.failing_states
+        );
+        print_failing_state(&point.smallest);
+    }
+    if let Some(journal) = &summary.journal {
+        println!("\nrecord: {}", journal.display());
+    }
+}
+
+fn print_failing_state(state: &explore::FailingState) {
+    println!(
+        "    state {} loses {} unsynced operation(s)",
+        state.id, state.lost
+    );
+    for op in &state.dropped {
+        println!(
+            "      dropped #{} {} {}",
+            op.number,
+            op.call,
+            op.path.display()
+        );
+    }
+    if let Some(op) = &state.torn {
+        println!(
+            "      torn    #{} {} {}",
+            op.number,
+            op.call,
+            op.path.display()
+        );
+    }
+    let ending = match (state.timed_out, state.check_exit) {
+        (true, _) => "killed at the timeout".to_string(),
+        (false, Some(code)) => format!("exit {code}"),
+        (false, None) => "killed by a signal".to_string(),
+    };
+    println!("    check: {ending}");
+    for line in state.check_output.lines().take(20) {
+        println!("      | {line}");
+    }
+    if let Some(at) = &state.kept_at {
+        println!("    state kept at {}", at.display());
+    }
+    if !state.replay.is_empty() {
+        println!("    replay: {}", state.replay);
     }
 }
 

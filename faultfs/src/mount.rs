@@ -14,6 +14,7 @@ use crate::{
     control::ControlServer,
     faults::Faults,
     fs::{FaultFs, Shared},
+    journal::Journal,
     state::{MetadataMode, State},
     trace::Tracer,
 };
@@ -128,12 +129,19 @@ fn raise_open_file_limit() {
     }
 }
 
-/// Mounts and serves until unmounted or signalled. `on_mounted` runs once the mount is live.
-pub fn serve(options: MountOptions, on_mounted: impl FnOnce()) -> anyhow::Result<()> {
-    let (backing, mountpoint) = validate(&options)?;
-    let _lock = lock_backing(&backing)?;
-    block_termination_signals();
+/// What a live mount holds on to: the backing directory's lock and the volatile store.
+struct Held {
+    _lock: File,
+    _store: tempfile::TempDir,
+}
 
+/// The file system's shared state for `options`, after the checks.
+fn prepare(
+    options: &MountOptions,
+    journal: Option<Arc<Journal>>,
+) -> anyhow::Result<(PathBuf, PathBuf, Arc<Shared>, Held)> {
+    let (backing, mountpoint) = validate(options)?;
+    let lock = lock_backing(&backing)?;
     raise_open_file_limit();
     let store = crate::store::create()?;
     let mut state = State::load(&backing, store.path(), options.metadata)?;
@@ -143,11 +151,16 @@ pub fn serve(options: MountOptions, on_mounted: impl FnOnce()) -> anyhow::Result
         faults.add(rule)?;
     }
     let tracer = options.trace.as_deref().map(Tracer::create).transpose()?;
-    let shared = Arc::new(Shared::new(state, faults, options.capacity, tracer));
-    let notifier = Arc::new(OnceLock::new());
-    let _control =
-        ControlServer::start(&mountpoint, shared.clone(), notifier.clone(), options.seed)?;
+    let shared =
+        Arc::new(Shared::new(state, faults, options.capacity, tracer).with_journal(journal));
+    let held = Held {
+        _lock: lock,
+        _store: store,
+    };
+    Ok((backing, mountpoint, shared, held))
+}
 
+fn session_config(options: &MountOptions, backing: &Path) -> Config {
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(format!("faultfs:{}", backing.display())),
@@ -156,6 +169,59 @@ pub fn serve(options: MountOptions, on_mounted: impl FnOnce()) -> anyhow::Result
     ];
     config.acl = SessionACL::All;
     config.n_threads = Some(options.threads.max(2));
+    config
+}
+
+/// A mount served by threads of this process, for `faultfs explore`; dropping it unmounts.
+pub struct Background {
+    session: Option<fuser::BackgroundSession>,
+    mountpoint: PathBuf,
+    _held: Held,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take()
+            && let Err(error) = session.umount_and_join()
+        {
+            tracing::warn!(%error, mountpoint = %self.mountpoint.display(), "unmount failed; detaching");
+            if let Ok(path) = std::ffi::CString::new(self.mountpoint.as_os_str().as_encoded_bytes())
+            {
+                // SAFETY: path is a valid NUL-terminated string.
+                unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+}
+
+/// Mounts in the background, recording every operation into `journal`.
+pub fn serve_in_background(
+    options: &MountOptions,
+    journal: Arc<Journal>,
+) -> anyhow::Result<Background> {
+    let (backing, mountpoint, shared, held) = prepare(options, Some(journal))?;
+    let config = session_config(options, &backing);
+    let session = fuser::Session::new(
+        FaultFs::new(shared, options.writeback_cache),
+        &mountpoint,
+        &config,
+    )?;
+    Ok(Background {
+        session: Some(session.spawn()?),
+        mountpoint,
+        _held: held,
+    })
+}
+
+/// Mounts and serves until unmounted or signalled. `on_mounted` runs once the mount is live.
+pub fn serve(options: MountOptions, on_mounted: impl FnOnce()) -> anyhow::Result<()> {
+    block_termination_signals();
+    let (backing, mountpoint, shared, _held) = prepare(&options, None)?;
+    let notifier = Arc::new(OnceLock::new());
+    let _control =
+        ControlServer::start(&mountpoint, shared.clone(), notifier.clone(), options.seed)?;
+
+    let config = session_config(&options, &backing);
     let mut session = fuser::Session::new(
         FaultFs::new(shared, options.writeback_cache),
         &mountpoint,
@@ -242,13 +308,13 @@ fn termination_set() -> libc::sigset_t {
 }
 
 /// Blocked in every thread (threads inherit the mask), so only the signal thread receives them.
-fn block_termination_signals() {
+pub(crate) fn block_termination_signals() {
     let set = termination_set();
     // SAFETY: set is initialised; a null old-set pointer is allowed.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 }
 
-fn wait_for_termination_signal() -> i32 {
+pub(crate) fn wait_for_termination_signal() -> i32 {
     let set = termination_set();
     let mut signal = 0;
     // SAFETY: set is initialised and signal is a valid out pointer.

@@ -1,0 +1,107 @@
+//! Puts a crash state on the disk and runs the user's check on it.
+use std::{
+    collections::HashMap,
+    fs,
+    io::{self, Read},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicI32, Ordering},
+    },
+    time::Duration,
+};
+
+use super::states::{Node, Tree};
+
+/// Writes `tree` into `dir` (made empty first): directories, files, symlinks, and hard links
+/// for names that share a file.
+pub fn materialise(tree: &Tree, dir: &Path) -> io::Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir)?;
+    }
+    fs::create_dir_all(dir)?;
+    let mut written: HashMap<u64, PathBuf> = HashMap::new();
+    for (path, ino, node) in tree.walk() {
+        let at = dir.join(&path);
+        match node {
+            Node::Dir(_) => fs::create_dir(&at)?,
+            Node::Symlink(target) => std::os::unix::fs::symlink(target, &at)?,
+            Node::File(bytes) => match written.get(&ino) {
+                Some(first) => fs::hard_link(first, &at)?,
+                None => {
+                    fs::write(&at, bytes)?;
+                    written.insert(ino, at);
+                }
+            },
+        }
+    }
+    Ok(())
+}
+
+/// How a check ended.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    pub passed: bool,
+    /// The exit code, or None when it was killed (timeout).
+    pub code: Option<i32>,
+    pub timed_out: bool,
+    /// What it printed (stdout and stderr together), its first 4 KiB.
+    pub output: String,
+}
+
+const OUTPUT_LIMIT: usize = 4096;
+
+/// Runs the check as `sh -c CHECK` in `dir`, with FAULTLINE_DIR and FAULTLINE_OUTPUT set; it
+/// runs in its own process group, killed whole at the timeout. `running` holds that group while
+/// it runs, so Ctrl-C can stop it.
+pub fn run_check(
+    check: &str,
+    dir: &Path,
+    output_file: &Path,
+    timeout: Duration,
+    running: &Arc<AtomicI32>,
+) -> io::Result<Verdict> {
+    let log = tempfile::tempfile()?;
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(check)
+        .current_dir(dir)
+        .env("FAULTLINE_DIR", dir)
+        .env("FAULTLINE_OUTPUT", output_file)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?)
+        .process_group(0);
+    super::unblock_signals_in_child(&mut command);
+    let mut child = command.spawn()?;
+    let group = rustix::process::Pid::from_raw(child.id() as i32).expect("a child's pid");
+    running.store(group.as_raw_nonzero().get(), Ordering::SeqCst);
+    let (done, exited) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = done.send(child.wait());
+    });
+    let status = match exited.recv_timeout(timeout) {
+        Ok(status) => Some(status?),
+        Err(_) => None,
+    };
+    // Whatever it left running in its group goes with it (and, at the timeout, the check).
+    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    let _ = waiter.join();
+    let timed_out = status.is_none();
+    running.store(0, Ordering::SeqCst);
+    let mut text = Vec::new();
+    let mut log = log;
+    use std::io::Seek;
+    log.seek(io::SeekFrom::Start(0))?;
+    log.take(OUTPUT_LIMIT as u64).read_to_end(&mut text)?;
+    let code = status.and_then(|s| s.code());
+    Ok(Verdict {
+        passed: code == Some(0),
+        code,
+        timed_out,
+        output: String::from_utf8_lossy(&text).into_owned(),
+    })
+}

@@ -1,0 +1,622 @@
+//! `faultfs explore`: runs a workload once on a fresh faultfs mount, recording every change it
+//! makes and every line it prints; then builds each crash state the persistence model allows
+//! after each operation (from the record, never by running the workload again) and runs the
+//! user's check on it. See `states` for which states, `check` for how one is checked.
+mod check;
+pub mod states;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    fs,
+    io::Write,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicI32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use fault_rules::SplitMix64;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::{
+    journal::{self, Entry, Journal, Op},
+    mount::{self, MountOptions},
+    state::MetadataMode,
+};
+use states::{CrashState, Kept, Plan};
+
+#[derive(Debug, Error)]
+pub enum ExploreError {
+    #[error("--max-states must be at least 1")]
+    NoStates,
+    #[error("no workload given: put the command after `--`, e.g. `-- ./my-db-test`")]
+    NoWorkload,
+    #[error(
+        "the check command was not found (sh exited 127 on the empty state): {output}\n\
+         fix the command or give its full path"
+    )]
+    CheckNotFound { output: String },
+    #[error(
+        "the workload `{command}` failed ({status}); explore needs a workload that succeeds \
+         when nothing crashes. Its stderr ended with:\n{stderr}"
+    )]
+    WorkloadFailed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("could not start the workload `{command}`: {source}; is it on PATH?")]
+    WorkloadNotStarted {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the check fails on the state the workload left with nothing lost (exit {code}), so it \
+         would fail every crash state: fix the check or the workload. It printed:\n{output}"
+    )]
+    CheckFailsWithoutCrash { code: String, output: String },
+    #[error("the workload made no change to its directory: nothing to explore")]
+    NothingRecorded,
+    #[error("interrupted")]
+    Interrupted,
+    #[error(
+        "no crash state `{0}` in this record (ids look like 12:prefix-3, 12:nothing, 12:all-but-2, 12:torn-1-512)"
+    )]
+    NoSuchState(String),
+}
+
+pub struct Options {
+    pub workload: Vec<String>,
+    pub check: String,
+    pub metadata: MetadataMode,
+    pub max_states: usize,
+    pub seed: u64,
+    pub keep: Option<PathBuf>,
+    pub check_timeout: Duration,
+    /// Progress lines on stderr.
+    pub progress: bool,
+}
+
+/// An operation as a report shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct OpSummary {
+    /// 1-based, in the order the workload made them.
+    pub number: usize,
+    pub call: &'static str,
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FailingState {
+    /// Names the state for `--replay`.
+    pub id: String,
+    /// How many pending operations it loses.
+    pub lost: usize,
+    pub dropped: Vec<OpSummary>,
+    pub torn: Option<OpSummary>,
+    pub check_exit: Option<i32>,
+    pub timed_out: bool,
+    pub check_output: String,
+    /// Where the state was written (with --keep or when something failed).
+    pub kept_at: Option<PathBuf>,
+    pub replay: String,
+}
+
+/// The failing states of one crash point, with the one that loses least.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailingPoint {
+    pub after: OpSummary,
+    pub failing_states: usize,
+    pub smallest: FailingState,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub model: MetadataMode,
+    pub operations: usize,
+    pub syncs: usize,
+    pub output_lines: usize,
+    pub crash_points: usize,
+    /// Crash states the model allows, before duplicates are removed.
+    pub candidate_states: usize,
+    /// Distinct states whose check ran.
+    pub states_explored: usize,
+    /// Candidates skipped because an identical state (same tree, same output) was checked.
+    pub duplicates: usize,
+    /// True when --max-states stopped the run before every candidate was tried.
+    pub sampled: bool,
+    pub failing_states: usize,
+    pub failing: Vec<FailingPoint>,
+    /// The record, kept when something failed or with --keep: `--replay` rebuilds from it.
+    pub journal: Option<PathBuf>,
+    pub elapsed_ms: u64,
+}
+
+/// Set by Ctrl-C/SIGTERM; the process group of the running workload or check, to stop it.
+struct Interrupt {
+    asked: AtomicBool,
+    running: Arc<AtomicI32>,
+}
+
+fn watch_signals() -> Arc<Interrupt> {
+    let interrupt = Arc::new(Interrupt {
+        asked: AtomicBool::new(false),
+        running: Arc::new(AtomicI32::new(0)),
+    });
+    mount::block_termination_signals();
+    let watcher = interrupt.clone();
+    let _ = std::thread::Builder::new()
+        .name("explore-signals".into())
+        .spawn(move || {
+            loop {
+                mount::wait_for_termination_signal();
+                watcher.asked.store(true, Ordering::SeqCst);
+                let group = watcher.running.load(Ordering::SeqCst);
+                if let Some(pid) = rustix::process::Pid::from_raw(group) {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
+            }
+        });
+    interrupt
+}
+
+/// Children must not inherit the blocked termination signals of this process.
+fn unblock_signals_in_child(command: &mut Command) {
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let mut set = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut set);
+            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::sigaddset(&mut set, signal);
+            }
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}
+
+fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+fn state_id(state: &CrashState) -> String {
+    let kept = match &state.kept {
+        Kept::Nothing => "nothing".to_string(),
+        Kept::Prefix(n) => format!("prefix-{n}"),
+        Kept::AllBut(i) => format!("all-but-{i}"),
+        Kept::Torn { before, bytes } => format!("torn-{before}-{bytes}"),
+    };
+    format!("{}:{kept}", state.point)
+}
+
+fn parse_state_id(id: &str) -> Option<(usize, Kept)> {
+    let (point, kept) = id.split_once(':')?;
+    let point = point.parse().ok()?;
+    let kept = if kept == "nothing" {
+        Kept::Nothing
+    } else if let Some(n) = kept.strip_prefix("prefix-") {
+        Kept::Prefix(n.parse().ok()?)
+    } else if let Some(i) = kept.strip_prefix("all-but-") {
+        Kept::AllBut(i.parse().ok()?)
+    } else {
+        let (before, bytes) = kept.strip_prefix("torn-")?.split_once('-')?;
+        Kept::Torn {
+            before: before.parse().ok()?,
+            bytes: bytes.parse().ok()?,
+        }
+    };
+    Some((point, kept))
+}
+
+fn summarise(entries: &[Entry], number: usize) -> OpSummary {
+    let (call, path) = entries
+        .iter()
+        .filter_map(|entry| match entry {
+            Entry::Op { op, path } => Some((op.call(), path.clone())),
+            Entry::Output { .. } => None,
+        })
+        .nth(number.wrapping_sub(1))
+        .unwrap_or(("start", PathBuf::new()));
+    OpSummary { number, call, path }
+}
+
+/// Runs the workload on a fresh mount and returns what it did.
+fn record(options: &Options, scratch: &Path, interrupt: &Interrupt) -> anyhow::Result<Vec<Entry>> {
+    let backing = scratch.join("backing");
+    let mountpoint = scratch.join("mnt");
+    fs::create_dir(&backing)?;
+    fs::create_dir(&mountpoint)?;
+    let (reader, writer) = std::io::pipe()?;
+    let journal = Journal::new(Some(fs::File::from(std::os::fd::OwnedFd::from(reader))))?;
+    let mount_options = MountOptions {
+        backing,
+        mountpoint: mountpoint.clone(),
+        seed: options.seed,
+        metadata: options.metadata,
+        capacity: 0,
+        durable_backing: false,
+        faults: Vec::new(),
+        threads: 2,
+        // Every write() reaches faultfs as it is made, so the record has the program's order.
+        writeback_cache: false,
+        trace: None,
+    };
+    let mounted = mount::serve_in_background(&mount_options, journal.clone())?;
+    let stderr_path = scratch.join("workload.stderr");
+    let command_line = options
+        .workload
+        .iter()
+        .map(|w| shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut command = Command::new(&options.workload[0]);
+    command
+        .args(&options.workload[1..])
+        .current_dir(&mountpoint)
+        .env("FAULTLINE_DIR", &mountpoint)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(fs::File::create(&stderr_path)?)
+        .process_group(0);
+    unblock_signals_in_child(&mut command);
+    let mut child = command
+        .spawn()
+        .map_err(|source| ExploreError::WorkloadNotStarted {
+            command: command_line.clone(),
+            source,
+        })?;
+    drop(command);
+    let group = child.id() as i32;
+    interrupt.running.store(group, Ordering::SeqCst);
+    let status = child.wait()?;
+    interrupt.running.store(0, Ordering::SeqCst);
+    // What it left running in its group would hold the mount busy.
+    if let Some(pid) = rustix::process::Pid::from_raw(group) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+    let entries = journal.finish();
+    drop(mounted);
+    if interrupt.asked.load(Ordering::SeqCst) {
+        return Err(ExploreError::Interrupted.into());
+    }
+    if !status.success() {
+        let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
+        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+        return Err(ExploreError::WorkloadFailed {
+            command: command_line,
+            status: status.to_string(),
+            stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        }
+        .into());
+    }
+    Ok(entries)
+}
+
+/// The order states are tried in: all of them in order when they fit in `max_states`;
+/// otherwise a seeded sample, the likeliest kinds (nothing kept, prefixes) first.
+fn order(mut candidates: Vec<CrashState>, max_states: usize, seed: u64) -> (Vec<CrashState>, bool) {
+    if candidates.len() <= max_states {
+        return (candidates, false);
+    }
+    let mut rng = SplitMix64::new(seed);
+    for i in (1..candidates.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        candidates.swap(i, j);
+    }
+    candidates.sort_by_key(|state| !state.primary);
+    (candidates, true)
+}
+
+struct Progress {
+    enabled: bool,
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    fn tick(&mut self, explored: usize, tried: usize, total: usize, failing: usize, force: bool) {
+        if !self.enabled || (!force && self.last.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        self.last = Instant::now();
+        let rate = explored as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        eprintln!(
+            "explore: {tried}/{total} candidate states tried, {explored} distinct checked ({rate:.0}/s), {failing} failing"
+        );
+    }
+}
+
+/// Writes the state and the output file the check reads; returns the output file.
+fn lay_out(plan: &Plan, state: &CrashState, dir: &Path, output_file: &Path) -> std::io::Result<()> {
+    check::materialise(&plan.tree(state), dir)?;
+    let mut out = fs::File::create(output_file)?;
+    for line in &plan.points[state.point].output {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+pub fn run(options: &Options) -> anyhow::Result<Summary> {
+    if options.max_states == 0 {
+        return Err(ExploreError::NoStates.into());
+    }
+    if options.workload.is_empty() {
+        return Err(ExploreError::NoWorkload.into());
+    }
+    let started = Instant::now();
+    let interrupt = watch_signals();
+    let scratch = tempfile::Builder::new()
+        .prefix("faultfs-explore-")
+        .tempdir()?;
+    let state_dir = scratch.path().join("state");
+    let output_file = scratch.path().join("output");
+
+    // The empty state (a crash before the workload did anything) first: it also tells whether
+    // the check can run at all.
+    fs::create_dir(&state_dir)?;
+    fs::write(&output_file, "")?;
+    let first = check::run_check(
+        &options.check,
+        &state_dir,
+        &output_file,
+        options.check_timeout,
+        &interrupt.running,
+    )?;
+    if first.code == Some(127) {
+        return Err(ExploreError::CheckNotFound {
+            output: first.output.trim().to_string(),
+        }
+        .into());
+    }
+
+    let entries = record(options, scratch.path(), &interrupt)?;
+    let plan = Plan::new(&entries, options.metadata);
+    let operations = plan.points.len() - 1;
+    if operations == 0 {
+        return Err(ExploreError::NothingRecorded.into());
+    }
+    let syncs = entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Op { op, .. } if op.is_sync()))
+        .count();
+    let output_lines = plan.points.last().map_or(0, |p| p.output.len());
+
+    // Nothing lost at the end: the check must pass there, or it would fail everywhere.
+    let everything = CrashState {
+        point: operations,
+        kept: Kept::Prefix(usize::MAX),
+        lost: 0,
+        dropped: Vec::new(),
+        torn: None,
+        primary: true,
+    };
+    lay_out(&plan, &everything, &state_dir, &output_file)?;
+    let last = check::run_check(
+        &options.check,
+        &state_dir,
+        &output_file,
+        options.check_timeout,
+        &interrupt.running,
+    )?;
+    if !last.passed {
+        return Err(ExploreError::CheckFailsWithoutCrash {
+            code: last
+                .code
+                .map_or("killed at the timeout".into(), |c| c.to_string()),
+            output: last.output,
+        }
+        .into());
+    }
+
+    let candidates = plan.candidates();
+    let candidate_states = candidates.len();
+    if options.progress {
+        eprintln!(
+            "explore: recorded {operations} operations ({syncs} syncs) and {output_lines} output lines; \
+             {} crash points, {candidate_states} candidate states under --metadata {}",
+            plan.points.len(),
+            model_name(options.metadata)
+        );
+    }
+    let (ordered, _) = order(candidates, options.max_states, options.seed);
+    let mut seen = HashSet::new();
+    let mut explored = 0;
+    let mut duplicates = 0;
+    let mut tried = 0;
+    let mut failing: BTreeMap<usize, Vec<(CrashState, check::Verdict)>> = BTreeMap::new();
+    let mut failing_states = 0;
+    let mut progress = Progress {
+        enabled: options.progress,
+        started: Instant::now(),
+        last: Instant::now(),
+    };
+    let mut sampled = false;
+    for state in ordered {
+        if interrupt.asked.load(Ordering::SeqCst) {
+            return Err(ExploreError::Interrupted.into());
+        }
+        if explored == options.max_states {
+            sampled = true;
+            break;
+        }
+        tried += 1;
+        let tree = plan.tree(&state);
+        let key = (tree.digest(), plan.points[state.point].output.len());
+        if !seen.insert(key) {
+            duplicates += 1;
+            continue;
+        }
+        explored += 1;
+        lay_out(&plan, &state, &state_dir, &output_file)?;
+        let verdict = check::run_check(
+            &options.check,
+            &state_dir,
+            &output_file,
+            options.check_timeout,
+            &interrupt.running,
+        )?;
+        if interrupt.asked.load(Ordering::SeqCst) {
+            return Err(ExploreError::Interrupted.into());
+        }
+        if !verdict.passed {
+            failing_states += 1;
+            failing
+                .entry(state.point)
+                .or_default()
+                .push((state, verdict));
+        }
+        progress.tick(explored, tried, candidate_states, failing_states, false);
+    }
+    progress.tick(explored, tried, candidate_states, failing_states, true);
+
+    let keep = match (&options.keep, failing.is_empty()) {
+        (Some(dir), _) => {
+            fs::create_dir_all(dir)?;
+            Some(dir.clone())
+        }
+        (None, false) => Some(
+            tempfile::Builder::new()
+                .prefix("faultfs-explore-failures-")
+                .tempdir()?
+                .keep(),
+        ),
+        (None, true) => None,
+    };
+    let journal_path = keep.as_ref().map(|dir| dir.join("journal.jsonl"));
+    if let Some(path) = &journal_path {
+        journal::save(&entries, path)?;
+    }
+    let mut points = Vec::new();
+    for (point, mut states) in failing {
+        states.sort_by_key(|(state, _)| state.lost);
+        let count = states.len();
+        let (state, verdict) = states.swap_remove(0);
+        let id = state_id(&state);
+        let kept_at = match &keep {
+            Some(dir) => {
+                let at = dir.join(format!("state-{}", id.replace(':', "-")));
+                lay_out(&plan, &state, &at, &at.with_extension("output"))?;
+                Some(at)
+            }
+            None => None,
+        };
+        let replay = format!(
+            "faultfs explore --replay {} --state {id} --metadata {} --check {}",
+            journal_path
+                .as_ref()
+                .map_or("JOURNAL".into(), |p| shell_quote(&p.display().to_string())),
+            model_name(options.metadata),
+            shell_quote(&options.check)
+        );
+        points.push(FailingPoint {
+            after: summarise(&entries, point),
+            failing_states: count,
+            smallest: FailingState {
+                id,
+                lost: state.lost,
+                dropped: state
+                    .dropped
+                    .iter()
+                    .map(|&n| summarise(&entries, n))
+                    .collect(),
+                torn: state.torn.map(|n| summarise(&entries, n)),
+                check_exit: verdict.code,
+                timed_out: verdict.timed_out,
+                check_output: verdict.output,
+                kept_at,
+                replay,
+            },
+        });
+    }
+    Ok(Summary {
+        model: options.metadata,
+        operations,
+        syncs,
+        output_lines,
+        crash_points: plan.points.len(),
+        candidate_states,
+        states_explored: explored,
+        duplicates,
+        sampled,
+        failing_states,
+        failing: points,
+        journal: journal_path,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+pub fn model_name(model: MetadataMode) -> &'static str {
+    match model {
+        MetadataMode::Posix => "posix",
+        MetadataMode::Ext4 => "ext4",
+    }
+}
+
+/// `--replay`: rebuilds one state from a saved record into `into` and runs the check on it.
+pub fn replay(
+    journal_path: &Path,
+    id: &str,
+    model: MetadataMode,
+    check_command: &str,
+    into: &Path,
+    timeout: Duration,
+) -> anyhow::Result<(FailingState, bool)> {
+    let entries = journal::load(journal_path)?;
+    let plan = Plan::new(&entries, model);
+    let (point, kept) = parse_state_id(id).ok_or_else(|| ExploreError::NoSuchState(id.into()))?;
+    let state = plan
+        .candidates()
+        .into_iter()
+        .find(|s| s.point == point && s.kept == kept)
+        .ok_or_else(|| ExploreError::NoSuchState(id.into()))?;
+    let output_file = into.with_extension("output");
+    lay_out(&plan, &state, into, &output_file)?;
+    let verdict = check::run_check(
+        check_command,
+        into,
+        &output_file,
+        timeout,
+        &Arc::new(AtomicI32::new(0)),
+    )?;
+    let passed = verdict.passed;
+    Ok((
+        FailingState {
+            id: id.into(),
+            lost: state.lost,
+            dropped: state
+                .dropped
+                .iter()
+                .map(|&n| summarise(&entries, n))
+                .collect(),
+            torn: state.torn.map(|n| summarise(&entries, n)),
+            check_exit: verdict.code,
+            timed_out: verdict.timed_out,
+            check_output: verdict.output,
+            kept_at: Some(into.to_path_buf()),
+            replay: String::new(),
+        },
+        passed,
+    ))
+}
+
+/// Operations of a record, for tests and reports.
+pub fn operations(entries: &[Entry]) -> impl Iterator<Item = &Op> {
+    entries.iter().filter_map(|entry| match entry {
+        Entry::Op { op, .. } => Some(op),
+        Entry::Output { .. } => None,
+    })
+}
