@@ -1057,6 +1057,25 @@ impl Filesystem for FaultFs {
         });
     }
 
+    /// A regular file is always ready, as on a disk file system (answered here so fuser does
+    /// not log every poll as unimplemented).
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        let ready = fuser::PollEvents::POLLIN
+            | fuser::PollEvents::POLLOUT
+            | fuser::PollEvents::POLLRDNORM
+            | fuser::PollEvents::POLLWRNORM;
+        reply.poll(events & ready);
+    }
+
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let state = self.shared.lock();
         match state.inode(ino.0) {

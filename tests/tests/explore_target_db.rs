@@ -71,7 +71,11 @@ fn a_wal_that_never_fsyncs_is_found() {
 
 #[test]
 fn a_wal_segment_created_without_a_directory_fsync_is_found() {
-    let output = explore("127.0.31.13", "--unsafe-no-dir-fsync", &["--max-states", "80"]);
+    let output = explore(
+        "127.0.31.13",
+        "--unsafe-no-dir-fsync",
+        &["--max-states", "80"],
+    );
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(

@@ -11,6 +11,8 @@ pub enum Bench {
     Checker,
     /// faultfs against ext4 on the same disk, four workloads, as ratios.
     Faultfs,
+    /// `faultfs explore`: crash states checked per minute (goal: 1,000) on small workloads.
+    Explore,
     /// What the injector costs a process (attached or not) next to strace; delay precision.
     Injector,
     /// target-db puts/s and latency, 1 and 3 nodes, 1/4/16 clients, real fsync.
@@ -28,6 +30,7 @@ pub fn run(root: &Path, bench: Bench) -> Result<()> {
                 .args(["bench-checker", "--corpus", "tests/data/linearizability"]),
         ),
         Bench::Faultfs => crate::bench_faultfs::run(root),
+        Bench::Explore => crate::bench_explore::run(root),
         Bench::Injector => crate::bench_injector::run(root),
         Bench::Torture => crate::bench_torture::run(root),
         Bench::Db => {

@@ -1,5 +1,6 @@
 //! Faultline's build tasks, in the style of the aya project's xtask.
 mod bench;
+mod bench_explore;
 mod bench_faultfs;
 mod bench_injector;
 mod bench_torture;
