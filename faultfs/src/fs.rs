@@ -209,6 +209,7 @@ impl Shared {
                 name: name.to_string_lossy().into_owned(),
                 ino,
                 kind: node,
+                mode: mode & 0o7777,
             });
         }
         result
@@ -612,6 +613,12 @@ impl Filesystem for FaultFs {
             if let (Ok(()), Some(size)) = (&result, size) {
                 shared.record(&state, ino, None, || Op::Resize { ino, size });
             }
+            if let (Ok(()), Some(mode)) = (&result, mode) {
+                shared.record(&state, ino, None, || Op::Chmod {
+                    ino,
+                    mode: mode & 0o7777,
+                });
+            }
             match result.and_then(|()| state.inode(ino)) {
                 Ok(inode) => reply.attr(&TTL, &attributes(ino, inode)),
                 Err(errno) => reply.error(to_errno(errno)),
@@ -705,6 +712,7 @@ impl Filesystem for FaultFs {
                     kind: NodeKind::Symlink {
                         target: target.to_string_lossy().into_owned(),
                     },
+                    mode: 0o777,
                 });
         }
         reply_entry(reply, &self.shared, &state, result);

@@ -26,6 +26,8 @@ pub enum Op {
         name: String,
         ino: Ino,
         kind: NodeKind,
+        /// Permission bits (after the umask).
+        mode: u32,
     },
     Link {
         parent: Ino,
@@ -49,6 +51,11 @@ pub enum Op {
         ino: Ino,
         offset: u64,
         data: Vec<u8>,
+    },
+    /// chmod: the new permission bits.
+    Chmod {
+        ino: Ino,
+        mode: u32,
     },
     /// truncate, ftruncate, open(O_TRUNC) or a growing fallocate.
     Resize {
@@ -90,6 +97,7 @@ impl Op {
             Op::Remove { .. } => "unlink",
             Op::Rename { .. } => "rename",
             Op::Write { .. } => "write",
+            Op::Chmod { .. } => "chmod",
             Op::Resize { .. } => "truncate",
             Op::Fsync {
                 data_only: true, ..

@@ -330,3 +330,37 @@ fn a_check_that_hangs_is_killed_and_counted_as_failing() {
     assert_eq!(run.json["failing"][0]["smallest"]["timed_out"], true);
     assert!(run.stdout().contains("killed at the timeout"));
 }
+
+/// Modes are part of a state: a file keeps the mode it was made with, and a chmod is durable
+/// once the file is fsynced (a database that checks its directory's mode, as PostgreSQL does,
+/// starts in every state).
+const MODES: &str = r#"
+grep -qx ready "$FAULTLINE_OUTPUT" || exit 0
+[ "$(stat -c %a d)" = 700 ] || { echo "d has mode $(stat -c %a d)"; exit 1; }
+mode=$(stat -c %a d/f)
+if grep -qx public "$FAULTLINE_OUTPUT"; then want=644; else want="600 644"; fi
+case " $want " in *" $mode "*) ;; *) echo "d/f has mode $mode"; exit 1;; esac
+"#;
+
+#[test]
+fn modes_are_kept_and_an_unsynced_chmod_can_be_lost() {
+    let setup =
+        "umask 077 && mkdir d && echo x > d/f && sync d/f && sync d && sync . && echo ready";
+    let buggy = explore(
+        &[],
+        MODES,
+        &format!("{setup} && chmod 644 d/f && echo public"),
+    );
+    assert_eq!(buggy.code(), 1, "{}", buggy.stdout());
+    assert!(
+        buggy.stdout().contains("d/f has mode 600"),
+        "{}",
+        buggy.stdout()
+    );
+    let fixed = explore(
+        &[],
+        MODES,
+        &format!("{setup} && chmod 644 d/f && sync d/f && echo public"),
+    );
+    assert_eq!(fixed.code(), 0, "{}", fixed.stdout());
+}

@@ -3,7 +3,7 @@ use std::{
     collections::HashMap,
     fs,
     io::{self, Read},
-    os::unix::process::CommandExt,
+    os::unix::{fs::PermissionsExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
@@ -23,19 +23,32 @@ pub fn materialise(tree: &Tree, dir: &Path) -> io::Result<()> {
     }
     fs::create_dir_all(dir)?;
     let mut written: HashMap<u64, PathBuf> = HashMap::new();
+    // Directories get their modes last, deepest first, so a read-only one is filled first.
+    let mut directories = Vec::new();
     for (path, ino, node) in tree.walk() {
         let at = dir.join(&path);
         match node {
-            Node::Dir(_) => fs::create_dir(&at)?,
+            Node::Dir(_) => {
+                fs::create_dir(&at)?;
+                if let Some(mode) = tree.mode(ino) {
+                    directories.push((at, mode));
+                }
+            }
             Node::Symlink(target) => std::os::unix::fs::symlink(target, &at)?,
             Node::File(bytes) => match written.get(&ino) {
                 Some(first) => fs::hard_link(first, &at)?,
                 None => {
                     fs::write(&at, bytes)?;
+                    if let Some(mode) = tree.mode(ino) {
+                        fs::set_permissions(&at, fs::Permissions::from_mode(mode))?;
+                    }
                     written.insert(ino, at);
                 }
             },
         }
+    }
+    for (at, mode) in directories.into_iter().rev() {
+        fs::set_permissions(&at, fs::Permissions::from_mode(mode))?;
     }
     Ok(())
 }

@@ -47,6 +47,10 @@ enum Effect {
         ino: Ino,
         size: u64,
     },
+    SetMode {
+        ino: Ino,
+        mode: u32,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -99,7 +103,7 @@ pub struct CrashState {
 /// A recorded run made ready for building crash states.
 pub struct Plan {
     effects: Vec<Recorded>,
-    kinds: HashMap<Ino, NodeKind>,
+    kinds: HashMap<Ino, (NodeKind, u32)>,
     pub points: Vec<CrashPoint>,
     /// For each point, the pending operations (0-based indexes) in order.
     pending: Vec<Vec<usize>>,
@@ -151,8 +155,9 @@ impl Plan {
                     name,
                     ino,
                     kind,
+                    mode,
                 } => {
-                    kinds.insert(*ino, kind.clone());
+                    kinds.insert(*ino, (kind.clone(), *mode));
                     if *kind == NodeKind::Dir {
                         parents.insert(*ino, *parent);
                     }
@@ -213,6 +218,10 @@ impl Plan {
                     ino: *ino,
                     size: *size,
                 }),
+                Op::Chmod { ino, mode } => add(Effect::SetMode {
+                    ino: *ino,
+                    mode: *mode,
+                }),
                 Op::Fsync { ino, .. } | Op::FsyncDir { ino } => {
                     let is_dir = matches!(op, Op::FsyncDir { .. });
                     let mut above = Vec::new();
@@ -230,6 +239,8 @@ impl Plan {
                             Effect::Write { ino: of, .. } | Effect::Resize { ino: of, .. } => {
                                 !is_dir && of == ino
                             }
+                            // A file's or a directory's own fsync makes its mode durable.
+                            Effect::SetMode { ino: of, .. } => of == ino,
                             Effect::AddEntry {
                                 dir, ino: named, ..
                             } => {
@@ -406,13 +417,15 @@ pub enum Node {
 #[derive(Clone, Debug)]
 pub struct Tree {
     nodes: HashMap<Ino, Node>,
+    modes: HashMap<Ino, u32>,
 }
 
 impl Tree {
-    fn new(kinds: &HashMap<Ino, NodeKind>) -> Tree {
+    fn new(kinds: &HashMap<Ino, (NodeKind, u32)>) -> Tree {
         let mut nodes = HashMap::new();
         nodes.insert(ROOT, Node::Dir(BTreeMap::new()));
-        for (&ino, kind) in kinds {
+        let modes = kinds.iter().map(|(&ino, (_, mode))| (ino, *mode)).collect();
+        for (&ino, (kind, _)) in kinds {
             let node = match kind {
                 NodeKind::File => Node::File(Vec::new()),
                 NodeKind::Dir => Node::Dir(BTreeMap::new()),
@@ -420,7 +433,12 @@ impl Tree {
             };
             nodes.insert(ino, node);
         }
-        Tree { nodes }
+        Tree { nodes, modes }
+    }
+
+    /// The permission bits of a node as the state has them (None: the root, left as made).
+    pub fn mode(&self, ino: Ino) -> Option<u32> {
+        self.modes.get(&ino).copied()
     }
 
     fn apply(&mut self, effect: &Effect, cut: Option<usize>) {
@@ -451,6 +469,9 @@ impl Tree {
                 if let Some(Node::File(bytes)) = self.nodes.get_mut(ino) {
                     bytes.resize(*size as usize, 0);
                 }
+            }
+            Effect::SetMode { ino, mode } => {
+                self.modes.insert(*ino, *mode);
             }
         }
     }
@@ -492,6 +513,7 @@ impl Tree {
         let mut first_path: HashMap<Ino, PathBuf> = HashMap::new();
         for (path, ino, node) in self.walk() {
             path.hash(&mut hasher);
+            self.mode(ino).hash(&mut hasher);
             match node {
                 Node::File(bytes) => {
                     0u8.hash(&mut hasher);
@@ -530,6 +552,7 @@ mod tests {
             name: name.into(),
             ino,
             kind: NodeKind::File,
+            mode: 0o644,
         })
     }
 
