@@ -28,7 +28,7 @@ use crate::{
     mount::{self, MountOptions},
     state::MetadataMode,
 };
-use states::{CrashState, Kept, Plan};
+use states::{Counts, CrashState, Kept, Plan, Sweep};
 
 #[derive(Debug, Error)]
 pub enum ExploreError {
@@ -306,19 +306,71 @@ fn record(options: &Options, scratch: &Path, interrupt: &Interrupt) -> anyhow::R
     Ok(entries)
 }
 
-/// The order states are tried in: all of them in order when they fit in `max_states`;
-/// otherwise a seeded sample, the likeliest kinds (nothing kept, prefixes) first.
-fn order(mut candidates: Vec<CrashState>, max_states: usize, seed: u64) -> (Vec<CrashState>, bool) {
-    if candidates.len() <= max_states {
-        return (candidates, false);
+/// Which states are checked: all of them, or (when there are more than `--max-states`) a
+/// seeded sample by point, of indexes into `Plan::states_at`.
+enum Selection {
+    All,
+    Sample(BTreeMap<usize, Vec<usize>>),
+}
+
+/// `k` distinct numbers below `n` (Floyd's algorithm), for k <= n.
+fn sample_indexes(n: usize, k: usize, rng: &mut SplitMix64) -> Vec<usize> {
+    let mut chosen = HashSet::with_capacity(k);
+    for j in n - k..n {
+        let t = rng.below(j as u64 + 1) as usize;
+        if !chosen.insert(t) {
+            chosen.insert(j);
+        }
     }
+    chosen.into_iter().collect()
+}
+
+/// All states when they fit in `max_states`; otherwise a seeded sample that gives the primary
+/// states (nothing kept, prefixes) at least half the budget.
+fn select(counts: &[Counts], max_states: usize, seed: u64) -> (Selection, usize) {
+    let primary: usize = counts.iter().map(|c| c.primary).sum();
+    let secondary: usize = counts.iter().map(|c| c.secondary).sum();
+    let total = primary + secondary;
+    if total <= max_states {
+        return (Selection::All, total);
+    }
+    let secondary_budget = secondary.min(max_states - primary.min(max_states / 2));
+    let primary_budget = primary.min(max_states - secondary_budget);
     let mut rng = SplitMix64::new(seed);
-    for i in (1..candidates.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        candidates.swap(i, j);
+    let mut by_point: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (budget, of_kind, offset) in [
+        (
+            primary_budget,
+            counts.iter().map(|c| c.primary).collect::<Vec<_>>(),
+            false,
+        ),
+        (
+            secondary_budget,
+            counts.iter().map(|c| c.secondary).collect(),
+            true,
+        ),
+    ] {
+        let mut starts = Vec::with_capacity(of_kind.len());
+        let mut sum = 0;
+        for count in &of_kind {
+            starts.push(sum);
+            sum += count;
+        }
+        for global in sample_indexes(sum, budget, &mut rng) {
+            let point = starts.partition_point(|&start| start <= global) - 1;
+            let local = global - starts[point];
+            let index = if offset {
+                counts[point].primary + local
+            } else {
+                local
+            };
+            by_point.entry(point).or_default().push(index);
+        }
     }
-    candidates.sort_by_key(|state| !state.primary);
-    (candidates, true)
+    for indexes in by_point.values_mut() {
+        indexes.sort_unstable();
+    }
+    (Selection::Sample(by_point), total)
 }
 
 struct Progress {
@@ -341,13 +393,24 @@ impl Progress {
 }
 
 /// Writes the state and the output file the check reads; returns the output file.
-fn lay_out(plan: &Plan, state: &CrashState, dir: &Path, output_file: &Path) -> std::io::Result<()> {
-    check::materialise(&plan.tree(state), dir)?;
-    let mut out = fs::File::create(output_file)?;
-    for line in &plan.points[state.point].output {
+fn lay_out(
+    plan: &Plan,
+    state: &CrashState,
+    pending: &[usize],
+    dir: &Path,
+    output_file: &Path,
+) -> std::io::Result<()> {
+    check::materialise(&plan.tree(state, pending), dir)?;
+    write_output(plan, state.point, output_file)
+}
+
+/// The file the check reads the acknowledged lines from.
+fn write_output(plan: &Plan, point: usize, output_file: &Path) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(fs::File::create(output_file)?);
+    for line in plan.output(point) {
         writeln!(out, "{line}")?;
     }
-    Ok(())
+    out.flush()
 }
 
 pub fn run(options: &Options) -> anyhow::Result<Summary> {
@@ -393,18 +456,16 @@ pub fn run(options: &Options) -> anyhow::Result<Summary> {
         .iter()
         .filter(|e| matches!(e, Entry::Op { op, .. } if op.is_sync()))
         .count();
-    let output_lines = plan.points.last().map_or(0, |p| p.output.len());
+    let output_lines = plan.output(operations).len();
 
     // Nothing lost at the end: the check must pass there, or it would fail everywhere.
     let everything = CrashState {
         point: operations,
         kept: Kept::Prefix(usize::MAX),
         lost: 0,
-        dropped: Vec::new(),
-        torn: None,
-        primary: true,
     };
-    lay_out(&plan, &everything, &state_dir, &output_file)?;
+    let last_pending = plan.pending_at(operations);
+    lay_out(&plan, &everything, &last_pending, &state_dir, &output_file)?;
     let last = check::run_check(
         &options.check,
         &state_dir,
@@ -422,66 +483,93 @@ pub fn run(options: &Options) -> anyhow::Result<Summary> {
         .into());
     }
 
-    let candidates = plan.candidates();
-    let candidate_states = candidates.len();
+    let counts = plan.counts();
+    let (selection, candidate_states) = select(&counts, options.max_states, options.seed);
+    let sampled = matches!(selection, Selection::Sample(_));
+    let to_try = match &selection {
+        Selection::All => candidate_states,
+        Selection::Sample(by_point) => by_point.values().map(Vec::len).sum(),
+    };
     if options.progress {
         eprintln!(
             "explore: recorded {operations} operations ({syncs} syncs) and {output_lines} output lines; \
-             {} crash points, {candidate_states} candidate states under --metadata {}",
+             {} crash points, {candidate_states} candidate states under --metadata {}{}",
             plan.points.len(),
-            model_name(options.metadata)
+            model_name(options.metadata),
+            if sampled {
+                format!(
+                    "; checking a seeded sample of {to_try} (--max-states {})",
+                    options.max_states
+                )
+            } else {
+                String::new()
+            }
         );
     }
-    let (ordered, _) = order(candidates, options.max_states, options.seed);
+    let points: Vec<usize> = match &selection {
+        Selection::All => (0..plan.points.len()).collect(),
+        Selection::Sample(by_point) => by_point.keys().copied().collect(),
+    };
+    let mut sweep = Sweep::new(&plan);
     let mut seen = HashSet::new();
     let mut explored = 0;
     let mut duplicates = 0;
     let mut tried = 0;
-    let mut failing: BTreeMap<usize, Vec<(CrashState, check::Verdict)>> = BTreeMap::new();
+    // Per failing point: how many states failed, and the one that loses least.
+    let mut failing: BTreeMap<usize, (usize, CrashState, check::Verdict)> = BTreeMap::new();
     let mut failing_states = 0;
     let mut progress = Progress {
         enabled: options.progress,
         started: Instant::now(),
         last: Instant::now(),
     };
-    let mut sampled = false;
-    for state in ordered {
-        if interrupt.asked.load(Ordering::SeqCst) {
-            return Err(ExploreError::Interrupted.into());
+    for point in points {
+        sweep.advance_to(point);
+        let pending = sweep.pending();
+        let states = plan.states_at(point, &pending);
+        let chosen: Vec<&CrashState> = match &selection {
+            Selection::All => states.iter().collect(),
+            Selection::Sample(by_point) => by_point[&point].iter().map(|&i| &states[i]).collect(),
+        };
+        for state in chosen {
+            if interrupt.asked.load(Ordering::SeqCst) {
+                return Err(ExploreError::Interrupted.into());
+            }
+            tried += 1;
+            let tree = plan.tree(state, &pending);
+            let key = (tree.digest(), plan.output(point).len());
+            if !seen.insert(key) {
+                duplicates += 1;
+                continue;
+            }
+            explored += 1;
+            check::materialise(&tree, &state_dir)?;
+            write_output(&plan, point, &output_file)?;
+            let verdict = check::run_check(
+                &options.check,
+                &state_dir,
+                &output_file,
+                options.check_timeout,
+                &interrupt.running,
+            )?;
+            if interrupt.asked.load(Ordering::SeqCst) {
+                return Err(ExploreError::Interrupted.into());
+            }
+            if !verdict.passed {
+                failing_states += 1;
+                let entry = failing
+                    .entry(point)
+                    .or_insert_with(|| (0, state.clone(), verdict.clone()));
+                entry.0 += 1;
+                if state.lost < entry.1.lost {
+                    entry.1 = state.clone();
+                    entry.2 = verdict;
+                }
+            }
+            progress.tick(explored, tried, to_try, failing_states, false);
         }
-        if explored == options.max_states {
-            sampled = true;
-            break;
-        }
-        tried += 1;
-        let tree = plan.tree(&state);
-        let key = (tree.digest(), plan.points[state.point].output.len());
-        if !seen.insert(key) {
-            duplicates += 1;
-            continue;
-        }
-        explored += 1;
-        lay_out(&plan, &state, &state_dir, &output_file)?;
-        let verdict = check::run_check(
-            &options.check,
-            &state_dir,
-            &output_file,
-            options.check_timeout,
-            &interrupt.running,
-        )?;
-        if interrupt.asked.load(Ordering::SeqCst) {
-            return Err(ExploreError::Interrupted.into());
-        }
-        if !verdict.passed {
-            failing_states += 1;
-            failing
-                .entry(state.point)
-                .or_default()
-                .push((state, verdict));
-        }
-        progress.tick(explored, tried, candidate_states, failing_states, false);
     }
-    progress.tick(explored, tried, candidate_states, failing_states, true);
+    progress.tick(explored, tried, to_try, failing_states, true);
 
     let keep = match (&options.keep, failing.is_empty()) {
         (Some(dir), _) => {
@@ -501,15 +589,14 @@ pub fn run(options: &Options) -> anyhow::Result<Summary> {
         journal::save(&entries, path)?;
     }
     let mut points = Vec::new();
-    for (point, mut states) in failing {
-        states.sort_by_key(|(state, _)| state.lost);
-        let count = states.len();
-        let (state, verdict) = states.swap_remove(0);
+    for (point, (count, state, verdict)) in failing {
+        let pending = plan.pending_at(point);
+        let (dropped, torn) = plan.losses(&state, &pending);
         let id = state_id(&state);
         let kept_at = match &keep {
             Some(dir) => {
                 let at = dir.join(format!("state-{}", id.replace(':', "-")));
-                lay_out(&plan, &state, &at, &at.with_extension("output"))?;
+                lay_out(&plan, &state, &pending, &at, &at.with_extension("output"))?;
                 Some(at)
             }
             None => None,
@@ -528,12 +615,8 @@ pub fn run(options: &Options) -> anyhow::Result<Summary> {
             smallest: FailingState {
                 id,
                 lost: state.lost,
-                dropped: state
-                    .dropped
-                    .iter()
-                    .map(|&n| summarise(&entries, n))
-                    .collect(),
-                torn: state.torn.map(|n| summarise(&entries, n)),
+                dropped: dropped.iter().map(|&n| summarise(&entries, n)).collect(),
+                torn: torn.map(|n| summarise(&entries, n)),
                 check_exit: verdict.code,
                 timed_out: verdict.timed_out,
                 check_output: verdict.output,
@@ -588,13 +671,17 @@ pub fn replay(
     let entries = journal::load(journal_path)?;
     let plan = Plan::new(&entries, model);
     let (point, kept) = parse_state_id(id).ok_or_else(|| ExploreError::NoSuchState(id.into()))?;
+    if point >= plan.points.len() {
+        return Err(ExploreError::NoSuchState(id.into()).into());
+    }
+    let pending = plan.pending_at(point);
     let state = plan
-        .candidates()
+        .states_at(point, &pending)
         .into_iter()
-        .find(|s| s.point == point && s.kept == kept)
+        .find(|s| s.kept == kept)
         .ok_or_else(|| ExploreError::NoSuchState(id.into()))?;
     let output_file = into.with_extension("output");
-    lay_out(&plan, &state, into, &output_file)?;
+    lay_out(&plan, &state, &pending, into, &output_file)?;
     let verdict = check::run_check(
         check_command,
         into,
@@ -603,16 +690,13 @@ pub fn replay(
         &Arc::new(AtomicI32::new(0)),
     )?;
     let passed = verdict.passed;
+    let (dropped, torn) = plan.losses(&state, &pending);
     Ok((
         FailingState {
             id: id.into(),
             lost: state.lost,
-            dropped: state
-                .dropped
-                .iter()
-                .map(|&n| summarise(&entries, n))
-                .collect(),
-            torn: state.torn.map(|n| summarise(&entries, n)),
+            dropped: dropped.iter().map(|&n| summarise(&entries, n)).collect(),
+            torn: torn.map(|n| summarise(&entries, n)),
             check_exit: verdict.code,
             timed_out: verdict.timed_out,
             check_output: verdict.output,
@@ -629,4 +713,68 @@ pub fn operations(entries: &[Entry]) -> impl Iterator<Item = &Op> {
         Entry::Op { op, .. } => Some(op),
         Entry::Output { .. } => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_stays_within_the_budget_and_each_point_s_states() {
+        let counts: Vec<Counts> = (0..50)
+            .map(|i| Counts {
+                primary: 1 + i,
+                secondary: 2 * i,
+            })
+            .collect();
+        let total: usize = counts.iter().map(|c| c.primary + c.secondary).sum();
+        let (selection, candidates) = select(&counts, total, 1);
+        assert_eq!(candidates, total);
+        assert!(matches!(selection, Selection::All));
+        let (selection, _) = select(&counts, 300, 1);
+        let Selection::Sample(by_point) = selection else {
+            panic!("300 of {total} must be a sample");
+        };
+        let chosen: usize = by_point.values().map(Vec::len).sum();
+        assert_eq!(chosen, 300);
+        let primary: usize = by_point
+            .iter()
+            .map(|(point, indexes)| {
+                indexes
+                    .iter()
+                    .filter(|&&i| i < counts[*point].primary)
+                    .count()
+            })
+            .sum();
+        assert!(
+            primary >= 150,
+            "nothing-kept and prefix states get half: {primary}"
+        );
+        for (point, indexes) in &by_point {
+            let all = counts[*point].primary + counts[*point].secondary;
+            assert!(indexes.iter().all(|&i| i < all));
+            assert!(indexes.windows(2).all(|w| w[0] < w[1]), "distinct");
+        }
+    }
+
+    #[test]
+    fn state_ids_round_trip() {
+        for kept in [
+            Kept::Nothing,
+            Kept::Prefix(3),
+            Kept::AllBut(0),
+            Kept::Torn {
+                before: 2,
+                bytes: 512,
+            },
+        ] {
+            let state = CrashState {
+                point: 12,
+                kept: kept.clone(),
+                lost: 1,
+            };
+            assert_eq!(parse_state_id(&state_id(&state)), Some((12, kept)));
+        }
+        assert_eq!(parse_state_id("12:sideways"), None);
+    }
 }

@@ -68,12 +68,12 @@ pub struct CrashPoint {
     pub after: usize,
     pub call: &'static str,
     pub path: PathBuf,
-    /// The lines the workload had printed before the next operation began.
-    pub output: Vec<String>,
+    /// How many lines the workload had printed before the next operation began.
+    pub output_lines: usize,
 }
 
 /// Which of the pending operations a state keeps.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Kept {
     /// None of them: only what was made durable.
     Nothing,
@@ -86,62 +86,72 @@ pub enum Kept {
 }
 
 /// One crash state: a point and what of its pending operations survived.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CrashState {
     pub point: usize,
     pub kept: Kept,
     /// How many pending operations it loses (a torn one counts as lost).
     pub lost: usize,
-    /// The pending operations (1-based operation numbers) it drops, and the one it tears.
-    pub dropped: Vec<usize>,
-    pub torn: Option<usize>,
-    /// Whether the state is one of the cheap, likeliest kinds (nothing kept, a prefix): when
-    /// states must be sampled these come first.
-    pub primary: bool,
+}
+
+/// How many states a point has: nothing kept and the prefixes (the likeliest, tried first
+/// when states must be sampled), and the rest (all but one, torn writes).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    pub primary: usize,
+    pub secondary: usize,
+}
+
+/// What the plan keeps of each operation.
+#[derive(Clone, Debug, Default)]
+struct OpInfo {
+    /// Whether it changed anything (a sync does not).
+    changes: bool,
+    /// The operation index of the last sync that made one of its effects durable; None while
+    /// some effect never was.
+    durable_after: Option<usize>,
+    /// It sets or removes a name (the ext4 journal keeps these in order).
+    naming: bool,
+    /// A write's (offset, length).
+    write: Option<(u64, usize)>,
 }
 
 /// A recorded run made ready for building crash states.
 pub struct Plan {
     effects: Vec<Recorded>,
     kinds: HashMap<Ino, (NodeKind, u32)>,
+    ops: Vec<OpInfo>,
     pub points: Vec<CrashPoint>,
-    /// For each point, the pending operations (0-based indexes) in order.
-    pending: Vec<Vec<usize>>,
-    /// The pending write operations: (offset, length).
-    writes: HashMap<usize, (u64, usize)>,
-    /// Operations that set or remove names (for the ext4 journal order).
-    naming: HashSet<usize>,
+    output: Vec<String>,
 }
 
 impl Plan {
     pub fn new(entries: &[Entry], model: MetadataMode) -> Plan {
-        let mut effects = Vec::new();
+        let mut effects: Vec<Recorded> = Vec::new();
         let mut kinds = HashMap::new();
         let mut points = vec![CrashPoint {
             after: 0,
             call: "start",
             path: PathBuf::new(),
-            output: Vec::new(),
+            output_lines: 0,
         }];
-        let mut writes = HashMap::new();
-        let mut naming = HashSet::new();
+        let mut ops: Vec<OpInfo> = Vec::new();
         let mut output: Vec<String> = Vec::new();
         // The live parent of each directory, to find what an ext4 fsync commits above a file.
         let mut parents: HashMap<Ino, Ino> = HashMap::new();
-        let mut ops = 0;
         for entry in entries {
             let (op, path) = match entry {
                 Entry::Output { line } => {
                     output.push(line.clone());
                     if let Some(last) = points.last_mut() {
-                        last.output = output.clone();
+                        last.output_lines = output.len();
                     }
                     continue;
                 }
                 Entry::Op { op, path } => (op, path),
             };
-            let index = ops;
-            ops += 1;
+            let index = ops.len();
+            let mut info = OpInfo::default();
             let mut add = |effect| {
                 effects.push(Recorded {
                     op: index,
@@ -161,7 +171,7 @@ impl Plan {
                     if *kind == NodeKind::Dir {
                         parents.insert(*ino, *parent);
                     }
-                    naming.insert(index);
+                    info.naming = true;
                     add(Effect::AddEntry {
                         dir: *parent,
                         name: name.clone(),
@@ -169,7 +179,7 @@ impl Plan {
                     });
                 }
                 Op::Link { parent, name, ino } => {
-                    naming.insert(index);
+                    info.naming = true;
                     add(Effect::AddEntry {
                         dir: *parent,
                         name: name.clone(),
@@ -177,7 +187,7 @@ impl Plan {
                     });
                 }
                 Op::Remove { parent, name, ino } => {
-                    naming.insert(index);
+                    info.naming = true;
                     add(Effect::RemoveEntry {
                         dir: *parent,
                         name: name.clone(),
@@ -194,7 +204,7 @@ impl Plan {
                     if parents.contains_key(ino) {
                         parents.insert(*ino, *to_parent);
                     }
-                    naming.insert(index);
+                    info.naming = true;
                     add(Effect::RemoveEntry {
                         dir: *from_parent,
                         name: from_name.clone(),
@@ -207,7 +217,7 @@ impl Plan {
                     });
                 }
                 Op::Write { ino, offset, data } => {
-                    writes.insert(index, (*offset, data.len()));
+                    info.write = Some((*offset, data.len()));
                     add(Effect::Write {
                         ino: *ino,
                         offset: *offset,
@@ -256,105 +266,130 @@ impl Plan {
                     }
                 }
             }
+            info.changes = effects.last().is_some_and(|r| r.op == index);
+            if model == MetadataMode::Posix {
+                info.naming = false;
+            }
+            ops.push(info);
             points.push(CrashPoint {
                 after: index + 1,
                 call: op.call(),
                 path: path.clone(),
-                output: output.clone(),
+                output_lines: output.len(),
             });
         }
-        let pending = (0..points.len())
-            .map(|point| {
-                let mut ops: Vec<usize> = effects
-                    .iter()
-                    .filter(|r| r.op < point && r.durable_at.is_none_or(|at| at >= point))
-                    .map(|r| r.op)
-                    .collect();
-                ops.dedup();
-                ops
-            })
-            .collect();
-        let mut plan = Plan {
+        for op in &mut ops {
+            op.durable_after = Some(0);
+        }
+        for recorded in &effects {
+            let info = &mut ops[recorded.op];
+            info.durable_after = match (info.durable_after, recorded.durable_at) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+        }
+        Plan {
             effects,
             kinds,
+            ops,
             points,
-            pending,
-            writes,
-            naming,
-        };
-        if model == MetadataMode::Posix {
-            plan.naming.clear();
+            output,
         }
-        plan
     }
 
-    /// Every state the model allows at every point, before deduplication.
-    pub fn candidates(&self) -> Vec<CrashState> {
-        let mut states = Vec::new();
-        for (point, pending) in self.pending.iter().enumerate() {
-            let count = pending.len();
-            let state = |kept: Kept,
-                         lost: usize,
-                         dropped: Vec<usize>,
-                         torn: Option<usize>,
-                         primary: bool| CrashState {
+    /// The lines the workload had printed at a point.
+    pub fn output(&self, point: usize) -> &[String] {
+        &self.output[..self.points[point].output_lines]
+    }
+
+    fn is_pending(&self, op: usize, point: usize) -> bool {
+        let info = &self.ops[op];
+        op < point && info.changes && info.durable_after.is_none_or(|at| at >= point)
+    }
+
+    /// The operations not yet durable at a point (0-based indexes), in order.
+    pub fn pending_at(&self, point: usize) -> Vec<usize> {
+        (0..point.min(self.ops.len()))
+            .filter(|&op| self.is_pending(op, point))
+            .collect()
+    }
+
+    /// Every point's state counts, in one pass.
+    pub fn counts(&self) -> Vec<Counts> {
+        let mut sweep = Sweep::new(self);
+        (0..self.points.len())
+            .map(|point| {
+                sweep.advance_to(point);
+                sweep.counts()
+            })
+            .collect()
+    }
+
+    /// The states a point allows, given its pending operations (`pending_at`): nothing kept
+    /// and each prefix first (the primary states), then all but one, then torn writes.
+    pub fn states_at(&self, point: usize, pending: &[usize]) -> Vec<CrashState> {
+        let count = pending.len();
+        let mut states = vec![CrashState {
+            point,
+            kept: Kept::Nothing,
+            lost: count,
+        }];
+        for n in 1..=count {
+            states.push(CrashState {
                 point,
-                kept,
-                lost,
-                dropped: dropped.into_iter().map(|i: usize| pending[i] + 1).collect(),
-                torn: torn.map(|i: usize| pending[i] + 1),
-                primary,
+                kept: Kept::Prefix(n),
+                lost: count - n,
+            });
+        }
+        // All but one: under ext4 a name may be dropped only with every name after it.
+        let last_naming = pending.iter().rposition(|&op| self.ops[op].naming);
+        for (skipped, &op) in pending.iter().enumerate().take(count.saturating_sub(1)) {
+            if self.ops[op].naming && Some(skipped) != last_naming {
+                continue;
+            }
+            states.push(CrashState {
+                point,
+                kept: Kept::AllBut(skipped),
+                lost: 1,
+            });
+        }
+        for (position, &op) in pending.iter().enumerate() {
+            let Some((offset, length)) = self.ops[op].write else {
+                continue;
             };
-            states.push(state(
-                Kept::Nothing,
-                count,
-                (0..count).collect(),
-                None,
-                true,
-            ));
-            for n in 1..=count {
-                states.push(state(
-                    Kept::Prefix(n),
-                    count - n,
-                    (n..count).collect(),
-                    None,
-                    true,
-                ));
-            }
-            // All but one: under ext4 a name may be dropped only with every name after it.
-            let last_naming = pending.iter().rposition(|op| self.naming.contains(op));
-            for (skipped, op) in pending.iter().enumerate().take(count.saturating_sub(1)) {
-                if self.naming.contains(op) && Some(skipped) != last_naming {
-                    continue;
-                }
-                states.push(state(Kept::AllBut(skipped), 1, vec![skipped], None, false));
-            }
-            for (position, op) in pending.iter().enumerate() {
-                let Some(&(offset, length)) = self.writes.get(op) else {
-                    continue;
-                };
-                for bytes in tear_points(offset, length) {
-                    states.push(state(
-                        Kept::Torn {
-                            before: position,
-                            bytes,
-                        },
-                        count - position,
-                        (position + 1..count).collect(),
-                        Some(position),
-                        false,
-                    ));
-                }
+            for bytes in tear_points(offset, length) {
+                states.push(CrashState {
+                    point,
+                    kept: Kept::Torn {
+                        before: position,
+                        bytes,
+                    },
+                    lost: count - position,
+                });
             }
         }
         states
     }
 
-    /// The tree a crash state leaves.
-    pub fn tree(&self, state: &CrashState) -> Tree {
-        let pending = &self.pending[state.point];
+    /// The pending operations a state drops (1-based numbers) and the one it tears.
+    pub fn losses(&self, state: &CrashState, pending: &[usize]) -> (Vec<usize>, Option<usize>) {
+        let number = |position: usize| pending[position] + 1;
+        let all = 0..pending.len();
+        match &state.kept {
+            Kept::Nothing => (all.map(number).collect(), None),
+            Kept::Prefix(n) => (all.skip(*n).map(number).collect(), None),
+            Kept::AllBut(skipped) => (vec![number(*skipped)], None),
+            Kept::Torn { before, .. } => (
+                all.skip(before + 1).map(number).collect(),
+                Some(number(*before)),
+            ),
+        }
+    }
+
+    /// The tree a crash state leaves (`pending`: the point's pending operations).
+    pub fn tree(&self, state: &CrashState, pending: &[usize]) -> Tree {
         let keeps = |op: usize| -> Option<Option<usize>> {
-            let position = pending.iter().position(|&p| p == op)?;
+            let position = pending.binary_search(&op).ok()?;
             match &state.kept {
                 Kept::Nothing => None,
                 Kept::Prefix(n) => (position < *n).then_some(None),
@@ -384,6 +419,80 @@ impl Plan {
             tree.apply(&recorded.effect, cut);
         }
         tree
+    }
+}
+
+/// Walks the points in order, keeping the pending operations as a set, so that counting or
+/// visiting every point costs one pass over the record.
+pub struct Sweep<'a> {
+    plan: &'a Plan,
+    point: usize,
+    pending: std::collections::BTreeSet<usize>,
+    naming: std::collections::BTreeSet<usize>,
+    tears: usize,
+    /// The point at which each operation stops being pending.
+    ends: BTreeMap<usize, Vec<usize>>,
+}
+
+impl<'a> Sweep<'a> {
+    pub fn new(plan: &'a Plan) -> Sweep<'a> {
+        Sweep {
+            plan,
+            point: 0,
+            pending: Default::default(),
+            naming: Default::default(),
+            tears: 0,
+            ends: BTreeMap::new(),
+        }
+    }
+
+    /// Moves forward to `point` (never back).
+    pub fn advance_to(&mut self, point: usize) {
+        while self.point < point {
+            // Operation `self.point` has run: it is pending from the next point on.
+            let op = self.point;
+            self.point += 1;
+            let info = &self.plan.ops[op];
+            if info.changes && info.durable_after.is_none_or(|at| at >= self.point) {
+                self.pending.insert(op);
+                if info.naming {
+                    self.naming.insert(op);
+                }
+                if let Some((offset, length)) = info.write {
+                    self.tears += tear_points(offset, length).len();
+                }
+                if let Some(at) = info.durable_after {
+                    self.ends.entry(at + 1).or_default().push(op);
+                }
+            }
+            if let Some(done) = self.ends.remove(&self.point) {
+                for op in done {
+                    self.pending.remove(&op);
+                    self.naming.remove(&op);
+                    if let Some((offset, length)) = self.plan.ops[op].write {
+                        self.tears -= tear_points(offset, length).len();
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn pending(&self) -> Vec<usize> {
+        self.pending.iter().copied().collect()
+    }
+
+    fn counts(&self) -> Counts {
+        let count = self.pending.len();
+        let last = self.pending.last();
+        let last_naming = self.naming.last();
+        let not_naming_before_last = (count - self.naming.len())
+            .saturating_sub(usize::from(last.is_some() && last != last_naming));
+        let all_but =
+            not_naming_before_last + usize::from(last_naming.is_some() && last_naming != last);
+        Counts {
+            primary: 1 + count,
+            secondary: all_but + self.tears,
+        }
     }
 }
 
@@ -575,11 +684,25 @@ mod tests {
     }
 
     fn states_at(plan: &Plan, point: usize) -> Vec<BTreeMap<String, Vec<u8>>> {
-        plan.candidates()
+        let pending = plan.pending_at(point);
+        plan.states_at(point, &pending)
             .iter()
-            .filter(|s| s.point == point)
-            .map(|s| files(&plan.tree(s)))
+            .map(|s| files(&plan.tree(s, &pending)))
             .collect()
+    }
+
+    /// The counts the sweep computes match the states listed, at every point.
+    fn assert_counts_match(plan: &Plan) {
+        for (point, counts) in plan.counts().into_iter().enumerate() {
+            let pending = plan.pending_at(point);
+            let states = plan.states_at(point, &pending);
+            assert_eq!(
+                counts.primary + counts.secondary,
+                states.len(),
+                "point {point}"
+            );
+            assert_eq!(counts.primary, pending.len() + 1);
+        }
     }
 
     #[test]
@@ -603,6 +726,7 @@ mod tests {
             }),
         ];
         let plan = Plan::new(&entries, MetadataMode::Posix);
+        assert_counts_match(&plan);
         let last = plan.points.len() - 1;
         let states = states_at(&plan, last);
         let old = BTreeMap::from([("f".to_string(), b"old".to_vec())]);
@@ -643,6 +767,7 @@ mod tests {
             write(3, 0, b"x"),
         ];
         let plan = Plan::new(&entries, MetadataMode::Ext4);
+        assert_counts_match(&plan);
         let states = states_at(&plan, 3);
         assert!(
             !states
@@ -669,6 +794,7 @@ mod tests {
             write(2, 0, &data),
         ];
         let plan = Plan::new(&entries, MetadataMode::Posix);
+        assert_counts_match(&plan);
         let states = states_at(&plan, 3);
         assert!(states.contains(&BTreeMap::from([("f".to_string(), vec![7u8; 512])])));
     }
@@ -682,8 +808,51 @@ mod tests {
             Entry::Output { line: "two".into() },
         ];
         let plan = Plan::new(&entries, MetadataMode::Posix);
-        assert!(plan.points[0].output.is_empty());
-        assert_eq!(plan.points[1].output, vec!["one"]);
-        assert_eq!(plan.points[2].output, vec!["one", "two"]);
+        assert!(plan.output(0).is_empty());
+        assert_eq!(plan.output(1), ["one"]);
+        assert_eq!(plan.output(2), ["one", "two"]);
+    }
+
+    #[test]
+    fn the_sweep_counts_every_state_of_random_records() {
+        for seed in 0..40 {
+            let mut rng = fault_rules::SplitMix64::new(seed);
+            let mut entries = Vec::new();
+            let mut files: Vec<Ino> = Vec::new();
+            let mut next = 2;
+            for _ in 0..60 {
+                let entry = match rng.below(7) {
+                    0 | 1 => {
+                        files.push(next);
+                        next += 1;
+                        create(ROOT, &format!("f{next}"), next - 1)
+                    }
+                    _ if files.is_empty() => op(Op::FsyncDir { ino: ROOT }),
+                    2 | 3 => {
+                        let ino = files[rng.below(files.len() as u64) as usize];
+                        write(ino, rng.below(9000), &vec![1; 1 + rng.below(5000) as usize])
+                    }
+                    4 => op(Op::Fsync {
+                        ino: files[rng.below(files.len() as u64) as usize],
+                        data_only: false,
+                    }),
+                    5 => {
+                        let ino = files[rng.below(files.len() as u64) as usize];
+                        op(Op::Rename {
+                            from_parent: ROOT,
+                            from_name: format!("f{}", ino + 1),
+                            to_parent: ROOT,
+                            to_name: format!("g{ino}"),
+                            ino,
+                        })
+                    }
+                    _ => op(Op::FsyncDir { ino: ROOT }),
+                };
+                entries.push(entry);
+            }
+            for model in [MetadataMode::Posix, MetadataMode::Ext4] {
+                assert_counts_match(&Plan::new(&entries, model));
+            }
+        }
     }
 }
