@@ -130,6 +130,10 @@ enum Command {
         /// Seed of the sample.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Explore only the crash points after the workload printed this line (e.g. `ready`
+        /// once its set-up, such as a database's initdb, is done).
+        #[arg(long, value_name = "LINE")]
+        from_line: Option<String>,
         /// Write the result as JSON to FILE.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -328,6 +332,7 @@ fn main() -> Result<()> {
             metadata,
             max_states,
             seed,
+            from_line,
             json,
             keep,
             check_timeout,
@@ -358,6 +363,7 @@ fn main() -> Result<()> {
                 max_states,
                 seed,
                 keep,
+                from_line,
                 check_timeout: timeout,
                 progress: true,
             };
@@ -423,12 +429,19 @@ fn print_failing_state(state: &explore::FailingState) {
         "    state {} loses {} unsynced operation(s)",
         state.id, state.lost
     );
-    for op in &state.dropped {
+    const SHOWN: usize = 12;
+    for op in state.dropped.iter().take(SHOWN) {
         println!(
             "      dropped #{} {} {}",
             op.number,
             op.call,
             op.path.display()
+        );
+    }
+    if state.dropped.len() > SHOWN {
+        println!(
+            "      ... and {} more dropped (all in --json)",
+            state.dropped.len() - SHOWN
         );
     }
     if let Some(op) = &state.torn {

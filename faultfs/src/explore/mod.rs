@@ -56,14 +56,21 @@ pub enum ExploreError {
         source: std::io::Error,
     },
     #[error(
-        "the check fails on the state the workload left with nothing lost (exit {code}), so it \
-         would fail every crash state: fix the check or the workload. It printed:\n{output}"
+        "the check fails on the state the workload left, with nothing lost to a power loss \
+         (exit {code}): either the check is wrong, or the program lost what it acknowledged by \
+         itself (it was killed before making it durable, or never wrote it). Exploring would \
+         blame every crash state for it. The check printed:\n{output}"
     )]
     CheckFailsWithoutCrash { code: String, output: String },
     #[error("the workload made no change to its directory: nothing to explore")]
     NothingRecorded,
     #[error("interrupted")]
     Interrupted,
+    #[error(
+        "the workload never printed the line `{0}` that --from-line waits for: print it once \
+         its set-up is done, on a line of its own"
+    )]
+    NoSuchLine(String),
     #[error(
         "no crash state `{0}` in this record (ids look like 12:prefix-3, 12:nothing, 12:all-but-2, 12:torn-1-512)"
     )]
@@ -78,6 +85,9 @@ pub struct Options {
     pub seed: u64,
     pub keep: Option<PathBuf>,
     pub check_timeout: Duration,
+    /// Only crash points after the workload printed this line are explored (its set-up
+    /// before it is not).
+    pub from_line: Option<String>,
     /// Progress lines on stderr.
     pub progress: bool,
 }
@@ -483,7 +493,16 @@ pub fn run(options: &Options) -> anyhow::Result<Summary> {
         .into());
     }
 
-    let counts = plan.counts();
+    let mut counts = plan.counts();
+    let first_point = match &options.from_line {
+        Some(line) => (0..plan.points.len())
+            .find(|&point| plan.output(point).iter().any(|printed| printed == line))
+            .ok_or_else(|| ExploreError::NoSuchLine(line.clone()))?,
+        None => 0,
+    };
+    for skipped in &mut counts[..first_point] {
+        *skipped = Counts::default();
+    }
     let (selection, candidate_states) = select(&counts, options.max_states, options.seed);
     let sampled = matches!(selection, Selection::Sample(_));
     let to_try = match &selection {
@@ -507,7 +526,7 @@ pub fn run(options: &Options) -> anyhow::Result<Summary> {
         );
     }
     let points: Vec<usize> = match &selection {
-        Selection::All => (0..plan.points.len()).collect(),
+        Selection::All => (first_point..plan.points.len()).collect(),
         Selection::Sample(by_point) => by_point.keys().copied().collect(),
     };
     let mut sweep = Sweep::new(&plan);

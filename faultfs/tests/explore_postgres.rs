@@ -1,0 +1,101 @@
+//! `faultfs explore` on Debian's PostgreSQL: initdb, a server, a table and three committed
+//! inserts, each printed once committed; the check starts the server on the crash state and
+//! looks for every acknowledged row. PostgreSQL documents
+//! (https://www.postgresql.org/docs/current/wal-async-commit.html) that with
+//! `synchronous_commit=on` (the default) a committed transaction survives a crash, and that with
+//! `off` the most recent ones may be lost. A sample of the states after the set-up
+//! (`--from-line ready`: initdb alone records thousands of operations) is checked, under
+//! `--metadata ext4`: PostgreSQL never fsyncs the directory of a new relation file, relying on
+//! the file system to commit the name with the file's fsync, as ext4 and XFS do (under `posix`
+//! a table's file can vanish, see the README).
+mod common;
+
+use std::{
+    fs,
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+use common::FAULTFS;
+
+/// The newest PostgreSQL installed (`/usr/lib/postgresql/N/bin`).
+fn bin_dir() -> PathBuf {
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (Debian package postgresql, `cargo xtask setup`)")
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().expect("a PostgreSQL version directory").1
+}
+
+/// Ends with a fast (clean) shutdown, so that what a crash state loses is the power loss's
+/// doing, not the workload's.
+const WORKLOAD: &str = r#"
+set -e
+mkdir pg && chown postgres pg && chmod 700 pg && sync .
+runuser -u postgres -- "$PGBIN/initdb" -D pg -A trust -U postgres >/dev/null 2>&1
+runuser -u postgres -- "$PGBIN/pg_ctl" -D pg -w -l /dev/null \
+  -o "-k /tmp -c listen_addresses= -c port=$PORT -c shared_buffers=1MB -c synchronous_commit=$COMMIT" start >/dev/null
+echo ready
+sql() { runuser -u postgres -- psql -h /tmp -p "$PORT" -U postgres -qAt -c "$1"; }
+sql "CREATE TABLE t(k int primary key)" >/dev/null
+echo created
+for i in 1 2 3; do sql "INSERT INTO t VALUES($i)" >/dev/null; echo $i; done
+runuser -u postgres -- "$PGBIN/pg_ctl" -D pg -m fast stop >/dev/null
+"#;
+
+const CHECK: &str = r#"
+grep -qx created "$FAULTLINE_OUTPUT" || exit 0
+chown -R postgres pg
+log=/tmp/faultfs-explore-check-$CHECK_PORT.log
+runuser -u postgres -- "$PGBIN/pg_ctl" -D pg -w -t 60 -l "$log" \
+  -o "-k /tmp -c listen_addresses= -c port=$CHECK_PORT" start >/dev/null \
+  || { echo "postgres did not start:"; tail -5 "$log"; exit 1; }
+trap 'runuser -u postgres -- "$PGBIN/pg_ctl" -D pg -m immediate stop >/dev/null 2>&1; rm -f "$log"' EXIT
+for i in $(grep -x '[0-9]*' "$FAULTLINE_OUTPUT"); do
+  n=$(runuser -u postgres -- psql -h /tmp -p "$CHECK_PORT" -U postgres -qAt -c "SELECT count(*) FROM t WHERE k=$i")
+  [ "$n" = 1 ] || { echo "acknowledged row $i is missing"; exit 1; }
+done
+"#;
+
+fn explore(commit: &str, port: u16) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(FAULTFS)
+        .args(["explore", "--from-line", "ready", "--max-states", "60"])
+        .args(["--metadata", "ext4"])
+        .arg("--keep")
+        .arg(dir.path())
+        .args(["--check", CHECK, "--", "sh", "-c", WORKLOAD])
+        .env("PGBIN", bin_dir())
+        .env("COMMIT", commit)
+        .env("PORT", port.to_string())
+        .env("CHECK_PORT", (port + 1).to_string())
+        .env("TMPDIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        matches!(output.status.code(), Some(0 | 1)),
+        "explore itself failed: {output:?}"
+    );
+    output
+}
+
+#[test]
+fn synchronous_commit_on_keeps_every_acknowledged_row() {
+    let output = explore("on", 5491);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("every state passed"), "{stdout}");
+}
+
+#[test]
+fn synchronous_commit_off_loses_acknowledged_rows() {
+    let output = explore("off", 5493);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("is missing"), "{stdout}");
+}
