@@ -364,3 +364,46 @@ fn modes_are_kept_and_an_unsynced_chmod_can_be_lost() {
     );
     assert_eq!(fixed.code(), 0, "{}", fixed.stdout());
 }
+
+#[test]
+fn ctrl_c_during_the_workload_stops_it_and_unmounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let mut explore = Command::new(FAULTFS)
+        .args(["explore", "--check", "true", "--", "sh", "-c"])
+        .arg("echo started > f && exec sleep 600")
+        .env("TMPDIR", &tmp)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The workload runs once its file is on the mount.
+    let started = std::time::Instant::now();
+    let file = loop {
+        let found = fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|scratch| scratch.path().join("mnt/f"))
+            .find(|f| f.exists());
+        if let Some(file) = found {
+            break file;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the workload never started"
+        );
+        std::thread::yield_now();
+    };
+    assert!(file.exists());
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&explore),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = explore.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut explore.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_left_nothing(&tmp);
+}
