@@ -313,7 +313,7 @@ fn bad_input_is_refused_with_the_fix_and_nothing_left_mounted() {
     assert!(
         strict
             .stderr()
-            .contains("fails on the state the workload left with nothing lost"),
+            .contains("fails on the state the workload left, with nothing lost"),
         "{}",
         strict.stderr()
     );

@@ -10,27 +10,9 @@
 //! a table's file can vanish, see the README).
 mod common;
 
-use std::{
-    fs,
-    path::PathBuf,
-    process::{Command, Output},
-};
+use std::process::{Command, Output};
 
 use common::FAULTFS;
-
-/// The newest PostgreSQL installed (`/usr/lib/postgresql/N/bin`).
-fn bin_dir() -> PathBuf {
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is installed (Debian package postgresql, `cargo xtask setup`)")
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            Some((version, entry.path().join("bin")))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().expect("a PostgreSQL version directory").1
-}
 
 /// Ends with a fast (clean) shutdown, so that what a crash state loses is the power loss's
 /// doing, not the workload's.
@@ -70,7 +52,7 @@ fn explore(commit: &str, port: u16) -> Output {
         .arg("--keep")
         .arg(dir.path())
         .args(["--check", CHECK, "--", "sh", "-c", WORKLOAD])
-        .env("PGBIN", bin_dir())
+        .env("PGBIN", common::postgres_bin_dir())
         .env("COMMIT", commit)
         .env("PORT", port.to_string())
         .env("CHECK_PORT", (port + 1).to_string())

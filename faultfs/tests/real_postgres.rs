@@ -25,20 +25,6 @@ const ROWS_PER_ROUND: u32 = 10;
 
 const EXT4: [&str; 2] = ["--metadata", "ext4"];
 
-/// The newest PostgreSQL installed (`/usr/lib/postgresql/N/bin`).
-fn bin_dir() -> PathBuf {
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is installed (Debian package postgresql, `cargo xtask setup`)")
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            Some((version, entry.path().join("bin")))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().expect("a PostgreSQL version directory").1
-}
-
 fn postgres_ids() -> (u32, u32) {
     let id = |flag: &str| -> u32 {
         let output = Command::new("id")
@@ -81,7 +67,7 @@ impl Cluster {
         std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
         let socket_dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::chown(socket_dir.path(), Some(uid), Some(gid)).unwrap();
-        let bin = bin_dir();
+        let bin = common::postgres_bin_dir();
         let data = home.join("data");
         let output = as_postgres(&bin.join("initdb"))
             .args(["--auth=trust", "--username=postgres", "-D"])

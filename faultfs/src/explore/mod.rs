@@ -437,18 +437,22 @@ pub fn run(options: &Options) -> anyhow::Result<Summary> {
         .tempdir_in(scratch_base())?;
     let state_dir = scratch.path().join("state");
     let output_file = scratch.path().join("output");
+    // The check, on whatever state and output were laid out last.
+    let run_check = || {
+        check::run_check(
+            &options.check,
+            &state_dir,
+            &output_file,
+            options.check_timeout,
+            &interrupt.running,
+        )
+    };
 
     // The empty state (a crash before the workload did anything) first: it also tells whether
     // the check can run at all.
     fs::create_dir(&state_dir)?;
     fs::write(&output_file, "")?;
-    let first = check::run_check(
-        &options.check,
-        &state_dir,
-        &output_file,
-        options.check_timeout,
-        &interrupt.running,
-    )?;
+    let first = run_check()?;
     if first.code == Some(127) {
         return Err(ExploreError::CheckNotFound {
             output: first.output.trim().to_string(),
@@ -476,13 +480,7 @@ pub fn run(options: &Options) -> anyhow::Result<Summary> {
     };
     let last_pending = plan.pending_at(operations);
     lay_out(&plan, &everything, &last_pending, &state_dir, &output_file)?;
-    let last = check::run_check(
-        &options.check,
-        &state_dir,
-        &output_file,
-        options.check_timeout,
-        &interrupt.running,
-    )?;
+    let last = run_check()?;
     if !last.passed {
         return Err(ExploreError::CheckFailsWithoutCrash {
             code: last
@@ -564,13 +562,7 @@ pub fn run(options: &Options) -> anyhow::Result<Summary> {
             explored += 1;
             check::materialise(&tree, &state_dir)?;
             write_output(&plan, point, &output_file)?;
-            let verdict = check::run_check(
-                &options.check,
-                &state_dir,
-                &output_file,
-                options.check_timeout,
-                &interrupt.running,
-            )?;
+            let verdict = run_check()?;
             if interrupt.asked.load(Ordering::SeqCst) {
                 return Err(ExploreError::Interrupted.into());
             }

@@ -184,3 +184,17 @@ pub fn wait_until(what: &str, limit: std::time::Duration, mut condition: impl Fn
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// The newest PostgreSQL installed (`/usr/lib/postgresql/N/bin`).
+pub fn postgres_bin_dir() -> PathBuf {
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (Debian package postgresql, `cargo xtask setup`)")
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().expect("a PostgreSQL version directory").1
+}
