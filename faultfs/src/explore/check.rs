@@ -53,6 +53,20 @@ pub fn materialise(tree: &Tree, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Returns once our child `pid` has exited, without reaping it: until it is reaped its pid,
+/// and the process group named after it, cannot be given to another process, so what is left
+/// of the group can be killed without touching anyone else's.
+pub fn wait_exited_unreaped(pid: rustix::process::Pid) -> io::Result<()> {
+    use rustix::process::{WaitId, WaitIdOptions, waitid};
+    loop {
+        match waitid(WaitId::Pid(pid), WaitIdOptions::EXITED | WaitIdOptions::NOWAIT) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
 /// How a check ended.
 #[derive(Clone, Debug)]
 pub struct Verdict {
@@ -90,21 +104,24 @@ pub fn run_check(
         .process_group(0);
     super::unblock_signals_in_child(&mut command);
     let mut child = command.spawn()?;
-    let group = rustix::process::Pid::from_raw(child.id() as i32).expect("a child's pid");
+    let group = rustix::process::Pid::from_child(&child);
     running.store(group.as_raw_nonzero().get(), Ordering::SeqCst);
     let (done, exited) = std::sync::mpsc::channel();
     let waiter = std::thread::spawn(move || {
-        let _ = done.send(child.wait());
+        let _ = done.send(wait_exited_unreaped(group));
     });
-    let status = match exited.recv_timeout(timeout) {
-        Ok(status) => Some(status?),
-        Err(_) => None,
-    };
+    let waited = exited.recv_timeout(timeout);
+    let timed_out = waited.is_err();
     // Whatever it left running in its group goes with it (and, at the timeout, the check).
+    // The check itself is not reaped yet, so the group's id is still ours.
     let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-    let _ = waiter.join();
-    let timed_out = status.is_none();
     running.store(0, Ordering::SeqCst);
+    let _ = waiter.join();
+    let status = child.wait()?;
+    if let Ok(waited) = waited {
+        waited?;
+    }
+    let status = (!timed_out).then_some(status);
     let mut text = Vec::new();
     let mut log = log;
     use std::io::Seek;

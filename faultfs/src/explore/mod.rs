@@ -290,14 +290,14 @@ fn record(options: &Options, scratch: &Path, interrupt: &Interrupt) -> anyhow::R
             source,
         })?;
     drop(command);
-    let group = child.id() as i32;
-    interrupt.running.store(group, Ordering::SeqCst);
-    let status = child.wait()?;
+    let group = rustix::process::Pid::from_child(&child);
+    interrupt.running.store(group.as_raw_nonzero().get(), Ordering::SeqCst);
+    check::wait_exited_unreaped(group)?;
     interrupt.running.store(0, Ordering::SeqCst);
-    // What it left running in its group would hold the mount busy.
-    if let Some(pid) = rustix::process::Pid::from_raw(group) {
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-    }
+    // What it left running in its group would hold the mount busy. The leader is not reaped
+    // yet, so the group's id cannot belong to anyone else.
+    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    let status = child.wait()?;
     let entries = journal.finish();
     drop(mounted);
     if interrupt.asked.load(Ordering::SeqCst) {
