@@ -124,7 +124,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "posix")]
         metadata: MetadataMode,
         /// At most this many distinct states are checked; when there are more, a seeded sample
-        /// (nothing-kept and prefix states first).
+        /// (nothing-kept and prefix states get at least half).
         #[arg(long, default_value_t = 10_000)]
         max_states: usize,
         /// Seed of the sample.

@@ -59,7 +59,10 @@ pub fn materialise(tree: &Tree, dir: &Path) -> io::Result<()> {
 pub fn wait_exited_unreaped(pid: rustix::process::Pid) -> io::Result<()> {
     use rustix::process::{WaitId, WaitIdOptions, waitid};
     loop {
-        match waitid(WaitId::Pid(pid), WaitIdOptions::EXITED | WaitIdOptions::NOWAIT) {
+        match waitid(
+            WaitId::Pid(pid),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+        ) {
             Ok(_) => return Ok(()),
             Err(rustix::io::Errno::INTR) => continue,
             Err(error) => return Err(error.into()),

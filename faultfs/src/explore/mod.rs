@@ -291,7 +291,9 @@ fn record(options: &Options, scratch: &Path, interrupt: &Interrupt) -> anyhow::R
         })?;
     drop(command);
     let group = rustix::process::Pid::from_child(&child);
-    interrupt.running.store(group.as_raw_nonzero().get(), Ordering::SeqCst);
+    interrupt
+        .running
+        .store(group.as_raw_nonzero().get(), Ordering::SeqCst);
     check::wait_exited_unreaped(group)?;
     interrupt.running.store(0, Ordering::SeqCst);
     // What it left running in its group would hold the mount busy. The leader is not reaped
