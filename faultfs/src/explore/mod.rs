@@ -232,16 +232,38 @@ fn parse_state_id(id: &str) -> Option<(usize, Kept)> {
     Some((point, kept))
 }
 
-fn summarise(entries: &[Entry], number: usize) -> OpSummary {
-    let (call, path) = entries
-        .iter()
-        .filter_map(|entry| match entry {
-            Entry::Op { op, path } => Some((op.call(), path.clone())),
-            Entry::Output { .. } => None,
-        })
-        .nth(number.wrapping_sub(1))
-        .unwrap_or(("start", PathBuf::new()));
-    OpSummary { number, call, path }
+/// Operation `number` (1-based; 0 is the start) as a report shows it: the plan's crash point
+/// after it already names its call and path.
+fn summarise(plan: &Plan, number: usize) -> OpSummary {
+    let point = &plan.points[number];
+    OpSummary {
+        number,
+        call: point.call,
+        path: point.path.clone(),
+    }
+}
+
+/// A failing state as the report and `--replay` show it.
+fn failing_state(
+    plan: &Plan,
+    state: &CrashState,
+    pending: &[usize],
+    verdict: check::Verdict,
+    kept_at: Option<PathBuf>,
+    replay: String,
+) -> FailingState {
+    let (dropped, torn) = plan.losses(state, pending);
+    FailingState {
+        id: state_id(state),
+        lost: state.lost,
+        dropped: dropped.iter().map(|&n| summarise(plan, n)).collect(),
+        torn: torn.map(|n| summarise(plan, n)),
+        check_exit: verdict.code,
+        timed_out: verdict.timed_out,
+        check_output: verdict.output,
+        kept_at,
+        replay,
+    }
 }
 
 /// Runs the workload on a fresh mount and returns what it did.
@@ -604,7 +626,6 @@ pub fn run(options: &Options) -> anyhow::Result<Summary> {
     let mut points = Vec::new();
     for (point, (count, state, verdict)) in failing {
         let pending = plan.pending_at(point);
-        let (dropped, torn) = plan.losses(&state, &pending);
         let id = state_id(&state);
         let kept_at = match &keep {
             Some(dir) => {
@@ -623,19 +644,9 @@ pub fn run(options: &Options) -> anyhow::Result<Summary> {
             shell_quote(&options.check)
         );
         points.push(FailingPoint {
-            after: summarise(&entries, point),
+            after: summarise(&plan, point),
             failing_states: count,
-            smallest: FailingState {
-                id,
-                lost: state.lost,
-                dropped: dropped.iter().map(|&n| summarise(&entries, n)).collect(),
-                torn: torn.map(|n| summarise(&entries, n)),
-                check_exit: verdict.code,
-                timed_out: verdict.timed_out,
-                check_output: verdict.output,
-                kept_at,
-                replay,
-            },
+            smallest: failing_state(&plan, &state, &pending, verdict, kept_at, replay),
         });
     }
     Ok(Summary {
@@ -703,21 +714,15 @@ pub fn replay(
         &Arc::new(AtomicI32::new(0)),
     )?;
     let passed = verdict.passed;
-    let (dropped, torn) = plan.losses(&state, &pending);
-    Ok((
-        FailingState {
-            id: id.into(),
-            lost: state.lost,
-            dropped: dropped.iter().map(|&n| summarise(&entries, n)).collect(),
-            torn: torn.map(|n| summarise(&entries, n)),
-            check_exit: verdict.code,
-            timed_out: verdict.timed_out,
-            check_output: verdict.output,
-            kept_at: Some(into.to_path_buf()),
-            replay: String::new(),
-        },
-        passed,
-    ))
+    let found = failing_state(
+        &plan,
+        &state,
+        &pending,
+        verdict,
+        Some(into.to_path_buf()),
+        String::new(),
+    );
+    Ok((found, passed))
 }
 
 /// Operations of a record, for tests and reports.
