@@ -10,7 +10,10 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use tests::torture::cluster::{Binaries, Cluster, ClusterSpec, StorageShape, json_answer};
+use tests::torture::{
+    cluster::{Binaries, Cluster, ClusterSpec, StorageShape, json_answer},
+    target::{Target, TargetKind},
+};
 
 const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
 const FAILING_FSYNC: &str = r#"fdatasync(path="db/wal/*")=error(EIO)"#;
@@ -42,6 +45,7 @@ impl Db {
             dir.path(),
             binaries,
             ClusterSpec {
+                target: Target::new(TargetKind::TargetDb),
                 size: 1,
                 seed: 7,
                 db_flags: flags,

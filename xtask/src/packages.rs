@@ -25,6 +25,8 @@ pub const RUNTIME: &[&str] = &[
     "chromium",
     "sqlite3",
     "postgresql",
+    // `torture --target etcd`, and the tests that run it.
+    "etcd-server",
 ];
 
 pub fn missing(packages: &[&str]) -> Vec<String> {

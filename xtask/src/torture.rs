@@ -24,6 +24,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         cmd::is_root(),
         "a torture run mounts file systems and loads eBPF: run it as root"
     );
+    if wants_etcd(args) {
+        crate::packages::ensure(&["etcd-server"], "torturing etcd (--target etcd)")?;
+    }
     build_tools(root)?;
     kernel_fs::ensure()?;
     let status = Command::new(root.join("target/release/torture"))
@@ -32,6 +35,13 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         .status()?;
     ensure!(status.success(), "the torture run did not pass ({status})");
     Ok(())
+}
+
+/// Whether the run's arguments pick etcd as the target (`--target etcd` or `--target=etcd`).
+fn wants_etcd(args: &[String]) -> bool {
+    args.iter()
+        .zip(args.iter().skip(1).chain(std::iter::once(&String::new())))
+        .any(|(arg, next)| arg == "--target=etcd" || (arg == "--target" && next == "etcd"))
 }
 
 /// The release binaries of every tool a cluster run uses (eBPF object first: the injector
@@ -66,4 +76,22 @@ pub fn build_torture(root: &Path) -> Result<PathBuf> {
         "torture",
     ]))?;
     Ok(root.join("target/release/torture"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wants_etcd;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn etcd_is_installed_only_for_a_run_that_targets_it() {
+        assert!(wants_etcd(&args("--seed 1 --target etcd")));
+        assert!(wants_etcd(&args("--target=etcd --seed 1")));
+        assert!(!wants_etcd(&args("--seed 1 --target target-db")));
+        assert!(!wants_etcd(&args("--seed 1 --target")));
+        assert!(!wants_etcd(&args("--db-flag=etcd --seed 1")));
+    }
 }

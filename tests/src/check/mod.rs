@@ -11,17 +11,21 @@ use serde::{Deserialize, Serialize};
 use crate::history::History;
 pub use search::Budget;
 
-/// A check's verdict. "unknown" means it could not decide (budget), and is never a pass.
+/// A check's verdict. "unknown" means it could not decide (budget), and is never a pass;
+/// "not applicable" means the target cannot answer what the check needs (it says why).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Pass,
     Fail,
     Unknown,
+    #[serde(rename = "not-applicable")]
+    NotApplicable,
 }
 
 impl Verdict {
-    /// The combined verdict: any failure fails, else any unknown is unknown.
+    /// The combined verdict: any failure fails, else any unknown is unknown; a check that does
+    /// not apply to the target counts neither way.
     pub fn all(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
         verdicts
             .into_iter()

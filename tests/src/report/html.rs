@@ -98,6 +98,7 @@ fn verdict(v: Verdict) -> &'static str {
         Verdict::Pass => "<span class=\"pass\">pass</span>",
         Verdict::Fail => "<span class=\"fail\">FAIL</span>",
         Verdict::Unknown => "<span class=\"unknown\">unknown</span>",
+        Verdict::NotApplicable => "<span class=\"unknown\">not applicable</span>",
     }
 }
 
@@ -127,6 +128,7 @@ fn write_run(page: &mut String, run: &RunSummary, history: &History) {
             Verdict::Pass => "check-pass",
             Verdict::Fail => "check-fail",
             Verdict::Unknown => "check-unknown",
+            Verdict::NotApplicable => "check-not-applicable",
         };
         let _ = writeln!(
             page,

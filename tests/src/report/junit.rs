@@ -32,11 +32,11 @@ pub fn render_junit(summary: &Summary) -> String {
         let not_passed: Vec<String> = result
             .checks
             .iter()
-            .filter(|c| c.verdict != Verdict::Pass)
+            .filter(|c| !matches!(c.verdict, Verdict::Pass | Verdict::NotApplicable))
             .map(|c| format!("{}: {}", c.name, c.detail))
             .collect();
         let element = match result.verdict {
-            Verdict::Pass => None,
+            Verdict::Pass | Verdict::NotApplicable => None,
             Verdict::Fail => Some("failure"),
             Verdict::Unknown => Some("error"),
         };

@@ -2,38 +2,42 @@
 //! did every node that was restarted rejoin and catch up with the leader.
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use super::cluster::status;
+use super::target::Target;
 
 /// Every node has applied the same log and holds the same state (digest).
 pub async fn converged(
+    target: &Target,
     http: &reqwest::Client,
     addrs: &[String],
     limit: Duration,
 ) -> Result<String, String> {
     let deadline = Instant::now() + limit;
     loop {
-        let mut statuses: Vec<Value> = Vec::new();
+        let mut digests: Vec<Option<(u64, String)>> = Vec::new();
         for addr in addrs {
-            statuses.push(status(http, addr).await.unwrap_or(Value::Null));
+            digests.push(target.digest(http, addr).await);
         }
-        let digests: Vec<&Value> = statuses.iter().map(|s| &s["state_digest"]).collect();
-        let applied: Vec<&Value> = statuses.iter().map(|s| &s["applied_index"]).collect();
-        if digests.iter().all(|d| !d.is_null() && *d == digests[0])
-            && applied.iter().all(|a| *a == applied[0])
+        if let Some(Some((applied, digest))) = digests.first()
+            && digests.iter().all(|d| d.as_ref() == digests[0].as_ref())
         {
             return Ok(format!(
-                "{} nodes at applied index {}, digest {}",
+                "{} nodes at applied index {applied}, digest {digest}",
                 addrs.len(),
-                applied[0],
-                digests[0]
             ));
         }
         if Instant::now() >= deadline {
+            let seen: Vec<String> = digests
+                .iter()
+                .enumerate()
+                .map(|(i, d)| match d {
+                    Some((applied, digest)) => format!("n{}: {digest} at {applied}", i + 1),
+                    None => format!("n{}: no digest", i + 1),
+                })
+                .collect();
             return Err(format!(
-                "after {} s: applied {applied:?}, digests {digests:?}",
-                limit.as_secs()
+                "after {} s, digests (at applied index): {}",
+                limit.as_secs(),
+                seen.join(", ")
             ));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -43,6 +47,7 @@ pub async fn converged(
 /// Every node restarted during the run (id, restarts) reaches the commit index the leader
 /// has made durable. Ok and Err carry the detail for the report.
 pub async fn rejoined(
+    target: &Target,
     http: &reqwest::Client,
     addrs: &[String],
     leader: usize,
@@ -52,7 +57,8 @@ pub async fn rejoined(
     if restarted.is_empty() {
         return Ok("no node was restarted in this run".into());
     }
-    let Some(target) = status(http, &addrs[leader - 1])
+    let Some(commit) = target
+        .status(http, &addrs[leader - 1])
         .await
         .and_then(|s| s["commit_index"].as_u64())
     else {
@@ -67,10 +73,11 @@ pub async fn rejoined(
     loop {
         let mut behind = Vec::new();
         for &(id, _) in restarted {
-            let applied = status(http, &addrs[id - 1])
+            let applied = target
+                .status(http, &addrs[id - 1])
                 .await
                 .and_then(|s| s["applied_index"].as_u64());
-            if applied.is_none_or(|a| a < target) {
+            if applied.is_none_or(|a| a < commit) {
                 behind.push(format!(
                     "n{id} at {}",
                     applied.map_or("no answer".into(), |a| a.to_string())
@@ -79,14 +86,14 @@ pub async fn rejoined(
         }
         if behind.is_empty() {
             return Ok(format!(
-                "restarted {who}: all reached the leader's commit index {target} \
+                "restarted {who}: all reached the leader's commit index {commit} \
                  ({:.1} s)",
                 started.elapsed().as_secs_f64()
             ));
         }
         if started.elapsed() >= limit {
             return Err(format!(
-                "after {} s, behind the leader's commit index {target}: {}",
+                "after {} s, behind the leader's commit index {commit}: {}",
                 limit.as_secs(),
                 behind.join(", ")
             ));

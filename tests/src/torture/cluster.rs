@@ -1,5 +1,5 @@
-//! The cluster under test: target-db nodes, each with its data directory on its own faultfs
-//! mount and its own loopback address. Every process and mount is torn down by a guard.
+//! The cluster under test: nodes of the target database, each with its data directory on its
+//! own faultfs mount and its own loopback address. Every process and mount is torn down by a guard.
 use std::{
     fs::{self, File},
     path::{Path, PathBuf},
@@ -10,6 +10,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 use process_guard::Spawned;
 use serde_json::Value;
+
+use super::target::{NodePlace, Target};
+/// target-db's own `/status`, for the faults and oracles that know its fields.
+pub use super::target::{json_answer, target_db_status as status};
 
 pub struct Binaries {
     pub target_db: PathBuf,
@@ -67,17 +71,16 @@ impl Node {
 
 pub struct Cluster {
     pub nodes: Vec<Node>,
+    pub target: Target,
     binaries: Binaries,
     seed: u64,
-    /// Extra `target-db serve` flags, such as its unsafe switches.
+    /// Extra flags for every node's start command, such as target-db's unsafe switches.
     db_flags: Vec<String>,
     /// Each node's, by id - 1.
     pub storage_shapes: Vec<StorageShape>,
     /// Rounds of /status polls the oracles have seen, counted by the run's watcher.
     pub status_rounds: Option<tokio::sync::watch::Receiver<u64>>,
 }
-
-pub const PORT: u16 = 7000;
 
 /// Packets dropped between two sets of nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,6 +164,14 @@ impl StorageShape {
         }
     }
 
+    /// No shape of the harness's: the target keeps its own (these flags are target-db's).
+    pub fn theirs() -> Self {
+        Self {
+            snapshot_every: None,
+            segment_bytes: None,
+        }
+    }
+
     /// The shape the named scenarios were written for: a snapshot every 500 entries, one large
     /// segment (unless the run gives its own flags).
     pub fn fixed(db_flags: &[String]) -> Self {
@@ -212,10 +223,11 @@ impl StorageShape {
 
 /// What a cluster is made of, besides its programs.
 pub struct ClusterSpec {
+    pub target: Target,
     pub size: usize,
     /// Each node's faultfs mount gets this plus its id.
     pub seed: u64,
-    /// Flags for every `target-db serve`.
+    /// Flags for every node's start command.
     pub db_flags: Vec<String>,
     /// Node 1's loopback address; node N has the Nth from it.
     pub first_ip: std::net::Ipv4Addr,
@@ -227,6 +239,7 @@ pub struct ClusterSpec {
 impl Cluster {
     pub fn start(run_dir: &Path, binaries: Binaries, spec: ClusterSpec) -> Result<Cluster> {
         let ClusterSpec {
+            target,
             size,
             seed,
             db_flags,
@@ -236,6 +249,7 @@ impl Cluster {
         } = spec;
         let mut cluster = Cluster {
             nodes: Vec::new(),
+            target,
             binaries,
             seed,
             db_flags,
@@ -263,14 +277,17 @@ impl Cluster {
             if mount.read_line()? != "mounted" {
                 bail!("faultfs did not mount {}", mountpoint.display());
             }
+            if cluster.target.data_dir_made_by_installer() {
+                make_data_dir_durably(&mountpoint.join("db"))?;
+            }
             let ip = std::net::Ipv4Addr::from(u32::from(first_ip) + id as u32 - 1).to_string();
             cluster.nodes.push(Node {
                 id,
-                addr: format!("{ip}:{PORT}"),
+                addr: format!("{ip}:{}", cluster.target.client_port()),
                 ip,
                 data_dir: mountpoint.join("db"),
                 mountpoint,
-                log: dir.join("target-db.log"),
+                log: dir.join(format!("{}.log", cluster.target.kind().name())),
                 process: None,
                 mount: Some(mount),
                 restarts: 0,
@@ -291,22 +308,27 @@ impl Cluster {
         if self.running(id) && self.reap(id).is_none() {
             return Ok(());
         }
-        let node = &mut self.nodes[id - 1];
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&node.log)?;
-        let shape = self.storage_shapes[id - 1].flags();
-        let child = Command::new(&self.binaries.target_db)
-            .args(["serve", "--id", &id.to_string(), "--listen", &node.addr])
-            .args(&shape)
-            .arg("--data-dir")
-            .arg(&node.data_dir)
-            .args(&self.db_flags)
+            .open(&self.nodes[id - 1].log)?;
+        let mut flags = self.storage_shapes[id - 1].flags();
+        flags.extend(self.db_flags.iter().cloned());
+        let peers: Vec<String> = self.nodes.iter().map(|n| n.ip.clone()).collect();
+        let node = &mut self.nodes[id - 1];
+        let place = NodePlace {
+            id,
+            ip: &node.ip,
+            data_dir: &node.data_dir,
+            peers: &peers,
+        };
+        let child = self
+            .target
+            .start_command(&self.binaries.target_db, &place, &flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .context("starting target-db")?;
+            .with_context(|| format!("starting {} node {id}", self.target.kind().name()))?;
         node.process = Some(child);
         if node.started {
             node.restarts += 1;
@@ -601,7 +623,7 @@ impl Cluster {
             let error = log
                 .lines()
                 .rev()
-                .find(|line| line.starts_with("Error:"))
+                .find(|line| self.target.is_fatal(line))
                 .unwrap_or("no error in its log");
             exited.push(format!("n{id} exited ({status}): {error}"));
         }
@@ -616,7 +638,7 @@ impl Cluster {
                 fs::read_to_string(&node.log)
                     .unwrap_or_default()
                     .lines()
-                    .filter(|line| line.contains("panicked at"))
+                    .filter(|line| self.target.is_panic(line))
                     .map(|line| format!("node {}: {line}", node.id))
                     .collect::<Vec<_>>()
             })
@@ -643,6 +665,21 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// The data directory an installer makes before a database's first start (0700, as etcd
+/// wants it), with its entry fsynced into the mount's root: durable, as on a real machine
+/// where it was made long before.
+fn make_data_dir_durably(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let parent = dir.parent().context("a data directory has a parent")?;
+    File::open(parent)
+        .and_then(|root| root.sync_all())
+        .with_context(|| format!("fsyncing {}", parent.display()))
 }
 
 /// A byte of a node's log that a fault changed, to put back.
@@ -681,26 +718,6 @@ fn put_key_in_last_record(data: &[u8]) -> Option<usize> {
         .rposition(|window| window == KEY)
         .map(|at| payload.start + at + KEY.len())
         .filter(|&at| at < payload.end)
-}
-
-pub async fn status(client: &reqwest::Client, addr: &str) -> Option<Value> {
-    json_answer(
-        client.get(format!("http://{addr}/status")),
-        Duration::from_secs(1),
-    )
-    .await
-}
-
-/// The JSON answer to a request, or None if none came within `timeout`.
-pub async fn json_answer(request: reqwest::RequestBuilder, timeout: Duration) -> Option<Value> {
-    request
-        .timeout(timeout)
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
 }
 
 #[cfg(test)]

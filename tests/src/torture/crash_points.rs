@@ -1152,7 +1152,8 @@ where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let rule = format!("write(path=\"{LOG_GLOB}\")=1*crash");
+    let log = cluster.lock().await.target.log_glob();
+    let rule = format!("write(path=\"{log}\")=1*crash");
     let frozen = place_on(cluster, victims, &rule).await?;
     let writes = tokio::spawn(writes);
     let started = Instant::now();
@@ -1207,7 +1208,8 @@ async fn power_cut_frozen(
         }
         for &id in victims {
             let torn = cluster.lose_power(id, mode)?;
-            if torn.iter().any(|file| in_the_log(file)) {
+            let log = cluster.target.log_glob();
+            if torn.iter().any(|file| in_the_log(file, log)) {
                 log_torn.push(id);
             }
         }
@@ -1220,9 +1222,9 @@ async fn power_cut_frozen(
     Ok(PowerCut { stopped, log_torn })
 }
 
-/// Whether a path on a node's mount is one of its log's files.
-fn in_the_log(path: &str) -> bool {
-    path.starts_with(LOG_GLOB.trim_end_matches("**"))
+/// Whether a path on a node's mount is one of its log's files (`log`: the target's log glob).
+fn in_the_log(path: &str, log: &str) -> bool {
+    path.starts_with(log.trim_end_matches('*'))
 }
 
 /// Waits for one whole round of /status polls that started after the call: what a node

@@ -10,10 +10,10 @@ pub mod nemesis;
 pub mod network_shape;
 pub mod oracles;
 pub mod scenario;
+pub mod target;
 pub mod workload;
 
 use std::{
-    collections::BTreeMap,
     path::PathBuf,
     sync::{
         Arc,
@@ -32,11 +32,14 @@ use crate::{
     history::{History, Line, pair_events},
     report::{RunSummary, render_html},
 };
-use cluster::{Binaries, Cluster, status};
+use cluster::{Binaries, Cluster};
 use nemesis::Fault;
+use target::{Target, TargetKind};
 use workload::{Recorder, Workload};
 
 pub struct Options {
+    /// The database the nodes run.
+    pub target: TargetKind,
     pub seed: u64,
     pub duration: Duration,
     pub nodes: usize,
@@ -89,14 +92,21 @@ pub struct TortureReport {
 
 pub async fn run(options: Options) -> Result<TortureReport> {
     std::fs::create_dir_all(&options.run_dir)?;
-    let storage_shapes = match options.scenario {
-        Some(_) => vec![cluster::StorageShape::fixed(&options.db_flags); options.nodes],
-        None => cluster::StorageShape::for_run(options.seed, options.nodes, &options.db_flags),
+    let target = Target::new(options.target);
+    let storage_shapes = match (options.target, options.scenario) {
+        (TargetKind::Etcd, _) => vec![cluster::StorageShape::theirs(); options.nodes],
+        (TargetKind::TargetDb, Some(_)) => {
+            vec![cluster::StorageShape::fixed(&options.db_flags); options.nodes]
+        }
+        (TargetKind::TargetDb, None) => {
+            cluster::StorageShape::for_run(options.seed, options.nodes, &options.db_flags)
+        }
     };
     let cluster = Cluster::start(
         &options.run_dir,
         options.binaries,
         cluster::ClusterSpec {
+            target: target.clone(),
             size: options.nodes,
             seed: options.seed,
             db_flags: options.db_flags.clone(),
@@ -106,12 +116,15 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         },
     )?;
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
-    let storage = cluster::StorageShape::describe_all(&cluster.storage_shapes);
+    let storage = match options.target {
+        TargetKind::TargetDb => cluster::StorageShape::describe_all(&cluster.storage_shapes),
+        TargetKind::Etcd => "etcd's own (--snapshot-count 1000 unless --db-flag gives one)".into(),
+    };
     eprintln!("storage: {storage}");
     let cluster = Arc::new(Mutex::new(cluster));
     let http = reqwest::Client::new();
-    initialise(&http, &addrs, options.settle).await?;
-    leader_agreed(&http, &addrs, options.settle)
+    target.initialise(&http, &addrs, options.settle).await?;
+    leader_agreed(&target, &http, &addrs, options.settle)
         .await
         .context("the cluster never elected a leader")?;
 
@@ -125,6 +138,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     let (rounds, rounds_seen) = tokio::sync::watch::channel(0);
     cluster.lock().await.status_rounds = Some(rounds_seen);
     let leaders = tokio::spawn(watch_nodes(
+        target.clone(),
         addrs.clone(),
         recorder.clone(),
         watched.clone(),
@@ -133,6 +147,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     ));
     let workload = tokio::spawn(workload::run(
         Workload {
+            target: target.clone(),
             clients: options.clients,
             keys: options.keys,
             seed: options.seed,
@@ -176,7 +191,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
             .filter(|l| matches!(l, Line::Op(e) if e.kind != crate::history::Kind::Invoke))
             .count();
         let faults = lines.iter().filter(|l| matches!(l, Line::Fault(_))).count();
-        let leader = any_leader(&http, &addrs).await;
+        let leader = any_leader(&target, &http, &addrs).await;
         eprintln!(
             "[{:>5.1} s] {ops} operations ({:.0}/s), {faults} faults, leader {}",
             started.elapsed().as_secs_f64(),
@@ -207,8 +222,8 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         Ok(Vec::new())
     };
     let mut checks = Vec::new();
-    let first_write = workload::first_write(&addrs, options.settle).await;
-    let serves = leader_agreed(&http, &addrs, options.settle).await;
+    let first_write = workload::first_write(&target, &addrs, options.settle).await;
+    let serves = leader_agreed(&target, &http, &addrs, options.settle).await;
     checks.push(CheckResult {
         name: "serves again after healing".into(),
         verdict: if serves.is_some() && first_write.is_some() && restored.is_ok() {
@@ -236,13 +251,17 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     });
     if !options.faults.is_empty() || options.scenario.is_some() {
         let shape = (options.seed, options.keys, options.settle);
-        checks.push(final_power_loss(shape, &cluster, &http, &addrs, &recorder).await?);
+        let client = (&target, &http, addrs.as_slice());
+        checks.push(final_power_loss(shape, &cluster, client, &recorder).await?);
         show_new_faults(&recorder.lines(), faults_shown);
-        let again = workload::resend_first_and_last_puts(&addrs, &recorder.lines()).await;
-        doubles.lock().expect("doubles poisoned").extend(again);
+        if target.deduplicates() {
+            let again =
+                workload::resend_first_and_last_puts(&target, &addrs, &recorder.lines()).await;
+            doubles.lock().expect("doubles poisoned").extend(again);
+        }
     }
-    let all_read = workload::final_reads(&addrs, options.keys, &recorder, 1_000_000).await;
-    let convergence = after_heal::converged(&http, &addrs, options.settle).await;
+    let all_read = workload::final_reads(&target, &addrs, options.keys, &recorder, 1_000_000).await;
+    let convergence = after_heal::converged(&target, &http, &addrs, options.settle).await;
     checks.push(CheckResult {
         name: "nodes converge to one state".into(),
         verdict: if convergence.is_ok() {
@@ -260,9 +279,10 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         .filter(|n| n.restarts > 0)
         .map(|n| (n.id, n.restarts))
         .collect();
-    let rejoin = match leader_agreed(&http, &addrs, Duration::ZERO).await {
+    let rejoin = match leader_agreed(&target, &http, &addrs, Duration::ZERO).await {
         Some(leader) => {
-            after_heal::rejoined(&http, &addrs, leader as usize, &restarted, options.settle)
+            let leader = leader as usize;
+            after_heal::rejoined(&target, &http, &addrs, leader, &restarted, options.settle)
                 .await
                 .map_err(|e| (Verdict::Fail, e))
         }
@@ -368,12 +388,20 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         let doubles = doubles.lock().expect("doubles poisoned");
         checks.push(CheckResult {
             name: "each write applied once".into(),
-            verdict: if doubles.is_empty() {
+            verdict: if !target.deduplicates() {
+                Verdict::NotApplicable
+            } else if doubles.is_empty() {
                 Verdict::Pass
             } else {
                 Verdict::Fail
             },
             detail: doubles.first().cloned().unwrap_or_else(|| {
+                if !target.deduplicates() {
+                    return format!(
+                        "not applicable: {} has no request ids, so no write was sent again",
+                        target.kind().name()
+                    );
+                }
                 format!(
                     "no answer showed a second application ({} writes sent again)",
                     retries.load(Ordering::Relaxed)
@@ -440,7 +468,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
                 "metadata model".into(),
                 format!("faultfs --metadata {}", options.metadata),
             ),
-            ("target".into(), "target-db (openraft, own WAL)".into()),
+            ("target".into(), target.describe().into()),
             (
                 "operations".into(),
                 format!(
@@ -498,15 +526,20 @@ const GATED_ROUNDS: u64 = 3;
 /// until it restarts; the leader and the other nodes carry on). One that retries the fsync, or
 /// ignores the error, acknowledges entries it has lost, which the power loss that follows
 /// shows.
-const GATE_RULE: &str = r#"fdatasync(path="db/wal/*")=1*fsyncgate"#;
+fn gate_rule(target: &Target) -> String {
+    format!(r#"fdatasync(path="{}")=1*fsyncgate"#, target.log_glob())
+}
+
+/// The target, an HTTP client and every node's address: what it takes to talk to the cluster.
+type ClientOf<'a> = (&'a Target, &'a reqwest::Client, &'a [String]);
 
 /// The follower whose fdatasyncs the final rounds fail, if there is a leader and a majority
 /// without that follower.
-async fn follower_to_gate(http: &reqwest::Client, addrs: &[String]) -> Option<usize> {
+async fn follower_to_gate((target, http, addrs): ClientOf<'_>) -> Option<usize> {
     if addrs.len() < 3 {
         return None;
     }
-    let leader = leader_agreed(http, addrs, Duration::ZERO).await?;
+    let leader = leader_agreed(target, http, addrs, Duration::ZERO).await?;
     Some(leader as usize % addrs.len() + 1)
 }
 
@@ -539,13 +572,12 @@ async fn gate_fired(
 async fn power_loss_again(
     (seed, keys, settle): (u64, u64, Duration),
     cluster: &Arc<Mutex<Cluster>>,
-    http: &reqwest::Client,
-    addrs: &[String],
+    (target, http, addrs): ClientOf<'_>,
     recorder: &Recorder,
     torn: &[usize],
 ) -> Result<Option<u64>> {
     let first_process = 2_000_000 + (GATED_ROUNDS + 2) * 1_000_000;
-    let written = workload::final_writes(addrs, keys, seed, recorder, first_process).await;
+    let written = workload::final_writes(target, addrs, keys, seed, recorder, first_process).await;
     let cut = recorder.now();
     let everyone: Vec<usize> = (1..=addrs.len()).collect();
     crash_points::power_cut(cluster, &everyone, "drop", Duration::ZERO).await?;
@@ -560,16 +592,16 @@ async fn power_loss_again(
             torn.join(" ")
         ),
     );
-    Ok(leader_agreed(http, addrs, settle).await)
+    Ok(leader_agreed(target, http, addrs, settle).await)
 }
 
 async fn final_power_loss(
     (seed, keys, settle): (u64, u64, Duration),
     cluster: &Arc<Mutex<Cluster>>,
-    http: &reqwest::Client,
-    addrs: &[String],
+    client: ClientOf<'_>,
     recorder: &Recorder,
 ) -> Result<CheckResult> {
+    let (target, http, addrs) = client;
     let mode = ["drop", "torn"][(seed % 2) as usize];
     // Rounds of writes, in each of the first ones one follower's next WAL fdatasync fails; a
     // failed fsync loses whole pages only when it was for a 16 KiB record, not for a small
@@ -577,18 +609,19 @@ async fn final_power_loss(
     // database that acknowledged what a failed fsync lost then writes and syncs more behind
     // it, and its commit point moves past it, so the loss is in the middle of what it
     // acknowledged, not at a tail nobody counted yet.
-    let gated = follower_to_gate(http, addrs).await;
+    let gated = follower_to_gate(client).await;
     let mut written = 0;
     let mut failed_fsyncs = 0;
     for round in 0..=GATED_ROUNDS {
         let rule = match gated {
-            Some(node) if round < GATED_ROUNDS => {
-                Some((node, cluster.lock().await.add_fault(node, GATE_RULE)?))
-            }
+            Some(node) if round < GATED_ROUNDS => Some((
+                node,
+                cluster.lock().await.add_fault(node, &gate_rule(target))?,
+            )),
             _ => None,
         };
         let first_process = 2_000_000 + round * 1_000_000;
-        written += workload::final_writes(addrs, keys, seed, recorder, first_process).await;
+        written += workload::final_writes(target, addrs, keys, seed, recorder, first_process).await;
         if let Some((node, rule)) = rule {
             if gate_fired(cluster, node, rule, Duration::from_secs(1)).await? {
                 failed_fsyncs += 1;
@@ -611,9 +644,11 @@ async fn final_power_loss(
         // A torn cut tears only what is in flight: one more write to every key runs meanwhile,
         // and each node loses power right after its next log write.
         let writes = {
-            let (addrs, recorder) = (addrs.to_vec(), recorder.clone());
+            let (target, addrs, recorder) = (target.clone(), addrs.to_vec(), recorder.clone());
             let first_process = 2_000_000 + (GATED_ROUNDS + 1) * 1_000_000;
-            async move { workload::final_writes(&addrs, keys, seed, &recorder, first_process).await }
+            async move {
+                workload::final_writes(&target, &addrs, keys, seed, &recorder, first_process).await
+            }
         };
         let (cut, written) =
             crash_points::power_cut_mid_write(cluster, &everyone, mode, writes).await?;
@@ -645,11 +680,10 @@ async fn final_power_loss(
         ),
     );
     let restarted = Instant::now();
-    let mut serves = leader_agreed(http, addrs, settle).await;
+    let mut serves = leader_agreed(target, http, addrs, settle).await;
     let mut restarts = "the restart";
     if serves.is_some() && !torn.is_empty() {
-        serves =
-            power_loss_again((seed, keys, settle), cluster, http, addrs, recorder, &torn).await?;
+        serves = power_loss_again((seed, keys, settle), cluster, client, recorder, &torn).await?;
         restarts = "the second restart";
     }
     Ok(CheckResult {
@@ -672,34 +706,12 @@ async fn final_power_loss(
     })
 }
 
-async fn initialise(http: &reqwest::Client, addrs: &[String], settle: Duration) -> Result<()> {
-    let peers: BTreeMap<String, &String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| ((i + 1).to_string(), a))
-        .collect();
-    let deadline = Instant::now() + settle;
-    loop {
-        let answer = http
-            .post(format!("http://{}/init", addrs[0]))
-            .json(&peers)
-            .send()
-            .await;
-        if let Ok(response) = answer
-            && response.status().is_success()
-        {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "node 1 never accepted /init");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Polls every node's /status every 50 ms until `stop`: records each change of leader (the
 /// node that says it leads in the highest term; one that came and went between two polls is
 /// not seen) and feeds the protocol oracles. Counts the rounds in `rounds`, so a fault can
 /// wait until the oracles have seen the state it is about to destroy.
 async fn watch_nodes(
+    target: Target,
     addrs: Vec<String>,
     recorder: Recorder,
     stop: Arc<AtomicBool>,
@@ -712,7 +724,7 @@ async fn watch_nodes(
         let mut seen: Option<(u64, u64)> = None;
         for (i, addr) in addrs.iter().enumerate() {
             let sent = recorder.now();
-            let Some(status) = status(&http, addr).await else {
+            let Some(status) = target.status(&http, addr).await else {
                 continue;
             };
             oracles.lock().expect("oracles poisoned").observe(
@@ -736,9 +748,10 @@ async fn watch_nodes(
 }
 
 /// The leader some node currently knows of, for progress lines.
-async fn any_leader(http: &reqwest::Client, addrs: &[String]) -> Option<u64> {
+async fn any_leader(target: &Target, http: &reqwest::Client, addrs: &[String]) -> Option<u64> {
     for addr in addrs {
-        if let Some(leader) = status(http, addr).await.and_then(|s| s["leader"].as_u64()) {
+        let status = target.status(http, addr).await;
+        if let Some(leader) = status.and_then(|s| s["leader"].as_u64()) {
             return Some(leader);
         }
     }
@@ -746,12 +759,18 @@ async fn any_leader(http: &reqwest::Client, addrs: &[String]) -> Option<u64> {
 }
 
 /// The leader every node agrees on, polled for up to `limit` (once if zero).
-async fn leader_agreed(http: &reqwest::Client, addrs: &[String], limit: Duration) -> Option<u64> {
+async fn leader_agreed(
+    target: &Target,
+    http: &reqwest::Client,
+    addrs: &[String],
+    limit: Duration,
+) -> Option<u64> {
     let deadline = Instant::now() + limit;
     loop {
         let mut leaders = Vec::new();
         for addr in addrs {
-            leaders.push(status(http, addr).await.and_then(|s| s["leader"].as_u64()));
+            let status = target.status(http, addr).await;
+            leaders.push(status.and_then(|s| s["leader"].as_u64()));
         }
         if let Some(Some(first)) = leaders.first()
             && leaders.iter().all(|l| *l == Some(*first))

@@ -309,17 +309,15 @@ pub(super) async fn leading_now(
     cluster: &Arc<Mutex<Cluster>>,
     not: Option<usize>,
 ) -> Option<usize> {
-    let addrs: Vec<String> = cluster
-        .lock()
-        .await
-        .nodes
-        .iter()
-        .map(|n| n.addr.clone())
-        .collect();
+    let (target, addrs): (_, Vec<String>) = {
+        let cluster = cluster.lock().await;
+        let addrs = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+        (cluster.target.clone(), addrs)
+    };
     let client = reqwest::Client::new();
     for (index, addr) in addrs.iter().enumerate() {
         if not != Some(index + 1)
-            && let Some(status) = super::cluster::status(&client, addr).await
+            && let Some(status) = target.status(&client, addr).await
             && status["state"] == "Leader"
         {
             return Some(index + 1);
@@ -368,6 +366,7 @@ async fn apply_to(
     plan: &mut CrashPlan,
 ) -> Result<String> {
     let hold = Duration::from_millis(500 + rng.below(1500));
+    let log = cluster.lock().await.target.log_glob();
     match fault {
         Fault::CrashPoint => crash_points::crash_point(cluster, node, plan, rng).await,
         Fault::LeaderTransfer => transfer_leadership(cluster, node).await,
@@ -434,13 +433,16 @@ async fn apply_to(
         Fault::FsyncError | Fault::DiskFull => {
             let (rule, what) = if fault == Fault::FsyncError {
                 (
-                    r#"fdatasync(path="db/wal/*")=error(EIO)"#,
+                    format!(r#"fdatasync(path="{log}")=error(EIO)"#),
                     "WAL fdatasync fails with EIO",
                 )
             } else {
-                (r#"write(path="db/*")=error(ENOSPC)"#, "disk full (ENOSPC)")
+                (
+                    r#"write(path="db/*")=error(ENOSPC)"#.to_owned(),
+                    "disk full (ENOSPC)",
+                )
             };
-            with_fault_rule(cluster, node, rule, hold).await?;
+            with_fault_rule(cluster, node, &rule, hold).await?;
             cluster.lock().await.restart_node(node)?;
             Ok(format!(
                 "{what} for {} ms, then SIGKILL, restarted",
@@ -467,18 +469,18 @@ async fn apply_to(
             // snapshot covers it, a fraction of a second under load.
             let (rule, how, hold) = if variant == 0 {
                 (
-                    r#"fdatasync(path="db/wal/*")=1*fsyncgate"#,
+                    format!(r#"fdatasync(path="{log}")=1*fsyncgate"#),
                     "once, later ones succeed".to_owned(),
                     hold / 8,
                 )
             } else {
                 (
-                    r#"fdatasync(path="db/wal/*")=fsyncgate"#,
+                    format!(r#"fdatasync(path="{log}")=fsyncgate"#),
                     format!("for {} ms", hold.as_millis()),
                     hold,
                 )
             };
-            with_fault_rule(cluster, node, rule, hold).await?;
+            with_fault_rule(cluster, node, &rule, hold).await?;
             cluster.lock().await.power_loss(node, "drop")?;
             Ok(format!(
                 "WAL fdatasync fails (fsyncgate: EIO, dirty pages dropped) {how}; after {} ms power loss (drop), restarted",
@@ -487,7 +489,7 @@ async fn apply_to(
         }
         Fault::SlowDisk => {
             let delay = 50 + rng.below(451);
-            let rule = format!(r#"fdatasync(path="db/wal/*")=delay({delay})"#);
+            let rule = format!(r#"fdatasync(path="{log}")=delay({delay})"#);
             with_fault_rule(cluster, node, &rule, hold).await?;
             Ok(format!(
                 "WAL fdatasync {delay} ms slower for {} ms",
@@ -662,7 +664,8 @@ async fn disk_error_while_catching_up(
     // Short enough that the leader still has the entries in its log (no snapshot is sent).
     let behind = Duration::from_millis(400 + rng.below(500));
     let skip = 1 + rng.below(3);
-    let rule = format!(r#"fdatasync(path="db/wal/*")={skip}*off->1*fsyncgate"#);
+    let log = cluster.lock().await.target.log_glob();
+    let rule = format!(r#"fdatasync(path="{log}")={skip}*off->1*fsyncgate"#);
     cluster.lock().await.kill_node(follower);
     tokio::time::sleep(behind).await;
     let rule_id = {

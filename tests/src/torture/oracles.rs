@@ -3,8 +3,8 @@
 //! durability bug; a node that forgets what it had acknowledged, or two leaders in one term,
 //! is a violation all the same.
 //!
-//! Each oracle needs fields a node may not report; one that never got them says "unknown"
-//! (not applicable), never "pass".
+//! Each oracle needs fields a node may not report; one that never got them says "not
+//! applicable", never "pass".
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -348,9 +348,15 @@ impl Oracles {
             );
         }
         if !self.applicable.get(name).copied().unwrap_or(false) {
+            let needs = match name {
+                ONE_LEADER_PER_TERM => "`term` from a node that says it leads",
+                NOTHING_GOES_BACK => "`boot` and `commit_index`",
+                ACKNOWLEDGED_KEPT => "`matched` and `commit_index` from the leader",
+                _ => "`result_checkpoints`",
+            };
             return (
-                Verdict::Unknown,
-                "not applicable: the nodes' /status never gave what this needs".into(),
+                Verdict::NotApplicable,
+                format!("not applicable: the nodes' status never gave {needs}"),
             );
         }
         let detail = match name {
@@ -398,7 +404,7 @@ mod tests {
             status
         };
         let mut oracles = Oracles::default();
-        assert_eq!(oracles.verdict(SAME_RESULTS).0, Verdict::Unknown);
+        assert_eq!(oracles.verdict(SAME_RESULTS).0, Verdict::NotApplicable);
         oracles.observe(1, (10, 10), &with(json!([[1000, "aa"], [2000, "bb"]])));
         oracles.observe(2, (20, 20), &with(json!([[2000, "bb"]])));
         // n3 restarted from a snapshot at 1500 and applied 2000 again: the same hash is fine.
@@ -524,7 +530,7 @@ mod tests {
         let mut oracles = Oracles::default();
         oracles.observe(1, (10, 10), &json!({"state": "Follower"}));
         for name in NAMES {
-            assert_eq!(oracles.verdict(name).0, Verdict::Unknown, "{name}");
+            assert_eq!(oracles.verdict(name).0, Verdict::NotApplicable, "{name}");
         }
     }
 }

@@ -13,6 +13,7 @@ use std::{
 use fault_rules::SplitMix64;
 use serde_json::{Value, json};
 
+use super::target::{Outcome, Target};
 use crate::history::{
     Event, FaultEvent, Func, Kind, LeaderEvent, LeaderKind, Line, Value as HistoryValue,
 };
@@ -84,75 +85,21 @@ impl Default for Recorder {
 const TIMEOUT: Duration = Duration::from_millis(1500);
 const BACKOFF: Duration = Duration::from_millis(20);
 
-enum Outcome {
-    Ok(Value),
-    Fail,
-    Unknown,
-}
-
-/// Sends a request to `addr` and follows one redirect to the leader. A write keeps its
-/// (client, seq), so the retry can never apply twice. On success, the node's answer.
-async fn call(
-    addr: &str,
-    timeout: Duration,
-    build: impl Fn(&str) -> reqwest::RequestBuilder,
-) -> Outcome {
-    let mut target = addr.to_owned();
-    for _ in 0..2 {
-        let response = match build(&target).timeout(timeout).send().await {
-            Ok(response) => response,
-            // Refused: the request never reached a node, so it definitely did not apply.
-            Err(error) if error.is_connect() => return Outcome::Fail,
-            Err(_) => return Outcome::Unknown,
-        };
-        let status = response.status();
-        let Ok(answer) = response.json::<Value>().await else {
-            return Outcome::Unknown;
-        };
-        if status.is_success() {
-            return Outcome::Ok(answer);
-        }
-        if answer["outcome"] != "not-applied" {
-            return Outcome::Unknown;
-        }
-        match answer["leader"].as_str() {
-            Some(leader) => target = leader.to_owned(),
-            None => return Outcome::Fail,
-        }
-    }
-    Outcome::Fail
-}
-
-async fn write(client: &reqwest::Client, addr: &str, body: &Value, timeout: Duration) -> Outcome {
-    match call(addr, timeout, |target| {
-        client.post(format!("http://{target}/kv/write")).json(body)
-    })
-    .await
-    {
-        Outcome::Ok(answer) => Outcome::Ok(answer["response"].clone()),
-        other => other,
-    }
-}
-
-async fn read(client: &reqwest::Client, addr: &str, key: &str) -> Outcome {
-    match call(addr, TIMEOUT, |target| {
-        client.get(format!("http://{target}/kv/get?key={key}"))
-    })
-    .await
-    {
-        Outcome::Ok(answer) => Outcome::Ok(answer["value"].clone()),
-        other => other,
-    }
-}
-
-/// The write sent to each node in turn (the same client and seq, so de-duplication keeps a
-/// resent write from applying twice) until one answers. Once an attempt may have applied, the
+/// The write sent to each node in turn until one answers (the same client and seq, so
+/// de-duplication keeps a resent write from applying twice; a target without it is sent the
+/// write once). Once an attempt may have applied, the
 /// write stays uncertain unless a later attempt is answered.
-async fn write_through_any(client: &reqwest::Client, addrs: &[String], body: &Value) -> Outcome {
+async fn write_through_any(
+    target: &Target,
+    client: &reqwest::Client,
+    addrs: &[String],
+    body: &Value,
+) -> Outcome {
     let mut outcome = Outcome::Fail;
     for addr in addrs {
-        match write(client, addr, body, TIMEOUT).await {
+        match target.write(client, addr, body, TIMEOUT).await {
             Outcome::Ok(answer) => return Outcome::Ok(answer),
+            Outcome::Unknown if !target.deduplicates() => return Outcome::Unknown,
             Outcome::Unknown => outcome = Outcome::Unknown,
             Outcome::Fail => {}
         }
@@ -161,6 +108,7 @@ async fn write_through_any(client: &reqwest::Client, addrs: &[String], body: &Va
 }
 
 pub struct Workload {
+    pub target: Target,
     pub clients: u64,
     pub keys: u64,
     pub seed: u64,
@@ -210,6 +158,7 @@ pub async fn run(
         let retries = workload.retries.clone();
         let doubles = workload.doubles.clone();
         let keys = workload.keys;
+        let target = workload.target.clone();
         let clients = workload.clients;
         let workload_seed = workload.seed;
         let mut rng = SplitMix64::new(workload.seed ^ (client_index + 1).wrapping_mul(0x9e37_79b9));
@@ -246,12 +195,12 @@ pub async fn run(
                 // A quarter of the writes wait only 100-400 ms, as impatient clients do: a write
                 // slowed by a fault then times out while it may still apply, and is sent again.
                 let timeout = if rng.below(4) == 0 { Duration::from_millis(100 + rng.below(301)) } else { TIMEOUT };
-                let mut outcome = if f == Func::Get { read(&http, addr, &key).await } else { write(&http, addr, &body, timeout).await };
+                let mut outcome = if f == Func::Get { target.read(&http, addr, &key, TIMEOUT).await } else { target.write(&http, addr, &body, timeout).await };
                 // After an unknown outcome, a client often sends the same request (same client
                 // id and seq) again, through another node: only the database's de-duplication
                 // keeps it from applying twice. An answer settles the operation; a refusal does
                 // not (the first request may still apply).
-                if matches!(outcome, Outcome::Unknown) && f != Func::Get && rng.below(2) == 0 {
+                if matches!(outcome, Outcome::Unknown) && f != Func::Get && target.deduplicates() && rng.below(2) == 0 {
                     // A third of them come back only after 1-3 s, as a client that reconnects
                     // does: by then nodes have restarted and taken or installed snapshots, so
                     // the retry meets de-duplication state rebuilt from disk, not in memory.
@@ -260,7 +209,7 @@ pub async fn run(
                         tokio::time::sleep(if attempt == 0 { first_wait } else { BACKOFF }).await;
                         let other = &addrs[rng.below(addrs.len() as u64) as usize];
                         retries.fetch_add(1, Ordering::Relaxed);
-                        if let Outcome::Ok(answer) = write(&http, other, &body, TIMEOUT).await {
+                        if let Outcome::Ok(answer) = target.write(&http, other, &body, TIMEOUT).await {
                             outcome = Outcome::Ok(answer);
                             break;
                         }
@@ -316,7 +265,7 @@ pub async fn run(
 /// How long until the cluster takes a write again, polled for up to `limit`. The write is a put
 /// of a key the workload never uses, from a client id it never uses, so the history and its
 /// checks are not touched.
-pub async fn first_write(addrs: &[String], limit: Duration) -> Option<Duration> {
+pub async fn first_write(target: &Target, addrs: &[String], limit: Duration) -> Option<Duration> {
     let http = reqwest::Client::new();
     let started = Instant::now();
     let mut seq = 0u64;
@@ -324,7 +273,7 @@ pub async fn first_write(addrs: &[String], limit: Duration) -> Option<Duration> 
         for addr in addrs {
             seq += 1;
             let body = json!({"client": u64::MAX, "seq": seq, "op": "put", "key": "heal-probe", "value": seq.to_string()});
-            if let Outcome::Ok(_) = write(&http, addr, &body, TIMEOUT).await {
+            if let Outcome::Ok(_) = target.write(&http, addr, &body, TIMEOUT).await {
                 return Some(started.elapsed());
             }
         }
@@ -343,7 +292,11 @@ pub async fn first_write(addrs: &[String], limit: Duration) -> Option<Duration> 
 /// exactly (an off-by-one lets it through): applied again, its answer says the key already held
 /// its own value. Not recorded in the history (it must have no effect); returns what was
 /// applied again, for "each write applied once".
-pub async fn resend_first_and_last_puts(addrs: &[String], lines: &[Line]) -> Vec<String> {
+pub async fn resend_first_and_last_puts(
+    target: &Target,
+    addrs: &[String],
+    lines: &[Line],
+) -> Vec<String> {
     let http = reqwest::Client::new();
     let mut first: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
     let mut last: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
@@ -385,7 +338,7 @@ pub async fn resend_first_and_last_puts(addrs: &[String], lines: &[Line]) -> Vec
             continue;
         };
         let body = json!({"client": client, "seq": seq, "op": "put", "key": key, "value": value});
-        let Outcome::Ok(answer) = write_through_any(&http, addrs, &body).await else {
+        let Outcome::Ok(answer) = write_through_any(target, &http, addrs, &body).await else {
             continue;
         };
         let shown = crate::history::shown(value);
@@ -399,7 +352,7 @@ pub async fn resend_first_and_last_puts(addrs: &[String], lines: &[Line]) -> Vec
             continue;
         }
         for addr in addrs {
-            if let Outcome::Ok(now) = read(&http, addr, key).await {
+            if let Outcome::Ok(now) = target.read(&http, addr, key, TIMEOUT).await {
                 if now.as_str() == Some(value) && which.contains("first") {
                     applied_again.push(format!("{sent_again}: {key} went back to {shown}"));
                 }
@@ -427,6 +380,7 @@ fn final_value(seed: u64, process: u64) -> String {
 /// turn (the same client and seq, so de-duplication keeps a resent write from applying
 /// twice). Returns how many were acknowledged.
 pub async fn final_writes(
+    target: &Target,
     addrs: &[String],
     keys: u64,
     seed: u64,
@@ -450,7 +404,7 @@ pub async fn final_writes(
             matched: None,
             time: recorder.now(),
         });
-        let kind = match write_through_any(&http, addrs, &body).await {
+        let kind = match write_through_any(target, &http, addrs, &body).await {
             Outcome::Ok(_) => {
                 acknowledged += 1;
                 Kind::Ok
@@ -473,6 +427,7 @@ pub async fn final_writes(
 
 /// Reads every key once at the end, after healing: the final state the durability checks use.
 pub async fn final_reads(
+    target: &Target,
     addrs: &[String],
     keys: u64,
     recorder: &Recorder,
@@ -494,7 +449,7 @@ pub async fn final_reads(
         });
         let mut outcome = Outcome::Unknown;
         for addr in addrs {
-            outcome = read(&http, addr, &key).await;
+            outcome = target.read(&http, addr, &key, TIMEOUT).await;
             if matches!(outcome, Outcome::Ok(_)) {
                 break;
             }

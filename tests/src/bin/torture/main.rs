@@ -190,7 +190,7 @@ fn run_command(command: Command) -> Result<ExitCode> {
 /// 0 pass, 1 fail, 3 unknown: the same for every subcommand.
 fn exit_code(verdict: Verdict) -> ExitCode {
     ExitCode::from(match verdict {
-        Verdict::Pass => 0,
+        Verdict::Pass | Verdict::NotApplicable => 0,
         Verdict::Fail => 1,
         Verdict::Unknown => 3,
     })
@@ -201,6 +201,7 @@ fn word(verdict: Verdict) -> &'static str {
         Verdict::Pass => "pass",
         Verdict::Fail => "FAIL",
         Verdict::Unknown => "unknown",
+        Verdict::NotApplicable => "n/a",
     }
 }
 

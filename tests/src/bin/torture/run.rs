@@ -17,18 +17,28 @@ use tests::{
         cluster::Binaries,
         nemesis::Fault,
         scenario::Scenario,
+        target::{Target, TargetKind},
     },
 };
 
 use crate::{exit_code, word};
 
-/// Every fault this kernel can apply (wal-write-error needs BPF LSM).
+/// Every fault this kernel can apply to target-db (wal-write-error needs BPF LSM).
 const DEFAULT_FAULTS: &str = "crash-point,kill,kill-many,pause,wal-crash,partition,packet-loss,power-loss,\
                               power-loss-all,disk-error,fsync-error,disk-full,slow-disk,leader-transfer,bitrot,\
                               corruption,membership,deposed-leader";
+/// Every fault that applies to etcd: those that need no knowledge of a database's files or
+/// admin calls.
+const ETCD_FAULTS: &str = "kill,kill-many,pause,partition,packet-loss,power-loss,power-loss-all,\
+                           disk-error,fsync-error,disk-full,slow-disk";
 
 #[derive(Args)]
 pub struct RunArgs {
+    /// The database to torture: the bundled target-db, or etcd (Debian's etcd-server 3.4,
+    /// installed by `cargo xtask setup`; each node listens on its address's ports 2379 and
+    /// 2380; faults that need target-db's files or admin calls are refused).
+    #[arg(long, value_enum, default_value_t = TargetKind::TargetDb)]
+    target: TargetKind,
     /// Seed for every random choice; printed so the run can be replayed. Default: the clock.
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
@@ -79,8 +89,11 @@ pub struct RunArgs {
     /// Half of all faults go to the leader. A run with faults ends with one more: a follower's
     /// WAL fdatasyncs fail once (fsyncgate) during rounds of writes to every key, then every
     /// node loses power at once and restarts, and old requests are sent again.
-    #[arg(long, default_value = DEFAULT_FAULTS)]
-    faults: String,
+    /// Default: every fault but wal-write-error; with --target etcd, every fault etcd takes
+    /// (kill, kill-many, pause, partition, packet-loss, power-loss, power-loss-all,
+    /// disk-error, fsync-error, disk-full, slow-disk).
+    #[arg(long)]
+    faults: Option<String>,
     #[arg(long, default_value_t = 4)]
     clients: u64,
     #[arg(long, default_value_t = 5)]
@@ -154,24 +167,47 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if args.keys == 0 {
         bail!("--keys 0: the clients need at least one key (default 5)");
     }
-    let faults = if args.faults == "none" {
+    let fault_list = args.faults.as_deref().unwrap_or(match args.target {
+        TargetKind::TargetDb => DEFAULT_FAULTS,
+        TargetKind::Etcd => ETCD_FAULTS,
+    });
+    let faults = if fault_list == "none" {
         Vec::new()
     } else {
-        let faults = args
-            .faults
+        let faults = fault_list
             .split(',')
             .filter(|f| !f.trim().is_empty())
             .map(|f| f.trim().parse::<Fault>().map_err(anyhow::Error::msg))
             .collect::<Result<Vec<_>>>()?;
         if faults.is_empty() && args.scenario.is_none() {
             bail!(
-                "--faults `{}` names no fault: list some (e.g. kill,partition) or say --faults none for a run without faults",
-                args.faults
+                "--faults `{fault_list}` names no fault: list some (e.g. kill,partition) or say --faults none for a run without faults",
             );
         }
         faults
     };
-    addresses_free(args.first_ip, args.nodes)?;
+    let target = Target::new(args.target);
+    for &fault in &faults {
+        if let Some(why) = target.refuses(fault) {
+            bail!(
+                "--faults {}: {} cannot be applied to {}: {why}; for {} use: {ETCD_FAULTS}",
+                fault.name(),
+                fault.name(),
+                args.target.name(),
+                args.target.name()
+            );
+        }
+    }
+    if args.scenario.is_some() && args.target != TargetKind::TargetDb {
+        bail!(
+            "--scenario: the named scenarios are written for target-db; with --target {} give --faults",
+            args.target.name()
+        );
+    }
+    if args.target == TargetKind::Etcd {
+        require_etcd()?;
+    }
+    addresses_free(args.first_ip, args.nodes, &target)?;
     let seeds = match args.seeds {
         Some(range) => campaign::seeds(range, args.shard.unwrap_or(Shard::WHOLE))?,
         None => vec![args.seed.unwrap_or_else(clock_seed)],
@@ -207,11 +243,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 args.duration.as_secs(),
                 args.scenario
                     .as_ref()
-                    .map_or(format!("faults {}", args.faults), |s| format!(
-                        "scenario {s}"
-                    ))
+                    .map_or(format!("faults {fault_list}"), |s| format!("scenario {s}"))
             );
             let options = torture::Options {
+                target: args.target,
                 seed,
                 duration: args.duration,
                 nodes: args.nodes,
@@ -260,10 +295,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 
 /// Every node's address must be free: a cluster already listening there (another run, a
 /// leftover node) would get this run's requests, and partitions by address would cut it too.
-fn addresses_free(first_ip: std::net::Ipv4Addr, nodes: usize) -> Result<()> {
+fn addresses_free(first_ip: std::net::Ipv4Addr, nodes: usize, target: &Target) -> Result<()> {
     for index in 0..nodes {
         let ip = std::net::Ipv4Addr::from(u32::from(first_ip) + index as u32);
-        let addr = std::net::SocketAddrV4::new(ip, tests::torture::cluster::PORT);
+        let addr = std::net::SocketAddrV4::new(ip, target.client_port());
         if let Err(error) = std::net::TcpListener::bind(addr) {
             bail!(
                 "node {}'s address {addr} is taken ({error}): another cluster (an earlier run's node?) listens there; stop it, or give this run other addresses with --first-ip (e.g. 127.0.1.11)",
@@ -272,6 +307,22 @@ fn addresses_free(first_ip: std::net::Ipv4Addr, nodes: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// etcd must be installed: Debian's etcd-server package.
+fn require_etcd() -> Result<()> {
+    match std::process::Command::new("etcd")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+    {
+        Ok(status) if status.success() => Ok(()),
+        _ => bail!(
+            "--target etcd: no working `etcd` on PATH: install Debian's etcd-server \
+             (`cargo xtask setup` does, or `apt-get install etcd-server`)"
+        ),
+    }
 }
 
 fn clock_seed() -> u64 {
@@ -349,10 +400,13 @@ fn replay_command(args: &RunArgs, seed: u64) -> String {
         args.duration.as_secs(),
         args.nodes
     );
-    match &args.scenario {
-        Some(name) => command.push_str(&format!(" --scenario {name}")),
-        None if args.faults == DEFAULT_FAULTS => {}
-        None => command.push_str(&format!(" --faults {}", args.faults)),
+    if args.target != TargetKind::TargetDb {
+        command.push_str(&format!(" --target {}", args.target.name()));
+    }
+    match (&args.scenario, &args.faults) {
+        (Some(name), _) => command.push_str(&format!(" --scenario {name}")),
+        (None, None) => {}
+        (None, Some(faults)) => command.push_str(&format!(" --faults {faults}")),
     }
     for flag in &args.db_flags {
         command.push_str(&format!(" --db-flag={flag}"));
