@@ -32,6 +32,20 @@ fn arguments_that_test_nothing_are_refused() {
 }
 
 #[test]
+fn a_fault_or_scenario_the_target_cannot_take_is_refused() {
+    // wal-crash needs target-db's log format: etcd is not silently run without it.
+    refused(
+        &["--target", "etcd", "--faults", "kill,wal-crash"],
+        "wal-crash cannot be applied to etcd",
+    );
+    refused(
+        &["--target", "etcd", "--scenario", "node-rejoin"],
+        "the named scenarios are written for target-db",
+    );
+    refused(&["--target", "mysql"], "invalid value 'mysql'");
+}
+
+#[test]
 fn an_address_another_process_listens_on_is_refused() {
     // Something already listens where node 1 would: the run must not send it /init.
     let taken = std::net::TcpListener::bind("127.0.9.11:7000").unwrap();
