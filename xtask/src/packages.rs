@@ -27,6 +27,9 @@ pub const RUNTIME: &[&str] = &[
     "postgresql",
     // `torture --target etcd`, and the tests that run it.
     "etcd-server",
+    // The example target spec (examples/redis.toml) and its client program.
+    "redis-server",
+    "python3",
 ];
 
 pub fn missing(packages: &[&str]) -> Vec<String> {

@@ -287,7 +287,7 @@ impl Cluster {
                 ip,
                 data_dir: mountpoint.join("db"),
                 mountpoint,
-                log: dir.join(format!("{}.log", cluster.target.kind().name())),
+                log: dir.join(format!("{}.log", cluster.target.name())),
                 process: None,
                 mount: Some(mount),
                 restarts: 0,
@@ -328,7 +328,7 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting {} node {id}", self.target.kind().name()))?;
+            .with_context(|| format!("starting {} node {id}", self.target.name()))?;
         node.process = Some(child);
         if node.started {
             node.restarts += 1;

@@ -1209,7 +1209,7 @@ async fn power_cut_frozen(
         for &id in victims {
             let torn = cluster.lose_power(id, mode)?;
             let log = cluster.target.log_glob();
-            if torn.iter().any(|file| in_the_log(file, log)) {
+            if torn.iter().any(|file| in_the_log(file, &log)) {
                 log_torn.push(id);
             }
         }

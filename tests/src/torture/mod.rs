@@ -34,12 +34,12 @@ use crate::{
 };
 use cluster::{Binaries, Cluster};
 use nemesis::Fault;
-use target::{Target, TargetKind};
+use target::Target;
 use workload::{Recorder, Workload};
 
 pub struct Options {
     /// The database the nodes run.
-    pub target: TargetKind,
+    pub target: Target,
     pub seed: u64,
     pub duration: Duration,
     pub nodes: usize,
@@ -92,13 +92,11 @@ pub struct TortureReport {
 
 pub async fn run(options: Options) -> Result<TortureReport> {
     std::fs::create_dir_all(&options.run_dir)?;
-    let target = Target::new(options.target);
-    let storage_shapes = match (options.target, options.scenario) {
-        (TargetKind::Etcd, _) => vec![cluster::StorageShape::theirs(); options.nodes],
-        (TargetKind::TargetDb, Some(_)) => {
-            vec![cluster::StorageShape::fixed(&options.db_flags); options.nodes]
-        }
-        (TargetKind::TargetDb, None) => {
+    let target = options.target.clone();
+    let storage_shapes = match (target.is_target_db(), options.scenario) {
+        (false, _) => vec![cluster::StorageShape::theirs(); options.nodes],
+        (true, Some(_)) => vec![cluster::StorageShape::fixed(&options.db_flags); options.nodes],
+        (true, None) => {
             cluster::StorageShape::for_run(options.seed, options.nodes, &options.db_flags)
         }
     };
@@ -116,9 +114,10 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         },
     )?;
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
-    let storage = match options.target {
-        TargetKind::TargetDb => cluster::StorageShape::describe_all(&cluster.storage_shapes),
-        TargetKind::Etcd => "etcd's own (--snapshot-count 1000 unless --db-flag gives one)".into(),
+    let storage = if target.is_target_db() {
+        cluster::StorageShape::describe_all(&cluster.storage_shapes)
+    } else {
+        format!("{}'s own", target.name())
     };
     eprintln!("storage: {storage}");
     let cluster = Arc::new(Mutex::new(cluster));
@@ -184,6 +183,9 @@ pub async fn run(options: Options) -> Result<TortureReport> {
             Duration::from_secs(2).min(options.duration.saturating_sub(started.elapsed())),
         )
         .await;
+        if let Some(why) = target.broken() {
+            anyhow::bail!("{why}: the run is stopped and the cluster torn down");
+        }
         let lines = recorder.lines();
         faults_shown = show_new_faults(&lines, faults_shown);
         let ops = lines
@@ -261,15 +263,22 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         }
     }
     let all_read = workload::final_reads(&target, &addrs, options.keys, &recorder, 1_000_000).await;
-    let convergence = after_heal::converged(&target, &http, &addrs, options.settle).await;
+    let convergence = if target.has_digest() {
+        after_heal::converged(&target, &http, &addrs, options.settle)
+            .await
+            .map_err(|e| (Verdict::Fail, e))
+    } else {
+        Err((
+            Verdict::NotApplicable,
+            not_reported(&target, "reports no state digest"),
+        ))
+    };
     checks.push(CheckResult {
         name: "nodes converge to one state".into(),
-        verdict: if convergence.is_ok() {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        },
-        detail: convergence.clone().unwrap_or_else(|e| e),
+        verdict: convergence
+            .as_ref()
+            .map_or_else(|(v, _)| *v, |_| Verdict::Pass),
+        detail: convergence.unwrap_or_else(|(_, e)| e),
     });
     let restarted: Vec<(usize, u32)> = cluster
         .lock()
@@ -280,6 +289,10 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         .map(|n| (n.id, n.restarts))
         .collect();
     let rejoin = match leader_agreed(&target, &http, &addrs, Duration::ZERO).await {
+        _ if !target.reports_indexes() => Err((
+            Verdict::NotApplicable,
+            not_reported(&target, "reports no commit or applied index"),
+        )),
         Some(leader) => {
             let leader = leader as usize;
             after_heal::rejoined(&target, &http, &addrs, leader, &restarted, options.settle)
@@ -312,6 +325,9 @@ pub async fn run(options: Options) -> Result<TortureReport> {
             Line::Leader(leader) => history.leaders.push(leader.clone()),
             Line::Op(_) => {}
         }
+    }
+    if let Some(why) = target.broken() {
+        anyhow::bail!("{why}: the run's history cannot be trusted, so it is not checked");
     }
     let checking = Instant::now();
     let checked = check::check(
@@ -399,7 +415,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
                 if !target.deduplicates() {
                     return format!(
                         "not applicable: {} has no request ids, so no write was sent again",
-                        target.kind().name()
+                        target.name()
                     );
                 }
                 format!(
@@ -426,12 +442,18 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     let panics = cluster.lock().await.panics();
     checks.push(CheckResult {
         name: "no node panicked".into(),
-        verdict: if panics.is_empty() {
+        verdict: if !target.has_panic_marker() {
+            Verdict::NotApplicable
+        } else if panics.is_empty() {
             Verdict::Pass
         } else {
             Verdict::Fail
         },
-        detail: panics.first().cloned().unwrap_or_else(|| "none".into()),
+        detail: if target.has_panic_marker() {
+            panics.first().cloned().unwrap_or_else(|| "none".into())
+        } else {
+            not_reported(&target, "has no way to tell a panic from its log")
+        },
     });
 
     std::fs::write(
@@ -782,6 +804,11 @@ async fn leader_agreed(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The detail of a check the target cannot answer: `lacks` says why.
+fn not_reported(target: &Target, lacks: &str) -> String {
+    format!("not applicable: {} {lacks}", target.name())
 }
 
 /// Names on stderr each fault recorded since the first `shown` ones, with when it began and

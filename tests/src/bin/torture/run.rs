@@ -27,9 +27,9 @@ use crate::{exit_code, word};
 const DEFAULT_FAULTS: &str = "crash-point,kill,kill-many,pause,wal-crash,partition,packet-loss,power-loss,\
                               power-loss-all,disk-error,fsync-error,disk-full,slow-disk,leader-transfer,bitrot,\
                               corruption,membership,deposed-leader";
-/// Every fault that applies to etcd: those that need no knowledge of a database's files or
-/// admin calls.
-const ETCD_FAULTS: &str = "kill,kill-many,pause,partition,packet-loss,power-loss,power-loss-all,\
+/// Every fault that applies to another database (etcd, a spec's): those that need no knowledge
+/// of a database's files or admin calls.
+const OUTSIDE_FAULTS: &str = "kill,kill-many,pause,partition,packet-loss,power-loss,power-loss-all,\
                            disk-error,fsync-error,disk-full,slow-disk";
 
 #[derive(Args)]
@@ -39,6 +39,11 @@ pub struct RunArgs {
     /// 2380; faults that need target-db's files or admin calls are refused).
     #[arg(long, value_enum, default_value_t = TargetKind::TargetDb)]
     target: TargetKind,
+    /// Any other database, described by a spec file: how to start a node, when it is ready,
+    /// its log's files, and a client program speaking JSON lines (docs/targets.md;
+    /// examples/redis.toml). Takes the faults etcd takes.
+    #[arg(long, conflicts_with = "target")]
+    target_spec: Option<PathBuf>,
     /// Seed for every random choice; printed so the run can be replayed. Default: the clock.
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
@@ -167,9 +172,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if args.keys == 0 {
         bail!("--keys 0: the clients need at least one key (default 5)");
     }
-    let fault_list = args.faults.as_deref().unwrap_or(match args.target {
-        TargetKind::TargetDb => DEFAULT_FAULTS,
-        TargetKind::Etcd => ETCD_FAULTS,
+    let target = match &args.target_spec {
+        Some(path) => Target::from_spec(path)?,
+        None => Target::new(args.target),
+    };
+    let fault_list = args.faults.as_deref().unwrap_or(if target.is_target_db() {
+        DEFAULT_FAULTS
+    } else {
+        OUTSIDE_FAULTS
     });
     let faults = if fault_list == "none" {
         Vec::new()
@@ -186,22 +196,43 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         faults
     };
-    let target = Target::new(args.target);
+    // One node has no link to cut and no others to kill with it: the default list leaves those
+    // faults out, a list that names one is refused.
+    let alone = [Fault::Partition, Fault::PacketLoss, Fault::KillMany];
+    let faults: Vec<Fault> = if args.nodes == 1 && args.faults.is_none() {
+        faults.into_iter().filter(|f| !alone.contains(f)).collect()
+    } else {
+        faults
+    };
+    if args.nodes == 1
+        && let Some(fault) = faults.iter().find(|f| alone.contains(f))
+    {
+        bail!(
+            "--faults {}: needs at least 2 nodes (--nodes 1 has no link to cut and no other node)",
+            fault.name()
+        );
+    }
+    let fault_list = if args.faults.is_none() {
+        let names: Vec<&str> = faults.iter().map(|f| f.name()).collect();
+        names.join(",")
+    } else {
+        fault_list.to_owned()
+    };
     for &fault in &faults {
         if let Some(why) = target.refuses(fault) {
             bail!(
-                "--faults {}: {} cannot be applied to {}: {why}; for {} use: {ETCD_FAULTS}",
+                "--faults {}: {} cannot be applied to {}: {why}; for {} use: {OUTSIDE_FAULTS}",
                 fault.name(),
                 fault.name(),
-                args.target.name(),
-                args.target.name()
+                target.name(),
+                target.name()
             );
         }
     }
-    if args.scenario.is_some() && args.target != TargetKind::TargetDb {
+    if args.scenario.is_some() && !target.is_target_db() {
         bail!(
-            "--scenario: the named scenarios are written for target-db; with --target {} give --faults",
-            args.target.name()
+            "--scenario: the named scenarios are written for target-db; for {} give --faults",
+            target.name()
         );
     }
     if args.target == TargetKind::Etcd {
@@ -246,7 +277,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                     .map_or(format!("faults {fault_list}"), |s| format!("scenario {s}"))
             );
             let options = torture::Options {
-                target: args.target,
+                target: target.clone(),
                 seed,
                 duration: args.duration,
                 nodes: args.nodes,
@@ -400,7 +431,9 @@ fn replay_command(args: &RunArgs, seed: u64) -> String {
         args.duration.as_secs(),
         args.nodes
     );
-    if args.target != TargetKind::TargetDb {
+    if let Some(path) = &args.target_spec {
+        command.push_str(&format!(" --target-spec {}", path.display()));
+    } else if args.target != TargetKind::TargetDb {
         command.push_str(&format!(" --target {}", args.target.name()));
     }
     match (&args.scenario, &args.faults) {

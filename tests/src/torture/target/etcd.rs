@@ -10,36 +10,12 @@ use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use serde_json::{Value, json};
 
 use super::{NodePlace, Outcome, Target, json_answer};
-use crate::torture::nemesis::Fault;
 
 pub const CLIENT_PORT: u16 = 2379;
 const PEER_PORT: u16 = 2380;
 /// Entries between two snapshots unless the run gives its own: etcd's default (100,000) would
 /// never snapshot in a torture run, and its snapshot, WAL cut and purge paths go untested.
 const SNAPSHOT_COUNT: &str = "1000";
-
-pub fn refuses(fault: Fault) -> Option<String> {
-    let why = match fault {
-        Fault::Kill
-        | Fault::KillMany
-        | Fault::Pause
-        | Fault::Partition
-        | Fault::PacketLoss
-        | Fault::PowerLoss
-        | Fault::PowerLossAll
-        | Fault::DiskError
-        | Fault::FsyncError
-        | Fault::DiskFull
-        | Fault::SlowDisk => return None,
-        Fault::WalCrash | Fault::WalWriteError | Fault::Bitrot | Fault::Corruption => {
-            "it knows target-db's log record format and segment names"
-        }
-        Fault::CrashPoint => "its crash points are placed by target-db's file classes",
-        Fault::LeaderTransfer | Fault::Membership => "it uses target-db's admin calls",
-        Fault::DeposedLeader => "it reads target-db's uncommitted-entry counters",
-    };
-    Some(why.to_owned())
-}
 
 fn url(ip: &str, port: u16) -> String {
     format!("http://{ip}:{port}")

@@ -8,13 +8,14 @@
 //! `commit_index` and `applied_index`. A target that cannot say one leaves it out, and the
 //! checks that need it say "not applicable".
 mod etcd;
+pub mod spec;
 mod target_db;
 
 use std::{
     path::Path,
     process::Command,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -60,47 +61,133 @@ pub struct NodePlace<'a> {
     pub peers: &'a [String],
 }
 
+#[derive(Clone)]
+enum Backend {
+    TargetDb,
+    Etcd,
+    Spec(Arc<spec::SpecTarget>),
+}
+
 /// The database under torture. Cheap to clone; clones share what they learnt of the cluster.
 #[derive(Clone)]
 pub struct Target {
-    kind: TargetKind,
+    backend: Backend,
     /// etcd: member id -> node id, learnt from the nodes' own status.
     members: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
+    /// How many nodes the cluster has (known once it is initialised).
+    nodes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Why a fault needs a database's internals, if it does: only target-db's are known.
+fn needs_internals(fault: Fault) -> Option<&'static str> {
+    match fault {
+        Fault::Kill
+        | Fault::KillMany
+        | Fault::Pause
+        | Fault::Partition
+        | Fault::PacketLoss
+        | Fault::PowerLoss
+        | Fault::PowerLossAll
+        | Fault::DiskError
+        | Fault::FsyncError
+        | Fault::DiskFull
+        | Fault::SlowDisk => None,
+        Fault::WalCrash | Fault::WalWriteError | Fault::Bitrot | Fault::Corruption => {
+            Some("it knows target-db's log record format and segment names")
+        }
+        Fault::CrashPoint => Some("its crash points are placed by target-db's file classes"),
+        Fault::LeaderTransfer | Fault::Membership => Some("it uses target-db's admin calls"),
+        Fault::DeposedLeader => Some("it reads target-db's uncommitted-entry counters"),
+    }
 }
 
 impl Target {
     pub fn new(kind: TargetKind) -> Target {
+        Target::with(match kind {
+            TargetKind::TargetDb => Backend::TargetDb,
+            TargetKind::Etcd => Backend::Etcd,
+        })
+    }
+
+    /// The database a spec file describes (`--target-spec`).
+    pub fn from_spec(path: &Path) -> Result<Target, spec::SpecError> {
+        Ok(Target::with(Backend::Spec(Arc::new(
+            spec::SpecTarget::load(path)?,
+        ))))
+    }
+
+    fn with(backend: Backend) -> Target {
         Target {
-            kind,
+            backend,
             members: Arc::default(),
+            nodes: Arc::default(),
         }
     }
 
-    pub fn kind(&self) -> TargetKind {
-        self.kind
+    /// Short, for logs and file names.
+    pub fn name(&self) -> String {
+        match &self.backend {
+            Backend::TargetDb => "target-db".into(),
+            Backend::Etcd => "etcd".into(),
+            Backend::Spec(spec) => spec.spec.name.clone(),
+        }
+    }
+
+    pub fn is_target_db(&self) -> bool {
+        matches!(self.backend, Backend::TargetDb)
     }
 
     /// As the report names it.
-    pub fn describe(&self) -> &'static str {
-        match self.kind {
-            TargetKind::TargetDb => "target-db (openraft, own WAL)",
-            TargetKind::Etcd => "etcd 3.4 (Debian's etcd-server, v3 JSON gateway)",
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::TargetDb => "target-db (openraft, own WAL)".into(),
+            Backend::Etcd => "etcd 3.4 (Debian's etcd-server, v3 JSON gateway)".into(),
+            Backend::Spec(spec) if spec.spec.description.is_empty() => {
+                format!("{} (target spec)", spec.spec.name)
+            }
+            Backend::Spec(spec) => format!("{}: {}", spec.spec.name, spec.spec.description),
         }
     }
 
     /// The port clients talk to on every node's address.
     pub fn client_port(&self) -> u16 {
-        match self.kind {
-            TargetKind::TargetDb => target_db::PORT,
-            TargetKind::Etcd => etcd::CLIENT_PORT,
+        match &self.backend {
+            Backend::TargetDb => target_db::PORT,
+            Backend::Etcd => etcd::CLIENT_PORT,
+            Backend::Spec(spec) => spec.spec.client_port,
         }
     }
 
     /// Its write-ahead log files, relative to the node's faultfs mount (a faultfs path glob).
-    pub fn log_glob(&self) -> &'static str {
-        match self.kind {
-            TargetKind::TargetDb => "db/wal/*",
-            TargetKind::Etcd => "db/member/wal/*",
+    pub fn log_glob(&self) -> String {
+        match &self.backend {
+            Backend::TargetDb => "db/wal/*".into(),
+            Backend::Etcd => "db/member/wal/*".into(),
+            Backend::Spec(spec) => format!("db/{}", spec.spec.log),
+        }
+    }
+
+    /// Whether its nodes report a digest of their state (for "nodes converge").
+    pub fn has_digest(&self) -> bool {
+        !matches!(self.backend, Backend::Spec(_))
+    }
+
+    /// Whether its nodes report commit and applied indexes (for "restarted nodes rejoin").
+    pub fn reports_indexes(&self) -> bool {
+        !matches!(self.backend, Backend::Spec(_))
+    }
+
+    /// Whether a panic can be told from its log.
+    pub fn has_panic_marker(&self) -> bool {
+        !matches!(self.backend, Backend::Spec(_))
+    }
+
+    /// Why the run cannot go on, if something the target depends on broke (a client program
+    /// that answered nonsense).
+    pub fn broken(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Spec(spec) => spec.broken.lock().expect("broken poisoned").clone(),
+            _ => None,
         }
     }
 
@@ -108,30 +195,35 @@ impl Target {
     /// it (etcd's /var/lib/etcd); otherwise the database makes it, and making that durable is
     /// its own job (target-db's is).
     pub fn data_dir_made_by_installer(&self) -> bool {
-        self.kind == TargetKind::Etcd
+        match &self.backend {
+            Backend::TargetDb => false,
+            Backend::Etcd => true,
+            Backend::Spec(spec) => spec.spec.data_dir_made_by_installer,
+        }
     }
 
     /// Whether the harness may send a write again after an unknown outcome: only a database
     /// that recognises a request it has applied (client id and sequence number) keeps a resent
     /// write from applying twice.
     pub fn deduplicates(&self) -> bool {
-        self.kind == TargetKind::TargetDb
+        self.is_target_db()
     }
 
     /// Why `fault` cannot be applied to this target, if it cannot: it needs the database's
     /// own admin calls or the layout of its files.
-    pub fn refuses(&self, fault: Fault) -> Option<String> {
-        match self.kind {
-            TargetKind::TargetDb => None,
-            TargetKind::Etcd => etcd::refuses(fault),
+    pub fn refuses(&self, fault: Fault) -> Option<&'static str> {
+        match self.backend {
+            Backend::TargetDb => None,
+            _ => needs_internals(fault),
         }
     }
 
     /// The command that starts (or restarts, on the same data directory) one node.
     pub fn start_command(&self, program: &Path, node: &NodePlace, flags: &[String]) -> Command {
-        match self.kind {
-            TargetKind::TargetDb => target_db::start_command(program, node, flags),
-            TargetKind::Etcd => etcd::start_command(node, flags),
+        match &self.backend {
+            Backend::TargetDb => target_db::start_command(program, node, flags),
+            Backend::Etcd => etcd::start_command(node, flags),
+            Backend::Spec(spec) => spec.start_command(node),
         }
     }
 
@@ -143,32 +235,57 @@ impl Target {
         addrs: &[String],
         settle: Duration,
     ) -> anyhow::Result<()> {
-        match self.kind {
-            TargetKind::TargetDb => target_db::initialise(http, addrs, settle).await,
-            TargetKind::Etcd => etcd::initialise(self, http, addrs, settle).await,
+        self.nodes
+            .store(addrs.len(), std::sync::atomic::Ordering::Relaxed);
+        match &self.backend {
+            Backend::TargetDb => target_db::initialise(http, addrs, settle).await,
+            Backend::Etcd => etcd::initialise(self, http, addrs, settle).await,
+            Backend::Spec(spec) => {
+                let deadline = Instant::now() + settle;
+                for (index, addr) in addrs.iter().enumerate() {
+                    while !spec.ready(addr).await {
+                        anyhow::ensure!(
+                            Instant::now() < deadline,
+                            "n{} ({addr}) of {} never became ready within {} s: see node{}/{}.log in the run directory",
+                            index + 1,
+                            spec.spec.name,
+                            settle.as_secs(),
+                            index + 1,
+                            spec.spec.name
+                        );
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
     /// What the node at `addr` says of itself, in the harness's words; None if it did not
     /// answer within a second.
     pub async fn status(&self, http: &reqwest::Client, addr: &str) -> Option<Value> {
-        match self.kind {
-            TargetKind::TargetDb => target_db::status(http, addr).await,
-            TargetKind::Etcd => etcd::status(self, http, addr).await,
+        match &self.backend {
+            Backend::TargetDb => target_db::status(http, addr).await,
+            Backend::Etcd => etcd::status(self, http, addr).await,
+            Backend::Spec(spec) => {
+                let nodes = self.nodes.load(std::sync::atomic::Ordering::Relaxed);
+                spec.status(addr, nodes).await
+            }
         }
     }
 
     /// A digest of the node's whole state with the log index it was taken at: two nodes that
     /// applied the same entries give the same.
     pub async fn digest(&self, http: &reqwest::Client, addr: &str) -> Option<(u64, String)> {
-        match self.kind {
-            TargetKind::TargetDb => {
+        match &self.backend {
+            Backend::TargetDb => {
                 let status = target_db::status(http, addr).await?;
                 let digest = &status["state_digest"];
                 Some((status["applied_index"].as_u64()?, digest.to_string()))
                     .filter(|_| !digest.is_null())
             }
-            TargetKind::Etcd => etcd::digest(http, addr).await,
+            Backend::Etcd => etcd::digest(http, addr).await,
+            Backend::Spec(_) => None,
         }
     }
 
@@ -181,9 +298,18 @@ impl Target {
         body: &Value,
         timeout: Duration,
     ) -> Outcome {
-        match self.kind {
-            TargetKind::TargetDb => target_db::write(http, addr, body, timeout).await,
-            TargetKind::Etcd => etcd::write(http, addr, body, timeout).await,
+        match &self.backend {
+            Backend::TargetDb => target_db::write(http, addr, body, timeout).await,
+            Backend::Etcd => etcd::write(http, addr, body, timeout).await,
+            Backend::Spec(spec) => {
+                let mut request = body.clone();
+                request["node"] = Value::from(addr);
+                if let Some(object) = request.as_object_mut() {
+                    object.remove("client");
+                    object.remove("seq");
+                }
+                spec.call(request, timeout).await
+            }
         }
     }
 
@@ -195,25 +321,34 @@ impl Target {
         key: &str,
         timeout: Duration,
     ) -> Outcome {
-        match self.kind {
-            TargetKind::TargetDb => target_db::read(http, addr, key, timeout).await,
-            TargetKind::Etcd => etcd::read(http, addr, key, timeout).await,
+        match &self.backend {
+            Backend::TargetDb => target_db::read(http, addr, key, timeout).await,
+            Backend::Etcd => etcd::read(http, addr, key, timeout).await,
+            Backend::Spec(spec) => {
+                let request = serde_json::json!({"node": addr, "op": "get", "key": key});
+                match spec.call(request, timeout).await {
+                    Outcome::Ok(reply) => Outcome::Ok(reply["value"].clone()),
+                    other => other,
+                }
+            }
         }
     }
 
     /// Whether a line of a node's log shows a panic.
     pub fn is_panic(&self, line: &str) -> bool {
-        match self.kind {
-            TargetKind::TargetDb => line.contains("panicked at"),
-            TargetKind::Etcd => etcd::is_panic(line),
+        match &self.backend {
+            Backend::TargetDb => line.contains("panicked at"),
+            Backend::Etcd => etcd::is_panic(line),
+            Backend::Spec(_) => false,
         }
     }
 
     /// Whether a line of a node's log says why it stopped.
     pub fn is_fatal(&self, line: &str) -> bool {
-        match self.kind {
-            TargetKind::TargetDb => line.starts_with("Error:"),
-            TargetKind::Etcd => etcd::is_fatal(line),
+        match &self.backend {
+            Backend::TargetDb => line.starts_with("Error:"),
+            Backend::Etcd => etcd::is_fatal(line),
+            Backend::Spec(_) => false,
         }
     }
 }
