@@ -490,7 +490,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
                 "metadata model".into(),
                 format!("faultfs --metadata {}", options.metadata),
             ),
-            ("target".into(), target.describe().into()),
+            ("target".into(), target.describe()),
             (
                 "operations".into(),
                 format!(
