@@ -48,6 +48,32 @@ pub const TARGET_DB_CLASSES: &[FileClass] = &[
     },
 ];
 
+/// etcd's data directory: its WAL (`member/wal`), its snapshots and bbolt database
+/// (`member/snap`), and what sits in `member/` (calls on those two directories themselves).
+pub const ETCD_CLASSES: &[FileClass] = &[
+    FileClass {
+        name: "wal",
+        glob: "db/member/wal/**",
+    },
+    FileClass {
+        name: "snapshot",
+        glob: "db/member/snap/**",
+    },
+    FileClass {
+        name: "metadata",
+        glob: "db/member/*",
+    },
+];
+
+/// The glob of the `wal` class among `classes`: the log a crash once recovered or an election
+/// crash is aimed at.
+fn log_class(classes: &[FileClass]) -> &'static str {
+    classes
+        .iter()
+        .find(|class| class.name == "wal")
+        .map_or("db/**", |class| class.glob)
+}
+
 /// The calls after which a crash can matter: those that make data durable or change names.
 /// (A `write` reaches faultfs when the kernel writes its page cache back: at fsync, mostly.)
 pub const CALLS: &[&str] = &[
@@ -96,6 +122,8 @@ pub struct CrashAttempt {
 
 /// The seeded walk over every (class, call) pair, and what was placed so far.
 pub struct CrashPlan {
+    /// The target's classes of files.
+    pub classes: &'static [FileClass],
     pairs: Vec<(FileClass, &'static str)>,
     next: usize,
     pub attempts: Vec<CrashAttempt>,
@@ -107,7 +135,7 @@ pub struct CrashPlan {
 }
 
 impl CrashPlan {
-    pub fn new(classes: &[FileClass], rng: &mut SplitMix64) -> Self {
+    pub fn new(classes: &'static [FileClass], rng: &mut SplitMix64) -> Self {
         let mut pairs: Vec<(FileClass, &'static str)> = classes
             .iter()
             .flat_map(|class| CALLS.iter().map(move |call| (*class, *call)))
@@ -118,6 +146,7 @@ impl CrashPlan {
             pairs.swap(i, j);
         }
         Self {
+            classes,
             pairs,
             next: 0,
             attempts: Vec::new(),
@@ -268,7 +297,8 @@ pub async fn crash_point(
     {
         return election_crash(cluster, leader, plan, rng).await;
     }
-    if aim == 2 {
+    // Only target-db tells when its log is compacted past a follower (its /status).
+    if aim == 2 && cluster.lock().await.target.is_target_db() {
         return catch_up_crash(cluster, node, plan, rng).await;
     }
     let faultfs_status = cluster.lock().await.faultfs_status(node)?;
@@ -642,7 +672,10 @@ async fn crash_once_recovered(
     let rules: Vec<String> = stop
         .calls
         .iter()
-        .map(|call| format!("{call}(path=\"{LOG_GLOB}\")={}*off->1*crash", stop.skip))
+        .map(|call| {
+            let log = log_class(plan.classes);
+            format!("{call}(path=\"{log}\")={}*off->1*crash", stop.skip)
+        })
         .collect();
     let reached = place_any_and_wait(cluster, node, &rules, REACH_ONCE_RECOVERED_WITHIN).await?;
     let calls = stop.calls.join(" or ");
@@ -686,7 +719,6 @@ async fn crash_once_recovered(
 }
 
 /// The log class's glob: an election's votes go to the log.
-const LOG_GLOB: &str = "db/wal/**";
 
 /// A crash point aimed at an election: the leader is killed, and each other node's storage
 /// stops right after its first write to its log from then on, which is the election's (the
@@ -708,7 +740,7 @@ async fn election_crash(
             .filter(|&id| id != leader && cluster.running(id))
             .collect()
     };
-    let rule = format!("write(path=\"{LOG_GLOB}\")=1*crash");
+    let rule = format!("write(path=\"{}\")=1*crash", log_class(plan.classes));
     let mut placed = Vec::new();
     for &voter in &voters {
         placed.push((voter, cluster.lock().await.add_fault(voter, &rule)?));
@@ -1244,9 +1276,13 @@ async fn seen_by_the_oracles(rounds: Option<tokio::sync::watch::Receiver<u64>>) 
 }
 
 async fn role_of(cluster: &Arc<Mutex<Cluster>>, node: usize) -> String {
-    let addr = cluster.lock().await.nodes[node - 1].addr.clone();
+    let (target, addr) = {
+        let cluster = cluster.lock().await;
+        (cluster.target.clone(), cluster.nodes[node - 1].addr.clone())
+    };
     let client = reqwest::Client::new();
-    status(&client, &addr)
+    target
+        .status(&client, &addr)
         .await
         .and_then(|s| s["state"].as_str().map(str::to_lowercase))
         .unwrap_or_else(|| "unknown".into())

@@ -167,7 +167,8 @@ pub async fn run(
     stop: Arc<AtomicBool>,
 ) -> Result<NemesisOutcome> {
     let mut rng = SplitMix64::new(seed ^ 0x006e_656d_6573_6973);
-    let mut plan = CrashPlan::new(crash_points::TARGET_DB_CLASSES, &mut rng);
+    let classes = cluster.lock().await.target.file_classes();
+    let mut plan = CrashPlan::new(classes, &mut rng);
     let mut applied = 0;
     if faults.is_empty() {
         return Ok(NemesisOutcome::default());

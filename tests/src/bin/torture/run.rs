@@ -30,7 +30,10 @@ const DEFAULT_FAULTS: &str = "crash-point,kill,kill-many,pause,wal-crash,partiti
 /// Every fault that applies to another database (etcd, a spec's): those that need no knowledge
 /// of a database's files or admin calls.
 const OUTSIDE_FAULTS: &str = "kill,kill-many,pause,partition,packet-loss,power-loss,power-loss-all,\
-                           disk-error,fsync-error,disk-full,slow-disk";
+                              disk-error,fsync-error,disk-full,slow-disk";
+/// etcd's default: those, and crash points on its classes of files.
+const ETCD_FAULTS: &str = "crash-point,kill,kill-many,pause,partition,packet-loss,power-loss,\
+                           power-loss-all,disk-error,fsync-error,disk-full,slow-disk";
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -178,6 +181,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let fault_list = args.faults.as_deref().unwrap_or(if target.is_target_db() {
         DEFAULT_FAULTS
+    } else if args.target == TargetKind::Etcd && args.target_spec.is_none() {
+        ETCD_FAULTS
     } else {
         OUTSIDE_FAULTS
     });
@@ -220,8 +225,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     for &fault in &faults {
         if let Some(why) = target.refuses(fault) {
+            let allowed = if args.target == TargetKind::Etcd && args.target_spec.is_none() {
+                ETCD_FAULTS
+            } else {
+                OUTSIDE_FAULTS
+            };
             bail!(
-                "--faults {}: {} cannot be applied to {}: {why}; for {} use: {OUTSIDE_FAULTS}",
+                "--faults {}: {} cannot be applied to {}: {why}; for {} use: {allowed}",
                 fault.name(),
                 fault.name(),
                 target.name(),

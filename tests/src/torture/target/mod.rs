@@ -20,7 +20,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::nemesis::Fault;
+use super::{crash_points::FileClass, nemesis::Fault};
 pub use target_db::status as target_db_status;
 
 /// How a client request ended.
@@ -95,7 +95,9 @@ fn needs_internals(fault: Fault) -> Option<&'static str> {
         Fault::WalCrash | Fault::WalWriteError | Fault::Bitrot | Fault::Corruption => {
             Some("it knows target-db's log record format and segment names")
         }
-        Fault::CrashPoint => Some("its crash points are placed by target-db's file classes"),
+        Fault::CrashPoint => {
+            Some("crash points need the database's classes of files, which a spec does not give")
+        }
         Fault::LeaderTransfer | Fault::Membership => Some("it uses target-db's admin calls"),
         Fault::DeposedLeader => Some("it reads target-db's uncommitted-entry counters"),
     }
@@ -214,7 +216,18 @@ impl Target {
     pub fn refuses(&self, fault: Fault) -> Option<&'static str> {
         match self.backend {
             Backend::TargetDb => None,
+            Backend::Etcd if fault == Fault::CrashPoint => None,
             _ => needs_internals(fault),
+        }
+    }
+
+    /// Its classes of files, by path globs on the node's mount, where crash points go (none
+    /// for a spec's database: crash points are refused for it).
+    pub fn file_classes(&self) -> &'static [FileClass] {
+        match self.backend {
+            Backend::TargetDb => super::crash_points::TARGET_DB_CLASSES,
+            Backend::Etcd => super::crash_points::ETCD_CLASSES,
+            Backend::Spec(_) => &[],
         }
     }
 
