@@ -718,8 +718,6 @@ async fn crash_once_recovered(
     }
 }
 
-/// The log class's glob: an election's votes go to the log.
-
 /// A crash point aimed at an election: the leader is killed, and each other node's storage
 /// stops right after its first write to its log from then on, which is the election's (the
 /// vote it casts; on a candidate, its own vote). Then every node loses power at that moment,
