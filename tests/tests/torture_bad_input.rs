@@ -39,8 +39,8 @@ fn a_fault_or_scenario_the_target_cannot_take_is_refused() {
         "wal-crash cannot be applied to etcd",
     );
     refused(
-        &["--target", "etcd", "--scenario", "node-rejoin"],
-        "the named scenarios are written for target-db",
+        &["--target", "etcd", "--scenario", "wal-bitrot"],
+        "--scenario wal-bitrot: works only on target-db",
     );
     refused(&["--target", "mysql"], "invalid value 'mysql'");
 }

@@ -109,6 +109,18 @@ impl Scenario {
             .expect("every scenario is in ALL")]
     }
 
+    /// Why the script works only on target-db, if it does: it reads target-db's log records or
+    /// its status's compaction fields.
+    pub fn needs_target_db(self) -> Option<&'static str> {
+        match self {
+            Scenario::WalBitrot => Some("it rewrites a record in target-db's log format"),
+            Scenario::SnapshotInstallCrash => {
+                Some("it waits for target-db's status to say the log was compacted")
+            }
+            _ => None,
+        }
+    }
+
     /// The smallest cluster the script makes sense on.
     pub fn min_nodes(self) -> usize {
         if self == Scenario::MultipleFailures {
@@ -192,7 +204,10 @@ pub async fn run(
     scenario: Scenario,
     recorder: Recorder,
 ) -> Result<u64> {
-    let size = cluster.lock().await.nodes.len();
+    let (size, log) = {
+        let cluster = cluster.lock().await;
+        (cluster.nodes.len(), cluster.target.log_glob())
+    };
     ensure!(
         size >= scenario.min_nodes(),
         "{} needs {} nodes: add --nodes {}",
@@ -348,12 +363,8 @@ pub async fn run(
         }
         Scenario::LeaderFailureUnderLoad => {
             let leader = leader(&cluster).await?;
-            let slow = with_fault_rule(
-                &cluster,
-                leader,
-                r#"fdatasync(path="db/wal/*")=delay(200)"#,
-                Duration::from_secs(2),
-            );
+            let rule = format!(r#"fdatasync(path="{log}")=delay(200)"#);
+            let slow = with_fault_rule(&cluster, leader, &rule, Duration::from_secs(2));
             let kill = async {
                 pause(1000).await;
                 cluster.lock().await.kill_node(leader);
@@ -410,7 +421,7 @@ pub async fn run(
             with_fault_rule(
                 &cluster,
                 leader,
-                r#"fdatasync(path="db/wal/*")=fsyncgate"#,
+                &format!(r#"fdatasync(path="{log}")=fsyncgate"#),
                 Duration::from_secs(2),
             )
             .await?;

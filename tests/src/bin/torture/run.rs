@@ -239,9 +239,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             );
         }
     }
-    if args.scenario.is_some() && !target.is_target_db() {
+    if let Some(script) = scenario
+        && !target.is_target_db()
+        && let Some(why) = script.needs_target_db()
+    {
         bail!(
-            "--scenario: the named scenarios are written for target-db; for {} give --faults",
+            "--scenario {}: works only on target-db: {why}; for {} pick another scenario or give --faults",
+            script.name(),
             target.name()
         );
     }
