@@ -8,7 +8,7 @@ use std::{
     sync::Mutex,
 };
 
-use common::build_tools;
+use common::{assert_checks, build_tools};
 
 const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
 /// This file's own loopback range: runs of other test files (or a user's) never meet it.
@@ -62,33 +62,25 @@ fn etcd_passes_under_kills_pauses_and_partitions() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{report}\n{stderr}");
     let verdicts = verdicts(&report);
-    for check in [
-        "linearizable",
-        "no acknowledged write lost",
-        "nodes converge to one state",
-        "restarted nodes rejoin and catch up",
-        "at most one leader per term",
-        "serves after a power loss of every node",
-    ] {
-        assert!(
-            verdicts
-                .iter()
-                .any(|(word, rest)| word == "pass" && rest.starts_with(check)),
-            "{check} should pass:\n{report}"
-        );
-    }
+    assert_checks(
+        &report,
+        "pass",
+        &[
+            "linearizable",
+            "no acknowledged write lost",
+            "nodes converge to one state",
+            "restarted nodes rejoin and catch up",
+            "at most one leader per term",
+            "serves after a power loss of every node",
+        ],
+    );
     // What etcd cannot tell (request ids, target-db's own status fields) is not a pass.
     for (word, rest) in &verdicts {
         if word == "n/a" {
             assert!(rest.contains("not applicable: "), "{rest}");
         }
     }
-    assert!(
-        verdicts
-            .iter()
-            .any(|(word, rest)| word == "n/a" && rest.starts_with("each write applied once")),
-        "{report}"
-    );
+    assert_checks(&report, "n/a", &["each write applied once"]);
     assert!(
         report.contains("--target etcd --faults kill,pause,partition --metadata ext4"),
         "the replay names the target:\n{report}"

@@ -7,7 +7,7 @@ use std::{
     sync::Mutex,
 };
 
-use common::{build_tools, render_in_chromium};
+use common::{assert_checks, build_tools, render_in_chromium};
 
 const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
 /// This file's own loopback range: runs of other test files (or a user's) never meet it.
@@ -48,19 +48,16 @@ fn a_safe_database_passes_under_every_fault() {
         "the safe database should pass:\n{report}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for check in [
-        "linearizable",
-        "no acknowledged write lost",
-        "nodes converge to one state",
-        "restarted nodes rejoin and catch up",
-    ] {
-        assert!(
-            report
-                .lines()
-                .any(|l| l.starts_with("pass") && l.contains(check)),
-            "{check}:\n{report}"
-        );
-    }
+    assert_checks(
+        &report,
+        "pass",
+        &[
+            "linearizable",
+            "no acknowledged write lost",
+            "nodes converge to one state",
+            "restarted nodes rejoin and catch up",
+        ],
+    );
     assert!(
         report.contains("replay: cargo xtask torture --seed 12"),
         "{report}"

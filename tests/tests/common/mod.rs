@@ -55,3 +55,17 @@ pub fn render_in_chromium(page: &Path, scratch: &Path) -> String {
     assert!(output.status.success(), "chromium failed: {output:?}");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// Asserts that the report table (`torture run`'s stdout) gives each of `checks` the verdict
+/// `word` (`pass`, `FAIL`, `n/a`).
+pub fn assert_checks(report: &str, word: &str, checks: &[&str]) {
+    for check in checks {
+        assert!(
+            report.lines().any(|line| line
+                .strip_prefix(word)
+                .is_some_and(|rest| rest.starts_with(char::is_whitespace)
+                    && rest.trim_start().starts_with(check))),
+            "{check} should be {word}:\n{report}"
+        );
+    }
+}
