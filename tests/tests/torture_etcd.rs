@@ -3,14 +3,10 @@
 //! (FUSE mounts, eBPF for partitions).
 mod common;
 
-use std::{
-    process::{Command, Output},
-    sync::Mutex,
-};
+use std::{process::Output, sync::Mutex};
 
-use common::{assert_checks, build_tools};
+use common::{assert_checks, build_tools, torture_run};
 
-const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
 /// This file's own loopback range: runs of other test files (or a user's) never meet it.
 const FIRST_IP: &str = "127.0.26.11";
 
@@ -18,17 +14,9 @@ const FIRST_IP: &str = "127.0.26.11";
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn torture(args: &[&str]) -> (Output, String) {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let run_dir = tempfile::tempdir().unwrap();
-    let output = Command::new(TORTURE)
-        .args(["run", "--target", "etcd", "--first-ip", FIRST_IP])
-        .arg("--run-dir")
-        .arg(run_dir.path().join("run"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    (output, stdout)
+    let args = [&["--target", "etcd"], args].concat();
+    torture_run(&ONE_AT_A_TIME, FIRST_IP, run_dir.path(), &args)
 }
 
 /// The verdict word each check got, by name, from the report's table.

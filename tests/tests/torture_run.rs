@@ -2,14 +2,10 @@
 //! every kind of fault this kernel allows. Needs root (FUSE mounts, eBPF).
 mod common;
 
-use std::{
-    process::{Command, Output},
-    sync::Mutex,
-};
+use std::{process::Output, sync::Mutex};
 
-use common::{assert_checks, build_tools, render_in_chromium};
+use common::{assert_checks, build_tools, render_in_chromium, torture_run};
 
-const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
 /// This file's own loopback range: runs of other test files (or a user's) never meet it.
 const FIRST_IP: &str = "127.0.21.11";
 
@@ -23,17 +19,7 @@ fn torture(args: &[&str]) -> (Output, String) {
 
 /// A run whose directory (`DIR/run`) outlives it.
 fn torture_in(dir: &std::path::Path, args: &[&str]) -> (Output, String) {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let output = Command::new(TORTURE)
-        .arg("run")
-        .args(["--first-ip", FIRST_IP])
-        .arg("--run-dir")
-        .arg(dir.join("run"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    (output, stdout)
+    torture_run(&ONE_AT_A_TIME, FIRST_IP, dir, args)
 }
 
 #[test]

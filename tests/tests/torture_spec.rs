@@ -5,13 +5,12 @@ mod common;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Output,
     sync::Mutex,
 };
 
-use common::{assert_checks, build_tools};
+use common::{assert_checks, build_tools, torture_run};
 
-const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
 /// This file's own loopback range: runs of other test files (or a user's) never meet it.
 const FIRST_IP: &str = "127.0.27.11";
 
@@ -26,19 +25,9 @@ fn example(name: &str) -> PathBuf {
 
 /// A run of `spec` in `dir/run`; returns its output and stdout.
 fn torture(dir: &Path, spec: &Path, args: &[&str]) -> (Output, String) {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let output = Command::new(TORTURE)
-        .arg("run")
-        .arg("--target-spec")
-        .arg(spec)
-        .args(["--first-ip", FIRST_IP, "--nodes", "1"])
-        .arg("--run-dir")
-        .arg(dir.join("run"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    (output, stdout)
+    let spec = spec.to_str().unwrap();
+    let args = [&["--target-spec", spec, "--nodes", "1"], args].concat();
+    torture_run(&ONE_AT_A_TIME, FIRST_IP, dir, &args)
 }
 
 /// Whether anything is still mounted under `dir` (a run must unmount all it mounted).

@@ -69,3 +69,25 @@ pub fn assert_checks(report: &str, word: &str, checks: &[&str]) {
         );
     }
 }
+
+/// `torture run ARGS` on `first_ip`'s addresses with its run directory in `dir/run`: its output
+/// and stdout. Runs of one test file share their addresses, so each holds `turns` while it
+/// runs.
+pub fn torture_run(
+    turns: &std::sync::Mutex<()>,
+    first_ip: &str,
+    dir: &Path,
+    args: &[&str],
+) -> (std::process::Output, String) {
+    let _turn = turns.lock().unwrap_or_else(|e| e.into_inner());
+    let output = Command::new(env!("CARGO_BIN_EXE_torture"))
+        .arg("run")
+        .args(["--first-ip", first_ip])
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output, stdout)
+}
