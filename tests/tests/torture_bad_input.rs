@@ -46,6 +46,37 @@ fn a_fault_or_scenario_the_target_cannot_take_is_refused() {
 }
 
 #[test]
+fn a_spec_that_cannot_name_a_leader_of_several_nodes_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("db.toml");
+    std::fs::write(
+        &spec,
+        "name = \"kv\"\nclient_port = 6399\nstart = \"kv {ip}\"\nlog = \"*\"\nclient = \"cat\"\n",
+    )
+    .unwrap();
+    let spec = spec.to_str().unwrap();
+    refused(
+        &["--target-spec", spec, "--nodes", "3"],
+        "gives neither `primary` (a fixed primary) nor `status`",
+    );
+    refused(
+        &[
+            "--target-spec",
+            spec,
+            "--nodes",
+            "1",
+            "--faults",
+            "kill,partition",
+        ],
+        "--faults partition: needs at least 2 nodes",
+    );
+    refused(
+        &["--target-spec", spec, "--faults", "crash-point"],
+        "crash-point cannot be applied to kv",
+    );
+}
+
+#[test]
 fn an_address_another_process_listens_on_is_refused() {
     // Something already listens where node 1 would: the run must not send it /init.
     let taken = std::net::TcpListener::bind("127.0.9.11:7000").unwrap();

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::target::Target;
+use crate::check::Verdict;
 
 /// Every node has applied the same log and holds the same state (digest).
 pub async fn converged(
@@ -45,7 +46,9 @@ pub async fn converged(
 }
 
 /// Every node restarted during the run (id, restarts) reaches the commit index the leader
-/// has made durable. Ok and Err carry the detail for the report.
+/// has made durable. Ok and Err carry the detail for the report; the verdict is Fail, or Not
+/// applicable when the leader's status has no commit index at all (a spec's status command
+/// that does not give one).
 pub async fn rejoined(
     target: &Target,
     http: &reqwest::Client,
@@ -53,16 +56,25 @@ pub async fn rejoined(
     leader: usize,
     restarted: &[(usize, u32)],
     limit: Duration,
-) -> Result<String, String> {
+) -> Result<String, (Verdict, String)> {
     if restarted.is_empty() {
         return Ok("no node was restarted in this run".into());
     }
-    let Some(commit) = target
-        .status(http, &addrs[leader - 1])
-        .await
-        .and_then(|s| s["commit_index"].as_u64())
-    else {
-        return Err(format!("the leader n{leader} reports no commit index"));
+    let status = target.status(http, &addrs[leader - 1]).await;
+    let Some(commit) = status.as_ref().and_then(|s| s["commit_index"].as_u64()) else {
+        let verdict = match status {
+            Some(status) if status.get("commit_index").is_none() => Verdict::NotApplicable,
+            _ => Verdict::Fail,
+        };
+        let word = if verdict == Verdict::NotApplicable {
+            "not applicable: "
+        } else {
+            ""
+        };
+        return Err((
+            verdict,
+            format!("{word}the leader n{leader} reports no commit index"),
+        ));
     };
     let started = Instant::now();
     let who = restarted
@@ -92,10 +104,13 @@ pub async fn rejoined(
             ));
         }
         if started.elapsed() >= limit {
-            return Err(format!(
-                "after {} s, behind the leader's commit index {commit}: {}",
-                limit.as_secs(),
-                behind.join(", ")
+            return Err((
+                Verdict::Fail,
+                format!(
+                    "after {} s, behind the leader's commit index {commit}: {}",
+                    limit.as_secs(),
+                    behind.join(", ")
+                ),
             ));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;

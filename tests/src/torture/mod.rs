@@ -295,9 +295,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         )),
         Some(leader) => {
             let leader = leader as usize;
-            after_heal::rejoined(&target, &http, &addrs, leader, &restarted, options.settle)
-                .await
-                .map_err(|e| (Verdict::Fail, e))
+            after_heal::rejoined(&target, &http, &addrs, leader, &restarted, options.settle).await
         }
         None => Err((Verdict::Unknown, "no leader to compare with".to_owned())),
     };

@@ -249,6 +249,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             target.name()
         );
     }
+    if let Some(why) = target.leaderless(args.nodes) {
+        bail!("{why}");
+    }
     if args.target == TargetKind::Etcd {
         require_etcd()?;
     }

@@ -171,12 +171,27 @@ impl Target {
 
     /// Whether its nodes report a digest of their state (for "nodes converge").
     pub fn has_digest(&self) -> bool {
-        !matches!(self.backend, Backend::Spec(_))
+        match &self.backend {
+            Backend::Spec(spec) => spec.spec.digest.is_some(),
+            _ => true,
+        }
     }
 
-    /// Whether its nodes report commit and applied indexes (for "restarted nodes rejoin").
+    /// Whether its nodes may report commit and applied indexes (for "restarted nodes rejoin";
+    /// a spec's status command may still leave them out).
     pub fn reports_indexes(&self) -> bool {
-        !matches!(self.backend, Backend::Spec(_))
+        match &self.backend {
+            Backend::Spec(spec) => spec.spec.status.is_some(),
+            _ => true,
+        }
+    }
+
+    /// Why a cluster of `nodes` of this target cannot name a leader, if it cannot.
+    pub fn leaderless(&self, nodes: usize) -> Option<String> {
+        match &self.backend {
+            Backend::Spec(spec) => spec.leaderless(nodes),
+            _ => None,
+        }
     }
 
     /// Whether a panic can be told from its log.
@@ -298,7 +313,7 @@ impl Target {
                     .filter(|_| !digest.is_null())
             }
             Backend::Etcd => etcd::digest(http, addr).await,
-            Backend::Spec(_) => None,
+            Backend::Spec(spec) => spec.digest(addr).await,
         }
     }
 

@@ -39,9 +39,18 @@ pub struct Spec {
     #[serde(default)]
     pub ready: Option<String>,
     /// The node that takes writes, for a primary-replica database with a fixed primary (the
-    /// checks that need a leader use it); without one, a single node leads itself.
+    /// checks that need a leader use it); without one or `status`, a single node leads itself.
     #[serde(default)]
     pub primary: Option<u64>,
+    /// Prints what the node at `{addr}` says of itself, one JSON object in the harness's words:
+    /// `leader` (the node id it follows), and if it can `state` ("Leader"), `term`,
+    /// `commit_index`, `applied_index`. For a database that elects its leader.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Prints `{"applied_index": N, "digest": "..."}` for the node at `{addr}`: nodes that
+    /// applied the same entries print the same (for "nodes converge").
+    #[serde(default)]
+    pub digest: Option<String>,
     /// The database's log files: a glob relative to its data directory (`appendonlydir/*`).
     pub log: String,
     /// The client program: reads one JSON request a line on stdin, answers one JSON line on
@@ -142,27 +151,32 @@ impl SpecTarget {
         command
     }
 
+    /// `template` filled for the node at `addr`, run by `sh -c`: its stdout if it exits 0
+    /// within 2 s.
+    async fn ask(&self, template: &str, addr: &str) -> Option<String> {
+        let ip = addr.rsplit_once(':').map_or(addr, |(ip, _)| ip);
+        let command = template
+            .replace("{ip}", ip)
+            .replace("{addr}", addr)
+            .replace("{spec_dir}", &self.dir.display().to_string());
+        let output = tokio::process::Command::new("sh")
+            .args(["-c", &command])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(Duration::from_secs(2), output).await {
+            Ok(Ok(output)) if output.status.success() => {
+                Some(String::from_utf8_lossy(&output.stdout).into_owned())
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the node at `addr` serves: its readiness command exits 0, or its port accepts.
     pub async fn ready(&self, addr: &str) -> bool {
         match &self.spec.ready {
-            Some(template) => {
-                let ip = addr.rsplit_once(':').map_or(addr, |(ip, _)| ip);
-                let command = template
-                    .replace("{ip}", ip)
-                    .replace("{addr}", addr)
-                    .replace("{spec_dir}", &self.dir.display().to_string());
-                let status = tokio::process::Command::new("sh")
-                    .args(["-c", &command])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .kill_on_drop(true)
-                    .status();
-                matches!(
-                    tokio::time::timeout(Duration::from_secs(2), status).await,
-                    Ok(Ok(status)) if status.success()
-                )
-            }
+            Some(template) => self.ask(template, addr).await.is_some(),
             None => matches!(
                 tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
                     .await,
@@ -171,13 +185,38 @@ impl SpecTarget {
         }
     }
 
-    /// What a node says of itself: nothing but the leader, and that only when it serves.
+    /// What a node says of itself: its `status` command's answer, or else (when it serves)
+    /// only its fixed primary, or itself when alone.
     pub async fn status(&self, addr: &str, node_count: usize) -> Option<Value> {
+        if let Some(template) = &self.spec.status {
+            let answer: Value = serde_json::from_str(&self.ask(template, addr).await?).ok()?;
+            return answer.is_object().then_some(answer);
+        }
         if !self.ready(addr).await {
             return None;
         }
         let leader = self.spec.primary.or((node_count == 1).then_some(1))?;
         Some(json!({ "leader": leader }))
+    }
+
+    /// The node's digest, from the spec's `digest` command.
+    pub async fn digest(&self, addr: &str) -> Option<(u64, String)> {
+        let answer: Value =
+            serde_json::from_str(&self.ask(self.spec.digest.as_deref()?, addr).await?).ok()?;
+        let digest = &answer["digest"];
+        Some((answer["applied_index"].as_u64()?, digest.to_string())).filter(|_| !digest.is_null())
+    }
+
+    /// Why a cluster of `nodes` cannot name a leader with this spec, if it cannot.
+    pub fn leaderless(&self, nodes: usize) -> Option<String> {
+        (nodes > 1 && self.spec.primary.is_none() && self.spec.status.is_none()).then(|| {
+            format!(
+                "{} nodes of {}: the spec gives neither `primary` (a fixed primary) nor `status` \
+                 (a command that names each node's leader), so no check can tell who leads; add \
+                 one, or run --nodes 1",
+                nodes, self.spec.name
+            )
+        })
     }
 
     fn spawn_client(&self) -> std::io::Result<ClientProgram> {
@@ -312,6 +351,38 @@ mod tests {
         };
         assert!(why.contains("`outcome`"), "{why}");
         assert!(parse_reply("OK\n", 3).is_err());
+    }
+
+    /// A spec whose `status` and `digest` commands print fixed answers.
+    fn answering(status: &str, digest: &str) -> SpecTarget {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.toml");
+        let text = format!(
+            "name = \"x\"\nclient_port = 1\nstart = \"true\"\nlog = \"wal/*\"\nclient = \"c\"\n\
+             status = {status:?}\ndigest = {digest:?}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        SpecTarget::load(&path).unwrap()
+    }
+
+    #[tokio::test]
+    async fn status_and_digest_come_from_the_specs_commands_filled_for_the_node() {
+        let spec = answering(
+            r#"echo '{"leader": 2, "state": "Leader", "term": 7, "addr": "{addr}"}'"#,
+            r#"echo '{"applied_index": 40, "digest": "ab"}'"#,
+        );
+        let status = spec.status("127.0.0.12:9", 3).await.unwrap();
+        assert_eq!(status["leader"], 2);
+        assert_eq!(status["term"], 7);
+        assert_eq!(status["addr"], "127.0.0.12:9");
+        assert_eq!(
+            spec.digest("127.0.0.12:9").await,
+            Some((40, "\"ab\"".to_owned()))
+        );
+        assert!(spec.leaderless(3).is_none());
+        let silent = answering("exit 1", "echo nonsense");
+        assert_eq!(silent.status("127.0.0.12:9", 3).await, None);
+        assert_eq!(silent.digest("127.0.0.12:9").await, None);
     }
 
     #[test]
