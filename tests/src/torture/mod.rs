@@ -117,7 +117,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     let storage = if target.is_target_db() {
         cluster::StorageShape::describe_all(&cluster.storage_shapes)
     } else {
-        format!("{}'s own", target.name())
+        target.own_storage()
     };
     eprintln!("storage: {storage}");
     let cluster = Arc::new(Mutex::new(cluster));

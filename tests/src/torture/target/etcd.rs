@@ -16,6 +16,9 @@ const PEER_PORT: u16 = 2380;
 /// Entries between two snapshots unless the run gives its own: etcd's default (100,000) would
 /// never snapshot in a torture run, and its snapshot, WAL cut and purge paths go untested.
 const SNAPSHOT_COUNT: &str = "1000";
+/// As the report says it.
+pub const STORAGE: &str =
+    "etcd's own: a snapshot every 1,000 entries (--snapshot-count, unless a --db-flag gives one)";
 
 fn url(ip: &str, port: u16) -> String {
     format!("http://{ip}:{port}")

@@ -151,6 +151,15 @@ impl Target {
         }
     }
 
+    /// How a target other than target-db (whose shape the seed draws) stores its data, as the
+    /// report says it.
+    pub fn own_storage(&self) -> String {
+        match &self.backend {
+            Backend::Etcd => etcd::STORAGE.into(),
+            _ => format!("{}'s own", self.name()),
+        }
+    }
+
     /// The port clients talk to on every node's address.
     pub fn client_port(&self) -> u16 {
         match &self.backend {
