@@ -130,6 +130,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     let recorder = Recorder::new();
     let retries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let doubles = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let latest_writes = workload::LatestWrites::default();
     let stop = Arc::new(AtomicBool::new(false));
     // Leaders are watched through the healing too, until the history is checked.
     let watched = Arc::new(AtomicBool::new(false));
@@ -152,6 +153,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
             seed: options.seed,
             retries: retries.clone(),
             doubles: doubles.clone(),
+            latest_writes: latest_writes.clone(),
         },
         addrs.clone(),
         recorder.clone(),
@@ -257,8 +259,9 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         checks.push(final_power_loss(shape, &cluster, client, &recorder).await?);
         show_new_faults(&recorder.lines(), faults_shown);
         if target.deduplicates() {
+            let lines = recorder.lines();
             let again =
-                workload::resend_first_and_last_puts(&target, &addrs, &recorder.lines()).await;
+                workload::resend_first_and_last_puts(&target, &addrs, &lines, &latest_writes).await;
             doubles.lock().expect("doubles poisoned").extend(again);
         }
     }

@@ -116,7 +116,12 @@ pub struct Workload {
     pub retries: Arc<std::sync::atomic::AtomicU64>,
     /// Writes whose answer shows they were applied twice (see `applied_twice`).
     pub doubles: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Each client id's latest write, by its sequence number.
+    pub latest_writes: LatestWrites,
 }
+
+/// Client id -> the sequence number of the last write it sent.
+pub type LatestWrites = Arc<std::sync::Mutex<std::collections::BTreeMap<u64, u64>>>;
 
 /// Whether a write's answer shows it took effect twice: every value the workload writes is
 /// unique, so a put or cas whose answer says the key held *its own* value before it was applied
@@ -157,6 +162,7 @@ pub async fn run(
         let (addrs, recorder, stop) = (addrs.clone(), recorder.clone(), stop.clone());
         let retries = workload.retries.clone();
         let doubles = workload.doubles.clone();
+        let latest_writes = workload.latest_writes.clone();
         let keys = workload.keys;
         let target = workload.target.clone();
         let clients = workload.clients;
@@ -190,6 +196,9 @@ pub async fn run(
                     }
                     _ => (Func::Delete, HistoryValue::Nil, json!({"client": process, "seq": seq, "op": "delete", "key": key})),
                 };
+                if f != Func::Get {
+                    latest_writes.lock().expect("latest writes poisoned").insert(process, seq);
+                }
                 let invoke = Event { process, kind: Kind::Invoke, f, key: key.clone(), value: input.clone(), matched: None, time: recorder.now() };
                 recorder.record(invoke);
                 // A quarter of the writes wait only 100-400 ms, as impatient clients do: a write
@@ -290,12 +299,17 @@ pub async fn first_write(target: &Target, addrs: &[String], limit: Duration) -> 
 /// de-duplication state with the restart applies it again, and the key goes back to that old
 /// value. The last is its client's latest request, the one de-duplication must recognise
 /// exactly (an off-by-one lets it through): applied again, its answer says the key already held
-/// its own value. Not recorded in the history (it must have no effect); returns what was
-/// applied again, for "each write applied once".
+/// its own value. Only a client's latest write is judged by its answer: a database that keeps
+/// one request per client (the Raft dissertation's sessions, which assume a client never sends
+/// an older request again) answers an older one with the latest one's answer, which may say the
+/// key held this value without applying anything; an older write is judged by reading its key
+/// back. Not recorded in the history (it must have no effect); returns what was applied again,
+/// for "each write applied once".
 pub async fn resend_first_and_last_puts(
     target: &Target,
     addrs: &[String],
     lines: &[Line],
+    latest_writes: &LatestWrites,
 ) -> Vec<String> {
     let http = reqwest::Client::new();
     let mut first: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
@@ -345,7 +359,7 @@ pub async fn resend_first_and_last_puts(
         let sent_again = format!(
             "process {client}'s put of {shown} to {key} (seq {seq}), {which}, sent again after the final power loss, was applied again"
         );
-        if applied_twice(Func::Put, &answer, value) {
+        if is_latest_write(latest_writes, client, seq) && applied_twice(Func::Put, &answer, value) {
             applied_again.push(format!(
                 "{sent_again}: its answer says {key} already held {shown}"
             ));
@@ -361,6 +375,16 @@ pub async fn resend_first_and_last_puts(
         }
     }
     applied_again
+}
+
+/// Whether (client, seq) is the last write its client sent; a client the workload did not run
+/// (a final write's) sent only that one.
+fn is_latest_write(latest_writes: &LatestWrites, client: u64, seq: u64) -> bool {
+    latest_writes
+        .lock()
+        .expect("latest writes poisoned")
+        .get(&client)
+        .is_none_or(|&latest| latest == seq)
 }
 
 /// The value of a final write: unique, and 16 KiB, so its log record covers whole pages that
@@ -487,6 +511,17 @@ pub async fn final_reads(
 #[cfg(test)]
 mod double_application {
     use super::*;
+
+    #[test]
+    fn only_a_clients_latest_write_is_judged_by_its_answer() {
+        let latest = LatestWrites::default();
+        latest.lock().unwrap().insert(3, 9);
+        assert!(is_latest_write(&latest, 3, 9));
+        // An older request may get the answer of seq 9 from a database that keeps one per client.
+        assert!(!is_latest_write(&latest, 3, 4));
+        // A final write's client sent that one write only.
+        assert!(is_latest_write(&latest, 2_000_003, 1));
+    }
 
     #[test]
     fn a_write_that_found_its_own_value_was_applied_twice() {
