@@ -439,7 +439,7 @@ async fn apply_to(
                 )
             } else {
                 (
-                    r#"write(path="db/*")=error(ENOSPC)"#.to_owned(),
+                    r#"write(path="db/**")=error(ENOSPC)"#.to_owned(),
                     "disk full (ENOSPC)",
                 )
             };
