@@ -43,7 +43,7 @@ fn run(seed: &str, what: [&str; 2], db_flags: &[&str], duration: &str) -> (Optio
     // unexpectedly then says what it did.
     let faults: String = String::from_utf8_lossy(&output.stderr)
         .lines()
-        .filter(|line| line.contains(" s] fault "))
+        .filter(|line| line.starts_with('[') && !line.contains(" operations ("))
         .map(|line| format!("{line}\n"))
         .collect();
     (

@@ -92,6 +92,10 @@ pub struct FaultEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<u64>,
     pub target: String,
+    /// Its kind, as the command line names it (`kill`, `power-loss`, ...), or what the harness
+    /// did (`final power loss`); empty in histories written before it was recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
     pub description: String,
 }
 

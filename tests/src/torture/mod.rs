@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     check::{self, Limits, Verdict},
-    history::{History, Line, pair_events},
+    history::{History, LeaderEvent, Line, pair_events},
     report::{RunSummary, render_html},
 };
 use cluster::{Binaries, Cluster};
@@ -179,7 +179,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         )),
     };
     let started = Instant::now();
-    let mut faults_shown = 0;
+    let mut progress = Progress::default();
     while started.elapsed() < options.duration {
         tokio::time::sleep(
             Duration::from_secs(2).min(options.duration.saturating_sub(started.elapsed())),
@@ -188,27 +188,17 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         if let Some(why) = target.broken() {
             anyhow::bail!("{why}: the run is stopped and the cluster torn down");
         }
-        let lines = recorder.lines();
-        faults_shown = show_new_faults(&lines, faults_shown);
-        let ops = lines
-            .iter()
-            .filter(|l| matches!(l, Line::Op(e) if e.kind != crate::history::Kind::Invoke))
-            .count();
-        let faults = lines.iter().filter(|l| matches!(l, Line::Fault(_))).count();
-        let leader = any_leader(&target, &http, &addrs).await;
-        eprintln!(
-            "[{:>5.1} s] {ops} operations ({:.0}/s), {faults} faults, leader {}",
-            started.elapsed().as_secs_f64(),
-            ops as f64 / started.elapsed().as_secs_f64(),
-            leader.map_or("none".into(), |l| format!("n{l}"))
-        );
+        let line = progress.line(&recorder.lines(), started.elapsed());
+        match recorder.running_faults() {
+            running if running.is_empty() => eprintln!("{line}"),
+            running => eprintln!("{line}; under way: {}", running.join(", ")),
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let completed = workload.await?;
     let ops_per_second = completed as f64 / started.elapsed().as_secs_f64();
     let nemesis_outcome = nemesis.await??;
     let faults_applied = nemesis_outcome.applied;
-    faults_shown = show_new_faults(&recorder.lines(), faults_shown);
     let crash_coverage =
         crash_points::CrashCoverage::of(&nemesis_outcome.crash_points, nemesis_outcome.seen);
 
@@ -257,7 +247,6 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         let shape = (options.seed, options.keys, options.settle);
         let client = (&target, &http, addrs.as_slice());
         checks.push(final_power_loss(shape, &cluster, client, &recorder).await?);
-        show_new_faults(&recorder.lines(), faults_shown);
         if target.deduplicates() {
             let lines = recorder.lines();
             let again =
@@ -601,13 +590,12 @@ async fn power_loss_again(
 ) -> Result<Option<u64>> {
     let first_process = 2_000_000 + (GATED_ROUNDS + 2) * 1_000_000;
     let written = workload::final_writes(target, addrs, keys, seed, recorder, first_process).await;
-    let cut = recorder.now();
+    let cut = recorder.fault_starts("all", "second power loss (drop)");
     let everyone: Vec<usize> = (1..=addrs.len()).collect();
     crash_points::power_cut(cluster, &everyone, "drop", Duration::ZERO).await?;
     let torn: Vec<String> = torn.iter().map(|node| format!("n{node}")).collect();
-    recorder.fault(
+    recorder.fault_ends(
         cut,
-        recorder.now(),
         "all".into(),
         format!(
             "second power loss of every node (drop): the first tore a record in the log of {}; \
@@ -661,7 +649,7 @@ async fn final_power_loss(
         ),
         None => String::new(),
     };
-    let cut = recorder.now();
+    let cut = recorder.fault_starts("all", format!("final power loss ({mode})"));
     let everyone: Vec<usize> = (1..=addrs.len()).collect();
     let (torn, in_flight) = if mode == "torn" {
         // A torn cut tears only what is in flight: one more write to every key runs meanwhile,
@@ -691,9 +679,8 @@ async fn final_power_loss(
         let torn = crash_points::power_cut(cluster, &everyone, mode, Duration::ZERO).await?;
         (torn, String::new())
     };
-    recorder.fault(
+    recorder.fault_ends(
         cut,
-        recorder.now(),
         "all".into(),
         format!(
             "final power loss of every node ({mode}) right after {} writes to every key \
@@ -770,17 +757,6 @@ async fn watch_nodes(
     }
 }
 
-/// The leader some node currently knows of, for progress lines.
-async fn any_leader(target: &Target, http: &reqwest::Client, addrs: &[String]) -> Option<u64> {
-    for addr in addrs {
-        let status = target.status(http, addr).await;
-        if let Some(leader) = status.and_then(|s| s["leader"].as_u64()) {
-            return Some(leader);
-        }
-    }
-    None
-}
-
 /// The leader every node agrees on, polled for up to `limit` (once if zero).
 async fn leader_agreed(
     target: &Target,
@@ -815,25 +791,42 @@ fn not_reported(target: &Target, lacks: &str) -> String {
 /// Names on stderr each fault recorded since the first `shown` ones, with when it began and
 /// ended (seconds into the run), so a person watching sees what struck and where. Returns how
 /// many faults have been shown now.
-fn show_new_faults(lines: &[Line], shown: usize) -> usize {
-    let faults: Vec<_> = lines
-        .iter()
-        .filter_map(|line| match line {
-            Line::Fault(fault) => Some(fault),
+/// The one-line progress report of a run: operations so far and the rate since the last line,
+/// faults done, the leader and its term as the watcher last saw them.
+#[derive(Default)]
+struct Progress {
+    ops: usize,
+    at: Duration,
+}
+
+impl Progress {
+    fn line(&mut self, lines: &[Line], now: Duration) -> String {
+        let ops = lines
+            .iter()
+            .filter(|l| matches!(l, Line::Op(e) if e.kind != crate::history::Kind::Invoke))
+            .count();
+        let faults = lines.iter().filter(|l| matches!(l, Line::Fault(_))).count();
+        let leader = lines.iter().rev().find_map(|l| match l {
+            Line::Leader(leader) => Some(leader),
             _ => None,
-        })
-        .collect();
-    for fault in faults.iter().skip(shown) {
-        let seconds = |nanos: u64| nanos as f64 / 1e9;
-        let end = fault
-            .end
-            .map_or_else(String::new, |end| format!("-{:.1}", seconds(end)));
-        eprintln!(
-            "[{:>5.1}{end} s] fault {}: {}",
-            seconds(fault.time),
-            fault.target,
-            fault.description
-        );
+        });
+        let leader = match leader {
+            Some(LeaderEvent {
+                leader: Some(node),
+                term,
+                ..
+            }) => format!(
+                "leader n{node}{}",
+                term.map_or(String::new(), |t| format!(" (term {t})"))
+            ),
+            Some(_) => "no leader".to_owned(),
+            None => "leader not seen yet".to_owned(),
+        };
+        let rate = (ops - self.ops) as f64 / (now - self.at).as_secs_f64().max(1e-3);
+        (self.ops, self.at) = (ops, now);
+        format!(
+            "[{:>5.1} s] {ops} operations ({rate:.0}/s), {faults} faults done, {leader}",
+            now.as_secs_f64()
+        )
     }
-    faults.len()
 }

@@ -205,10 +205,10 @@ pub async fn run(
         } else {
             1 + rng.below(size) as usize
         };
-        let start = recorder.now();
+        let start = recorder.fault_starts(format!("n{node}"), fault.name());
         let (node, description) = apply(&cluster, fault, node, &mut rng, &mut plan).await?;
         tracing::info!(node, %description, "fault");
-        recorder.fault(start, recorder.now(), format!("n{node}"), description);
+        recorder.fault_ends(start, format!("n{node}"), description);
         applied += 1;
     }
     Ok(NemesisOutcome {

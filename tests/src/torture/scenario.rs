@@ -176,13 +176,14 @@ fn pause(ms: u64) -> tokio::time::Sleep {
 /// Logs the steps of a script as faults, each from its start to when the next one is logged.
 struct Steps<'a> {
     recorder: &'a Recorder,
+    scenario: &'static str,
     count: u64,
 }
 
 impl Steps<'_> {
     fn log(&mut self, start: u64, node: usize, what: impl Into<String>) {
         self.recorder
-            .fault(start, self.recorder.now(), format!("n{node}"), what.into());
+            .fault_since(start, format!("n{node}"), self.scenario, what.into());
         self.count += 1;
     }
 }
@@ -217,6 +218,7 @@ pub async fn run(
     );
     let mut steps = Steps {
         recorder: &recorder,
+        scenario: scenario.name(),
         count: 0,
     };
     pause(1500).await;
