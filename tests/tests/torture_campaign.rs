@@ -37,6 +37,10 @@ fn shards_cover_the_seed_range_and_merge_into_one_verdict() {
     );
     assert!(stdout.contains("2 of 2 seeds passed"), "{stdout}");
     assert!(shard(&second, "2/2").status.success());
+    // Each job's index page links its seeds' reports, relative to it.
+    let index = std::fs::read_to_string(first.join("index.html")).unwrap();
+    assert!(index.contains("href=\"seed-21/report.html\""), "{index}");
+    assert!(index.contains("href=\"seed-23/report.html\""), "{index}");
 
     // Seeds 21 and 23 went to job 1, 22 to job 2, each with its own run directory.
     for (job, seed) in [(&first, 21), (&second, 22), (&first, 23)] {
@@ -70,9 +74,12 @@ fn shards_cover_the_seed_range_and_merge_into_one_verdict() {
     }
 
     let junit = scratch.path().join("all.xml");
+    let all = scratch.path().join("all.html");
     let merged = Command::new(TORTURE)
         .args(["merge", "--json", "--junit"])
         .arg(&junit)
+        .arg("--html")
+        .arg(&all)
         .arg(&first)
         .arg(&second)
         .output()
@@ -86,6 +93,13 @@ fn shards_cover_the_seed_range_and_merge_into_one_verdict() {
         .map(|r| r["seed"].as_u64().unwrap())
         .collect();
     assert_eq!(seeds, [21, 22, 23]);
+    let all = std::fs::read_to_string(&all).unwrap();
+    for link in ["job1/seed-21", "job2/seed-22", "job1/seed-23"] {
+        assert!(
+            all.contains(&format!("href=\"{link}/report.html\"")),
+            "{all}"
+        );
+    }
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(
         xml.contains("tests=\"3\" failures=\"0\" errors=\"0\""),

@@ -4,7 +4,10 @@ mod common;
 
 use std::{process::Output, sync::Mutex};
 
-use common::{assert_checks, build_tools, render_in_chromium, torture_run};
+use common::{
+    assert_checks, build_tools, data_attribute, render_in_chromium, render_in_chromium_at,
+    screenshot_in_chromium, torture_run,
+};
 
 /// This file's own loopback range: runs of other test files (or a user's) never meet it.
 const FIRST_IP: &str = "127.0.21.11";
@@ -99,6 +102,48 @@ fn a_failing_runs_report_shows_every_check_every_fault_and_the_replay() {
         "every fault of the nemesis and the final power loss has a row"
     );
     assert!(dom.contains("cargo xtask torture --seed 2 --duration 4s --nodes 3 --faults kill"));
+    assert_eq!(
+        data_attribute(&dom, "nodes"),
+        Some("3"),
+        "the timeline has a lane for each node"
+    );
+    assert_eq!(
+        data_attribute(&dom, "in-view"),
+        Some(json["history_check"]["operations"].to_string().as_str()),
+        "the timeline opens on every operation of the run"
+    );
+    // A failing check that names operations or a moment links to them on the timeline, and
+    // the link zooms in there.
+    let linkable = [
+        "linearizable",
+        "no acknowledged write lost",
+        "no value from nowhere, no stale read",
+        "at most one leader per term",
+        "terms and commit index never go back",
+        "acknowledged log entries survive restarts",
+        "replicas apply the same results",
+    ];
+    for check in checks {
+        let name = check["name"].as_str().unwrap();
+        if check["verdict"] != "fail" || !linkable.contains(&name) {
+            continue;
+        }
+        let row = &dom[dom.find(&format!("<td>{name}</td>")).unwrap()..];
+        let row = &row[..row.find("</tr>").unwrap()];
+        let link = row
+            .find("href=\"#")
+            .unwrap_or_else(|| panic!("failing check {name} has no link: {row}"));
+        let fragment = &row[link + 6..];
+        let fragment = &fragment[..fragment.find('"').unwrap()];
+        let there = render_in_chromium_at(&run.join("report.html"), fragment, dir.path());
+        assert!(!there.contains("data-error"), "a script error happened");
+        let in_view: u64 = data_attribute(&there, "in-view").unwrap().parse().unwrap();
+        assert!(
+            in_view < json["history_check"]["operations"].as_u64().unwrap(),
+            "{fragment} zooms in"
+        );
+    }
+    screenshot_in_chromium(&run.join("report.html"), "torture-run-failing", dir.path());
 }
 
 /// An odd seed's final power loss is `torn`, and comes while one more write to every key is in

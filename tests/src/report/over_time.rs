@@ -76,7 +76,8 @@ pub fn write_section(page: &mut String, history: &History) {
     let bar = WIDTH / count as f64;
     let per_second = 1e9 / width_ns as f64;
 
-    let rate_top = 20.0;
+    // Two rows of fault labels above the charts.
+    let rate_top = 44.0;
     let latency_top = rate_top + RATE_HEIGHT + GAP;
     let leader_top = latency_top + LATENCY_HEIGHT + GAP;
     let height = leader_top + LEADER_HEIGHT + 24.0;
@@ -91,6 +92,9 @@ pub fn write_section(page: &mut String, history: &History) {
         width_ns / 1_000_000_000,
         LEFT + WIDTH + 20.0
     );
+    // Where each label row is free from, so labels never overlap (a fault with no room for
+    // its label keeps its band and its hover text).
+    let mut free_from = [0.0f64; 2];
     for fault in &history.faults {
         let from = x(fault.time);
         let w = (x(fault.end.unwrap_or(fault.time)) - from).max(2.0);
@@ -101,6 +105,18 @@ pub fn write_section(page: &mut String, history: &History) {
             super::html::escape(&fault.target),
             super::html::escape(&fault.description)
         );
+        let label = fault_label(&fault.target, &fault.name);
+        // About 6 px a character at the label's size.
+        let needs = label.chars().count() as f64 * 6.0 + 6.0;
+        if let Some(row) = free_from.iter().position(|&free| free <= from) {
+            free_from[row] = from + needs;
+            let _ = writeln!(
+                page,
+                "<text class=\"fault-label\" x=\"{from:.1}\" y=\"{:.1}\">{}</text>",
+                14.0 + row as f64 * 13.0,
+                super::html::escape(&label)
+            );
+        }
     }
 
     let max_rate = buckets
@@ -160,6 +176,15 @@ pub fn write_section(page: &mut String, history: &History) {
 
     write_leaders(page, &history.leaders, start, end, leader_top, &x);
     page.push_str("</svg></div>\n");
+}
+
+/// A fault's label over the charts: its node and kind (`n2 power-loss`).
+fn fault_label(target: &str, name: &str) -> String {
+    if name.is_empty() {
+        format!("{target} fault")
+    } else {
+        format!("{target} {name}")
+    }
 }
 
 fn axis(page: &mut String, top: f64, height: f64, max: f64, unit: &str) {

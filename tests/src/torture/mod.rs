@@ -30,7 +30,7 @@ use tokio::sync::Mutex;
 use crate::{
     check::{self, Limits, Verdict},
     history::{History, LeaderEvent, Line, pair_events},
-    report::{RunSummary, render_html},
+    report::{CheckLine, RunSummary, render_html},
 };
 use cluster::{Binaries, Cluster};
 use nemesis::Fault;
@@ -453,10 +453,19 @@ pub async fn run(options: Options) -> Result<TortureReport> {
     let verdict = Verdict::all(checks.iter().map(|c| c.verdict));
     let run_summary = RunSummary {
         verdict,
-        checks: checks
-            .iter()
-            .map(|c| (c.name.clone(), c.verdict, c.detail.clone()))
-            .collect(),
+        nodes: options.nodes as u64,
+        checks: {
+            let oracles = oracles.lock().expect("oracles poisoned");
+            checks
+                .iter()
+                .map(|c| CheckLine {
+                    name: c.name.clone(),
+                    verdict: c.verdict,
+                    detail: c.detail.clone(),
+                    at: oracles.first_violation_at(&c.name),
+                })
+                .collect()
+        },
         facts: vec![
             ("seed".into(), options.seed.to_string()),
             ("nodes".into(), options.nodes.to_string()),

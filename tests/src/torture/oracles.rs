@@ -371,6 +371,14 @@ impl Oracles {
         (Verdict::Pass, detail)
     }
 
+    /// When oracle `name` was first violated (the run's clock, ns), if it was.
+    pub fn first_violation_at(&self, name: &str) -> Option<u64> {
+        self.violations
+            .iter()
+            .find(|v| v.oracle == name)
+            .map(|v| v.time)
+    }
+
     pub fn violations(&self) -> &[Violation] {
         &self.violations
     }

@@ -28,12 +28,50 @@ pub fn build_tools() {
 /// The page as a real browser renders it (Debian's chromium, headless): its DOM after the
 /// page's scripts ran.
 pub fn render_in_chromium(page: &Path, scratch: &Path) -> String {
+    render_in_chromium_at(page, "", scratch)
+}
+
+/// The DOM of the page opened at `#fragment` (empty: none), after its scripts ran.
+pub fn render_in_chromium_at(page: &Path, fragment: &str, scratch: &Path) -> String {
+    let url = format!("file://{}{fragment}", page.display());
+    let output = chromium(scratch)
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "chromium failed: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Saves what a reader sees of the page (1400 px wide) as `NAME.png` under the test target's
+/// `report-screenshots/`, an artifact CI keeps for a person to look at.
+pub fn screenshot_in_chromium(page: &Path, name: &str, scratch: &Path) -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = dir.join(format!("{name}.png"));
+    let output = chromium(scratch)
+        .args(["--hide-scrollbars", "--window-size=1400,2400"])
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "chromium failed: {output:?}");
+    assert!(
+        png.metadata().unwrap().len() > 0,
+        "{} is empty",
+        png.display()
+    );
+    png
+}
+
+fn chromium(scratch: &Path) -> Command {
     let chromium = Path::new("/usr/bin/chromium");
     assert!(
         chromium.exists(),
         "Debian's chromium is needed for this test: run `cargo xtask setup` (or apt-get install chromium)"
     );
-    let output = Command::new(chromium)
+    let mut command = Command::new(chromium);
+    command
         .args([
             "--headless",
             "--no-sandbox",
@@ -47,13 +85,15 @@ pub fn render_in_chromium(page: &Path, scratch: &Path) -> String {
         .arg(format!(
             "--user-data-dir={}",
             scratch.join("chromium").display()
-        ))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "chromium failed: {output:?}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
+        ));
+    command
+}
+
+/// The value of the first `data-NAME="..."` attribute in a rendered DOM.
+pub fn data_attribute<'a>(dom: &'a str, name: &str) -> Option<&'a str> {
+    let start = dom.find(&format!("data-{name}=\""))? + name.len() + 7;
+    let len = dom[start..].find('"')?;
+    Some(&dom[start..start + len])
 }
 
 /// Asserts that the report table (`torture run`'s stdout) gives each of `checks` the verdict

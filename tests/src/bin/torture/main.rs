@@ -16,7 +16,7 @@ use tests::{
         Format, History,
         generate::{Shape, linearizable_history},
     },
-    report::{render_html, render_junit},
+    report::{render_html, render_index, render_junit},
     torture::{campaign::Summary, cluster::Binaries},
 };
 
@@ -54,6 +54,10 @@ enum Command {
         /// Also write JUnit XML of every seed here.
         #[arg(long)]
         junit: Option<PathBuf>,
+        /// Also write an HTML index of every seed here, failing seeds first, each linking to
+        /// its own report.
+        #[arg(long)]
+        html: Option<PathBuf>,
         /// Print the merged summary as JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -171,10 +175,20 @@ fn run_command(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run::run(*args),
-        Command::Merge { dirs, junit, json } => {
+        Command::Merge {
+            dirs,
+            junit,
+            html,
+            json,
+        } => {
             let summary = Summary::merge(&dirs)?;
             if let Some(path) = junit {
                 std::fs::write(&path, render_junit(&summary))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if let Some(path) = html {
+                let dir = path.parent().unwrap_or(std::path::Path::new("."));
+                std::fs::write(&path, render_index(&summary, dir))
                     .with_context(|| format!("writing {}", path.display()))?;
             }
             if json {

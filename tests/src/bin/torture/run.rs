@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use tests::{
     check::Verdict,
-    report::render_junit,
+    report::{render_index, render_junit},
     torture::{
         self, TortureReport,
         campaign::{self, SeedRange, SeedResult, Shard, Summary},
@@ -320,6 +320,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             summary.results.push(result);
             // After every seed, so an interrupted campaign keeps what it found.
             summary.write(&base)?;
+            if args.seeds.is_some() {
+                let index = base.join("index.html");
+                std::fs::write(&index, render_index(&summary, &base))
+                    .with_context(|| format!("writing {}", index.display()))?;
+            }
         }
         Ok(())
     })();
