@@ -12,8 +12,10 @@
   var ROW = 22, AXIS = 24, LEFT = 88;
   var COLOURS = ['#66bb6a', '#bdbdbd', '#ffb74d'];
   var NODES = ['#90caf9', '#ce93d8', '#a5d6a7', '#ffe082', '#ffab91', '#80deea', '#b0bec5', '#f48fb1'];
-  var rows = [{ kind: 'leader' }];
+  // A history with no leader changes (a Jepsen log) has no leader lane.
+  var rows = data.leaders.length ? [{ kind: 'leader' }] : [];
   for (var n = 1; n <= data.nodes; n++) rows.push({ kind: 'node', node: n });
+  var firstLane = rows.length;
   for (var l = 0; l < data.lanes; l++) rows.push({ kind: 'lane', lane: l });
 
   // Per lane: its operations by start, and the longest one (how far back a bar in view may start).
@@ -84,7 +86,7 @@
       if (tx + 64 < w) g.fillText(label(t), tx + 2, AXIS / 2);
     }
     // Fault intervals behind the client lanes, so an operation can be read against them.
-    var lanesTop = top(1 + data.nodes);
+    var lanesTop = top(firstLane);
     data.faults.forEach(function (f) {
       if (f[1] < view.from || f[0] > view.to) return;
       g.fillStyle = 'rgba(239,83,80,0.10)';
