@@ -1,8 +1,11 @@
 //! Checks on the running cluster once everything is healed: do the nodes hold one state, and
 //! did every node that was restarted rejoin and catch up with the leader.
-use std::time::{Duration, Instant};
+use std::{
+    ops::ControlFlow,
+    time::{Duration, Instant},
+};
 
-use super::target::Target;
+use super::{poll::poll_until, target::Target};
 use crate::check::Verdict;
 
 /// Every node has applied the same log and holds the same state (digest).
@@ -12,37 +15,39 @@ pub async fn converged(
     addrs: &[String],
     limit: Duration,
 ) -> Result<String, String> {
-    let deadline = Instant::now() + limit;
-    loop {
+    let seen = poll_until(limit, Duration::from_millis(300), move || async move {
         let mut digests: Vec<Option<(u64, String)>> = Vec::new();
         for addr in addrs {
             digests.push(target.digest(http, addr).await);
         }
-        if let Some(Some((applied, digest))) = digests.first()
-            && digests.iter().all(|d| d.as_ref() == digests[0].as_ref())
-        {
-            return Ok(format!(
-                "{} nodes at applied index {applied}, digest {digest}",
-                addrs.len(),
-            ));
+        match digests.first() {
+            Some(Some((applied, digest)))
+                if digests.iter().all(|d| d.as_ref() == digests[0].as_ref()) =>
+            {
+                ControlFlow::Break(format!(
+                    "{} nodes at applied index {applied}, digest {digest}",
+                    addrs.len(),
+                ))
+            }
+            _ => ControlFlow::Continue(digests),
         }
-        if Instant::now() >= deadline {
-            let seen: Vec<String> = digests
-                .iter()
-                .enumerate()
-                .map(|(i, d)| match d {
-                    Some((applied, digest)) => format!("n{}: {digest} at {applied}", i + 1),
-                    None => format!("n{}: no digest", i + 1),
-                })
-                .collect();
-            return Err(format!(
-                "after {} s, digests (at applied index): {}",
-                limit.as_secs(),
-                seen.join(", ")
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    })
+    .await;
+    seen.map_err(|digests| {
+        let seen: Vec<String> = digests
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match d {
+                Some((applied, digest)) => format!("n{}: {digest} at {applied}", i + 1),
+                None => format!("n{}: no digest", i + 1),
+            })
+            .collect();
+        format!(
+            "after {} s, digests (at applied index): {}",
+            limit.as_secs(),
+            seen.join(", ")
+        )
+    })
 }
 
 /// Every node restarted during the run (id, restarts) reaches the commit index the leader
@@ -82,7 +87,7 @@ pub async fn rejoined(
         .map(|(id, times)| format!("n{id} ({times}x)"))
         .collect::<Vec<_>>()
         .join(", ");
-    loop {
+    let caught_up = poll_until(limit, Duration::from_millis(300), move || async move {
         let mut behind = Vec::new();
         for &(id, _) in restarted {
             let applied = target
@@ -97,22 +102,24 @@ pub async fn rejoined(
             }
         }
         if behind.is_empty() {
-            return Ok(format!(
-                "restarted {who}: all reached the leader's commit index {commit} \
-                 ({:.1} s)",
-                started.elapsed().as_secs_f64()
-            ));
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(behind)
         }
-        if started.elapsed() >= limit {
-            return Err((
-                Verdict::Fail,
-                format!(
-                    "after {} s, behind the leader's commit index {commit}: {}",
-                    limit.as_secs(),
-                    behind.join(", ")
-                ),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    })
+    .await;
+    match caught_up {
+        Ok(()) => Ok(format!(
+            "restarted {who}: all reached the leader's commit index {commit} ({:.1} s)",
+            started.elapsed().as_secs_f64()
+        )),
+        Err(behind) => Err((
+            Verdict::Fail,
+            format!(
+                "after {} s, behind the leader's commit index {commit}: {}",
+                limit.as_secs(),
+                behind.join(", ")
+            ),
+        )),
     }
 }

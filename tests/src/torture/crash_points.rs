@@ -12,6 +12,7 @@
 //! report says which points were reached and which never were.
 use std::{
     collections::BTreeSet,
+    ops::ControlFlow,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -569,20 +570,18 @@ async fn wait_for_kill(
         .unwrap_or("?")
         .to_owned();
     // The signal went out before the call's reply: the process is gone or about to be.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        {
-            let mut cluster = cluster.lock().await;
-            if cluster.reap(node).is_some() {
-                cluster.start_node(node)?;
-                return Ok(Some(path));
-            }
-        }
-        if Instant::now() >= deadline {
-            anyhow::bail!("n{node} still runs 5 s after its faultfs killed it at {path}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let gone = super::poll::wait_for(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        move || async move { cluster.lock().await.reap(node).is_some() },
+    )
+    .await;
+    anyhow::ensure!(
+        gone,
+        "n{node} still runs 5 s after its faultfs killed it at {path}"
+    );
+    cluster.lock().await.start_node(node)?;
+    Ok(Some(path))
 }
 
 /// The power loss mode for a crash after `call`. A call that syncs nothing (a write, a
@@ -1090,21 +1089,25 @@ async fn wait_for_any_crash(
     rule_ids: &[u64],
     within: Duration,
 ) -> Result<Option<StoppedAt>> {
-    let started = Instant::now();
-    let reached = loop {
-        let status = cluster.lock().await.faultfs_status(node)?;
-        if let Some(path) = status["crashed"]["path"].as_str() {
-            let op = status["crashed"]["op"].as_str().unwrap_or("call");
-            break Some(StoppedAt {
-                op: op.to_owned(),
+    let reached = super::poll::poll_until(within, Duration::from_millis(10), move || async move {
+        let status = match cluster.lock().await.faultfs_status(node) {
+            Ok(status) => status,
+            Err(error) => return ControlFlow::Break(Err(error)),
+        };
+        match status["crashed"]["path"].as_str() {
+            Some(path) => ControlFlow::Break(Ok(StoppedAt {
+                op: status["crashed"]["op"]
+                    .as_str()
+                    .unwrap_or("call")
+                    .to_owned(),
                 path: path.to_owned(),
-            });
+            })),
+            None => ControlFlow::Continue(()),
         }
-        if started.elapsed() >= within {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    })
+    .await
+    .ok()
+    .transpose()?;
     let cluster = cluster.lock().await;
     for &rule_id in rule_ids {
         cluster.remove_fault(node, rule_id)?;

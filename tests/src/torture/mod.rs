@@ -9,11 +9,13 @@ pub mod membership;
 pub mod nemesis;
 pub mod network_shape;
 pub mod oracles;
+pub mod poll;
 pub mod scenario;
 pub mod target;
 pub mod workload;
 
 use std::{
+    ops::ControlFlow,
     path::PathBuf,
     sync::{
         Arc,
@@ -571,16 +573,26 @@ async fn gate_fired(
     rule: u64,
     within: Duration,
 ) -> Result<bool> {
-    let deadline = Instant::now() + within;
-    loop {
-        let fired = cluster.lock().await.faultfs_status(node)?["faults"]
+    let fired = poll::poll_until(within, Duration::from_millis(20), move || async move {
+        let status = match cluster.lock().await.faultfs_status(node) {
+            Ok(status) => status,
+            Err(error) => return ControlFlow::Break(Err(error)),
+        };
+        let fired = status["faults"]
             .as_array()
             .and_then(|rules| rules.iter().find(|r| r["id"] == rule))
             .is_some_and(|r| r["fired"].as_u64() > Some(0));
-        if fired || Instant::now() >= deadline {
-            return Ok(fired);
+        if fired {
+            ControlFlow::Break(Ok(()))
+        } else {
+            ControlFlow::Continue(())
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    })
+    .await;
+    match fired {
+        Ok(Ok(())) => Ok(true),
+        Ok(Err(error)) => Err(error),
+        Err(()) => Ok(false),
     }
 }
 
@@ -773,23 +785,21 @@ async fn leader_agreed(
     addrs: &[String],
     limit: Duration,
 ) -> Option<u64> {
-    let deadline = Instant::now() + limit;
-    loop {
+    poll::poll_until(limit, Duration::from_millis(200), move || async move {
         let mut leaders = Vec::new();
         for addr in addrs {
             let status = target.status(http, addr).await;
             leaders.push(status.and_then(|s| s["leader"].as_u64()));
         }
-        if let Some(Some(first)) = leaders.first()
-            && leaders.iter().all(|l| *l == Some(*first))
-        {
-            return Some(*first);
+        match leaders.first() {
+            Some(Some(first)) if leaders.iter().all(|l| *l == Some(*first)) => {
+                ControlFlow::Break(*first)
+            }
+            _ => ControlFlow::Continue(()),
         }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
+    .ok()
 }
 
 /// The detail of a check the target cannot answer: `lacks` says why.
@@ -797,9 +807,6 @@ fn not_reported(target: &Target, lacks: &str) -> String {
     format!("not applicable: {} {lacks}", target.name())
 }
 
-/// Names on stderr each fault recorded since the first `shown` ones, with when it began and
-/// ended (seconds into the run), so a person watching sees what struck and where. Returns how
-/// many faults have been shown now.
 /// The one-line progress report of a run: operations so far and the rate since the last line,
 /// faults done, the leader and its term as the watcher last saw them.
 #[derive(Default)]

@@ -4,6 +4,7 @@
 //! write-ahead log (faultfs: fsyncgate then power loss, fsync EIO, ENOSPC), a slow one (faultfs
 //! delay on every WAL fdatasync), failing WAL writes (injector error() via BPF LSM).
 use std::{
+    ops::ControlFlow,
     str::FromStr,
     sync::{
         Arc,
@@ -244,16 +245,18 @@ async fn corrupt_mid_log(
         ));
     };
     cluster.lock().await.start_node(node)?;
-    let started = tokio::time::Instant::now();
-    let refused = loop {
-        if let Some(status) = cluster.lock().await.reap(node) {
-            break Some(status);
-        }
-        if started.elapsed() >= REFUSAL_WITHIN {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let refused = super::poll::poll_until(
+        REFUSAL_WITHIN,
+        Duration::from_millis(50),
+        move || async move {
+            match cluster.lock().await.reap(node) {
+                Some(status) => ControlFlow::Break(status),
+                None => ControlFlow::Continue(()),
+            }
+        },
+    )
+    .await
+    .ok();
     match refused {
         Some(status) => {
             cluster.lock().await.restore(&rot)?;

@@ -1,15 +1,13 @@
 //! etcd 3.4 (Debian's `etcd-server`): one `etcd` per node bootstrapped from its flags, clients
 //! through the v3 JSON gateway (keys and values in base64), status from
 //! its Raft state in `/debug/vars` and a state digest from `/v3/maintenance/hash`.
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{ops::ControlFlow, process::Command, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use serde_json::{Value, json};
 
 use super::{NodePlace, Outcome, Target, json_answer};
+use crate::torture::poll::poll_until;
 
 pub const CLIENT_PORT: u16 = 2379;
 const PEER_PORT: u16 = 2380;
@@ -59,8 +57,7 @@ pub async fn initialise(
     addrs: &[String],
     settle: Duration,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + settle;
-    loop {
+    let listed = poll_until(settle, Duration::from_millis(200), move || async move {
         let mut missing = Vec::new();
         for (index, addr) in addrs.iter().enumerate() {
             let members = json_answer(
@@ -77,17 +74,20 @@ pub async fn initialise(
             }
         }
         if missing.is_empty() {
-            return Ok(());
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(missing)
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
+    })
+    .await;
+    listed.map_err(|missing| {
+        anyhow::anyhow!(
             "etcd members {} did not list all {} members within {} s: see their etcd.log",
             missing.join(", "),
             addrs.len(),
             settle.as_secs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        )
+    })
 }
 
 /// Records the id of each member named `n<id>`; returns how many it knows.

@@ -20,7 +20,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{crash_points::FileClass, nemesis::Fault};
+use super::{crash_points::FileClass, nemesis::Fault, poll::wait_for};
 pub use target_db::status as target_db_status;
 
 /// How a client request ended.
@@ -278,20 +278,21 @@ impl Target {
             Backend::TargetDb => target_db::initialise(http, addrs, settle).await,
             Backend::Etcd => etcd::initialise(self, http, addrs, settle).await,
             Backend::Spec(spec) => {
+                // One deadline for all the nodes: they start together.
                 let deadline = Instant::now() + settle;
                 for (index, addr) in addrs.iter().enumerate() {
-                    while !spec.ready(addr).await {
-                        anyhow::ensure!(
-                            Instant::now() < deadline,
-                            "n{} ({addr}) of {} never became ready within {} s: see node{}/{}.log in the run directory",
-                            index + 1,
-                            spec.spec.name,
-                            settle.as_secs(),
-                            index + 1,
-                            spec.spec.name
-                        );
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let ready =
+                        wait_for(left, Duration::from_millis(100), || spec.ready(addr)).await;
+                    anyhow::ensure!(
+                        ready,
+                        "n{} ({addr}) of {} never became ready within {} s: see node{}/{}.log in the run directory",
+                        index + 1,
+                        spec.spec.name,
+                        settle.as_secs(),
+                        index + 1,
+                        spec.spec.name
+                    );
                 }
                 Ok(())
             }

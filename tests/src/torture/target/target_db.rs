@@ -1,15 +1,11 @@
 //! The bundled target-db: `target-db serve` per node, `/init` on node 1, JSON over HTTP, and a
 //! `/status` that already speaks the harness's words.
-use std::{
-    collections::BTreeMap,
-    path::Path,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
 
 use serde_json::Value;
 
 use super::{NodePlace, Outcome, json_answer};
+use crate::torture::poll::wait_for;
 
 pub const PORT: u16 = 7000;
 
@@ -34,21 +30,18 @@ pub async fn initialise(
         .enumerate()
         .map(|(i, a)| ((i + 1).to_string(), a))
         .collect();
-    let deadline = Instant::now() + settle;
-    loop {
+    let peers = &peers;
+    let accepted = wait_for(settle, Duration::from_millis(100), move || async move {
         let answer = http
             .post(format!("http://{}/init", addrs[0]))
             .json(&peers)
             .send()
             .await;
-        if let Ok(response) = answer
-            && response.status().is_success()
-        {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "node 1 never accepted /init");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        answer.is_ok_and(|response| response.status().is_success())
+    })
+    .await;
+    anyhow::ensure!(accepted, "node 1 never accepted /init");
+    Ok(())
 }
 
 pub async fn status(http: &reqwest::Client, addr: &str) -> Option<Value> {
