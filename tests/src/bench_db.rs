@@ -1,6 +1,7 @@
 //! `cargo xtask bench db`: target-db's write throughput and latency with real fsync on the
 //! machine's disk, for 1 and 3 nodes, as the number of concurrent clients grows (group commit:
-//! entries that arrive together share one fsync).
+//! entries that arrive together share one fsync); with `--vs etcd`, target-db and etcd side by
+//! side, 3 nodes each, one load generator.
 use std::{
     path::Path,
     process::{Child, Command, Stdio},
@@ -11,6 +12,8 @@ use std::{
 use anyhow::{Context, Result};
 use serde_json::json;
 use tokio::sync::Mutex;
+
+use crate::torture::target::{NodePlace, Target, TargetKind, etcd_start_command};
 
 struct Nodes(Vec<Child>);
 
@@ -155,4 +158,285 @@ async fn measure(
         p50_ms: percentile(0.5),
         p99_ms: percentile(0.99),
     })
+}
+
+/// The keys the side-by-side bench writes to, chosen in turn by every client.
+const KEY_SPACE: u64 = 10_000;
+
+/// A 3-node cluster of `system` on loopback, data on `scratch`; stopped when dropped.
+pub struct Cluster3 {
+    _nodes: Nodes,
+    system: TargetKind,
+    leader: String,
+}
+
+impl Cluster3 {
+    pub async fn start(system: TargetKind, target_db: &Path, scratch: &Path) -> Result<Cluster3> {
+        let http = reqwest::Client::new();
+        match system {
+            TargetKind::TargetDb => {
+                let addrs: Vec<String> = (1..=3)
+                    .map(|id| format!("127.0.0.{}:7200", 40 + id))
+                    .collect();
+                let mut children = Vec::new();
+                for (index, addr) in addrs.iter().enumerate() {
+                    let id = index + 1;
+                    children.push(
+                        Command::new(target_db)
+                            .args([
+                                "serve",
+                                "--id",
+                                &id.to_string(),
+                                "--listen",
+                                addr,
+                                "--data-dir",
+                            ])
+                            .arg(scratch.join(format!("target-db-node{id}")))
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .spawn()
+                            .context("starting target-db")?,
+                    );
+                }
+                let nodes = Nodes(children);
+                Target::new(TargetKind::TargetDb)
+                    .initialise(&http, &addrs, Duration::from_secs(20))
+                    .await?;
+                let leader = leader_of(&http, &addrs, |status| {
+                    status["leader"].as_u64().map(|id| id as usize - 1)
+                })
+                .await?;
+                Ok(Cluster3 {
+                    _nodes: nodes,
+                    system,
+                    leader,
+                })
+            }
+            TargetKind::Etcd => {
+                let ips: Vec<String> = (1..=3).map(|id| format!("127.0.0.{}", 50 + id)).collect();
+                let mut children = Vec::new();
+                for (index, ip) in ips.iter().enumerate() {
+                    let data_dir = scratch.join(format!("etcd-node{}", index + 1));
+                    let place = NodePlace {
+                        id: index + 1,
+                        ip,
+                        data_dir: &data_dir,
+                        peers: &ips,
+                    };
+                    // etcd's own default snapshot interval, not the torture's short one.
+                    let flags = ["--snapshot-count".to_owned(), "100000".to_owned()];
+                    children.push(
+                        etcd_start_command(&place, &flags)
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .spawn()
+                            .context("starting etcd (Debian's etcd-server; cargo xtask setup installs it)")?,
+                    );
+                }
+                let nodes = Nodes(children);
+                let addrs: Vec<String> = ips.iter().map(|ip| format!("{ip}:2379")).collect();
+                let leader = leader_of(&http, &addrs, |_| None).await?;
+                Ok(Cluster3 {
+                    _nodes: nodes,
+                    system,
+                    leader,
+                })
+            }
+        }
+    }
+
+    /// One put of `value` to `key`; whether it was acknowledged.
+    async fn put(
+        &self,
+        http: &reqwest::Client,
+        client: u64,
+        seq: u64,
+        key: &str,
+        value: &str,
+    ) -> bool {
+        use base64::{Engine, engine::general_purpose::STANDARD};
+        let leader = &self.leader;
+        match self.system {
+            TargetKind::TargetDb => {
+                let body =
+                    json!({"client": client, "seq": seq, "op": "put", "key": key, "value": value});
+                http.post(format!("http://{leader}/kv/write"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+            TargetKind::Etcd => {
+                let body = json!({"key": STANDARD.encode(key), "value": STANDARD.encode(value)});
+                match http
+                    .post(format!("http://{leader}/v3/kv/put"))
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(response) if response.status().is_success() => response
+                        .json::<serde_json::Value>()
+                        .await
+                        .is_ok_and(|answer| answer.get("error").is_none()),
+                    _ => false,
+                }
+            }
+        }
+    }
+}
+
+/// The address of the node that leads: target-db names it in its status (`index_of`); for
+/// etcd, the member whose id its maintenance status gives as the leader.
+async fn leader_of(
+    http: &reqwest::Client,
+    addrs: &[String],
+    index_of: impl Fn(&serde_json::Value) -> Option<usize>,
+) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for addr in addrs {
+            let target_db = http.get(format!("http://{addr}/status")).send().await;
+            if let Ok(response) = target_db
+                && let Ok(status) = response.json::<serde_json::Value>().await
+                && let Some(index) = index_of(&status)
+            {
+                return Ok(addrs[index].clone());
+            }
+            let etcd = http
+                .post(format!("http://{addr}/v3/maintenance/status"))
+                .json(&json!({}))
+                .send()
+                .await;
+            if let Ok(response) = etcd
+                && let Ok(status) = response.json::<serde_json::Value>().await
+                && status["leader"].is_string()
+                && status["leader"] == status["header"]["member_id"]
+            {
+                return Ok(addr.clone());
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no leader in the bench cluster within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One closed-loop measurement: `clients` clients each put a 1 KiB value, wait for the answer and
+/// put the next, over the key space in turn; the first `warm_up` is not counted.
+pub async fn measure_closed_loop(
+    cluster: &Arc<Cluster3>,
+    clients: usize,
+    warm_up: Duration,
+    length: Duration,
+    round: u64,
+) -> Result<Measurement> {
+    let http = reqwest::Client::new();
+    let value = Arc::new("v".repeat(1024));
+    let started = Instant::now();
+    let counted_from = started + warm_up;
+    let until = counted_from + length;
+    let mut tasks = Vec::new();
+    for client in 0..clients as u64 {
+        let (http, value, cluster) = (http.clone(), value.clone(), cluster.clone());
+        // Unique per client and round: target-db's sessions never see a sequence go back.
+        let id = 10_000_000 + round * 100_000 + clients as u64 * 1_000 + client;
+        tasks.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            let mut latencies = Vec::new();
+            let mut key = client * 7_919;
+            while Instant::now() < until {
+                seq += 1;
+                key = (key + 1) % KEY_SPACE;
+                let sent = Instant::now();
+                let ok = cluster
+                    .put(&http, id, seq, &format!("key{key}"), &value)
+                    .await;
+                if ok && sent >= counted_from {
+                    latencies.push(sent.elapsed());
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await?);
+    }
+    latencies.sort();
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Ok(Measurement {
+        nodes: 3,
+        clients,
+        puts_per_second: latencies.len() as f64 / length.as_secs_f64(),
+        p50_ms: percentile(0.5),
+        p99_ms: percentile(0.99),
+    })
+}
+
+/// One row of the side-by-side table: medians over the repetitions.
+#[derive(Debug, serde::Serialize)]
+pub struct VersusRow {
+    pub clients: usize,
+    pub target_db_ops_per_s: f64,
+    pub target_db_p99_ms: f64,
+    pub etcd_ops_per_s: f64,
+    pub etcd_p99_ms: f64,
+}
+
+/// target-db and etcd, 3 nodes each on this disk, driven by one load generator: for each
+/// repetition, each client count, each system in turn (interleaved, so a slow moment of the
+/// machine hits both), then the medians.
+pub async fn versus_etcd(
+    target_db: &Path,
+    scratch: &Path,
+    client_counts: &[usize],
+    repetitions: usize,
+    warm_up: Duration,
+    length: Duration,
+) -> Result<Vec<VersusRow>> {
+    let ours = Arc::new(Cluster3::start(TargetKind::TargetDb, target_db, scratch).await?);
+    let etcd = Arc::new(Cluster3::start(TargetKind::Etcd, target_db, scratch).await?);
+    let mut samples: Vec<(TargetKind, usize, Measurement)> = Vec::new();
+    let mut round = 0;
+    for repetition in 0..repetitions {
+        for &clients in client_counts {
+            for cluster in [&ours, &etcd] {
+                round += 1;
+                let m = measure_closed_loop(cluster, clients, warm_up, length, round).await?;
+                eprintln!(
+                    "bench db: repetition {}/{repetitions}, {} with {clients} clients: {:.0} puts/s, p99 {:.1} ms",
+                    repetition + 1,
+                    cluster.system.name(),
+                    m.puts_per_second,
+                    m.p99_ms
+                );
+                samples.push((cluster.system, clients, m));
+            }
+        }
+    }
+    let median = |system: TargetKind, clients: usize, of: fn(&Measurement) -> f64| {
+        let mut values: Vec<f64> = samples
+            .iter()
+            .filter(|(s, c, _)| *s == system && *c == clients)
+            .map(|(_, _, m)| of(m))
+            .collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(0.0)
+    };
+    Ok(client_counts
+        .iter()
+        .map(|&clients| VersusRow {
+            clients,
+            target_db_ops_per_s: median(TargetKind::TargetDb, clients, |m| m.puts_per_second),
+            target_db_p99_ms: median(TargetKind::TargetDb, clients, |m| m.p99_ms),
+            etcd_ops_per_s: median(TargetKind::Etcd, clients, |m| m.puts_per_second),
+            etcd_p99_ms: median(TargetKind::Etcd, clients, |m| m.p99_ms),
+        })
+        .collect())
 }

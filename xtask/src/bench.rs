@@ -15,14 +15,18 @@ pub enum Bench {
     Explore,
     /// What the injector costs a process (attached or not) next to strace; delay precision.
     Injector,
-    /// target-db puts/s and latency, 1 and 3 nodes, 1/4/16 clients, real fsync.
+    /// target-db puts/s and latency, 1 and 3 nodes, 1/4/16 clients, real fsync; with
+    /// `--vs etcd`, target-db and etcd side by side (about 8 minutes).
     Db,
     /// Torture runs: ops/s with and without faults, heal to first write, checker time, and the
     /// time to first detection of each unsafe switch of target-db (about 10 minutes).
     Torture,
 }
 
-pub fn run(root: &Path, bench: Bench) -> Result<()> {
+pub fn run(root: &Path, bench: Bench, vs: Option<&str>, json: Option<&Path>) -> Result<()> {
+    if vs.is_some() && !matches!(bench, Bench::Db) {
+        anyhow::bail!("--vs compares databases: it goes with `cargo xtask bench db`");
+    }
     match bench {
         Bench::Checker => cmd::run(
             std::process::Command::new(crate::torture::build_torture(root)?)
@@ -35,9 +39,16 @@ pub fn run(root: &Path, bench: Bench) -> Result<()> {
         Bench::Torture => crate::bench_torture::run(root),
         Bench::Db => {
             crate::torture::build_tools(root)?;
-            cmd::run(
-                std::process::Command::new(root.join("target/release/torture")).arg("bench-db"),
-            )
+            let mut command = std::process::Command::new(root.join("target/release/torture"));
+            command.arg("bench-db");
+            if let Some(other) = vs {
+                crate::packages::ensure(&["etcd-server"], "benchmarking against etcd (--vs etcd)")?;
+                command.args(["--vs", other]);
+            }
+            if let Some(json) = json {
+                command.arg("--json").arg(json);
+            }
+            cmd::run(&mut command)
         }
     }
 }

@@ -76,6 +76,13 @@ enum Task {
     Bench {
         #[arg(value_enum)]
         what: bench::Bench,
+        /// With `db`: side by side with etcd (Debian's etcd-server, installed by the command),
+        /// 3 nodes each, 1/16/64 clients, 3 interleaved repetitions, medians and ratios.
+        #[arg(long, value_parser = ["etcd"])]
+        vs: Option<String>,
+        /// With `db --vs etcd`: also write the rows as JSON here.
+        #[arg(long, requires = "vs")]
+        json: Option<std::path::PathBuf>,
     },
     /// Soak faultfs: Debian's SQLite under load on a faultfs mount with a power loss every
     /// interval (each mode in turn), faultfs's resident memory, descriptors and volatile store
@@ -119,7 +126,7 @@ fn main() -> Result<()> {
         Task::Demo => demo::run(&root),
         Task::Flakes(args) => flakes::run(&root, &args),
         Task::Mutants(args) => mutants::run(&root, &args),
-        Task::Bench { what } => bench::run(&root, what),
+        Task::Bench { what, vs, json } => bench::run(&root, what, vs.as_deref(), json.as_deref()),
         Task::Soak(args) => soak::run(&root, &args),
         Task::Torture { args } => torture::run(&root, &args),
         Task::VmTests { every_test } => {

@@ -17,7 +17,7 @@ use tests::{
         generate::{Shape, linearizable_history},
     },
     report::{render_html, render_index, render_junit},
-    torture::{campaign::Summary, cluster::Binaries},
+    torture::{campaign::Summary, cluster::Binaries, target::TargetKind},
 };
 
 #[derive(Parser)]
@@ -92,10 +92,18 @@ enum Command {
     /// target-db puts/s and latency for 1 and 3 nodes as clients grow (cargo xtask bench db).
     #[command(hide = true)]
     BenchDb {
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
+        /// Seconds each measurement counts (default 5; 10 with --vs).
+        #[arg(long)]
+        seconds: Option<u64>,
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// Side by side with this database (etcd): 3 nodes each, 1/16/64 clients, 3
+        /// interleaved repetitions, medians.
+        #[arg(long, value_enum)]
+        vs: Option<TargetKind>,
+        /// With --vs: also write the rows as JSON here.
+        #[arg(long, requires = "vs")]
+        json: Option<PathBuf>,
     },
     /// Time the checker on a corpus directory and on a generated 100,000-operation history.
     #[command(hide = true)]
@@ -147,13 +155,62 @@ fn run_command(command: Command) -> Result<ExitCode> {
             Ok(exit_code(report.verdict))
         }
         Command::BenchChecker { corpus } => bench_checker(&corpus).map(|()| ExitCode::SUCCESS),
-        Command::BenchDb { seconds, bin_dir } => {
+        Command::BenchDb {
+            seconds,
+            bin_dir,
+            vs,
+            json,
+        } => {
             let binaries = Binaries::beside_me(bin_dir.as_deref())?;
             // On the machine's disk (ext4 here), not tmpfs: the fsyncs are real.
             let scratch = tempfile::Builder::new()
                 .prefix("targetdb-bench-")
                 .tempdir_in("/var/tmp")?;
             let runtime = tokio::runtime::Runtime::new()?;
+            if let Some(other) = vs {
+                anyhow::ensure!(
+                    other == TargetKind::Etcd,
+                    "--vs takes another database to compare target-db with: etcd"
+                );
+                let seconds = seconds.unwrap_or(10);
+                let rows = runtime.block_on(tests::bench_db::versus_etcd(
+                    &binaries.target_db,
+                    scratch.path(),
+                    &[1, 16, 64],
+                    3,
+                    Duration::from_secs(2),
+                    Duration::from_secs(seconds),
+                ))?;
+                println!(
+                    "puts of 1 KiB values to 10,000 keys, 3 nodes each on this disk, closed loop, \
+                     {seconds} s after 2 s of warm-up, medians of 3 interleaved repetitions:"
+                );
+                println!(
+                    "{:>8} {:>22} {:>22} {:>7}",
+                    "clients", "target-db puts/s (p99)", "etcd puts/s (p99)", "ratio"
+                );
+                for row in &rows {
+                    println!(
+                        "{:>8} {:>22} {:>22} {:>6.2}x",
+                        row.clients,
+                        format!(
+                            "{:.0} ({:.1} ms)",
+                            row.target_db_ops_per_s, row.target_db_p99_ms
+                        ),
+                        format!("{:.0} ({:.1} ms)", row.etcd_ops_per_s, row.etcd_p99_ms),
+                        row.target_db_ops_per_s / row.etcd_ops_per_s.max(1e-9)
+                    );
+                }
+                if let Some(path) = json {
+                    std::fs::write(
+                        &path,
+                        serde_json::to_string_pretty(&serde_json::json!({"rows": rows}))?,
+                    )
+                    .with_context(|| format!("writing {}", path.display()))?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let seconds = seconds.unwrap_or(5);
             let results = runtime.block_on(tests::bench_db::run(
                 &binaries.target_db,
                 scratch.path(),

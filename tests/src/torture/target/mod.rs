@@ -21,6 +21,7 @@ use std::{
 use serde_json::Value;
 
 use super::{crash_points::FileClass, nemesis::Fault, poll::wait_for};
+pub use etcd::start_command as etcd_start_command;
 pub use target_db::status as target_db_status;
 
 /// How a client request ended.
