@@ -6,6 +6,7 @@ pub mod counter;
 pub mod ebpf_object;
 pub mod error;
 pub mod fault_session;
+pub mod net;
 pub mod partition;
 pub mod probe;
 pub mod rules;

@@ -145,6 +145,59 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Slow down, lose, copy or reorder the packets between two sets of endpoints.
+    ///
+    /// Works on kernels without netem: iptables rules (mangle table, a chain named
+    /// FAULTLINE-NET-<pid>) hand the named links' packets to an NFQUEUE this process holds, and
+    /// each packet goes on at its moment, as netem would send it. Pairs not named never reach
+    /// the queue. Endpoints are IP, IP:PORT or pid:N, comma-separated, and must be addresses of
+    /// this host; both directions unless --one-way, so --delay 50ms adds 100 ms to a round
+    /// trip. Prints "attached" when in force; Ctrl-C, SIGTERM or --duration restores the link,
+    /// letting held packets go. After kill -9 the rules stay but let packets pass
+    /// (--queue-bypass); the next `injector net` removes them.
+    #[command(after_help = "Examples:\n  \
+        sudo injector net --between 127.0.0.2 --and 127.0.0.3 --delay 50ms\n  \
+        sudo injector net --between 127.0.0.2 --and 127.0.0.3,127.0.0.4 --delay 100ms --jitter 20ms --one-way\n  \
+        sudo injector net --between pid:4242 --and 127.0.0.3:7003 --loss 5% --duplicate 1% --reorder 10% --delay 10ms\n  \
+        sudo injector net --between 127.0.0.2 --and 127.0.0.3 --rate 1mbit --duration 30s --json")]
+    Net {
+        /// One side, e.g. 127.0.0.2, 127.0.0.2:7002 or pid:4242.
+        #[arg(long, required = true)]
+        between: Vec<String>,
+        /// The other side, e.g. 127.0.0.3,127.0.0.4.
+        #[arg(long, required = true)]
+        and: Vec<String>,
+        /// Only packets going from --between to --and.
+        #[arg(long)]
+        one_way: bool,
+        /// Hold each packet this long (each direction), at most 60 s: 50ms, 1s.
+        #[arg(long, value_parser = injector_user::net::impairment::parse_delay)]
+        delay: Option<Duration>,
+        /// Vary each packet's delay uniformly by up to this much either way (needs --delay);
+        /// packets can overtake each other, as with netem.
+        #[arg(long, value_parser = injector_user::net::impairment::parse_delay)]
+        jitter: Option<Duration>,
+        /// Drop this share of packets: 5%.
+        #[arg(long, value_parser = injector_user::net::impairment::parse_percent)]
+        loss: Option<injector_user::net::impairment::Percent>,
+        /// Send this share of packets twice: 1%.
+        #[arg(long, value_parser = injector_user::net::impairment::parse_percent)]
+        duplicate: Option<injector_user::net::impairment::Percent>,
+        /// Send this share of packets at once, ahead of the delayed ones (needs --delay): 10%.
+        #[arg(long, value_parser = injector_user::net::impairment::parse_percent)]
+        reorder: Option<injector_user::net::impairment::Percent>,
+        /// Let the link carry at most this rate, tc's units: 1mbit, 500kbit, 2mbps (bytes).
+        #[arg(long, value_parser = injector_user::net::impairment::parse_rate)]
+        rate: Option<u64>,
+        /// Seed for which packets are lost, copied, reordered and how much each is jittered.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// JSON lines on stdout: `attached`, then `restored` with packet counts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Change the rules of a running `injector attach` (list, add RULE, remove ID).
     ///
     /// Each command answers after the change took effect in the kernel. Removing a `pause`
@@ -293,6 +346,39 @@ fn main() -> ExitCode {
                 };
                 cli::partition::partition(options).await
             }
+            Command::Net {
+                between,
+                and,
+                one_way,
+                delay,
+                jitter,
+                loss,
+                duplicate,
+                reorder,
+                rate,
+                seed,
+                duration,
+                json,
+            } => {
+                let impairment = injector_user::net::impairment::Impairment {
+                    delay: delay.unwrap_or_default(),
+                    jitter: jitter.unwrap_or_default(),
+                    loss: loss.unwrap_or_default(),
+                    duplicate: duplicate.unwrap_or_default(),
+                    reorder: reorder.unwrap_or_default(),
+                    rate_bits_per_second: rate,
+                };
+                let options = cli::net::Options {
+                    between,
+                    and,
+                    one_way,
+                    impairment,
+                    seed,
+                    duration,
+                    json,
+                };
+                cli::net::net(options).await
+            }
             Command::Probe { json } => cli::print_probe(json),
             Command::Ctl {
                 pid,
@@ -333,6 +419,19 @@ fn report_error(error: &anyhow::Error) -> ExitCode {
 fn is_bad_input(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause.downcast_ref::<RuleError>().is_some()
+            || matches!(
+                cause.downcast_ref::<injector_user::net::NetError>(),
+                Some(
+                    injector_user::net::NetError::BadDuration(_)
+                        | injector_user::net::NetError::DelayTooLong { .. }
+                        | injector_user::net::NetError::BadPercent(_)
+                        | injector_user::net::NetError::BadRate(_)
+                        | injector_user::net::NetError::ZeroRate(_)
+                        | injector_user::net::NetError::Needs { .. }
+                        | injector_user::net::NetError::NothingAsked
+                        | injector_user::net::NetError::NotLocal(_)
+                )
+            )
             || matches!(
                 cause.downcast_ref::<InjectorError>(),
                 Some(

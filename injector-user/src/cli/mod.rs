@@ -3,6 +3,7 @@ pub mod attach;
 pub mod control;
 pub mod count;
 pub mod guard;
+pub mod net;
 pub mod partition;
 pub mod run;
 

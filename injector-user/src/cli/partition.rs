@@ -27,7 +27,7 @@ pub struct Options {
 const PID_REFRESH: Duration = Duration::from_millis(200);
 
 /// `IP`, `IP:PORT` or `pid:N` (every IPv4 TCP/UDP endpoint that process's sockets have now).
-fn endpoints(texts: &[String]) -> Result<Vec<Endpoint>, InjectorError> {
+pub(super) fn endpoints(texts: &[String]) -> Result<Vec<Endpoint>, InjectorError> {
     let mut found = Vec::new();
     for text in texts.iter().flat_map(|text| text.split(',')).map(str::trim) {
         match text.strip_prefix("pid:") {

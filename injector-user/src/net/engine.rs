@@ -1,0 +1,266 @@
+//! The thread that holds queued packets until their moment: it reads each packet the kernel
+//! queues, asks the schedule for its fate, and gives the verdict when that moment comes. On
+//! stop it lets every held packet go at once, so stopping never loses what was in flight.
+use std::{
+    cmp::Reverse,
+    collections::BinaryHeap,
+    io,
+    net::{Ipv4Addr, SocketAddrV4},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use rustix::{
+    event::{EventfdFlags, PollFd, PollFlags, Timespec, eventfd, poll},
+    fd::OwnedFd,
+    io::Errno,
+};
+use serde::Serialize;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::{
+    DUPLICATE_MARK,
+    impairment::Impairment,
+    nfqueue::QueueSocket,
+    schedule::{Fate, Schedule},
+};
+
+/// What happened to the packets so far; read while the engine runs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub seen: AtomicU64,
+    pub delayed: AtomicU64,
+    pub lost: AtomicU64,
+    pub duplicated: AtomicU64,
+    pub reordered: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Stats {
+    pub seen: u64,
+    pub delayed: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> Stats {
+        Stats {
+            seen: self.seen.load(Ordering::Relaxed),
+            delayed: self.delayed.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
+            duplicated: self.duplicated.load(Ordering::Relaxed),
+            reordered: self.reordered.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub struct Engine {
+    stop: OwnedFd,
+    thread: Option<JoinHandle<io::Result<()>>>,
+    counters: Arc<Counters>,
+}
+
+struct Held {
+    id: u32,
+    bytes: Option<Vec<u8>>,
+    duplicate: bool,
+}
+
+impl Engine {
+    pub fn start(queue: QueueSocket, impairment: Impairment, seed: u64) -> io::Result<Engine> {
+        let stop = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let stop_seen = stop.try_clone()?;
+        let duplicates = if impairment.duplicate.is_zero() {
+            None
+        } else {
+            Some(duplicate_sender()?)
+        };
+        let counters = Arc::new(Counters::default());
+        let worker = Worker {
+            queue,
+            schedule: Schedule::new(impairment, seed),
+            duplicates,
+            counters: counters.clone(),
+            origin: Instant::now(),
+            held: BinaryHeap::new(),
+            order: 0,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("net-delay".into())
+            .spawn(move || worker.run(stop_seen))?;
+        Ok(Engine {
+            stop,
+            thread: Some(thread),
+            counters,
+        })
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot()
+    }
+
+    /// Lets every held packet go and waits for the thread; the error it ended with, if any.
+    pub fn stop(&mut self) -> io::Result<()> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        rustix::io::write(&self.stop, &1u64.to_ne_bytes())?;
+        thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the packet delay thread panicked")))
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop() {
+            tracing::warn!("stopping the packet delay thread: {error}");
+        }
+    }
+}
+
+/// A raw socket that sends copies; its mark lets them past our own rules, or each copy would
+/// be queued and copied again.
+fn duplicate_sender() -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(libc::IPPROTO_RAW)),
+    )?;
+    socket.set_mark(DUPLICATE_MARK)?;
+    Ok(socket)
+}
+
+struct Worker {
+    queue: QueueSocket,
+    schedule: Schedule,
+    duplicates: Option<Socket>,
+    counters: Arc<Counters>,
+    origin: Instant,
+    /// (when, order of arrival, slot): ties go in arrival order.
+    held: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    order: u64,
+    slots: Vec<Option<Held>>,
+    free_slots: Vec<usize>,
+}
+
+impl Worker {
+    fn run(mut self, stop: OwnedFd) -> io::Result<()> {
+        let result = self.serve(&stop);
+        // Whatever ended the loop, nothing stays held: the kernel would otherwise drop the
+        // packets when the socket closes.
+        let released = self.release(u64::MAX);
+        result.and(released)
+    }
+
+    fn serve(&mut self, stop: &OwnedFd) -> io::Result<()> {
+        loop {
+            let now = self.now();
+            self.release(now)?;
+            let timeout = self.held.peek().map(|Reverse((at, _, _))| {
+                let wait = Duration::from_nanos(at.saturating_sub(now));
+                Timespec {
+                    tv_sec: wait.as_secs() as _,
+                    tv_nsec: wait.subsec_nanos() as _,
+                }
+            });
+            let mut fds = [
+                PollFd::new(&self.queue, PollFlags::IN),
+                PollFd::new(stop, PollFlags::IN),
+            ];
+            match poll(&mut fds, timeout.as_ref()) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(error) => return Err(error.into()),
+            }
+            if fds[1].revents().contains(PollFlags::IN) {
+                return Ok(());
+            }
+            for packet in self.queue.receive()? {
+                self.counters.seen.fetch_add(1, Ordering::Relaxed);
+                let arrived = self.now();
+                match self.schedule.decide(arrived, packet.length) {
+                    Fate::Drop => {
+                        self.counters.lost.fetch_add(1, Ordering::Relaxed);
+                        self.queue.drop_packet(packet.id)?;
+                    }
+                    Fate::Pass {
+                        at,
+                        reordered,
+                        duplicate,
+                    } => {
+                        if reordered {
+                            self.counters.reordered.fetch_add(1, Ordering::Relaxed);
+                        } else if at > arrived {
+                            self.counters.delayed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        self.hold(
+                            at,
+                            Held {
+                                id: packet.id,
+                                bytes: packet.bytes,
+                                duplicate,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+
+    fn hold(&mut self, at: u64, packet: Held) {
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(packet);
+                slot
+            }
+            None => {
+                self.slots.push(Some(packet));
+                self.slots.len() - 1
+            }
+        };
+        self.order += 1;
+        self.held.push(Reverse((at, self.order, slot)));
+    }
+
+    /// Gives the verdict of every packet due by `now`.
+    fn release(&mut self, now: u64) -> io::Result<()> {
+        while let Some(&Reverse((at, _, slot))) = self.held.peek() {
+            if at > now {
+                break;
+            }
+            self.held.pop();
+            let packet = self.slots[slot].take().expect("a held slot is full");
+            self.free_slots.push(slot);
+            self.queue.accept(packet.id)?;
+            if packet.duplicate
+                && let (Some(sender), Some(bytes)) = (&self.duplicates, &packet.bytes)
+                && send_copy(sender, bytes).is_ok()
+            {
+                self.counters.duplicated.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends an IPv4 packet as it is, header included, to its own destination.
+fn send_copy(sender: &Socket, packet: &[u8]) -> io::Result<()> {
+    if packet.len() < 20 || packet[0] >> 4 != 4 {
+        return Err(io::Error::other("not an IPv4 packet"));
+    }
+    let destination = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+    sender.send_to(packet, &SocketAddrV4::new(destination, 0).into())?;
+    Ok(())
+}
