@@ -38,4 +38,5 @@ fn probe_reports_each_mechanism_with_the_kernels_answer() {
     assert!(works("tracepoint task/task_newtask"));
     assert!(works("tc classifier"));
     assert!(works("seccomp user notification"));
+    assert!(works("NFQUEUE via iptables"));
 }

@@ -19,6 +19,8 @@ pub const BPF_LINKER_BUILD: &[&str] = &[
 /// the faultfs tests take through power losses).
 pub const RUNTIME: &[&str] = &[
     "iproute2",
+    // `injector net`: its rules hand a link's packets to the NFQUEUE it holds.
+    "iptables",
     "fuse3",
     "util-linux",
     "procps",

@@ -205,7 +205,7 @@ impl Worker {
                             at,
                             Held {
                                 id: packet.id,
-                                bytes: packet.bytes,
+                                bytes: packet.bytes.filter(|_| duplicate),
                                 duplicate,
                             },
                         );

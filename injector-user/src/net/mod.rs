@@ -165,14 +165,20 @@ impl NetFault {
 }
 
 fn bind_free_queue(copy_packets: bool) -> Result<QueueSocket, NetError> {
+    // The kernel answers EPERM both for a queue another process holds and for a caller
+    // without CAP_NET_ADMIN.
+    let mut refusal = None;
     for queue in QUEUES {
         match QueueSocket::bind(queue, copy_packets, MAX_HELD) {
             Ok(socket) => return Ok(socket),
-            Err(error) if error.raw_os_error() == Some(libc::EBUSY) => continue,
+            Err(error) if error.raw_os_error() == Some(libc::EPERM) => refusal = Some(error),
             Err(error) => return Err(NetError::Queue(error)),
         }
     }
-    Err(NetError::NoFreeQueue)
+    match refusal {
+        Some(error) if !rustix::process::geteuid().is_root() => Err(NetError::Queue(error)),
+        _ => Err(NetError::NoFreeQueue),
+    }
 }
 
 /// For `injector probe`: whether a queue can be held and which iptables would install rules.

@@ -36,7 +36,6 @@ const NFQA_CFG_QUEUE_MAXLEN: u16 = 3;
 const NFQA_CFG_MASK: u16 = 4;
 const NFQA_CFG_FLAGS: u16 = 5;
 const NFQNL_CFG_CMD_BIND: u8 = 1;
-const NFQNL_COPY_META: u8 = 1;
 const NFQNL_COPY_PACKET: u8 = 2;
 const NFQA_CFG_F_GSO: u32 = 4;
 /// The attribute type without its nested and byte-order flags.
@@ -44,6 +43,9 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 
 const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
+
+/// Bytes copied of each packet when its contents are not needed: IPv4 and TCP headers.
+const HEADERS: u32 = 64;
 
 /// Enough for a whole 64 KiB packet with its metadata, or many packets' metadata.
 const RECEIVE_BUFFER: usize = 128 * 1024;
@@ -54,7 +56,7 @@ pub struct QueuedPacket {
     pub id: u32,
     /// The packet's whole length, even when only its metadata was copied.
     pub length: usize,
-    /// The packet from its IP header on, when the queue copies packets.
+    /// The packet from its IP header on (only its headers unless the queue copies packets).
     pub bytes: Option<Vec<u8>>,
 }
 
@@ -67,8 +69,8 @@ pub struct QueueSocket {
 
 impl QueueSocket {
     /// Binds queue `queue`. `copy_packets` hands us every packet's bytes (needed to send a
-    /// copy); without it only metadata crosses, and GSO packets stay whole, which is cheaper.
-    /// Fails with EBUSY when another process holds the queue.
+    /// copy); without it only the headers cross, and GSO packets stay whole, which is cheaper.
+    /// Fails with EPERM when another process holds the queue (or without CAP_NET_ADMIN).
     pub fn bind(queue: u16, copy_packets: bool, max_held: u32) -> io::Result<QueueSocket> {
         let fd = socket_with(
             AddressFamily::NETLINK,
@@ -87,13 +89,11 @@ impl QueueSocket {
             buffer: vec![0; RECEIVE_BUFFER],
         };
         socket.configure(&[(NFQA_CFG_CMD, &[NFQNL_CFG_CMD_BIND, 0, 0, 0])])?;
-        let (mode, range) = if copy_packets {
-            (NFQNL_COPY_PACKET, 0xffff_u32)
-        } else {
-            (NFQNL_COPY_META, 0)
-        };
+        // Metadata alone would not say how long a packet is (the kernel sends the length only
+        // with a copy), so at least the headers are copied.
+        let range: u32 = if copy_packets { 0xffff } else { HEADERS };
         let mut params = range.to_be_bytes().to_vec();
-        params.push(mode);
+        params.push(NFQNL_COPY_PACKET);
         socket.configure(&[(NFQA_CFG_PARAMS, &params)])?;
         socket.configure(&[(NFQA_CFG_QUEUE_MAXLEN, &max_held.to_be_bytes())])?;
         // With GSO on, a copied packet could carry a checksum still to be computed; a copy

@@ -1,0 +1,425 @@
+//! `injector net` on real TCP and UDP traffic over loopback: the delay it adds to round trips,
+//! on the named pair only; loss, duplication, reordering and rate as a receiver sees them;
+//! nothing left in iptables after it stops, or after kill -9 and the next start. Each test has
+//! its own addresses in 127.0.2.N, since the rules match by address.
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::INJECTOR;
+use process_guard::Spawned;
+use rustix::process::{Pid, Signal, kill_process};
+use serde_json::Value;
+
+fn addr(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 2, last)
+}
+
+/// Starts `injector net --json ARGS` and returns once it says the fault is in force.
+fn net(args: &[&str]) -> (Spawned, Value) {
+    let mut injector = Spawned::start(
+        "injector",
+        Command::new(INJECTOR).args(["net", "--json"]).args(args),
+    )
+    .unwrap();
+    let line = injector.read_line().unwrap();
+    let attached: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line}"));
+    assert_eq!(attached["event"], "attached", "{attached}");
+    (injector, attached)
+}
+
+/// Stops it as a user does (SIGTERM) and returns its `restored` event.
+fn restore(mut injector: Spawned) -> Value {
+    kill_process(Pid::from_raw(injector.pid() as i32).unwrap(), Signal::TERM).unwrap();
+    let restored: Value = serde_json::from_str(&injector.read_line().unwrap()).unwrap();
+    assert_eq!(restored["event"], "restored", "{restored}");
+    injector.finish().unwrap();
+    restored
+}
+
+/// Every line of every table iptables lists that names one of our chains.
+fn leftover_rules() -> Vec<String> {
+    ["iptables-legacy", "iptables-nft"]
+        .iter()
+        .filter_map(|tool| {
+            Command::new(tool)
+                .args(["-w", "-t", "mangle", "-S"])
+                .output()
+                .ok()
+        })
+        .flat_map(|output| {
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter(|line| line.contains("FAULTLINE-NET-"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn our_rules(chain: &str) -> Vec<String> {
+    leftover_rules()
+        .into_iter()
+        .filter(|line| line.contains(chain))
+        .collect()
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+/// Median UDP round trip from `from` to an echo on `to`, over `count` round trips.
+fn udp_round_trip(from: Ipv4Addr, to: Ipv4Addr, count: usize) -> Duration {
+    let echo = UdpSocket::bind((to, 0)).unwrap();
+    let target = echo.local_addr().unwrap();
+    let echo_thread = std::thread::spawn(move || {
+        let mut buffer = [0; 64];
+        loop {
+            let (length, peer) = echo.recv_from(&mut buffer).unwrap();
+            if &buffer[..length] == b"bye" {
+                return;
+            }
+            echo.send_to(&buffer[..length], peer).unwrap();
+        }
+    });
+    let client = UdpSocket::bind((from, 0)).unwrap();
+    let mut buffer = [0; 64];
+    let times = (0..count)
+        .map(|_| {
+            let start = Instant::now();
+            client.send_to(b"ping", target).unwrap();
+            client.recv_from(&mut buffer).unwrap();
+            start.elapsed()
+        })
+        .collect();
+    client.send_to(b"bye", target).unwrap();
+    echo_thread.join().unwrap();
+    median(times)
+}
+
+/// Median TCP round trip (one byte each way, no Nagle) over one connection.
+fn tcp_round_trip(from: Ipv4Addr, to: Ipv4Addr, count: usize) -> Duration {
+    let listener = TcpListener::bind((to, 0)).unwrap();
+    let target = listener.local_addr().unwrap();
+    let echo_thread = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut byte = [0; 1];
+        while stream.read(&mut byte).unwrap() == 1 {
+            stream.write_all(&byte).unwrap();
+        }
+    });
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    socket.connect(&target.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream.set_nodelay(true).unwrap();
+    let mut byte = [0; 1];
+    let times = (0..count)
+        .map(|_| {
+            let start = Instant::now();
+            stream.write_all(b"x").unwrap();
+            stream.read_exact(&mut byte).unwrap();
+            start.elapsed()
+        })
+        .collect();
+    drop(stream);
+    echo_thread.join().unwrap();
+    median(times)
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+#[test]
+fn a_delay_adds_twice_its_time_to_round_trips_on_the_named_pair_only() {
+    let (a, b, c, d) = (addr(2), addr(3), addr(4), addr(5));
+    let before = [
+        udp_round_trip(a, b, 20),
+        tcp_round_trip(a, b, 20),
+        udp_round_trip(c, d, 20),
+    ];
+    let (injector, attached) = net(&[
+        "--between",
+        &a.to_string(),
+        "--and",
+        &b.to_string(),
+        "--delay",
+        "50ms",
+    ]);
+    let chain = attached["chain"].as_str().unwrap().to_owned();
+    assert!(!our_rules(&chain).is_empty(), "no rules while attached");
+    let during = [
+        udp_round_trip(a, b, 20),
+        tcp_round_trip(a, b, 20),
+        udp_round_trip(c, d, 50),
+        tcp_round_trip(c, d, 50),
+    ];
+    let restored = restore(injector);
+    let after = udp_round_trip(a, b, 20);
+
+    for (what, before, during) in [("UDP", before[0], during[0]), ("TCP", before[1], during[1])] {
+        let added = ms(during) - ms(before);
+        assert!(
+            (95.0..=105.0).contains(&added),
+            "{what} round trip {:.2} ms with the fault, {:.2} ms before: added {added:.2} ms, not 100 ± 5",
+            ms(during),
+            ms(before)
+        );
+    }
+    for (what, during) in [("UDP", during[2]), ("TCP", during[3])] {
+        assert!(
+            ms(during) - ms(before[2]) < 1.0,
+            "{what} between two other addresses took {:.2} ms (before {:.2} ms)",
+            ms(during),
+            ms(before[2])
+        );
+    }
+    assert!(
+        ms(after) < ms(before[0]) + 5.0,
+        "still slow after restoring: {:.2} ms",
+        ms(after)
+    );
+    assert!(
+        restored["packets"]["delayed"].as_u64().unwrap() >= 80,
+        "{restored}"
+    );
+    assert_eq!(our_rules(&chain), Vec::<String>::new());
+}
+
+#[test]
+fn one_way_delays_only_the_packets_from_between_to_and() {
+    let (a, b) = (addr(6), addr(7));
+    let before = udp_round_trip(a, b, 20);
+    let (injector, _) = net(&[
+        "--between",
+        &a.to_string(),
+        "--and",
+        &b.to_string(),
+        "--one-way",
+        "--delay",
+        "30ms",
+    ]);
+    let during = udp_round_trip(a, b, 20);
+    let restored = restore(injector);
+    let added = ms(during) - ms(before);
+    assert!(
+        (27.0..=33.0).contains(&added),
+        "added {added:.2} ms, not 30 ± 3"
+    );
+    // 20 pings and the closing datagram, and no reply.
+    assert_eq!(restored["packets"]["seen"], 21, "{restored}");
+}
+
+/// One-way numbered datagrams from `from` to `to`, `gap` apart; returns the sequence numbers in
+/// the order they arrived (a copy arrives twice), after `quiet` without a datagram.
+fn numbered_datagrams(
+    from: Ipv4Addr,
+    to: Ipv4Addr,
+    count: u32,
+    size: usize,
+    gap: Duration,
+    quiet: Duration,
+) -> (Vec<u32>, Duration) {
+    let receiver = UdpSocket::bind((to, 0)).unwrap();
+    receiver.set_read_timeout(Some(quiet)).unwrap();
+    let target = receiver.local_addr().unwrap();
+    let sender = UdpSocket::bind((from, 0)).unwrap();
+    let sending = std::thread::spawn(move || {
+        let mut payload = vec![0; size];
+        for number in 0..count {
+            payload[..4].copy_from_slice(&number.to_be_bytes());
+            sender.send_to(&payload, target).unwrap();
+            if !gap.is_zero() {
+                std::thread::sleep(gap);
+            }
+        }
+    });
+    let mut arrived = Vec::new();
+    let mut buffer = vec![0; size.max(4)];
+    let (mut first, mut last) = (None, Instant::now());
+    while let Ok(length) = receiver.recv(&mut buffer) {
+        assert_eq!(length, size);
+        first.get_or_insert_with(Instant::now);
+        last = Instant::now();
+        arrived.push(u32::from_be_bytes(buffer[..4].try_into().unwrap()));
+    }
+    sending.join().unwrap();
+    (arrived, last - first.unwrap_or(last))
+}
+
+#[test]
+fn loss_duplication_and_reordering_are_what_the_receiver_sees() {
+    let (a, b) = (addr(8), addr(9));
+    let (injector, _) = net(&[
+        "--between",
+        &a.to_string(),
+        "--and",
+        &b.to_string(),
+        "--one-way",
+        "--delay",
+        "5ms",
+        "--loss",
+        "20%",
+        "--duplicate",
+        "10%",
+        "--reorder",
+        "30%",
+        "--seed",
+        "3",
+    ]);
+    let sent = 2000;
+    let (arrived, _) = numbered_datagrams(
+        a,
+        b,
+        sent,
+        64,
+        Duration::from_micros(100),
+        Duration::from_millis(500),
+    );
+    let restored = restore(injector);
+    let packets = &restored["packets"];
+    let mut distinct = arrived.clone();
+    distinct.sort();
+    distinct.dedup();
+    let lost = sent as u64 - distinct.len() as u64;
+    let copies = (arrived.len() - distinct.len()) as u64;
+    // What the engine says it did is exactly what arrived.
+    assert_eq!(packets["seen"], sent, "{restored}");
+    assert_eq!(packets["lost"], lost, "{restored}");
+    assert_eq!(packets["duplicated"], copies, "{restored}");
+    // And each share is near what was asked (binomial, 2000 packets: a few points).
+    let share = |n: u64, of: u64| n as f64 / of as f64 * 100.0;
+    assert!(
+        (15.0..=25.0).contains(&share(lost, sent as u64)),
+        "lost {lost}"
+    );
+    let passed = distinct.len() as u64;
+    assert!(
+        (6.0..=14.0).contains(&share(copies, passed)),
+        "{copies} copies"
+    );
+    let overtaken = arrived.windows(2).filter(|pair| pair[1] < pair[0]).count();
+    assert!(
+        overtaken > 100,
+        "only {overtaken} datagrams arrived after a later one"
+    );
+    let reordered = packets["reordered"].as_u64().unwrap();
+    assert!(
+        (22.0..=38.0).contains(&share(reordered, passed)),
+        "{reordered} reordered"
+    );
+}
+
+#[test]
+fn a_rate_limits_the_link_to_that_many_bits_per_second() {
+    let (a, b) = (addr(10), addr(11));
+    let (injector, _) = net(&[
+        "--between",
+        &a.to_string(),
+        "--and",
+        &b.to_string(),
+        "--rate",
+        "8mbit",
+    ]);
+    // 400 datagrams of 972 bytes are 1000-byte IP packets: 1 ms each at 8 mbit/s, sent at once.
+    let (arrived, took) =
+        numbered_datagrams(a, b, 400, 972, Duration::ZERO, Duration::from_millis(500));
+    restore(injector);
+    assert_eq!(arrived.len(), 400);
+    assert!(
+        (Duration::from_millis(360)..=Duration::from_millis(440)).contains(&took),
+        "400 kB at 8 mbit/s took {took:?}, not 400 ms"
+    );
+}
+
+#[test]
+fn after_kill_9_the_rules_let_packets_pass_and_the_next_start_removes_them() {
+    let (a, b, c, d) = (addr(12), addr(13), addr(14), addr(15));
+    let (injector, attached) = net(&[
+        "--between",
+        &a.to_string(),
+        "--and",
+        &b.to_string(),
+        "--delay",
+        "200ms",
+    ]);
+    let chain = attached["chain"].as_str().unwrap().to_owned();
+    kill_process(Pid::from_raw(injector.pid() as i32).unwrap(), Signal::KILL).unwrap();
+    let (status, _) = injector.wait().unwrap();
+    assert!(!status.success());
+    assert!(!our_rules(&chain).is_empty(), "kill -9 cannot remove rules");
+    let round_trip = udp_round_trip(a, b, 10);
+    assert!(
+        ms(round_trip) < 50.0,
+        "with the injector gone its rules must let packets pass: {round_trip:?}"
+    );
+    let (next, attached) = net(&[
+        "--between",
+        &c.to_string(),
+        "--and",
+        &d.to_string(),
+        "--delay",
+        "1ms",
+    ]);
+    assert_eq!(our_rules(&chain), Vec::<String>::new());
+    assert_ne!(attached["chain"], chain);
+    restore(next);
+    assert_eq!(our_rules(&chain), Vec::<String>::new());
+}
+
+#[test]
+fn bad_input_is_refused_with_the_reason_and_nothing_is_installed() {
+    let pair = ["--between", "127.0.2.20", "--and", "127.0.2.21"];
+    for (extra, says) in [
+        (vec!["--delay", "61s"], "over 60 s"),
+        (vec!["--rate", "0mbit"], "would stop the link"),
+        (vec!["--loss", "101%"], "percentage from 0 to 100"),
+        (vec!["--duplicate=-3"], "percentage from 0 to 100"),
+        (vec!["--jitter", "5ms"], "--jitter needs --delay"),
+        (vec!["--reorder", "5%"], "--reorder needs --delay"),
+        (vec![], "nothing to do"),
+    ] {
+        let output = Command::new(INJECTOR)
+            .args(["net"])
+            .args(pair)
+            .args(&extra)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(says), "{extra:?}: {stderr}");
+    }
+    let output = Command::new(INJECTOR)
+        .args(["net", "--between", "192.0.2.1", "--and", "127.0.2.21"])
+        .args(["--delay", "10ms"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("192.0.2.1 is not an address of this host"),
+        "{stderr}"
+    );
+    let output = Command::new(INJECTOR)
+        .args(["net", "--between", "127.0.2.300", "--and", "127.0.2.21"])
+        .args(["--delay", "10ms"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is not an endpoint"));
+    assert!(
+        !leftover_rules()
+            .iter()
+            .any(|rule| rule.contains("127.0.2.20/32") || rule.contains("127.0.2.21/32")),
+        "{:?}",
+        leftover_rules()
+    );
+}
