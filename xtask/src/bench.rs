@@ -15,6 +15,9 @@ pub enum Bench {
     Explore,
     /// What the injector costs a process (attached or not) next to strace; delay precision.
     Injector,
+    /// `injector net --delay`: one-way UDP latency at 1,000 to 20,000 packets/s and TCP round
+    /// trips, with and without the delay, and on a pair not named.
+    Net,
     /// target-db puts/s and latency, 1 and 3 nodes, 1/4/16 clients, real fsync; with
     /// `--vs etcd`, target-db and etcd side by side (about 8 minutes).
     Db,
@@ -36,6 +39,7 @@ pub fn run(root: &Path, bench: Bench, vs: Option<&str>, json: Option<&Path>) -> 
         Bench::Faultfs => crate::bench_faultfs::run(root),
         Bench::Explore => crate::bench_explore::run(root),
         Bench::Injector => crate::bench_injector::run(root),
+        Bench::Net => crate::bench_net::run(root),
         Bench::Torture => crate::bench_torture::run(root),
         Bench::Db => {
             crate::torture::build_tools(root)?;

@@ -3,6 +3,7 @@ mod bench;
 mod bench_explore;
 mod bench_faultfs;
 mod bench_injector;
+mod bench_net;
 mod bench_torture;
 mod ci;
 mod cmd;
