@@ -11,9 +11,12 @@ use anyhow::{Context, Result, bail};
 use process_guard::Spawned;
 use serde_json::Value;
 
-use super::target::{NodePlace, Target};
 /// target-db's own `/status`, for the faults and oracles that know its fields.
 pub use super::target::{json_answer, target_db_status as status};
+use super::{
+    network_shape::Degradation,
+    target::{NodePlace, Target},
+};
 
 pub struct Binaries {
     pub target_db: PathBuf,
@@ -605,6 +608,32 @@ impl Cluster {
         }
         if cut.loss_percent < 100 {
             command.args(["--loss", &format!("{}%", cut.loss_percent)]);
+        }
+        command
+    }
+
+    /// `injector net` degrading `link` between the nodes' addresses for `duration`.
+    pub fn net_command(&self, link: &Degradation, duration: Duration) -> Command {
+        let ips = |ids: &[usize]| {
+            ids.iter()
+                .map(|&id| self.node(id).ip.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut command = Command::new(&self.binaries.injector);
+        command
+            .args([
+                "net",
+                "--between",
+                &ips(&link.from),
+                "--and",
+                &ips(&link.to),
+            ])
+            .args(&link.args)
+            .args(["--duration", &format!("{}ms", duration.as_millis())])
+            .stdout(Stdio::null());
+        if link.one_way {
+            command.arg("--one-way");
         }
         command
     }

@@ -1,6 +1,6 @@
 //! Faults applied from outside, chosen by the seed: SIGKILL and restart, SIGSTOP/SIGCONT, a crash
 //! at the Nth WAL write or fdatasync (injector), network partitions of named shapes and packet
-//! loss (injector), power loss of one node or all (faultfs), a failing disk under one node's
+//! loss (injector), slow and flaky links (injector net), power loss of one node or all (faultfs), a failing disk under one node's
 //! write-ahead log (faultfs: fsyncgate then power loss, fsync EIO, ENOSPC), a slow one (faultfs
 //! delay on every WAL fdatasync), failing WAL writes (injector error() via BPF LSM).
 use std::{
@@ -50,6 +50,11 @@ pub enum Fault {
     Partition,
     /// 20-60% of the packets between one node and the others dropped for a while.
     PacketLoss,
+    /// One node's packets to the others, theirs to it, or both, delayed 20-300 ms (sometimes
+    /// with jitter) for a while (injector net).
+    SlowNetwork,
+    /// One node's packets to and from the others duplicated and reordered for a while.
+    FlakyNetwork,
     PowerLoss,
     /// Every node loses power at once.
     PowerLossAll,
@@ -112,6 +117,8 @@ pub const NAMES: &[&str] = &[
     "wal-crash",
     "partition",
     "packet-loss",
+    "slow-network",
+    "flaky-network",
     "power-loss",
     "power-loss-all",
     "disk-error",
@@ -138,6 +145,8 @@ impl FromStr for Fault {
             "wal-crash" => Ok(Fault::WalCrash),
             "partition" => Ok(Fault::Partition),
             "packet-loss" => Ok(Fault::PacketLoss),
+            "slow-network" => Ok(Fault::SlowNetwork),
+            "flaky-network" => Ok(Fault::FlakyNetwork),
             "fsync-error" => Ok(Fault::FsyncError),
             "disk-full" => Ok(Fault::DiskFull),
             "power-loss" => Ok(Fault::PowerLoss),
@@ -431,6 +440,24 @@ async fn apply_to(
             let status = tokio::task::spawn_blocking(move || command.status()).await??;
             if !status.success() {
                 bail!("injector partition failed: {status}");
+            }
+            Ok(format!("{description} for {} ms", hold.as_millis()))
+        }
+        Fault::SlowNetwork | Fault::FlakyNetwork => {
+            let size = cluster.lock().await.nodes.len();
+            let (link, description) = if fault == Fault::SlowNetwork {
+                network_shape::slow_link(size, node, rng)
+            } else {
+                network_shape::flaky_link(size, node, rng)
+            };
+            let mut command = cluster.lock().await.net_command(&link, hold);
+            let output = tokio::task::spawn_blocking(move || command.output()).await??;
+            if !output.status.success() {
+                bail!(
+                    "injector net failed ({}): {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
             }
             Ok(format!("{description} for {} ms", hold.as_millis()))
         }

@@ -102,6 +102,93 @@ pub fn lossy_link(size: usize, pivot: usize, percent: u32) -> (Cut, String) {
     (cut, text)
 }
 
+/// A link between the pivot and the others made slow or unreliable by `injector net`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Degradation {
+    pub from: Vec<usize>,
+    pub to: Vec<usize>,
+    /// Only packets from `from` to `to` are affected.
+    pub one_way: bool,
+    /// What `injector net` is asked for, e.g. `--delay 120ms --jitter 30ms`.
+    pub args: Vec<String>,
+}
+
+/// The pivot's packets to the others (or theirs to it, or both) delayed 20-300 ms, half the
+/// time with jitter up to a quarter of the delay: long enough to outlast election timeouts
+/// and leases, which is where slow links expose bugs.
+pub fn slow_link(size: usize, pivot: usize, rng: &mut SplitMix64) -> (Degradation, String) {
+    let delay = 20 + rng.below(281);
+    let jitter = if rng.below(2) == 0 {
+        0
+    } else {
+        rng.below(delay / 4 + 1)
+    };
+    let mut args = vec!["--delay".to_owned(), format!("{delay}ms")];
+    let mut amount = format!("{delay} ms");
+    if jitter > 0 {
+        args.extend(["--jitter".to_owned(), format!("{jitter}ms")]);
+        amount.push_str(&format!(" ±{jitter} ms"));
+    }
+    let (from, to, one_way, arrow) = directed(size, pivot, rng);
+    let text = format!(
+        "slow network: {} {arrow} {} delayed {amount}",
+        names(&from),
+        names(&to)
+    );
+    let link = Degradation {
+        from,
+        to,
+        one_way,
+        args,
+    };
+    (link, text)
+}
+
+/// The pivot's packets to and from the others duplicated (5-20%) and reordered (10-40% sent
+/// ahead of the rest, which wait 5-20 ms): what retries, deduplication and log matching
+/// must absorb.
+pub fn flaky_link(size: usize, pivot: usize, rng: &mut SplitMix64) -> (Degradation, String) {
+    let duplicate = 5 + rng.below(16);
+    let reorder = 10 + rng.below(31);
+    let delay = 5 + rng.below(16);
+    let args = [
+        "--duplicate",
+        &format!("{duplicate}%"),
+        "--reorder",
+        &format!("{reorder}%"),
+        "--delay",
+        &format!("{delay}ms"),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let link = Degradation {
+        from: vec![pivot],
+        to: (1..=size).filter(|&id| id != pivot).collect(),
+        one_way: false,
+        args,
+    };
+    let text = format!(
+        "flaky network: n{pivot} <-> {}: {duplicate}% duplicated, {reorder}% reordered ahead of \
+         the rest (delayed {delay} ms)",
+        names(&link.to)
+    );
+    (link, text)
+}
+
+/// From the pivot to the others, from them to it, or both ways, a third of the time each.
+fn directed(
+    size: usize,
+    pivot: usize,
+    rng: &mut SplitMix64,
+) -> (Vec<usize>, Vec<usize>, bool, &'static str) {
+    let others: Vec<usize> = (1..=size).filter(|&id| id != pivot).collect();
+    match rng.below(3) {
+        0 => (vec![pivot], others, false, "<->"),
+        1 => (vec![pivot], others, true, "->"),
+        _ => (others, vec![pivot], true, "->"),
+    }
+}
+
 fn both_ways(from: Vec<usize>, to: Vec<usize>) -> Cut {
     Cut {
         from,
@@ -127,6 +214,42 @@ fn names(ids: &[usize]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slow_links_stay_in_range_and_name_their_direction() {
+        let mut rng = SplitMix64::new(5);
+        let mut directions = std::collections::BTreeSet::new();
+        for _ in 0..300 {
+            let (link, text) = slow_link(3, 2, &mut rng);
+            let delay: u64 = link.args[1].trim_end_matches("ms").parse().unwrap();
+            assert!((20..=300).contains(&delay), "{text}");
+            if link.args.len() == 4 {
+                let jitter: u64 = link.args[3].trim_end_matches("ms").parse().unwrap();
+                assert!(jitter <= delay / 4, "{text}");
+            }
+            assert!(link.from.contains(&2) != link.to.contains(&2), "{text}");
+            assert_eq!(link.from.len() + link.to.len(), 3);
+            directions.insert((link.from.clone(), link.one_way));
+            assert!(text.starts_with("slow network: "), "{text}");
+        }
+        // Both ways, out of n2, and into n2 all occur.
+        assert_eq!(directions.len(), 3, "{directions:?}");
+    }
+
+    #[test]
+    fn flaky_links_duplicate_and_reorder_with_the_delay_reordering_needs() {
+        let mut rng = SplitMix64::new(9);
+        let (link, text) = flaky_link(5, 4, &mut rng);
+        assert_eq!(link.from, [4]);
+        assert_eq!(link.to, [1, 2, 3, 5]);
+        assert!(!link.one_way);
+        let flags: Vec<&str> = link.args.iter().step_by(2).map(String::as_str).collect();
+        assert_eq!(flags, ["--duplicate", "--reorder", "--delay"]);
+        assert!(
+            text.contains("duplicated") && text.contains("reordered"),
+            "{text}"
+        );
+    }
 
     fn sides(cut: &Cut) -> (Vec<usize>, Vec<usize>) {
         (cut.from.clone(), cut.to.clone())

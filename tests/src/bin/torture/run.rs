@@ -73,6 +73,9 @@ pub struct RunArgs {
     /// partition (injector: the node isolated, a minority with it cut from the majority, a
     /// bridge with it as the only link between two halves, or one way);
     /// packet-loss (20-60% of its packets dropped);
+    /// slow-network (injector net: its packets to the others, theirs to it, or both, delayed
+    /// 20-300 ms, half the time with jitter); flaky-network (its packets to and from the
+    /// others 5-20% duplicated and 10-40% reordered);
     /// power-loss (kill, faultfs power-loss drop/torn/reorder/prefix, restart);
     /// power-loss-all (every node at once);
     /// disk-error (WAL fdatasync fails as on Linux, dirty pages dropped, then power loss);
@@ -203,7 +206,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     // One node has no link to cut and no others to kill with it: the default list leaves those
     // faults out, a list that names one is refused.
-    let alone = [Fault::Partition, Fault::PacketLoss, Fault::KillMany];
+    let alone = [
+        Fault::Partition,
+        Fault::PacketLoss,
+        Fault::SlowNetwork,
+        Fault::FlakyNetwork,
+        Fault::KillMany,
+    ];
     let faults: Vec<Fault> = if args.nodes == 1 && args.faults.is_none() {
         faults.into_iter().filter(|f| !alone.contains(f)).collect()
     } else {

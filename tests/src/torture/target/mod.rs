@@ -87,6 +87,8 @@ fn needs_internals(fault: Fault) -> Option<&'static str> {
         | Fault::Pause
         | Fault::Partition
         | Fault::PacketLoss
+        | Fault::SlowNetwork
+        | Fault::FlakyNetwork
         | Fault::PowerLoss
         | Fault::PowerLossAll
         | Fault::DiskError
