@@ -170,25 +170,8 @@ enum Command {
         /// Only packets going from --between to --and.
         #[arg(long)]
         one_way: bool,
-        /// Hold each packet this long (each direction), at most 60 s: 50ms, 1s.
-        #[arg(long, value_parser = injector_user::net::impairment::parse_delay)]
-        delay: Option<Duration>,
-        /// Vary each packet's delay uniformly by up to this much either way (needs --delay);
-        /// packets can overtake each other, as with netem.
-        #[arg(long, value_parser = injector_user::net::impairment::parse_delay)]
-        jitter: Option<Duration>,
-        /// Drop this share of packets: 5%.
-        #[arg(long, value_parser = injector_user::net::impairment::parse_percent)]
-        loss: Option<injector_user::net::impairment::Percent>,
-        /// Send this share of packets twice: 1%.
-        #[arg(long, value_parser = injector_user::net::impairment::parse_percent)]
-        duplicate: Option<injector_user::net::impairment::Percent>,
-        /// Send this share of packets at once, ahead of the delayed ones (needs --delay): 10%.
-        #[arg(long, value_parser = injector_user::net::impairment::parse_percent)]
-        reorder: Option<injector_user::net::impairment::Percent>,
-        /// Let the link carry at most this rate, tc's units: 1mbit, 500kbit, 2mbps (bytes).
-        #[arg(long, value_parser = injector_user::net::impairment::parse_rate)]
-        rate: Option<u64>,
+        #[command(flatten)]
+        impairment: cli::net::ImpairmentArgs,
         /// Seed for which packets are lost, copied, reordered and how much each is jittered.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -198,14 +181,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Change the rules of a running `injector attach` (list, add RULE, remove ID).
+    /// Change the rules of a running `injector attach` (list, add RULE, remove ID), or the
+    /// link of a running `injector net` (list, set ...).
     ///
     /// Each command answers after the change took effect in the kernel. Removing a `pause`
-    /// rule continues the process it holds.
+    /// rule continues the process it holds. `set` replaces what a net does to packets from
+    /// then on (what it does not name stops); packets already held keep their moment.
     Ctl {
         /// The pid the injector is attached to.
-        #[arg(long, required_unless_present = "cgroup", conflicts_with = "cgroup")]
+        #[arg(long, required_unless_present_any = ["cgroup", "net"], conflicts_with_all = ["cgroup", "net"])]
         pid: Option<u32>,
+        /// The pid of a running `injector net` (its `attached` line says it).
+        #[arg(long, conflicts_with = "cgroup")]
+        net: Option<u32>,
         /// The cgroup the injector is attached to (`attach --cgroup PATH`).
         #[arg(long)]
         cgroup: Option<PathBuf>,
@@ -240,6 +228,11 @@ enum CtlAction {
     Add { rule: String },
     /// Remove the rule with this id.
     Remove { id: usize },
+    /// For `--net`: what is done to packets from now on, e.g. `set --delay 200ms --loss 5%`.
+    Set {
+        #[command(flatten)]
+        impairment: cli::net::ImpairmentArgs,
+    },
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -350,24 +343,12 @@ fn main() -> ExitCode {
                 between,
                 and,
                 one_way,
-                delay,
-                jitter,
-                loss,
-                duplicate,
-                reorder,
-                rate,
+                impairment,
                 seed,
                 duration,
                 json,
             } => {
-                let impairment = injector_user::net::impairment::Impairment {
-                    delay: delay.unwrap_or_default(),
-                    jitter: jitter.unwrap_or_default(),
-                    loss: loss.unwrap_or_default(),
-                    duplicate: duplicate.unwrap_or_default(),
-                    reorder: reorder.unwrap_or_default(),
-                    rate_bits_per_second: rate,
-                };
+                let impairment = impairment.impairment();
                 let options = cli::net::Options {
                     between,
                     and,
@@ -382,6 +363,7 @@ fn main() -> ExitCode {
             Command::Probe { json } => cli::print_probe(json),
             Command::Ctl {
                 pid,
+                net,
                 cgroup,
                 action,
             } => {
@@ -389,13 +371,19 @@ fn main() -> ExitCode {
                     CtlAction::List => cli::control::Request::List,
                     CtlAction::Add { rule } => cli::control::Request::Add { rule },
                     CtlAction::Remove { id } => cli::control::Request::Remove { id },
+                    CtlAction::Set { impairment } => {
+                        let impairment = impairment.impairment();
+                        impairment.validate()?;
+                        cli::control::Request::Set { impairment }
+                    }
                 };
-                let addressee = match (pid, cgroup) {
-                    (Some(pid), _) => cli::control::Addressee::pid(pid),
-                    (None, Some(path)) => cli::control::Addressee::cgroup(
+                let addressee = match (pid, net, cgroup) {
+                    (Some(pid), _, _) => cli::control::Addressee::pid(pid),
+                    (None, Some(net), _) => cli::control::Addressee::net(net),
+                    (None, None, Some(path)) => cli::control::Addressee::cgroup(
                         &injector_user::cgroup::Cgroup::open(&path).map_err(InjectorError::from)?,
                     ),
-                    (None, None) => unreachable!("clap requires --pid or --cgroup"),
+                    (None, None, None) => unreachable!("clap requires --pid, --net or --cgroup"),
                 };
                 let answer = cli::control::call(&addressee, request).await?;
                 println!("{}", serde_json::to_string_pretty(&answer)?);

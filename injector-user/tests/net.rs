@@ -423,3 +423,74 @@ fn bad_input_is_refused_with_the_reason_and_nothing_is_installed() {
         leftover_rules()
     );
 }
+
+fn ctl(pid: u32, args: &[&str]) -> (Option<i32>, Value, String) {
+    let output = Command::new(INJECTOR)
+        .args(["ctl", "--net", &pid.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    let answer = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), answer, stderr)
+}
+
+#[test]
+fn ctl_changes_a_running_net_from_the_next_packet_on() {
+    let (a, b) = (addr(22), addr(23));
+    let before = udp_round_trip(a, b, 10);
+    let (mut injector, attached) = net(&[
+        "--between",
+        &a.to_string(),
+        "--and",
+        &b.to_string(),
+        "--one-way",
+        "--delay",
+        "10ms",
+    ]);
+    let pid = attached["pid"].as_u64().unwrap() as u32;
+    let first = ms(udp_round_trip(a, b, 10)) - ms(before);
+    assert!((8.0..=12.0).contains(&first), "added {first:.2} ms, not 10");
+
+    let (code, answer, stderr) = ctl(pid, &["set", "--delay", "40ms"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(answer["impairment"]["delay"], 40.0, "{answer}");
+    let changed: Value = serde_json::from_str(&injector.read_line().unwrap()).unwrap();
+    assert_eq!(changed["event"], "changed");
+    let second = ms(udp_round_trip(a, b, 10)) - ms(before);
+    assert!(
+        (37.0..=43.0).contains(&second),
+        "added {second:.2} ms, not 40"
+    );
+
+    // Refused before it reaches the injector, and nothing changes.
+    let (code, _, stderr) = ctl(pid, &["set", "--jitter", "5ms"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--jitter needs --delay"), "{stderr}");
+    let (code, answer, _) = ctl(pid, &["list"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(answer["impairment"]["delay"], 40.0, "{answer}");
+    assert!(
+        answer["packets"]["delayed"].as_u64().unwrap() >= 20,
+        "{answer}"
+    );
+
+    // Duplication needs whole copies of packets, which the queue starts taking now.
+    let (code, _, stderr) = ctl(pid, &["set", "--duplicate", "50%"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    injector.read_line().unwrap();
+    let (arrived, _) = numbered_datagrams(
+        a,
+        b,
+        400,
+        512,
+        Duration::from_micros(200),
+        Duration::from_millis(300),
+    );
+    let copies = arrived.len() - 400;
+    assert!(
+        (140..=260).contains(&copies),
+        "{copies} copies of 400 at 50%"
+    );
+    restore(injector);
+}

@@ -152,7 +152,7 @@ pub async fn attach(options: Options) -> Result<()> {
     // Each control connection is read on its own task: a client that connects and says nothing
     // must not hold up the events, the stops and the other clients. Requests come here to be
     // handled (they change the session), answers go back to the task.
-    let (requests, mut pending) = tokio::sync::mpsc::channel::<ControlCall>(16);
+    let (requests, mut pending) = tokio::sync::mpsc::channel::<super::control::Call>(16);
     let ended_by = loop {
         tokio::select! {
             _ = sweep.tick(), if session.classifies_fds() => {
@@ -188,7 +188,7 @@ pub async fn attach(options: Options) -> Result<()> {
             }
             accepted = control.socket.accept() => {
                 let (stream, _) = accepted?;
-                tokio::spawn(serve_control_client(stream, requests.clone()));
+                tokio::spawn(super::control::serve_client(stream, requests.clone()));
             }
             Some((request, reply)) = pending.recv() => {
                 let answer = handle(request, &mut session, &mut rules, &mut stops, &scope);
@@ -210,44 +210,6 @@ pub async fn attach(options: Options) -> Result<()> {
     stops.continue_all(&scope, &session)?;
     let stats = session.stats(&rules)?;
     summarise(&stats, ended_by, options.json)
-}
-
-/// A control request and where its answer goes.
-type ControlCall = (
-    super::control::Request,
-    tokio::sync::oneshot::Sender<serde_json::Value>,
-);
-
-/// How long a control client may take to send its request.
-const CONTROL_REQUEST_WITHIN: Duration = Duration::from_secs(10);
-
-/// Reads one request from a control client, has the attach loop handle it, and answers.
-async fn serve_control_client(
-    mut stream: tokio::net::UnixStream,
-    requests: tokio::sync::mpsc::Sender<ControlCall>,
-) {
-    let read = tokio::time::timeout(
-        CONTROL_REQUEST_WITHIN,
-        super::control::read_request(&mut stream),
-    )
-    .await;
-    let answer = match read {
-        Err(_) => json!({"error": format!(
-            "no request within {} s", CONTROL_REQUEST_WITHIN.as_secs()
-        )}),
-        Ok(Err(error)) => json!({"error": error.to_string()}),
-        Ok(Ok(request)) => {
-            let (reply, answered) = tokio::sync::oneshot::channel();
-            if requests.send((request, reply)).await.is_err() {
-                return;
-            }
-            match answered.await {
-                Ok(answer) => answer,
-                Err(_) => return,
-            }
-        }
-    };
-    super::control::answer(&mut stream, &answer).await.ok();
 }
 
 /// One ring-buffer record of the fault program.
@@ -294,6 +256,9 @@ fn handle(
                 Err(error) => json!({"error": error}),
             }
         }
+        Request::Set { .. } => json!({
+            "error": "`set` changes a running `injector net` (ctl --net PID); an attach takes add and remove"
+        }),
         Request::Remove { id } => match session.remove(id) {
             Ok(true) => {
                 rules[id] = None;

@@ -1,7 +1,8 @@
 //! `injector ctl --pid PID | --cgroup PATH list | add RULE | remove ID`: change the rules of a running
-//! `injector attach` over a Unix socket in a root-only directory; each answer comes after the
-//! change took effect in the kernel.
-use std::path::PathBuf;
+//! `injector attach`, and `injector ctl --net PID list | set ...` the link of a running
+//! `injector net`, over a Unix socket in a root-only directory; each answer comes after the
+//! change took effect.
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -32,12 +33,28 @@ impl Addressee {
         }
     }
 
+    /// A running `injector net`, by its own pid.
+    pub fn net(pid: u32) -> Addressee {
+        Addressee {
+            name: format!("net-{pid}"),
+            what: format!("injector net {pid}"),
+            option: format!("--net {pid}"),
+        }
+    }
+
     pub fn cgroup(cgroup: &injector_user::cgroup::Cgroup) -> Addressee {
         let path = cgroup.path.display();
         Addressee {
             name: format!("cgroup-{}", cgroup.id),
             what: format!("cgroup {path}"),
             option: format!("--cgroup {path}"),
+        }
+    }
+
+    fn start_hint(&self) -> String {
+        match self.name.strip_prefix("net-") {
+            Some(_) => "net --between A --and B ...".to_owned(),
+            None => format!("attach {}", self.option),
         }
     }
 
@@ -50,8 +67,16 @@ impl Addressee {
 #[serde(tag = "command", rename_all = "lowercase")]
 pub enum Request {
     List,
-    Add { rule: String },
-    Remove { id: usize },
+    Add {
+        rule: String,
+    },
+    Remove {
+        id: usize,
+    },
+    /// `injector net` only: what is done to packets from now on.
+    Set {
+        impairment: injector_user::net::impairment::Impairment,
+    },
 }
 
 /// The listening socket; removed when dropped.
@@ -109,7 +134,7 @@ pub async fn call(to: &Addressee, request: Request) -> Result<Value> {
         }
         Err(error) => {
             return Err(error).with_context(|| {
-                format!("no injector is attached to {what} (no control socket at {}); start one with `injector attach {}`", path.display(), to.option)
+                format!("no injector is attached to {what} (no control socket at {}); start one with `injector {}`", path.display(), to.start_hint())
             });
         }
     };
@@ -126,4 +151,35 @@ pub async fn call(to: &Addressee, request: Request) -> Result<Value> {
         return Err(injector_user::rules::RuleError::Refused(error.to_owned()).into());
     }
     Ok(answer)
+}
+
+/// A control request and where its answer goes.
+pub type Call = (Request, tokio::sync::oneshot::Sender<serde_json::Value>);
+
+/// How long a control client may take to send its request.
+const CONTROL_REQUEST_WITHIN: Duration = Duration::from_secs(10);
+
+/// Reads one request from a control client, has the command's loop handle it, and answers.
+pub async fn serve_client(
+    mut stream: tokio::net::UnixStream,
+    requests: tokio::sync::mpsc::Sender<Call>,
+) {
+    let read = tokio::time::timeout(CONTROL_REQUEST_WITHIN, read_request(&mut stream)).await;
+    let reply = match read {
+        Err(_) => serde_json::json!({"error": format!(
+            "no request within {} s", CONTROL_REQUEST_WITHIN.as_secs()
+        )}),
+        Ok(Err(error)) => serde_json::json!({"error": error.to_string()}),
+        Ok(Ok(request)) => {
+            let (reply, answered) = tokio::sync::oneshot::channel();
+            if requests.send((request, reply)).await.is_err() {
+                return;
+            }
+            match answered.await {
+                Ok(answer) => answer,
+                Err(_) => return,
+            }
+        }
+    };
+    answer(&mut stream, &reply).await.ok();
 }

@@ -1,16 +1,64 @@
 //! `injector net`: slow down, lose, copy or reorder the packets between sets of endpoints until
 //! Ctrl-C, SIGTERM or --duration; stopping lets every held packet go and removes every rule.
+//! `injector ctl --net PID set ...` changes it while it runs.
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use injector_user::{
     InjectorError,
-    net::{NetError, NetFault, PacketMatch, impairment::Impairment, links},
+    net::{
+        NetError, NetFault, PacketMatch,
+        impairment::{Impairment, Percent, parse_delay, parse_percent, parse_rate},
+        links,
+    },
     partition::PartitionError,
 };
 use serde_json::json;
 
-use super::{StopSignals, emit_json, partition::endpoints};
+use super::{
+    StopSignals,
+    control::{self, Addressee, Request},
+    emit_json,
+    partition::endpoints,
+};
+
+/// What `injector net` and `injector ctl --net PID set` do to packets.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ImpairmentArgs {
+    /// Hold each packet this long (each direction), at most 60 s: 50ms, 1s.
+    #[arg(long, value_parser = parse_delay)]
+    delay: Option<Duration>,
+    /// Vary each packet's delay uniformly by up to this much either way (needs --delay);
+    /// packets can overtake each other, as with netem.
+    #[arg(long, value_parser = parse_delay)]
+    jitter: Option<Duration>,
+    /// Drop this share of packets: 5%.
+    #[arg(long, value_parser = parse_percent)]
+    loss: Option<Percent>,
+    /// Send this share of packets twice: 1%.
+    #[arg(long, value_parser = parse_percent)]
+    duplicate: Option<Percent>,
+    /// Send this share of packets at once, ahead of the delayed ones (needs --delay): 10%.
+    #[arg(long, value_parser = parse_percent)]
+    reorder: Option<Percent>,
+    /// Let the link carry at most this rate, tc's units: 1mbit, 500kbit, 2mbps (bytes).
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<u64>,
+}
+
+impl ImpairmentArgs {
+    /// What is not named is not done.
+    pub fn impairment(&self) -> Impairment {
+        Impairment {
+            delay: self.delay.unwrap_or_default(),
+            jitter: self.jitter.unwrap_or_default(),
+            loss: self.loss.unwrap_or_default(),
+            duplicate: self.duplicate.unwrap_or_default(),
+            reorder: self.reorder.unwrap_or_default(),
+            rate_bits_per_second: self.rate,
+        }
+    }
+}
 
 pub struct Options {
     pub between: Vec<String>,
@@ -74,6 +122,7 @@ pub async fn net(options: Options) -> Result<()> {
             "iptables": fault.tool.command,
             "queue": fault.queue,
             "chain": fault.chain(),
+            "pid": std::process::id(),
             "links": links.len(),
         }))?;
     } else {
@@ -84,6 +133,9 @@ pub async fn net(options: Options) -> Result<()> {
             fault.chain()
         );
     }
+    let control = control::Listener::bind(&Addressee::net(std::process::id()))?;
+    let (requests, mut pending) = tokio::sync::mpsc::channel::<control::Call>(16);
+    let mut impairment = options.impairment.clone();
     let mut fault = Some(fault);
     let deadline = async {
         match options.duration {
@@ -97,6 +149,38 @@ pub async fn net(options: Options) -> Result<()> {
         tokio::select! {
             () = &mut deadline => break,
             () = stop_signals.recv() => break,
+            accepted = control.socket.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    tokio::spawn(control::serve_client(stream, requests.clone()));
+                }
+            }
+            Some((request, reply)) = pending.recv() => {
+                let running = fault.as_ref().expect("running");
+                let answer = match request {
+                    Request::List => json!({
+                        "net": description,
+                        "impairment": impairment,
+                        "packets": running.stats(),
+                    }),
+                    Request::Set { impairment: new } => match running.set(new.clone()) {
+                        Ok(()) => {
+                            let said = new.describe();
+                            if options.json {
+                                emit_json(&json!({"event": "changed", "impairment": new}))?;
+                            } else {
+                                eprintln!("changed: {said}");
+                            }
+                            impairment = new;
+                            json!({"impairment": impairment})
+                        }
+                        Err(error) => json!({"error": error.to_string()}),
+                    },
+                    Request::Add { .. } | Request::Remove { .. } => json!({
+                        "error": "an injector net takes `list` and `set`; add and remove change an attach's rules"
+                    }),
+                };
+                let _ = reply.send(answer);
+            }
             _ = refresh.tick(), if by_pid => {
                 // A process that exited, or one with no sockets for a moment, keeps its links.
                 if let Ok(now) = links_now(&options)

@@ -9,6 +9,7 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
+        mpsc,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -61,9 +62,16 @@ impl Counters {
 }
 
 pub struct Engine {
-    stop: OwnedFd,
+    /// Rung after each command is queued; the thread sleeps in poll on the queue and on it.
+    doorbell: OwnedFd,
+    commands: mpsc::Sender<Command>,
     thread: Option<JoinHandle<io::Result<()>>>,
     counters: Arc<Counters>,
+}
+
+enum Command {
+    Set(Impairment, mpsc::Sender<io::Result<()>>),
+    Stop,
 }
 
 struct Held {
@@ -74,18 +82,14 @@ struct Held {
 
 impl Engine {
     pub fn start(queue: QueueSocket, impairment: Impairment, seed: u64) -> io::Result<Engine> {
-        let stop = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-        let stop_seen = stop.try_clone()?;
-        let duplicates = if impairment.duplicate.is_zero() {
-            None
-        } else {
-            Some(duplicate_sender()?)
-        };
+        let doorbell = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let doorbell_seen = doorbell.try_clone()?;
+        let (commands, commands_seen) = mpsc::channel();
         let counters = Arc::new(Counters::default());
-        let worker = Worker {
+        let mut worker = Worker {
             queue,
-            schedule: Schedule::new(impairment, seed),
-            duplicates,
+            schedule: Schedule::new(impairment.clone(), seed),
+            duplicates: None,
             counters: counters.clone(),
             origin: Instant::now(),
             held: BinaryHeap::new(),
@@ -93,11 +97,13 @@ impl Engine {
             slots: Vec::new(),
             free_slots: Vec::new(),
         };
+        worker.prepare_for(&impairment)?;
         let thread = std::thread::Builder::new()
             .name("net-delay".into())
-            .spawn(move || worker.run(stop_seen))?;
+            .spawn(move || worker.run(doorbell_seen, commands_seen))?;
         Ok(Engine {
-            stop,
+            doorbell,
+            commands,
             thread: Some(thread),
             counters,
         })
@@ -107,12 +113,31 @@ impl Engine {
         self.counters.snapshot()
     }
 
+    /// Gives packets from now on this impairment (validated by the caller); returns once the
+    /// thread uses it.
+    pub fn set(&self, impairment: Impairment) -> io::Result<()> {
+        let (reply, replied) = mpsc::channel();
+        self.send(Command::Set(impairment, reply))?;
+        replied
+            .recv()
+            .map_err(|_| io::Error::other("the packet delay thread has stopped"))?
+    }
+
+    fn send(&self, command: Command) -> io::Result<()> {
+        self.commands
+            .send(command)
+            .map_err(|_| io::Error::other("the packet delay thread has stopped"))?;
+        rustix::io::write(&self.doorbell, &1u64.to_ne_bytes())?;
+        Ok(())
+    }
+
     /// Lets every held packet go and waits for the thread; the error it ended with, if any.
     pub fn stop(&mut self) -> io::Result<()> {
         let Some(thread) = self.thread.take() else {
             return Ok(());
         };
-        rustix::io::write(&self.stop, &1u64.to_ne_bytes())?;
+        // A thread that already ended has dropped its receiver; join says why it ended.
+        let _ = self.send(Command::Stop);
         thread
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the packet delay thread panicked")))
@@ -153,15 +178,27 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, stop: OwnedFd) -> io::Result<()> {
-        let result = self.serve(&stop);
+    fn run(mut self, doorbell: OwnedFd, commands: mpsc::Receiver<Command>) -> io::Result<()> {
+        let result = self.serve(&doorbell, &commands);
         // Whatever ended the loop, nothing stays held: the kernel would otherwise drop the
         // packets when the socket closes.
         let released = self.release(u64::MAX);
         result.and(released)
     }
 
-    fn serve(&mut self, stop: &OwnedFd) -> io::Result<()> {
+    /// Copies whole packets (and opens the socket that sends copies) only while duplicating.
+    fn prepare_for(&mut self, impairment: &Impairment) -> io::Result<()> {
+        let duplicating = !impairment.duplicate.is_zero();
+        if duplicating && self.duplicates.is_none() {
+            self.duplicates = Some(duplicate_sender()?);
+        }
+        if duplicating != self.queue.copies_packets() {
+            self.queue.set_copy_packets(duplicating)?;
+        }
+        Ok(())
+    }
+
+    fn serve(&mut self, doorbell: &OwnedFd, commands: &mpsc::Receiver<Command>) -> io::Result<()> {
         loop {
             let now = self.now();
             self.release(now)?;
@@ -174,14 +211,27 @@ impl Worker {
             });
             let mut fds = [
                 PollFd::new(&self.queue, PollFlags::IN),
-                PollFd::new(stop, PollFlags::IN),
+                PollFd::new(doorbell, PollFlags::IN),
             ];
             match poll(&mut fds, timeout.as_ref()) {
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(error) => return Err(error.into()),
             }
             if fds[1].revents().contains(PollFlags::IN) {
-                return Ok(());
+                let mut count = [0; 8];
+                let _ = rustix::io::read(doorbell, &mut count);
+                while let Ok(command) = commands.try_recv() {
+                    match command {
+                        Command::Stop => return Ok(()),
+                        Command::Set(impairment, reply) => {
+                            let prepared = self.prepare_for(&impairment);
+                            if prepared.is_ok() {
+                                self.schedule.set_impairment(impairment);
+                            }
+                            let _ = reply.send(prepared);
+                        }
+                    }
+                }
             }
             for packet in self.queue.receive()? {
                 self.counters.seen.fetch_add(1, Ordering::Relaxed);
@@ -205,7 +255,11 @@ impl Worker {
                             at,
                             Held {
                                 id: packet.id,
-                                bytes: packet.bytes.filter(|_| duplicate),
+                                // Packets queued before a switch to whole copies carry
+                                // headers only: those are not copied.
+                                bytes: packet
+                                    .bytes
+                                    .filter(|bytes| duplicate && bytes.len() == packet.length),
                                 duplicate,
                             },
                         );

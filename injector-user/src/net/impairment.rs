@@ -3,7 +3,7 @@
 //! bad input never leaves half a fault behind.
 use std::{fmt, time::Duration};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::NetError;
 
@@ -12,7 +12,7 @@ use super::NetError;
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
 
 /// A share of packets, 0 to 100 percent.
-#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd, Serialize, Deserialize)]
 pub struct Percent(pub f64);
 
 impl Percent {
@@ -33,7 +33,7 @@ impl fmt::Display for Percent {
 }
 
 /// What to do to every packet of the named links. All zero means nothing is done.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Impairment {
     #[serde(with = "duration_ms")]
     pub delay: Duration,
@@ -54,6 +54,11 @@ mod duration_ms {
 
     pub fn serialize<S: serde::Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(value.as_secs_f64() * 1000.0)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ms = <f64 as serde::Deserialize>::deserialize(d)?;
+        Duration::try_from_secs_f64(ms / 1000.0).map_err(serde::de::Error::custom)
     }
 }
 

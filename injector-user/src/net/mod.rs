@@ -126,7 +126,7 @@ impl NetFault {
         }
         let tool = iptables::find_tool()?;
         let swept = iptables::sweep_leftovers(tool)?;
-        let socket = bind_free_queue(!impairment.duplicate.is_zero())?;
+        let socket = bind_free_queue()?;
         let queue = socket.queue();
         let engine = Engine::start(socket, impairment, seed).map_err(NetError::Queue)?;
         let firewall = Firewall::install(tool, queue, links)?;
@@ -147,6 +147,12 @@ impl NetFault {
         self.engine.stats()
     }
 
+    /// Changes what is done to packets from now on; held packets keep their moment.
+    pub fn set(&self, impairment: Impairment) -> Result<(), NetError> {
+        impairment.validate()?;
+        self.engine.set(impairment).map_err(NetError::Queue)
+    }
+
     pub fn chain(&self) -> &str {
         self.firewall.chain()
     }
@@ -164,12 +170,12 @@ impl NetFault {
     }
 }
 
-fn bind_free_queue(copy_packets: bool) -> Result<QueueSocket, NetError> {
+fn bind_free_queue() -> Result<QueueSocket, NetError> {
     // The kernel answers EPERM both for a queue another process holds and for a caller
     // without CAP_NET_ADMIN.
     let mut refusal = None;
     for queue in QUEUES {
-        match QueueSocket::bind(queue, copy_packets, MAX_HELD) {
+        match QueueSocket::bind(queue, false, MAX_HELD) {
             Ok(socket) => return Ok(socket),
             Err(error) if error.raw_os_error() == Some(libc::EPERM) => refusal = Some(error),
             Err(error) => return Err(NetError::Queue(error)),
@@ -184,6 +190,6 @@ fn bind_free_queue(copy_packets: bool) -> Result<QueueSocket, NetError> {
 /// For `injector probe`: whether a queue can be held and which iptables would install rules.
 pub fn probe() -> Result<Tool, String> {
     let tool = iptables::find_tool().map_err(|error| error.to_string())?;
-    bind_free_queue(false).map_err(|error| error.to_string())?;
+    bind_free_queue().map_err(|error| error.to_string())?;
     Ok(tool)
 }

@@ -65,6 +65,7 @@ pub struct QueueSocket {
     queue: u16,
     sequence: u32,
     buffer: Vec<u8>,
+    copies_packets: bool,
 }
 
 impl QueueSocket {
@@ -87,23 +88,37 @@ impl QueueSocket {
             queue,
             sequence: 0,
             buffer: vec![0; RECEIVE_BUFFER],
+            copies_packets: false,
         };
         socket.configure(&[(NFQA_CFG_CMD, &[NFQNL_CFG_CMD_BIND, 0, 0, 0])])?;
-        // Metadata alone would not say how long a packet is (the kernel sends the length only
-        // with a copy), so at least the headers are copied.
-        let range: u32 = if copy_packets { 0xffff } else { HEADERS };
-        let mut params = range.to_be_bytes().to_vec();
-        params.push(NFQNL_COPY_PACKET);
-        socket.configure(&[(NFQA_CFG_PARAMS, &params)])?;
         socket.configure(&[(NFQA_CFG_QUEUE_MAXLEN, &max_held.to_be_bytes())])?;
-        // With GSO on, a copied packet could carry a checksum still to be computed; a copy
-        // sent again must be complete, so GSO stays off when copying.
-        let flags = if copy_packets { 0 } else { NFQA_CFG_F_GSO };
-        socket.configure(&[
-            (NFQA_CFG_MASK, &NFQA_CFG_F_GSO.to_be_bytes()),
-            (NFQA_CFG_FLAGS, &flags.to_be_bytes()),
-        ])?;
+        for message in copy_messages(copy_packets) {
+            socket.configure(
+                &message
+                    .iter()
+                    .map(|(k, v)| (*k, &v[..]))
+                    .collect::<Vec<_>>(),
+            )?;
+        }
+        socket.copies_packets = copy_packets;
         Ok(socket)
+    }
+
+    pub fn copies_packets(&self) -> bool {
+        self.copies_packets
+    }
+
+    /// Switches between copying whole packets and headers only while packets flow: without
+    /// waiting for an acknowledgement, which would arrive among the packets (a refusal shows
+    /// up in `receive`'s log).
+    pub fn set_copy_packets(&mut self, copy_packets: bool) -> io::Result<()> {
+        for message in copy_messages(copy_packets) {
+            let attributes: Vec<(u16, &[u8])> = message.iter().map(|(k, v)| (*k, &v[..])).collect();
+            let message = self.message(NFQNL_MSG_CONFIG, false, &attributes);
+            self.send(&message)?;
+        }
+        self.copies_packets = copy_packets;
+        Ok(())
     }
 
     pub fn queue(&self) -> u16 {
@@ -127,6 +142,15 @@ impl QueueSocket {
                     && let Some(packet) = parse_packet(body)
                 {
                     packets.push(packet);
+                } else if kind == NLMSG_ERROR
+                    && let Some(code) = body.get(..4)
+                    && code != [0; 4]
+                {
+                    let errno = -i32::from_ne_bytes(code.try_into().unwrap());
+                    tracing::warn!(
+                        "the kernel refused a queue setting: {}",
+                        io::Error::from_raw_os_error(errno)
+                    );
                 }
             }
         }
@@ -218,6 +242,24 @@ impl AsFd for QueueSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// The configuration messages for copying whole packets or headers only. Metadata alone would
+/// not say how long a packet is (the kernel sends the length only with a copy), so at least
+/// the headers are copied. With GSO on, a copied packet could carry a checksum still to be
+/// computed, and a copy sent again must be complete, so GSO is off while copying.
+fn copy_messages(copy_packets: bool) -> [Vec<(u16, Vec<u8>)>; 2] {
+    let range: u32 = if copy_packets { 0xffff } else { HEADERS };
+    let mut params = range.to_be_bytes().to_vec();
+    params.push(NFQNL_COPY_PACKET);
+    let flags = if copy_packets { 0 } else { NFQA_CFG_F_GSO };
+    [
+        vec![(NFQA_CFG_PARAMS, params)],
+        vec![
+            (NFQA_CFG_MASK, NFQA_CFG_F_GSO.to_be_bytes().to_vec()),
+            (NFQA_CFG_FLAGS, flags.to_be_bytes().to_vec()),
+        ],
+    ]
 }
 
 /// Waits until `fd` can be read or `timeout` passes (None: no limit); EINTR counts as a

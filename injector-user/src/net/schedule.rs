@@ -32,6 +32,11 @@ impl Schedule {
         }
     }
 
+    /// What later packets get; packets already decided keep their fate (as `tc qdisc change`).
+    pub fn set_impairment(&mut self, impairment: Impairment) {
+        self.impairment = impairment;
+    }
+
     /// netem's model: a lost packet is gone; a reordered one skips the delay and the rate
     /// queue; the others queue behind each other at the link's rate (a bottleneck), then wait
     /// their delay (the propagation), jitter included.
