@@ -12,6 +12,18 @@ use super::{cpio::Archive, kernel::decompress};
 
 /// Modules the init script needs, when the kernel has them as modules rather than built in.
 const WANTED_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay", "fuse"];
+/// Loaded too where the kernel has them: what `injector net` needs (iptables' mangle table,
+/// the NFQUEUE target and its queue, the mark and port matches), and netem for `injector
+/// probe` to find. The guest runs the host's tools, which cannot modprobe the guest kernel's
+/// modules, so they are loaded at boot.
+const OPTIONAL_MODULES: &[&str] = &[
+    "nfnetlink_queue",
+    "xt_NFQUEUE",
+    "iptable_mangle",
+    "xt_mark",
+    "xt_tcpudp",
+    "sch_netem",
+];
 const BUSYBOX: &str = "/bin/busybox";
 /// The guest prints this, then the command's exit status, as its last word on the console.
 pub const EXIT_MARKER: &str = "FAULTLINE-VM-EXIT=";
@@ -73,7 +85,13 @@ pub fn build(modules: &Path, out: &Path) -> Result<()> {
     }
     archive.file("init", 0o755, INIT.as_bytes());
     let index = ModuleIndex::new(modules)?;
-    for (position, name) in index.load_order(WANTED_MODULES)?.iter().enumerate() {
+    let optional: Vec<&str> = OPTIONAL_MODULES
+        .iter()
+        .copied()
+        .filter(|name| index.has(name))
+        .collect();
+    let wanted: Vec<&str> = WANTED_MODULES.iter().copied().chain(optional).collect();
+    for (position, name) in index.load_order(&wanted)?.iter().enumerate() {
         let bytes = index.read(name)?;
         archive.file(&format!("modules/{position:02}-{name}.ko"), 0o644, &bytes);
     }
@@ -110,6 +128,12 @@ impl ModuleIndex {
             .filter_map(|line| module_name(Path::new(line)))
             .collect();
         Ok(Self { files, builtin })
+    }
+
+    /// Whether the kernel has the module, as a file or built in.
+    fn has(&self, name: &str) -> bool {
+        let name = name.replace('-', "_");
+        self.files.contains_key(&name) || self.builtin.contains(&name)
     }
 
     /// `wanted` and everything they depend on, each after its dependencies; built-in ones left out.

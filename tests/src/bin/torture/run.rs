@@ -24,9 +24,9 @@ use tests::{
 use crate::{exit_code, word};
 
 /// Every fault this kernel can apply to target-db (wal-write-error needs BPF LSM).
-const DEFAULT_FAULTS: &str = "crash-point,kill,kill-many,pause,wal-crash,partition,packet-loss,power-loss,\
-                              power-loss-all,disk-error,fsync-error,disk-full,slow-disk,leader-transfer,bitrot,\
-                              corruption,membership,deposed-leader";
+const DEFAULT_FAULTS: &str = "crash-point,kill,kill-many,pause,wal-crash,partition,packet-loss,slow-network,\
+                              flaky-network,power-loss,power-loss-all,disk-error,fsync-error,disk-full,slow-disk,\
+                              leader-transfer,bitrot,corruption,membership,deposed-leader";
 /// Every fault that applies to another database (etcd, a spec's): those that need no knowledge
 /// of a database's files or admin calls.
 const OUTSIDE_FAULTS: &str = "kill,kill-many,pause,partition,packet-loss,power-loss,power-loss-all,\
