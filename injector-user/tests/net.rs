@@ -211,8 +211,8 @@ fn one_way_delays_only_the_packets_from_between_to_and() {
     let restored = restore(injector);
     let added = ms(during) - ms(before);
     assert!(
-        (27.0..=33.0).contains(&added),
-        "added {added:.2} ms, not 30 ± 3"
+        (25.0..=35.0).contains(&added),
+        "added {added:.2} ms, not 30 ± 5"
     );
     // 20 pings and the closing datagram, and no reply.
     assert_eq!(restored["packets"]["seen"], 21, "{restored}");
@@ -450,7 +450,10 @@ fn ctl_changes_a_running_net_from_the_next_packet_on() {
     ]);
     let pid = attached["pid"].as_u64().unwrap() as u32;
     let first = ms(udp_round_trip(a, b, 10)) - ms(before);
-    assert!((8.0..=12.0).contains(&first), "added {first:.2} ms, not 10");
+    assert!(
+        (5.0..=15.0).contains(&first),
+        "added {first:.2} ms, not 10 ± 5"
+    );
 
     let (code, answer, stderr) = ctl(pid, &["set", "--delay", "40ms"]);
     assert_eq!(code, Some(0), "{stderr}");
@@ -459,8 +462,8 @@ fn ctl_changes_a_running_net_from_the_next_packet_on() {
     assert_eq!(changed["event"], "changed");
     let second = ms(udp_round_trip(a, b, 10)) - ms(before);
     assert!(
-        (37.0..=43.0).contains(&second),
-        "added {second:.2} ms, not 40"
+        (35.0..=45.0).contains(&second),
+        "added {second:.2} ms, not 40 ± 5"
     );
 
     // Refused before it reaches the injector, and nothing changes.
