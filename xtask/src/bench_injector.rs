@@ -20,12 +20,9 @@ struct Binaries {
     worker: std::path::PathBuf,
 }
 
-pub fn run(root: &Path) -> Result<()> {
-    ensure!(
-        cmd::is_root(),
-        "the injector needs root: run `sudo -E cargo xtask bench injector`"
-    );
-    packages::ensure(&["strace"], "comparing with strace -e inject")?;
+/// The injector's release binaries (the eBPF object first: the injector embeds it); returns
+/// the directory they are in.
+pub fn build_release(root: &Path) -> Result<std::path::PathBuf> {
     ebpf::build(root)?;
     cmd::run(cargo().current_dir(root).args([
         "build",
@@ -35,7 +32,16 @@ pub fn run(root: &Path) -> Result<()> {
         "injector-user",
         "--bins",
     ]))?;
-    let bin = root.join("target/release");
+    Ok(root.join("target/release"))
+}
+
+pub fn run(root: &Path) -> Result<()> {
+    ensure!(
+        cmd::is_root(),
+        "the injector needs root: run `sudo -E cargo xtask bench injector`"
+    );
+    packages::ensure(&["strace"], "comparing with strace -e inject")?;
+    let bin = build_release(root)?;
     let binaries = Binaries {
         injector: bin.join("injector"),
         worker: bin.join("syscall-worker"),

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, Result, ensure};
 use process_guard::Spawned;
 
-use crate::{ci::cargo, cmd, ebpf, packages};
+use crate::{cmd, packages};
 
 const DELAY_MS: f64 = 50.0;
 const SECONDS_PER_RATE: u64 = 2;
@@ -29,17 +29,7 @@ pub fn run(root: &Path) -> Result<()> {
         "iptables and NFQUEUE need root: run `sudo -E cargo xtask bench net`"
     );
     packages::ensure(&["iptables"], "injector net")?;
-    ebpf::build(root)?;
-    cmd::run(cargo().current_dir(root).args([
-        "build",
-        "--quiet",
-        "--release",
-        "--package",
-        "injector-user",
-        "--bin",
-        "injector",
-    ]))?;
-    let injector = root.join("target/release/injector");
+    let injector = crate::bench_injector::build_release(root)?.join("injector");
     let (a, b, c, d) = (addr(2), addr(3), addr(4), addr(5));
 
     println!("one-way UDP latency {a} -> {b}, {SECONDS_PER_RATE} s per row (ms):");

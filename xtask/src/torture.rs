@@ -27,7 +27,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if wants_etcd(args) {
         crate::packages::ensure(&["etcd-server"], "torturing etcd (--target etcd)")?;
     }
-    crate::packages::ensure(&["iptables"], "the slow and flaky network faults (injector net)")?;
+    crate::packages::ensure(
+        &["iptables"],
+        "the slow and flaky network faults (injector net)",
+    )?;
     build_tools(root)?;
     kernel_fs::ensure()?;
     let status = Command::new(root.join("target/release/torture"))

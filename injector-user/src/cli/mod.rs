@@ -64,17 +64,20 @@ pub async fn wait_for_end(
     duration: Option<Duration>,
     stop_signals: &mut StopSignals,
 ) -> Result<EndedBy> {
-    let deadline = async {
-        match duration {
-            Some(duration) => tokio::time::sleep(duration).await,
-            None => std::future::pending().await,
-        }
-    };
+    let deadline = until(duration);
     Ok(tokio::select! {
         exited = target.exited() => { exited.context("waiting for the target to exit")?; EndedBy::TargetExit }
         () = deadline => EndedBy::Duration,
         () = stop_signals.recv() => EndedBy::Signal,
     })
+}
+
+/// Resolves once `duration` has passed; never without one (a command that runs until stopped).
+pub async fn until(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
 }
 
 pub fn emit_json(value: &serde_json::Value) -> Result<()> {

@@ -11,7 +11,6 @@ use injector_user::{
         impairment::{Impairment, Percent, parse_delay, parse_percent, parse_rate},
         links,
     },
-    partition::PartitionError,
 };
 use serde_json::json;
 
@@ -19,7 +18,7 @@ use super::{
     StopSignals,
     control::{self, Addressee, Request},
     emit_json,
-    partition::endpoints,
+    partition::{PID_REFRESH, both_sides, names_a_process},
 };
 
 /// What `injector net` and `injector ctl --net PID set` do to packets.
@@ -70,24 +69,8 @@ pub struct Options {
     pub json: bool,
 }
 
-/// How often the sockets of `pid:N` endpoints are looked up again (new connections).
-const PID_REFRESH: Duration = Duration::from_millis(200);
-
 fn links_now(options: &Options) -> Result<Vec<PacketMatch>, InjectorError> {
-    let from = endpoints(&options.between)?;
-    let to = endpoints(&options.and)?;
-    for (side, found, named) in [
-        ("--between", &from, &options.between),
-        ("--and", &to, &options.and),
-    ] {
-        if found.is_empty() {
-            return Err(PartitionError::NoEndpoints {
-                side,
-                named: named.join(","),
-            }
-            .into());
-        }
-    }
+    let (from, to) = both_sides(&options.between, &options.and)?;
     Ok(links(&from, &to, options.one_way))
 }
 
@@ -96,11 +79,7 @@ pub async fn net(options: Options) -> Result<()> {
     options.impairment.validate()?;
     let mut stop_signals = StopSignals::listen()?;
     let mut links = links_now(&options)?;
-    let by_pid = options
-        .between
-        .iter()
-        .chain(&options.and)
-        .any(|text| text.contains("pid:"));
+    let by_pid = names_a_process(&options.between, &options.and);
     let fault = NetFault::start(&links, options.impairment.clone(), options.seed)
         .context("starting the network fault")?;
     for chain in &fault.swept {
@@ -137,12 +116,7 @@ pub async fn net(options: Options) -> Result<()> {
     let (requests, mut pending) = tokio::sync::mpsc::channel::<control::Call>(16);
     let mut impairment = options.impairment.clone();
     let mut fault = Some(fault);
-    let deadline = async {
-        match options.duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
+    let deadline = super::until(options.duration);
     tokio::pin!(deadline);
     let mut refresh = tokio::time::interval(PID_REFRESH);
     loop {

@@ -24,7 +24,7 @@ pub struct Options {
 }
 
 /// How often the sockets of `pid:N` endpoints are looked up again (new connections).
-const PID_REFRESH: Duration = Duration::from_millis(200);
+pub(super) const PID_REFRESH: Duration = Duration::from_millis(200);
 
 /// `IP`, `IP:PORT` or `pid:N` (every IPv4 TCP/UDP endpoint that process's sockets have now).
 pub(super) fn endpoints(texts: &[String]) -> Result<Vec<Endpoint>, InjectorError> {
@@ -44,13 +44,14 @@ pub(super) fn endpoints(texts: &[String]) -> Result<Vec<Endpoint>, InjectorError
     Ok(found)
 }
 
-fn rules_now(options: &Options) -> Result<Vec<PartitionRule>, InjectorError> {
-    let from = endpoints(&options.between)?;
-    let to = endpoints(&options.and)?;
-    for (side, found, named) in [
-        ("--between", &from, &options.between),
-        ("--and", &to, &options.and),
-    ] {
+/// Both sides' endpoints now; a side that names none is refused.
+pub(super) fn both_sides(
+    between: &[String],
+    and: &[String],
+) -> Result<(Vec<Endpoint>, Vec<Endpoint>), InjectorError> {
+    let from = endpoints(between)?;
+    let to = endpoints(and)?;
+    for (side, found, named) in [("--between", &from, between), ("--and", &to, and)] {
         if found.is_empty() {
             return Err(PartitionError::NoEndpoints {
                 side,
@@ -59,17 +60,23 @@ fn rules_now(options: &Options) -> Result<Vec<PartitionRule>, InjectorError> {
             .into());
         }
     }
+    Ok((from, to))
+}
+
+/// Whether any endpoint is a process, whose sockets are looked up again while it runs.
+pub(super) fn names_a_process(between: &[String], and: &[String]) -> bool {
+    between.iter().chain(and).any(|text| text.contains("pid:"))
+}
+
+fn rules_now(options: &Options) -> Result<Vec<PartitionRule>, InjectorError> {
+    let (from, to) = both_sides(&options.between, &options.and)?;
     Ok(packet_rules(&from, &to, options.one_way, options.loss)?)
 }
 
 pub async fn partition(options: Options) -> Result<()> {
     let mut stop_signals = StopSignals::listen()?;
     let mut rules = rules_now(&options)?;
-    let by_pid = options
-        .between
-        .iter()
-        .chain(&options.and)
-        .any(|text| text.contains("pid:"));
+    let by_pid = names_a_process(&options.between, &options.and);
     let mut partition = Partition::attach(&rules, &options.interfaces, options.hook).with_context(
         || match options.hook {
             Hook::CgroupSkb => "attaching the partition at the cgroup v2 root".to_owned(),
@@ -104,12 +111,7 @@ pub async fn partition(options: Options) -> Result<()> {
         };
         eprintln!("partitioned {description} ({hook}); Ctrl-C heals");
     }
-    let deadline = async {
-        match options.duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
+    let deadline = super::until(options.duration);
     tokio::pin!(deadline);
     let mut refresh = tokio::time::interval(PID_REFRESH);
     loop {

@@ -182,14 +182,18 @@ fn removal_hint(tool: Tool, chain: &str) -> String {
     )
 }
 
+/// The mangle table's rules, as `iptables -S` prints them.
+fn mangle_rules(tool: Tool) -> Result<String, NetError> {
+    run(tool.command, &["-w", "-t", "mangle", "-S"]).map_err(|reason| NetError::Iptables {
+        command: format!("{} -t mangle -S", tool.command),
+        reason,
+        script: String::new(),
+    })
+}
+
 /// Removes a chain and every jump to it that exists now, in one transaction.
 fn remove_chain(tool: Tool, chain: &str) -> Result<(), NetError> {
-    let listing =
-        run(tool.command, &["-w", "-t", "mangle", "-S"]).map_err(|reason| NetError::Iptables {
-            command: format!("{} -t mangle -S", tool.command),
-            reason,
-            script: String::new(),
-        })?;
+    let listing = mangle_rules(tool)?;
     restore(tool, &removal_script(&listing, chain))
 }
 
@@ -215,12 +219,7 @@ fn removal_script(listing: &str, chain: &str) -> String {
 /// lost power); their rules pass packets untouched (--queue-bypass), but are removed here.
 /// Returns the chains removed.
 pub fn sweep_leftovers(tool: Tool) -> Result<Vec<String>, NetError> {
-    let listing =
-        run(tool.command, &["-w", "-t", "mangle", "-S"]).map_err(|reason| NetError::Iptables {
-            command: format!("{} -t mangle -S", tool.command),
-            reason,
-            script: String::new(),
-        })?;
+    let listing = mangle_rules(tool)?;
     let mut removed = Vec::new();
     for chain in leftover_chains(&listing, injector_runs) {
         restore(tool, &removal_script(&listing, &chain))?;

@@ -583,14 +583,17 @@ impl Cluster {
         command
     }
 
+    /// The nodes' addresses, comma-separated, as the injector takes them.
+    fn ips(&self, ids: &[usize]) -> String {
+        ids.iter()
+            .map(|&id| self.node(id).ip.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// `injector partition` applying `cut` between the nodes' addresses for `duration`.
     pub fn partition_command(&self, cut: &Cut, duration: Duration) -> Command {
-        let ips = |ids: &[usize]| {
-            ids.iter()
-                .map(|&id| self.node(id).ip.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+        let ips = |ids: &[usize]| self.ips(ids);
         let mut command = Command::new(&self.binaries.injector);
         command
             .args([
@@ -614,12 +617,7 @@ impl Cluster {
 
     /// `injector net` degrading `link` between the nodes' addresses for `duration`.
     pub fn net_command(&self, link: &Degradation, duration: Duration) -> Command {
-        let ips = |ids: &[usize]| {
-            ids.iter()
-                .map(|&id| self.node(id).ip.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+        let ips = |ids: &[usize]| self.ips(ids);
         let mut command = Command::new(&self.binaries.injector);
         command
             .args([
