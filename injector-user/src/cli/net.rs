@@ -59,6 +59,10 @@ impl ImpairmentArgs {
     }
 }
 
+/// How often the packet thread is checked: if it fails, packets pass untouched (the rules'
+/// bypass), and the user must hear of it.
+const HEALTH_CHECK: Duration = Duration::from_millis(500);
+
 pub struct Options {
     pub between: Vec<String>,
     pub and: Vec<String>,
@@ -119,9 +123,20 @@ pub async fn net(options: Options) -> Result<()> {
     let deadline = super::until(options.duration);
     tokio::pin!(deadline);
     let mut refresh = tokio::time::interval(PID_REFRESH);
+    let mut health = tokio::time::interval(HEALTH_CHECK);
     loop {
         tokio::select! {
             () = &mut deadline => break,
+            _ = health.tick() => {
+                if fault.as_ref().expect("running").has_failed() {
+                    // Removes the rules and says what the thread ended with.
+                    let error = match fault.take().expect("running").stop() {
+                        Err(error) => anyhow::anyhow!(error),
+                        Ok(_) => anyhow::anyhow!("the packet thread stopped"),
+                    };
+                    return Err(error.context(format!("{description} no longer in force")));
+                }
+            }
             () = stop_signals.recv() => break,
             accepted = control.socket.accept() => {
                 if let Ok((stream, _)) = accepted {

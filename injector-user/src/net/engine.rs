@@ -131,6 +131,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether the thread has ended on its own (an error the kernel gave it): from then on
+    /// the queue is closed and the rules' bypass lets every packet through untouched.
+    pub fn has_failed(&self) -> bool {
+        self.thread.as_ref().is_some_and(JoinHandle::is_finished)
+    }
+
     /// Lets every held packet go and waits for the thread; the error it ended with, if any.
     pub fn stop(&mut self) -> io::Result<()> {
         let Some(thread) = self.thread.take() else {

@@ -153,6 +153,11 @@ impl NetFault {
         self.engine.set(impairment).map_err(NetError::Queue)
     }
 
+    /// Whether the packet thread stopped on its own; `stop` then says why.
+    pub fn has_failed(&self) -> bool {
+        self.engine.has_failed()
+    }
+
     pub fn chain(&self) -> &str {
         self.firewall.chain()
     }
