@@ -186,9 +186,10 @@ struct Worker {
 impl Worker {
     fn run(mut self, doorbell: OwnedFd, commands: mpsc::Receiver<Command>) -> io::Result<()> {
         let result = self.serve(&doorbell, &commands);
-        // Whatever ended the loop, nothing stays held: the kernel would otherwise drop the
-        // packets when the socket closes.
-        let released = self.release(u64::MAX);
+        // Whatever ended the loop, nothing stays held: the kernel drops every packet still
+        // queued when the socket closes. The rules are gone by now, so what was queued last,
+        // read or not, goes on at once.
+        let released = self.release(u64::MAX).and_then(|()| self.pass_unread());
         result.and(released)
     }
 
@@ -292,6 +293,14 @@ impl Worker {
         };
         self.order += 1;
         self.held.push(Reverse((at, self.order, slot)));
+    }
+
+    fn pass_unread(&mut self) -> io::Result<()> {
+        for packet in self.queue.receive()? {
+            self.counters.seen.fetch_add(1, Ordering::Relaxed);
+            self.queue.accept(packet.id)?;
+        }
+        Ok(())
     }
 
     /// Gives the verdict of every packet due by `now`.
