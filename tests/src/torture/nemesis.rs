@@ -50,8 +50,8 @@ pub enum Fault {
     Partition,
     /// 20-60% of the packets between one node and the others dropped for a while.
     PacketLoss,
-    /// One node's packets to the others, theirs to it, or both, delayed 20-300 ms (sometimes
-    /// with jitter) for a while (injector net).
+    /// One node's packets to the others, theirs to it, or both, delayed 20-300 ms or
+    /// 0.6-2.5 s (past election timeouts), sometimes with jitter, for a while (injector net).
     SlowNetwork,
     /// One node's packets to and from the others duplicated and reordered for a while.
     FlakyNetwork,
@@ -450,6 +450,7 @@ async fn apply_to(
             } else {
                 network_shape::flaky_link(size, node, rng)
             };
+            let hold = hold.max(link.at_least);
             let mut command = cluster.lock().await.net_command(&link, hold);
             let output = tokio::task::spawn_blocking(move || command.output()).await??;
             if !output.status.success() {

@@ -1,6 +1,8 @@
 //! Named shapes of network partitions, chosen by the seed around one pivot node: the ways a
 //! real network splits a cluster (a node cut off, a minority cut from a majority, two halves
 //! that only one node still connects, a link that works in one direction only).
+use std::time::Duration;
+
 use fault_rules::SplitMix64;
 
 use super::cluster::Cut;
@@ -111,13 +113,22 @@ pub struct Degradation {
     pub one_way: bool,
     /// What `injector net` is asked for, e.g. `--delay 120ms --jitter 30ms`.
     pub args: Vec<String>,
+    /// The shortest the fault may last to have its effect.
+    pub at_least: Duration,
 }
 
-/// The pivot's packets to the others (or theirs to it, or both) delayed 20-300 ms, half the
-/// time with jitter up to a quarter of the delay: long enough to outlast election timeouts
-/// and leases, which is where slow links expose bugs.
+/// The pivot's packets to the others (or theirs to it, or both) delayed, half the time with
+/// jitter up to a quarter of the delay: half the time 20-300 ms (slower than heartbeats, within
+/// election timeouts), half the time 600-2500 ms (past the election timeouts of target-db,
+/// 0.5-1 s, and etcd, 1 s): a leader whose messages arrive that late is deposed without knowing
+/// it, which is where leases and reads that skip the leadership check go wrong. The fault lasts
+/// at least twice the delay, so the delay takes effect before the link is restored.
 pub fn slow_link(size: usize, pivot: usize, rng: &mut SplitMix64) -> (Degradation, String) {
-    let delay = 20 + rng.below(281);
+    let delay = if rng.below(2) == 0 {
+        20 + rng.below(281)
+    } else {
+        600 + rng.below(1901)
+    };
     let jitter = if rng.below(2) == 0 {
         0
     } else {
@@ -140,6 +151,7 @@ pub fn slow_link(size: usize, pivot: usize, rng: &mut SplitMix64) -> (Degradatio
         to,
         one_way,
         args,
+        at_least: Duration::from_millis(2 * delay),
     };
     (link, text)
 }
@@ -166,6 +178,7 @@ pub fn flaky_link(size: usize, pivot: usize, rng: &mut SplitMix64) -> (Degradati
         to: (1..=size).filter(|&id| id != pivot).collect(),
         one_way: false,
         args,
+        at_least: Duration::ZERO,
     };
     let text = format!(
         "flaky network: n{pivot} <-> {}: {duplicate}% duplicated, {reorder}% reordered ahead of \
@@ -219,10 +232,16 @@ mod tests {
     fn slow_links_stay_in_range_and_name_their_direction() {
         let mut rng = SplitMix64::new(5);
         let mut directions = std::collections::BTreeSet::new();
+        let mut long = 0;
         for _ in 0..300 {
             let (link, text) = slow_link(3, 2, &mut rng);
             let delay: u64 = link.args[1].trim_end_matches("ms").parse().unwrap();
-            assert!((20..=300).contains(&delay), "{text}");
+            assert!(
+                (20..=300).contains(&delay) || (600..=2500).contains(&delay),
+                "{text}"
+            );
+            assert_eq!(link.at_least, Duration::from_millis(2 * delay));
+            long += usize::from(delay >= 600);
             if link.args.len() == 4 {
                 let jitter: u64 = link.args[3].trim_end_matches("ms").parse().unwrap();
                 assert!(jitter <= delay / 4, "{text}");
@@ -232,8 +251,12 @@ mod tests {
             directions.insert((link.from.clone(), link.one_way));
             assert!(text.starts_with("slow network: "), "{text}");
         }
-        // Both ways, out of n2, and into n2 all occur.
+        // Both ways, out of n2, and into n2 all occur; so do delays past election timeouts.
         assert_eq!(directions.len(), 3, "{directions:?}");
+        assert!(
+            (100..=200).contains(&long),
+            "{long} of 300 past election timeouts"
+        );
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub struct RunArgs {
     /// bridge with it as the only link between two halves, or one way);
     /// packet-loss (20-60% of its packets dropped);
     /// slow-network (injector net: its packets to the others, theirs to it, or both, delayed
-    /// 20-300 ms, half the time with jitter); flaky-network (its packets to and from the
+    /// 20-300 ms or 0.6-2.5 s, past election timeouts, half the time with jitter); flaky-network (its packets to and from the
     /// others 5-20% duplicated and 10-40% reordered);
     /// power-loss (kill, faultfs power-loss drop/torn/reorder/prefix, restart);
     /// power-loss-all (every node at once);
