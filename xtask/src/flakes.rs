@@ -62,6 +62,9 @@ pub fn run(root: &Path, args: &FlakesArgs) -> Result<()> {
         args.runs > 0 || args.vm_runs > 0,
         "nothing to run: give --runs N or --vm-runs M (at least 1)"
     );
+    // A missing package fails its tests every run, which would read as flakes (a first
+    // campaign on a fresh machine named seven tests that needed chromium, etcd or Redis).
+    crate::packages::ensure(crate::packages::RUNTIME, "the tests' tools")?;
     crate::ebpf::build(root)?;
     // As `cargo xtask ci` does before its tests: the injector's tests need tracefs.
     crate::kernel_fs::ensure()?;
