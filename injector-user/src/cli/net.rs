@@ -89,6 +89,8 @@ pub async fn net(options: Options) -> Result<()> {
     for chain in &fault.swept {
         tracing::info!("removed {chain}, left by an injector that no longer runs");
     }
+    // Listening before "attached" is said, so a `ctl --net` sent on that word finds the socket.
+    let control = control::Listener::bind(&Addressee::net(std::process::id()))?;
     let description = format!(
         "{} {} {}: {}",
         options.between.join(","),
@@ -116,7 +118,6 @@ pub async fn net(options: Options) -> Result<()> {
             fault.chain()
         );
     }
-    let control = control::Listener::bind(&Addressee::net(std::process::id()))?;
     let (requests, mut pending) = tokio::sync::mpsc::channel::<control::Call>(16);
     let mut impairment = options.impairment.clone();
     let mut fault = Some(fault);
