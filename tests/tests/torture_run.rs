@@ -173,3 +173,42 @@ fn a_torn_final_power_loss_cuts_writes_in_flight_and_the_safe_database_survives_
         "the leader appends the write in flight, so its log write is reached: {final_cut}"
     );
 }
+
+/// The network faults go through `injector net` on the nodes' own addresses: each is named as
+/// it ends (direction, delay, shares), the safe database passes, and no rule is left behind.
+#[test]
+fn slow_and_flaky_networks_leave_the_safe_database_correct_and_nothing_behind() {
+    build_tools();
+    let (output, report) = torture(&[
+        "--seed",
+        "4",
+        "--duration",
+        "8s",
+        "--faults",
+        "slow-network,flaky-network",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "the safe database should pass:\n{report}\n{stderr}"
+    );
+    let named: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("slow network: ") || line.contains("flaky network: "))
+        .collect();
+    assert!(!named.is_empty(), "no network fault ran:\n{stderr}");
+    for tool in ["iptables-legacy", "iptables-nft"] {
+        let Ok(listing) = std::process::Command::new(tool)
+            .args(["-w", "-t", "mangle", "-S"])
+            .output()
+        else {
+            continue;
+        };
+        let listing = String::from_utf8_lossy(&listing.stdout);
+        assert!(
+            !listing.lines().any(|line| line.contains("127.0.21.")),
+            "{tool} still holds rules for this run's nodes:\n{listing}"
+        );
+    }
+}
