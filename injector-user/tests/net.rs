@@ -33,6 +33,14 @@ fn net(args: &[&str]) -> (Spawned, Value) {
     (injector, attached)
 }
 
+/// `injector net --between FROM --and TO ARGS`, once in force.
+fn net_between(from: Ipv4Addr, to: Ipv4Addr, args: &[&str]) -> (Spawned, Value) {
+    let (from, to) = (from.to_string(), to.to_string());
+    let mut all = vec!["--between", &from, "--and", &to];
+    all.extend_from_slice(args);
+    net(&all)
+}
+
 /// Stops it as a user does (SIGTERM) and returns its `restored` event.
 fn restore(mut injector: Spawned) -> Value {
     kill_process(Pid::from_raw(injector.pid() as i32).unwrap(), Signal::TERM).unwrap();
@@ -146,14 +154,7 @@ fn a_delay_adds_twice_its_time_to_round_trips_on_the_named_pair_only() {
         tcp_round_trip(a, b, 20),
         udp_round_trip(c, d, 20),
     ];
-    let (injector, attached) = net(&[
-        "--between",
-        &a.to_string(),
-        "--and",
-        &b.to_string(),
-        "--delay",
-        "50ms",
-    ]);
+    let (injector, attached) = net_between(a, b, &["--delay", "50ms"]);
     let chain = attached["chain"].as_str().unwrap().to_owned();
     assert!(!our_rules(&chain).is_empty(), "no rules while attached");
     let during = [
@@ -198,15 +199,7 @@ fn a_delay_adds_twice_its_time_to_round_trips_on_the_named_pair_only() {
 fn one_way_delays_only_the_packets_from_between_to_and() {
     let (a, b) = (addr(6), addr(7));
     let before = udp_round_trip(a, b, 20);
-    let (injector, _) = net(&[
-        "--between",
-        &a.to_string(),
-        "--and",
-        &b.to_string(),
-        "--one-way",
-        "--delay",
-        "30ms",
-    ]);
+    let (injector, _) = net_between(a, b, &["--one-way", "--delay", "30ms"]);
     let during = udp_round_trip(a, b, 20);
     let restored = restore(injector);
     let added = ms(during) - ms(before);
@@ -258,23 +251,23 @@ fn numbered_datagrams(
 #[test]
 fn loss_duplication_and_reordering_are_what_the_receiver_sees() {
     let (a, b) = (addr(8), addr(9));
-    let (injector, _) = net(&[
-        "--between",
-        &a.to_string(),
-        "--and",
-        &b.to_string(),
-        "--one-way",
-        "--delay",
-        "5ms",
-        "--loss",
-        "20%",
-        "--duplicate",
-        "10%",
-        "--reorder",
-        "30%",
-        "--seed",
-        "3",
-    ]);
+    let (injector, _) = net_between(
+        a,
+        b,
+        &[
+            "--one-way",
+            "--delay",
+            "5ms",
+            "--loss",
+            "20%",
+            "--duplicate",
+            "10%",
+            "--reorder",
+            "30%",
+            "--seed",
+            "3",
+        ],
+    );
     let sent = 2000;
     let (arrived, _) = numbered_datagrams(
         a,
@@ -321,14 +314,7 @@ fn loss_duplication_and_reordering_are_what_the_receiver_sees() {
 #[test]
 fn a_rate_limits_the_link_to_that_many_bits_per_second() {
     let (a, b) = (addr(10), addr(11));
-    let (injector, _) = net(&[
-        "--between",
-        &a.to_string(),
-        "--and",
-        &b.to_string(),
-        "--rate",
-        "8mbit",
-    ]);
+    let (injector, _) = net_between(a, b, &["--rate", "8mbit"]);
     // 400 datagrams of 972 bytes are 1000-byte IP packets: 1 ms each at 8 mbit/s, sent at once.
     let (arrived, took) =
         numbered_datagrams(a, b, 400, 972, Duration::ZERO, Duration::from_millis(500));
@@ -343,14 +329,7 @@ fn a_rate_limits_the_link_to_that_many_bits_per_second() {
 #[test]
 fn after_kill_9_the_rules_let_packets_pass_and_the_next_start_removes_them() {
     let (a, b, c, d) = (addr(12), addr(13), addr(14), addr(15));
-    let (injector, attached) = net(&[
-        "--between",
-        &a.to_string(),
-        "--and",
-        &b.to_string(),
-        "--delay",
-        "200ms",
-    ]);
+    let (injector, attached) = net_between(a, b, &["--delay", "200ms"]);
     let chain = attached["chain"].as_str().unwrap().to_owned();
     kill_process(Pid::from_raw(injector.pid() as i32).unwrap(), Signal::KILL).unwrap();
     let (status, _) = injector.wait().unwrap();
@@ -361,14 +340,7 @@ fn after_kill_9_the_rules_let_packets_pass_and_the_next_start_removes_them() {
         ms(round_trip) < 50.0,
         "with the injector gone its rules must let packets pass: {round_trip:?}"
     );
-    let (next, attached) = net(&[
-        "--between",
-        &c.to_string(),
-        "--and",
-        &d.to_string(),
-        "--delay",
-        "1ms",
-    ]);
+    let (next, attached) = net_between(c, d, &["--delay", "1ms"]);
     assert_eq!(our_rules(&chain), Vec::<String>::new());
     assert_ne!(attached["chain"], chain);
     restore(next);
@@ -439,15 +411,7 @@ fn ctl(pid: u32, args: &[&str]) -> (Option<i32>, Value, String) {
 fn ctl_changes_a_running_net_from_the_next_packet_on() {
     let (a, b) = (addr(22), addr(23));
     let before = udp_round_trip(a, b, 10);
-    let (mut injector, attached) = net(&[
-        "--between",
-        &a.to_string(),
-        "--and",
-        &b.to_string(),
-        "--one-way",
-        "--delay",
-        "10ms",
-    ]);
+    let (mut injector, attached) = net_between(a, b, &["--one-way", "--delay", "10ms"]);
     let pid = attached["pid"].as_u64().unwrap() as u32;
     let first = ms(udp_round_trip(a, b, 10)) - ms(before);
     assert!(
