@@ -27,6 +27,20 @@ struct Cli {
     command: Command,
 }
 
+/// The two sets of endpoints a network fault stands between.
+#[derive(clap::Args)]
+struct Sides {
+    /// One side: IP, IP:PORT or pid:N, comma-separated, e.g. 127.0.0.2 or pid:4242.
+    #[arg(long, required = true)]
+    between: Vec<String>,
+    /// The other side, e.g. 127.0.0.3,127.0.0.4.
+    #[arg(long, required = true)]
+    and: Vec<String>,
+    /// Only the packets going from --between to --and.
+    #[arg(long)]
+    one_way: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Count a process's syscalls by name, exactly, until it exits, Ctrl-C or --duration.
@@ -122,15 +136,8 @@ enum Command {
     /// then also cuts its outgoing connections, whose source ports are ephemeral. Exiting (for
     /// any reason, kill -9 included) heals it.
     Partition {
-        /// One side, e.g. 127.0.0.1, 127.0.0.1:7001 or pid:4242.
-        #[arg(long, required = true)]
-        between: Vec<String>,
-        /// The other side, e.g. 127.0.0.2,127.0.0.3.
-        #[arg(long, required = true)]
-        and: Vec<String>,
-        /// Only drop packets going from --between to --and.
-        #[arg(long)]
-        one_way: bool,
+        #[command(flatten)]
+        sides: Sides,
         /// Drop only this percentage of the packets (e.g. 30%) instead of all.
         #[arg(long, value_parser = injector_user::partition::parse_loss)]
         loss: Option<u32>,
@@ -161,15 +168,8 @@ enum Command {
         sudo injector net --between pid:4242 --and 127.0.0.3:7003 --loss 5% --duplicate 1% --reorder 10% --delay 10ms\n  \
         sudo injector net --between 127.0.0.2 --and 127.0.0.3 --rate 1mbit --duration 30s --json")]
     Net {
-        /// One side, e.g. 127.0.0.2, 127.0.0.2:7002 or pid:4242.
-        #[arg(long, required = true)]
-        between: Vec<String>,
-        /// The other side, e.g. 127.0.0.3,127.0.0.4.
-        #[arg(long, required = true)]
-        and: Vec<String>,
-        /// Only packets going from --between to --and.
-        #[arg(long)]
-        one_way: bool,
+        #[command(flatten)]
+        sides: Sides,
         #[command(flatten)]
         impairment: cli::net::ImpairmentArgs,
         /// Seed for which packets are lost, copied, reordered and how much each is jittered.
@@ -318,9 +318,12 @@ fn main() -> ExitCode {
                 cli::attach::attach(options).await
             }
             Command::Partition {
-                between,
-                and,
-                one_way,
+                sides:
+                    Sides {
+                        between,
+                        and,
+                        one_way,
+                    },
                 loss,
                 interfaces,
                 hook,
@@ -340,9 +343,12 @@ fn main() -> ExitCode {
                 cli::partition::partition(options).await
             }
             Command::Net {
-                between,
-                and,
-                one_way,
+                sides:
+                    Sides {
+                        between,
+                        and,
+                        one_way,
+                    },
                 impairment,
                 seed,
                 duration,
