@@ -74,10 +74,39 @@ enum Command {
     Stop,
 }
 
+/// A packet the kernel holds for us, until `at`; ties go in arrival order.
 struct Held {
+    at: u64,
+    order: u64,
     id: u32,
     bytes: Option<Vec<u8>>,
     duplicate: bool,
+}
+
+impl Held {
+    fn key(&self) -> (u64, u64) {
+        (self.at, self.order)
+    }
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Held {}
+
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Held {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 impl Engine {
@@ -94,8 +123,6 @@ impl Engine {
             origin: Instant::now(),
             held: BinaryHeap::new(),
             order: 0,
-            slots: Vec::new(),
-            free_slots: Vec::new(),
         };
         worker.prepare_for(&impairment)?;
         let thread = std::thread::Builder::new()
@@ -176,11 +203,8 @@ struct Worker {
     duplicates: Option<Socket>,
     counters: Arc<Counters>,
     origin: Instant,
-    /// (when, order of arrival, slot): ties go in arrival order.
-    held: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    held: BinaryHeap<Reverse<Held>>,
     order: u64,
-    slots: Vec<Option<Held>>,
-    free_slots: Vec<usize>,
 }
 
 impl Worker {
@@ -209,8 +233,8 @@ impl Worker {
         loop {
             let now = self.now();
             self.release(now)?;
-            let timeout = self.held.peek().map(|Reverse((at, _, _))| {
-                let wait = Duration::from_nanos(at.saturating_sub(now));
+            let timeout = self.held.peek().map(|Reverse(next)| {
+                let wait = Duration::from_nanos(next.at.saturating_sub(now));
                 Timespec {
                     tv_sec: wait.as_secs() as _,
                     tv_nsec: wait.subsec_nanos() as _,
@@ -258,18 +282,18 @@ impl Worker {
                         } else if at > arrived {
                             self.counters.delayed.fetch_add(1, Ordering::Relaxed);
                         }
-                        self.hold(
+                        self.order += 1;
+                        self.held.push(Reverse(Held {
                             at,
-                            Held {
-                                id: packet.id,
-                                // Packets queued before a switch to whole copies carry
-                                // headers only: those are not copied.
-                                bytes: packet
-                                    .bytes
-                                    .filter(|bytes| duplicate && bytes.len() == packet.length),
-                                duplicate,
-                            },
-                        );
+                            order: self.order,
+                            id: packet.id,
+                            // Packets queued before a switch to whole copies carry headers
+                            // only: those are not copied.
+                            bytes: packet
+                                .bytes
+                                .filter(|bytes| duplicate && bytes.len() == packet.length),
+                            duplicate,
+                        }));
                     }
                 }
             }
@@ -278,21 +302,6 @@ impl Worker {
 
     fn now(&self) -> u64 {
         self.origin.elapsed().as_nanos() as u64
-    }
-
-    fn hold(&mut self, at: u64, packet: Held) {
-        let slot = match self.free_slots.pop() {
-            Some(slot) => {
-                self.slots[slot] = Some(packet);
-                slot
-            }
-            None => {
-                self.slots.push(Some(packet));
-                self.slots.len() - 1
-            }
-        };
-        self.order += 1;
-        self.held.push(Reverse((at, self.order, slot)));
     }
 
     fn pass_unread(&mut self) -> io::Result<()> {
@@ -305,13 +314,10 @@ impl Worker {
 
     /// Gives the verdict of every packet due by `now`.
     fn release(&mut self, now: u64) -> io::Result<()> {
-        while let Some(&Reverse((at, _, slot))) = self.held.peek() {
-            if at > now {
+        while self.held.peek().is_some_and(|Reverse(next)| next.at <= now) {
+            let Some(Reverse(packet)) = self.held.pop() else {
                 break;
-            }
-            self.held.pop();
-            let packet = self.slots[slot].take().expect("a held slot is full");
-            self.free_slots.push(slot);
+            };
             self.queue.accept(packet.id)?;
             if packet.duplicate
                 && let (Some(sender), Some(bytes)) = (&self.duplicates, &packet.bytes)
