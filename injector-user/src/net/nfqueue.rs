@@ -143,14 +143,9 @@ impl QueueSocket {
                 {
                     packets.push(packet);
                 } else if kind == NLMSG_ERROR
-                    && let Some(code) = body.get(..4)
-                    && code != [0; 4]
+                    && let Some(Err(refusal)) = answer(body)
                 {
-                    let errno = -i32::from_ne_bytes(code.try_into().unwrap());
-                    tracing::warn!(
-                        "the kernel refused a queue setting: {}",
-                        io::Error::from_raw_os_error(errno)
-                    );
+                    tracing::warn!("the kernel refused a queue setting: {refusal}");
                 }
             }
         }
@@ -199,11 +194,7 @@ impl QueueSocket {
                 if answered != sequence {
                     continue;
                 }
-                let error = i32::from_ne_bytes(body[..4].try_into().unwrap());
-                return match error {
-                    0 => Ok(()),
-                    error => Err(io::Error::from_raw_os_error(-error)),
-                };
+                return answer(body).expect("an answer holds its error code");
             }
         }
     }
@@ -274,6 +265,15 @@ pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Resul
         Ok(_) | Err(Errno::INTR) => Ok(()),
         Err(error) => Err(error.into()),
     }
+}
+
+/// What an NLMSG_ERROR message says: its error code 0 is an acknowledgement.
+fn answer(body: &[u8]) -> Option<io::Result<()>> {
+    let code = i32::from_ne_bytes(body.get(..4)?.try_into().ok()?);
+    Some(match code {
+        0 => Ok(()),
+        code => Err(io::Error::from_raw_os_error(-code)),
+    })
 }
 
 /// The netlink messages of one datagram: each one's type and what follows its header.
