@@ -30,6 +30,16 @@ pub enum DataDirError {
          or remove the node from the cluster and let it rejoin with an empty one)"
     )]
     LogMissing { dir: String, id: NodeId },
+    #[error(
+        "fsync of {path} before recovery failed: {source}. An earlier process's writes may be \
+         in the page cache only, never on the disk, so this node will not read them as \
+         durable; check the disk, then start the node again"
+    )]
+    NotDurable {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what} {dir}: {source}")]
     Io {
         what: &'static str,
@@ -80,6 +90,43 @@ fn sync_parent(dir: &Path) -> std::io::Result<()> {
         _ => Path::new("."),
     };
     fs::File::open(parent)?.sync_all()
+}
+
+/// Makes everything in `dir` durable before recovery reads it: every file and directory,
+/// fsynced. A process killed between its write and its fsync leaves the write in the page
+/// cache, where the next process reads it as if it were on disk; a node that then vouches for
+/// it (a follower telling its leader its log matches) loses what it vouched for in a power
+/// loss, or in the failed fsync that drops those pages (fsyncgate). PostgreSQL fsyncs its
+/// data directory at the start of crash recovery for the same reason. If an fsync fails, the
+/// page cache may hold writes the disk lost, so the node refuses to start.
+pub fn sync_before_reading(dir: &Path) -> Result<(), DataDirError> {
+    let not_durable = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| DataDirError::NotDurable { path, source }
+    };
+    if !dir.exists() {
+        return Ok(());
+    }
+    let mut directories = vec![dir.to_owned()];
+    while let Some(directory) = directories.pop() {
+        for entry in fs::read_dir(&directory).map_err(not_durable(&directory))? {
+            let entry = entry.map_err(not_durable(&directory))?;
+            let kind = entry.file_type().map_err(not_durable(&entry.path()))?;
+            if kind.is_dir() {
+                directories.push(entry.path());
+            } else if kind.is_file() {
+                let path = entry.path();
+                fs::File::open(&path)
+                    .and_then(|file| file.sync_all())
+                    .map_err(not_durable(&path))?;
+            }
+        }
+        // After its files: a name is durable once its directory is synced.
+        fs::File::open(&directory)
+            .and_then(|handle| handle.sync_all())
+            .map_err(not_durable(&directory))?;
+    }
+    Ok(())
 }
 
 /// Refuses a directory of another node or cluster, and one this node used before whose log is

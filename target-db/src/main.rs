@@ -15,7 +15,7 @@ use openraft::{Config, Raft, SnapshotPolicy};
 use serde_json::{Value, json};
 use target_db::{
     cluster_token::{self, ClusterToken},
-    data_dir::{check_claim, record_claim},
+    data_dir::{check_claim, record_claim, sync_before_reading},
     handoff::{HandoffError, transfer_leadership},
     log_store::{LogOptions, LogStore},
     network::Network,
@@ -76,6 +76,10 @@ enum Command {
         /// UNSAFE: recovery trusts records without checking their CRC.
         #[arg(long)]
         unsafe_skip_checksum: bool,
+        /// UNSAFE: at start, read the data directory as it is, without first fsyncing it: what
+        /// a killed process wrote but never synced is then taken for durable.
+        #[arg(long)]
+        unsafe_trust_page_cache: bool,
         /// A file holding the cluster's shared secret (one line; the same file on every node).
         /// Raft messages, /init and /admin/* then need it, so a process that can reach the port
         /// cannot vote or change the cluster. Without it, anything that reaches the port is
@@ -192,6 +196,7 @@ async fn main() -> Result<()> {
             unsafe_no_dir_fsync,
             unsafe_ignore_fsync_error,
             unsafe_skip_checksum,
+            unsafe_trust_page_cache,
             cluster_token_file,
         } => {
             let token = read_token(cluster_token_file.as_deref())?;
@@ -212,6 +217,10 @@ async fn main() -> Result<()> {
                     unsafe_skip_checksum,
                     "--unsafe-skip-checksum: recovery trusts damaged records",
                 ),
+                (
+                    unsafe_trust_page_cache,
+                    "--unsafe-trust-page-cache: recovery takes unsynced writes for durable",
+                ),
             ] {
                 if on {
                     tracing::warn!("UNSAFE {name}; acknowledged writes CAN BE LOST");
@@ -226,6 +235,10 @@ async fn main() -> Result<()> {
                 },
                 ignore_fsync_error: unsafe_ignore_fsync_error,
             };
+            // Under --unsafe-no-fsync nothing is ever made durable, recovery included.
+            if !unsafe_no_fsync && !unsafe_trust_page_cache {
+                sync_before_reading(&data_dir)?;
+            }
             check_claim(&data_dir, &cluster, id)?;
             if token.is_none() {
                 tracing::info!(

@@ -274,6 +274,8 @@ impl Cluster {
                     .arg(&mountpoint)
                     .args(["--seed", &(seed + id as u64).to_string()])
                     .args(["--metadata", &metadata])
+                    .arg("--trace")
+                    .arg(dir.join("trace.jsonl"))
                     .env("RUST_LOG", "warn"),
                 mount_log,
             )?;
