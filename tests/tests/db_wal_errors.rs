@@ -12,8 +12,8 @@ use std::{
 
 use serde_json::{Value, json};
 use tests::torture::{
-    poll::poll_until,
     cluster::{Binaries, Cluster, ClusterSpec, StorageShape, json_answer},
+    poll::poll_until,
     target::{Target, TargetKind},
 };
 
@@ -210,7 +210,10 @@ async fn a_segment_left_unsynced_by_a_killed_process_is_made_durable_before_it_i
         }
     })
     .await;
-    assert!(killed.is_ok(), "the rotation's directory fsync never killed the node");
+    assert!(
+        killed.is_ok(),
+        "the rotation's directory fsync never killed the node"
+    );
     db.cluster.remove_fault(1, rule).unwrap();
 
     db.cluster.start_node(1).unwrap();

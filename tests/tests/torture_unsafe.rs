@@ -112,6 +112,20 @@ fn skipping_the_directory_fsync_loses_new_segments_in_a_power_loss() {
 }
 
 #[test]
+fn trusting_the_page_cache_after_a_kill_is_caught_by_a_kill_mid_rotation() {
+    // The follower's new segment is named in the page cache only; the unsafe node appends to
+    // it, vouches for what it appended, and loses it in the power loss. Small segments, so a
+    // rotation comes soon; no snapshots, which would cover the lost entries.
+    caught_by(
+        "1",
+        ["--scenario", "killed-mid-rotation"],
+        "--unsafe-trust-page-cache",
+        &["--segment-bytes=16384", "--snapshot-every=1000000"],
+        "10s",
+    );
+}
+
+#[test]
 fn skipping_the_checksum_applies_a_rotted_record() {
     // Only the CRC tells the rotted record from a good one: the safe database cuts it as a torn
     // tail and gets it again from the leader; the unsafe one applies a write of a key nobody

@@ -572,6 +572,35 @@ async fn wait_for_kill(
     before: u64,
     within: Duration,
 ) -> Result<Option<String>> {
+    let path = await_kill(cluster, node, rule_id, before, within).await?;
+    if path.is_some() {
+        cluster.lock().await.start_node(node)?;
+    }
+    Ok(path)
+}
+
+/// Places the `kill` rule `rule` on `node`'s mount and waits up to `within` for it to kill the
+/// node, which then stays down. Returns the file the fatal call was on; None (the rule
+/// removed, the node still running) if the call did not come in time.
+pub(super) async fn kill_at(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    rule: &str,
+    within: Duration,
+) -> Result<Option<String>> {
+    let before = kills_so_far(cluster, node).await?;
+    let rule_id = cluster.lock().await.add_fault(node, rule)?;
+    await_kill(cluster, node, rule_id, before, within).await
+}
+
+/// [`wait_for_kill`] without the restart.
+async fn await_kill(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    rule_id: u64,
+    before: u64,
+    within: Duration,
+) -> Result<Option<String>> {
     let started = Instant::now();
     while kills_so_far(cluster, node).await? == before && started.elapsed() < within {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -597,7 +626,6 @@ async fn wait_for_kill(
         gone,
         "n{node} still runs 5 s after its faultfs killed it at {path}"
     );
-    cluster.lock().await.start_node(node)?;
     Ok(Some(path))
 }
 

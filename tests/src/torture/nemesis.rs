@@ -680,7 +680,9 @@ pub(super) async fn attach_to_wal(
 /// the way Linux fails them (EIO, the dirty pages dropped): catching up, it appends entries by
 /// the hundred, so the pages lost are whole ones that no later append writes again. A database
 /// that retries the fsync and goes on has acknowledged entries that are not on its disk, which
-/// the power loss that follows exposes.
+/// the power loss that follows exposes. Or, half the time, a follower killed mid-rotation and
+/// restarted with its log directory's fsyncs failing: one that trusts the page cache's
+/// directory loses the new log file it went on appending to.
 async fn disk_error_while_catching_up(
     cluster: &Arc<Mutex<Cluster>>,
     node: usize,
@@ -696,8 +698,37 @@ async fn disk_error_while_catching_up(
     // Short enough that the leader still has the entries in its log (no snapshot is sent).
     let behind = Duration::from_millis(400 + rng.below(500));
     let skip = 1 + rng.below(3);
-    let log = cluster.lock().await.target.log_glob();
-    let rule = format!(r#"fdatasync(path="{log}")={skip}*off->1*fsyncgate"#);
+    let (log, log_dir) = {
+        let cluster = cluster.lock().await;
+        (cluster.target.log_glob(), cluster.target.log_dir())
+    };
+    // Half the time the kill is aimed at the fsync of the log's directory, if one comes within
+    // a second: a rotation's new log file is then in the page cache's directory, not the
+    // disk's. The restarted node must make what it finds durable before it relies on it; while
+    // it catches up, its directory fsyncs fail, so the next rotation cannot make that name
+    // durable by chance, and the power loss at the end takes whatever it was not made to sync.
+    let aimed = if rng.below(2) == 0 {
+        let rule = format!(r#"fsync(path="{log_dir}")=kill"#);
+        super::crash_points::kill_at(cluster, follower, &rule, Duration::from_secs(1)).await?
+    } else {
+        None
+    };
+    let (how, rule, failing) = if aimed.is_some() {
+        (
+            "killed at its log directory's fsync",
+            format!(r#"fsync(path="{log_dir}")=error(EIO)"#),
+            "its log directory's fsyncs failing (EIO)".to_owned(),
+        )
+    } else {
+        (
+            "killed",
+            format!(r#"fdatasync(path="{log}")={skip}*off->1*fsyncgate"#),
+            format!(
+                "its WAL fdatasync #{} failing once (fsyncgate: EIO, dirty pages dropped)",
+                skip + 1
+            ),
+        )
+    };
     cluster.lock().await.kill_node(follower);
     tokio::time::sleep(behind).await;
     let rule_id = {
@@ -711,9 +742,8 @@ async fn disk_error_while_catching_up(
     cluster.remove_fault(follower, rule_id)?;
     cluster.power_loss(follower, "drop")?;
     Ok(format!(
-        "n{follower} killed, restarted {} ms later with its WAL fdatasync #{} failing once (fsyncgate: EIO, dirty pages dropped) while it caught up; after {} ms power loss (drop), restarted",
+        "n{follower} {how}, restarted {} ms later with {failing} while it caught up; after {} ms power loss (drop), restarted",
         behind.as_millis(),
-        skip + 1,
         hold.as_millis()
     ))
 }

@@ -59,6 +59,10 @@ pub enum Scenario {
     /// snapshot; its storage stops as it renames the received snapshot into place, and it loses
     /// power: the log it had must still be there (the snapshot never made it to disk).
     SnapshotInstallCrash,
+    /// A follower killed as it fsyncs its log's directory in a rotation, so the new log file is
+    /// named in the page cache only; restarted with its directory fsyncs failing, it catches
+    /// up, then loses power: what it recovered and relied on must have been made durable.
+    KilledMidRotation,
 }
 
 pub const NAMES: &[&str] = &[
@@ -79,9 +83,10 @@ pub const NAMES: &[&str] = &[
     "fsyncgate",
     "wal-bitrot",
     "snapshot-install-crash",
+    "killed-mid-rotation",
 ];
 
-const ALL: [Scenario; 17] = [
+const ALL: [Scenario; 18] = [
     Scenario::LeaderFailureDataConsistency,
     Scenario::PartitionMinority,
     Scenario::PartitionMajority,
@@ -99,6 +104,7 @@ const ALL: [Scenario; 17] = [
     Scenario::Fsyncgate,
     Scenario::WalBitrot,
     Scenario::SnapshotInstallCrash,
+    Scenario::KilledMidRotation,
 ];
 
 impl Scenario {
@@ -432,6 +438,35 @@ pub async fn run(
                 start,
                 leader,
                 "leader's WAL fdatasync failed as on Linux (fsyncgate) for 2 s, then power loss",
+            );
+        }
+        Scenario::KilledMidRotation => {
+            let leader = leader(&cluster).await?;
+            let node = follower(size, leader);
+            let log_dir = cluster.lock().await.target.log_dir();
+            let kill = format!(r#"fsync(path="{log_dir}")=kill"#);
+            let killed = crash_points::kill_at(&cluster, node, &kill, Duration::from_secs(20))
+                .await?
+                .with_context(|| {
+                    format!("n{node} made no fsync of {log_dir} in 20 s: give it smaller log files")
+                })?;
+            let failing = format!(r#"fsync(path="{log_dir}")=error(EIO)"#);
+            let rule = {
+                let mut cluster = cluster.lock().await;
+                let rule = cluster.add_fault(node, &failing)?;
+                cluster.start_node(node)?;
+                rule
+            };
+            pause(3000).await;
+            let mut cluster = cluster.lock().await;
+            cluster.remove_fault(node, rule)?;
+            cluster.power_loss(node, "drop")?;
+            steps.log(
+                start,
+                node,
+                format!(
+                    "follower SIGKILLed at its fsync of {killed}, restarted with that directory's fsyncs failing; 3 s later power loss (drop), restarted"
+                ),
             );
         }
         Scenario::WalBitrot => {

@@ -181,6 +181,16 @@ impl Target {
         }
     }
 
+    /// The directory the log's files are created in (the log glob's parent): its fsync is what
+    /// makes a new log file's name durable.
+    pub fn log_dir(&self) -> String {
+        let glob = self.log_glob();
+        match glob.rsplit_once('/') {
+            Some((dir, _)) => dir.to_owned(),
+            None => glob,
+        }
+    }
+
     /// Whether its nodes report a digest of their state (for "nodes converge").
     pub fn has_digest(&self) -> bool {
         match &self.backend {
