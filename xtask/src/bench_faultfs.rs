@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, Result, ensure};
 use process_guard::Spawned;
 
-use crate::{ci::cargo, cmd};
+use crate::cmd::{self, cargo};
 
 const SEQUENTIAL_BYTES: u64 = 256 << 20;
 const WAL_ITERATIONS: u32 = 2000;

@@ -5,7 +5,10 @@ use std::{path::Path, process::Command};
 use anyhow::{Context, Result, ensure};
 use process_guard::Spawned;
 
-use crate::{ci::cargo, cmd, ebpf, kernel_fs, packages};
+use crate::{
+    cmd::{self, cargo},
+    ebpf, kernel_fs, packages,
+};
 
 const WRITES: u64 = 1_000_000;
 /// strace stops the process at every call: fewer calls, same per-call figure (and its `when=`

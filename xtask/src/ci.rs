@@ -1,9 +1,12 @@
 //! `cargo xtask ci`: everything CI checks, in the order that fails fastest.
-use std::{path::Path, process::Command, time::Instant};
+use std::{path::Path, time::Instant};
 
 use anyhow::{Context, Result, ensure};
 
-use crate::{cmd, ebpf, kernel_fs, mutants, setup, vm_tests, vm_torture};
+use crate::{
+    cmd::{self, cargo},
+    ebpf, kernel_fs, mutants, setup, vm_tests, vm_torture,
+};
 
 pub fn run(root: &Path, vm_torture: bool) -> Result<()> {
     let started = Instant::now();
@@ -73,9 +76,4 @@ fn step(name: &str, body: impl FnOnce() -> Result<()>) -> Result<()> {
     body().with_context(|| format!("ci step `{name}` failed"))?;
     eprintln!("==> {name}: ok ({:.1} s)", started.elapsed().as_secs_f64());
     Ok(())
-}
-
-/// The cargo that runs xtask (rustup's host toolchain), for the host-side steps.
-pub fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }

@@ -3,6 +3,11 @@ use std::process::{Command, Output};
 
 use anyhow::{Context, Result, bail};
 
+/// The cargo that runs xtask (rustup's host toolchain), for the host-side steps.
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
 /// Runs `cmd` with inherited stdio; an error names the command and its exit status.
 pub fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {}", describe(cmd));

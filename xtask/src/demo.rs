@@ -6,7 +6,10 @@ use anyhow::{Context, Result, ensure};
 
 use process_guard::Spawned;
 
-use crate::{ci::cargo, cmd, ebpf, kernel_fs};
+use crate::{
+    cmd::{self, cargo},
+    ebpf, kernel_fs,
+};
 
 const THREADS: u64 = 4;
 const FSYNCS_PER_THREAD: u64 = 250;

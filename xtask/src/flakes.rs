@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 
-use crate::{ci::cargo, vm::KernelChoice, vm_tests};
+use crate::{cmd::cargo, vm::KernelChoice, vm_tests};
 
 #[derive(clap::Args)]
 pub struct FlakesArgs {

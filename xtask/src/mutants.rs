@@ -10,7 +10,10 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::{ci::cargo, cmd, kernel_fs, torture};
+use crate::{
+    cmd::{self, cargo},
+    kernel_fs, torture,
+};
 
 #[derive(clap::Args)]
 pub struct MutantsArgs {

@@ -8,7 +8,10 @@ use std::{
 
 use anyhow::{Result, ensure};
 
-use crate::{ci::cargo, cmd, ebpf, kernel_fs};
+use crate::{
+    cmd::{self, cargo},
+    ebpf, kernel_fs,
+};
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     // `cargo xtask torture merge DIR...` merges the results of sharded jobs: no cluster.

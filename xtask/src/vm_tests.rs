@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, ensure};
 
 use crate::{
-    ci::cargo,
+    cmd::cargo,
     vm::{self, KernelChoice, VmArgs},
 };
 
