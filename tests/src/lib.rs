@@ -5,4 +5,5 @@ pub mod bench_db;
 pub mod check;
 pub mod history;
 pub mod report;
+pub mod results;
 pub mod torture;

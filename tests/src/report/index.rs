@@ -4,7 +4,7 @@
 use std::{fmt::Write, path::Path};
 
 use super::html::escape;
-use crate::{check::Verdict, torture::campaign::Summary};
+use crate::{check::Verdict, results::Summary};
 
 /// The page for `summary`, written in `dir`: each seed's report is linked relative to it when
 /// it lies below, so the directory can be copied (a CI artifact) with its links intact.
@@ -90,7 +90,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::torture::{CheckResult, campaign::SeedResult};
+    use crate::results::{CheckResult, SeedResult};
 
     fn result(seed: u64, verdict: Verdict, run_dir: &str) -> SeedResult {
         SeedResult {

@@ -3,7 +3,7 @@
 //! pass.
 use std::fmt::Write;
 
-use crate::{check::Verdict, torture::campaign::Summary};
+use crate::{check::Verdict, results::Summary};
 
 pub fn render_junit(summary: &Summary) -> String {
     let count = |verdict| {
@@ -90,7 +90,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::torture::{CheckResult, campaign::SeedResult};
+    use crate::results::{CheckResult, SeedResult};
 
     fn result(seed: u64, verdict: Verdict, detail: &str) -> SeedResult {
         SeedResult {

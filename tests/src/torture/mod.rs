@@ -25,7 +25,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -63,12 +63,7 @@ pub struct Options {
     pub replay: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CheckResult {
-    pub name: String,
-    pub verdict: Verdict,
-    pub detail: String,
-}
+pub use crate::results::CheckResult;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct TortureReport {
