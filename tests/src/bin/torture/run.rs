@@ -24,6 +24,22 @@ use tests::{
 use crate::{exit_code, word};
 
 /// Every fault this kernel can apply to target-db (wal-write-error needs BPF LSM).
+/// `--faults`'s long help: the catalogue from the fault enum, between what holds for all.
+fn faults_help() -> String {
+    format!(
+        "Comma-separated, each applied to a node the seed picks:\n\n{}\n\
+         `none` alone: no faults (a baseline run). Half of all faults go to the leader. A run \
+         with faults ends with one more: a follower's WAL fdatasyncs fail once (fsyncgate) \
+         during rounds of writes to every key, then every node loses power at once and \
+         restarts, and old requests are sent again.\n\n\
+         Default: every fault but wal-write-error; with --target etcd, every fault etcd takes \
+         ({}); with a target spec, the faults that act from outside ({}).",
+        Fault::catalogue(),
+        ETCD_FAULTS.replace(',', ", "),
+        OUTSIDE_FAULTS.replace(',', ", "),
+    )
+}
+
 const DEFAULT_FAULTS: &str = "crash-point,kill,kill-many,pause,wal-crash,partition,packet-loss,slow-network,\
                               flaky-network,power-loss,power-loss-all,disk-error,fsync-error,disk-full,slow-disk,\
                               leader-transfer,bitrot,corruption,membership,deposed-leader";
@@ -66,44 +82,9 @@ pub struct RunArgs {
     duration: Duration,
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// Comma-separated, each applied to a node the seed picks:
-    /// kill (SIGKILL, restart); kill-many (two or more nodes, perhaps all, at once, restarted
-    /// together); pause (SIGSTOP/SIGCONT);
-    /// wal-crash (the injector kills it at its Nth WAL write or fdatasync, restart);
-    /// partition (injector: the node isolated, a minority with it cut from the majority, a
-    /// bridge with it as the only link between two halves, or one way);
-    /// packet-loss (20-60% of its packets dropped);
-    /// slow-network (injector net: its packets to the others, theirs to it, or both, delayed
-    /// 20-300 ms or 0.6-2.5 s, past election timeouts, half the time with jitter); flaky-network (its packets to and from the
-    /// others 5-20% duplicated and 10-40% reordered);
-    /// power-loss (kill, faultfs power-loss drop/torn/reorder/prefix, restart);
-    /// power-loss-all (every node at once);
-    /// disk-error (WAL fdatasync fails as on Linux, dirty pages dropped, then power loss);
-    /// fsync-error (WAL fdatasync fails with EIO, then restart);
-    /// disk-full (ENOSPC on every write, then restart);
-    /// slow-disk (WAL fdatasync 50-500 ms slower for a while);
-    /// wal-write-error (the node's WAL writes fail with EIO, then restart; needs BPF LSM:
-    /// a stock kernel, e.g. `cargo xtask vm-torture`; not in the default list);
-    /// none alone: no faults (a baseline run);
-    /// crash-point (faultfs stops the node's storage right after its Nth fsync, fdatasync,
-    /// write, rename, create, unlink or truncate on its WAL, snapshot or metadata files, then
-    /// it, or a majority, or all, lose power at that moment; sometimes again while it
-    /// recovers). When listed, 40% of the faults are crash points;
-    /// leader-transfer (leadership handed to the node, or away from it, by the database's own
-    /// transfer); bitrot (a follower killed inside a WAL fdatasync, the record it was syncing,
-    /// never acknowledged, silently corrupted so only its checksum tells, restarted);
-    /// corruption (a follower stopped, one byte of a durable record in the middle of its log
-    /// flipped; a node that refuses to start gets the byte back and is restarted, one that
-    /// starts must not have lost what it acknowledged); membership (a follower removed from the
-    /// voters for 1-4 s, then added back as a learner and promoted); deposed-leader (the
-    /// leader cut off from the others, killed while cut off, restarted once healed).
-    /// Half of all faults go to the leader. A run with faults ends with one more: a follower's
-    /// WAL fdatasyncs fail once (fsyncgate) during rounds of writes to every key, then every
-    /// node loses power at once and restarts, and old requests are sent again.
-    /// Default: every fault but wal-write-error; with --target etcd, every fault etcd takes
-    /// (kill, kill-many, pause, partition, packet-loss, power-loss, power-loss-all,
-    /// disk-error, fsync-error, disk-full, slow-disk).
-    #[arg(long)]
+    /// Comma-separated faults, each applied to a node the seed picks (`--help` describes
+    /// each); `none` alone for a run without faults.
+    #[arg(long, long_help = faults_help())]
     faults: Option<String>,
     #[arg(long, default_value_t = 4)]
     clients: u64,
