@@ -127,5 +127,4 @@ mod tests {
         let empty = seeds("1..2".parse().unwrap(), "3/4".parse().unwrap()).unwrap_err();
         assert!(empty.to_string().contains("holds no seed"), "{empty}");
     }
-
 }
