@@ -454,11 +454,23 @@ async fn campaign(State(node): State<Shared>) -> HttpResponse {
     }
 }
 
+/// The role as /status names it: the harness's words (`Leader` when it leads), spelled here
+/// rather than taken from openraft's Debug output, which may change.
+fn state_name(state: openraft::ServerState) -> &'static str {
+    match state {
+        openraft::ServerState::Leader => "Leader",
+        openraft::ServerState::Follower => "Follower",
+        openraft::ServerState::Candidate => "Candidate",
+        openraft::ServerState::Learner => "Learner",
+        openraft::ServerState::Shutdown => "Shutdown",
+    }
+}
+
 fn status_json(node: &Node) -> Value {
     let metrics = node.raft.metrics().borrow().clone();
     json!({
         "id": node.id,
-        "state": format!("{:?}", metrics.state),
+        "state": state_name(metrics.state),
         "term": metrics.current_term,
         "leader": metrics.current_leader,
         "last_log_index": metrics.last_log_index,

@@ -759,7 +759,7 @@ async fn watch_nodes(
                 &status,
             );
             let term = status["term"].as_u64().unwrap_or(0);
-            if status["state"] == "Leader" && seen.is_none_or(|(t, _)| term > t) {
+            if target::says_it_leads(&status) && seen.is_none_or(|(t, _)| term > t) {
                 seen = Some((term, i as u64 + 1));
             }
         }

@@ -329,7 +329,7 @@ pub(super) async fn leading_now(
     for (index, addr) in addrs.iter().enumerate() {
         if not != Some(index + 1)
             && let Some(status) = target.status(&client, addr).await
-            && status["state"] == "Leader"
+            && super::target::says_it_leads(&status)
         {
             return Some(index + 1);
         }

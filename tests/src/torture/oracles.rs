@@ -73,7 +73,7 @@ impl Oracles {
     /// the start): the node produced it in between.
     pub fn observe(&mut self, node: usize, (sent, time): (u64, u64), status: &Value) {
         let term = status["term"].as_u64();
-        let leading = status["state"] == "Leader";
+        let leading = super::target::says_it_leads(status);
         if let (Some(term), true) = (term, leading) {
             self.applicable.insert(ONE_LEADER_PER_TERM, true);
             match self.leaders.get(&term) {

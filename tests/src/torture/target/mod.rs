@@ -11,6 +11,11 @@ mod etcd;
 pub mod spec;
 mod target_db;
 
+/// Whether a status in the harness's words (above) says the node leads.
+pub fn says_it_leads(status: &serde_json::Value) -> bool {
+    status["state"] == "Leader"
+}
+
 use std::{
     path::Path,
     process::Command,
