@@ -13,7 +13,7 @@ use std::{
 use serde_json::{Value, json};
 use tests::torture::{
     cluster::{Binaries, Cluster, ClusterSpec, StorageShape, json_answer},
-    poll::poll_until,
+    poll::{poll_until, wait_for},
     target::{Target, TargetKind},
 };
 
@@ -199,19 +199,13 @@ async fn a_segment_left_unsynced_by_a_killed_process_is_made_durable_before_it_i
         .add_fault(1, r#"fsync(path="db/wal")=kill"#)
         .unwrap();
     db.put(&big("v2")).await;
-    let killed = poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
+    let killed = wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
         let exited = db.cluster.reap(1).is_some();
-        async move {
-            if exited {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        }
+        async move { exited }
     })
     .await;
     assert!(
-        killed.is_ok(),
+        killed,
         "the rotation's directory fsync never killed the node"
     );
     db.cluster.remove_fault(1, rule).unwrap();
