@@ -113,29 +113,10 @@ pub fn probe() -> Result<Vec<Mechanism>, InjectorError> {
     );
     report(
         "netem qdisc",
-        "not used: injector net works without it, the same on every kernel",
-        netem(),
+        "injector net where the kernel has it (else NFQUEUE)",
+        crate::net::netem::available(),
     );
     Ok(found)
-}
-
-/// Whether this kernel has netem, built in or as a module; only reported, so a user knows
-/// whether `tc qdisc ... netem` is an option next to `injector net`.
-fn netem() -> Result<(), String> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let module_dir = format!("/lib/modules/{}/kernel/net/sched", release.trim());
-    let has_module = std::fs::read_dir(&module_dir).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|entry| entry.file_name().to_string_lossy().starts_with("sch_netem"))
-    });
-    if has_module || std::path::Path::new("/sys/module/sch_netem").exists() {
-        Ok(())
-    } else {
-        Err(format!(
-            "no sch_netem module in {module_dir} and none loaded"
-        ))
-    }
 }
 
 /// An error with its causes, which carry the kernel's own words.

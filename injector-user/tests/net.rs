@@ -1,17 +1,19 @@
-//! `injector net` on real TCP and UDP traffic over loopback: the delay it adds to round trips,
-//! on the named pair only; loss, duplication, reordering and rate as a receiver sees them;
-//! nothing left in iptables after it stops, or after kill -9 and the next start. Each test has
-//! its own addresses in 127.0.2.N, since the rules match by address.
+//! `injector net`'s NFQUEUE path (what this CI kernel, without netem, gets) on real TCP and
+//! UDP traffic over loopback: the delay it adds to round trips, on the named pair only; loss,
+//! duplication, reordering and rate as a receiver sees them; nothing left in iptables after it
+//! stops, or after kill -9 and the next start. Each test has its own addresses in 127.0.2.N,
+//! since the rules match by address. `net_netem.rs` checks the netem path.
 mod common;
 
-use std::{
-    io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{net::Ipv4Addr, process::Command, time::Duration};
 
-use common::INJECTOR;
+use common::{
+    INJECTOR,
+    traffic::{
+        Received, ctl, ms, numbered_datagrams, restore, send_400_kilobytes, send_2000_numbered,
+        tcp_round_trip, udp_round_trip,
+    },
+};
 use process_guard::Spawned;
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
@@ -20,34 +22,9 @@ fn addr(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 2, last)
 }
 
-/// Starts `injector net --json ARGS` and returns once it says the fault is in force.
-fn net(args: &[&str]) -> (Spawned, Value) {
-    let mut injector = Spawned::start(
-        "injector",
-        Command::new(INJECTOR).args(["net", "--json"]).args(args),
-    )
-    .unwrap();
-    let line = injector.read_line().unwrap();
-    let attached: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line}"));
-    assert_eq!(attached["event"], "attached", "{attached}");
-    (injector, attached)
-}
-
-/// `injector net --between FROM --and TO ARGS`, once in force.
+/// These tests are of the NFQUEUE path, whatever else the kernel offers.
 fn net_between(from: Ipv4Addr, to: Ipv4Addr, args: &[&str]) -> (Spawned, Value) {
-    let (from, to) = (from.to_string(), to.to_string());
-    let mut all = vec!["--between", &from, "--and", &to];
-    all.extend_from_slice(args);
-    net(&all)
-}
-
-/// Stops it as a user does (SIGTERM) and returns its `restored` event.
-fn restore(mut injector: Spawned) -> Value {
-    kill_process(Pid::from_raw(injector.pid() as i32).unwrap(), Signal::TERM).unwrap();
-    let restored: Value = serde_json::from_str(&injector.read_line().unwrap()).unwrap();
-    assert_eq!(restored["event"], "restored", "{restored}");
-    injector.finish().unwrap();
-    restored
+    common::traffic::net_between("nfqueue", from, to, args)
 }
 
 /// Every line of every table iptables lists that names one of our chains.
@@ -75,75 +52,6 @@ fn our_rules(chain: &str) -> Vec<String> {
         .into_iter()
         .filter(|line| line.contains(chain))
         .collect()
-}
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values[values.len() / 2]
-}
-
-/// Median UDP round trip from `from` to an echo on `to`, over `count` round trips.
-fn udp_round_trip(from: Ipv4Addr, to: Ipv4Addr, count: usize) -> Duration {
-    let echo = UdpSocket::bind((to, 0)).unwrap();
-    let target = echo.local_addr().unwrap();
-    let echo_thread = std::thread::spawn(move || {
-        let mut buffer = [0; 64];
-        loop {
-            let (length, peer) = echo.recv_from(&mut buffer).unwrap();
-            if &buffer[..length] == b"bye" {
-                return;
-            }
-            echo.send_to(&buffer[..length], peer).unwrap();
-        }
-    });
-    let client = UdpSocket::bind((from, 0)).unwrap();
-    let mut buffer = [0; 64];
-    let times = (0..count)
-        .map(|_| {
-            let start = Instant::now();
-            client.send_to(b"ping", target).unwrap();
-            client.recv_from(&mut buffer).unwrap();
-            start.elapsed()
-        })
-        .collect();
-    client.send_to(b"bye", target).unwrap();
-    echo_thread.join().unwrap();
-    median(times)
-}
-
-/// Median TCP round trip (one byte each way, no Nagle) over one connection.
-fn tcp_round_trip(from: Ipv4Addr, to: Ipv4Addr, count: usize) -> Duration {
-    let listener = TcpListener::bind((to, 0)).unwrap();
-    let target = listener.local_addr().unwrap();
-    let echo_thread = std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        stream.set_nodelay(true).unwrap();
-        let mut byte = [0; 1];
-        while stream.read(&mut byte).unwrap() == 1 {
-            stream.write_all(&byte).unwrap();
-        }
-    });
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
-    socket.connect(&target.into()).unwrap();
-    let mut stream: TcpStream = socket.into();
-    stream.set_nodelay(true).unwrap();
-    let mut byte = [0; 1];
-    let times = (0..count)
-        .map(|_| {
-            let start = Instant::now();
-            stream.write_all(b"x").unwrap();
-            stream.read_exact(&mut byte).unwrap();
-            start.elapsed()
-        })
-        .collect();
-    drop(stream);
-    echo_thread.join().unwrap();
-    median(times)
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
 }
 
 #[test]
@@ -211,43 +119,6 @@ fn one_way_delays_only_the_packets_from_between_to_and() {
     assert_eq!(restored["packets"]["seen"], 21, "{restored}");
 }
 
-/// One-way numbered datagrams from `from` to `to`, `gap` apart; returns the sequence numbers in
-/// the order they arrived (a copy arrives twice), after `quiet` without a datagram.
-fn numbered_datagrams(
-    from: Ipv4Addr,
-    to: Ipv4Addr,
-    count: u32,
-    size: usize,
-    gap: Duration,
-    quiet: Duration,
-) -> (Vec<u32>, Duration) {
-    let receiver = UdpSocket::bind((to, 0)).unwrap();
-    receiver.set_read_timeout(Some(quiet)).unwrap();
-    let target = receiver.local_addr().unwrap();
-    let sender = UdpSocket::bind((from, 0)).unwrap();
-    let sending = std::thread::spawn(move || {
-        let mut payload = vec![0; size];
-        for number in 0..count {
-            payload[..4].copy_from_slice(&number.to_be_bytes());
-            sender.send_to(&payload, target).unwrap();
-            if !gap.is_zero() {
-                std::thread::sleep(gap);
-            }
-        }
-    });
-    let mut arrived = Vec::new();
-    let mut buffer = vec![0; size.max(4)];
-    let (mut first, mut last) = (None, Instant::now());
-    while let Ok(length) = receiver.recv(&mut buffer) {
-        assert_eq!(length, size);
-        first.get_or_insert_with(Instant::now);
-        last = Instant::now();
-        arrived.push(u32::from_be_bytes(buffer[..4].try_into().unwrap()));
-    }
-    sending.join().unwrap();
-    (arrived, last - first.unwrap_or(last))
-}
-
 #[test]
 fn loss_duplication_and_reordering_are_what_the_receiver_sees() {
     let (a, b) = (addr(8), addr(9));
@@ -268,33 +139,22 @@ fn loss_duplication_and_reordering_are_what_the_receiver_sees() {
             "3",
         ],
     );
-    let sent = 2000;
-    let (arrived, _) = numbered_datagrams(
-        a,
-        b,
+    let Received {
         sent,
-        64,
-        Duration::from_micros(100),
-        Duration::from_millis(500),
-    );
+        arrived,
+        passed,
+        lost,
+        copies,
+    } = send_2000_numbered(a, b);
     let restored = restore(injector);
     let packets = &restored["packets"];
-    let mut distinct = arrived.clone();
-    distinct.sort();
-    distinct.dedup();
-    let lost = sent as u64 - distinct.len() as u64;
-    let copies = (arrived.len() - distinct.len()) as u64;
     // What the engine says it did is exactly what arrived.
     assert_eq!(packets["seen"], sent, "{restored}");
     assert_eq!(packets["lost"], lost, "{restored}");
     assert_eq!(packets["duplicated"], copies, "{restored}");
     // And each share is near what was asked (binomial, 2000 packets: a few points).
-    let share = |n: u64, of: u64| n as f64 / of as f64 * 100.0;
-    assert!(
-        (15.0..=25.0).contains(&share(lost, sent as u64)),
-        "lost {lost}"
-    );
-    let passed = distinct.len() as u64;
+    let share = Received::share;
+    assert!((15.0..=25.0).contains(&share(lost, sent)), "lost {lost}");
     assert!(
         (6.0..=14.0).contains(&share(copies, passed)),
         "{copies} copies"
@@ -315,11 +175,8 @@ fn loss_duplication_and_reordering_are_what_the_receiver_sees() {
 fn a_rate_limits_the_link_to_that_many_bits_per_second() {
     let (a, b) = (addr(10), addr(11));
     let (injector, _) = net_between(a, b, &["--rate", "8mbit"]);
-    // 400 datagrams of 972 bytes are 1000-byte IP packets: 1 ms each at 8 mbit/s, sent at once.
-    let (arrived, took) =
-        numbered_datagrams(a, b, 400, 972, Duration::ZERO, Duration::from_millis(500));
+    let took = send_400_kilobytes(a, b);
     restore(injector);
-    assert_eq!(arrived.len(), 400);
     assert!(
         (Duration::from_millis(360)..=Duration::from_millis(440)).contains(&took),
         "400 kB at 8 mbit/s took {took:?}, not 400 ms"
@@ -394,17 +251,6 @@ fn bad_input_is_refused_with_the_reason_and_nothing_is_installed() {
         "{:?}",
         leftover_rules()
     );
-}
-
-fn ctl(pid: u32, args: &[&str]) -> (Option<i32>, Value, String) {
-    let output = Command::new(INJECTOR)
-        .args(["ctl", "--net", &pid.to_string()])
-        .args(args)
-        .output()
-        .unwrap();
-    let answer = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    (output.status.code(), answer, stderr)
 }
 
 #[test]

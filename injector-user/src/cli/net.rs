@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use injector_user::{
     InjectorError,
     net::{
-        NetError, NetFault, PacketMatch,
+        Mechanism, NetError, NetFault, PacketMatch,
         impairment::{Impairment, Percent, parse_delay, parse_percent, parse_rate},
         links,
     },
@@ -69,6 +69,7 @@ pub struct Options {
     pub one_way: bool,
     pub impairment: Impairment,
     pub seed: u64,
+    pub mechanism: Mechanism,
     pub duration: Option<Duration>,
     pub json: bool,
 }
@@ -84,10 +85,15 @@ pub async fn net(options: Options) -> Result<()> {
     let mut stop_signals = StopSignals::listen()?;
     let mut links = links_now(&options)?;
     let by_pid = names_a_process(&options.between, &options.and);
-    let fault = NetFault::start(&links, options.impairment.clone(), options.seed)
-        .context("starting the network fault")?;
-    for chain in &fault.swept {
-        tracing::info!("removed {chain}, left by an injector that no longer runs");
+    let fault = NetFault::start(
+        &links,
+        options.impairment.clone(),
+        options.seed,
+        options.mechanism,
+    )
+    .context("starting the network fault")?;
+    for leftover in &fault.swept {
+        tracing::info!("removed {leftover}, left by an injector that no longer runs");
     }
     // Listening before "attached" is said, so a `ctl --net` sent on that word finds the socket.
     let control = control::Listener::bind(&Addressee::net(std::process::id()))?;
@@ -99,23 +105,24 @@ pub async fn net(options: Options) -> Result<()> {
         options.impairment.describe(),
     );
     if options.json {
-        emit_json(&json!({
+        let mut attached = json!({
             "event": "attached",
             "net": description,
             "impairment": options.impairment,
-            "mechanism": "nfqueue",
-            "iptables": fault.tool.command,
-            "queue": fault.queue,
-            "chain": fault.chain(),
+            "mechanism": fault.mechanism(),
             "pid": std::process::id(),
             "links": links.len(),
-        }))?;
+        });
+        if let (Some(line), serde_json::Value::Object(whereabouts)) =
+            (attached.as_object_mut(), fault.whereabouts())
+        {
+            line.extend(whereabouts);
+        }
+        emit_json(&attached)?;
     } else {
         eprintln!(
-            "attached: {description} (NFQUEUE {} via {}, chain {}); Ctrl-C restores it",
-            fault.queue,
-            fault.tool.command,
-            fault.chain()
+            "attached: {description} ({}); Ctrl-C restores it",
+            fault.describe()
         );
     }
     let (requests, mut pending) = tokio::sync::mpsc::channel::<control::Call>(16);
@@ -147,11 +154,14 @@ pub async fn net(options: Options) -> Result<()> {
             Some((request, reply)) = pending.recv() => {
                 let running = fault.as_ref().expect("running");
                 let answer = match request {
-                    Request::List => json!({
-                        "net": description,
-                        "impairment": impairment,
-                        "packets": running.stats(),
-                    }),
+                    Request::List => match running.stats() {
+                        Ok(counts) => json!({
+                            "net": description,
+                            "impairment": impairment,
+                            "packets": counts,
+                        }),
+                        Err(error) => json!({"error": error.to_string()}),
+                    },
                     Request::Set { impairment: new } => match running.set(new.clone()) {
                         Ok(()) => {
                             let said = new.describe();
@@ -190,10 +200,7 @@ pub async fn net(options: Options) -> Result<()> {
     if options.json {
         emit_json(&json!({"event": "restored", "net": description, "packets": stats}))?;
     } else {
-        eprintln!(
-            "restored {description}: {} packets seen, {} delayed, {} lost, {} duplicated, {} reordered",
-            stats.seen, stats.delayed, stats.lost, stats.duplicated, stats.reordered
-        );
+        eprintln!("restored {description}: {stats}");
     }
     Ok(())
 }

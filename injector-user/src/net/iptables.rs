@@ -40,25 +40,12 @@ const TOOLS: [Tool; 3] = [
 pub fn find_tool() -> Result<Tool, NetError> {
     let mut reasons = Vec::new();
     for tool in TOOLS {
-        match run(tool.command, &["-w", "-t", "mangle", "-S", "OUTPUT"]) {
+        match super::run_tool(tool.command, &["-w", "-t", "mangle", "-S", "OUTPUT"]) {
             Ok(_) => return Ok(tool),
             Err(reason) => reasons.push(format!("{}: {reason}", tool.command)),
         }
     }
     Err(NetError::NoIptables(reasons.join("; ")))
-}
-
-fn run(command: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(command)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| error.to_string())?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
-    }
 }
 
 fn restore(tool: Tool, script: &str) -> Result<(), NetError> {
@@ -184,10 +171,12 @@ fn removal_hint(tool: Tool, chain: &str) -> String {
 
 /// The mangle table's rules, as `iptables -S` prints them.
 fn mangle_rules(tool: Tool) -> Result<String, NetError> {
-    run(tool.command, &["-w", "-t", "mangle", "-S"]).map_err(|reason| NetError::Iptables {
-        command: format!("{} -t mangle -S", tool.command),
-        reason,
-        script: String::new(),
+    super::run_tool(tool.command, &["-w", "-t", "mangle", "-S"]).map_err(|reason| {
+        NetError::Iptables {
+            command: format!("{} -t mangle -S", tool.command),
+            reason,
+            script: String::new(),
+        }
     })
 }
 

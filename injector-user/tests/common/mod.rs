@@ -2,6 +2,8 @@
 //! and the injector binary driven over its JSON lines.
 #![allow(dead_code)]
 
+pub mod traffic;
+
 use std::{
     process::Command,
     time::{Duration, Instant},

@@ -13,9 +13,9 @@ use super::{cpio::Archive, kernel::decompress};
 /// Modules the init script needs, when the kernel has them as modules rather than built in.
 const WANTED_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay", "fuse"];
 /// Loaded too where the kernel has them: what `injector net` needs (iptables' mangle table,
-/// the NFQUEUE target and its queue, the mark and port matches), and netem for `injector
-/// probe` to find. The guest runs the host's tools, which cannot modprobe the guest kernel's
-/// modules, so they are loaded at boot.
+/// the NFQUEUE target and its queue, the mark and port matches) and its netem path (netem
+/// under a prio qdisc, u32 filters). The guest runs the host's tools, which cannot modprobe the
+/// guest kernel's modules, so they are loaded at boot.
 const OPTIONAL_MODULES: &[&str] = &[
     "nfnetlink_queue",
     "xt_NFQUEUE",
@@ -23,6 +23,8 @@ const OPTIONAL_MODULES: &[&str] = &[
     "xt_mark",
     "xt_tcpudp",
     "sch_netem",
+    "sch_prio",
+    "cls_u32",
 ];
 const BUSYBOX: &str = "/bin/busybox";
 /// The guest prints this, then the command's exit status, as its last word on the console.

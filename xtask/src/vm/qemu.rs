@@ -148,9 +148,10 @@ impl Watchdog {
         let (cancel, cancelled) = mpsc::channel::<()>();
         let fired = thread::spawn(move || {
             if cancelled.recv_timeout(timeout) == Err(mpsc::RecvTimeoutError::Timeout) {
-                // SAFETY: kill has no memory arguments; the pid is our unreaped child's, so it
-                // cannot have been reused.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                // Our unreaped child's pid, so it cannot have been reused.
+                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
                 return true;
             }
             false
