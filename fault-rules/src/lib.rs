@@ -16,6 +16,7 @@
 //! keyed by a seed, so the same seed and the same sequence of calls fire the same faults.
 mod action;
 mod chain;
+mod decide;
 mod errno;
 mod filter;
 mod glob;
@@ -24,6 +25,7 @@ mod rng;
 
 pub use action::{Action, Corruption};
 pub use chain::{Chain, Term};
+pub use decide::{CallFacts, Fired, decide};
 pub use errno::{errno_from_name, errno_name};
 pub use filter::Filter;
 pub use glob::Glob;

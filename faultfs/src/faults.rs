@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use fault_rules::{Action, Capabilities, Corruption, Filter, ParseError, Rule, parse_rule};
+use fault_rules::{Action, CallFacts, Capabilities, Corruption, ParseError, Rule, parse_rule};
 use serde::Serialize;
 
 pub const CAPABILITIES: Capabilities<'static> = Capabilities {
@@ -212,43 +212,40 @@ impl Faults {
             .collect()
     }
 
-    /// Decides `op` on `path` (relative to the mount): the first matching rule whose chain fires
-    /// a fault decides. Every matching rule counts the call.
+    /// Decides `op` on `path` (relative to the mount), as `fault_rules::decide` does for every
+    /// tool: the first matching rule whose chain fires decides, every matching rule counts.
     pub fn decide(&self, op: &str, path: &Path) -> Decision {
         let mut table = self.table.lock().expect("fault table poisoned");
         if table.rules.is_empty() {
             return Decision::Now(Gate::Proceed);
         }
-        let path_text = path.to_string_lossy();
-        let mut decision = None;
-        for active in table.rules.iter_mut() {
-            if active.rule.op != op || !filters_match(&active.rule.filters, &path_text) {
-                continue;
-            }
-            let fired = active.rule.chain.eval(self.seed, active.id).cloned();
-            if decision.is_some() {
-                continue;
-            }
-            let Some(action) = fired.filter(|a| *a != Action::Off) else {
-                continue;
-            };
+        let call = FileCall(path);
+        let on_op = table
+            .rules
+            .iter_mut()
+            .filter(|active| active.rule.op == op)
+            .map(|active| (active.id, &mut active.rule));
+        let Some(fired) = fault_rules::decide(on_op, self.seed, &call) else {
+            return Decision::Now(Gate::Proceed);
+        };
+        if let Some(active) = table.rules.iter_mut().find(|active| active.id == fired.key) {
             active.fired += 1;
-            tracing::warn!(rule = active.id, op, path = %path_text, action = %action, "fault fired");
-            decision = Some(match action {
-                Action::Error(errno) => Decision::Now(Gate::Fail(errno)),
-                Action::Delay(ms) => Decision::After(Duration::from_millis(ms), active.id),
-                Action::Pause => Decision::UntilRemoved(active.id),
-                Action::Short(bytes) => Decision::Now(Gate::Short(bytes)),
-                Action::Lose => Decision::Now(Gate::Lose),
-                Action::Fsyncgate => Decision::Now(Gate::Fsyncgate),
-                Action::Corrupt(how) => Decision::Now(Gate::Corrupt(how)),
-                Action::Crash => Decision::Now(Gate::Crash),
-                Action::Kill => Decision::Now(Gate::Kill),
-                // Validation admits no other action.
-                _ => Decision::Now(Gate::Proceed),
-            });
         }
-        decision.unwrap_or(Decision::Now(Gate::Proceed))
+        let (id, action) = (fired.key, fired.action);
+        tracing::warn!(rule = id, op, path = %path.display(), action = %action, "fault fired");
+        match action {
+            Action::Error(errno) => Decision::Now(Gate::Fail(errno)),
+            Action::Delay(ms) => Decision::After(Duration::from_millis(ms), id),
+            Action::Pause => Decision::UntilRemoved(id),
+            Action::Short(bytes) => Decision::Now(Gate::Short(bytes)),
+            Action::Lose => Decision::Now(Gate::Lose),
+            Action::Fsyncgate => Decision::Now(Gate::Fsyncgate),
+            Action::Corrupt(how) => Decision::Now(Gate::Corrupt(how)),
+            Action::Crash => Decision::Now(Gate::Crash),
+            Action::Kill => Decision::Now(Gate::Kill),
+            // Validation admits no other action.
+            _ => Decision::Now(Gate::Proceed),
+        }
     }
 
     /// Blocks until rule `id` is removed or `limit` has passed: removing a delay rule lets the
@@ -280,10 +277,11 @@ fn listed(ops: &[&str]) -> String {
     }
 }
 
-fn filters_match(filters: &[Filter], path: &str) -> bool {
-    filters.iter().all(|filter| match filter {
-        Filter::Path(glob) => glob.matches(path),
-        // Validation admits only path filters.
-        _ => false,
-    })
+/// A file operation, as the rules' filters see it: its path relative to the mount.
+struct FileCall<'a>(&'a Path);
+
+impl CallFacts for FileCall<'_> {
+    fn path(&self) -> Option<String> {
+        Some(self.0.to_string_lossy().into_owned())
+    }
 }

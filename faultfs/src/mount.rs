@@ -2,7 +2,6 @@
 //! directory, the FUSE session, and a clean unmount on Ctrl-C/SIGTERM.
 use std::{
     fs::File,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::{Arc, OnceLock},
 };
@@ -57,8 +56,7 @@ pub struct MountOptions {
 
 /// Everything that can be checked before mounting, so a bad command leaves nothing behind.
 pub fn validate(options: &MountOptions) -> Result<(PathBuf, PathBuf), MountError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Err(MountError::NotRoot);
     }
     let show = |p: &Path| p.display().to_string();
@@ -109,8 +107,7 @@ fn unescape(field: &str) -> String {
 /// nothing is written into it).
 fn lock_backing(backing: &Path) -> Result<File, MountError> {
     let dir = File::open(backing).map_err(|e| MountError::Io(backing.display().to_string(), e))?;
-    // SAFETY: flock on a valid descriptor we own.
-    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
         return Err(MountError::BackingInUse(backing.display().to_string()));
     }
     Ok(dir)

@@ -1,5 +1,5 @@
 //! A reference model of what POSIX promises survives a power loss, written apart from the file
-//! system (`state.rs`) to check it: a pure, in-memory tree with no FUSE, no disk and no root.
+//! system (`state/`) to check it: a pure, in-memory tree with no FUSE, no disk and no root.
 //! A file's data, size, mode and owner become durable when the file is fsynced; a directory's
 //! entries (all of them, as they are now) when the directory is fsynced; a name is on the disk
 //! after a power loss only if every directory on its path is reachable through durable entries

@@ -89,13 +89,5 @@ impl Cgroup {
 }
 
 fn statfs_type(path: &Path) -> std::io::Result<i64> {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(std::io::Error::other)?;
-    // SAFETY: a plain C struct, for which all zeros is a valid value.
-    let mut stats: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a NUL-terminated path and a struct this function owns.
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut stats) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(stats.f_type)
+    Ok(rustix::fs::statfs(path)?.f_type)
 }

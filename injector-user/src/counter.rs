@@ -36,10 +36,10 @@ impl SyscallCounter {
                     name: COUNT_CONFIG_MAP,
                 })?,
         )
-        .map_err(|source| map_error(COUNT_CONFIG_MAP, source))?;
+        .map_err(InjectorError::map(COUNT_CONFIG_MAP))?;
         config
             .set(0, CountConfig::for_tgid(target.pid()), 0)
-            .map_err(|source| map_error(COUNT_CONFIG_MAP, source))?;
+            .map_err(InjectorError::map(COUNT_CONFIG_MAP))?;
 
         let btf = Btf::from_sys_fs()?;
         let program: &mut BtfTracePoint = ebpf_object::program_mut(&mut ebpf, COUNT_PROGRAM)?;
@@ -61,12 +61,12 @@ impl SyscallCounter {
                     name: SYSCALL_COUNTS_MAP,
                 },
             )?)
-            .map_err(|source| map_error(SYSCALL_COUNTS_MAP, source))?;
+            .map_err(InjectorError::map(SYSCALL_COUNTS_MAP))?;
         let mut counts = Vec::new();
         for nr in 0..MAX_SYSCALL_NR {
             let calls: u64 = per_cpu
                 .get(&nr, 0)
-                .map_err(|source| map_error(SYSCALL_COUNTS_MAP, source))?
+                .map_err(InjectorError::map(SYSCALL_COUNTS_MAP))?
                 .iter()
                 .sum();
             if calls > 0 {
@@ -80,10 +80,6 @@ impl SyscallCounter {
         counts.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.nr.cmp(&b.nr)));
         Ok(counts)
     }
-}
-
-fn map_error(name: &'static str, source: aya::maps::MapError) -> InjectorError {
-    InjectorError::Map { name, source }
 }
 
 fn program_error(name: &'static str, source: aya::programs::ProgramError) -> InjectorError {

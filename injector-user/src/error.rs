@@ -89,3 +89,10 @@ pub enum InjectorError {
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),
 }
+
+impl InjectorError {
+    /// The error of a map operation on the map `name`, for `map_err`.
+    pub fn map(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> InjectorError {
+        move |source| InjectorError::Map { name, source }
+    }
+}

@@ -154,14 +154,20 @@ enum Command {
     },
     /// Slow down, lose, copy or reorder the packets between two sets of endpoints.
     ///
-    /// Works on kernels without netem: iptables rules (mangle table, a chain named
-    /// FAULTLINE-NET-<pid>) hand the named links' packets to an NFQUEUE this process holds, and
-    /// each packet goes on at its moment, as netem would send it. Pairs not named never reach
-    /// the queue. Endpoints are IP, IP:PORT or pid:N, comma-separated, and must be addresses of
-    /// this host; both directions unless --one-way, so --delay 50ms adds 100 ms to a round
-    /// trip. Prints "attached" when in force; Ctrl-C, SIGTERM or --duration restores the link,
-    /// letting held packets go. After kill -9 the rules stay but let packets pass
-    /// (--queue-bypass); the next `injector net` removes them.
+    /// Where the kernel has netem (stock distribution kernels), the kernel's netem holds the
+    /// packets: a prio qdisc at the root of lo (handle fa17:) sends the named links' packets,
+    /// by u32 filters, to a netem child; other packets pass undelayed. Elsewhere (no netem),
+    /// iptables rules (mangle table, a chain named FAULTLINE-NET-<pid>) hand them to an NFQUEUE
+    /// this process holds, and each goes on at its moment, as netem would send it.
+    /// `injector probe` says which one this kernel gets; --mechanism chooses.
+    ///
+    /// Endpoints are IP, IP:PORT or pid:N, comma-separated, and must be addresses of this host;
+    /// both directions unless --one-way, so --delay 50ms adds 100 ms to a round trip. Prints
+    /// "attached" when in force; Ctrl-C, SIGTERM or --duration restores the link (NFQUEUE lets
+    /// held packets go; netem drops them with its qdisc). After kill -9: NFQUEUE's rules stay
+    /// but let packets pass (--queue-bypass) and the next `injector net` removes them; netem's
+    /// qdisc is removed by a guardian process that outlives the injector, or else by the next
+    /// `injector net`.
     #[command(after_help = "Examples:\n  \
         sudo injector net --between 127.0.0.2 --and 127.0.0.3 --delay 50ms\n  \
         sudo injector net --between 127.0.0.2 --and 127.0.0.3,127.0.0.4 --delay 100ms --jitter 20ms --one-way\n  \
@@ -172,9 +178,13 @@ enum Command {
         sides: Sides,
         #[command(flatten)]
         impairment: cli::net::ImpairmentArgs,
-        /// Seed for which packets are lost, copied, reordered and how much each is jittered.
+        /// Seed for which packets are lost, copied, reordered and how much each is jittered
+        /// (NFQUEUE; netem draws from the kernel's random numbers).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// How packets are held back; `injector probe` says what auto gets on this kernel.
+        #[arg(long, value_enum, default_value_t = injector_user::net::Mechanism::Auto)]
+        mechanism: injector_user::net::Mechanism,
         #[arg(long, value_parser = parse_duration)]
         duration: Option<Duration>,
         /// JSON lines on stdout: `attached`, then `restored` with packet counts.
@@ -200,6 +210,10 @@ enum Command {
         #[command(subcommand)]
         action: CtlAction,
     },
+    /// Started by `injector net` when netem holds the packets: removes the qdisc if the
+    /// injector dies without doing so. Not for people.
+    #[command(name = "net-guard", hide = true)]
+    NetGuard,
     /// Try each mechanism the injector can use; print what this kernel allows and refuses.
     Probe {
         #[arg(long)]
@@ -351,6 +365,7 @@ fn main() -> ExitCode {
                     },
                 impairment,
                 seed,
+                mechanism,
                 duration,
                 json,
             } => {
@@ -361,11 +376,13 @@ fn main() -> ExitCode {
                     one_way,
                     impairment,
                     seed,
+                    mechanism,
                     duration,
                     json,
                 };
                 cli::net::net(options).await
             }
+            Command::NetGuard => injector_user::net::netem::guard().map_err(Into::into),
             Command::Probe { json } => cli::print_probe(json),
             Command::Ctl {
                 pid,
@@ -424,6 +441,9 @@ fn is_bad_input(error: &anyhow::Error) -> bool {
                         | injector_user::net::NetError::Needs { .. }
                         | injector_user::net::NetError::NothingAsked
                         | injector_user::net::NetError::NotLocal(_)
+                        | injector_user::net::NetError::NoNetem(_)
+                        | injector_user::net::NetError::NetemHeld
+                        | injector_user::net::NetError::DeviceConfigured { .. }
                 )
             )
             || matches!(

@@ -240,10 +240,7 @@ fn write_rules(ebpf: &mut Ebpf, rules: &[PartitionRule]) -> Result<(), InjectorE
         name: PARTITION_MAP,
     })?;
     let mut table: Array<_, PartitionRule> =
-        Array::try_from(map).map_err(|source| InjectorError::Map {
-            name: PARTITION_MAP,
-            source,
-        })?;
+        Array::try_from(map).map_err(InjectorError::map(PARTITION_MAP))?;
     let end = PartitionRule::default();
     let slots = rules
         .iter()
@@ -251,10 +248,7 @@ fn write_rules(ebpf: &mut Ebpf, rules: &[PartitionRule]) -> Result<(), InjectorE
     for (index, rule) in slots.enumerate() {
         table
             .set(index as u32, rule, 0)
-            .map_err(|source| InjectorError::Map {
-                name: PARTITION_MAP,
-                source,
-            })?;
+            .map_err(InjectorError::map(PARTITION_MAP))?;
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use fault_rules::{Action, Filter, Rule};
+use fault_rules::{Action, CallFacts, Rule};
 
 use crate::rules::{RUN, RuleError, syscall_of};
 
@@ -241,52 +241,55 @@ fn decide(
     on_fault: &mut impl FnMut(&RunFault),
 ) -> Decision {
     let nr = request.data.nr as u32;
-    let mut decision = None;
-    for (index, (rule, rule_nr)) in rules.rules.iter_mut().enumerate() {
-        if *rule_nr != nr || !filters_match(&rule.filters, request) {
-            continue;
+    let on_syscall = rules
+        .rules
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, (_, rule_nr))| *rule_nr == nr)
+        .map(|(index, (rule, _))| (index as u64, rule));
+    let Some(fired) = fault_rules::decide(on_syscall, seed, &NotifiedCall(request)) else {
+        return Decision::Continue;
+    };
+    let index = fired.key as usize;
+    let rule = &rules.rules[index].0;
+    faults[index] += 1;
+    on_fault(&RunFault {
+        rule: index,
+        rule_text: rule.text.clone(),
+        syscall: crate::syscall_names::syscall_name(nr).unwrap_or("?"),
+        call: rule.chain.calls(),
+        action: fired.action.to_string(),
+        tid: request.pid,
+    });
+    match fired.action {
+        Action::Error(errno) => Decision::Fail(errno),
+        Action::Delay(ms) => {
+            std::thread::sleep(Duration::from_millis(ms));
+            Decision::Continue
         }
-        let action = rule.chain.eval(seed, index as u64).cloned();
-        if decision.is_some() {
-            continue;
+        Action::Kill => {
+            // The calling thread's process; the call never completes.
+            if let Some(pid) = rustix::process::Pid::from_raw(request.pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+            Decision::Fail(libc::EINTR)
         }
-        let Some(action) = action.filter(|a| !matches!(a, Action::Off | Action::Count)) else {
-            continue;
-        };
-        faults[index] += 1;
-        on_fault(&RunFault {
-            rule: index,
-            rule_text: rule.text.clone(),
-            syscall: crate::syscall_names::syscall_name(nr).unwrap_or("?"),
-            call: rule.chain.calls(),
-            action: action.to_string(),
-            tid: request.pid,
-        });
-        decision = Some(match action {
-            Action::Error(errno) => Decision::Fail(errno),
-            Action::Delay(ms) => {
-                std::thread::sleep(Duration::from_millis(ms));
-                Decision::Continue
-            }
-            Action::Kill => {
-                // SAFETY: kill of the calling thread's process; the call never completes.
-                unsafe { libc::kill(request.pid as i32, libc::SIGKILL) };
-                Decision::Fail(libc::EINTR)
-            }
-            _ => Decision::Continue,
-        });
+        _ => Decision::Continue,
     }
-    decision.unwrap_or(Decision::Continue)
 }
 
-fn filters_match(filters: &[Filter], request: &libc::seccomp_notif) -> bool {
-    filters.iter().all(|filter| match filter {
-        Filter::Fd(fd) => request.data.args[0] as i32 == *fd,
-        Filter::Path(glob) => {
-            path_of_call(request).is_some_and(|p| glob.matches(&p.to_string_lossy()))
-        }
-        _ => false,
-    })
+/// A notified syscall, as the rules' filters see it: its first argument as the fd, and the
+/// path that fd refers to (read from /proc only when a rule filters on it).
+struct NotifiedCall<'a>(&'a libc::seccomp_notif);
+
+impl CallFacts for NotifiedCall<'_> {
+    fn fd(&self) -> Option<i32> {
+        Some(self.0.data.args[0] as i32)
+    }
+
+    fn path(&self) -> Option<String> {
+        path_of_call(self.0).map(|path| path.to_string_lossy().into_owned())
+    }
 }
 
 /// The file a call is about: the path its fd (first argument) refers to.

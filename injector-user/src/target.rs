@@ -1,7 +1,4 @@
-use std::{
-    fs, io,
-    os::fd::{FromRawFd, OwnedFd},
-};
+use std::{fs, io, os::fd::OwnedFd};
 
 use tokio::io::unix::AsyncFd;
 
@@ -149,13 +146,12 @@ fn thread_group_of(tid: u32) -> Option<u32> {
 }
 
 fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the syscall succeeded, so fd is a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let pid = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+    Ok(rustix::process::pidfd_open(
+        pid,
+        rustix::process::PidfdFlags::empty(),
+    )?)
 }
 
 /// The state letter of /proc/PID/stat (R, S, D, T, Z, ...), after the command name, which may

@@ -37,7 +37,7 @@ fn json_fix(rejection: &JsonRejection) -> &'static str {
         JsonRejection::MissingJsonContentType(_) => {
             "send the body as JSON with `content-type: application/json`"
         }
-        _ => "see the request formats at the top of target-db's server.rs or in the README",
+        _ => "see the request formats at the top of target-db's server.rs or in docs/target-db.md",
     }
 }
 

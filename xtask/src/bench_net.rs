@@ -110,8 +110,10 @@ fn start(injector: &PathBuf, pair: &[Ipv4Addr; 2], args: &[&str]) -> Result<Spaw
 }
 
 fn stop(mut fault: Spawned) -> Result<()> {
-    // SAFETY: SIGTERM to the injector this function's caller started, still our unreaped child.
-    unsafe { libc::kill(fault.pid() as i32, libc::SIGTERM) };
+    // The injector this function's caller started, still our unreaped child.
+    if let Some(pid) = rustix::process::Pid::from_raw(fault.pid() as i32) {
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+    }
     fault.read_line()?;
     fault.finish()?;
     Ok(())

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use fault_rules::{Action, Rule};
+use fault_rules::Action;
 use injector_common::{FORKED_FD, FiredEvent, action};
 use injector_user::{
     Signaller, Target,
@@ -104,8 +104,6 @@ pub async fn attach(options: Options) -> Result<()> {
     };
     let mut session = FaultSession::attach(targets, &rules, options.seed)
         .with_context(|| format!("attaching fault rules to {}", scope.describe()))?;
-    // Rule ids are slots: a removed rule leaves a hole, so ids stay stable.
-    let mut rules: Vec<Option<Rule>> = rules.into_iter().map(Some).collect();
     // If this process dies while a process it stopped is stopped, the guard continues it.
     let _guard = guard::spawn(scope.target(), session.stopped_map_fd()?)
         .context("starting the guard process")?;
@@ -118,7 +116,7 @@ pub async fn attach(options: Options) -> Result<()> {
             "pid": scope.target().map(Target::pid),
             "cgroup": options.cgroup,
             "comm": scope.target().map(Target::comm),
-            "rules": rules.iter().flatten().map(|r| &r.text).collect::<Vec<_>>(),
+            "rules": rules.iter().map(|r| &r.text).collect::<Vec<_>>(),
         }))?;
     } else {
         eprintln!(
@@ -181,8 +179,8 @@ pub async fn attach(options: Options) -> Result<()> {
                         stops.resume_unless_held(event.tgid, &scope, &session)?;
                         continue;
                     }
-                    stops.note(&rules, &event, &scope, &session)?;
-                    report(&rules, &event, options.json)?;
+                    stops.note(&event, &scope, &session)?;
+                    report(&session, &event, options.json)?;
                 }
                 ready.clear_ready();
             }
@@ -191,7 +189,7 @@ pub async fn attach(options: Options) -> Result<()> {
                 tokio::spawn(super::control::serve_client(stream, requests.clone()));
             }
             Some((request, reply)) = pending.recv() => {
-                let answer = handle(request, &mut session, &mut rules, &mut stops, &scope);
+                let answer = handle(request, &mut session, &mut stops, &scope);
                 let _ = reply.send(answer);
             }
             result = &mut exited => { result.context("waiting for the target")?; break EndedBy::TargetExit; }
@@ -204,11 +202,11 @@ pub async fn attach(options: Options) -> Result<()> {
     while let Some(item) = events.get_mut().next() {
         let event = fired_event(&item);
         if event.action != action::OPENED && event.action != action::FORKED {
-            report(&rules, &event, options.json)?;
+            report(&session, &event, options.json)?;
         }
     }
     stops.continue_all(&scope, &session)?;
-    let stats = session.stats(&rules)?;
+    let stats = session.stats()?;
     summarise(&stats, ended_by, options.json)
 }
 
@@ -222,13 +220,12 @@ fn fired_event(record: &[u8]) -> FiredEvent {
 fn handle(
     request: super::control::Request,
     session: &mut FaultSession,
-    rules: &mut Vec<Option<Rule>>,
     stops: &mut Stops,
     scope: &Scope,
 ) -> serde_json::Value {
     use super::control::Request;
     match request {
-        Request::List => match session.stats(rules).and_then(|stats| {
+        Request::List => match session.stats().and_then(|stats| {
             session
                 .classified_fds()
                 .map(|classified| (stats, classified))
@@ -239,20 +236,9 @@ fn handle(
         Request::Add { rule } => {
             let added = fault_rules::parse_rule(&rule)
                 .map_err(|e| e.to_string())
-                .and_then(|parsed| {
-                    session
-                        .add(&parsed)
-                        .map(|id| (id, parsed))
-                        .map_err(|e| e.to_string())
-                });
+                .and_then(|parsed| session.add(&parsed).map_err(|e| e.to_string()));
             match added {
-                Ok((id, parsed)) => {
-                    if rules.len() <= id {
-                        rules.resize(id + 1, None);
-                    }
-                    rules[id] = Some(parsed);
-                    json!({"id": id})
-                }
+                Ok(id) => json!({"id": id}),
                 Err(error) => json!({"error": error}),
             }
         }
@@ -261,7 +247,6 @@ fn handle(
         }),
         Request::Remove { id } => match session.remove(id) {
             Ok(true) => {
-                rules[id] = None;
                 // A pause lasts until its rule goes.
                 match stops.end_pause(id, session) {
                     Ok(()) => json!({"removed": id}),
@@ -290,14 +275,8 @@ struct Stops {
 }
 
 impl Stops {
-    fn note(
-        &mut self,
-        rules: &[Option<Rule>],
-        event: &FiredEvent,
-        scope: &Scope,
-        session: &FaultSession,
-    ) -> Result<()> {
-        match action_of(rules, event) {
+    fn note(&mut self, event: &FiredEvent, scope: &Scope, session: &FaultSession) -> Result<()> {
+        match action_of(session, event) {
             Some(Action::Delay(ms)) => {
                 let tgid = event.tgid;
                 let Some(signaller) = self.signaller_or_warn(tgid, scope, session) else {
@@ -463,17 +442,16 @@ fn sleep_until_monotonic(deadline_ns: u64) {
     {}
 }
 
-fn action_of<'a>(rules: &'a [Option<Rule>], event: &FiredEvent) -> Option<&'a Action> {
-    let rule = rules.get(event.rule as usize)?.as_ref()?;
+fn action_of<'a>(session: &'a FaultSession, event: &FiredEvent) -> Option<&'a Action> {
+    let rule = session.rule(event.rule as usize)?;
     Some(&rule.chain.terms().get(event.term as usize)?.action)
 }
 
-fn report(rules: &[Option<Rule>], event: &FiredEvent, json: bool) -> Result<()> {
-    let rule = rules
-        .get(event.rule as usize)
-        .and_then(Option::as_ref)
+fn report(session: &FaultSession, event: &FiredEvent, json: bool) -> Result<()> {
+    let rule = session
+        .rule(event.rule as usize)
         .map_or("?", |r| r.text.as_str());
-    let action = action_of(rules, event).map_or("?".to_owned(), ToString::to_string);
+    let action = action_of(session, event).map_or("?".to_owned(), ToString::to_string);
     let syscall = syscall_name(event.syscall_nr).unwrap_or("?");
     if json {
         return emit_json(&json!({

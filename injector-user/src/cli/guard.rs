@@ -45,10 +45,7 @@ pub fn spawn(target: Option<&Target>, stopped_map: OwnedFd) -> io::Result<Child>
 
 /// Clears close-on-exec so the guard inherits the descriptor.
 fn inheritable(fd: OwnedFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_SETFD on a descriptor we own.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::empty())?;
     Ok(fd)
 }
 

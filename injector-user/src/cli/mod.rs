@@ -89,8 +89,13 @@ pub fn emit_json(value: &serde_json::Value) -> Result<()> {
 
 pub fn print_probe(json: bool) -> Result<()> {
     let found = injector_user::probe::probe()?;
+    let (net, why) = injector_user::net::probe_mechanism();
     if json {
-        return emit_json(&serde_json::json!({"kernel": kernel_release(), "mechanisms": found}));
+        return emit_json(&serde_json::json!({
+            "kernel": kernel_release(),
+            "mechanisms": found,
+            "net_mechanism": net,
+        }));
     }
     println!("kernel {}", kernel_release());
     for mechanism in &found {
@@ -100,6 +105,11 @@ pub fn print_probe(json: bool) -> Result<()> {
             println!("       {}", mechanism.detail);
         }
     }
+    let net = serde_json::to_value(net)?;
+    println!(
+        "injector net uses {} here ({why})",
+        net.as_str().unwrap_or_default()
+    );
     Ok(())
 }
 

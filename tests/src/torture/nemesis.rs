@@ -38,7 +38,7 @@ pub struct NemesisOutcome {
 const CRASH_POINT_PERCENT: u64 = 40;
 
 /// The kinds of fault, each applied to a node the seed picks. This enum is the one list: the
-/// command line's names, `--help` and the README's table come from it (clap's kebab-case
+/// command line's names, `--help` and the table in docs/torture.md come from it (clap's kebab-case
 /// names; the doc comment of each is its help).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Fault {
@@ -129,7 +129,7 @@ impl Fault {
         &names[index]
     }
 
-    /// What it does, for `--help` and the README.
+    /// What it does, for `--help` and docs/torture.md.
     pub fn help(self) -> String {
         self.possible_value()
             .get_help()
@@ -772,14 +772,14 @@ mod tests {
         assert_eq!(Fault::PowerLossAll.name(), "power-loss-all");
     }
 
-    /// The README's fault table names every fault and nothing else.
+    /// The fault table of docs/torture.md names every fault and nothing else.
     #[test]
-    fn the_readme_table_lists_every_fault() {
-        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+    fn the_fault_table_in_the_docs_lists_every_fault() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/torture.md"));
         let table = readme
             .split("| fault | what happens to the node, from outside |")
             .nth(1)
-            .expect("the README has the fault table");
+            .expect("docs/torture.md has the fault table");
         let mut listed: Vec<&str> = table
             .lines()
             .skip(2)
