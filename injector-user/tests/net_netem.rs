@@ -31,12 +31,10 @@ fn addr(last: u8) -> Ipv4Addr {
 
 /// What `injector probe` says `injector net` gets on this kernel.
 fn probed_mechanism() -> String {
-    let output = Command::new(INJECTOR)
-        .args(["probe", "--json"])
-        .output()
-        .unwrap();
-    let probe: Value = serde_json::from_slice(&output.stdout).unwrap();
-    probe["net_mechanism"].as_str().unwrap().to_owned()
+    common::probe()["net_mechanism"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Whether this kernel has netem; without it, checks that asking for it is refused and that

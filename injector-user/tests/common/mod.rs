@@ -6,6 +6,7 @@ pub mod traffic;
 
 use std::{
     process::Command,
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -85,15 +86,24 @@ pub fn child_exit(shell: &mut Spawned) -> String {
     }
 }
 
+/// What `injector probe --json` says about this kernel, asked once per test binary: the kernel
+/// does not change between tests, and a probe loads every program it knows, which takes 10 s
+/// inside an emulated VM.
+pub fn probe() -> &'static Value {
+    static PROBE: OnceLock<Value> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let output = Command::new(INJECTOR)
+            .args(["probe", "--json"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "injector probe failed: {output:?}");
+        serde_json::from_slice(&output.stdout).unwrap()
+    })
+}
+
 /// What `injector probe --json` says about the mechanism whose name starts with `prefix`.
 pub fn probed(prefix: &str) -> Value {
-    let output = Command::new(INJECTOR)
-        .args(["probe", "--json"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "injector probe failed: {output:?}");
-    let probe: Value = serde_json::from_slice(&output.stdout).unwrap();
-    probe["mechanisms"]
+    probe()["mechanisms"]
         .as_array()
         .unwrap()
         .iter()
