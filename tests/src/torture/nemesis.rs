@@ -587,32 +587,51 @@ async fn transfer_leadership(cluster: &Arc<Mutex<Cluster>>, node: usize) -> Resu
     })
 }
 
-/// The `deposed-leader` fault: the leader isolated for `hold` plus an election's time, killed
-/// two thirds of the way through (clients' writes sent to it meanwhile are in its log, never
-/// committed), restarted once the partition is over.
+/// How long the others may take to elect a new leader once the old one is cut off: well past
+/// target-db's 0.5-1 s election timeouts and its 1 s leader lease.
+const ELECTION_WITHIN: Duration = Duration::from_secs(6);
+
+/// The `deposed-leader` fault: the leader cut off from the others (clients still reach it) until
+/// one of them says it leads, then left running for `hold` while it still believes it leads
+/// (the window where a leader that does not confirm its leadership serves stale reads, and where
+/// clients' writes reach its log without being committed), SIGKILLed, healed, restarted.
 async fn deposed_leader(cluster: &Arc<Mutex<Cluster>>, hold: Duration) -> Result<String> {
     let Some(old) = leader(cluster).await else {
         return Ok("deposed leader skipped: no leader".into());
     };
-    let isolated_for = hold + Duration::from_millis(1500);
-    let mut command = {
+    let command = {
         let cluster = cluster.lock().await;
-        let size = cluster.nodes.len();
-        cluster.partition_command(&super::cluster::Cut::isolate(old, size), isolated_for)
+        let cut = super::cluster::Cut::isolate(old, cluster.nodes.len());
+        cluster.partition_command(&cut, ELECTION_WITHIN + hold + Duration::from_secs(5))
     };
-    let partition = tokio::task::spawn_blocking(move || command.status());
-    tokio::time::sleep(isolated_for * 2 / 3).await;
+    let partition =
+        tokio::task::spawn_blocking(move || super::cluster::partition_in_effect(command)).await??;
+    let cut_at = tokio::time::Instant::now();
+    let successor = super::poll::poll_until(ELECTION_WITHIN, Duration::from_millis(50), || async {
+        match leading_now(cluster, Some(old)).await {
+            Some(new) => ControlFlow::Break(new),
+            None => ControlFlow::Continue(()),
+        }
+    })
+    .await;
+    let elected_after = cut_at.elapsed();
+    tokio::time::sleep(hold).await;
     cluster.lock().await.kill_node(old);
-    let status = partition.await??;
-    if !status.success() {
-        bail!("injector partition failed: {status}");
-    }
+    // Ending the injector heals the cut.
+    drop(partition);
     cluster.lock().await.start_node(old)?;
+    let deposed = match successor {
+        Ok(new) => format!("n{new} elected {} ms into it", elected_after.as_millis()),
+        Err(()) => format!(
+            "no other node said it leads within {} ms",
+            ELECTION_WITHIN.as_millis()
+        ),
+    };
     Ok(format!(
-        "n{old}, the leader, cut off from the others for {} ms, SIGKILLed {} ms into it (what it \
-         appended meanwhile was never committed), restarted once healed",
-        isolated_for.as_millis(),
-        (isolated_for * 2 / 3).as_millis()
+        "n{old}, the leader, cut off from the others (clients still reach it); {deposed}; n{old} \
+         SIGKILLed {} ms later (what it appended meanwhile was never committed), healed, \
+         restarted",
+        hold.as_millis()
     ))
 }
 
