@@ -624,3 +624,34 @@ fn a_control_client_that_says_nothing_does_not_hold_up_another() {
     assert_eq!(status["power_losses"], 0);
     drop(idle);
 }
+
+/// symlink and link change the namespace like create and rename, so they pass the same gate: a
+/// rule can fail them, and after a crash point they fail with EIO like every other change (the
+/// disk is gone; before, they still went through and their names survived into the page cache).
+#[test]
+fn symlink_and_link_obey_the_rules_and_a_crash_point() {
+    let mounted = Mounted::new(&[]);
+    fs::write(mounted.path("data"), b"x").unwrap();
+    mounted.add_fault(r#"symlink(path="soft-*")=1*error(EACCES)"#);
+    let symlink = |name: &str| std::os::unix::fs::symlink("data", mounted.path(name));
+    assert_eq!(errno_of(symlink("soft-1")), Some(libc::EACCES));
+    symlink("soft-2").unwrap();
+    assert_eq!(fs::read(mounted.path("soft-2")).unwrap(), b"x");
+    mounted.add_fault(r#"link(path="hard-*")=1*error(EACCES)"#);
+    let link = |name: &str| fs::hard_link(mounted.path("data"), mounted.path(name));
+    assert_eq!(errno_of(link("hard-1")), Some(libc::EACCES));
+    link("hard-2").unwrap();
+    assert_eq!(fs::read(mounted.path("hard-2")).unwrap(), b"x");
+
+    mounted.add_fault(r#"fsync(path="data")=1*crash"#);
+    fs::File::open(mounted.path("data"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    let status = mounted.ctl(Request::Status);
+    assert_eq!(status["crashed"]["path"], "data", "{status}");
+    assert_eq!(errno_of(symlink("soft-3")), Some(libc::EIO));
+    assert_eq!(errno_of(link("hard-3")), Some(libc::EIO));
+    assert!(!mounted.path("soft-3").exists() && !mounted.path("hard-3").exists());
+    let _ = mounted.unmount();
+}

@@ -258,17 +258,15 @@ impl Filesystem for FaultFs {
             Some(&name.clone()),
             move |shared, gate| {
                 let mut state = shared.lock();
-                let mode = mode & !umask;
-                let result = shared.create_node(
-                    &mut state,
-                    gate,
-                    "mkdir",
-                    parent.0,
-                    &name,
-                    Kind::Dir,
-                    mode,
+                let node = NewNode {
+                    parent: parent.0,
+                    name: &name,
+                    kind: Kind::Dir,
+                    mode: mode & !umask,
                     owner,
-                );
+                    target: None,
+                };
+                let result = shared.create_node(&mut state, gate, "mkdir", node);
                 reply_entry(reply, shared, &state, result);
             },
         );
@@ -282,38 +280,27 @@ impl Filesystem for FaultFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let mut state = self.shared.lock();
-        let result = state.create(
-            parent.0,
-            link_name,
-            Kind::Symlink,
-            0o777,
-            (req.uid(), req.gid()),
-            Some(target),
-        );
-        let traced = (None, None);
-        self.shared.trace(
-            &state,
+        let owner = (req.uid(), req.gid());
+        let (name, target) = (link_name.to_owned(), target.to_owned());
+        self.gated(
+            req.pid(),
             "symlink",
             parent.0,
-            Some(link_name),
-            traced,
-            &result,
-            false,
-        );
-        if let Ok(ino) = result {
-            self.shared
-                .record(&state, parent.0, Some(link_name), || Op::Create {
+            Some(&name.clone()),
+            move |shared, gate| {
+                let mut state = shared.lock();
+                let node = NewNode {
                     parent: parent.0,
-                    name: link_name.to_string_lossy().into_owned(),
-                    ino,
-                    kind: NodeKind::Symlink {
-                        target: target.to_string_lossy().into_owned(),
-                    },
+                    name: &name,
+                    kind: Kind::Symlink,
                     mode: 0o777,
-                });
-        }
-        reply_entry(reply, &self.shared, &state, result);
+                    owner,
+                    target: Some(&target),
+                };
+                let result = shared.create_node(&mut state, gate, "symlink", node);
+                reply_entry(reply, shared, &state, result);
+            },
+        );
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -434,33 +421,42 @@ impl Filesystem for FaultFs {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let mut state = self.shared.lock();
-        let result = state.link(ino.0, newparent.0, newname).map(|()| ino.0);
-        if result.is_ok() {
-            self.shared
-                .record(&state, newparent.0, Some(newname), || Op::Link {
-                    parent: newparent.0,
-                    name: newname.to_string_lossy().into_owned(),
-                    ino: ino.0,
-                });
-        }
-        let traced = (None, None);
-        self.shared.trace(
-            &state,
+        let name = newname.to_owned();
+        self.gated(
+            req.pid(),
             "link",
             newparent.0,
-            Some(newname),
-            traced,
-            &result,
-            false,
+            Some(&name.clone()),
+            move |shared, gate| {
+                let mut state = shared.lock();
+                let result = fail(gate)
+                    .and_then(|()| state.link(ino.0, newparent.0, &name))
+                    .map(|()| ino.0);
+                shared.trace(
+                    &state,
+                    "link",
+                    newparent.0,
+                    Some(&name),
+                    (None, None),
+                    &result,
+                    false,
+                );
+                if result.is_ok() {
+                    shared.record(&state, newparent.0, Some(&name), || Op::Link {
+                        parent: newparent.0,
+                        name: name.to_string_lossy().into_owned(),
+                        ino: ino.0,
+                    });
+                }
+                reply_entry(reply, shared, &state, result);
+            },
         );
-        reply_entry(reply, &self.shared, &state, result);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -492,17 +488,15 @@ impl Filesystem for FaultFs {
             Some(&name.clone()),
             move |shared, gate| {
                 let mut state = shared.lock();
-                let mode = mode & !umask;
-                let result = shared.create_node(
-                    &mut state,
-                    gate,
-                    "create",
-                    parent.0,
-                    &name,
-                    Kind::File,
-                    mode,
+                let node = NewNode {
+                    parent: parent.0,
+                    name: &name,
+                    kind: Kind::File,
+                    mode: mode & !umask,
                     owner,
-                );
+                    target: None,
+                };
+                let result = shared.create_node(&mut state, gate, "create", node);
                 let result = result.and_then(|ino| Ok((ino, state.inode(ino)?)));
                 match result {
                     Ok((ino, inode)) => {

@@ -156,26 +156,33 @@ impl Shared {
         self.is_crashed.load(Ordering::SeqCst)
     }
 
-    /// mkdir and create: the node made (unless a fault says otherwise) and traced.
-    #[allow(clippy::too_many_arguments)]
+    /// mkdir, create and symlink: the node made (unless a fault says otherwise), traced and
+    /// journaled.
     pub(super) fn create_node(
         &self,
         state: &mut State,
         gate: Gate,
         op: &str,
-        parent: Ino,
-        name: &OsStr,
-        kind: Kind,
-        mode: u32,
-        owner: (u32, u32),
+        node: NewNode<'_>,
     ) -> FsResult<Ino> {
-        let result = fail(gate).and_then(|()| state.create(parent, name, kind, mode, owner, None));
+        let NewNode {
+            parent,
+            name,
+            kind,
+            mode,
+            owner,
+            target,
+        } = node;
+        let result =
+            fail(gate).and_then(|()| state.create(parent, name, kind, mode, owner, target));
         self.trace(state, op, parent, Some(name), (None, None), &result, false);
         if let Ok(ino) = result {
-            let node = if kind == Kind::Dir {
-                NodeKind::Dir
-            } else {
-                NodeKind::File
+            let node = match (kind, target) {
+                (Kind::Dir, _) => NodeKind::Dir,
+                (Kind::Symlink, Some(target)) => NodeKind::Symlink {
+                    target: target.to_string_lossy().into_owned(),
+                },
+                _ => NodeKind::File,
             };
             self.record(state, parent, Some(name), || Op::Create {
                 parent,
@@ -278,4 +285,15 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// A node mkdir, create or symlink makes.
+pub(super) struct NewNode<'a> {
+    pub parent: Ino,
+    pub name: &'a OsStr,
+    pub kind: Kind,
+    pub mode: u32,
+    pub owner: (u32, u32),
+    /// A symlink's target.
+    pub target: Option<&'a Path>,
 }
