@@ -749,6 +749,25 @@ fn put_key_in_last_record(data: &[u8]) -> Option<usize> {
         .filter(|&at| at < payload.end)
 }
 
+/// Starts an `injector partition` command and returns once the injector says the cut is in
+/// effect (attaching takes a good part of a second on a busy machine, which a fault timed from
+/// the start would count as partitioned). Dropping the guard ends the injector, which heals the
+/// cut. Blocks: call it from a blocking task.
+pub fn partition_in_effect(mut command: Command) -> Result<Spawned> {
+    command.arg("--json");
+    let mut injector = Spawned::start_capturing_stderr("injector partition", &mut command)?;
+    let attached = injector
+        .read_line()
+        .ok()
+        .and_then(|line| serde_json::from_str::<Value>(&line).ok())
+        .is_some_and(|event| event["event"] == "attached");
+    if !attached {
+        let (status, stderr) = injector.wait()?;
+        bail!("injector partition failed ({status}): {}", stderr.trim());
+    }
+    Ok(injector)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{MOST_FREQUENT_SNAPSHOTS, SMALLEST_SEGMENT, StorageShape, put_key_in_last_record};
@@ -803,23 +822,4 @@ mod tests {
         assert_eq!(put_key_in_last_record(&data), None);
         assert_eq!(put_key_in_last_record(&data[..18]), None);
     }
-}
-
-/// Starts an `injector partition` command and returns once the injector says the cut is in
-/// effect (attaching takes a good part of a second on a busy machine, which a fault timed from
-/// the start would count as partitioned). Dropping the guard ends the injector, which heals the
-/// cut. Blocks: call it from a blocking task.
-pub fn partition_in_effect(mut command: Command) -> Result<Spawned> {
-    command.arg("--json");
-    let mut injector = Spawned::start_capturing_stderr("injector partition", &mut command)?;
-    let attached = injector
-        .read_line()
-        .ok()
-        .and_then(|line| serde_json::from_str::<Value>(&line).ok())
-        .is_some_and(|event| event["event"] == "attached");
-    if !attached {
-        let (status, stderr) = injector.wait()?;
-        bail!("injector partition failed ({status}): {}", stderr.trim());
-    }
-    Ok(injector)
 }

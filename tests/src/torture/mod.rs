@@ -4,12 +4,14 @@ pub mod after_heal;
 pub mod campaign;
 pub mod cluster;
 pub mod crash_points;
+pub mod deposed_leader;
 pub mod lsm;
 pub mod membership;
 pub mod nemesis;
 pub mod network_shape;
 pub mod oracles;
 pub mod poll;
+pub mod probe;
 pub mod scenario;
 pub mod target;
 pub mod workload;
@@ -172,6 +174,13 @@ pub async fn run(options: Options) -> Result<TortureReport> {
             options.faults.clone(),
             options.seed,
             recorder.clone(),
+            probe::Probe::new(
+                target.clone(),
+                recorder.clone(),
+                latest_writes.clone(),
+                options.seed,
+                options.keys,
+            ),
             stop.clone(),
         )),
     };

@@ -21,6 +21,7 @@ use super::{
     cluster::Cluster,
     crash_points::{self, CrashAttempt, CrashPlan},
     network_shape,
+    probe::Probe,
     workload::Recorder,
 };
 
@@ -172,6 +173,7 @@ pub async fn run(
     faults: Vec<Fault>,
     seed: u64,
     recorder: Recorder,
+    probe: Probe,
     stop: Arc<AtomicBool>,
 ) -> Result<NemesisOutcome> {
     let mut rng = SplitMix64::new(seed ^ 0x006e_656d_6573_6973);
@@ -214,7 +216,7 @@ pub async fn run(
             1 + rng.below(size) as usize
         };
         let start = recorder.fault_starts(format!("n{node}"), fault.name());
-        let (node, description) = apply(&cluster, fault, node, &mut rng, &mut plan).await?;
+        let (node, description) = apply(&cluster, fault, node, &probe, &mut rng, &mut plan).await?;
         tracing::info!(node, %description, "fault");
         recorder.fault_ends(start, format!("n{node}"), description);
         applied += 1;
@@ -343,6 +345,7 @@ async fn apply(
     cluster: &Arc<Mutex<Cluster>>,
     fault: Fault,
     node: usize,
+    probe: &Probe,
     rng: &mut SplitMix64,
     plan: &mut CrashPlan,
 ) -> Result<(usize, String)> {
@@ -363,6 +366,10 @@ async fn apply(
             let what = super::membership::remove_and_add_back(cluster, target, out_for).await?;
             Ok((target, what))
         }
+        Fault::DeposedLeader => {
+            let hold = Duration::from_millis(500 + rng.below(1500));
+            super::deposed_leader::apply(cluster, node, hold, probe, rng).await
+        }
         _ => Ok((node, apply_to(cluster, fault, node, rng, plan).await?)),
     }
 }
@@ -381,8 +388,8 @@ async fn apply_to(
     match fault {
         Fault::CrashPoint => crash_points::crash_point(cluster, node, plan, rng).await,
         Fault::LeaderTransfer => transfer_leadership(cluster, node).await,
-        Fault::Bitrot | Fault::Corruption | Fault::Membership => {
-            unreachable!("aimed at a follower by `apply`")
+        Fault::Bitrot | Fault::Corruption | Fault::Membership | Fault::DeposedLeader => {
+            unreachable!("aimed at its node by `apply`")
         }
         Fault::Kill => {
             cluster.lock().await.kill_node(node);
@@ -426,7 +433,6 @@ async fn apply_to(
             Ok(format!("SIGSTOP for {} ms", hold.as_millis()))
         }
         Fault::WalCrash => wal_crash(cluster, node, hold, rng).await,
-        Fault::DeposedLeader => deposed_leader(cluster, hold).await,
         Fault::Partition | Fault::PacketLoss => {
             let size = cluster.lock().await.nodes.len();
             let (cut, description) = if fault == Fault::Partition {
@@ -585,54 +591,6 @@ async fn transfer_leadership(cluster: &Arc<Mutex<Cluster>>, node: usize) -> Resu
         Some(answer) => format!("leader transfer n{leader} -> n{to} refused: {answer}"),
         None => format!("leader transfer n{leader} -> n{to}: no answer within 12 s"),
     })
-}
-
-/// How long the others may take to elect a new leader once the old one is cut off: well past
-/// target-db's 0.5-1 s election timeouts and its 1 s leader lease.
-const ELECTION_WITHIN: Duration = Duration::from_secs(6);
-
-/// The `deposed-leader` fault: the leader cut off from the others (clients still reach it) until
-/// one of them says it leads, then left running for `hold` while it still believes it leads
-/// (the window where a leader that does not confirm its leadership serves stale reads, and where
-/// clients' writes reach its log without being committed), SIGKILLed, healed, restarted.
-async fn deposed_leader(cluster: &Arc<Mutex<Cluster>>, hold: Duration) -> Result<String> {
-    let Some(old) = leader(cluster).await else {
-        return Ok("deposed leader skipped: no leader".into());
-    };
-    let command = {
-        let cluster = cluster.lock().await;
-        let cut = super::cluster::Cut::isolate(old, cluster.nodes.len());
-        cluster.partition_command(&cut, ELECTION_WITHIN + hold + Duration::from_secs(5))
-    };
-    let partition =
-        tokio::task::spawn_blocking(move || super::cluster::partition_in_effect(command)).await??;
-    let cut_at = tokio::time::Instant::now();
-    let successor = super::poll::poll_until(ELECTION_WITHIN, Duration::from_millis(50), || async {
-        match leading_now(cluster, Some(old)).await {
-            Some(new) => ControlFlow::Break(new),
-            None => ControlFlow::Continue(()),
-        }
-    })
-    .await;
-    let elected_after = cut_at.elapsed();
-    tokio::time::sleep(hold).await;
-    cluster.lock().await.kill_node(old);
-    // Ending the injector heals the cut.
-    drop(partition);
-    cluster.lock().await.start_node(old)?;
-    let deposed = match successor {
-        Ok(new) => format!("n{new} elected {} ms into it", elected_after.as_millis()),
-        Err(()) => format!(
-            "no other node said it leads within {} ms",
-            ELECTION_WITHIN.as_millis()
-        ),
-    };
-    Ok(format!(
-        "n{old}, the leader, cut off from the others (clients still reach it); {deposed}; n{old} \
-         SIGKILLed {} ms later (what it appended meanwhile was never committed), healed, \
-         restarted",
-        hold.as_millis()
-    ))
 }
 
 /// A crash point: `injector attach` kills the node at its Nth write or fdatasync of the

@@ -40,7 +40,7 @@ impl Recorder {
         self.started.elapsed().as_nanos() as u64
     }
 
-    fn record(&self, event: Event) {
+    pub(super) fn record(&self, event: Event) {
         self.lines
             .lock()
             .expect("recorder poisoned")
@@ -151,7 +151,7 @@ impl Default for Recorder {
     }
 }
 
-const TIMEOUT: Duration = Duration::from_millis(1500);
+pub(super) const TIMEOUT: Duration = Duration::from_millis(1500);
 const BACKOFF: Duration = Duration::from_millis(20);
 
 /// The write sent to each node in turn until one answers (the same client and seq, so

@@ -146,17 +146,16 @@ pub(super) async fn catch_up_crash(
         wait_for_crash(cluster, follower, rule_id, REACH_ONCE_RECOVERED_WITHIN).await?
     };
     plan.attempts.push(CrashAttempt {
-        node: follower,
-        role: "catching up".into(),
-        class: class.name,
-        call,
-        nth: skip + 1,
-        correlation: Correlation::Alone,
-        during_recovery: false,
-        after_recovery: false,
         program_crash,
-        reached: reached.is_some(),
-        path: reached.clone(),
+        ..CrashAttempt::at(
+            follower,
+            "catching up",
+            class.name,
+            call,
+            skip + 1,
+            Correlation::Alone,
+            reached.clone(),
+        )
     });
     let how = if compacted {
         format!(

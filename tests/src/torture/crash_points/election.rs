@@ -80,16 +80,8 @@ pub(super) async fn election_crash(
 /// An election crash point's attempt on one voter: stopped at its first log write (the vote).
 pub(super) fn voter_attempt(node: usize, reached: bool, path: Option<String>) -> CrashAttempt {
     CrashAttempt {
-        node,
-        role: "voter".into(),
-        class: "wal",
-        call: "write",
-        nth: 1,
-        correlation: Correlation::All,
-        during_recovery: false,
-        after_recovery: false,
-        program_crash: false,
         reached,
         path,
+        ..CrashAttempt::at(node, "voter", "wal", "write", 1, Correlation::All, None)
     }
 }

@@ -145,6 +145,35 @@ pub struct CrashAttempt {
     pub path: Option<String>,
 }
 
+impl CrashAttempt {
+    /// A crash point on `node` after its `nth` `call` on `class` files, with the power of the
+    /// nodes `correlation` names cut with it; `reached`: the file that call was on, if it came.
+    /// Not during or after a recovery, and not a crash of the program alone.
+    pub fn at(
+        node: usize,
+        role: impl Into<String>,
+        class: &'static str,
+        call: &'static str,
+        nth: u64,
+        correlation: Correlation,
+        reached: Option<String>,
+    ) -> CrashAttempt {
+        CrashAttempt {
+            node,
+            role: role.into(),
+            class,
+            call,
+            nth,
+            correlation,
+            during_recovery: false,
+            after_recovery: false,
+            program_crash: false,
+            reached: reached.is_some(),
+            path: reached,
+        }
+    }
+}
+
 /// The same while the node recovers: recovery is short.
 const REACH_DURING_RECOVERY_WITHIN: Duration = Duration::from_millis(1500);
 /// The same after a restart, for writes past recovery: a restart takes up to a second.
@@ -208,19 +237,15 @@ pub async fn crash_point(
     };
     let within = reach_within(&class, call);
     let reached = place_and_wait(cluster, node, &rule, within).await?;
-    let attempt = CrashAttempt {
+    let attempt = CrashAttempt::at(
         node,
         role,
-        class: class.name,
+        class.name,
         call,
-        nth: skip + 1,
+        skip + 1,
         correlation,
-        during_recovery: false,
-        after_recovery: false,
-        program_crash: false,
-        reached: reached.is_some(),
-        path: reached.clone(),
-    };
+        reached.clone(),
+    );
     let at_the_same_point = lift(cluster, &alongside).await?;
     let Some(path) = reached else {
         plan.attempts.push(attempt);
@@ -414,17 +439,8 @@ mod tests {
     #[test]
     fn coverage_names_pairs_never_reached() {
         let attempt = |call, reached| CrashAttempt {
-            node: 1,
-            role: "leader".into(),
-            class: "wal",
-            call,
-            nth: 1,
-            correlation: Correlation::All,
-            during_recovery: false,
-            after_recovery: false,
-            program_crash: false,
             reached,
-            path: None,
+            ..CrashAttempt::at(1, "leader", "wal", call, 1, Correlation::All, None)
         };
         let coverage = CrashCoverage::of(
             &[

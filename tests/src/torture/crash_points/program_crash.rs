@@ -32,17 +32,16 @@ pub(super) async fn program_crash_point(
     let rule_id = cluster.lock().await.add_fault(node, &rule)?;
     let reached = wait_for_kill(cluster, node, rule_id, before, within).await?;
     plan.attempts.push(CrashAttempt {
-        node,
-        role,
-        class: class.name,
-        call,
-        nth: skip + 1,
-        correlation: Correlation::Alone,
-        during_recovery: false,
-        after_recovery: false,
         program_crash: true,
-        reached: reached.is_some(),
-        path: reached.clone(),
+        ..CrashAttempt::at(
+            node,
+            role,
+            class.name,
+            call,
+            skip + 1,
+            Correlation::Alone,
+            reached.clone(),
+        )
     });
     let Some(path) = reached else {
         return Ok(format!(
