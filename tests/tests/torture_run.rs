@@ -212,3 +212,56 @@ fn slow_and_flaky_networks_leave_the_safe_database_correct_and_nothing_behind() 
         );
     }
 }
+
+/// The deposed-leader fault opens its window and aims at it: another node is elected while the
+/// old leader is cut off, then the nemesis puts a key through the new leader and reads it from
+/// the old one, the read sent after the put was acknowledged, both in the history. The safe
+/// database (it confirms its leadership before answering a read) passes.
+#[test]
+fn a_deposed_leader_is_read_from_once_another_leads_and_the_safe_database_passes() {
+    build_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let (output, report) = torture_in(
+        dir.path(),
+        &[
+            "--seed",
+            "3",
+            "--duration",
+            "12s",
+            "--faults",
+            "deposed-leader",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "the safe database should pass:\n{report}\n{stderr}"
+    );
+    let aimed = stderr
+        .lines()
+        .filter(|line| line.contains("deposed-leader done") && line.contains(" elected "))
+        .filter(|line| line.contains(", then a read of it from n"))
+        .count();
+    assert!(aimed > 0, "no deposed leader was read from:\n{stderr}");
+    let history = std::fs::read_to_string(dir.path().join("run/history.jsonl")).unwrap();
+    let probes: Vec<serde_json::Value> = history
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|event| event["process"].as_u64().is_some_and(|p| p >= 1 << 40))
+        .collect();
+    let read_after_its_put = probes.iter().any(|put| {
+        put["kind"] == "ok"
+            && put["f"] == "put"
+            && probes.iter().any(|get| {
+                get["kind"] == "invoke"
+                    && get["f"] == "get"
+                    && get["key"] == put["key"]
+                    && get["time"].as_u64() > put["time"].as_u64()
+            })
+    });
+    assert!(
+        read_after_its_put,
+        "no probe read followed its acknowledged put: {probes:?}"
+    );
+}

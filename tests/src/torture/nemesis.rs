@@ -102,9 +102,11 @@ pub enum Fault {
     /// A follower removed from the voters for 1-4 s, then added back as a learner, caught up and
     /// promoted, through the database's admin calls.
     Membership,
-    /// The leader cut off from the others long enough for them to elect another, killed while
-    /// cut off (with writes nobody acknowledged on its disk), restarted once healed: its
-    /// uncommitted suffix must be overwritten, never applied.
+    /// The leader cut off from the others until they elect another, left running for a while
+    /// (a put through the new leader, then a read of that key from the old one: a leader that
+    /// does not confirm its leadership answers it stale), killed while cut off (with writes
+    /// nobody acknowledged on its disk), restarted once healed: its uncommitted suffix must be
+    /// overwritten, never applied.
     DeposedLeader,
 }
 
