@@ -29,6 +29,26 @@ pub enum ProcessError {
     },
 }
 
+/// Makes the child `command` spawns get SIGKILL when the thread that spawns it ends, however
+/// it ends: a SIGTERM or SIGKILL to this process runs no `Drop`, so a guard alone would leave
+/// the child running (a qemu VM, say). Linux ties the parent-death signal to the spawning
+/// thread, so spawn from a thread that outlives the child (one that waits for it).
+pub fn killed_with_this_thread(command: &mut Command) -> &mut Command {
+    let parent = rustix::process::getpid();
+    let bind = move || {
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+        // The parent may have died between the fork and the line above: no signal comes then.
+        if rustix::process::getppid() != Some(parent) {
+            return Err(rustix::io::Errno::SRCH.into());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec; it makes two system calls and
+    // builds an error from a raw errno: no allocation, no lock another thread could hold.
+    unsafe { std::os::unix::process::CommandExt::pre_exec(command, bind) };
+    command
+}
+
 /// A running child with piped stdin and stdout. stderr is inherited unless
 /// [`Spawned::start_capturing_stderr`] was used.
 pub struct Spawned {

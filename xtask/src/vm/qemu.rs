@@ -62,6 +62,9 @@ pub fn boot(boot: &Boot<'_>, echo: &mut dyn FnMut(&str)) -> Result<Finished> {
         "local,path={},mount_tag=share,security_model=none,multidevs=remap",
         boot.share.display()
     ));
+    // This thread reads qemu's console until it exits, so qemu dies with it: also when xtask
+    // is killed by a signal no guard sees (a SIGTERM from CI, say).
+    process_guard::killed_with_this_thread(&mut qemu);
     let mut child = Spawned::start("qemu", &mut qemu).context("is qemu-system-x86 installed?")?;
     let watchdog = Watchdog::arm(child.pid(), boot.timeout);
     let mut console = String::new();
