@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{
     target::{Outcome, Target},
-    workload::{LatestWrites, Recorder, TIMEOUT, written_value},
+    workload::{LatestWrites, Recorder, TIMEOUT, completion, written_value},
 };
 use crate::history::{Event, Func, Kind, Value as HistoryValue};
 
@@ -88,25 +88,14 @@ impl Probe {
     }
 
     fn complete(&self, process: u64, f: Func, key: &str, input: HistoryValue, outcome: Outcome) {
-        let (kind, value) = match outcome {
-            Outcome::Ok(answer) if f == Func::Get => (
-                Kind::Ok,
-                answer
-                    .as_str()
-                    .map_or(HistoryValue::Nil, |v| HistoryValue::One(v.to_owned())),
-            ),
-            Outcome::Ok(_) => (Kind::Ok, input),
-            Outcome::Fail => (Kind::Fail, input),
-            Outcome::Unknown => (Kind::Info, input),
-        };
-        self.recorder.record(Event {
+        let event = completion(
             process,
-            kind,
             f,
-            key: key.to_owned(),
-            value,
-            matched: None,
-            time: self.recorder.now(),
-        });
+            key.to_owned(),
+            input,
+            outcome,
+            self.recorder.now(),
+        );
+        self.recorder.record(event);
     }
 }

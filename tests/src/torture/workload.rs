@@ -216,6 +216,43 @@ pub fn written_value(seed: u64, process: u64, seq: u64) -> String {
     value
 }
 
+/// The history event that completes `process`'s operation `f` on `key` (invoked with `input`):
+/// `ok` with what a read returned or what a cas matched, `fail`, or `info` when the outcome is
+/// unknown.
+pub(super) fn completion(
+    process: u64,
+    f: Func,
+    key: String,
+    input: HistoryValue,
+    outcome: Outcome,
+    time: u64,
+) -> Event {
+    let (kind, value, matched) = match outcome {
+        Outcome::Ok(answer) => match f {
+            Func::Get => (
+                Kind::Ok,
+                answer
+                    .as_str()
+                    .map_or(HistoryValue::Nil, |v| HistoryValue::One(v.to_owned())),
+                None,
+            ),
+            Func::Cas => (Kind::Ok, input, Some(answer["ok"] == true)),
+            _ => (Kind::Ok, input, None),
+        },
+        Outcome::Fail => (Kind::Fail, input, None),
+        Outcome::Unknown => (Kind::Info, input, None),
+    };
+    Event {
+        process,
+        kind,
+        f,
+        key,
+        value,
+        matched,
+        time,
+    }
+}
+
 /// How many times a write with an unknown outcome is sent again (when the seed retries it).
 const RETRIES: usize = 3;
 
@@ -301,27 +338,16 @@ pub async fn run(
                         "process {process}'s {f:?} of {shown} to {key} (seq {seq}) answered that {key} already held {shown}: the request was applied twice", shown = crate::history::shown(&value)
                     ));
                 }
-                let completion = match outcome {
-                    Outcome::Ok(answer) => match f {
-                        Func::Get => Event {
-                            process, kind: Kind::Ok, f, key, time, matched: None,
-                            value: answer.as_str().map_or(HistoryValue::Nil, |v| HistoryValue::One(v.to_owned())),
-                        },
-                        Func::Cas => Event { process, kind: Kind::Ok, f, key, time, value: input, matched: Some(answer["ok"] == true) },
-                        _ => Event { process, kind: Kind::Ok, f, key, time, value: input, matched: None },
-                    },
-                    Outcome::Fail => Event { process, kind: Kind::Fail, f, key, time, value: input, matched: None },
-                    Outcome::Unknown => {
-                        let event = Event { process, kind: Kind::Info, f, key, time, value: input, matched: None };
-                        recorder.record(event);
-                        // The old request may still land: go on as a new process and client id.
-                        process += clients;
-                        seq = 0;
-                        done += 1;
-                        tokio::time::sleep(BACKOFF).await;
-                        continue;
-                    }
-                };
+                let completion = completion(process, f, key, input, outcome, time);
+                if completion.kind == Kind::Info {
+                    recorder.record(completion);
+                    // The old request may still land: go on as a new process and client id.
+                    process += clients;
+                    seq = 0;
+                    done += 1;
+                    tokio::time::sleep(BACKOFF).await;
+                    continue;
+                }
                 let failed = completion.kind == Kind::Fail;
                 recorder.record(completion);
                 done += 1;
