@@ -1,11 +1,27 @@
-//! Checks on the running cluster once everything is healed: do the nodes hold one state, and
-//! did every node that was restarted rejoin and catch up with the leader.
+//! Healing the cluster at the end of a run and the checks on it, live, once healed: does it
+//! serve again, survive a power loss of every node, hold one state on every node, and did every
+//! node that was restarted rejoin and catch up with the leader.
 use std::{
     ops::ControlFlow,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use super::{poll::poll_until, target::Target};
+use anyhow::Result;
+use tokio::sync::Mutex;
+
+use super::{
+    CheckResult, Options, Shared,
+    cluster::Cluster,
+    final_power_loss::{ClientOf, final_power_loss},
+    leaders::leader_agreed,
+    membership,
+    nemesis::Fault,
+    poll::poll_until,
+    target::Target,
+    verdicts::{self, not_reported},
+    workload,
+};
 use crate::check::Verdict;
 
 /// Every node has applied the same log and holds the same state (digest).
@@ -122,4 +138,107 @@ pub async fn rejoined(
             ),
         )),
     }
+}
+
+/// What healing measured that the report and the later checks need.
+pub(super) struct Healed {
+    /// From healing to the first write the cluster took (None: none within --settle).
+    pub(super) first_write: Option<Duration>,
+    /// Whether every key was read at the end (lost writes are judged only then).
+    pub(super) all_read: bool,
+}
+
+/// Heals the cluster (every node running, every node a voter) and checks it live: it serves
+/// again, survives a power loss of every node (if the run had faults), reads every key, holds
+/// one state on every node, and every restarted node caught up.
+pub(super) async fn heal_and_check(
+    options: &Options,
+    cluster: &Arc<Mutex<Cluster>>,
+    client: ClientOf<'_>,
+    shared: &Shared,
+) -> Result<(Vec<CheckResult>, Healed)> {
+    let (target, http, addrs) = client;
+    // Partitions and pauses end by themselves.
+    {
+        let mut cluster = cluster.lock().await;
+        for id in 1..=options.nodes {
+            cluster.start_node(id)?;
+        }
+    }
+    // A membership change cut short by the end of the run is finished: every node a voter.
+    let restored = if options.faults.contains(&Fault::Membership) {
+        membership::restore_all(cluster).await
+    } else {
+        Ok(Vec::new())
+    };
+    let mut checks = Vec::new();
+    let first_write = workload::first_write(target, addrs, options.settle).await;
+    let serves = leader_agreed(target, http, addrs, options.settle).await;
+    checks.push(verdicts::serves_again(
+        &restored,
+        first_write,
+        serves,
+        options.settle,
+    ));
+    if !options.faults.is_empty() || options.scenario.is_some() {
+        let shape = (options.seed, options.keys, options.settle);
+        checks.push(final_power_loss(shape, cluster, client, &shared.recorder).await?);
+        if target.deduplicates() {
+            let lines = shared.recorder.lines();
+            let again =
+                workload::resend_first_and_last_puts(target, addrs, &lines, &shared.latest_writes)
+                    .await;
+            shared
+                .doubles
+                .lock()
+                .expect("doubles poisoned")
+                .extend(again);
+        }
+    }
+    let all_read =
+        workload::final_reads(target, addrs, options.keys, &shared.recorder, 1_000_000).await;
+    let convergence = if target.has_digest() {
+        converged(target, http, addrs, options.settle)
+            .await
+            .map_err(|e| (Verdict::Fail, e))
+    } else {
+        Err((
+            Verdict::NotApplicable,
+            not_reported(target, "reports no state digest"),
+        ))
+    };
+    checks.push(verdicts::of_outcome(
+        "nodes converge to one state",
+        convergence,
+    ));
+    let restarted: Vec<(usize, u32)> = cluster
+        .lock()
+        .await
+        .nodes
+        .iter()
+        .filter(|n| n.restarts > 0)
+        .map(|n| (n.id, n.restarts))
+        .collect();
+    let rejoin = match leader_agreed(target, http, addrs, Duration::ZERO).await {
+        _ if !target.reports_indexes() => Err((
+            Verdict::NotApplicable,
+            not_reported(target, "reports no commit or applied index"),
+        )),
+        Some(leader) => {
+            let leader = leader as usize;
+            rejoined(target, http, addrs, leader, &restarted, options.settle).await
+        }
+        None => Err((Verdict::Unknown, "no leader to compare with".to_owned())),
+    };
+    checks.push(verdicts::of_outcome(
+        "restarted nodes rejoin and catch up",
+        rejoin,
+    ));
+    Ok((
+        checks,
+        Healed {
+            first_write,
+            all_read,
+        },
+    ))
 }

@@ -18,6 +18,7 @@ use super::{
     target::{NodePlace, Target},
 };
 
+#[derive(Clone)]
 pub struct Binaries {
     pub target_db: PathBuf,
     pub faultfs: PathBuf,

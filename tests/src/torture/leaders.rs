@@ -1,0 +1,77 @@
+//! Who leads: the watcher that records each change of leader through a run and feeds the
+//! protocol oracles, and the wait for a leader every node agrees on.
+use std::{
+    ops::ControlFlow,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use super::{oracles, poll, target, target::Target, workload::Recorder};
+
+/// Polls every node's /status every 50 ms until `stop`: records each change of leader (the
+/// node that says it leads in the highest term; one that came and went between two polls is
+/// not seen) and feeds the protocol oracles. Counts the rounds in `rounds`, so a fault can
+/// wait until the oracles have seen the state it is about to destroy.
+pub(super) async fn watch_nodes(
+    target: Target,
+    addrs: Vec<String>,
+    recorder: Recorder,
+    stop: Arc<AtomicBool>,
+    oracles: Arc<std::sync::Mutex<oracles::Oracles>>,
+    rounds: tokio::sync::watch::Sender<u64>,
+) {
+    let http = reqwest::Client::new();
+    let mut last: Option<(Option<u64>, Option<u64>)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let mut seen: Option<(u64, u64)> = None;
+        for (i, addr) in addrs.iter().enumerate() {
+            let sent = recorder.now();
+            let Some(status) = target.status(&http, addr).await else {
+                continue;
+            };
+            oracles.lock().expect("oracles poisoned").observe(
+                i + 1,
+                (sent, recorder.now()),
+                &status,
+            );
+            let term = status["term"].as_u64().unwrap_or(0);
+            if target::says_it_leads(&status) && seen.is_none_or(|(t, _)| term > t) {
+                seen = Some((term, i as u64 + 1));
+            }
+        }
+        let now = (seen.map(|(_, id)| id), seen.map(|(term, _)| term));
+        if last != Some(now) {
+            recorder.leader(recorder.now(), now.0, now.1);
+            last = Some(now);
+        }
+        rounds.send_modify(|count| *count += 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The leader every node agrees on, polled for up to `limit` (once if zero).
+pub(super) async fn leader_agreed(
+    target: &Target,
+    http: &reqwest::Client,
+    addrs: &[String],
+    limit: Duration,
+) -> Option<u64> {
+    poll::poll_until(limit, Duration::from_millis(200), move || async move {
+        let mut leaders = Vec::new();
+        for addr in addrs {
+            let status = target.status(http, addr).await;
+            leaders.push(status.and_then(|s| s["leader"].as_u64()));
+        }
+        match leaders.first() {
+            Some(Some(first)) if leaders.iter().all(|l| *l == Some(*first)) => {
+                ControlFlow::Break(*first)
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    })
+    .await
+    .ok()
+}
