@@ -7,11 +7,11 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use target_db_client::{Outcome, Refusal};
 
 fn refusal(status: axum::http::StatusCode, problem: String, fix: &str) -> Response {
-    let body = json!({"error": format!("{problem}; {fix}"), "outcome": "not-applied"});
-    (status, Json(body)).into_response()
+    let refusal = Refusal::new(format!("{problem}; {fix}"), Outcome::NotApplied);
+    (status, Json(refusal)).into_response()
 }
 
 /// A JSON request body.

@@ -15,7 +15,7 @@ use std::{
 use reqwest::header::{HeaderMap, HeaderValue};
 use thiserror::Error;
 
-pub const HEADER: &str = "x-cluster-token";
+pub const HEADER: &str = target_db_client::api::CLUSTER_TOKEN_HEADER;
 
 #[derive(Debug, Error)]
 pub enum TokenError {
@@ -80,6 +80,11 @@ impl ClusterToken {
             .zip(expected)
             .fold(0u8, |difference, (a, b)| difference | (a ^ b))
             == 0
+    }
+
+    /// The token itself, for a client to send.
+    pub fn text(&self) -> &str {
+        &self.0
     }
 
     /// The headers a request to a peer carries.

@@ -12,7 +12,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use openraft::{Config, Raft, SnapshotPolicy};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use target_db::{
     cluster_token::{self, ClusterToken},
     data_dir::{check_claim, record_claim, sync_before_reading},
@@ -24,6 +25,7 @@ use target_db::{
     types::{NodeId, Op, Request},
     wal::WalOptions,
 };
+use target_db_client::Client;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -261,10 +263,9 @@ async fn main() -> Result<()> {
             peers,
             cluster_token_file,
         } => {
-            let token = read_token(cluster_token_file.as_deref())?;
+            let client = client_with(cluster_token_file.as_deref())?;
             let peers = parse_peers(&peers)?;
-            print(&post(&addr, "/init", &json!(peers), token.as_ref()).await?);
-            Ok(())
+            answered(client.init(&addr, &peers).await)
         }
         Command::Client {
             addr,
@@ -277,38 +278,36 @@ async fn main() -> Result<()> {
             cluster_token_file,
             op,
         } => {
-            let token = read_token(cluster_token_file.as_deref())?;
-            let token = token.as_ref();
+            let client = client_with(cluster_token_file.as_deref())?;
             let answer = match op {
                 AdminOp::Status => {
-                    reqwest::get(format!("http://{addr}/status"))
-                        .await?
-                        .json::<Value>()
-                        .await?
+                    return answered(client.status(&addr).await);
                 }
                 AdminOp::AddLearner { id, learner_addr } => {
                     let body = json!({"id": id, "addr": learner_addr});
-                    post(&addr, "/admin/add-learner", &body, token).await?
+                    client.post(&addr, "/admin/add-learner", &body).await
                 }
                 AdminOp::Promote { id } => {
-                    post(&addr, "/admin/promote", &json!({"id": id}), token).await?
+                    client
+                        .post(&addr, "/admin/promote", &json!({"id": id}))
+                        .await
                 }
                 AdminOp::Remove { id } => {
-                    post(&addr, "/admin/remove", &json!({"id": id}), token).await?
+                    client
+                        .post(&addr, "/admin/remove", &json!({"id": id}))
+                        .await
                 }
                 AdminOp::TransferLeader { to } => {
-                    post(&addr, "/admin/transfer-leader", &json!({"to": to}), token).await?
+                    client
+                        .post(&addr, "/admin/transfer-leader", &json!({"to": to}))
+                        .await
                 }
                 AdminOp::ChangeMembership { members } => {
                     let body = json!({"members": members});
-                    post(&addr, "/admin/change-membership", &body, token).await?
+                    client.post(&addr, "/admin/change-membership", &body).await
                 }
             };
-            print(&answer);
-            if let Some(error) = answer.get("error") {
-                bail!("{error}");
-            }
-            Ok(())
+            answered(answer)
         }
     }
 }
@@ -485,18 +484,31 @@ fn read_token(path: Option<&std::path::Path>) -> Result<Option<ClusterToken>> {
     Ok(path.map(ClusterToken::read).transpose()?)
 }
 
-async fn post(addr: &str, path: &str, body: &Value, token: Option<&ClusterToken>) -> Result<Value> {
-    let response = reqwest::Client::new()
-        .post(format!("http://{addr}{path}"))
-        .headers(cluster_token::headers(token))
-        .json(body)
-        .send()
-        .await
-        .with_context(|| format!("no answer from {addr}"))?;
-    Ok(response.json().await?)
+/// A client that sends the cluster token read from `path`, if given.
+fn client_with(token_file: Option<&std::path::Path>) -> Result<Client> {
+    let client = Client::new();
+    Ok(match read_token(token_file)? {
+        Some(token) => client.token(token.text())?,
+        None => client,
+    })
 }
 
-fn print(value: &Value) {
+/// Prints a node's answer, or its refusal (and exits non-zero with the reason).
+fn answered(answer: Result<impl Serialize, target_db_client::Error>) -> Result<()> {
+    match answer {
+        Ok(answer) => {
+            print(&answer);
+            Ok(())
+        }
+        Err(target_db_client::Error::Refused { refusal, .. }) => {
+            print(&refusal);
+            bail!("{}", refusal.error)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn print(value: &impl Serialize) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
@@ -517,53 +529,18 @@ fn random_client_id() -> u64 {
 }
 
 async fn client(addr: &str, client: u64, seq: u64, op: ClientOp) -> Result<()> {
-    let mut addr = addr.to_owned();
     // A follower answers with the leader's address: try there (twice at most).
-    for _ in 0..3 {
-        let answer = match &op {
-            ClientOp::Get { key } => {
-                // Keys are sent as they are: the CLI is for simple keys (letters, digits, -_.).
-                reqwest::Client::new()
-                    .get(format!("http://{addr}/kv/get?key={key}"))
-                    .send()
-                    .await?
-                    .json::<Value>()
-                    .await?
-            }
-            write => {
-                let op = match write {
-                    ClientOp::Put { key, value } => Op::Put {
-                        key: key.clone(),
-                        value: value.clone(),
-                    },
-                    ClientOp::Cas { key, old, new } => Op::Cas {
-                        key: key.clone(),
-                        from: (old != "-").then(|| old.clone()),
-                        to: new.clone(),
-                    },
-                    ClientOp::Delete { key } => Op::Delete { key: key.clone() },
-                    ClientOp::Get { .. } => unreachable!(),
-                };
-                post(
-                    &addr,
-                    "/kv/write",
-                    &json!(Request { client, seq, op }),
-                    None,
-                )
-                .await?
-            }
-        };
-        if answer["outcome"] == "not-applied"
-            && let Some(leader) = answer["leader"].as_str()
-        {
-            addr = leader.to_owned();
-            continue;
-        }
-        print(&answer);
-        if answer.get("error").is_some() {
-            bail!("{}", answer["error"]);
-        }
-        return Ok(());
-    }
-    bail!("no leader answered")
+    let nodes = Client::new().following_leader(2);
+    let op = match op {
+        // Keys are sent as they are: the CLI is for simple keys (letters, digits, -_.).
+        ClientOp::Get { key } => return answered(nodes.read(addr, &key).await),
+        ClientOp::Put { key, value } => Op::Put { key, value },
+        ClientOp::Cas { key, old, new } => Op::Cas {
+            key,
+            from: (old != "-").then_some(old),
+            to: new,
+        },
+        ClientOp::Delete { key } => Op::Delete { key },
+    };
+    answered(nodes.write(addr, &Request { client, seq, op }).await)
 }

@@ -35,7 +35,8 @@ use openraft::{
     raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest},
 };
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use target_db_client::{Outcome, ReadReply, Refusal, Role, Status, WriteReply};
 
 use crate::{
     bad_request::{Body, Params},
@@ -161,14 +162,12 @@ async fn require_cluster_token(
     if token.admits(presented) {
         return next.run(request).await;
     }
-    let body = json!({
-        "error": format!(
-            "{} is for the cluster's own nodes and operators: send the cluster token in the {} header (target-db's --cluster-token-file)",
-            request.uri().path(),
-            cluster_token::HEADER
-        )
-    });
-    (StatusCode::FORBIDDEN, Json(body)).into_response()
+    let refusal = Refusal::plain(format!(
+        "{} is for the cluster's own nodes and operators: send the cluster token in the {} header (target-db's --cluster-token-file)",
+        request.uri().path(),
+        cluster_token::HEADER
+    ));
+    refuse(StatusCode::FORBIDDEN, refusal)
 }
 
 async fn append(
@@ -192,30 +191,33 @@ async fn snapshot(
     Json(node.raft.install_snapshot(request).await)
 }
 
+pub(crate) fn refuse(status: StatusCode, refusal: Refusal) -> HttpResponse {
+    (status, Json(refusal)).into_response()
+}
+
 fn not_leader(forward: &ForwardToLeader<NodeId, BasicNode>) -> HttpResponse {
-    let body = json!({
-        "error": "not the leader",
-        "outcome": "not-applied",
-        "leader_id": forward.leader_id,
-        "leader": forward.leader_node.as_ref().map(|n| n.addr.clone()),
-    });
-    (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response()
+    let refusal = Refusal {
+        leader_id: forward.leader_id,
+        leader: forward.leader_node.as_ref().map(|n| n.addr.clone()),
+        ..Refusal::new("not the leader", Outcome::NotApplied)
+    };
+    refuse(StatusCode::MISDIRECTED_REQUEST, refusal)
 }
 
 fn unknown(error: impl std::fmt::Display) -> HttpResponse {
-    let body = json!({"error": error.to_string(), "outcome": "unknown"});
-    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    let refusal = Refusal::new(error.to_string(), Outcome::Unknown);
+    refuse(StatusCode::SERVICE_UNAVAILABLE, refusal)
 }
 
 /// A node whose Raft core has stopped (a failed fsync stops it on purpose) cannot take a
 /// request in: saying so definitely, rather than "unknown", keeps client histories checkable.
 fn stopped(node: &Node) -> Option<HttpResponse> {
     let fatal = node.raft.metrics().borrow().running_state.clone().err()?;
-    let body = json!({
-        "error": format!("this node has stopped ({fatal}); restart it to recover from its disk"),
-        "outcome": "not-applied",
-    });
-    Some((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response())
+    let refusal = Refusal::new(
+        format!("this node has stopped ({fatal}); restart it to recover from its disk"),
+        Outcome::NotApplied,
+    );
+    Some(refuse(StatusCode::SERVICE_UNAVAILABLE, refusal))
 }
 
 /// A node whose disk is full takes no new writes (they could only wait), but goes on serving
@@ -224,22 +226,22 @@ fn disk_full(node: &Node) -> Option<HttpResponse> {
     if !node.wal.disk_full() {
         return None;
     }
-    let body = json!({
-        "error": "this node's disk is full: writes are refused until space returns (reads go on)",
-        "outcome": "not-applied",
-    });
-    Some((StatusCode::INSUFFICIENT_STORAGE, Json(body)).into_response())
+    let refusal = Refusal::new(
+        "this node's disk is full: writes are refused until space returns (reads go on)",
+        Outcome::NotApplied,
+    );
+    Some(refuse(StatusCode::INSUFFICIENT_STORAGE, refusal))
 }
 
 fn handing_off(node: &Node) -> Option<HttpResponse> {
     if !node.handing_off.load(Ordering::SeqCst) {
         return None;
     }
-    let body = json!({
-        "error": "leadership is moving to another node: retry there in a moment",
-        "outcome": "not-applied",
-    });
-    Some((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response())
+    let refusal = Refusal::new(
+        "leadership is moving to another node: retry there in a moment",
+        Outcome::NotApplied,
+    );
+    Some(refuse(StatusCode::SERVICE_UNAVAILABLE, refusal))
 }
 
 async fn write(State(node): State<Shared>, Body(request): Body<Request>) -> HttpResponse {
@@ -250,9 +252,11 @@ async fn write(State(node): State<Shared>, Body(request): Body<Request>) -> Http
         return refusal;
     }
     match node.raft.client_write(request).await {
-        Ok(written) => {
-            Json(json!({"response": written.data, "index": written.log_id.index})).into_response()
-        }
+        Ok(written) => Json(WriteReply {
+            response: written.data,
+            index: written.log_id.index,
+        })
+        .into_response(),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
             not_leader(&forward)
         }
@@ -272,7 +276,11 @@ async fn read(State(node): State<Shared>, Params(query): Params<KeyQuery>) -> Ht
     match node.raft.ensure_linearizable().await {
         Ok(_) => {
             let value = node.state.data().await.kv.get(&query.key).cloned();
-            Json(json!({"key": query.key, "value": value})).into_response()
+            Json(ReadReply {
+                key: query.key,
+                value,
+            })
+            .into_response()
         }
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
             not_leader(&forward)
@@ -291,11 +299,7 @@ async fn init(
         .collect();
     match node.raft.initialize(members).await {
         Ok(()) => Json(json!({"initialized": true})).into_response(),
-        Err(error) => (
-            StatusCode::CONFLICT,
-            Json(json!({"error": error.to_string()})),
-        )
-            .into_response(),
+        Err(error) => refuse(StatusCode::CONFLICT, Refusal::plain(error.to_string())),
     }
 }
 
@@ -353,11 +357,11 @@ async fn remove(State(node): State<Shared>, Body(body): Body<NodeIdBody>) -> Htt
         .voter_ids()
         .collect();
     if !voters.contains(&body.id) {
-        let body = json!({
-            "error": format!("node {} is not a voter (voters: {voters:?})", body.id),
-            "outcome": "not-applied",
-        });
-        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        let refusal = Refusal::new(
+            format!("node {} is not a voter (voters: {voters:?})", body.id),
+            Outcome::NotApplied,
+        );
+        return refuse(StatusCode::BAD_REQUEST, refusal);
     }
     let change = ChangeMembers::RemoveVoters(BTreeSet::from([body.id]));
     membership_answer(node.raft.change_membership(change, false).await)
@@ -375,11 +379,10 @@ fn membership_answer(
             not_leader(&forward)
         }
         // An unknown learner, an empty membership, a change already under way: nothing changed.
-        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => (
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => refuse(
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": error.to_string(), "outcome": "not-applied"})),
-        )
-            .into_response(),
+            Refusal::new(error.to_string(), Outcome::NotApplied),
+        ),
         Err(error) => unknown(error),
     }
 }
@@ -410,16 +413,14 @@ async fn transfer_leader(
             };
             not_leader(&forward)
         }
-        Err(error @ (HandoffError::NotAVoter { .. } | HandoffError::Alone)) => (
+        Err(error @ (HandoffError::NotAVoter { .. } | HandoffError::Alone)) => refuse(
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": error.to_string(), "outcome": "not-applied"})),
-        )
-            .into_response(),
-        Err(error @ HandoffError::TimedOut(_)) => (
+            Refusal::new(error.to_string(), Outcome::NotApplied),
+        ),
+        Err(error @ HandoffError::TimedOut(_)) => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": error.to_string()})),
-        )
-            .into_response(),
+            Refusal::plain(error.to_string()),
+        ),
     }
 }
 
@@ -454,66 +455,62 @@ async fn campaign(State(node): State<Shared>) -> HttpResponse {
     }
 }
 
-/// The role as /status names it: the harness's words (`Leader` when it leads), spelled here
-/// rather than taken from openraft's Debug output, which may change.
-fn state_name(state: openraft::ServerState) -> &'static str {
+fn role(state: openraft::ServerState) -> Role {
     match state {
-        openraft::ServerState::Leader => "Leader",
-        openraft::ServerState::Follower => "Follower",
-        openraft::ServerState::Candidate => "Candidate",
-        openraft::ServerState::Learner => "Learner",
-        openraft::ServerState::Shutdown => "Shutdown",
+        openraft::ServerState::Leader => Role::Leader,
+        openraft::ServerState::Follower => Role::Follower,
+        openraft::ServerState::Candidate => Role::Candidate,
+        openraft::ServerState::Learner => Role::Learner,
+        openraft::ServerState::Shutdown => Role::Shutdown,
     }
 }
 
-fn status_json(node: &Node) -> Value {
+async fn status_of(node: &Node) -> Status {
     let metrics = node.raft.metrics().borrow().clone();
-    json!({
-        "id": node.id,
-        "state": state_name(metrics.state),
-        "term": metrics.current_term,
-        "leader": metrics.current_leader,
-        "last_log_index": metrics.last_log_index,
-        "commit_index": node.wal.committed_index(),
-        // The term of the vote on disk; `term` may run ahead of it while a vote is written.
-        "vote_term": node.wal.vote_term(),
-        "disk_full": node.wal.disk_full(),
-        "applied_index": metrics.last_applied.map(|l| l.index),
-        "snapshot_index": metrics.snapshot.map(|l| l.index),
-        "purged_index": metrics.purged.map(|l| l.index),
-        "members": metrics.membership_config.membership().voter_ids().collect::<Vec<_>>(),
-        "boot": node.boot.id,
-        "up_ms": node.boot.started.elapsed().as_millis() as u64,
-        "recovered_index": node.boot.recovered.index,
-        "recovered_commit": node.boot.recovered.commit,
-        "recovered_term": node.boot.recovered.term,
-        // A leader's view of how far each follower's log is known to match (acknowledged, so
-        // durable on that follower).
-        "matched": metrics.replication.as_ref().map(|replication| {
+    let data = node.state.data().await;
+    let status = Status {
+        id: node.id,
+        state: role(metrics.state),
+        term: metrics.current_term,
+        leader: metrics.current_leader,
+        last_log_index: metrics.last_log_index,
+        commit_index: node.wal.committed_index(),
+        vote_term: node.wal.vote_term(),
+        disk_full: node.wal.disk_full(),
+        applied_index: metrics.last_applied.map(|l| l.index),
+        snapshot_index: metrics.snapshot.map(|l| l.index),
+        purged_index: metrics.purged.map(|l| l.index),
+        members: metrics.membership_config.membership().voter_ids().collect(),
+        boot: node.boot.id,
+        up_ms: node.boot.started.elapsed().as_millis() as u64,
+        recovered_index: node.boot.recovered.index,
+        recovered_commit: node.boot.recovered.commit,
+        recovered_term: node.boot.recovered.term,
+        matched: metrics.replication.as_ref().map(|replication| {
             replication
                 .iter()
                 .map(|(id, log_id)| (id.to_string(), log_id.map(|l| l.index)))
-                .collect::<BTreeMap<_, _>>()
+                .collect()
         }),
-    })
-}
-
-async fn status(State(node): State<Shared>) -> impl IntoResponse {
-    let mut status = status_json(&node);
-    let data = node.state.data().await;
-    // A digest of the whole key-value state, so a checker can compare nodes cheaply.
-    status["state_digest"] = json!(format!("{:016x}", digest(&data.kv)));
-    status["keys"] = json!(data.kv.len());
-    // [index, results hash] every 1000 indexes: replicas must agree at each (see Data::results).
-    status["result_checkpoints"] = json!(
-        node.state
+        state_digest: format!("{:016x}", digest(&data.kv)),
+        keys: data.kv.len() as u64,
+        result_checkpoints: Vec::new(),
+    };
+    drop(data);
+    Status {
+        result_checkpoints: node
+            .state
             .checkpoints()
             .await
             .into_iter()
-            .map(|(index, hash)| json!([index, format!("{hash:016x}")]))
-            .collect::<Vec<_>>()
-    );
-    Json(status)
+            .map(|(index, hash)| (index, format!("{hash:016x}")))
+            .collect(),
+        ..status
+    }
+}
+
+async fn status(State(node): State<Shared>) -> impl IntoResponse {
+    Json(status_of(&node).await)
 }
 
 fn digest(kv: &BTreeMap<String, String>) -> u64 {
@@ -529,9 +526,9 @@ fn digest(kv: &BTreeMap<String, String>) -> u64 {
 }
 
 async fn metrics(State(node): State<Shared>) -> impl IntoResponse {
-    let status = status_json(&node);
-    let number = |key: &str| status[key].as_u64().unwrap_or(0);
-    let is_leader = u64::from(status["leader"].as_u64() == Some(node.id));
+    let status = status_of(&node).await;
+    let number = |index: Option<u64>| index.unwrap_or(0);
+    let is_leader = u64::from(status.leader == Some(node.id));
     format!(
         "# TYPE targetdb_term gauge\ntargetdb_term {}\n\
          # TYPE targetdb_is_leader gauge\ntargetdb_is_leader {is_leader}\n\
@@ -539,11 +536,11 @@ async fn metrics(State(node): State<Shared>) -> impl IntoResponse {
          # TYPE targetdb_commit_index gauge\ntargetdb_commit_index {}\n\
          # TYPE targetdb_applied_index gauge\ntargetdb_applied_index {}\n\
          # TYPE targetdb_snapshot_index gauge\ntargetdb_snapshot_index {}\n",
-        number("term"),
-        number("last_log_index"),
-        number("commit_index"),
-        number("applied_index"),
-        number("snapshot_index"),
+        status.term,
+        number(status.last_log_index),
+        number(status.commit_index),
+        number(status.applied_index),
+        number(status.snapshot_index),
     ) + &format!(
         "# TYPE targetdb_elections_total counter\ntargetdb_elections_total {}\n",
         node.elections.load(Ordering::Relaxed)

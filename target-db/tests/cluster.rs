@@ -6,6 +6,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
+use target_db_client::{Client, Peers, Status};
 
 const TARGET_DB: &str = env!("CARGO_BIN_EXE_target-db");
 
@@ -89,11 +90,15 @@ impl Cluster {
 
     /// Bootstraps the cluster with only these nodes as voters.
     async fn init_with(&self, ids: &[usize]) {
-        let peers: serde_json::Map<String, Value> = ids
+        let peers: Peers = ids
             .iter()
-            .map(|&id| (id.to_string(), json!(self.addr(id))))
+            .map(|&id| (id as u64, self.addr(id).to_owned()))
             .collect();
-        let answer = eventually("init", || post(self.addr(1), "/init", json!(peers))).await;
+        let client = Client::new().timeout(Duration::from_secs(5));
+        let answer = eventually("init", || async {
+            client.init(self.addr(1), &peers).await.ok()
+        })
+        .await;
         assert_eq!(answer["initialized"], true, "{answer}");
     }
 
@@ -102,7 +107,7 @@ impl Cluster {
         eventually("a leader all nodes agree on", || async {
             let mut leaders = Vec::new();
             for &id in among {
-                leaders.push(status(self.addr(id)).await.ok()?["leader"].as_u64()?);
+                leaders.push(status(self.addr(id)).await.ok()?.leader?);
             }
             (leaders.windows(2).all(|w| w[0] == w[1]) && among.contains(&(leaders[0] as usize)))
                 .then_some(leaders[0] as usize)
@@ -131,13 +136,10 @@ async fn post(addr: &str, path: &str, body: Value) -> Option<Value> {
     response.json().await.ok()
 }
 
-async fn status(addr: &str) -> Result<Value, reqwest::Error> {
-    reqwest::Client::new()
-        .get(format!("http://{addr}/status"))
+async fn status(addr: &str) -> Result<Status, target_db_client::Error> {
+    Client::new()
         .timeout(Duration::from_secs(2))
-        .send()
-        .await?
-        .json()
+        .status(addr)
         .await
 }
 
@@ -195,9 +197,9 @@ async fn an_acknowledged_put_survives_killing_the_leader() {
     // The old leader restarts from its own disk and rejoins with the same state.
     cluster.restart(leader);
     let addr = cluster.addr(leader).to_owned();
-    let reference = status(cluster.addr(new_leader)).await.unwrap()["state_digest"].clone();
+    let reference = status(cluster.addr(new_leader)).await.unwrap().state_digest;
     eventually("the restarted node to converge", || async {
-        (status(&addr).await.ok()?["state_digest"] == reference).then_some(())
+        (status(&addr).await.ok()?.state_digest == reference).then_some(())
     })
     .await;
 }
@@ -219,23 +221,23 @@ async fn a_follower_that_missed_many_entries_catches_up_through_a_snapshot() {
     let leader_addr = cluster.addr(leader).to_owned();
     let leader_status = eventually("the leader to purge its log past a snapshot", || async {
         let status = status(&leader_addr).await.ok()?;
-        (status["purged_index"].as_u64().unwrap_or(0) > 100).then_some(status)
+        (status.purged_index.unwrap_or(0) > 100).then_some(status)
     })
     .await;
 
     cluster.restart(behind);
     let addr = cluster.addr(behind).to_owned();
-    let reference = leader_status["state_digest"].clone();
+    let reference = leader_status.state_digest;
     let caught_up = eventually("the lagging follower to catch up", || async {
         let status = status(&addr).await.ok()?;
-        (status["state_digest"] == reference).then_some(status)
+        (status.state_digest == reference).then_some(status)
     })
     .await;
     assert!(
-        caught_up["snapshot_index"].as_u64().unwrap_or(0) > 0,
-        "it installed a snapshot: {caught_up}"
+        caught_up.snapshot_index.unwrap_or(0) > 0,
+        "it installed a snapshot: {caught_up:?}"
     );
-    assert_eq!(caught_up["keys"], 150);
+    assert_eq!(caught_up.keys, 150);
 }
 
 #[tokio::test]
@@ -366,10 +368,7 @@ async fn membership_grows_from_three_to_five_voters_and_back() {
         .await
         .unwrap();
     assert!(promoted["index"].is_u64(), "{promoted}");
-    assert_eq!(
-        status(&leader_addr).await.unwrap()["members"],
-        json!([1, 2, 3, 4])
-    );
+    assert_eq!(status(&leader_addr).await.unwrap().members, [1, 2, 3, 4]);
     let changed = post(
         &leader_addr,
         "/admin/change-membership",
@@ -378,17 +377,17 @@ async fn membership_grows_from_three_to_five_voters_and_back() {
     .await
     .unwrap();
     assert!(changed["index"].is_u64(), "{changed}");
-    let members = status(&leader_addr).await.unwrap()["members"].clone();
-    assert_eq!(members, json!([1, 2, 3, 4, 5]));
+    let members = status(&leader_addr).await.unwrap().members;
+    assert_eq!(members, [1, 2, 3, 4, 5]);
     assert_eq!(
         put(&leader_addr, 4, 2, "during", "5 voters").await.unwrap()["response"]["ok"],
         true
     );
     // The new voters hold the data written before they joined.
     let new_voter = cluster.addr(5).to_owned();
-    let reference = status(&leader_addr).await.unwrap()["state_digest"].clone();
+    let reference = status(&leader_addr).await.unwrap().state_digest;
     eventually("node 5 to catch up", || async {
-        (status(&new_voter).await.ok()?["state_digest"] == reference).then_some(())
+        (status(&new_voter).await.ok()?.state_digest == reference).then_some(())
     })
     .await;
 
@@ -405,8 +404,8 @@ async fn membership_grows_from_three_to_five_voters_and_back() {
         .unwrap();
     assert_eq!(answer["response"]["ok"], true, "{answer}");
     assert_eq!(
-        status(cluster.addr(leader)).await.unwrap()["members"],
-        json!([1, 2, 3])
+        status(cluster.addr(leader)).await.unwrap().members,
+        [1, 2, 3]
     );
     assert_eq!(
         get(cluster.addr(leader), "before").await.unwrap()["value"],
@@ -481,7 +480,7 @@ async fn sigterm_to_the_leader_hands_leadership_over_before_it_stops() {
     let mut leading = Vec::new();
     for &id in &others {
         let status = status(cluster.addr(id)).await.unwrap();
-        if status["state"] == "Leader" {
+        if status.leads() {
             leading.push(id);
         }
     }
@@ -846,9 +845,7 @@ async fn with_a_cluster_token_only_its_holders_reach_the_raft_and_admin_routes()
         assert_eq!(response.status(), reqwest::StatusCode::FORBIDDEN);
     }
     for id in 1..=3 {
-        let term = status(cluster.addr(id)).await.unwrap()["term"]
-            .as_u64()
-            .unwrap();
+        let term = status(cluster.addr(id)).await.unwrap().term;
         assert!(term < 999_999, "n{id} took the forged term");
     }
 }

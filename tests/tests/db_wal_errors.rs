@@ -11,8 +11,9 @@ use std::{
 };
 
 use serde_json::{Value, json};
+use target_db_client::{Client, Op, Peers, Request};
 use tests::torture::{
-    cluster::{Binaries, Cluster, ClusterSpec, StorageShape, json_answer},
+    cluster::{Binaries, Cluster, ClusterSpec, StorageShape},
     poll::{poll_until, wait_for},
     target::{Target, TargetKind},
 };
@@ -20,8 +21,13 @@ use tests::torture::{
 const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
 const FAILING_FSYNC: &str = r#"fdatasync(path="db/wal/*")=error(EIO)"#;
 
-async fn call(request: reqwest::RequestBuilder) -> Option<Value> {
-    json_answer(request, Duration::from_secs(5)).await
+/// A node's answer or refusal as the JSON it sent; None if it sent none.
+fn answer(result: Result<impl serde::Serialize, target_db_client::Error>) -> Option<Value> {
+    match result {
+        Ok(answer) => serde_json::to_value(answer).ok(),
+        Err(target_db_client::Error::Refused { refusal, .. }) => serde_json::to_value(refusal).ok(),
+        Err(_) => None,
+    }
 }
 
 /// The node address is fixed (127.0.2.11:7000): one database at a time.
@@ -29,7 +35,7 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Db {
     cluster: Cluster,
-    http: reqwest::Client,
+    client: Client,
     addr: String,
     seq: u64,
     _dir: tempfile::TempDir,
@@ -60,18 +66,15 @@ impl Db {
         let addr = cluster.node(1).addr.clone();
         let db = Db {
             cluster,
-            http: reqwest::Client::new(),
+            client: Client::new().timeout(Duration::from_secs(5)),
             addr,
             seq: 0,
             _dir: dir,
             _turn: turn,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        let init = json!({"1": db.addr});
-        while call(db.http.post(format!("http://{}/init", db.addr)).json(&init))
-            .await
-            .is_none()
-        {
+        let init = Peers::from([(1, db.addr.clone())]);
+        while answer(db.client.init(&db.addr, &init).await).is_none() {
             assert!(Instant::now() < deadline, "target-db did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -80,18 +83,21 @@ impl Db {
 
     async fn put(&mut self, value: &str) -> Value {
         self.seq += 1;
-        let body = json!({"client": 1, "seq": self.seq, "op": "put", "key": "k", "value": value});
-        let request = self.http.post(format!("http://{}/kv/write", self.addr));
-        call(request.json(&body))
-            .await
+        let op = Op::Put {
+            key: "k".into(),
+            value: value.into(),
+        };
+        let request = Request {
+            client: 1,
+            seq: self.seq,
+            op,
+        };
+        answer(self.client.write(&self.addr, &request).await)
             .unwrap_or(json!({"outcome": "no answer"}))
     }
 
     async fn get(&self) -> Value {
-        let request = self.http.get(format!("http://{}/kv/get?key=k", self.addr));
-        call(request)
-            .await
-            .unwrap_or(json!({"outcome": "no answer"}))
+        answer(self.client.read(&self.addr, "k").await).unwrap_or(json!({"outcome": "no answer"}))
     }
 
     /// Puts until one is acknowledged (the node may still be electing itself), for up to 30 s.

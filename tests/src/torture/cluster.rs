@@ -12,7 +12,7 @@ use process_guard::Spawned;
 use serde_json::Value;
 
 /// target-db's own `/status`, for the faults and oracles that know its fields.
-pub use super::target::{json_answer, target_db_status as status};
+pub use super::target::target_db_status as status;
 use super::{
     network_shape::Degradation,
     target::{NodePlace, Target},

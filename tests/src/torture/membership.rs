@@ -10,10 +10,11 @@ use std::{
 
 use anyhow::Result;
 use serde_json::{Value, json};
+use target_db_client::Client;
 use tokio::sync::Mutex;
 
 use super::{
-    cluster::{Cluster, json_answer, status},
+    cluster::{Cluster, status},
     nemesis::leading_now,
 };
 
@@ -132,17 +133,16 @@ async fn admin(
     within: Duration,
 ) -> Result<Value, String> {
     let deadline = Instant::now() + within;
-    let http = reqwest::Client::new();
     let mut last = String::from("no leader");
     while Instant::now() < deadline {
         if let Some(leader) = leading_now(cluster, None).await {
             let addr = cluster.lock().await.nodes[leader - 1].addr.clone();
             let left = deadline.saturating_duration_since(Instant::now());
-            let request = http.post(format!("http://{addr}/admin/{call}")).json(&body);
-            match json_answer(request, left).await {
-                Some(answer) if answer["index"].is_u64() => return Ok(answer),
-                Some(answer) => last = format!("{call} on n{leader}: {answer}"),
-                None => last = format!("{call} on n{leader}: no answer"),
+            let node = Client::new().timeout(left);
+            match node.post(&addr, &format!("/admin/{call}"), &body).await {
+                Ok(answer) if answer["index"].is_u64() => return Ok(answer),
+                Ok(answer) => last = format!("{call} on n{leader}: {answer}"),
+                Err(error) => last = format!("{call} on n{leader}: {error}"),
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -578,20 +578,21 @@ async fn transfer_leadership(cluster: &Arc<Mutex<Cluster>>, node: usize) -> Resu
         node
     };
     let started = std::time::Instant::now();
-    let answer = super::cluster::json_answer(
-        reqwest::Client::new()
-            .post(format!("http://{addr}/admin/transfer-leader"))
-            .json(&serde_json::json!({"to": to})),
-        Duration::from_secs(12),
-    )
-    .await;
+    let answer = target_db_client::Client::new()
+        .timeout(Duration::from_secs(12))
+        .post(
+            &addr,
+            "/admin/transfer-leader",
+            &serde_json::json!({"to": to}),
+        )
+        .await;
     Ok(match answer {
-        Some(answer) if answer["leader"].as_u64() == Some(to as u64) => format!(
+        Ok(answer) if answer["leader"].as_u64() == Some(to as u64) => format!(
             "leadership moved from n{leader} to n{to} (admin transfer-leader, {} ms)",
             started.elapsed().as_millis()
         ),
-        Some(answer) => format!("leader transfer n{leader} -> n{to} refused: {answer}"),
-        None => format!("leader transfer n{leader} -> n{to}: no answer within 12 s"),
+        Ok(answer) => format!("leader transfer n{leader} -> n{to} refused: {answer}"),
+        Err(error) => format!("leader transfer n{leader} -> n{to}: {error}"),
     })
 }
 

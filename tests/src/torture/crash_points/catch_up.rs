@@ -1,5 +1,7 @@
 //! Crash points aimed at a catch-up from a snapshot: a follower kept down until the leader has
 //! compacted its log past it, then crashed among its first durable calls as the snapshot arrives.
+use target_db_client::{Client, Op, Request};
+
 use super::*;
 
 /// The calls a node catching up from a snapshot makes: writing it and the log, syncing them,
@@ -29,19 +31,25 @@ pub(super) const FILLER_CLIENT: u64 = u64::MAX - 1;
 static FILLER_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 pub(crate) async fn fill_log(client: &reqwest::Client, leader_addr: &str, writes: u64) {
+    let nodes = Client::with_http(client.clone()).timeout(Duration::from_millis(500));
     for _ in 0..writes {
         let seq = FILLER_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let body = serde_json::json!({"client": FILLER_CLIENT, "seq": seq, "op": "put",
-            "key": "compaction-filler", "value": seq.to_string()});
-        let request = client
-            .post(format!("http://{leader_addr}/kv/write"))
-            .json(&body);
-        if json_answer(request, Duration::from_millis(500))
-            .await
-            .is_none()
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            return;
+        let op = Op::Put {
+            key: "compaction-filler".into(),
+            value: seq.to_string(),
+        };
+        let request = Request {
+            client: FILLER_CLIENT,
+            seq,
+            op,
+        };
+        // A refusal is an answer (the leader is there, just not taking this one); silence is not.
+        match nodes.write(leader_addr, &request).await {
+            Ok(_) | Err(target_db_client::Error::Refused { .. }) => {}
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return;
+            }
         }
     }
 }

@@ -46,7 +46,7 @@ use fault_rules::SplitMix64;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use super::cluster::{Cluster, json_answer, status};
+use super::cluster::{Cluster, status};
 
 /// A class of a node's files, by a glob relative to its faultfs mount.
 #[derive(Clone, Copy, Debug)]

@@ -1,10 +1,11 @@
-//! The bundled target-db: `target-db serve` per node, `/init` on node 1, JSON over HTTP, and a
-//! `/status` that already speaks the harness's words.
-use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
+//! The bundled target-db: `target-db serve` per node, `/init` on node 1, its client API through
+//! `target-db-client`, and a `/status` that already speaks the harness's words.
+use std::{path::Path, process::Command, time::Duration};
 
 use serde_json::Value;
+use target_db_client::{Client, Error, Peers, Request};
 
-use super::{NodePlace, Outcome, json_answer};
+use super::{NodePlace, Outcome};
 use crate::torture::poll::wait_for;
 
 pub const PORT: u16 = 7000;
@@ -25,84 +26,56 @@ pub async fn initialise(
     addrs: &[String],
     settle: Duration,
 ) -> anyhow::Result<()> {
-    let peers: BTreeMap<String, &String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| ((i + 1).to_string(), a))
-        .collect();
-    let peers = &peers;
+    let peers: Peers = (1..).zip(addrs.iter().cloned()).collect();
+    let (client, peers) = (&Client::with_http(http.clone()), &peers);
     let accepted = wait_for(settle, Duration::from_millis(100), move || async move {
-        let answer = http
-            .post(format!("http://{}/init", addrs[0]))
-            .json(&peers)
-            .send()
-            .await;
-        answer.is_ok_and(|response| response.status().is_success())
+        client.init(&addrs[0], peers).await.is_ok()
     })
     .await;
     anyhow::ensure!(accepted, "node 1 never accepted /init");
     Ok(())
 }
 
+/// The node's /status as JSON (the harness's words are target-db's own), or None if it did not
+/// answer within a second.
 pub async fn status(http: &reqwest::Client, addr: &str) -> Option<Value> {
-    json_answer(
-        http.get(format!("http://{addr}/status")),
-        Duration::from_secs(1),
-    )
-    .await
+    let client = Client::with_http(http.clone()).timeout(Duration::from_secs(1));
+    let status = client.status(addr).await.ok()?;
+    serde_json::to_value(status).ok()
 }
 
-/// Sends a request to `addr` and follows one redirect to the leader. A write keeps its
-/// (client, seq), so the retry can never apply twice. On success, the node's answer.
-async fn call(
-    addr: &str,
-    timeout: Duration,
-    build: impl Fn(&str) -> reqwest::RequestBuilder,
-) -> Outcome {
-    let mut target = addr.to_owned();
-    for _ in 0..2 {
-        let response = match build(&target).timeout(timeout).send().await {
-            Ok(response) => response,
-            // Refused: the request never reached a node, so it definitely did not apply.
-            Err(error) if error.is_connect() => return Outcome::Fail,
-            Err(_) => return Outcome::Unknown,
-        };
-        let status = response.status();
-        let Ok(answer) = response.json::<Value>().await else {
-            return Outcome::Unknown;
-        };
-        if status.is_success() {
-            return Outcome::Ok(answer);
-        }
-        if answer["outcome"] != "not-applied" {
-            return Outcome::Unknown;
-        }
-        match answer["leader"].as_str() {
-            Some(leader) => target = leader.to_owned(),
-            None => return Outcome::Fail,
-        }
+/// A client that sends a request refused by a follower on to the leader it names, once. A write
+/// keeps its (client, seq), so the retry can never apply twice.
+fn client(http: &reqwest::Client, timeout: Duration) -> Client {
+    Client::with_http(http.clone())
+        .timeout(timeout)
+        .following_leader(1)
+}
+
+/// How a failed request ended, for the checkers.
+fn outcome_of(error: &Error) -> Outcome {
+    if error.not_applied() {
+        Outcome::Fail
+    } else {
+        Outcome::Unknown
     }
-    Outcome::Fail
 }
 
 pub async fn write(http: &reqwest::Client, addr: &str, body: &Value, timeout: Duration) -> Outcome {
-    match call(addr, timeout, |target| {
-        http.post(format!("http://{target}/kv/write")).json(body)
-    })
-    .await
-    {
-        Outcome::Ok(answer) => Outcome::Ok(answer["response"].clone()),
-        other => other,
+    // The workload's words are target-db's request; one it cannot read is refused unsent, as
+    // the node would refuse it (400, not applied).
+    let Ok(request) = serde_json::from_value::<Request>(body.clone()) else {
+        return Outcome::Fail;
+    };
+    match client(http, timeout).write(addr, &request).await {
+        Ok(reply) => Outcome::Ok(serde_json::to_value(reply.response).unwrap_or_default()),
+        Err(error) => outcome_of(&error),
     }
 }
 
 pub async fn read(http: &reqwest::Client, addr: &str, key: &str, timeout: Duration) -> Outcome {
-    match call(addr, timeout, |target| {
-        http.get(format!("http://{target}/kv/get?key={key}"))
-    })
-    .await
-    {
-        Outcome::Ok(answer) => Outcome::Ok(answer["value"].clone()),
-        other => other,
+    match client(http, timeout).read(addr, key).await {
+        Ok(reply) => Outcome::Ok(reply.value.map_or(Value::Null, Value::String)),
+        Err(error) => outcome_of(&error),
     }
 }
