@@ -523,15 +523,12 @@ fn umount(mountpoint: &std::path::Path) -> Result<()> {
         ),
         None => bail!("nothing is mounted at {}", path.display()),
     }
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
     // EBUSY can be transient: a process that forks copies every open descriptor until it execs.
     for attempt in 0.. {
-        // SAFETY: c_path is a valid NUL-terminated path.
-        if unsafe { libc::umount2(c_path.as_ptr(), 0) } == 0 {
+        let Err(error) = rustix::mount::unmount(&path, rustix::mount::UnmountFlags::empty()) else {
             break;
-        }
-        let error = std::io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::EBUSY) {
+        };
+        if error != rustix::io::Errno::BUSY {
             bail!("unmounting {}: {error}", path.display());
         }
         if attempt == 20 {

@@ -7,6 +7,8 @@ use std::{
 };
 
 use fuser::{Config, MountOption, SessionACL};
+use nix::sys::signal::{SigSet, Signal};
+use rustix::mount::UnmountFlags;
 use thiserror::Error;
 
 use crate::{
@@ -182,11 +184,7 @@ impl Drop for Background {
             && let Err(error) = session.umount_and_join()
         {
             tracing::warn!(%error, mountpoint = %self.mountpoint.display(), "unmount failed; detaching");
-            if let Ok(path) = std::ffi::CString::new(self.mountpoint.as_os_str().as_encoded_bytes())
-            {
-                // SAFETY: path is a valid NUL-terminated string.
-                unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
-            }
+            let _ = rustix::mount::unmount(&self.mountpoint, UnmountFlags::DETACH);
         }
     }
 }
@@ -266,19 +264,10 @@ fn unmount_once_free(
         Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {}
         other => return other,
     }
-    let path = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
-        .map_err(std::io::Error::other)?;
-    let umount2 = |flags| {
-        // SAFETY: path is a valid NUL-terminated string.
-        if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    };
+    let umount2 = |flags| rustix::mount::unmount(mountpoint, flags).map_err(std::io::Error::from);
     for _ in 0..BUSY_RETRIES {
         std::thread::sleep(BUSY_RETRY_EVERY);
-        match umount2(0) {
+        match umount2(UnmountFlags::empty()) {
             Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {}
             other => return other,
         }
@@ -287,34 +276,25 @@ fn unmount_once_free(
         mountpoint = %mountpoint.display(),
         "the mount is busy (files are open in it): detached from the file tree; faultfs exits once they are closed"
     );
-    umount2(libc::MNT_DETACH)
+    umount2(UnmountFlags::DETACH)
 }
 
-const TERMINATION: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-
-fn termination_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise and fill a sigset_t we own.
-    unsafe {
-        let mut set = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut set);
-        for signal in TERMINATION {
-            libc::sigaddset(&mut set, signal);
-        }
-        set
+pub(crate) fn termination_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(signal);
     }
+    set
 }
 
 /// Blocked in every thread (threads inherit the mask), so only the signal thread receives them.
 pub(crate) fn block_termination_signals() {
-    let set = termination_set();
-    // SAFETY: set is initialised; a null old-set pointer is allowed.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    // Blocking a valid set in this thread cannot fail.
+    let _ = termination_signals().thread_block();
 }
 
 pub(crate) fn wait_for_termination_signal() -> i32 {
-    let set = termination_set();
-    let mut signal = 0;
-    // SAFETY: set is initialised and signal is a valid out pointer.
-    unsafe { libc::sigwait(&set, &mut signal) };
-    signal
+    termination_signals()
+        .wait()
+        .map_or(libc::SIGTERM, |signal| signal as i32)
 }

@@ -4,6 +4,10 @@ mod common;
 use std::{fs, path::Path, process::Command};
 
 use common::{FAULTFS, Mounted};
+use rustix::{
+    event::{PollFd, PollFlags, Timespec, poll},
+    process::{Pid, PidfdFlags, pidfd_open},
+};
 
 fn mount_fails(backing: &Path, mountpoint: &Path, extra: &[&str]) -> String {
     let output = Command::new(FAULTFS)
@@ -123,19 +127,15 @@ fn the_daemon_mode_prints_its_pid_and_unmounts_cleanly() {
     assert!(status.success());
     assert!(not_mounted(&mountpoint));
     // The daemon exits by itself once unmounted; it is our child's child, so poll its pidfd.
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd >= 0 {
-        let mut poll = libc::pollfd {
-            fd: pidfd as i32,
-            events: libc::POLLIN,
-            revents: 0,
+    // (If it is already gone, there is no pid to open.)
+    let daemon = Pid::from_raw(pid).expect("a daemon's pid is never 0");
+    if let Ok(pidfd) = pidfd_open(daemon, PidfdFlags::empty()) {
+        let within = Timespec {
+            tv_sec: 10,
+            tv_nsec: 0,
         };
-        // SAFETY: one valid pollfd.
-        let ready = unsafe { libc::poll(&mut poll, 1, 10_000) };
-        assert_eq!(ready, 1, "the daemon did not exit after unmount");
-        // SAFETY: closing the pidfd we opened.
-        unsafe { libc::close(pidfd as i32) };
+        let ready = poll(&mut [PollFd::new(&pidfd, PollFlags::IN)], Some(&within));
+        assert_eq!(ready, Ok(1), "the daemon did not exit after unmount");
     }
 }
 

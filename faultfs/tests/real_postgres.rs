@@ -20,6 +20,7 @@ use std::{
 
 use common::Mounted;
 use faultfs::{control::Request, power_loss::PowerLossMode};
+use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
 
 const ROWS_PER_ROUND: u32 = 10;
 
@@ -182,14 +183,14 @@ impl Server {
     }
 
     fn kill_all(&mut self) {
-        let group = self.postmaster.id() as i32;
-        // SAFETY: kill on the process group of our own child, which it leads (process_group(0))
-        // and which we have not reaped yet, so the id is not reused.
-        unsafe { libc::kill(-group, libc::SIGKILL) };
+        // The process group of our own child, which it leads (process_group(0)) and which we
+        // have not reaped yet, so the id is not reused.
+        let group = Pid::from_raw(self.postmaster.id() as i32).expect("a child's pid is never 0");
+        let _ = kill_process_group(group, Signal::KILL);
         let _ = self.postmaster.wait();
         let deadline = Instant::now() + Duration::from_secs(30);
-        // SAFETY: signal 0 only checks whether any process of the group is left.
-        while unsafe { libc::kill(-group, 0) } == 0 && Instant::now() < deadline {
+        // Until no process of the group is left.
+        while test_kill_process_group(group).is_ok() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -10,6 +10,10 @@ use std::{
 };
 
 use fault_rules::{Action, CallFacts, Rule};
+use rustix::{
+    event::{PollFd, PollFlags, poll},
+    io::Errno,
+};
 
 use crate::rules::{RUN, RuleError, syscall_of};
 
@@ -177,21 +181,13 @@ pub fn supervise(
 ) -> io::Result<Vec<RunStats>> {
     let mut faults = vec![0u64; rules.rules.len()];
     loop {
-        let mut poll = libc::pollfd {
-            fd: listener.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let ready = unsafe { libc::poll(&mut poll, 1, -1) };
-        if ready < 0 {
-            let error = io::Error::last_os_error();
-            if error.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(error);
+        let mut fds = [PollFd::new(&listener, PollFlags::IN)];
+        match poll(&mut fds, None) {
+            Err(Errno::INTR) => continue,
+            Err(errno) => return Err(errno.into()),
+            Ok(_) => {}
         }
-        if poll.revents & libc::POLLIN == 0 {
+        if !fds[0].revents().contains(PollFlags::IN) {
             // POLLHUP: no process uses the filter any more.
             break;
         }

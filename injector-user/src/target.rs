@@ -118,23 +118,9 @@ impl Target {
 }
 
 fn send_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<()> {
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: pidfd_send_signal with a valid pidfd, a signal number and no siginfo.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                signal,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
+    let signal = rustix::process::Signal::from_named_raw(signal)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    Ok(rustix::process::pidfd_send_signal(pidfd, signal)?)
 }
 
 fn thread_group_of(tid: u32) -> Option<u32> {

@@ -7,6 +7,7 @@ use common::{
     INJECTOR, TestCgroup, assert_refused, attached, child_exit, done_count, process_state,
     remaining_json, stop, wait_until, worker,
 };
+use rustix::process::Signal;
 use serde_json::Value;
 
 fn faults_in(lines: &[Value]) -> Vec<&Value> {
@@ -183,8 +184,7 @@ fn killing_the_injector_leaves_nothing_attached_and_the_target_running() {
         Duration::from_secs(60),
         || process_state(pid) == Some('T'),
     );
-    // SAFETY: kill on the pid of the injector we started, still our unreaped child.
-    unsafe { libc::kill(injector.pid() as i32, libc::SIGKILL) };
+    common::signal(injector.pid(), Signal::KILL);
     // The guard continues the target; had the program stayed attached, its next fsync would
     // stop it again with nobody left to continue it.
     assert_eq!(done_count(&target.read_line().unwrap()), 5);
@@ -209,8 +209,7 @@ fn a_sigterm_right_after_attached_ends_the_injector_with_its_summary() {
     };
     for attempt in 0..attempts {
         let mut injector = attached("attach", target.pid(), &["--fault", "fsync=count"]);
-        // SAFETY: kill on the pid of the injector we started, still our unreaped child.
-        unsafe { libc::kill(injector.pid() as i32, libc::SIGTERM) };
+        common::signal(injector.pid(), Signal::TERM);
         let lines = remaining_json(&mut injector);
         let (status, _) = injector.wait().unwrap();
         assert!(status.success(), "attempt {attempt}: {status:?}");

@@ -7,6 +7,10 @@ use std::{os::unix::process::ExitStatusExt, process::Command};
 
 use common::{WORKER, attached, remaining_json};
 use process_guard::Spawned;
+use rustix::{
+    process::Pid,
+    thread::{CpuSet, sched_setaffinity},
+};
 
 const OP_WORKER: &str = env!("CARGO_BIN_EXE_op-worker");
 
@@ -256,15 +260,11 @@ fn thousands_of_new_fds_under_a_path_rule_never_leave_the_target_stopped() {
 /// Pins every thread of `pid` to `cpu` (on a one-CPU machine, that one).
 fn pin_to_cpu(pid: u32, cpu: usize) {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    // SAFETY: a cpu_set_t is plain data, set up with the libc macros.
-    let mut set = unsafe { std::mem::zeroed::<libc::cpu_set_t>() };
-    // SAFETY: as above; the cpu is below the number of CPUs.
-    unsafe { libc::CPU_SET(cpu % cpus, &mut set) };
+    let mut set = CpuSet::new();
+    set.set(cpu % cpus);
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let tid: i32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
-        // SAFETY: a valid cpu_set_t of the size given, for a thread of a process this test started.
-        let result = unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set) };
-        assert_eq!(result, 0, "{}", std::io::Error::last_os_error());
+        sched_setaffinity(Pid::from_raw(tid), &set).expect("pinning a thread of our own child");
     }
 }
 

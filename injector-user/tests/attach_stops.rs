@@ -7,6 +7,7 @@ use std::{process::Command, time::Duration};
 
 use common::{INJECTOR, TestCgroup, done_count, process_state, stop, wait_until, worker};
 use process_guard::Spawned;
+use rustix::process::Signal;
 use serde_json::Value;
 
 /// `injector attach --json --cgroup PATH --fault RULE`, returned once attached.
@@ -54,8 +55,7 @@ fn both_finish_all_four_fsyncs(mut first: Spawned, mut second: Spawned) {
 fn killing_the_injector_continues_every_process_of_the_cgroup_it_paused() {
     let cgroup = TestCgroup::new("guard");
     let (injector, first, second) = two_paused_workers(&cgroup);
-    // SAFETY: kill on the pid of the injector we started, still our unreaped child.
-    unsafe { libc::kill(injector.pid() as i32, libc::SIGKILL) };
+    common::signal(injector.pid(), Signal::KILL);
     // Only the guard can continue them now; had the programs stayed attached, their next
     // fsync would stop them again.
     both_finish_all_four_fsyncs(first, second);

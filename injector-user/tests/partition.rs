@@ -8,6 +8,7 @@ use std::process::Command;
 
 use common::INJECTOR;
 use process_guard::Spawned;
+use rustix::process::Signal;
 use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_net-peer");
@@ -116,8 +117,7 @@ through_each_hook!(
 
 /// Heals by stopping the injector the way a user does (SIGTERM), and checks it says so.
 fn heal(mut injector: Spawned) {
-    // SAFETY: SIGTERM to the injector we started, still our unreaped child.
-    unsafe { libc::kill(injector.pid() as i32, libc::SIGTERM) };
+    common::signal(injector.pid(), Signal::TERM);
     let healed: Value = serde_json::from_str(&injector.read_line().unwrap()).unwrap();
     assert_eq!(healed["event"], "healed");
     injector.finish().unwrap();
@@ -212,8 +212,7 @@ fn killing_the_injector_heals_the_partition(net: Net) {
     let (a, b) = (net.addr(61), net.addr(62));
     let injector = net.partition(&["--between", &a, "--and", &b]);
     assert_eq!(udp_received(&a, &b, 100), 0);
-    // SAFETY: SIGKILL to the injector we started, still our unreaped child.
-    unsafe { libc::kill(injector.pid() as i32, libc::SIGKILL) };
+    common::signal(injector.pid(), Signal::KILL);
     let _ = injector.wait();
     assert_eq!(udp_received(&a, &b, 100), 100);
 }

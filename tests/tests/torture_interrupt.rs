@@ -13,6 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rustix::process::{Pid, Signal, kill_process, kill_process_group};
+
 const TORTURE: &str = env!("CARGO_BIN_EXE_torture");
 /// This file's own loopback range: runs of other test files (or a user's) never meet it.
 const FIRST_IP: &str = "127.0.25.11";
@@ -82,13 +84,15 @@ fn interrupt_mid_run(signal: i32, to: To, words: &str) {
         !mounts_under(&run_dir).is_empty(),
         "the nodes' mounts were not up"
     );
-    let target = match to {
-        To::Torture => child.id() as i32,
-        To::ItsProcessGroup => -(child.id() as i32),
-    };
-    // SAFETY: a signal to the child this test spawned and has not reaped (or to the process
-    // group it leads, which holds only what it started).
-    unsafe { libc::kill(target, signal) };
+    // The child this test spawned and has not reaped (or the process group it leads, which
+    // holds only what it started), so the id is still its.
+    let pid = Pid::from_raw(child.id() as i32).expect("a child's pid is never 0");
+    let signal = Signal::from_named_raw(signal).expect("a named signal");
+    match to {
+        To::Torture => kill_process(pid, signal),
+        To::ItsProcessGroup => kill_process_group(pid, signal),
+    }
+    .expect("signalling torture");
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

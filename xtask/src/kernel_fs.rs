@@ -2,7 +2,7 @@
 //! Not bpffs: nothing here pins BPF objects (every program and link lives as long as the
 //! process holding it), and mounting it makes the kernel add its `progs.debug`/`maps.debug`
 //! iterators, which would outlive every run.
-use std::{ffi::CString, fs, path::Path};
+use std::{fs, path::Path};
 
 use anyhow::{Context, Result, bail};
 
@@ -50,20 +50,12 @@ pub fn ensure() -> Result<()> {
 
 fn mount(fs: &KernelFs) -> Result<()> {
     fs::create_dir_all(Path::new(fs.target)).ok();
-    let source = CString::new(fs.fstype)?;
-    let target = CString::new(fs.target)?;
-    // SAFETY: all pointers are valid NUL-terminated strings that outlive the call; data is null.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            source.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
+    rustix::mount::mount(
+        fs.fstype,
+        fs.target,
+        fs.fstype,
+        rustix::mount::MountFlags::empty(),
+        None,
+    )?;
     Ok(())
 }

@@ -250,8 +250,7 @@ mod tests {
     #[test]
     fn a_hung_test_binary_fails_by_name_and_shows_the_processes() {
         // The orphaned child comes to this process, which reaps it at the end.
-        // SAFETY: prctl with integer arguments only.
-        assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let binary = dir.path().join("attach_paths-0123");
         let child_pid = dir.path().join("child-pid");
@@ -273,12 +272,10 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        // SAFETY: kill(2) and waitpid(2) of the sleep this test's script started, now a child
-        // of this process.
-        unsafe {
-            libc::kill(child, libc::SIGKILL);
-            libc::waitpid(child, std::ptr::null_mut(), 0);
-        }
+        // The sleep this test's script started, now a child of this process.
+        let child = rustix::process::Pid::from_raw(child).expect("a child's pid is never 0");
+        let _ = rustix::process::kill_process(child, rustix::process::Signal::KILL);
+        let _ = rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty());
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert_eq!(output.status.code(), Some(124), "{stdout}");
         assert!(

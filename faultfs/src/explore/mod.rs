@@ -177,15 +177,12 @@ fn watch_signals() -> Arc<Interrupt> {
 
 /// Children must not inherit the blocked termination signals of this process.
 fn unblock_signals_in_child(command: &mut Command) {
-    // SAFETY: only async-signal-safe calls between fork and exec.
+    let blocked = crate::mount::termination_signals();
+    // SAFETY: between fork and exec the closure only calls pthread_sigmask, which is
+    // async-signal-safe, on a set built before the fork.
     unsafe {
-        command.pre_exec(|| {
-            let mut set = std::mem::zeroed::<libc::sigset_t>();
-            libc::sigemptyset(&mut set);
-            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-                libc::sigaddset(&mut set, signal);
-            }
-            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        command.pre_exec(move || {
+            let _ = blocked.thread_unblock();
             Ok(())
         });
     }

@@ -900,17 +900,7 @@ impl FaultFs {
     }
 }
 
-/// statvfs of a path, as the libc struct (u64 fields on 64-bit Linux).
-fn statvfs(path: &Path) -> FsResult<libc::statvfs> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| libc::EINVAL)?;
-    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: path is a valid C string and stat points to writable memory for one statvfs.
-    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO));
-    }
-    // SAFETY: statvfs returned 0, so it initialised the struct.
-    Ok(unsafe { stat.assume_init() })
+/// statvfs of a path.
+fn statvfs(path: &Path) -> FsResult<rustix::fs::StatVfs> {
+    rustix::fs::statvfs(path).map_err(|errno| errno.raw_os_error())
 }

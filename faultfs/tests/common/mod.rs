@@ -95,8 +95,10 @@ impl Mounted {
     /// Sends `signal` to the faultfs process.
     pub fn signal(&self, signal: i32) {
         let pid = self.daemon.as_ref().expect("faultfs running").pid();
-        // SAFETY: kill on the pid of our own child, not yet reaped (so not recycled).
-        assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+        // Our own child, not yet reaped, so the pid is not recycled.
+        let pid = rustix::process::Pid::from_raw(pid as i32).expect("a child's pid is never 0");
+        let signal = rustix::process::Signal::from_named_raw(signal).expect("a named signal");
+        rustix::process::kill_process(pid, signal).expect("signalling faultfs");
     }
 
     /// The faultfs process's pid.
@@ -145,10 +147,7 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         if self.daemon.is_some() {
             // A lazy unmount cannot fail on a busy mount; then the guard reaps faultfs.
-            let path =
-                std::ffi::CString::new(self.mountpoint.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: path is a valid NUL-terminated string.
-            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+            let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
         }
     }
 }

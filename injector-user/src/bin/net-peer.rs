@@ -3,11 +3,10 @@
 use std::{
     io::{self, BufRead, BufReader, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
-    os::fd::AsRawFd,
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -181,54 +180,24 @@ fn main() -> Result<()> {
 
 /// A TCP connection from address `from` (any port), so its packets carry that source address.
 fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> Result<TcpStream> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain socket/bind/connect on a descriptor we own; addresses are valid sockaddr_in.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        anyhow::ensure!(fd >= 0, "socket: {}", io::Error::last_os_error());
-        let stream = TcpStream::from_raw_fd(fd);
-        let std::net::IpAddr::V4(from) = from else {
-            anyhow::bail!("IPv4 only")
-        };
-        let local = libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(from.octets()),
-            },
-            sin_zero: [0; 8],
-        };
-        let size = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        let rc = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), size);
-        anyhow::ensure!(rc == 0, "bind {from}: {}", io::Error::last_os_error());
-        let SocketAddr::V4(to) = to else {
-            anyhow::bail!("IPv4 only")
-        };
-        let remote = libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: to.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(to.ip().octets()),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), size);
-        anyhow::ensure!(rc == 0, "connect {to}: {}", io::Error::last_os_error());
-        Ok(stream)
-    }
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, bind, connect, socket_with};
+    let (std::net::IpAddr::V4(from), SocketAddr::V4(to)) = (from, to) else {
+        anyhow::bail!("IPv4 only")
+    };
+    let fd = socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .context("socket")?;
+    bind(&fd, &std::net::SocketAddrV4::new(from, 0)).with_context(|| format!("bind {from}"))?;
+    connect(&fd, &to).with_context(|| format!("connect {to}"))?;
+    Ok(TcpStream::from(fd))
 }
 
 /// Room for every datagram of a burst, so only the partition drops them.
 fn grow_receive_buffer(socket: &UdpSocket) {
-    let size: libc::c_int = 16 << 20;
-    // SAFETY: setsockopt with a valid int option on our socket; SO_RCVBUFFORCE needs root.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as u32,
-        );
-    }
+    // SO_RCVBUFFORCE needs root; without it the default buffer stays (the tests run as root).
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size_force(socket, 16 << 20);
 }

@@ -426,19 +426,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn sleep_until_monotonic(deadline_ns: u64) {
-    let deadline = libc::timespec {
-        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
+    let deadline = rustix::thread::Timespec {
+        tv_sec: (deadline_ns / 1_000_000_000) as i64,
+        tv_nsec: (deadline_ns % 1_000_000_000) as _,
     };
-    // SAFETY: clock_nanosleep reads a valid timespec; an absolute deadline needs no remainder.
-    while unsafe {
-        libc::clock_nanosleep(
-            libc::CLOCK_MONOTONIC,
-            libc::TIMER_ABSTIME,
-            &deadline,
-            std::ptr::null_mut(),
-        )
-    } == libc::EINTR
+    // An absolute deadline: a sleep interrupted by a signal just sleeps again to the same end.
+    while rustix::thread::clock_nanosleep_absolute(rustix::thread::ClockId::Monotonic, &deadline)
+        == Err(rustix::io::Errno::INTR)
     {}
 }
 

@@ -9,6 +9,10 @@ use std::{
 };
 
 use injector_user::{Signaller, Target};
+use rustix::{
+    event::{PollFd, PollFlags, poll},
+    io::Errno,
+};
 
 /// Starts the guard in its own process group, so a Ctrl-C meant for the injector does not reach
 /// it. It inherits a pidfd of this process, opened here (had the guard looked the injector up
@@ -68,39 +72,31 @@ pub fn run(inherited: Inherited) -> io::Result<()> {
             OwnedFd::from_raw_fd(inherited.stopped_map_fd),
         )
     };
-    let mut fds = vec![libc::pollfd {
-        fd: injector.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    if let Some(target) = &target {
-        fds.push(libc::pollfd {
-            fd: target.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
+    let injector_gone = loop {
+        let mut fds = vec![PollFd::new(&injector, PollFlags::IN)];
+        if let Some(target) = &target {
+            fds.push(PollFd::new(target, PollFlags::IN));
+        }
+        match poll(&mut fds, None) {
+            Err(Errno::INTR) => continue,
+            Err(errno) => return Err(errno.into()),
+            Ok(_) => {}
+        }
+        let ended = |fd: Option<&PollFd>| fd.is_some_and(|fd| !fd.revents().is_empty());
+        if ended(fds.first()) {
+            break true;
+        }
+        if ended(fds.get(1)) {
+            break false;
+        }
+    };
+    if injector_gone {
+        if let Some(target) = target {
+            Signaller::from(target).signal(libc::SIGCONT).ok();
+        }
+        continue_stopped(stopped_map);
     }
-    loop {
-        // SAFETY: fds is a valid array of fds.len() pollfds.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if ready < 0 {
-            let error = io::Error::last_os_error();
-            if error.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(error);
-        }
-        if fds[0].revents != 0 {
-            if let Some(target) = target {
-                Signaller::from(target).signal(libc::SIGCONT).ok();
-            }
-            continue_stopped(stopped_map);
-            return Ok(());
-        }
-        if fds.get(1).is_some_and(|fd| fd.revents != 0) {
-            return Ok(());
-        }
-    }
+    Ok(())
 }
 
 /// Continues every process in the STOPPED map. The kernel took those that exited out of it

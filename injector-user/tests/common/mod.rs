@@ -11,6 +11,7 @@ use std::{
 };
 
 use process_guard::Spawned;
+use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
 
 pub const INJECTOR: &str = env!("CARGO_BIN_EXE_injector");
@@ -71,8 +72,7 @@ pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bo
 
 /// Stops a process the way a user does (SIGTERM) and waits, so it cleans up after itself.
 pub fn stop(process: Spawned) {
-    // SAFETY: SIGTERM to a child this test started and has not reaped.
-    unsafe { libc::kill(process.pid() as i32, libc::SIGTERM) };
+    signal(process.pid(), Signal::TERM);
     let _ = process.wait();
 }
 
@@ -157,4 +157,11 @@ impl Drop for TestCgroup {
         // Its processes are gone by now (their guards were dropped first).
         let _ = std::fs::remove_dir(&self.0);
     }
+}
+
+/// Sends `signal` to a child this test started and has not reaped, so the pid is still its.
+/// One that already exited is not an error.
+pub fn signal(pid: u32, signal: Signal) {
+    let pid = Pid::from_raw(pid as i32).expect("a child's pid is never 0");
+    let _ = kill_process(pid, signal);
 }

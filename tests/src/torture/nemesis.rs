@@ -13,8 +13,9 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use fault_rules::SplitMix64;
+use rustix::process::{Pid, Signal, kill_process};
 use tokio::sync::Mutex;
 
 use super::{
@@ -427,11 +428,11 @@ async fn apply_to(
             let Some(pid) = cluster.lock().await.pid(node) else {
                 return Ok("pause skipped: node down".into());
             };
-            // SAFETY: signals to a node process this harness started and has not reaped.
-            unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+            // A node process this harness started and has not reaped, so the pid is still its.
+            let pid = Pid::from_raw(pid as i32).context("a node's pid is never 0")?;
+            kill_process(pid, Signal::STOP)?;
             tokio::time::sleep(hold).await;
-            // SAFETY: as above.
-            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+            kill_process(pid, Signal::CONT)?;
             Ok(format!("SIGSTOP for {} ms", hold.as_millis()))
         }
         Fault::WalCrash => wal_crash(cluster, node, hold, rng).await,
