@@ -4,8 +4,6 @@
 //! write-ahead log (faultfs: fsyncgate then power loss, fsync EIO, ENOSPC), a slow one (faultfs
 //! delay on every WAL fdatasync), failing WAL writes (injector error() via BPF LSM).
 use std::{
-    ops::ControlFlow,
-    str::FromStr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -17,6 +15,13 @@ use anyhow::{Context, Result, bail};
 use fault_rules::SplitMix64;
 use rustix::process::{Pid, Signal, kill_process};
 use tokio::sync::Mutex;
+
+mod disk;
+mod fault;
+
+pub(in crate::torture) use disk::{attach_to_wal, with_fault_rule};
+use disk::{corrupt_mid_log, disk_error_while_catching_up, wal_crash};
+pub use fault::Fault;
 
 use super::{
     cluster::Cluster,
@@ -38,137 +43,6 @@ pub struct NemesisOutcome {
 /// With crash points among the faults, this share of the faults are crash points (the rest are
 /// drawn evenly from the other kinds): they are what finds durability bugs.
 const CRASH_POINT_PERCENT: u64 = 40;
-
-/// The kinds of fault, each applied to a node the seed picks. This enum is the one list: the
-/// command line's names, `--help` and the table in docs/torture.md come from it (clap's kebab-case
-/// names; the doc comment of each is its help).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Fault {
-    /// SIGKILL, then restart.
-    Kill,
-    /// Two or more nodes (perhaps all: no quorum) SIGKILLed at once, restarted together.
-    KillMany,
-    /// SIGSTOP for a while, then SIGCONT.
-    Pause,
-    /// The injector kills the node at its Nth write or fdatasync of the active WAL segment
-    /// (tracepoint + SIGKILL from the kernel), then it is restarted.
-    WalCrash,
-    /// Injector partition of a random shape: the node isolated, a minority with it cut from the
-    /// majority, a bridge with it as the only link between two halves, or one way.
-    Partition,
-    /// 20-60% of the packets between the node and the others dropped for a while.
-    PacketLoss,
-    /// Injector net: the node's packets to the others, theirs to it, or both, delayed 20-300 ms
-    /// or 0.6-2.5 s (past election timeouts), half the time with jitter, for a while.
-    SlowNetwork,
-    /// Injector net: the node's packets to and from the others 5-20% duplicated and 10-40%
-    /// reordered for a while.
-    FlakyNetwork,
-    /// Kill, faultfs power loss (drop, torn, reorder or prefix), restart.
-    PowerLoss,
-    /// Every node loses power at once.
-    PowerLossAll,
-    /// The node's WAL fdatasyncs fail the way Linux fails them (EIO, the dirty pages dropped as
-    /// if written), then it loses power; or a follower catching up meets that, or is killed at
-    /// its log directory's fsync and restarted with those fsyncs failing, then loses power.
-    DiskError,
-    /// The node's WAL fdatasyncs fail with EIO (the data stays dirty) for a while; it stops
-    /// taking writes, so it is then killed and restarted.
-    FsyncError,
-    /// The node's file system is full (ENOSPC on every write) for a while; then it is killed
-    /// and restarted.
-    DiskFull,
-    /// Every WAL fdatasync of the node takes 50-500 ms longer for a while.
-    SlowDisk,
-    /// The node's writes to its active WAL segment fail with EIO for a while (injector error()
-    /// through BPF LSM: stock kernels only, e.g. `cargo xtask vm-torture`; not in the default
-    /// list), then it is killed and restarted.
-    WalWriteError,
-    /// faultfs stops the node's storage right after its Nth fsync, fdatasync, write, rename,
-    /// create, unlink or truncate on its WAL, snapshot or metadata files, then it, a majority
-    /// or all lose power at that moment (sometimes again while it recovers); or the program
-    /// alone is SIGKILLed at such a call, and half of those times loses power soon after its
-    /// restart. When listed, 40% of the faults are crash points.
-    CrashPoint,
-    /// Leadership handed to the node, or away from it, by the database's own transfer
-    /// (target-db `admin transfer-leader`): elections without a crash.
-    LeaderTransfer,
-    /// A follower killed inside a WAL fdatasync, the record it was syncing (never acknowledged)
-    /// silently corrupted on its disk so only a checksum tells, restarted.
-    Bitrot,
-    /// A follower stopped and one byte of a durable record in the middle of its log flipped (a
-    /// media error); a node that refuses to start, naming the damage, gets the byte back and is
-    /// restarted; one that starts must not have lost what it acknowledged.
-    Corruption,
-    /// A follower removed from the voters for 1-4 s, then added back as a learner, caught up and
-    /// promoted, through the database's admin calls.
-    Membership,
-    /// The leader cut off from the others until they elect another, left running for a while
-    /// (a put through the new leader, then a read of that key from the old one: a leader that
-    /// does not confirm its leadership answers it stale), killed while cut off (with writes
-    /// nobody acknowledged on its disk), restarted once healed: its uncommitted suffix must be
-    /// overwritten, never applied.
-    DeposedLeader,
-}
-
-impl Fault {
-    /// Every fault, in the order of the enum.
-    pub fn all() -> &'static [Fault] {
-        <Fault as clap::ValueEnum>::value_variants()
-    }
-
-    /// Its name on the command line.
-    pub fn name(self) -> &'static str {
-        static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-        let names = NAMES.get_or_init(|| {
-            Fault::all()
-                .iter()
-                .map(|fault| fault.possible_value().get_name().to_owned())
-                .collect()
-        });
-        let index = Fault::all()
-            .iter()
-            .position(|fault| *fault == self)
-            .expect("every fault is among all()");
-        &names[index]
-    }
-
-    /// What it does, for `--help` and docs/torture.md.
-    pub fn help(self) -> String {
-        self.possible_value()
-            .get_help()
-            .map(ToString::to_string)
-            .unwrap_or_default()
-    }
-
-    /// `name: help` for every fault, one a line.
-    pub fn catalogue() -> String {
-        Fault::all()
-            .iter()
-            .map(|fault| format!("{}: {}\n", fault.name(), fault.help()))
-            .collect()
-    }
-
-    fn possible_value(self) -> clap::builder::PossibleValue {
-        clap::ValueEnum::to_possible_value(&self).expect("no fault is skipped")
-    }
-
-    /// Whether the fault needs BPF LSM in the kernel (`injector probe`).
-    pub fn needs_lsm(self) -> bool {
-        self == Fault::WalWriteError
-    }
-}
-
-impl FromStr for Fault {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        <Fault as clap::ValueEnum>::from_str(text, false).map_err(|_| {
-            let names: Vec<&str> = Fault::all().iter().map(|f| f.name()).collect();
-            format!("unknown fault `{text}`: choose from {}", names.join(", "))
-        })
-    }
-}
 
 /// Applies faults until `stop`, each logged in the history with its time and target.
 pub async fn run(
@@ -233,57 +107,6 @@ pub async fn run(
             .collect(),
         crash_points: plan.attempts,
     })
-}
-
-/// How long a node with a damaged log gets to refuse to start (it reads its log first).
-const REFUSAL_WITHIN: Duration = Duration::from_secs(5);
-
-/// The `corruption` fault on `node`: stop it, flip one byte in the payload of a record that is
-/// neither the last nor in a segment's torn tail, start it, and see whether it refuses.
-async fn corrupt_mid_log(
-    cluster: &Arc<Mutex<Cluster>>,
-    node: usize,
-    rng: &mut SplitMix64,
-) -> Result<String> {
-    if !cluster.lock().await.running(node) {
-        return Ok("corruption skipped: node down".into());
-    }
-    cluster.lock().await.kill_node(node);
-    let pick = rng.next_u64();
-    let Some(rot) = cluster.lock().await.rot_wal_middle(node, pick)? else {
-        cluster.lock().await.start_node(node)?;
-        return Ok(format!(
-            "n{node}: corruption skipped: its log has too few records"
-        ));
-    };
-    cluster.lock().await.start_node(node)?;
-    let refused = super::poll::poll_until(
-        REFUSAL_WITHIN,
-        Duration::from_millis(50),
-        move || async move {
-            match cluster.lock().await.reap(node) {
-                Some(status) => ControlFlow::Break(status),
-                None => ControlFlow::Continue(()),
-            }
-        },
-    )
-    .await
-    .ok();
-    match refused {
-        Some(status) => {
-            cluster.lock().await.restore(&rot)?;
-            cluster.lock().await.start_node(node)?;
-            Ok(format!(
-                "n{node}: {}; it refused to start ({status}), the byte was put back, restarted",
-                rot.what
-            ))
-        }
-        None => Ok(format!(
-            "n{node}: {}; it started on the damaged log (still running after {} s)",
-            rot.what,
-            REFUSAL_WITHIN.as_secs()
-        )),
-    }
 }
 
 /// The other fault kinds dealt like cards: each kind once, in a seeded order, before any comes
@@ -597,181 +420,9 @@ async fn transfer_leadership(cluster: &Arc<Mutex<Cluster>>, node: usize) -> Resu
     })
 }
 
-/// A crash point: `injector attach` kills the node at its Nth write or fdatasync of the
-/// active WAL segment; a write never happens, an fdatasync completes before the death.
-async fn wal_crash(
-    cluster: &Arc<Mutex<Cluster>>,
-    node: usize,
-    hold: Duration,
-    rng: &mut SplitMix64,
-) -> Result<String> {
-    let call = ["write", "fdatasync"][rng.below(2) as usize];
-    let skipped = rng.below(20);
-    let Some(rule) = attach_to_wal(cluster, node, hold, |fd| {
-        format!("{call}(fd={fd})={skipped}*off->1*kill")
-    })
-    .await?
-    else {
-        return Ok("wal-crash skipped: node down".into());
-    };
-    let mut cluster = cluster.lock().await;
-    let Some(exit) = cluster.reap(node) else {
-        return Ok(format!(
-            "`{rule}` (injector): the node made fewer than {} such calls in {} ms",
-            skipped + 1,
-            hold.as_millis()
-        ));
-    };
-    cluster.start_node(node)?;
-    Ok(format!(
-        "killed at WAL {call} #{} by `{rule}` (injector, {exit}), restarted",
-        skipped + 1
-    ))
-}
-
-/// `injector attach` of the rule `rule_for(fd)` for `hold`, where fd is the one through which the
-/// node appends to its active WAL segment. Returns the rule, or None if the node is down.
-pub(super) async fn attach_to_wal(
-    cluster: &Arc<Mutex<Cluster>>,
-    node: usize,
-    hold: Duration,
-    rule_for: impl FnOnce(u32) -> String,
-) -> Result<Option<String>> {
-    let attach = {
-        let cluster = cluster.lock().await;
-        cluster.wal_fd(node).map(|fd| {
-            let rule = rule_for(fd);
-            let command = cluster.attach_command(node, &rule, hold);
-            (rule, command)
-        })
-    };
-    let Some((rule, mut command)) = attach else {
-        return Ok(None);
-    };
-    let status = tokio::task::spawn_blocking(move || command.status()).await??;
-    if !status.success() {
-        bail!("injector attach `{rule}` failed: {status}");
-    }
-    Ok(Some(rule))
-}
-
-/// A follower stopped for a while, then started with one of its first log fdatasyncs failing
-/// the way Linux fails them (EIO, the dirty pages dropped): catching up, it appends entries by
-/// the hundred, so the pages lost are whole ones that no later append writes again. A database
-/// that retries the fsync and goes on has acknowledged entries that are not on its disk, which
-/// the power loss that follows exposes. Or, half the time, a follower killed mid-rotation and
-/// restarted with its log directory's fsyncs failing: one that trusts the page cache's
-/// directory loses the new log file it went on appending to.
-async fn disk_error_while_catching_up(
-    cluster: &Arc<Mutex<Cluster>>,
-    node: usize,
-    hold: Duration,
-    rng: &mut SplitMix64,
-) -> Result<String> {
-    let follower = follower_near(cluster, node).await;
-    if !cluster.lock().await.running(follower) {
-        return Ok(format!(
-            "n{follower}: disk error while catching up skipped: node down"
-        ));
-    }
-    // Short enough that the leader still has the entries in its log (no snapshot is sent).
-    let behind = Duration::from_millis(400 + rng.below(500));
-    let skip = 1 + rng.below(3);
-    let (log, log_dir) = {
-        let cluster = cluster.lock().await;
-        (cluster.target.log_glob(), cluster.target.log_dir())
-    };
-    // Half the time the kill is aimed at the fsync of the log's directory, if one comes within
-    // a second: a rotation's new log file is then in the page cache's directory, not the
-    // disk's. The restarted node must make what it finds durable before it relies on it; while
-    // it catches up, its directory fsyncs fail, so the next rotation cannot make that name
-    // durable by chance, and the power loss at the end takes whatever it was not made to sync.
-    let aimed = if rng.below(2) == 0 {
-        let rule = format!(r#"fsync(path="{log_dir}")=kill"#);
-        super::crash_points::kill_at(cluster, follower, &rule, Duration::from_secs(1)).await?
-    } else {
-        None
-    };
-    let (how, rule, failing) = if aimed.is_some() {
-        (
-            "killed at its log directory's fsync",
-            format!(r#"fsync(path="{log_dir}")=error(EIO)"#),
-            "its log directory's fsyncs failing (EIO)".to_owned(),
-        )
-    } else {
-        (
-            "killed",
-            format!(r#"fdatasync(path="{log}")={skip}*off->1*fsyncgate"#),
-            format!(
-                "its WAL fdatasync #{} failing once (fsyncgate: EIO, dirty pages dropped)",
-                skip + 1
-            ),
-        )
-    };
-    cluster.lock().await.kill_node(follower);
-    tokio::time::sleep(behind).await;
-    let rule_id = {
-        let mut cluster = cluster.lock().await;
-        let rule_id = cluster.add_fault(follower, &rule)?;
-        cluster.start_node(follower)?;
-        rule_id
-    };
-    tokio::time::sleep(hold).await;
-    let mut cluster = cluster.lock().await;
-    cluster.remove_fault(follower, rule_id)?;
-    cluster.power_loss(follower, "drop")?;
-    Ok(format!(
-        "n{follower} {how}, restarted {} ms later with {failing} while it caught up; after {} ms power loss (drop), restarted",
-        behind.as_millis(),
-        hold.as_millis()
-    ))
-}
-
-/// A faultfs rule on the node's mount for `hold`, then removed.
-pub(super) async fn with_fault_rule(
-    cluster: &Arc<Mutex<Cluster>>,
-    node: usize,
-    rule: &str,
-    hold: Duration,
-) -> Result<()> {
-    let rule_id = cluster.lock().await.add_fault(node, rule)?;
-    tokio::time::sleep(hold).await;
-    cluster.lock().await.remove_fault(node, rule_id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_fault_is_named_as_it_is_parsed() {
-        for &fault in Fault::all() {
-            assert_eq!(fault.name().parse::<Fault>(), Ok(fault));
-            assert!(!fault.help().is_empty(), "{} has no help", fault.name());
-        }
-        assert_eq!(Fault::DiskError.name(), "disk-error");
-        assert_eq!(Fault::PowerLossAll.name(), "power-loss-all");
-    }
-
-    /// The fault table of docs/torture.md names every fault and nothing else.
-    #[test]
-    fn the_fault_table_in_the_docs_lists_every_fault() {
-        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/torture.md"));
-        let table = readme
-            .split("| fault | what happens to the node, from outside |")
-            .nth(1)
-            .expect("docs/torture.md has the fault table");
-        let mut listed: Vec<&str> = table
-            .lines()
-            .skip(2)
-            .take_while(|line| line.starts_with('|'))
-            .filter_map(|line| line.strip_prefix("| `")?.split('`').next())
-            .collect();
-        let mut names: Vec<&str> = Fault::all().iter().map(|f| f.name()).collect();
-        listed.sort_unstable();
-        names.sort_unstable();
-        assert_eq!(listed, names);
-    }
 
     #[test]
     fn the_deck_deals_every_kind_before_repeating_one() {
