@@ -3,7 +3,12 @@
 //! after each operation (from the record, never by running the workload again) and runs the
 //! user's check on it. See `states` for which states, `check` for how one is checked.
 mod check;
+mod interrupt;
+mod record;
+mod select;
+mod state_id;
 pub mod states;
+mod summary;
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -14,13 +19,11 @@ use std::{
     process::{Command, Stdio},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicI32, Ordering},
+        atomic::{AtomicI32, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use fault_rules::SplitMix64;
-use serde::Serialize;
 use thiserror::Error;
 
 use crate::{
@@ -28,7 +31,13 @@ use crate::{
     mount::{self, MountOptions},
     state::MetadataMode,
 };
+use interrupt::{Interrupt, unblock_signals_in_child, watch_signals};
+use record::record;
+use select::{Selection, select};
+use state_id::{parse_state_id, state_id};
 use states::{Counts, CrashState, Kept, Plan, Sweep};
+pub use summary::{FailingPoint, FailingState, OpSummary, Summary};
+use summary::{failing_state, summarise};
 
 #[derive(Debug, Error)]
 pub enum ExploreError {
@@ -92,102 +101,6 @@ pub struct Options {
     pub progress: bool,
 }
 
-/// An operation as a report shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct OpSummary {
-    /// 1-based, in the order the workload made them.
-    pub number: usize,
-    pub call: &'static str,
-    pub path: PathBuf,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct FailingState {
-    /// Names the state for `--replay`.
-    pub id: String,
-    /// How many pending operations it loses.
-    pub lost: usize,
-    pub dropped: Vec<OpSummary>,
-    pub torn: Option<OpSummary>,
-    pub check_exit: Option<i32>,
-    pub timed_out: bool,
-    pub check_output: String,
-    /// Where the state was written (with --keep or when something failed).
-    pub kept_at: Option<PathBuf>,
-    pub replay: String,
-}
-
-/// The failing states of one crash point, with the one that loses least.
-#[derive(Clone, Debug, Serialize)]
-pub struct FailingPoint {
-    pub after: OpSummary,
-    pub failing_states: usize,
-    pub smallest: FailingState,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Summary {
-    pub model: MetadataMode,
-    pub operations: usize,
-    pub syncs: usize,
-    pub output_lines: usize,
-    pub crash_points: usize,
-    /// Crash states the model allows, before duplicates are removed.
-    pub candidate_states: usize,
-    /// Distinct states whose check ran.
-    pub states_explored: usize,
-    /// Candidates skipped because an identical state (same tree, same output) was checked.
-    pub duplicates: usize,
-    /// True when --max-states stopped the run before every candidate was tried.
-    pub sampled: bool,
-    pub failing_states: usize,
-    pub failing: Vec<FailingPoint>,
-    /// The record, kept when something failed or with --keep: `--replay` rebuilds from it.
-    pub journal: Option<PathBuf>,
-    pub elapsed_ms: u64,
-}
-
-/// Set by Ctrl-C/SIGTERM; the process group of the running workload or check, to stop it.
-struct Interrupt {
-    asked: AtomicBool,
-    running: Arc<AtomicI32>,
-}
-
-fn watch_signals() -> Arc<Interrupt> {
-    let interrupt = Arc::new(Interrupt {
-        asked: AtomicBool::new(false),
-        running: Arc::new(AtomicI32::new(0)),
-    });
-    mount::block_termination_signals();
-    let watcher = interrupt.clone();
-    let _ = std::thread::Builder::new()
-        .name("explore-signals".into())
-        .spawn(move || {
-            loop {
-                mount::wait_for_termination_signal();
-                watcher.asked.store(true, Ordering::SeqCst);
-                let group = watcher.running.load(Ordering::SeqCst);
-                if let Some(pid) = rustix::process::Pid::from_raw(group) {
-                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-                }
-            }
-        });
-    interrupt
-}
-
-/// Children must not inherit the blocked termination signals of this process.
-fn unblock_signals_in_child(command: &mut Command) {
-    let blocked = crate::mount::termination_signals();
-    // SAFETY: between fork and exec the closure only calls pthread_sigmask, which is
-    // async-signal-safe, on a set built before the fork.
-    unsafe {
-        command.pre_exec(move || {
-            let _ = blocked.thread_unblock();
-            Ok(())
-        });
-    }
-}
-
 fn shell_quote(word: &str) -> String {
     if !word.is_empty()
         && word
@@ -198,210 +111,6 @@ fn shell_quote(word: &str) -> String {
     } else {
         format!("'{}'", word.replace('\'', r"'\''"))
     }
-}
-
-fn state_id(state: &CrashState) -> String {
-    let kept = match &state.kept {
-        Kept::Nothing => "nothing".to_string(),
-        Kept::Prefix(n) => format!("prefix-{n}"),
-        Kept::AllBut(i) => format!("all-but-{i}"),
-        Kept::Torn { before, bytes } => format!("torn-{before}-{bytes}"),
-    };
-    format!("{}:{kept}", state.point)
-}
-
-fn parse_state_id(id: &str) -> Option<(usize, Kept)> {
-    let (point, kept) = id.split_once(':')?;
-    let point = point.parse().ok()?;
-    let kept = if kept == "nothing" {
-        Kept::Nothing
-    } else if let Some(n) = kept.strip_prefix("prefix-") {
-        Kept::Prefix(n.parse().ok()?)
-    } else if let Some(i) = kept.strip_prefix("all-but-") {
-        Kept::AllBut(i.parse().ok()?)
-    } else {
-        let (before, bytes) = kept.strip_prefix("torn-")?.split_once('-')?;
-        Kept::Torn {
-            before: before.parse().ok()?,
-            bytes: bytes.parse().ok()?,
-        }
-    };
-    Some((point, kept))
-}
-
-/// Operation `number` (1-based; 0 is the start) as a report shows it: the plan's crash point
-/// after it already names its call and path.
-fn summarise(plan: &Plan, number: usize) -> OpSummary {
-    let point = &plan.points[number];
-    OpSummary {
-        number,
-        call: point.call,
-        path: point.path.clone(),
-    }
-}
-
-/// A failing state as the report and `--replay` show it.
-fn failing_state(
-    plan: &Plan,
-    state: &CrashState,
-    pending: &[usize],
-    verdict: check::Verdict,
-    kept_at: Option<PathBuf>,
-    replay: String,
-) -> FailingState {
-    let (dropped, torn) = plan.losses(state, pending);
-    FailingState {
-        id: state_id(state),
-        lost: state.lost,
-        dropped: dropped.iter().map(|&n| summarise(plan, n)).collect(),
-        torn: torn.map(|n| summarise(plan, n)),
-        check_exit: verdict.code,
-        timed_out: verdict.timed_out,
-        check_output: verdict.output,
-        kept_at,
-        replay,
-    }
-}
-
-/// Runs the workload on a fresh mount and returns what it did.
-fn record(options: &Options, scratch: &Path, interrupt: &Interrupt) -> anyhow::Result<Vec<Entry>> {
-    let backing = scratch.join("backing");
-    let mountpoint = scratch.join("mnt");
-    fs::create_dir(&backing)?;
-    fs::create_dir(&mountpoint)?;
-    let (reader, writer) = std::io::pipe()?;
-    let journal = Journal::new(Some(fs::File::from(std::os::fd::OwnedFd::from(reader))))?;
-    let mount_options = MountOptions {
-        backing,
-        mountpoint: mountpoint.clone(),
-        seed: options.seed,
-        metadata: options.metadata,
-        capacity: 0,
-        durable_backing: false,
-        faults: Vec::new(),
-        threads: 2,
-        // Every write() reaches faultfs as it is made, so the record has the program's order.
-        writeback_cache: false,
-        trace: None,
-    };
-    let mounted = mount::serve_in_background(&mount_options, journal.clone())?;
-    let stderr_path = scratch.join("workload.stderr");
-    let command_line = options
-        .workload
-        .iter()
-        .map(|w| shell_quote(w))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut command = Command::new(&options.workload[0]);
-    command
-        .args(&options.workload[1..])
-        .current_dir(&mountpoint)
-        .env("FAULTLINE_DIR", &mountpoint)
-        .stdin(Stdio::null())
-        .stdout(writer)
-        .stderr(fs::File::create(&stderr_path)?)
-        .process_group(0);
-    unblock_signals_in_child(&mut command);
-    let mut child = command
-        .spawn()
-        .map_err(|source| ExploreError::WorkloadNotStarted {
-            command: command_line.clone(),
-            source,
-        })?;
-    drop(command);
-    let group = rustix::process::Pid::from_child(&child);
-    interrupt
-        .running
-        .store(group.as_raw_nonzero().get(), Ordering::SeqCst);
-    check::wait_exited_unreaped(group)?;
-    interrupt.running.store(0, Ordering::SeqCst);
-    // What it left running in its group would hold the mount busy. The leader is not reaped
-    // yet, so the group's id cannot belong to anyone else.
-    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-    let status = child.wait()?;
-    let entries = journal.finish();
-    drop(mounted);
-    if interrupt.asked.load(Ordering::SeqCst) {
-        return Err(ExploreError::Interrupted.into());
-    }
-    if !status.success() {
-        let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
-        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
-        return Err(ExploreError::WorkloadFailed {
-            command: command_line,
-            status: status.to_string(),
-            stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-        }
-        .into());
-    }
-    Ok(entries)
-}
-
-/// Which states are checked: all of them, or (when there are more than `--max-states`) a
-/// seeded sample by point, of indexes into `Plan::states_at`.
-enum Selection {
-    All,
-    Sample(BTreeMap<usize, Vec<usize>>),
-}
-
-/// `k` distinct numbers below `n` (Floyd's algorithm), for k <= n.
-fn sample_indexes(n: usize, k: usize, rng: &mut SplitMix64) -> Vec<usize> {
-    let mut chosen = HashSet::with_capacity(k);
-    for j in n - k..n {
-        let t = rng.below(j as u64 + 1) as usize;
-        if !chosen.insert(t) {
-            chosen.insert(j);
-        }
-    }
-    chosen.into_iter().collect()
-}
-
-/// All states when they fit in `max_states`; otherwise a seeded sample that gives the primary
-/// states (nothing kept, prefixes) at least half the budget.
-fn select(counts: &[Counts], max_states: usize, seed: u64) -> (Selection, usize) {
-    let primary: usize = counts.iter().map(|c| c.primary).sum();
-    let secondary: usize = counts.iter().map(|c| c.secondary).sum();
-    let total = primary + secondary;
-    if total <= max_states {
-        return (Selection::All, total);
-    }
-    let secondary_budget = secondary.min(max_states - primary.min(max_states / 2));
-    let primary_budget = primary.min(max_states - secondary_budget);
-    let mut rng = SplitMix64::new(seed);
-    let mut by_point: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (budget, of_kind, offset) in [
-        (
-            primary_budget,
-            counts.iter().map(|c| c.primary).collect::<Vec<_>>(),
-            false,
-        ),
-        (
-            secondary_budget,
-            counts.iter().map(|c| c.secondary).collect(),
-            true,
-        ),
-    ] {
-        let mut starts = Vec::with_capacity(of_kind.len());
-        let mut sum = 0;
-        for count in &of_kind {
-            starts.push(sum);
-            sum += count;
-        }
-        for global in sample_indexes(sum, budget, &mut rng) {
-            let point = starts.partition_point(|&start| start <= global) - 1;
-            let local = global - starts[point];
-            let index = if offset {
-                counts[point].primary + local
-            } else {
-                local
-            };
-            by_point.entry(point).or_default().push(index);
-        }
-    }
-    for indexes in by_point.values_mut() {
-        indexes.sort_unstable();
-    }
-    (Selection::Sample(by_point), total)
 }
 
 struct Progress {
@@ -728,68 +437,4 @@ pub fn operations(entries: &[Entry]) -> impl Iterator<Item = &Op> {
         Entry::Op { op, .. } => Some(op),
         Entry::Output { .. } => None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_sample_stays_within_the_budget_and_each_point_s_states() {
-        let counts: Vec<Counts> = (0..50)
-            .map(|i| Counts {
-                primary: 1 + i,
-                secondary: 2 * i,
-            })
-            .collect();
-        let total: usize = counts.iter().map(|c| c.primary + c.secondary).sum();
-        let (selection, candidates) = select(&counts, total, 1);
-        assert_eq!(candidates, total);
-        assert!(matches!(selection, Selection::All));
-        let (selection, _) = select(&counts, 300, 1);
-        let Selection::Sample(by_point) = selection else {
-            panic!("300 of {total} must be a sample");
-        };
-        let chosen: usize = by_point.values().map(Vec::len).sum();
-        assert_eq!(chosen, 300);
-        let primary: usize = by_point
-            .iter()
-            .map(|(point, indexes)| {
-                indexes
-                    .iter()
-                    .filter(|&&i| i < counts[*point].primary)
-                    .count()
-            })
-            .sum();
-        assert!(
-            primary >= 150,
-            "nothing-kept and prefix states get half: {primary}"
-        );
-        for (point, indexes) in &by_point {
-            let all = counts[*point].primary + counts[*point].secondary;
-            assert!(indexes.iter().all(|&i| i < all));
-            assert!(indexes.windows(2).all(|w| w[0] < w[1]), "distinct");
-        }
-    }
-
-    #[test]
-    fn state_ids_round_trip() {
-        for kept in [
-            Kept::Nothing,
-            Kept::Prefix(3),
-            Kept::AllBut(0),
-            Kept::Torn {
-                before: 2,
-                bytes: 512,
-            },
-        ] {
-            let state = CrashState {
-                point: 12,
-                kept: kept.clone(),
-                lost: 1,
-            };
-            assert_eq!(parse_state_id(&state_id(&state)), Some((12, kept)));
-        }
-        assert_eq!(parse_state_id("12:sideways"), None);
-    }
 }
