@@ -1,5 +1,7 @@
 //! `torture`: Faultline's torture harness: torture runs of a target-db cluster, merging the
 //! results of sharded runs, and checking recorded histories.
+mod preflight;
+mod print;
 mod run;
 
 use std::{
@@ -251,7 +253,7 @@ fn run_command(command: Command) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
-                run::print_summary(&summary, &format!("merged from {} directories", dirs.len()));
+                print::print_summary(&summary, &format!("merged from {} directories", dirs.len()));
             }
             Ok(exit_code(summary.verdict()))
         }

@@ -1,7 +1,7 @@
 //! `torture run`: one seed, or a range of seeds (a shard of it for one job of a CI matrix),
 //! each a whole torture run; a summary, JUnit XML and the command that replays each seed.
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::ExitCode,
     time::{Duration, Instant},
 };
@@ -9,7 +9,6 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use tests::{
-    check::Verdict,
     report::{render_index, render_junit},
     torture::{
         self, TortureReport,
@@ -21,7 +20,11 @@ use tests::{
     },
 };
 
-use crate::{exit_code, word};
+use crate::{
+    exit_code,
+    preflight::{addresses_free, clear_earlier_run, require_etcd, require_lsm},
+    print::{print_crash_points, print_seed, print_summary},
+};
 
 /// Every fault this kernel can apply to target-db (wal-write-error needs BPF LSM).
 /// `--faults`'s long help: the catalogue from the fault enum, between what holds for all.
@@ -336,38 +339,6 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(exit_code(summary.verdict()))
 }
 
-/// Every node's address must be free: a cluster already listening there (another run, a
-/// leftover node) would get this run's requests, and partitions by address would cut it too.
-fn addresses_free(first_ip: std::net::Ipv4Addr, nodes: usize, target: &Target) -> Result<()> {
-    for index in 0..nodes {
-        let ip = std::net::Ipv4Addr::from(u32::from(first_ip) + index as u32);
-        let addr = std::net::SocketAddrV4::new(ip, target.client_port());
-        if let Err(error) = std::net::TcpListener::bind(addr) {
-            bail!(
-                "node {}'s address {addr} is taken ({error}): another cluster (an earlier run's node?) listens there; stop it, or give this run other addresses with --first-ip (e.g. 127.0.1.11)",
-                index + 1
-            );
-        }
-    }
-    Ok(())
-}
-
-/// etcd must be installed: Debian's etcd-server package.
-fn require_etcd() -> Result<()> {
-    match std::process::Command::new("etcd")
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-    {
-        Ok(status) if status.success() => Ok(()),
-        _ => bail!(
-            "--target etcd: no working `etcd` on PATH: install Debian's etcd-server \
-             (`cargo xtask setup` does, or `apt-get install etcd-server`)"
-        ),
-    }
-}
-
 fn clock_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -385,28 +356,6 @@ fn default_run_dir(args: &RunArgs, seed: u64) -> PathBuf {
         ),
     };
     PathBuf::from("/var/tmp").join(name)
-}
-
-/// Replaces an earlier run's directory, and refuses any other non-empty one, so a mistyped
-/// --run-dir never deletes somebody's files.
-fn clear_earlier_run(dir: &Path) -> Result<()> {
-    let Ok(mut entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    if entries.next().is_none() {
-        return Ok(());
-    }
-    let earlier_run = [campaign::SUMMARY_FILE, "report.json", "node1"]
-        .iter()
-        .any(|name| dir.join(name).exists());
-    if !earlier_run {
-        bail!(
-            "{} is not empty and holds no earlier torture run: choose a new --run-dir (it is \
-             created) or empty this one",
-            dir.display()
-        );
-    }
-    std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))
 }
 
 /// Runs `work` unless Ctrl-C, SIGTERM or SIGHUP (its terminal closed) comes first; then it is
@@ -460,106 +409,4 @@ fn replay_command(args: &RunArgs, seed: u64) -> String {
         command.push_str(&format!(" --metadata {}", args.metadata));
     }
     command
-}
-
-/// What a run reached: its storage shape, retried writes, and what its crash points reached and
-/// never did.
-fn print_crash_points(report: &TortureReport) {
-    println!(
-        "storage: {}; {} writes sent again after an unknown outcome",
-        report.storage, report.retries
-    );
-    let coverage = &report.crash_points;
-    if coverage.placed == 0 {
-        return;
-    }
-    println!(
-        "crash points: {} reached of {} placed ({} correlated with a majority or all, {} during recovery, {} once recovered, {} crashes of the program alone)",
-        coverage.reached,
-        coverage.placed,
-        coverage.correlated,
-        coverage.during_recovery,
-        coverage.after_recovery,
-        coverage.program_crashes
-    );
-    if !coverage.covered.is_empty() {
-        println!("  reached: {}", coverage.covered.join(", "));
-    }
-    if !coverage.seen.is_empty() {
-        println!("  calls seen (class call): {}", coverage.seen.join(", "));
-    }
-    if !coverage.never_reached.is_empty() {
-        println!(
-            "  placed, never reached: {}",
-            coverage.never_reached.join(", ")
-        );
-    }
-}
-
-fn print_seed(result: &SeedResult) {
-    for check in &result.checks {
-        println!(
-            "{:<8} {:<42} {}",
-            word(check.verdict),
-            check.name,
-            check.detail
-        );
-    }
-    println!(
-        "{}: seed {}, {} operations, {} faults; run directory {}",
-        word(result.verdict),
-        result.seed,
-        result.operations,
-        result.faults,
-        result.run_dir.display()
-    );
-    println!("replay: {}", result.replay);
-}
-
-/// A table of the seeds; `source` says where the summary came from.
-pub fn print_summary(summary: &Summary, source: &str) {
-    println!();
-    println!(
-        "{:>8} {:<8} {:>10} {:>7} {:>8}",
-        "seed", "verdict", "operations", "faults", "seconds"
-    );
-    for result in &summary.results {
-        println!(
-            "{:>8} {:<8} {:>10} {:>7} {:>8.1}",
-            result.seed,
-            word(result.verdict),
-            result.operations,
-            result.faults,
-            result.seconds
-        );
-    }
-    let passed = summary
-        .results
-        .iter()
-        .filter(|r| r.verdict == Verdict::Pass)
-        .count();
-    println!(
-        "{}: {passed} of {} seeds passed; {source}",
-        word(summary.verdict()),
-        summary.results.len(),
-    );
-    for result in summary
-        .results
-        .iter()
-        .filter(|r| r.verdict != Verdict::Pass)
-    {
-        println!("replay seed {}: {}", result.seed, result.replay);
-    }
-}
-
-/// Faults that make calls fail through the injector need BPF LSM: refuse the run before
-/// anything starts if the kernel does not allow it.
-fn require_lsm(injector: &Path) -> Result<()> {
-    if let Some(reason) = torture::lsm::refusal(injector)? {
-        bail!(
-            "fault wal-write-error needs BPF LSM, which this kernel refuses ({reason}); leave it \
-             out of --faults, or run in a VM with a stock kernel: cargo xtask vm-torture"
-        );
-    }
-    Ok(())
 }
