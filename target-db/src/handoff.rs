@@ -13,7 +13,7 @@ use std::{
 
 use thiserror::Error;
 
-use crate::{server::Node, types::NodeId};
+use crate::{node::Node, types::NodeId};
 
 #[derive(Debug, Error)]
 pub enum HandoffError {

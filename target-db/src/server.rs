@@ -13,14 +13,7 @@
 //!
 //! With a cluster token (`--cluster-token-file`), `/raft/*`, `/init` and `/admin/*` answer 403
 //! to a request without it; `/kv/*`, `/status` and `/metrics` stay open to clients.
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::atomic::Ordering};
 
 use axum::{
     Json, Router,
@@ -30,94 +23,23 @@ use axum::{
     routing::{get, post},
 };
 use openraft::{
-    BasicNode, ChangeMembers, Raft,
-    error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError},
+    BasicNode,
+    error::{CheckIsLeaderError, ClientWriteError, RaftError},
     raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest},
 };
 use serde::Deserialize;
 use serde_json::json;
-use target_db_client::{Outcome, ReadReply, Refusal, Role, Status, WriteReply};
+use target_db_client::{ReadReply, Refusal, Role, Status, WriteReply};
 
+pub use crate::node::{Boot, Node, Recovered, count_elections};
 use crate::{
+    admin,
     bad_request::{Body, Params},
-    cluster_token::{self, ClusterToken},
-    handoff::{HandoffError, transfer_leadership},
-    state_machine::StateMachine,
+    cluster_token,
+    node::Shared,
+    refusals::{disk_full, handing_off, not_leader, refuse, stopped, unknown},
     types::{NodeId, Request, TypeConfig},
-    wal::WalStats,
 };
-
-pub struct Node {
-    pub id: NodeId,
-    pub raft: Raft<TypeConfig>,
-    pub state: StateMachine,
-    pub wal: Arc<WalStats>,
-    /// Terms this node has seen begin (each election starts one).
-    pub elections: Arc<AtomicU64>,
-    /// Set while this leader hands leadership over: it takes no new writes meanwhile.
-    pub handing_off: AtomicBool,
-    /// Counts requests to hold elections, so only the latest one's timer ends the hold.
-    pub election_holds: AtomicU64,
-    /// For requests to other nodes outside Raft (asking one to campaign), from this node's
-    /// own address like its Raft traffic, with the cluster token.
-    pub peers: reqwest::Client,
-    /// Required on the routes peers and operators use, when set.
-    pub token: Option<ClusterToken>,
-    pub boot: Boot,
-}
-
-/// This process's start: told apart from the node's earlier lives, with what its recovery
-/// found on disk.
-pub struct Boot {
-    /// Different for every start of the node.
-    pub id: u64,
-    pub started: std::time::Instant,
-    pub recovered: Recovered,
-}
-
-/// What recovery found on disk, before any peer could send anything.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Recovered {
-    /// The last log index (log or snapshot), None for an empty node.
-    pub index: Option<u64>,
-    /// The commit point on disk (or the snapshot's index, if higher).
-    pub commit: Option<u64>,
-    /// The term of the vote (0: none).
-    pub term: u64,
-}
-
-impl Boot {
-    pub fn now(recovered: Recovered) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Self {
-            id: nanos ^ (u64::from(std::process::id()) << 32),
-            started: std::time::Instant::now(),
-            recovered,
-        }
-    }
-}
-
-/// Counts the terms this node sees, from openraft's metrics channel, for as long as it runs.
-pub fn count_elections(raft: &Raft<TypeConfig>) -> Arc<AtomicU64> {
-    let elections = Arc::new(AtomicU64::new(0));
-    let counter = elections.clone();
-    let mut metrics = raft.metrics();
-    tokio::spawn(async move {
-        let mut term = metrics.borrow().current_term;
-        while metrics.changed().await.is_ok() {
-            let now = metrics.borrow().current_term;
-            if now > term {
-                counter.fetch_add(now - term, Ordering::Relaxed);
-                term = now;
-            }
-        }
-    });
-    elections
-}
-
-type Shared = Arc<Node>;
 
 pub fn router(node: Shared) -> Router {
     // What peers and operators call: with a cluster token, only requests carrying it get here.
@@ -126,13 +48,7 @@ pub fn router(node: Shared) -> Router {
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .route("/init", post(init))
-        .route("/admin/add-learner", post(add_learner))
-        .route("/admin/change-membership", post(change_membership))
-        .route("/admin/promote", post(promote))
-        .route("/admin/remove", post(remove))
-        .route("/admin/transfer-leader", post(transfer_leader))
-        .route("/admin/campaign", post(campaign))
-        .route("/admin/hold-elections", post(hold_elections))
+        .merge(admin::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
             require_cluster_token,
@@ -191,59 +107,6 @@ async fn snapshot(
     Json(node.raft.install_snapshot(request).await)
 }
 
-pub(crate) fn refuse(status: StatusCode, refusal: Refusal) -> HttpResponse {
-    (status, Json(refusal)).into_response()
-}
-
-fn not_leader(forward: &ForwardToLeader<NodeId, BasicNode>) -> HttpResponse {
-    let refusal = Refusal {
-        leader_id: forward.leader_id,
-        leader: forward.leader_node.as_ref().map(|n| n.addr.clone()),
-        ..Refusal::new("not the leader", Outcome::NotApplied)
-    };
-    refuse(StatusCode::MISDIRECTED_REQUEST, refusal)
-}
-
-fn unknown(error: impl std::fmt::Display) -> HttpResponse {
-    let refusal = Refusal::new(error.to_string(), Outcome::Unknown);
-    refuse(StatusCode::SERVICE_UNAVAILABLE, refusal)
-}
-
-/// A node whose Raft core has stopped (a failed fsync stops it on purpose) cannot take a
-/// request in: saying so definitely, rather than "unknown", keeps client histories checkable.
-fn stopped(node: &Node) -> Option<HttpResponse> {
-    let fatal = node.raft.metrics().borrow().running_state.clone().err()?;
-    let refusal = Refusal::new(
-        format!("this node has stopped ({fatal}); restart it to recover from its disk"),
-        Outcome::NotApplied,
-    );
-    Some(refuse(StatusCode::SERVICE_UNAVAILABLE, refusal))
-}
-
-/// A node whose disk is full takes no new writes (they could only wait), but goes on serving
-/// reads; it takes writes again once the log has caught up.
-fn disk_full(node: &Node) -> Option<HttpResponse> {
-    if !node.wal.disk_full() {
-        return None;
-    }
-    let refusal = Refusal::new(
-        "this node's disk is full: writes are refused until space returns (reads go on)",
-        Outcome::NotApplied,
-    );
-    Some(refuse(StatusCode::INSUFFICIENT_STORAGE, refusal))
-}
-
-fn handing_off(node: &Node) -> Option<HttpResponse> {
-    if !node.handing_off.load(Ordering::SeqCst) {
-        return None;
-    }
-    let refusal = Refusal::new(
-        "leadership is moving to another node: retry there in a moment",
-        Outcome::NotApplied,
-    );
-    Some(refuse(StatusCode::SERVICE_UNAVAILABLE, refusal))
-}
-
 async fn write(State(node): State<Shared>, Body(request): Body<Request>) -> HttpResponse {
     if let Some(refusal) = stopped(&node)
         .or_else(|| disk_full(&node))
@@ -300,158 +163,6 @@ async fn init(
     match node.raft.initialize(members).await {
         Ok(()) => Json(json!({"initialized": true})).into_response(),
         Err(error) => refuse(StatusCode::CONFLICT, Refusal::plain(error.to_string())),
-    }
-}
-
-#[derive(Deserialize)]
-struct Learner {
-    id: NodeId,
-    addr: String,
-}
-
-async fn add_learner(State(node): State<Shared>, Body(learner): Body<Learner>) -> HttpResponse {
-    match node
-        .raft
-        .add_learner(learner.id, BasicNode::new(learner.addr), true)
-        .await
-    {
-        Ok(written) => Json(json!({"index": written.log_id.index})).into_response(),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-            not_leader(&forward)
-        }
-        Err(error) => unknown(error),
-    }
-}
-
-#[derive(Deserialize)]
-struct Members {
-    members: BTreeSet<NodeId>,
-}
-
-async fn change_membership(
-    State(node): State<Shared>,
-    Body(members): Body<Members>,
-) -> HttpResponse {
-    membership_answer(node.raft.change_membership(members.members, false).await)
-}
-
-#[derive(Deserialize)]
-struct NodeIdBody {
-    id: NodeId,
-}
-
-/// Makes a learner a voter.
-async fn promote(State(node): State<Shared>, Body(body): Body<NodeIdBody>) -> HttpResponse {
-    let change = ChangeMembers::AddVoterIds(BTreeSet::from([body.id]));
-    membership_answer(node.raft.change_membership(change, false).await)
-}
-
-/// Takes a node out of the cluster, as voter and as learner.
-async fn remove(State(node): State<Shared>, Body(body): Body<NodeIdBody>) -> HttpResponse {
-    let voters: Vec<NodeId> = node
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .collect();
-    if !voters.contains(&body.id) {
-        let refusal = Refusal::new(
-            format!("node {} is not a voter (voters: {voters:?})", body.id),
-            Outcome::NotApplied,
-        );
-        return refuse(StatusCode::BAD_REQUEST, refusal);
-    }
-    let change = ChangeMembers::RemoveVoters(BTreeSet::from([body.id]));
-    membership_answer(node.raft.change_membership(change, false).await)
-}
-
-fn membership_answer(
-    result: Result<
-        openraft::raft::ClientWriteResponse<TypeConfig>,
-        RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
-    >,
-) -> HttpResponse {
-    match result {
-        Ok(written) => Json(json!({"index": written.log_id.index})).into_response(),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-            not_leader(&forward)
-        }
-        // An unknown learner, an empty membership, a change already under way: nothing changed.
-        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => refuse(
-            StatusCode::BAD_REQUEST,
-            Refusal::new(error.to_string(), Outcome::NotApplied),
-        ),
-        Err(error) => unknown(error),
-    }
-}
-
-#[derive(Deserialize)]
-struct TransferBody {
-    /// The voter to lead next; the most caught-up one when absent.
-    to: Option<NodeId>,
-}
-
-async fn transfer_leader(
-    State(node): State<Shared>,
-    Body(body): Body<TransferBody>,
-) -> HttpResponse {
-    match transfer_leadership(&node, body.to, Duration::from_secs(10)).await {
-        Ok(leader) => Json(json!({"leader": leader})).into_response(),
-        Err(HandoffError::NotLeader { .. }) => {
-            let metrics = node.raft.metrics().borrow().clone();
-            let forward = ForwardToLeader {
-                leader_id: metrics.current_leader,
-                leader_node: metrics.current_leader.and_then(|id| {
-                    metrics
-                        .membership_config
-                        .membership()
-                        .get_node(&id)
-                        .cloned()
-                }),
-            };
-            not_leader(&forward)
-        }
-        Err(error @ (HandoffError::NotAVoter { .. } | HandoffError::Alone)) => refuse(
-            StatusCode::BAD_REQUEST,
-            Refusal::new(error.to_string(), Outcome::NotApplied),
-        ),
-        Err(error @ HandoffError::TimedOut(_)) => refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::plain(error.to_string()),
-        ),
-    }
-}
-
-#[derive(Deserialize)]
-struct HoldBody {
-    ms: u64,
-}
-
-/// Asked by a leader handing over to another node: start no election for a while. The hold
-/// ends by itself, so a hand-off that dies half-way cannot leave a node unable to campaign.
-async fn hold_elections(State(node): State<Shared>, Body(body): Body<HoldBody>) -> HttpResponse {
-    let generation = node.election_holds.fetch_add(1, Ordering::SeqCst) + 1;
-    node.raft.runtime_config().elect(body.ms == 0);
-    if body.ms > 0 {
-        let node = node.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(body.ms)).await;
-            // Only the latest hold may end itself.
-            if node.election_holds.load(Ordering::SeqCst) == generation {
-                node.raft.runtime_config().elect(true);
-            }
-        });
-    }
-    Json(json!({"elections_held_ms": body.ms})).into_response()
-}
-
-/// Asked by a leader handing over: start an election now.
-async fn campaign(State(node): State<Shared>) -> HttpResponse {
-    match node.raft.trigger().elect().await {
-        Ok(()) => Json(json!({"campaigning": true})).into_response(),
-        Err(error) => unknown(error),
     }
 }
 

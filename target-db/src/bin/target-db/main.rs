@@ -1,32 +1,23 @@
 //! `target-db`: a replicated key-value database on openraft with its own write-ahead log.
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64},
-    },
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use openraft::{Config, Raft, SnapshotPolicy};
-use serde::Serialize;
 use serde_json::json;
 use target_db::{
-    cluster_token::{self, ClusterToken},
-    data_dir::{check_claim, record_claim, sync_before_reading},
-    handoff::{HandoffError, transfer_leadership},
-    log_store::{LogOptions, LogStore},
-    network::Network,
-    server::{Boot, Node, Recovered, count_elections, router},
-    state_machine::StateMachine,
-    types::{NodeId, Op, Request},
+    cluster_token::ClusterToken,
+    data_dir::{check_claim, sync_before_reading},
+    log_store::LogOptions,
+    types::NodeId,
     wal::WalOptions,
 };
-use target_db_client::Client;
 use tracing_subscriber::EnvFilter;
+
+mod client_cli;
+mod serve;
+
+use client_cli::{answered, client, client_with, random_client_id};
+use serve::serve;
 
 #[derive(Parser)]
 #[command(
@@ -327,143 +318,6 @@ fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>> {
         .collect()
 }
 
-async fn serve(
-    id: NodeId,
-    cluster: &str,
-    data_dir: PathBuf,
-    listen: String,
-    snapshot_every: u64,
-    options: LogOptions,
-    token: Option<ClusterToken>,
-) -> Result<()> {
-    let state = StateMachine::open(&data_dir.join("state"))?;
-    let mut log =
-        LogStore::open(&data_dir.join("wal"), options)?.purge_within(state.durable_snapshot());
-    record_claim(&data_dir, cluster, id)?;
-    let wal = log.wal_stats();
-    // What recovery found on disk, before anyone could send an entry: /status shows it, so a
-    // checker can tell whether a restart lost entries this node had acknowledged.
-    let log_state = openraft::storage::RaftLogStorage::get_log_state(&mut log).await?;
-    let snapshot_index = state.data().await.last_applied.map(|l| l.index);
-    // The log is purged only up to a snapshot on disk. A purge point past the snapshot leaves
-    // entries in neither, and openraft would only fail later, in its own words.
-    if let Some(purged) = log_state.last_purged_log_id.map(|l| l.index)
-        && snapshot_index.is_none_or(|snapshot| snapshot < purged)
-    {
-        anyhow::bail!(
-            "the write-ahead log in {} was purged up to index {purged}, but the snapshot in {} \
-             covers {}: entries {}..={purged} are in neither, so the node will not start \
-             (restore the data directory, or remove the node and let it rejoin with an empty one)",
-            data_dir.join("wal").display(),
-            data_dir.join("state").display(),
-            snapshot_index.map_or("nothing".to_owned(), |s| format!("only up to {s}")),
-            snapshot_index.map_or(0, |s| s + 1),
-        );
-    }
-    let recovered_index = log_state.last_log_id.map(|l| l.index).max(snapshot_index);
-    let recovered_commit = openraft::storage::RaftLogStorage::read_committed(&mut log)
-        .await?
-        .map(|l| l.index)
-        .max(snapshot_index);
-    let recovered_term = openraft::storage::RaftLogStorage::read_vote(&mut log)
-        .await?
-        .map_or(0, |vote| vote.leader_id().term);
-    let config = Config {
-        cluster_name: "target-db".into(),
-        heartbeat_interval: 100,
-        election_timeout_min: 500,
-        election_timeout_max: 1000,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
-        max_in_snapshot_log_to_keep: 0,
-        ..Config::default()
-    }
-    .validate()?;
-    let local = listen
-        .parse::<std::net::SocketAddr>()
-        .ok()
-        .map(|addr| addr.ip())
-        .filter(|ip| !ip.is_unspecified());
-    let raft = Raft::new(
-        id,
-        Arc::new(config),
-        Network::new(local, token.as_ref()),
-        log,
-        state.clone(),
-    )
-    .await?;
-    let elections = count_elections(&raft);
-    let node = Arc::new(Node {
-        wal,
-        elections,
-        id,
-        raft: raft.clone(),
-        state,
-        handing_off: AtomicBool::new(false),
-        election_holds: AtomicU64::new(0),
-        peers: reqwest::Client::builder()
-            .local_address(local)
-            .default_headers(cluster_token::headers(token.as_ref()))
-            .build()?,
-        token,
-        boot: Boot::now(Recovered {
-            index: recovered_index,
-            commit: recovered_commit,
-            term: recovered_term,
-        }),
-    });
-    tokio::spawn(hand_off_when_the_disk_fills(node.clone()));
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
-    tracing::info!(id, %listen, data_dir = %data_dir.display(), "serving");
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("listening for SIGTERM")?;
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let stopped = stopping.clone();
-    let server = axum::serve(listener, router(node.clone())).with_graceful_shutdown(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        // The server keeps answering meanwhile: the new leader's election goes through it.
-        if node.raft.metrics().borrow().current_leader == Some(node.id) {
-            match transfer_leadership(&node, None, Duration::from_secs(5)).await {
-                Ok(leader) => tracing::info!(leader, "stopping after the hand-off"),
-                Err(error) => tracing::warn!(%error, "stopping without a hand-off"),
-            }
-        }
-        stopping.notify_one();
-    });
-    tokio::select! {
-        served = server => served?,
-        // A request that waits on a full disk would hold a graceful stop forever.
-        () = async {
-            stopped.notified().await;
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        } => tracing::warn!("requests still open 5 s after the stop began; stopping anyway"),
-    }
-    raft.shutdown().await.ok();
-    Ok(())
-}
-
-/// A leader whose disk is full refuses every write, which would stop the whole cluster's
-/// writes: it hands leadership to a voter that can take them.
-async fn hand_off_when_the_disk_fills(node: Arc<Node>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tick.tick().await;
-        let leads = node.raft.metrics().borrow().current_leader == Some(node.id);
-        if leads && node.wal.disk_full() {
-            match transfer_leadership(&node, None, Duration::from_secs(5)).await {
-                Ok(leader) => tracing::warn!(leader, "the disk is full: handed leadership over"),
-                // The only voter: refusing writes is all it can do.
-                Err(HandoffError::Alone) => {}
-                Err(error) => tracing::warn!(%error, "the disk is full and leadership stays here"),
-            }
-        }
-    }
-}
-
 /// A node's address as HOST:PORT, checked before any request is built from it.
 fn host_and_port(text: &str) -> Result<String, String> {
     let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
@@ -482,65 +336,4 @@ fn host_and_port(text: &str) -> Result<String, String> {
 
 fn read_token(path: Option<&std::path::Path>) -> Result<Option<ClusterToken>> {
     Ok(path.map(ClusterToken::read).transpose()?)
-}
-
-/// A client that sends the cluster token read from `path`, if given.
-fn client_with(token_file: Option<&std::path::Path>) -> Result<Client> {
-    let client = Client::new();
-    Ok(match read_token(token_file)? {
-        Some(token) => client.token(token.text())?,
-        None => client,
-    })
-}
-
-/// Prints a node's answer, or its refusal (and exits non-zero with the reason).
-fn answered(answer: Result<impl Serialize, target_db_client::Error>) -> Result<()> {
-    match answer {
-        Ok(answer) => {
-            print(&answer);
-            Ok(())
-        }
-        Err(target_db_client::Error::Refused { refusal, .. }) => {
-            print(&refusal);
-            bail!("{}", refusal.error)
-        }
-        Err(error) => Err(error.into()),
-    }
-}
-
-fn print(value: &impl Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
-}
-
-/// A client id no earlier invocation is likely to have used: the clock's nanoseconds mixed
-/// with the pid.
-fn random_client_id() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut id = nanos ^ (u64::from(std::process::id()) << 40);
-    // SplitMix64's finaliser, so ids of invocations close in time differ in every bit.
-    id = (id ^ (id >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    id = (id ^ (id >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    id ^ (id >> 31)
-}
-
-async fn client(addr: &str, client: u64, seq: u64, op: ClientOp) -> Result<()> {
-    // A follower answers with the leader's address: try there (twice at most).
-    let nodes = Client::new().following_leader(2);
-    let op = match op {
-        // Keys are sent as they are: the CLI is for simple keys (letters, digits, -_.).
-        ClientOp::Get { key } => return answered(nodes.read(addr, &key).await),
-        ClientOp::Put { key, value } => Op::Put { key, value },
-        ClientOp::Cas { key, old, new } => Op::Cas {
-            key,
-            from: (old != "-").then_some(old),
-            to: new,
-        },
-        ClientOp::Delete { key } => Op::Delete { key },
-    };
-    answered(nodes.write(addr, &Request { client, seq, op }).await)
 }
