@@ -20,6 +20,9 @@ use crate::{
     wal::{Wal, WalError, WalOptions, WalStats, segment_file_name},
 };
 
+mod backlog;
+mod recovery;
+
 #[derive(Serialize, Deserialize)]
 enum Journal {
     Entries(Vec<Entry<TypeConfig>>),
@@ -246,140 +249,9 @@ impl LogStore {
             _ => Ok(()),
         }
     }
-
-    /// A full disk is not the end: the node keeps serving reads while this task writes the
-    /// backlog as soon as there is room for it.
-    fn retry_until_space_returns(&self) {
-        let store = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(SPACE_RETRY).await;
-                let mut inner = store.inner.lock().await;
-                match inner.write_backlog() {
-                    Ok(false) => continue,
-                    Ok(true) => {
-                        tracing::info!("space returned: the write-ahead log caught up");
-                        let written = inner.backlogged;
-                        store.progress.send_modify(|p| p.written = written);
-                    }
-                    Err(error) => {
-                        store
-                            .progress
-                            .send_modify(|p| p.failed = Some(error.to_string()));
-                    }
-                }
-                inner.retrying = false;
-                return;
-            }
-        });
-    }
 }
 
 impl Inner {
-    /// Entries missing from the recovered log: a gap between entries, between the purge point
-    /// and the first entry, or between the last entry and the commit point (each written only
-    /// after the entries it covers were durable, so only lost data leaves one).
-    fn hole(&self) -> Option<String> {
-        let mut indexes = self.entries.keys().copied();
-        let first = indexes.next();
-        // openraft's log starts at index 0 (the first membership), or after the purge point.
-        let expected_first = self.last_purged.map_or(0, |purged| purged.index + 1);
-        if let Some(first) = first
-            && first > expected_first
-        {
-            let purged = self.last_purged.map_or("never purged".to_owned(), |p| {
-                format!("purged up to {}", p.index)
-            });
-            return Some(format!(
-                "the log is {purged} but its first entry is {first}: entries {expected_first} \
-                 to {} are missing",
-                first - 1
-            ));
-        }
-        let mut previous = first;
-        for index in indexes {
-            if let Some(previous) = previous
-                && index != previous + 1
-            {
-                return Some(format!(
-                    "entries {} to {} are missing from the log",
-                    previous + 1,
-                    index - 1
-                ));
-            }
-            previous = Some(index);
-        }
-        let end = previous.max(self.last_purged.map(|p| p.index));
-        if let Some(committed) = self.committed
-            && Some(committed.index) > end
-        {
-            return Some(format!(
-                "the commit point on disk is {} but the log ends at {}: committed entries are \
-                 missing",
-                committed.index,
-                end.map_or("its start".to_owned(), |e| e.to_string())
-            ));
-        }
-        None
-    }
-
-    /// A gap in the segment numbering is harmless only when every entry before it was purged
-    /// (a power loss kept an older purged segment and lost a newer one): those segments are left
-    /// for the next purge to delete. Otherwise the missing segments held entries still needed.
-    fn unpurged_before_gap(&self, gaps: &[(u64, u64)]) -> Option<String> {
-        let &(before, after) = gaps.last()?;
-        let purged = self.last_purged.map(|p| p.index);
-        let unpurged = self
-            .segment_max_index
-            .range(..=before)
-            .find(|&(_, &max)| purged.is_none_or(|p| max > p));
-        match unpurged {
-            None => {
-                tracing::warn!(
-                    before = segment_file_name(before),
-                    after = segment_file_name(after),
-                    "segments missing from the write-ahead log, all of them purged: recovering"
-                );
-                None
-            }
-            Some((&segment, &max)) => Some(format!(
-                "{} is followed by {}: the segments between are missing, and {} holds entries                  up to {max}, past the purge point ({})",
-                segment_file_name(before),
-                segment_file_name(after),
-                segment_file_name(segment),
-                purged.map_or("never purged".to_owned(), |p| format!("purged up to {p}")),
-            )),
-        }
-    }
-
-    fn replay(&mut self, segment: u64, record: Journal) {
-        match record {
-            Journal::Entries(entries) => {
-                for entry in entries {
-                    let index = entry.log_id.index;
-                    let max = self.segment_max_index.entry(segment).or_default();
-                    *max = (*max).max(index);
-                    self.entries.insert(index, entry);
-                }
-            }
-            Journal::Vote(vote) => self.vote = Some(vote),
-            Journal::Committed(log_id) => {
-                if self.committed.is_none_or(|c| c < log_id) {
-                    self.committed = Some(log_id);
-                }
-            }
-            Journal::Truncate(from) => {
-                self.entries.split_off(&from);
-            }
-            Journal::Purge(log_id) => {
-                self.entries = self.entries.split_off(&(log_id.index + 1));
-                if self.last_purged.is_none_or(|p| p < log_id) {
-                    self.last_purged = Some(log_id);
-                }
-            }
-        }
-    }
-
     /// Appends records durably (one fsync for all), then applies them in memory.
     ///
     /// A full disk does not stop the node. The first record that finds it full is written from
@@ -478,66 +350,6 @@ impl Inner {
         let segment = self.wal.active_segment();
         for record in records {
             self.replay(segment, record);
-        }
-    }
-
-    /// Whether the disk filled up and has not been found to have room again.
-    fn short_of_space(&self) -> bool {
-        !self.backlog.is_empty() || self.wal.stats().disk_full()
-    }
-
-    fn add_to_backlog(
-        &mut self,
-        records: Vec<Journal>,
-        callback: Option<LogFlushed<TypeConfig>>,
-    ) -> Written {
-        self.backlogged += records.len() as u64;
-        self.backlog.extend(records.iter().map(encode_journal));
-        self.backlog_callbacks.extend(callback);
-        self.apply_in_memory(records);
-        Written::Backlogged {
-            ticket: self.backlogged,
-        }
-    }
-
-    /// Once the space reserve can be taken back, writes the whole backlog as one append, and
-    /// the newest commit point after it. True once all of it is on disk.
-    fn write_backlog(&mut self) -> Result<bool, StorageError<NodeId>> {
-        // A write failed meanwhile (a vote that went ahead): nothing more is written.
-        if let Some(reason) = &self.failed {
-            return Err(io_error(std::io::Error::other(reason.clone())));
-        }
-        match self.wal.restore_reserve() {
-            Ok(()) => {}
-            Err(WalError::NoSpace { .. }) => return Ok(false),
-            Err(error) => return Err(self.fail(error)),
-        }
-        if self.committed > self.committed_on_disk
-            && let Some(committed) = self.committed
-        {
-            self.backlog
-                .push(encode_journal(&Journal::Committed(committed)));
-        }
-        let refs: Vec<&[u8]> = self.backlog.iter().map(Vec::as_slice).collect();
-        match self.wal.append(&refs) {
-            Ok(()) => {
-                self.backlog.clear();
-                self.set_committed_on_disk(self.committed);
-                self.durable_last_entry = self.entries.keys().next_back().copied();
-                self.wal.stats().set_disk_full(false);
-                for callback in self.backlog_callbacks.drain(..) {
-                    callback.log_io_completed(Ok(()));
-                }
-                self.rotate_if_full()?;
-                Ok(self.backlog.is_empty())
-            }
-            Err(WalError::NoSpace { .. }) => {
-                if self.committed > self.committed_on_disk {
-                    self.backlog.pop();
-                }
-                Ok(false)
-            }
-            Err(error) => Err(self.fail(error)),
         }
     }
 

@@ -10,7 +10,9 @@
 //!   zeroed or truncated past its opening, is refused at start rather than served as a shorter
 //!   log; a gap in the middle is reported, for the owner to refuse unless everything before it
 //!   was purged.
+mod error;
 mod record;
+mod space;
 mod stats;
 
 use std::{
@@ -21,50 +23,13 @@ use std::{
     time::Instant,
 };
 
-use thiserror::Error;
-
+pub use error::WalError;
+use error::io;
 pub use record::MAX_PAYLOAD;
 use record::{Decoded, decode, encode};
+pub use space::is_no_space;
+use space::{allocate, no_space_or};
 pub use stats::WalStats;
-
-#[derive(Debug, Error)]
-pub enum WalError {
-    #[error(
-        "corrupt write-ahead log: {reason} at offset {offset} of {}; committed entries would be \
-         lost, so the node will not start (restore the data directory, or remove the node and \
-         let it rejoin empty)",
-        file.display()
-    )]
-    Corrupt {
-        file: PathBuf,
-        offset: u64,
-        reason: &'static str,
-    },
-    /// A whole segment is gone: what it held (acknowledged entries among it) cannot be known.
-    #[error(
-        "write-ahead log incomplete: {reason} in {}; acknowledged entries may be lost, so the \
-         node will not start (restore the data directory, or remove the node and let it rejoin \
-         with an empty one)",
-        dir.display()
-    )]
-    Missing { dir: PathBuf, reason: String },
-    /// A write found the disk full. The segment was cut back to where it was, so the log on
-    /// disk is exactly what it was before the append; the same append may be tried again.
-    #[error("no space left to append to {}; the append was undone and can be retried", path.display())]
-    NoSpace { path: PathBuf },
-    #[error("{what} {}: {source}", path.display())]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WalError {
-    let path = path.to_owned();
-    move |source| WalError::Io { what, path, source }
-}
 
 #[derive(Clone, Debug)]
 pub struct WalOptions {
@@ -385,45 +350,6 @@ impl Wal {
             .and_then(|dir| dir.sync_all())
             .map_err(io("fsync of directory", &self.dir))
     }
-}
-
-fn no_space_or(error: std::io::Error, what: &'static str, path: &Path) -> WalError {
-    if is_no_space(&error) {
-        WalError::NoSpace {
-            path: path.to_owned(),
-        }
-    } else {
-        io(what, path)(error)
-    }
-}
-
-/// Gives the file `len` bytes of real blocks, so freeing them later really frees space.
-fn allocate(file: &File, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: fallocate on a file descriptor this function borrows for the call.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as libc::off_t) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let error = std::io::Error::last_os_error();
-    if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
-        return Err(error);
-    }
-    // A file system without fallocate (some FUSE ones): write the zeros out.
-    let zeros = vec![0u8; 64 << 10];
-    let mut written = 0;
-    let mut writer = file;
-    while written < len {
-        let n = zeros.len().min((len - written) as usize);
-        writer.write_all(&zeros[..n])?;
-        written += n as u64;
-    }
-    file.sync_data()
-}
-
-/// A full disk (or quota): the one write error that says nothing about what is already on disk.
-pub fn is_no_space(error: &std::io::Error) -> bool {
-    matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 /// The segment `id` for a rotation, begun with its opening record and synced (unless `fsync`
