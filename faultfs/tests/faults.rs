@@ -1,4 +1,8 @@
 //! Each fault action on a real mount.
+//!
+//! Why this file is long: one test per action of a file-operation rule (error, delay, pause,
+//! corrupt, torn write, kill, crash point), each a few lines on one real mount; durability,
+//! directories and signals have files of their own.
 mod common;
 
 use std::{

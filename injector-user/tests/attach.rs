@@ -1,4 +1,8 @@
 //! `injector attach` against real processes, with the real eBPF program in the real kernel.
+//!
+//! Why this file is long: one test per action of a syscall rule (fail, delay, kill, count) and
+//! per way of stopping the injector, all on the same worker and helpers; paths, peers, stops and
+//! errors have files of their own.
 mod common;
 
 use std::{os::unix::process::ExitStatusExt, process::Command, time::Duration};

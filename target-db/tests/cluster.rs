@@ -1,4 +1,8 @@
 //! A real cluster: target-db processes on loopback, real files, SIGKILL.
+//!
+//! Why this file is long: every test here needs the same cluster fixture (processes, ports,
+//! restarts) and the same wire-level helpers, and each checks one behaviour a user relies on
+//! (failover, catch-up, membership, hand-off, refusals, the cluster token).
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},

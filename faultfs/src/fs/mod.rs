@@ -2,9 +2,10 @@
 //! durability model. Delays and pauses run on their own thread and reply later, so a held
 //! operation never blocks the others.
 //!
-//! This file is the `Filesystem` trait's implementation, one method per FUSE request, which
-//! Rust keeps in one impl block (hence its length); `gate` is the rule decision every request
-//! passes, `shared` what the requests share.
+//! Why this file is long: it is the `Filesystem` trait's implementation, one method per FUSE
+//! request, which Rust keeps in one impl block; each method is the same few steps (`gated`,
+//! the model call, trace, reply). `gate` is the rule decision every request passes, `shared`
+//! what the requests share, `reply` the steps they share around the model.
 use std::{
     collections::HashMap,
     ffi::{OsStr, OsString},
@@ -24,8 +25,10 @@ use fuser::{
 };
 
 mod gate;
+mod reply;
 mod shared;
 
+use reply::*;
 pub use shared::Shared;
 use shared::*;
 
@@ -49,95 +52,6 @@ const PUNCH_CHUNK: u64 = 1 << 20;
 pub struct FaultFs {
     shared: Arc<Shared>,
     writeback_cache: bool,
-}
-
-/// The entries of directory `ino` now, "." and ".." first.
-fn list(state: &State, ino: Ino, dir: &Inode) -> Listing {
-    let parent = dir.links.first().map_or(ino, |(p, _)| *p);
-    let mut listing: Listing = vec![
-        (ino, FileType::Directory, ".".into()),
-        (parent, FileType::Directory, "..".into()),
-    ];
-    for (name, &child) in &dir.children {
-        let kind = match state.inode(child).map(|c| c.kind) {
-            Ok(Kind::Dir) => FileType::Directory,
-            Ok(Kind::Symlink) => FileType::Symlink,
-            _ => FileType::RegularFile,
-        };
-        listing.push((child, kind, name.clone()));
-    }
-    listing
-}
-
-/// How a file is opened: the kernel keeps the pages it cached across opens (warm reads never
-/// reach faultfs, as on a disk file system; a power loss invalidates them), unless a rule on
-/// `read` is active, which must see the reads: the open then drops the file's cached pages.
-fn keep_cache(shared: &Shared) -> FopenFlags {
-    if shared.faults.has_rules_for("read") {
-        FopenFlags::empty()
-    } else {
-        FopenFlags::FOPEN_KEEP_CACHE
-    }
-}
-
-fn fail(gate: Gate) -> FsResult<()> {
-    match gate {
-        Gate::Fail(errno) => Err(errno),
-        _ => Ok(()),
-    }
-}
-
-fn to_errno(errno: i32) -> Errno {
-    Errno::from_i32(errno)
-}
-
-pub fn attributes(ino: Ino, inode: &Inode) -> FileAttr {
-    let (kind, size, nlink) = match inode.kind {
-        Kind::File => (FileType::RegularFile, inode.size, inode.links.len() as u32),
-        Kind::Dir => (FileType::Directory, 4096, 2),
-        Kind::Symlink => (FileType::Symlink, inode.target.as_os_str().len() as u64, 1),
-    };
-    FileAttr {
-        ino: INodeNo(ino),
-        size,
-        blocks: size.div_ceil(512),
-        atime: inode.atime,
-        mtime: inode.mtime,
-        ctime: inode.ctime,
-        crtime: inode.ctime,
-        kind,
-        perm: inode.mode as u16,
-        nlink,
-        uid: inode.uid,
-        gid: inode.gid,
-        rdev: 0,
-        blksize: 4096,
-        flags: 0,
-    }
-}
-
-fn reply_entry(reply: ReplyEntry, shared: &Shared, state: &State, result: FsResult<Ino>) {
-    match result.and_then(|ino| Ok((ino, state.inode(ino)?))) {
-        Ok((ino, inode)) => {
-            shared.looked_up(ino);
-            reply.entry(&TTL, &attributes(ino, inode), Generation(state.epoch))
-        }
-        Err(errno) => reply.error(to_errno(errno)),
-    }
-}
-
-fn reply_empty(reply: ReplyEmpty, result: FsResult<()>) {
-    match result {
-        Ok(()) => reply.ok(),
-        Err(errno) => reply.error(to_errno(errno)),
-    }
-}
-
-fn time(value: TimeOrNow) -> SystemTime {
-    match value {
-        TimeOrNow::SpecificTime(time) => time,
-        TimeOrNow::Now => SystemTime::now(),
-    }
 }
 
 impl Filesystem for FaultFs {
@@ -890,17 +804,4 @@ impl Filesystem for FaultFs {
             reply_empty(reply, result);
         });
     }
-}
-
-// Extended attributes are not modelled. ENOSYS (answered here without fuser's logged default)
-// makes the kernel stop asking: otherwise it asks for security.capability before every write.
-impl FaultFs {
-    fn no_xattrs() -> Errno {
-        Errno::ENOSYS
-    }
-}
-
-/// statvfs of a path.
-fn statvfs(path: &Path) -> FsResult<rustix::fs::StatVfs> {
-    rustix::fs::statvfs(path).map_err(|errno| errno.raw_os_error())
 }

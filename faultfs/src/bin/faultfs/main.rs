@@ -1,9 +1,5 @@
 //! `faultfs`: mount a directory whose unsynced changes vanish on a simulated power loss.
-use std::{
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::Stdio,
-};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -16,6 +12,12 @@ use faultfs::{
 };
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
+
+mod daemon;
+mod print;
+
+use daemon::{spawn_daemon, umount};
+use print::{print_answer, print_failing_state, print_summary};
 
 #[derive(Parser)]
 #[command(
@@ -382,163 +384,4 @@ fn main() -> Result<()> {
             std::process::exit(if summary.failing.is_empty() { 0 } else { 1 });
         }
     }
-}
-
-fn print_summary(summary: &explore::Summary) {
-    println!(
-        "explored {} distinct crash states ({} candidates, {} duplicates) at {} crash points, \
-         --metadata {}, in {:.1} s{}",
-        summary.states_explored,
-        summary.candidate_states,
-        summary.duplicates,
-        summary.crash_points,
-        explore::model_name(summary.model),
-        summary.elapsed_ms as f64 / 1000.0,
-        if summary.sampled {
-            " (stopped at --max-states: a seeded sample, not every state)"
-        } else {
-            ""
-        }
-    );
-    if summary.failing.is_empty() {
-        println!("every state passed the check");
-        return;
-    }
-    println!(
-        "FAILED: {} states at {} crash points fail the check",
-        summary.failing_states,
-        summary.failing.len()
-    );
-    for point in &summary.failing {
-        println!(
-            "\n- after operation #{} ({} {}): {} failing states; the smallest:",
-            point.after.number,
-            point.after.call,
-            point.after.path.display(),
-            point.failing_states
-        );
-        print_failing_state(&point.smallest);
-    }
-    if let Some(journal) = &summary.journal {
-        println!("\nrecord: {}", journal.display());
-    }
-}
-
-fn print_failing_state(state: &explore::FailingState) {
-    println!(
-        "    state {} loses {} unsynced operation(s)",
-        state.id, state.lost
-    );
-    const SHOWN: usize = 12;
-    for op in state.dropped.iter().take(SHOWN) {
-        println!(
-            "      dropped #{} {} {}",
-            op.number,
-            op.call,
-            op.path.display()
-        );
-    }
-    if state.dropped.len() > SHOWN {
-        println!(
-            "      ... and {} more dropped (all in --json)",
-            state.dropped.len() - SHOWN
-        );
-    }
-    if let Some(op) = &state.torn {
-        println!(
-            "      torn    #{} {} {}",
-            op.number,
-            op.call,
-            op.path.display()
-        );
-    }
-    let ending = match (state.timed_out, state.check_exit) {
-        (true, _) => "killed at the timeout".to_string(),
-        (false, Some(code)) => format!("exit {code}"),
-        (false, None) => "killed by a signal".to_string(),
-    };
-    println!("    check: {ending}");
-    for line in state.check_output.lines().take(20) {
-        println!("      | {line}");
-    }
-    if let Some(at) = &state.kept_at {
-        println!("    state kept at {}", at.display());
-    }
-    if !state.replay.is_empty() {
-        println!("    replay: {}", state.replay);
-    }
-}
-
-fn print_answer(answer: &serde_json::Value) {
-    let mut fields = answer.as_object().cloned().unwrap_or_default();
-    fields.remove("ok");
-    if fields.is_empty() {
-        println!("ok");
-        return;
-    }
-    for (key, value) in fields {
-        println!("{key}: {value}");
-    }
-}
-
-/// Runs this same command without --daemon in a new session and returns once it has mounted.
-fn spawn_daemon(log: Option<PathBuf>) -> Result<()> {
-    use std::os::unix::process::CommandExt;
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--daemon")
-        .collect();
-    let stderr = match log {
-        Some(path) => Stdio::from(
-            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
-        ),
-        None => Stdio::null(),
-    };
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .process_group(0)
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-    if line.trim() != "mounted" {
-        let status = child.wait()?;
-        bail!("the faultfs daemon failed to mount ({status}); run without --daemon to see why");
-    }
-    println!("{}", child.id());
-    Ok(())
-}
-
-fn umount(mountpoint: &std::path::Path) -> Result<()> {
-    let path = mountpoint
-        .canonicalize()
-        .with_context(|| format!("{} does not exist", mountpoint.display()))?;
-    match mount::mounted_at(&path) {
-        Some(fstype) if fstype.starts_with("fuse") => {}
-        Some(fstype) => bail!(
-            "{} is a {fstype} mount, not faultfs: refusing to unmount it",
-            path.display()
-        ),
-        None => bail!("nothing is mounted at {}", path.display()),
-    }
-    // EBUSY can be transient: a process that forks copies every open descriptor until it execs.
-    for attempt in 0.. {
-        let Err(error) = rustix::mount::unmount(&path, rustix::mount::UnmountFlags::empty()) else {
-            break;
-        };
-        if error != rustix::io::Errno::BUSY {
-            bail!("unmounting {}: {error}", path.display());
-        }
-        if attempt == 20 {
-            bail!(
-                "{} is busy: a process still has files open there (see `fuser -vm {}`)",
-                path.display(),
-                path.display()
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    Ok(())
 }
