@@ -4,10 +4,13 @@
 //! linearized as a table; the whole run's throughput and latency over time.
 use std::fmt::Write;
 
-use super::timeline::{self, Jump};
+use super::{
+    markup::escape,
+    timeline::{self, Jump},
+};
 use crate::{
     check::{CheckReport, Verdict},
-    history::{FaultEvent, History, Operation},
+    history::History,
 };
 
 /// One check of a run as the page shows it.
@@ -61,20 +64,6 @@ pub fn render_html(
         timeline::SCRIPT
     );
     page
-}
-
-/// The earliest and latest moment of these operations and faults, if there is any.
-pub(super) fn time_span<'a>(
-    ops: impl Iterator<Item = &'a Operation>,
-    faults: &[FaultEvent],
-) -> Option<(u64, u64)> {
-    ops.flat_map(|op| [Some(op.invoke), op.complete])
-        .chain(faults.iter().flat_map(|f| [Some(f.time), f.end]))
-        .flatten()
-        .fold(None, |span, t| match span {
-            None => Some((t, t)),
-            Some((lo, hi)) => Some((t.min(lo), t.max(hi))),
-        })
 }
 
 fn verdict(v: Verdict) -> &'static str {
@@ -246,13 +235,6 @@ fn write_window_table(page: &mut String, history: &History, report: &CheckReport
         );
     }
     page.push_str("</table>\n");
-}
-
-pub(super) fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:1em}\

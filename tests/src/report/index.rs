@@ -3,7 +3,7 @@
 //! replay command, failing seeds first.
 use std::{fmt::Write, path::Path};
 
-use super::html::escape;
+use super::markup::escape;
 use crate::{check::Verdict, results::Summary};
 
 /// The page for `summary`, written in `dir`: each seed's report is linked relative to it when

@@ -3,6 +3,7 @@
 mod html;
 mod index;
 mod junit;
+mod markup;
 mod over_time;
 mod timeline;
 

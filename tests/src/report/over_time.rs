@@ -62,7 +62,7 @@ pub fn buckets(history: &History, start: u64, width_ns: u64, count: usize) -> Ve
 
 pub fn write_section(page: &mut String, history: &History) {
     // The run's span: the first invoke to the last event.
-    let Some((start, end)) = super::html::time_span(history.operations.iter(), &history.faults)
+    let Some((start, end)) = super::markup::time_span(history.operations.iter(), &history.faults)
         .filter(|(start, end)| start < end)
     else {
         return;
@@ -102,8 +102,8 @@ pub fn write_section(page: &mut String, history: &History) {
             page,
             "<rect class=\"fault\" x=\"{from:.1}\" y=\"{rate_top}\" width=\"{w:.1}\" height=\"{:.1}\"><title>{}: {}</title></rect>",
             leader_top + LEADER_HEIGHT - rate_top,
-            super::html::escape(&fault.target),
-            super::html::escape(&fault.description)
+            super::markup::escape(&fault.target),
+            super::markup::escape(&fault.description)
         );
         let label = fault_label(&fault.target, &fault.name);
         // About 6 px a character at the label's size.
@@ -114,7 +114,7 @@ pub fn write_section(page: &mut String, history: &History) {
                 page,
                 "<text class=\"fault-label\" x=\"{from:.1}\" y=\"{:.1}\">{}</text>",
                 14.0 + row as f64 * 13.0,
-                super::html::escape(&label)
+                super::markup::escape(&label)
             );
         }
     }

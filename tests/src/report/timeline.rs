@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, fmt::Write};
 use serde::Serialize;
 use serde_json::json;
 
-use super::html::escape;
+use super::markup::escape;
 use crate::{
     check::CheckReport,
     history::{History, Operation, Outcome},

@@ -12,8 +12,9 @@ use fault_rules::SplitMix64;
 use tokio::sync::Mutex;
 
 use super::{
-    cluster::{Cluster, Cut, partition_in_effect},
-    nemesis::leading_now,
+    cluster::{Cluster, partition_in_effect},
+    leaders::leading_now,
+    network_shape::Cut,
     poll::poll_until,
     probe::Probe,
 };

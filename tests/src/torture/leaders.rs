@@ -1,5 +1,6 @@
 //! Who leads: the watcher that records each change of leader through a run and feeds the
-//! protocol oracles, and the wait for a leader every node agrees on.
+//! protocol oracles, the wait for a leader every node agrees on, and one poll for the node
+//! that says it leads now.
 use std::{
     ops::ControlFlow,
     sync::{
@@ -9,7 +10,9 @@ use std::{
     time::Duration,
 };
 
-use super::{oracles, poll, target, target::Target, workload::Recorder};
+use tokio::sync::Mutex;
+
+use super::{cluster::Cluster, oracles, poll, target, target::Target, workload::Recorder};
 
 /// Polls every node's /status every 50 ms until `stop`: records each change of leader (the
 /// node that says it leads in the highest term; one that came and went between two polls is
@@ -74,4 +77,39 @@ pub(super) async fn leader_agreed(
     })
     .await
     .ok()
+}
+
+/// `node` if it does not lead, else the next node round the ring.
+pub(in crate::torture) async fn follower_near(cluster: &Arc<Mutex<Cluster>>, node: usize) -> usize {
+    match leader(cluster).await {
+        Some(leader) if leader == node => leader % cluster.lock().await.nodes.len() + 1,
+        _ => node,
+    }
+}
+
+/// The node that says it leads, if one does.
+pub(in crate::torture) async fn leader(cluster: &Arc<Mutex<Cluster>>) -> Option<usize> {
+    leading_now(cluster, None).await
+}
+
+/// One poll of every node's /status: the first that says it leads, other than `not`.
+pub(in crate::torture) async fn leading_now(
+    cluster: &Arc<Mutex<Cluster>>,
+    not: Option<usize>,
+) -> Option<usize> {
+    let (target, addrs): (_, Vec<String>) = {
+        let cluster = cluster.lock().await;
+        let addrs = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+        (cluster.target.clone(), addrs)
+    };
+    let client = reqwest::Client::new();
+    for (index, addr) in addrs.iter().enumerate() {
+        if not != Some(index + 1)
+            && let Some(status) = target.status(&client, addr).await
+            && target::says_it_leads(&status)
+        {
+            return Some(index + 1);
+        }
+    }
+    None
 }

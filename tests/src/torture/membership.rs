@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 
 use super::{
     cluster::{Cluster, status},
-    nemesis::leading_now,
+    leaders::leading_now,
 };
 
 /// How long adding a node back may take, in all (a learner catching up from a snapshot).

@@ -5,6 +5,7 @@ pub mod campaign;
 pub mod cluster;
 pub mod crash_points;
 pub mod deposed_leader;
+mod disk_faults;
 mod final_power_loss;
 mod leaders;
 pub mod lsm;

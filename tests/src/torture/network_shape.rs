@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use fault_rules::SplitMix64;
 
-use super::cluster::Cut;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
     /// The pivot cut off from every other node.
@@ -222,6 +220,29 @@ fn names(ids: &[usize]) -> String {
         .map(|id| format!("n{id}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Packets dropped between two sets of nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cut {
+    pub from: Vec<usize>,
+    pub to: Vec<usize>,
+    /// Only packets from `from` to `to` are dropped.
+    pub one_way: bool,
+    /// 100 cuts the link; less drops that share of the packets.
+    pub loss_percent: u32,
+}
+
+impl Cut {
+    /// One node cut off from all the others, both ways.
+    pub fn isolate(node: usize, size: usize) -> Cut {
+        Cut {
+            from: vec![node],
+            to: (1..=size).filter(|&id| id != node).collect(),
+            one_way: false,
+            loss_percent: 100,
+        }
+    }
 }
 
 #[cfg(test)]

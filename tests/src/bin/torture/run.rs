@@ -217,7 +217,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         fault_list.to_owned()
     };
     for &fault in &faults {
-        if let Some(why) = target.refuses(fault) {
+        if let Some(why) = fault.refused_by(&target) {
             let allowed = if args.target == TargetKind::Etcd && args.target_spec.is_none() {
                 ETCD_FAULTS
             } else {

@@ -22,7 +22,7 @@ pub use wal_damage::Rot;
 
 pub use super::target::target_db_status as status;
 use super::{
-    network_shape::Degradation,
+    network_shape::{Cut, Degradation},
     target::{NodePlace, Target},
 };
 
@@ -58,29 +58,6 @@ pub struct Cluster {
     pub storage_shapes: Vec<StorageShape>,
     /// Rounds of /status polls the oracles have seen, counted by the run's watcher.
     pub status_rounds: Option<tokio::sync::watch::Receiver<u64>>,
-}
-
-/// Packets dropped between two sets of nodes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cut {
-    pub from: Vec<usize>,
-    pub to: Vec<usize>,
-    /// Only packets from `from` to `to` are dropped.
-    pub one_way: bool,
-    /// 100 cuts the link; less drops that share of the packets.
-    pub loss_percent: u32,
-}
-
-impl Cut {
-    /// One node cut off from all the others, both ways.
-    pub fn isolate(node: usize, size: usize) -> Cut {
-        Cut {
-            from: vec![node],
-            to: (1..=size).filter(|&id| id != node).collect(),
-            one_way: false,
-            loss_percent: 100,
-        }
-    }
 }
 
 /// What a cluster is made of, besides its programs.

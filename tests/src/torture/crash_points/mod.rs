@@ -47,48 +47,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use super::cluster::{Cluster, status};
-
-/// A class of a node's files, by a glob relative to its faultfs mount.
-#[derive(Clone, Copy, Debug)]
-pub struct FileClass {
-    pub name: &'static str,
-    pub glob: &'static str,
-}
-
-/// target-db's data directory (`db/` on each mount): its log segments (and their directory),
-/// its snapshot (and its directory), and what sits at the top (marker files; a call on the
-/// wal/ or state/ directory itself, such as its fsync, also counts here).
-pub const TARGET_DB_CLASSES: &[FileClass] = &[
-    FileClass {
-        name: "wal",
-        glob: "db/wal/**",
-    },
-    FileClass {
-        name: "snapshot",
-        glob: "db/state/**",
-    },
-    FileClass {
-        name: "metadata",
-        glob: "db/*",
-    },
-];
-
-/// etcd's data directory: its WAL (`member/wal`), its snapshots and bbolt database
-/// (`member/snap`), and what sits in `member/` (calls on those two directories themselves).
-pub const ETCD_CLASSES: &[FileClass] = &[
-    FileClass {
-        name: "wal",
-        glob: "db/member/wal/**",
-    },
-    FileClass {
-        name: "snapshot",
-        glob: "db/member/snap/**",
-    },
-    FileClass {
-        name: "metadata",
-        glob: "db/member/*",
-    },
-];
+pub use super::target::{ETCD_CLASSES, FileClass, TARGET_DB_CLASSES};
 
 /// The glob of the `wal` class among `classes`: the log a crash once recovered or an election
 /// crash is aimed at.
@@ -195,7 +154,7 @@ pub async fn crash_point(
     // in six at a follower catching up from a snapshot.
     let aim = rng.below(6);
     if aim < 2
-        && let Some(leader) = crate::torture::nemesis::leading_now(cluster, None).await
+        && let Some(leader) = crate::torture::leaders::leading_now(cluster, None).await
     {
         return election_crash(cluster, leader, plan, rng).await;
     }

@@ -2,6 +2,8 @@
 //! the fault table in docs/torture.md come.
 use std::str::FromStr;
 
+use crate::torture::target::Target;
+
 /// The kinds of fault, each applied to a node the seed picks. This enum is the one list: the
 /// command line's names, `--help` and the table in docs/torture.md come from it (clap's kebab-case
 /// names; the doc comment of each is its help).
@@ -119,6 +121,45 @@ impl Fault {
     /// Whether the fault needs BPF LSM in the kernel (`injector probe`).
     pub fn needs_lsm(self) -> bool {
         self == Fault::WalWriteError
+    }
+}
+
+impl Fault {
+    /// Why this fault cannot be applied to `target`, if it cannot: it needs the database's own
+    /// admin calls or the layout of its files (crash points need only its classes of files).
+    pub fn refused_by(self, target: &Target) -> Option<&'static str> {
+        if target.is_target_db() || (self == Fault::CrashPoint && !target.file_classes().is_empty())
+        {
+            return None;
+        }
+        needs_internals(self)
+    }
+}
+
+/// Why a fault needs a database's internals, if it does: only target-db's are known.
+fn needs_internals(fault: Fault) -> Option<&'static str> {
+    match fault {
+        Fault::Kill
+        | Fault::KillMany
+        | Fault::Pause
+        | Fault::Partition
+        | Fault::PacketLoss
+        | Fault::SlowNetwork
+        | Fault::FlakyNetwork
+        | Fault::PowerLoss
+        | Fault::PowerLossAll
+        | Fault::DiskError
+        | Fault::FsyncError
+        | Fault::DiskFull
+        | Fault::SlowDisk => None,
+        Fault::WalCrash | Fault::WalWriteError | Fault::Bitrot | Fault::Corruption => {
+            Some("it knows target-db's log record format and segment names")
+        }
+        Fault::CrashPoint => {
+            Some("crash points need the database's classes of files, which a spec does not give")
+        }
+        Fault::LeaderTransfer | Fault::Membership => Some("it uses target-db's admin calls"),
+        Fault::DeposedLeader => Some("it reads target-db's uncommitted-entry counters"),
     }
 }
 

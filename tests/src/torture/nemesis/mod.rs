@@ -16,16 +16,18 @@ use fault_rules::SplitMix64;
 use rustix::process::{Pid, Signal, kill_process};
 use tokio::sync::Mutex;
 
-mod disk;
 mod fault;
 
-pub(in crate::torture) use disk::{attach_to_wal, with_fault_rule};
-use disk::{corrupt_mid_log, disk_error_while_catching_up, wal_crash};
 pub use fault::Fault;
 
 use super::{
     cluster::Cluster,
     crash_points::{self, CrashAttempt, CrashPlan},
+    disk_faults::{
+        attach_to_wal, corrupt_mid_log, disk_error_while_catching_up, rot_an_unacknowledged_record,
+        wal_crash, with_fault_rule,
+    },
+    leaders::{follower_near, leader},
     network_shape,
     probe::Probe,
     workload::Recorder,
@@ -130,41 +132,6 @@ impl Deck {
     }
 }
 
-/// `node` if it does not lead, else the next node round the ring.
-pub(super) async fn follower_near(cluster: &Arc<Mutex<Cluster>>, node: usize) -> usize {
-    match leader(cluster).await {
-        Some(leader) if leader == node => leader % cluster.lock().await.nodes.len() + 1,
-        _ => node,
-    }
-}
-
-/// The node that says it leads, if one does.
-async fn leader(cluster: &Arc<Mutex<Cluster>>) -> Option<usize> {
-    leading_now(cluster, None).await
-}
-
-/// One poll of every node's /status: the first that says it leads, other than `not`.
-pub(super) async fn leading_now(
-    cluster: &Arc<Mutex<Cluster>>,
-    not: Option<usize>,
-) -> Option<usize> {
-    let (target, addrs): (_, Vec<String>) = {
-        let cluster = cluster.lock().await;
-        let addrs = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
-        (cluster.target.clone(), addrs)
-    };
-    let client = reqwest::Client::new();
-    for (index, addr) in addrs.iter().enumerate() {
-        if not != Some(index + 1)
-            && let Some(status) = target.status(&client, addr).await
-            && super::target::says_it_leads(&status)
-        {
-            return Some(index + 1);
-        }
-    }
-    None
-}
-
 /// Applies `fault` aimed at `node`; returns the node it hit (a fault meant for a follower
 /// picks the follower nearest `node`) and what was done.
 async fn apply(
@@ -179,7 +146,7 @@ async fn apply(
         Fault::Bitrot => {
             // A follower: the leader's damaged record could be one it already sent.
             let target = follower_near(cluster, node).await;
-            let what = super::scenario::rot_an_unacknowledged_record(cluster, target, 5).await?;
+            let what = rot_an_unacknowledged_record(cluster, target, 5).await?;
             Ok((target, format!("n{target} {what}")))
         }
         Fault::Corruption => {

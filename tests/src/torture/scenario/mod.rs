@@ -5,17 +5,16 @@ use std::{sync::Arc, time::Duration};
 use anyhow::{Context, Result, ensure};
 use tokio::sync::Mutex;
 
-mod bitrot;
 mod names;
 
-use bitrot::BITROT_TRIES;
-pub use bitrot::rot_an_unacknowledged_record;
 pub use names::{NAMES, Scenario};
 
 use super::{
-    cluster::{Cluster, Cut},
+    cluster::Cluster,
     crash_points,
-    nemesis::{leading_now, with_fault_rule},
+    disk_faults::{BITROT_TRIES, rot_an_unacknowledged_record, with_fault_rule},
+    leaders::leading_now,
+    network_shape::Cut,
     workload::Recorder,
 };
 

@@ -8,8 +8,11 @@
 //! `commit_index` and `applied_index`. A target that cannot say one leaves it out, and the
 //! checks that need it say "not applicable".
 mod etcd;
+mod file_classes;
 pub mod spec;
 mod target_db;
+
+pub use file_classes::{ETCD_CLASSES, FileClass, TARGET_DB_CLASSES};
 
 /// Whether a status in the harness's words (above) says the node leads.
 pub fn says_it_leads(status: &serde_json::Value) -> bool {
@@ -25,7 +28,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{crash_points::FileClass, nemesis::Fault, poll::wait_for};
+use super::poll::wait_for;
 pub use etcd::start_command as etcd_start_command;
 pub use target_db::status as target_db_status;
 
@@ -82,33 +85,6 @@ pub struct Target {
     members: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
     /// How many nodes the cluster has (known once it is initialised).
     nodes: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-/// Why a fault needs a database's internals, if it does: only target-db's are known.
-fn needs_internals(fault: Fault) -> Option<&'static str> {
-    match fault {
-        Fault::Kill
-        | Fault::KillMany
-        | Fault::Pause
-        | Fault::Partition
-        | Fault::PacketLoss
-        | Fault::SlowNetwork
-        | Fault::FlakyNetwork
-        | Fault::PowerLoss
-        | Fault::PowerLossAll
-        | Fault::DiskError
-        | Fault::FsyncError
-        | Fault::DiskFull
-        | Fault::SlowDisk => None,
-        Fault::WalCrash | Fault::WalWriteError | Fault::Bitrot | Fault::Corruption => {
-            Some("it knows target-db's log record format and segment names")
-        }
-        Fault::CrashPoint => {
-            Some("crash points need the database's classes of files, which a spec does not give")
-        }
-        Fault::LeaderTransfer | Fault::Membership => Some("it uses target-db's admin calls"),
-        Fault::DeposedLeader => Some("it reads target-db's uncommitted-entry counters"),
-    }
 }
 
 impl Target {
@@ -253,22 +229,12 @@ impl Target {
         self.is_target_db()
     }
 
-    /// Why `fault` cannot be applied to this target, if it cannot: it needs the database's
-    /// own admin calls or the layout of its files.
-    pub fn refuses(&self, fault: Fault) -> Option<&'static str> {
-        match self.backend {
-            Backend::TargetDb => None,
-            Backend::Etcd if fault == Fault::CrashPoint => None,
-            _ => needs_internals(fault),
-        }
-    }
-
     /// Its classes of files, by path globs on the node's mount, where crash points go (none
     /// for a spec's database: crash points are refused for it).
     pub fn file_classes(&self) -> &'static [FileClass] {
         match self.backend {
-            Backend::TargetDb => super::crash_points::TARGET_DB_CLASSES,
-            Backend::Etcd => super::crash_points::ETCD_CLASSES,
+            Backend::TargetDb => TARGET_DB_CLASSES,
+            Backend::Etcd => ETCD_CLASSES,
             Backend::Spec(_) => &[],
         }
     }

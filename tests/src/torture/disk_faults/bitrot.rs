@@ -5,11 +5,8 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Result;
 use tokio::sync::Mutex;
 
-use super::pause;
-use crate::torture::{
-    cluster::Cluster,
-    nemesis::{attach_to_wal, leading_now},
-};
+use super::attach_to_wal;
+use crate::torture::{cluster::Cluster, crash_points, leaders::leading_now};
 
 /// How long an attempt to kill the node in a WAL fdatasync lasts: the injector starts, then the
 /// node must make a few fdatasyncs (2 s was often too short on a loaded machine: a flakes
@@ -20,7 +17,7 @@ const KILL_WITHIN: Duration = Duration::from_secs(6);
 const LOG_OPEN_WITHIN: Duration = Duration::from_secs(10);
 
 /// How often wal-bitrot kills the follower in a WAL fdatasync, at most, to find a put at the tail.
-pub(super) const BITROT_TRIES: usize = 30;
+pub(in crate::torture) const BITROT_TRIES: usize = 30;
 
 /// Kills `node` inside a WAL fdatasync (injector), so the record it was syncing is on disk but
 /// nobody acknowledged it, and silently corrupts that record if it holds a put (its key changed:
@@ -57,8 +54,8 @@ pub async fn rot_an_unacknowledged_record(
                     let client = reqwest::Client::new();
                     let until = std::time::Instant::now() + KILL_WITHIN + LOG_OPEN_WITHIN;
                     while std::time::Instant::now() < until {
-                        super::crash_points::fill_log(&client, &addr, 5).await;
-                        pause(20).await;
+                        crash_points::fill_log(&client, &addr, 5).await;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }))
             }
@@ -75,7 +72,7 @@ pub async fn rot_an_unacknowledged_record(
             {
                 break attached;
             }
-            pause(50).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         };
         if let Some(filler) = filler {
             filler.abort();
@@ -97,7 +94,7 @@ pub async fn rot_an_unacknowledged_record(
             break;
         }
         drop(cluster);
-        pause(300).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     Ok(rotted.map_or_else(
         || format!("killed in a WAL fdatasync {kills} times in {attempts} attempts, never with a put at the tail: nothing rotted"),

@@ -1,6 +1,11 @@
-//! The faults on a node's disk and log that take more than one rule: a corrupted record in the
-//! middle of the log, a crash at the Nth WAL write or fdatasync, a disk failing while the node
-//! catches up, and the helpers that attach the injector to the WAL or a faultfs rule for a while.
+//! The faults on a node's disk and log that take more than one rule, shared by the nemesis and
+//! the scenarios: a corrupted record in the middle of the log, a crash at the Nth WAL write or
+//! fdatasync, a disk failing while the node catches up, a record rotted at the tail, and the
+//! helpers that attach the injector to the WAL or a faultfs rule for a while.
+
+mod bitrot;
+
+pub(in crate::torture) use bitrot::{BITROT_TRIES, rot_an_unacknowledged_record};
 
 use std::{ops::ControlFlow, sync::Arc, time::Duration};
 
@@ -8,15 +13,14 @@ use anyhow::{Result, bail};
 use fault_rules::SplitMix64;
 use tokio::sync::Mutex;
 
-use super::follower_near;
-use crate::torture::{cluster::Cluster, poll};
+use crate::torture::{cluster::Cluster, leaders::follower_near, poll};
 
 /// How long a node with a damaged log gets to refuse to start (it reads its log first).
 const REFUSAL_WITHIN: Duration = Duration::from_secs(5);
 
 /// The `corruption` fault on `node`: stop it, flip one byte in the payload of a record that is
 /// neither the last nor in a segment's torn tail, start it, and see whether it refuses.
-pub(super) async fn corrupt_mid_log(
+pub(in crate::torture) async fn corrupt_mid_log(
     cluster: &Arc<Mutex<Cluster>>,
     node: usize,
     rng: &mut SplitMix64,
@@ -64,7 +68,7 @@ pub(super) async fn corrupt_mid_log(
 
 /// A crash point: `injector attach` kills the node at its Nth write or fdatasync of the
 /// active WAL segment; a write never happens, an fdatasync completes before the death.
-pub(super) async fn wal_crash(
+pub(in crate::torture) async fn wal_crash(
     cluster: &Arc<Mutex<Cluster>>,
     node: usize,
     hold: Duration,
@@ -127,7 +131,7 @@ pub(in crate::torture) async fn attach_to_wal(
 /// the power loss that follows exposes. Or, half the time, a follower killed mid-rotation and
 /// restarted with its log directory's fsyncs failing: one that trusts the page cache's
 /// directory loses the new log file it went on appending to.
-pub(super) async fn disk_error_while_catching_up(
+pub(in crate::torture) async fn disk_error_while_catching_up(
     cluster: &Arc<Mutex<Cluster>>,
     node: usize,
     hold: Duration,
@@ -153,7 +157,8 @@ pub(super) async fn disk_error_while_catching_up(
     // durable by chance, and the power loss at the end takes whatever it was not made to sync.
     let aimed = if rng.below(2) == 0 {
         let rule = format!(r#"fsync(path="{log_dir}")=kill"#);
-        super::crash_points::kill_at(cluster, follower, &rule, Duration::from_secs(1)).await?
+        crate::torture::crash_points::kill_at(cluster, follower, &rule, Duration::from_secs(1))
+            .await?
     } else {
         None
     };
