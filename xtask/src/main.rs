@@ -11,6 +11,8 @@ mod demo;
 mod ebpf;
 mod flakes;
 mod kernel_fs;
+#[cfg(test)]
+mod module_graph;
 mod mutants;
 mod packages;
 mod setup;

@@ -106,8 +106,7 @@ fn referenced_modules(me: &[String], code: &str) -> Vec<Vec<String>> {
             let before = &rest[..at];
             rest = &rest[at + anchor.len()..];
             // `super::super::` is counted once, under its own anchor.
-            if anchor == "super::" && (before.ends_with("super::") || rest.starts_with("super::"))
-            {
+            if anchor == "super::" && (before.ends_with("super::") || rest.starts_with("super::")) {
                 continue;
             }
             let preceded_by_word = before
