@@ -8,7 +8,7 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{self, BufRead, Write},
     net::{TcpListener, TcpStream, UdpSocket},
-    os::{fd::AsRawFd, unix::fs::FileExt},
+    os::unix::fs::FileExt,
     path::PathBuf,
 };
 
@@ -94,20 +94,13 @@ impl Worker {
 }
 
 fn sendmsg(socket: &UdpSocket) -> io::Result<()> {
-    let mut byte = *b"m";
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: an all-zero msghdr is valid (no name, no control data).
-    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
-    message.msg_iov = &mut iov;
-    message.msg_iovlen = 1;
-    // SAFETY: the message and its one buffer live across the call.
-    let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &message, 0) };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let byte = [b'm'];
+    rustix::net::sendmsg(
+        socket,
+        &[io::IoSlice::new(&byte)],
+        &mut rustix::net::SendAncillaryBuffer::default(),
+        rustix::net::SendFlags::empty(),
+    )?;
     Ok(())
 }
 
