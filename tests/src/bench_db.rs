@@ -3,6 +3,7 @@
 //! entries that arrive together share one fsync); with `--vs etcd`, target-db and etcd side by
 //! side, 3 nodes each, one load generator.
 use std::{
+    ops::ControlFlow,
     path::Path,
     process::{Child, Command, Stdio},
     sync::Arc,
@@ -13,7 +14,12 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::torture::target::{NodePlace, Target, TargetKind, etcd_start_command};
+use target_db_client::{Client, Op, Request};
+
+use crate::torture::{
+    poll::poll_until,
+    target::{NodePlace, Target, TargetKind, etcd_start_command},
+};
 
 struct Nodes(Vec<Child>);
 
@@ -67,38 +73,11 @@ pub async fn run(
             children.push(child);
         }
         let _nodes = Nodes(children);
-        let peers: serde_json::Map<String, serde_json::Value> = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| ((i + 1).to_string(), json!(a)))
-            .collect();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ok = http
-                .post(format!("http://{}/init", addrs[0]))
-                .json(&peers)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "the bench cluster did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let leader = loop {
-            let status: serde_json::Value = http
-                .get(format!("http://{}/status", addrs[0]))
-                .send()
-                .await?
-                .json()
-                .await?;
-            if let Some(leader) = status["leader"].as_u64() {
-                break addrs[leader as usize - 1].clone();
-            }
-            anyhow::ensure!(Instant::now() < deadline, "no leader in the bench cluster");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        Target::new(TargetKind::TargetDb)
+            .initialise(&http, &addrs, Duration::from_secs(20))
+            .await
+            .context("the bench cluster did not start")?;
+        let leader = target_db_leader(&http, &addrs).await?;
         for &clients in client_counts {
             results
                 .push(measure(&http, &leader, size, clients, Duration::from_secs(seconds)).await?);
@@ -130,9 +109,20 @@ async fn measure(
             let mut mine = Vec::new();
             while started.elapsed() < length {
                 seq += 1;
-                let body = json!({"client": 1_000_000 + client as u64 * 1000 + nodes as u64, "seq": seq, "op": "put", "key": format!("key{client}-{}", seq % 100), "value": value});
+                let op = Op::Put {
+                    key: format!("key{client}-{}", seq % 100),
+                    value: value.clone(),
+                };
+                let request = Request {
+                    client: 1_000_000 + client as u64 * 1000 + nodes as u64,
+                    seq,
+                    op,
+                };
                 let sent = Instant::now();
-                let ok = http.post(format!("http://{leader}/kv/write")).json(&body).send().await.is_ok_and(|r| r.status().is_success());
+                let ok = Client::with_http(http.clone())
+                    .write(&leader, &request)
+                    .await
+                    .is_ok();
                 if ok {
                     mine.push(sent.elapsed());
                 }
@@ -202,10 +192,7 @@ impl Cluster3 {
                 Target::new(TargetKind::TargetDb)
                     .initialise(&http, &addrs, Duration::from_secs(20))
                     .await?;
-                let leader = leader_of(&http, &addrs, |status| {
-                    status["leader"].as_u64().map(|id| id as usize - 1)
-                })
-                .await?;
+                let leader = target_db_leader(&http, &addrs).await?;
                 Ok(Cluster3 {
                     _nodes: nodes,
                     system,
@@ -235,7 +222,7 @@ impl Cluster3 {
                 }
                 let nodes = Nodes(children);
                 let addrs: Vec<String> = ips.iter().map(|ip| format!("{ip}:2379")).collect();
-                let leader = leader_of(&http, &addrs, |_| None).await?;
+                let leader = etcd_leader(&http, &addrs).await?;
                 Ok(Cluster3 {
                     _nodes: nodes,
                     system,
@@ -258,13 +245,13 @@ impl Cluster3 {
         let leader = &self.leader;
         match self.system {
             TargetKind::TargetDb => {
-                let body =
-                    json!({"client": client, "seq": seq, "op": "put", "key": key, "value": value});
-                http.post(format!("http://{leader}/kv/write"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
+                let op = Op::Put {
+                    key: key.to_owned(),
+                    value: value.to_owned(),
+                };
+                let request = Request { client, seq, op };
+                let nodes = Client::with_http(http.clone());
+                nodes.write(leader, &request).await.is_ok()
             }
             TargetKind::Etcd => {
                 let body = json!({"key": STANDARD.encode(key), "value": STANDARD.encode(value)});
@@ -285,42 +272,53 @@ impl Cluster3 {
     }
 }
 
-/// The address of the node that leads: target-db names it in its status (`index_of`); for
-/// etcd, the member whose id its maintenance status gives as the leader.
-async fn leader_of(
-    http: &reqwest::Client,
-    addrs: &[String],
-    index_of: impl Fn(&serde_json::Value) -> Option<usize>,
-) -> Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        for addr in addrs {
-            let target_db = http.get(format!("http://{addr}/status")).send().await;
-            if let Ok(response) = target_db
-                && let Ok(status) = response.json::<serde_json::Value>().await
-                && let Some(index) = index_of(&status)
-            {
-                return Ok(addrs[index].clone());
+/// The address of the node target-db's nodes say leads, polled for up to 30 s.
+async fn target_db_leader(http: &reqwest::Client, addrs: &[String]) -> Result<String> {
+    let nodes = &Client::with_http(http.clone()).timeout(Duration::from_secs(1));
+    poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async move {
+            for addr in addrs {
+                if let Ok(status) = nodes.status(addr).await
+                    && let Some(leader) = status.leader
+                {
+                    return ControlFlow::Break(addrs[leader as usize - 1].clone());
+                }
             }
-            let etcd = http
-                .post(format!("http://{addr}/v3/maintenance/status"))
-                .json(&json!({}))
-                .send()
-                .await;
-            if let Ok(response) = etcd
-                && let Ok(status) = response.json::<serde_json::Value>().await
-                && status["leader"].is_string()
-                && status["leader"] == status["header"]["member_id"]
-            {
-                return Ok(addr.clone());
+            ControlFlow::Continue(())
+        },
+    )
+    .await
+    .map_err(|()| anyhow::anyhow!("no leader in the bench cluster within 30 s"))
+}
+
+/// The address of the etcd member whose maintenance status names itself the leader, polled
+/// for up to 30 s.
+async fn etcd_leader(http: &reqwest::Client, addrs: &[String]) -> Result<String> {
+    poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async move {
+            for addr in addrs {
+                let answer = http
+                    .post(format!("http://{addr}/v3/maintenance/status"))
+                    .json(&json!({}))
+                    .send()
+                    .await;
+                if let Ok(response) = answer
+                    && let Ok(status) = response.json::<serde_json::Value>().await
+                    && status["leader"].is_string()
+                    && status["leader"] == status["header"]["member_id"]
+                {
+                    return ControlFlow::Break(addr.clone());
+                }
             }
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "no leader in the bench cluster within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            ControlFlow::Continue(())
+        },
+    )
+    .await
+    .map_err(|()| anyhow::anyhow!("no leader in the bench cluster within 30 s"))
 }
 
 /// One closed-loop measurement: `clients` clients each put a 1 KiB value, wait for the answer and
