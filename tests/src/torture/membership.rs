@@ -4,6 +4,7 @@
 //! compaction and elections must carry like any other: a store that loses the membership its
 //! snapshot or log held comes back believing in an old configuration.
 use std::{
+    ops::ControlFlow,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -16,6 +17,7 @@ use tokio::sync::Mutex;
 use super::{
     cluster::{Cluster, status},
     leaders::leading_now,
+    poll::poll_until,
 };
 
 /// How long adding a node back may take, in all (a learner catching up from a snapshot).
@@ -133,19 +135,19 @@ async fn admin(
     within: Duration,
 ) -> Result<Value, String> {
     let deadline = Instant::now() + within;
-    let mut last = String::from("no leader");
-    while Instant::now() < deadline {
-        if let Some(leader) = leading_now(cluster, None).await {
-            let addr = cluster.lock().await.nodes[leader - 1].addr.clone();
-            let left = deadline.saturating_duration_since(Instant::now());
-            let node = Client::new().timeout(left);
-            match node.post(&addr, &format!("/admin/{call}"), &body).await {
-                Ok(answer) if answer["index"].is_u64() => return Ok(answer),
-                Ok(answer) => last = format!("{call} on n{leader}: {answer}"),
-                Err(error) => last = format!("{call} on n{leader}: {error}"),
-            }
+    let body = &body;
+    poll_until(within, Duration::from_millis(200), || async move {
+        let Some(leader) = leading_now(cluster, None).await else {
+            return ControlFlow::Continue("no leader".to_owned());
+        };
+        let addr = cluster.lock().await.nodes[leader - 1].addr.clone();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let node = Client::new().timeout(left.max(Duration::from_millis(100)));
+        match node.post(&addr, &format!("/admin/{call}"), body).await {
+            Ok(answer) if answer["index"].is_u64() => ControlFlow::Break(answer),
+            Ok(answer) => ControlFlow::Continue(format!("{call} on n{leader}: {answer}")),
+            Err(error) => ControlFlow::Continue(format!("{call} on n{leader}: {error}")),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(last)
+    })
+    .await
 }

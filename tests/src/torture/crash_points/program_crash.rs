@@ -1,6 +1,7 @@
 //! Crash points that crash the program alone: the node SIGKILLed as it makes a call (faultfs
 //! `kill`), no power lost, so what it wrote before stays in the page cache.
 use super::*;
+use crate::torture::poll::poll_until;
 
 /// Whether a program crash can be placed at `call`: the program makes it itself (a `write`
 /// reaches faultfs from the page cache, on the kernel's schedule).
@@ -118,9 +119,16 @@ pub(super) async fn await_kill(
     before: u64,
     within: Duration,
 ) -> Result<Option<String>> {
-    let started = Instant::now();
-    while kills_so_far(cluster, node).await? == before && started.elapsed() < within {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let waited = poll_until(within, Duration::from_millis(10), || async move {
+        match kills_so_far(cluster, node).await {
+            Ok(kills) if kills == before => ControlFlow::Continue(()),
+            Ok(_) => ControlFlow::Break(Ok(())),
+            Err(error) => ControlFlow::Break(Err(error)),
+        }
+    })
+    .await;
+    if let Ok(Err(error)) = waited {
+        return Err(error);
     }
     cluster.lock().await.remove_fault(node, rule_id)?;
     // Counted once the rule is gone, so a kill as it was being removed is not missed.
