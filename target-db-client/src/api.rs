@@ -9,6 +9,7 @@
 //! - `POST /init` [`Peers`]; `GET /status`: a [`Status`].
 use std::collections::BTreeMap;
 
+use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 pub type NodeId = u64;
@@ -18,6 +19,16 @@ pub type Peers = BTreeMap<NodeId, String>;
 
 /// The header that carries the cluster token to `/raft/*`, `/init` and `/admin/*`.
 pub const CLUSTER_TOKEN_HEADER: &str = "x-cluster-token";
+
+/// The cluster-token header with `token` as its value, marked sensitive so that no log or
+/// debug print shows it. Fails when the token is not header text.
+pub fn cluster_token_header(
+    token: &str,
+) -> Result<(HeaderName, HeaderValue), reqwest::header::InvalidHeaderValue> {
+    let mut value = HeaderValue::from_str(token)?;
+    value.set_sensitive(true);
+    Ok((HeaderName::from_static(CLUSTER_TOKEN_HEADER), value))
+}
 
 /// A write, with who sent it: `(client, seq)` makes retries idempotent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

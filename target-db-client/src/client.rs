@@ -3,15 +3,12 @@
 //! definitely did not take effect, which a checker needs to know.
 use std::time::Duration;
 
-use reqwest::{
-    RequestBuilder,
-    header::{HeaderMap, HeaderName, HeaderValue},
-};
+use reqwest::{RequestBuilder, header::HeaderMap};
 use serde::{Serialize, de::DeserializeOwned};
 use thiserror::Error;
 
 use crate::api::{
-    CLUSTER_TOKEN_HEADER, Outcome, Peers, ReadReply, Refusal, Request, Status, WriteReply,
+    Outcome, Peers, ReadReply, Refusal, Request, Status, WriteReply, cluster_token_header,
 };
 
 #[derive(Debug, Error)]
@@ -107,11 +104,9 @@ impl Client {
     /// Sends the cluster token, which `/init`, `/admin/*` and `/raft/*` require when the nodes
     /// have one.
     pub fn token(mut self, token: &str) -> Result<Client, Error> {
-        let mut value =
-            HeaderValue::from_str(token).map_err(|error| Error::BadToken(error.to_string()))?;
-        value.set_sensitive(true);
-        self.headers
-            .insert(HeaderName::from_static(CLUSTER_TOKEN_HEADER), value);
+        let (name, value) =
+            cluster_token_header(token).map_err(|error| Error::BadToken(error.to_string()))?;
+        self.headers.insert(name, value);
         Ok(self)
     }
 

@@ -12,7 +12,7 @@ use std::{
     sync::Arc,
 };
 
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 use thiserror::Error;
 
 pub const HEADER: &str = target_db_client::api::CLUSTER_TOKEN_HEADER;
@@ -89,12 +89,9 @@ impl ClusterToken {
 
     /// The headers a request to a peer carries.
     pub fn headers(&self) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        let mut value =
-            HeaderValue::from_str(&self.0).expect("checked to be visible ASCII when read");
-        value.set_sensitive(true);
-        headers.insert(HEADER, value);
-        headers
+        let (name, value) = target_db_client::api::cluster_token_header(&self.0)
+            .expect("checked to be visible ASCII when read");
+        HeaderMap::from_iter([(name, value)])
     }
 }
 

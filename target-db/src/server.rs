@@ -237,9 +237,10 @@ fn digest(kv: &BTreeMap<String, String>) -> u64 {
 }
 
 async fn metrics(State(node): State<Shared>) -> impl IntoResponse {
-    let status = status_of(&node).await;
+    // Raft's numbers only: a scrape must not pay for the state digest that /status computes.
+    let raft = node.raft.metrics().borrow().clone();
     let number = |index: Option<u64>| index.unwrap_or(0);
-    let is_leader = u64::from(status.leader == Some(node.id));
+    let is_leader = u64::from(raft.current_leader == Some(node.id));
     format!(
         "# TYPE targetdb_term gauge\ntargetdb_term {}\n\
          # TYPE targetdb_is_leader gauge\ntargetdb_is_leader {is_leader}\n\
@@ -247,11 +248,11 @@ async fn metrics(State(node): State<Shared>) -> impl IntoResponse {
          # TYPE targetdb_commit_index gauge\ntargetdb_commit_index {}\n\
          # TYPE targetdb_applied_index gauge\ntargetdb_applied_index {}\n\
          # TYPE targetdb_snapshot_index gauge\ntargetdb_snapshot_index {}\n",
-        status.term,
-        number(status.last_log_index),
-        number(status.commit_index),
-        number(status.applied_index),
-        number(status.snapshot_index),
+        raft.current_term,
+        number(raft.last_log_index),
+        number(node.wal.committed_index()),
+        number(raft.last_applied.map(|l| l.index)),
+        number(raft.snapshot.map(|l| l.index)),
     ) + &format!(
         "# TYPE targetdb_elections_total counter\ntargetdb_elections_total {}\n",
         node.elections.load(Ordering::Relaxed)
