@@ -5,8 +5,8 @@ mod common;
 use std::{process::Output, sync::Mutex};
 
 use common::{
-    assert_checks, build_tools, data_attribute, render_in_chromium, render_in_chromium_at,
-    screenshot_in_chromium, torture_run,
+    ScratchDir, assert_checks, build_tools, data_attribute, render_in_chromium,
+    render_in_chromium_at, screenshot_in_chromium, torture_run,
 };
 
 /// This file's own loopback range: runs of other test files (or a user's) never meet it.
@@ -15,9 +15,11 @@ const FIRST_IP: &str = "127.0.21.11";
 /// The runs share the nodes' addresses, so one runs at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn torture(args: &[&str]) -> (Output, String) {
-    let run_dir = tempfile::tempdir().unwrap();
-    torture_in(run_dir.path(), args)
+/// The run's output, its report, and its directory (kept if the test fails).
+fn torture(args: &[&str]) -> (Output, String, ScratchDir) {
+    let run_dir = ScratchDir::new();
+    let (output, report) = torture_in(run_dir.path(), args);
+    (output, report, run_dir)
 }
 
 /// A run whose directory (`DIR/run`) outlives it.
@@ -30,7 +32,7 @@ fn a_safe_database_passes_under_every_fault() {
     build_tools();
 
     // Every fault this kernel allows (the default list).
-    let (output, report) = torture(&["--seed", "12", "--duration", "8s"]);
+    let (output, report, _dir) = torture(&["--seed", "12", "--duration", "8s"]);
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -60,7 +62,7 @@ fn a_safe_database_passes_under_every_fault() {
 #[test]
 fn a_failing_runs_report_shows_every_check_every_fault_and_the_replay() {
     build_tools();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = ScratchDir::new();
     let (output, report) = torture_in(
         dir.path(),
         &[
@@ -153,7 +155,7 @@ fn a_failing_runs_report_shows_every_check_every_fault_and_the_replay() {
 #[test]
 fn a_torn_final_power_loss_cuts_writes_in_flight_and_the_safe_database_survives_it() {
     build_tools();
-    let (output, report) = torture(&["--seed", "3", "--duration", "4s", "--faults", "pause"]);
+    let (output, report, _dir) = torture(&["--seed", "3", "--duration", "4s", "--faults", "pause"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
         output.status.code(),
@@ -179,7 +181,7 @@ fn a_torn_final_power_loss_cuts_writes_in_flight_and_the_safe_database_survives_
 #[test]
 fn slow_and_flaky_networks_leave_the_safe_database_correct_and_nothing_behind() {
     build_tools();
-    let (output, report) = torture(&[
+    let (output, report, _dir) = torture(&[
         "--seed",
         "4",
         "--duration",
@@ -220,7 +222,7 @@ fn slow_and_flaky_networks_leave_the_safe_database_correct_and_nothing_behind() 
 #[test]
 fn a_deposed_leader_is_read_from_once_another_leads_and_the_safe_database_passes() {
     build_tools();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = ScratchDir::new();
     let (output, report) = torture_in(
         dir.path(),
         &[

@@ -18,7 +18,7 @@ static BUILD: Once = Once::new();
 fn scenario(name: &str, nodes: &str, steps: usize) {
     BUILD.call_once(common::build_tools);
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let run_dir = tempfile::tempdir().unwrap();
+    let run_dir = common::ScratchDir::new();
     let output = Command::new(TORTURE)
         .args(["run", "--seed", "5", "--duration", "8s", "--settle", "20s"])
         .args(["--first-ip", FIRST_IP])

@@ -19,8 +19,13 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 static BUILD: Once = Once::new();
 
 /// `what`: `--faults LIST` or `--scenario NAME`.
-fn run(seed: &str, what: [&str; 2], db_flags: &[&str], duration: &str) -> (Option<i32>, String) {
-    let run_dir = tempfile::tempdir().unwrap();
+fn run(
+    seed: &str,
+    what: [&str; 2],
+    db_flags: &[&str],
+    duration: &str,
+) -> (Option<i32>, String, common::ScratchDir) {
+    let run_dir = common::ScratchDir::new();
     let output = Command::new(TORTURE)
         .args([
             "run",
@@ -49,6 +54,7 @@ fn run(seed: &str, what: [&str; 2], db_flags: &[&str], duration: &str) -> (Optio
     (
         output.status.code(),
         format!("{}{faults}", String::from_utf8_lossy(&output.stdout)),
+        run_dir,
     )
 }
 
@@ -62,13 +68,13 @@ fn caught_by(seed: &str, what: [&str; 2], switch: &str, other_flags: &[&str], du
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut flags = vec![switch];
     flags.extend(other_flags);
-    let (code, report) = run(seed, what, &flags, duration);
+    let (code, report, _unsafe_dir) = run(seed, what, &flags, duration);
     assert_eq!(code, Some(1), "{switch} must fail the run:\n{report}");
     assert!(
         report.lines().any(|line| line.starts_with("FAIL ")),
         "{switch} must fail a check:\n{report}"
     );
-    let (code, report) = run(seed, what, other_flags, duration);
+    let (code, report, _safe_dir) = run(seed, what, other_flags, duration);
     assert_eq!(code, Some(0), "the safe database must pass:\n{report}");
 }
 

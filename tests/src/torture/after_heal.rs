@@ -14,7 +14,7 @@ use super::{
     CheckResult, Options, Shared,
     cluster::Cluster,
     final_power_loss::{ClientOf, final_power_loss},
-    leaders::leader_agreed,
+    leaders::{leader_agreed, views},
     membership,
     nemesis::Fault,
     poll::poll_until,
@@ -49,21 +49,24 @@ pub async fn converged(
         }
     })
     .await;
-    seen.map_err(|digests| {
-        let seen: Vec<String> = digests
-            .iter()
-            .enumerate()
-            .map(|(i, d)| match d {
-                Some((applied, digest)) => format!("n{}: {digest} at {applied}", i + 1),
-                None => format!("n{}: no digest", i + 1),
-            })
-            .collect();
-        format!(
-            "after {} s, digests (at applied index): {}",
-            limit.as_secs(),
-            seen.join(", ")
-        )
-    })
+    let digests = match seen {
+        Ok(agreed) => return Ok(agreed),
+        Err(digests) => digests,
+    };
+    let views = views(target, http, addrs).await;
+    let seen: Vec<String> = digests
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match d {
+            Some((applied, digest)) => format!("n{}: {digest} at {applied}", i + 1),
+            None => format!("n{}: no digest", i + 1),
+        })
+        .collect();
+    Err(format!(
+        "after {} s, digests (at applied index): {}; then {views}",
+        limit.as_secs(),
+        seen.join(", ")
+    ))
 }
 
 /// Every node restarted during the run (id, restarts) reaches the commit index the leader
@@ -132,9 +135,10 @@ pub async fn rejoined(
         Err(behind) => Err((
             Verdict::Fail,
             format!(
-                "after {} s, behind the leader's commit index {commit}: {}",
+                "after {} s, behind the leader's commit index {commit}: {}; then {}",
                 limit.as_secs(),
-                behind.join(", ")
+                behind.join(", "),
+                views(target, http, addrs).await
             ),
         )),
     }
@@ -228,7 +232,13 @@ pub(super) async fn heal_and_check(
             let leader = leader as usize;
             rejoined(target, http, addrs, leader, &restarted, options.settle).await
         }
-        None => Err((Verdict::Unknown, "no leader to compare with".to_owned())),
+        None => Err((
+            Verdict::Unknown,
+            format!(
+                "no leader to compare with: {}",
+                views(target, http, addrs).await
+            ),
+        )),
     };
     checks.push(verdicts::of_outcome(
         "restarted nodes rejoin and catch up",

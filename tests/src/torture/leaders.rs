@@ -79,6 +79,42 @@ pub(super) async fn leader_agreed(
     .ok()
 }
 
+/// What each node says of itself, one poll, for the detail of a failed check: its role, term,
+/// the leader it follows and its log indexes (`n2: Follower, term 7, leader n1, log 610,
+/// commit 608, applied 598`); a node that does not answer says so.
+pub(super) async fn views(target: &Target, http: &reqwest::Client, addrs: &[String]) -> String {
+    let mut views = Vec::new();
+    for (index, addr) in addrs.iter().enumerate() {
+        let view = match target.status(http, addr).await {
+            Some(status) => view_of(&status),
+            None => "no answer".to_owned(),
+        };
+        views.push(format!("n{}: {view}", index + 1));
+    }
+    views.join("; ")
+}
+
+fn view_of(status: &serde_json::Value) -> String {
+    let mut parts = vec![status["state"].as_str().unwrap_or("?").to_owned()];
+    if let Some(term) = status["term"].as_u64() {
+        parts.push(format!("term {term}"));
+    }
+    parts.push(match status["leader"].as_u64() {
+        Some(leader) => format!("leader n{leader}"),
+        None => "no leader".to_owned(),
+    });
+    for (key, name) in [
+        ("last_log_index", "log"),
+        ("commit_index", "commit"),
+        ("applied_index", "applied"),
+    ] {
+        if let Some(index) = status[key].as_u64() {
+            parts.push(format!("{name} {index}"));
+        }
+    }
+    parts.join(", ")
+}
+
 /// `node` if it does not lead, else the next node round the ring.
 pub(in crate::torture) async fn follower_near(cluster: &Arc<Mutex<Cluster>>, node: usize) -> usize {
     match leader(cluster).await {

@@ -3,6 +3,34 @@
 
 use std::{path::Path, process::Command};
 
+/// A test's scratch directory (a run directory, with each node's data and log) that is kept
+/// when the test fails: a failure seen once in CI then leaves its evidence, and its path is
+/// printed. A passing test removes it.
+pub struct ScratchDir(Option<tempfile::TempDir>);
+
+impl ScratchDir {
+    pub fn new() -> Self {
+        Self(Some(tempfile::tempdir().expect("a scratch directory")))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().expect("present until dropped").path()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.0.take()
+        {
+            eprintln!(
+                "the failed test's directory is kept: {}",
+                dir.keep().display()
+            );
+        }
+    }
+}
+
 /// The tools a run starts must sit next to the torture binary (one target directory).
 pub fn build_tools() {
     let status = std::process::Command::new(env!("CARGO"))
