@@ -295,6 +295,29 @@ fn a_data_directory_of_another_node_is_refused() {
     );
 }
 
+/// A heartbeat too slow for the election timeout would have followers campaign after one late
+/// heartbeat: refused with both flags named, before the data directory is created.
+#[test]
+fn a_raft_clock_that_would_start_needless_elections_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let output = Command::new(TARGET_DB)
+        .args(["serve", "--id", "1", "--listen", "127.0.0.1:0"])
+        .args(["--heartbeat-ms", "300", "--election-timeout-ms", "500"])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--election-timeout-ms 500 is not more than twice --heartbeat-ms 300")
+            && stderr.contains("above 600"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "the data directory was created");
+}
+
 #[test]
 fn a_data_directory_of_another_cluster_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,7 @@ pub struct Measurement {
 
 pub async fn run(
     target_db: &Path,
+    db_flags: &[String],
     scratch: &Path,
     node_counts: &[usize],
     client_counts: &[usize],
@@ -66,6 +67,7 @@ pub async fn run(
                     "--data-dir",
                 ])
                 .arg(scratch.join(format!("bench-{size}-node{id}")))
+                .args(db_flags)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -161,7 +163,13 @@ pub struct Cluster3 {
 }
 
 impl Cluster3 {
-    pub async fn start(system: TargetKind, target_db: &Path, scratch: &Path) -> Result<Cluster3> {
+    /// `db_flags`: more flags for each target-db node (ignored for etcd).
+    pub async fn start(
+        system: TargetKind,
+        target_db: &Path,
+        db_flags: &[String],
+        scratch: &Path,
+    ) -> Result<Cluster3> {
         let http = reqwest::Client::new();
         match system {
             TargetKind::TargetDb => {
@@ -182,6 +190,7 @@ impl Cluster3 {
                                 "--data-dir",
                             ])
                             .arg(scratch.join(format!("target-db-node{id}")))
+                            .args(db_flags)
                             .stdout(Stdio::null())
                             .stderr(Stdio::null())
                             .spawn()
@@ -392,14 +401,15 @@ pub struct VersusRow {
 /// machine hits both), then the medians.
 pub async fn versus_etcd(
     target_db: &Path,
+    db_flags: &[String],
     scratch: &Path,
     client_counts: &[usize],
     repetitions: usize,
     warm_up: Duration,
     length: Duration,
 ) -> Result<Vec<VersusRow>> {
-    let ours = Arc::new(Cluster3::start(TargetKind::TargetDb, target_db, scratch).await?);
-    let etcd = Arc::new(Cluster3::start(TargetKind::Etcd, target_db, scratch).await?);
+    let ours = Arc::new(Cluster3::start(TargetKind::TargetDb, target_db, db_flags, scratch).await?);
+    let etcd = Arc::new(Cluster3::start(TargetKind::Etcd, target_db, &[], scratch).await?);
     let mut samples: Vec<(TargetKind, usize, Measurement)> = Vec::new();
     let mut round = 0;
     for repetition in 0..repetitions {

@@ -26,9 +26,20 @@ pub enum Bench {
     Torture,
 }
 
-pub fn run(root: &Path, bench: Bench, vs: Option<&str>, json: Option<&Path>) -> Result<()> {
+pub fn run(
+    root: &Path,
+    bench: Bench,
+    vs: Option<&str>,
+    json: Option<&Path>,
+    db_flags: &[String],
+) -> Result<()> {
     if vs.is_some() && !matches!(bench, Bench::Db) {
         anyhow::bail!("--vs compares databases: it goes with `cargo xtask bench db`");
+    }
+    if !db_flags.is_empty() && !matches!(bench, Bench::Db) {
+        anyhow::bail!(
+            "--db-flag is passed to target-db's nodes: it goes with `cargo xtask bench db`"
+        );
     }
     match bench {
         Bench::Checker => cmd::run(
@@ -51,6 +62,9 @@ pub fn run(root: &Path, bench: Bench, vs: Option<&str>, json: Option<&Path>) -> 
             }
             if let Some(json) = json {
                 command.arg("--json").arg(json);
+            }
+            for flag in db_flags {
+                command.arg(format!("--db-flag={flag}"));
             }
             cmd::run(&mut command)
         }

@@ -86,6 +86,10 @@ enum Task {
         /// With `db --vs etcd`: also write the rows as JSON here.
         #[arg(long, requires = "vs")]
         json: Option<std::path::PathBuf>,
+        /// With `db`: one more flag for every target-db node (repeatable), e.g. to compare
+        /// Raft clocks: --db-flag=--heartbeat-ms=250 --db-flag=--election-timeout-ms=1000.
+        #[arg(long = "db-flag", allow_hyphen_values = true)]
+        db_flags: Vec<String>,
     },
     /// Soak faultfs: Debian's SQLite under load on a faultfs mount with a power loss every
     /// interval (each mode in turn), faultfs's resident memory, descriptors and volatile store
@@ -129,7 +133,12 @@ fn main() -> Result<()> {
         Task::Demo => demo::run(&root),
         Task::Flakes(args) => flakes::run(&root, &args),
         Task::Mutants(args) => mutants::run(&root, &args),
-        Task::Bench { what, vs, json } => bench::run(&root, what, vs.as_deref(), json.as_deref()),
+        Task::Bench {
+            what,
+            vs,
+            json,
+            db_flags,
+        } => bench::run(&root, what, vs.as_deref(), json.as_deref(), &db_flags),
         Task::Soak(args) => soak::run(&root, &args),
         Task::Torture { args } => torture::run(&root, &args),
         Task::VmTests { every_test } => {

@@ -52,11 +52,21 @@ enum Command {
         #[arg(long)]
         listen: String,
         /// Build a snapshot (and purge the log before it) every this many entries.
-        #[arg(long, default_value_t = 5000)]
+        #[arg(long, default_value_t = serve::RaftSettings::DEFAULT.snapshot_every)]
         snapshot_every: u64,
         /// Bytes per write-ahead log segment.
         #[arg(long, default_value_t = 64 << 20)]
         segment_bytes: u64,
+        /// How often a leader sends heartbeats, in ms. openraft also gives every append to a
+        /// follower this long to be answered (its fsync included): a follower whose disk takes
+        /// longer is never acknowledged while writes keep coming. Raise it on slow disks.
+        #[arg(long, default_value_t = serve::RaftSettings::DEFAULT.heartbeat_ms)]
+        heartbeat_ms: u64,
+        /// How long a follower waits without hearing from a leader before it campaigns, in ms
+        /// (each node picks at random between this and twice this); also the leader's lease.
+        /// Must be more than twice --heartbeat-ms.
+        #[arg(long, default_value_t = serve::RaftSettings::DEFAULT.election_timeout_ms)]
+        election_timeout_ms: u64,
         /// UNSAFE: never fsync the write-ahead log.
         #[arg(long)]
         unsafe_no_fsync: bool,
@@ -185,6 +195,8 @@ async fn main() -> Result<()> {
             listen,
             snapshot_every,
             segment_bytes,
+            heartbeat_ms,
+            election_timeout_ms,
             unsafe_no_fsync,
             unsafe_no_dir_fsync,
             unsafe_ignore_fsync_error,
@@ -193,6 +205,13 @@ async fn main() -> Result<()> {
             cluster_token_file,
         } => {
             let token = read_token(cluster_token_file.as_deref())?;
+            let settings = serve::RaftSettings {
+                snapshot_every,
+                heartbeat_ms,
+                election_timeout_ms,
+            };
+            // Checked before anything is opened: a bad flag leaves the data directory untouched.
+            settings.config()?;
             for (on, name) in [
                 (
                     unsafe_no_fsync,
@@ -238,16 +257,7 @@ async fn main() -> Result<()> {
                     "no --cluster-token-file: any process that reaches {listen} is trusted as a peer"
                 );
             }
-            serve(
-                id,
-                &cluster,
-                data_dir,
-                listen,
-                snapshot_every,
-                options,
-                token,
-            )
-            .await
+            serve(id, &cluster, data_dir, listen, settings, options, token).await
         }
         Command::Init {
             addr,

@@ -22,12 +22,58 @@ use target_db::{
     types::NodeId,
 };
 
+/// What a node tells openraft: when to snapshot, and Raft's clock (the heartbeat interval, which
+/// openraft also uses as the time an append to a follower has to be answered, and the election
+/// timeout: the least of a random range up to twice it, and the leader's lease).
+#[derive(Clone, Copy, Debug)]
+pub struct RaftSettings {
+    pub snapshot_every: u64,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+}
+
+impl RaftSettings {
+    pub const DEFAULT: RaftSettings = RaftSettings {
+        snapshot_every: 5000,
+        heartbeat_ms: 100,
+        election_timeout_ms: 500,
+    };
+
+    /// openraft's configuration, if a follower gets at least two heartbeats within its shortest
+    /// timeout (with fewer, one late heartbeat starts an election); else an error naming both
+    /// flags.
+    pub fn config(self) -> Result<Config> {
+        anyhow::ensure!(
+            self.heartbeat_ms > 0,
+            "--heartbeat-ms must be at least 1 (it is the leader's heartbeat interval)"
+        );
+        anyhow::ensure!(
+            self.election_timeout_ms > 2 * self.heartbeat_ms,
+            "--election-timeout-ms {} is not more than twice --heartbeat-ms {}: a follower would \
+             campaign after one late heartbeat; raise --election-timeout-ms above {}",
+            self.election_timeout_ms,
+            self.heartbeat_ms,
+            2 * self.heartbeat_ms
+        );
+        Ok(Config {
+            cluster_name: "target-db".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_ms,
+            election_timeout_max: 2 * self.election_timeout_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: 0,
+            ..Config::default()
+        }
+        .validate()?)
+    }
+}
+
 pub async fn serve(
     id: NodeId,
     cluster: &str,
     data_dir: PathBuf,
     listen: String,
-    snapshot_every: u64,
+    settings: RaftSettings,
     options: LogOptions,
     token: Option<ClusterToken>,
 ) -> Result<()> {
@@ -63,16 +109,7 @@ pub async fn serve(
     let recovered_term = openraft::storage::RaftLogStorage::read_vote(&mut log)
         .await?
         .map_or(0, |vote| vote.leader_id().term);
-    let config = Config {
-        cluster_name: "target-db".into(),
-        heartbeat_interval: 100,
-        election_timeout_min: 500,
-        election_timeout_max: 1000,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
-        max_in_snapshot_log_to_keep: 0,
-        ..Config::default()
-    }
-    .validate()?;
+    let config = settings.config()?;
     let local = listen
         .parse::<std::net::SocketAddr>()
         .ok()

@@ -106,6 +106,9 @@ enum Command {
         /// With --vs: also write the rows as JSON here.
         #[arg(long, requires = "vs")]
         json: Option<PathBuf>,
+        /// One more flag for every target-db node (repeatable), e.g. --db-flag=--heartbeat-ms=250.
+        #[arg(long = "db-flag", allow_hyphen_values = true)]
+        db_flags: Vec<String>,
     },
     /// Time the checker on a corpus directory and on a generated 100,000-operation history.
     #[command(hide = true)]
@@ -162,6 +165,7 @@ fn run_command(command: Command) -> Result<ExitCode> {
             bin_dir,
             vs,
             json,
+            db_flags,
         } => {
             let binaries = Binaries::beside_me(bin_dir.as_deref())?;
             // On the machine's disk (ext4 here), not tmpfs: the fsyncs are real.
@@ -177,6 +181,7 @@ fn run_command(command: Command) -> Result<ExitCode> {
                 let seconds = seconds.unwrap_or(10);
                 let rows = runtime.block_on(tests::bench_db::versus_etcd(
                     &binaries.target_db,
+                    &db_flags,
                     scratch.path(),
                     &[1, 16, 64],
                     3,
@@ -215,6 +220,7 @@ fn run_command(command: Command) -> Result<ExitCode> {
             let seconds = seconds.unwrap_or(5);
             let results = runtime.block_on(tests::bench_db::run(
                 &binaries.target_db,
+                &db_flags,
                 scratch.path(),
                 &[1, 3],
                 &[1, 4, 16],
