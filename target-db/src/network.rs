@@ -1,21 +1,78 @@
 //! Raft messages between nodes: JSON over HTTP (POST /raft/append, /raft/vote,
-//! /raft/snapshot). A node that cannot be reached is reported as such, so openraft backs off and
-//! retries; an error raised by the remote node comes back as that error.
+//! /raft/snapshot, the last as a [`SnapshotChunk`]). A node that cannot be reached is reported
+//! as such, so openraft backs off and retries; an error raised by the remote node comes back as
+//! that error; a message the peer cannot read (another version of target-db) is named as such.
+use base64::Engine as _;
 use openraft::{
-    BasicNode, RaftNetwork, RaftNetworkFactory,
-    error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable},
+    BasicNode, RaftNetwork, RaftNetworkFactory, SnapshotMeta, Vote,
+    error::{
+        InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+        Unreachable,
+    },
     network::RPCOption,
     raft::{
         AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
         InstallSnapshotResponse, VoteRequest, VoteResponse,
     },
 };
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     cluster_token::{self, ClusterToken},
     types::{NodeId, TypeConfig},
 };
+
+/// The largest Raft message a node reads. Above a web server's usual 2 MB: a snapshot chunk
+/// (`SNAPSHOT_CHUNK_BYTES`, in base64) and a batch of appended entries of large values must fit;
+/// a batch that does not is sent again in smaller ones.
+pub const RAFT_MESSAGE_BYTES: usize = 64 << 20;
+
+/// A batch of appended entries is split to stay under this. openraft gives an append as long
+/// as a heartbeat interval to be answered (100 ms by default), the follower's parsing and fsync
+/// included: batches of MBs of large values took longer every time, and a lagging follower
+/// never caught up.
+pub const APPEND_BATCH_BYTES: usize = 512 << 10;
+
+/// The bytes of a snapshot sent in one message (a third more in base64).
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 << 20;
+
+/// An InstallSnapshot message on the wire: openraft's fields, with the snapshot's bytes in
+/// base64. openraft's own serde form writes bytes as a JSON array of numbers, about four times
+/// their size and slow to parse: a follower took longer to read a snapshot of a few MB than
+/// the leader gave the attempt, every attempt, and never caught up.
+#[derive(Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    vote: Vote<NodeId>,
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    offset: u64,
+    done: bool,
+    data_base64: String,
+}
+
+impl From<&InstallSnapshotRequest<TypeConfig>> for SnapshotChunk {
+    fn from(request: &InstallSnapshotRequest<TypeConfig>) -> Self {
+        SnapshotChunk {
+            vote: request.vote,
+            meta: request.meta.clone(),
+            offset: request.offset,
+            done: request.done,
+            data_base64: base64::engine::general_purpose::STANDARD.encode(&request.data),
+        }
+    }
+}
+
+impl SnapshotChunk {
+    /// openraft's request, or why the bytes are not base64.
+    pub fn into_request(self) -> Result<InstallSnapshotRequest<TypeConfig>, base64::DecodeError> {
+        Ok(InstallSnapshotRequest {
+            vote: self.vote,
+            meta: self.meta,
+            offset: self.offset,
+            data: base64::engine::general_purpose::STANDARD.decode(self.data_base64)?,
+            done: self.done,
+        })
+    }
+}
 
 #[derive(Clone)]
 pub struct Network {
@@ -56,10 +113,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 impl Connection {
+    /// `entries`: how many log entries the message carries (0 but for appends); a batch over
+    /// `APPEND_BATCH_BYTES`, or too large for the peer, is reported to openraft as too large,
+    /// with how many to send instead.
     async fn call<Req, Resp, E>(
         &self,
         path: &str,
         request: &Req,
+        entries: usize,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
     where
@@ -67,12 +128,21 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let body = serde_json::to_vec(request)
+            .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
+        if entries > 1 && body.len() > APPEND_BATCH_BYTES {
+            let fitting = (entries * APPEND_BATCH_BYTES / body.len()).max(1);
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fitting as u64),
+            ));
+        }
         let url = format!("http://{}/raft/{path}", self.addr);
         let response = self
             .client
             .post(url)
             .timeout(option.hard_ttl())
-            .json(request)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .await
             .map_err(|error| RPCError::Unreachable(Unreachable::new(&error)))?;
@@ -82,6 +152,23 @@ impl Connection {
                 self.target
             ));
             return Err(RPCError::Network(NetworkError::new(&refused)));
+        }
+        if response.status() == reqwest::StatusCode::PAYLOAD_TOO_LARGE && entries > 1 {
+            let fewer = (entries / 2) as u64;
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fewer),
+            ));
+        }
+        if response.status().is_client_error() {
+            let status = response.status();
+            let reason = response.text().await.unwrap_or_default();
+            let unreadable = std::io::Error::other(format!(
+                "node {} could not read the {path} message (HTTP {status}: {}): is it running \
+                 another version of target-db? Run one version on every node",
+                self.target,
+                reason.trim()
+            ));
+            return Err(RPCError::Network(NetworkError::new(&unreadable)));
         }
         let result: Result<Resp, E> = response
             .json()
@@ -103,7 +190,8 @@ impl RaftNetwork<TypeConfig> for Connection {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("append", &request, &option).await
+        let entries = request.entries.len();
+        self.call("append", &request, entries, &option).await
     }
 
     async fn install_snapshot(
@@ -114,7 +202,8 @@ impl RaftNetwork<TypeConfig> for Connection {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call("snapshot", &request, &option).await
+        self.call("snapshot", &SnapshotChunk::from(&request), 0, &option)
+            .await
     }
 
     async fn vote(
@@ -122,6 +211,6 @@ impl RaftNetwork<TypeConfig> for Connection {
         request: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("vote", &request, &option).await
+        self.call("vote", &request, 0, &option).await
     }
 }

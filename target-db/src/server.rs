@@ -17,7 +17,7 @@ use std::{collections::BTreeMap, sync::atomic::Ordering};
 
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{DefaultBodyLimit, State},
     http::StatusCode,
     response::{IntoResponse, Response as HttpResponse},
     routing::{get, post},
@@ -25,7 +25,7 @@ use axum::{
 use openraft::{
     BasicNode,
     error::{CheckIsLeaderError, ClientWriteError, RaftError},
-    raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest},
+    raft::{AppendEntriesRequest, VoteRequest},
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -36,6 +36,7 @@ use crate::{
     admin,
     bad_request::{Body, Params},
     cluster_token,
+    network::{RAFT_MESSAGE_BYTES, SnapshotChunk},
     node::Shared,
     refusals::{disk_full, handing_off, not_leader, refuse, stopped, unknown},
     types::{NodeId, Request, TypeConfig},
@@ -49,6 +50,7 @@ pub fn router(node: Shared) -> Router {
         .route("/raft/snapshot", post(snapshot))
         .route("/init", post(init))
         .merge(admin::routes())
+        .layer(DefaultBodyLimit::max(RAFT_MESSAGE_BYTES))
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
             require_cluster_token,
@@ -100,11 +102,15 @@ async fn vote(
     Json(node.raft.vote(request).await)
 }
 
-async fn snapshot(
-    State(node): State<Shared>,
-    Json(request): Json<InstallSnapshotRequest<TypeConfig>>,
-) -> impl IntoResponse {
-    Json(node.raft.install_snapshot(request).await)
+async fn snapshot(State(node): State<Shared>, Json(chunk): Json<SnapshotChunk>) -> HttpResponse {
+    match chunk.into_request() {
+        Ok(request) => Json(node.raft.install_snapshot(request).await).into_response(),
+        Err(error) => (
+            StatusCode::BAD_REQUEST,
+            format!("the snapshot chunk's data_base64 is not base64: {error}"),
+        )
+            .into_response(),
+    }
 }
 
 async fn write(State(node): State<Shared>, Body(request): Body<Request>) -> HttpResponse {

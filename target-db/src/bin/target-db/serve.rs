@@ -32,6 +32,9 @@ pub struct RaftSettings {
     pub election_timeout_ms: u64,
 }
 
+/// How long one attempt to send a snapshot chunk (and install it, for the last) may take.
+const SNAPSHOT_ATTEMPT_MS: u64 = 10_000;
+
 impl RaftSettings {
     pub const DEFAULT: RaftSettings = RaftSettings {
         snapshot_every: 5000,
@@ -62,6 +65,12 @@ impl RaftSettings {
             election_timeout_max: 2 * self.election_timeout_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: 0,
+            // Each attempt to send a snapshot chunk must be answered within this, the last one
+            // installed too. openraft's 200 ms is less than reading and installing a snapshot of
+            // a few MB takes (more so on a busy machine), and a follower that never gets one
+            // installed never catches up.
+            install_snapshot_timeout: SNAPSHOT_ATTEMPT_MS,
+            snapshot_max_chunk_size: target_db::network::SNAPSHOT_CHUNK_BYTES,
             ..Config::default()
         }
         .validate()?)
