@@ -235,6 +235,9 @@ fn run_binary(binary: &TestBinary, filter: Option<&str>) -> Result<String> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?);
+    // The guard below needs this process to live; a SIGTERM to `xtask flakes` alone (from a
+    // script, not Ctrl-C to the whole group) would otherwise leave the binary running.
+    process_guard::killed_with_this_thread(&mut command);
     let child = command
         .spawn()
         .with_context(|| format!("starting {}", binary.executable.display()))?;
