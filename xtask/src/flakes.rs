@@ -77,7 +77,15 @@ pub fn run(root: &Path, args: &FlakesArgs) -> Result<()> {
         let failed_before = failing(&tallies);
         for binary in &binaries {
             eprintln!("flakes: host run {run}/{}: {}", args.runs, binary.name);
+            let binary_started = Instant::now();
             let output = run_binary(binary, args.filter.as_deref())?;
+            // Where a run's time goes: the slowest binaries decide how many runs a day holds.
+            eprintln!(
+                "flakes: host run {run}/{}: {} took {:.0} s",
+                args.runs,
+                binary.name,
+                binary_started.elapsed().as_secs_f64()
+            );
             record(&mut tallies, &binary.name, &output);
         }
         eprintln!(
