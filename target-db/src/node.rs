@@ -8,6 +8,7 @@ use std::sync::{
 use openraft::Raft;
 
 use crate::{
+    batcher::Batcher,
     cluster_token::ClusterToken,
     state_machine::StateMachine,
     types::{NodeId, TypeConfig},
@@ -17,6 +18,8 @@ use crate::{
 pub struct Node {
     pub id: NodeId,
     pub raft: Raft<TypeConfig>,
+    /// Client writes go through it, to share log entries (see `batcher`).
+    pub writes: Batcher,
     pub state: StateMachine,
     pub wal: Arc<WalStats>,
     /// Terms this node has seen begin (each election starts one).

@@ -24,7 +24,7 @@ use axum::{
 };
 use openraft::{
     BasicNode,
-    error::{CheckIsLeaderError, ClientWriteError, RaftError},
+    error::{CheckIsLeaderError, RaftError},
     raft::{AppendEntriesRequest, VoteRequest},
 };
 use serde::Deserialize;
@@ -35,6 +35,7 @@ pub use crate::node::{Boot, Node, Recovered, count_elections};
 use crate::{
     admin,
     bad_request::{Body, Params},
+    batcher::Written,
     cluster_token,
     network::{RAFT_MESSAGE_BYTES, SnapshotChunk},
     node::Shared,
@@ -120,16 +121,12 @@ async fn write(State(node): State<Shared>, Body(request): Body<Request>) -> Http
     {
         return refusal;
     }
-    match node.raft.client_write(request).await {
-        Ok(written) => Json(WriteReply {
-            response: written.data,
-            index: written.log_id.index,
-        })
-        .into_response(),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-            not_leader(&forward)
+    match node.writes.write(request).await {
+        Written::Applied { index, response } => {
+            Json(WriteReply { response, index }).into_response()
         }
-        Err(error) => unknown(error),
+        Written::NotLeader(forward) => not_leader(&forward),
+        Written::Unknown(error) => unknown(error),
     }
 }
 
@@ -144,7 +141,7 @@ async fn read(State(node): State<Shared>, Params(query): Params<KeyQuery>) -> Ht
     }
     match node.raft.ensure_linearizable().await {
         Ok(_) => {
-            let value = node.state.data().await.kv.get(&query.key).cloned();
+            let value = node.state.get(&query.key).await;
             Json(ReadReply {
                 key: query.key,
                 value,
@@ -184,7 +181,10 @@ fn role(state: openraft::ServerState) -> Role {
 
 async fn status_of(node: &Node) -> Status {
     let metrics = node.raft.metrics().borrow().clone();
-    let data = node.state.data().await;
+    let (state_digest, keys) = node
+        .state
+        .inspect(|data| (digest(&data.kv), data.kv.len() as u64))
+        .await;
     let status = Status {
         id: node.id,
         state: role(metrics.state),
@@ -209,11 +209,10 @@ async fn status_of(node: &Node) -> Status {
                 .map(|(id, log_id)| (id.to_string(), log_id.map(|l| l.index)))
                 .collect()
         }),
-        state_digest: format!("{:016x}", digest(&data.kv)),
-        keys: data.kv.len() as u64,
+        state_digest: format!("{state_digest:016x}"),
+        keys,
         result_checkpoints: Vec::new(),
     };
-    drop(data);
     Status {
         result_checkpoints: node
             .state

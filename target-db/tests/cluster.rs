@@ -327,6 +327,79 @@ async fn a_retried_write_is_applied_once_and_a_follower_names_the_leader() {
     );
 }
 
+/// Writes that reach the leader together share log entries (one append and one fsync for all),
+/// and each is applied exactly once with its own answer, a retry inside the same batch included.
+#[tokio::test]
+async fn concurrent_writes_share_log_entries_and_each_applies_once() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.init().await;
+    let leader = cluster.addr(cluster.leader(&[1, 2, 3]).await).to_owned();
+    // Even clients race to create "counter" (a cas from absent), odd ones put their own key;
+    // client 100's request is sent twice at once, as a client retrying after a timeout would.
+    let mut writes: Vec<(u64, Value)> = (100..300u64)
+        .map(|client| {
+            let body = if client % 2 == 0 {
+                json!({"client": client, "seq": 1, "op": "cas", "key": "counter",
+                       "from": null, "to": client.to_string()})
+            } else {
+                json!({"client": client, "seq": 1, "op": "put",
+                       "key": format!("k{client}"), "value": format!("v{client}")})
+            };
+            (client, body)
+        })
+        .collect();
+    writes.push(writes[0].clone());
+    let sent: Vec<_> = writes
+        .iter()
+        .map(|(_, body)| {
+            let (leader, body) = (leader.clone(), body.clone());
+            tokio::spawn(async move { post(&leader, "/kv/write", body).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for answer in sent {
+        answers.push(answer.await.unwrap().expect("every write is answered"));
+    }
+    let entries: std::collections::BTreeSet<u64> = answers
+        .iter()
+        .map(|answer| {
+            answer["index"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{answer}"))
+        })
+        .collect();
+    assert!(
+        entries.len() < writes.len() / 2,
+        "{} concurrent writes took {} log entries: they should share them",
+        writes.len(),
+        entries.len()
+    );
+    assert_eq!(
+        answers[0]["response"],
+        answers[writes.len() - 1]["response"],
+        "the retry gets the first answer"
+    );
+    let winners: std::collections::BTreeSet<u64> = writes
+        .iter()
+        .zip(&answers)
+        .filter(|((client, _), answer)| client % 2 == 0 && answer["response"]["ok"] == true)
+        .map(|((client, _), _)| *client)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one cas from absent wins: {winners:?}"
+    );
+    let winner = winners.first().unwrap().to_string();
+    assert_eq!(get(&leader, "counter").await.unwrap()["value"], winner);
+    for client in (101..300).step_by(2) {
+        assert_eq!(
+            get(&leader, &format!("k{client}")).await.unwrap()["value"],
+            format!("v{client}")
+        );
+    }
+}
+
 #[test]
 fn a_data_directory_of_another_node_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -38,6 +38,31 @@ pub struct Measurement {
     pub puts_per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    pub max_ms: f64,
+    /// How busy the machine's CPUs were while it was measured (0 to 1, all cores).
+    pub cpu_busy: f64,
+}
+
+/// The machine's CPU time so far, busy and total, from /proc/stat (in clock ticks).
+fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().sum();
+    // user nice system idle iowait ...: idle and iowait are not busy.
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+fn busy_since((busy_before, total_before): (u64, u64)) -> f64 {
+    let (busy, total) = cpu_ticks();
+    (busy - busy_before) as f64 / (total - total_before).max(1) as f64
 }
 
 pub async fn run(
@@ -97,6 +122,7 @@ async fn measure(
 ) -> Result<Measurement> {
     let value = "v".repeat(1024);
     let latencies = Arc::new(Mutex::new(Vec::new()));
+    let cpu = cpu_ticks();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for client in 0..clients {
@@ -136,6 +162,7 @@ async fn measure(
         task.await?;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_busy = busy_since(cpu);
     let mut latencies = latencies.lock().await.clone();
     latencies.sort();
     let percentile = |p: f64| {
@@ -149,6 +176,8 @@ async fn measure(
         puts_per_second: latencies.len() as f64 / elapsed,
         p50_ms: percentile(0.5),
         p99_ms: percentile(0.99),
+        max_ms: percentile(1.0),
+        cpu_busy,
     })
 }
 
@@ -367,10 +396,13 @@ pub async fn measure_closed_loop(
             latencies
         }));
     }
+    tokio::time::sleep_until(counted_from.into()).await;
+    let cpu = cpu_ticks();
     let mut latencies = Vec::new();
     for task in tasks {
         latencies.extend(task.await?);
     }
+    let cpu_busy = busy_since(cpu);
     latencies.sort();
     let percentile = |p: f64| {
         latencies
@@ -383,6 +415,8 @@ pub async fn measure_closed_loop(
         puts_per_second: latencies.len() as f64 / length.as_secs_f64(),
         p50_ms: percentile(0.5),
         p99_ms: percentile(0.99),
+        max_ms: percentile(1.0),
+        cpu_busy,
     })
 }
 

@@ -12,6 +12,7 @@ use std::{
 use anyhow::{Context, Result};
 use openraft::{Config, Raft, SnapshotPolicy};
 use target_db::{
+    batcher::Batcher,
     cluster_token::{self, ClusterToken},
     data_dir::record_claim,
     handoff::{HandoffError, transfer_leadership},
@@ -94,7 +95,7 @@ pub async fn serve(
     // What recovery found on disk, before anyone could send an entry: /status shows it, so a
     // checker can tell whether a restart lost entries this node had acknowledged.
     let log_state = openraft::storage::RaftLogStorage::get_log_state(&mut log).await?;
-    let snapshot_index = state.data().await.last_applied.map(|l| l.index);
+    let snapshot_index = state.last_applied().await.map(|l| l.index);
     // The log is purged only up to a snapshot on disk. A purge point past the snapshot leaves
     // entries in neither, and openraft would only fail later, in its own words.
     if let Some(purged) = log_state.last_purged_log_id.map(|l| l.index)
@@ -138,6 +139,7 @@ pub async fn serve(
         elections,
         id,
         raft: raft.clone(),
+        writes: Batcher::start(raft.clone()),
         state,
         handing_off: AtomicBool::new(false),
         election_holds: AtomicU64::new(0),

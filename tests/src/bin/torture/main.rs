@@ -109,6 +109,13 @@ enum Command {
         /// One more flag for every target-db node (repeatable), e.g. --db-flag=--heartbeat-ms=250.
         #[arg(long = "db-flag", allow_hyphen_values = true)]
         db_flags: Vec<String>,
+        /// Only these client counts (comma-separated), e.g. --clients 64; default 1,4,16
+        /// (1,16,64 with --vs).
+        #[arg(long, value_delimiter = ',')]
+        clients: Vec<usize>,
+        /// Only these cluster sizes (comma-separated; without --vs), e.g. --nodes 3; default 1,3.
+        #[arg(long, value_delimiter = ',', conflicts_with = "vs")]
+        nodes: Vec<usize>,
     },
     /// Time the checker on a corpus directory and on a generated 100,000-operation history.
     #[command(hide = true)]
@@ -166,7 +173,16 @@ fn run_command(command: Command) -> Result<ExitCode> {
             vs,
             json,
             db_flags,
+            clients,
+            nodes,
         } => {
+            let or_default = |chosen: Vec<usize>, default: &[usize]| {
+                if chosen.is_empty() {
+                    default.to_vec()
+                } else {
+                    chosen
+                }
+            };
             let binaries = Binaries::beside_me(bin_dir.as_deref())?;
             // On the machine's disk (ext4 here), not tmpfs: the fsyncs are real.
             let scratch = tempfile::Builder::new()
@@ -183,7 +199,7 @@ fn run_command(command: Command) -> Result<ExitCode> {
                     &binaries.target_db,
                     &db_flags,
                     scratch.path(),
-                    &[1, 16, 64],
+                    &or_default(clients, &[1, 16, 64]),
                     3,
                     Duration::from_secs(2),
                     Duration::from_secs(seconds),
@@ -222,19 +238,25 @@ fn run_command(command: Command) -> Result<ExitCode> {
                 &binaries.target_db,
                 &db_flags,
                 scratch.path(),
-                &[1, 3],
-                &[1, 4, 16],
+                &or_default(nodes, &[1, 3]),
+                &or_default(clients, &[1, 4, 16]),
                 seconds,
             ))?;
             println!("target-db puts of 1 KiB values, real fsync, {seconds} s each:");
             println!(
-                "{:>6} {:>8} {:>10} {:>9} {:>9}",
-                "nodes", "clients", "puts/s", "p50 ms", "p99 ms"
+                "{:>6} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9}",
+                "nodes", "clients", "puts/s", "p50 ms", "p99 ms", "max ms", "CPU busy"
             );
             for m in results {
                 println!(
-                    "{:>6} {:>8} {:>10.0} {:>9.2} {:>9.2}",
-                    m.nodes, m.clients, m.puts_per_second, m.p50_ms, m.p99_ms
+                    "{:>6} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>9.1} {:>8.0}%",
+                    m.nodes,
+                    m.clients,
+                    m.puts_per_second,
+                    m.p50_ms,
+                    m.p99_ms,
+                    m.max_ms,
+                    m.cpu_busy * 100.0
                 );
             }
             Ok(ExitCode::SUCCESS)
