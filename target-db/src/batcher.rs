@@ -5,19 +5,25 @@
 //! series and the cluster topped out near one write per fsync, whatever the number of clients
 //! (#20). Here a write waits only while an earlier batch is on its way; whatever arrived
 //! meanwhile goes in the next entry, so batches grow with the load and a lone write goes out
-//! at once.
-use std::sync::Arc;
+//! at once. A batch also waits, for at most `LINGER`, for the clients the previous batch just
+//! answered: closed-loop clients write again within a fraction of a millisecond, and without
+//! the wait they split into two groups that take turns, each write waiting two rounds.
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use openraft::{BasicNode, Raft, error::ForwardToLeader, raft::ClientWriteResponse};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::types::{Batch, NodeId, Request, Response, TypeConfig};
+use crate::types::{NodeId, Request, Response, TypeConfig};
 
 /// How many batches may be in openraft at once. More would let a batch's append overlap the
 /// previous one's round trip, but each costs the core one more fsync in series and splits the
-/// load into smaller batches: `torture bench-db`, 3 nodes, 64 clients (2026-12-07): 11,185
-/// puts/s with 1, 9,983 with 2, 9,008 with 4, 8,259 with 8; 16 clients: 4,035, 3,619, 3,379,
-/// 3,017.
+/// load into smaller batches: `torture bench-db`, 3 nodes, 64 clients (2026-12-07, before
+/// `LINGER`): 11,185 puts/s with 1, 9,983 with 2, 9,008 with 4, 8,259 with 8; 16 clients:
+/// 4,035, 3,619, 3,379, 3,017.
 const IN_FLIGHT: usize = 1;
 
 /// A batch stops growing past this many bytes of keys and values: a follower must take a
@@ -68,6 +74,40 @@ impl Batcher {
     }
 }
 
+/// How long a batch may wait for the writes of clients the previous batch answered, counted
+/// from that batch's answer (tokio's timers tick in milliseconds). Measured (`torture
+/// bench-db`, 3 nodes, 2026-12-07): 16 clients 4,265 -> 6,194 puts/s, 4 clients 1,282 -> 1,914,
+/// one client unchanged (it is the only one the previous batch answered).
+const LINGER: Duration = Duration::from_millis(1);
+
+/// The writes of the next batch, as they are gathered.
+#[derive(Default)]
+struct Gathering {
+    writes: Vec<Pending>,
+    clients: HashSet<u64>,
+    bytes: usize,
+}
+
+impl Gathering {
+    fn add(&mut self, write: Pending) {
+        self.bytes += size(&write.request);
+        self.clients.insert(write.request.client);
+        self.writes.push(write);
+    }
+
+    fn is_full(&self) -> bool {
+        self.bytes >= BATCH_BYTES
+    }
+
+    /// Adds the writes already queued, while there is room.
+    fn take_queued(&mut self, waiting: &mut mpsc::UnboundedReceiver<Pending>) {
+        while !self.is_full() {
+            let Ok(next) = waiting.try_recv() else { break };
+            self.add(next);
+        }
+    }
+}
+
 fn size(request: &Request) -> usize {
     use crate::types::Op;
     match &request.op {
@@ -81,27 +121,39 @@ fn size(request: &Request) -> usize {
 /// next is gathered, so the log holds them in that order too.
 async fn hand_over(raft: Raft<TypeConfig>, mut waiting: mpsc::UnboundedReceiver<Pending>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut previous = HashSet::new();
     loop {
         let slot = slots
             .clone()
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
+        let freed = Instant::now();
         let Some(first) = waiting.recv().await else {
             return;
         };
-        let mut bytes = size(&first.request);
-        let mut batch = vec![first];
-        while bytes < BATCH_BYTES {
-            let Ok(next) = waiting.try_recv() else { break };
-            bytes += size(&next.request);
-            batch.push(next);
+        let mut batch = Gathering::default();
+        batch.add(first);
+        batch.take_queued(&mut waiting);
+        // The clients the previous batch just answered are likely to write again at once:
+        // give them a moment to join, so the load does not split into groups that take turns.
+        let deadline = freed + LINGER;
+        while !batch.is_full() && !previous.is_subset(&batch.clients) {
+            match tokio::time::timeout_at(deadline.into(), waiting.recv()).await {
+                Ok(Some(next)) => {
+                    batch.add(next);
+                    batch.take_queued(&mut waiting);
+                }
+                _ => break,
+            }
         }
+        previous = std::mem::take(&mut batch.clients);
+        let batch = batch.writes;
         let (requests, replies): (Vec<Request>, Vec<oneshot::Sender<Written>>) = batch
             .into_iter()
             .map(|pending| (pending.request, pending.reply))
             .unzip();
-        let submitted = raft.client_write_ff(Batch(requests)).await;
+        let submitted = raft.client_write_ff(crate::types::Batch(requests)).await;
         tokio::spawn(async move {
             let outcome = match submitted {
                 Ok(answer) => answer
