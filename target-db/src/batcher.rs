@@ -10,7 +10,10 @@
 //! the wait they split into two groups that take turns, each write waiting two rounds.
 use std::{
     collections::HashSet,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -39,6 +42,8 @@ pub enum Written {
         response: Response,
     },
     NotLeader(ForwardToLeader<NodeId, BasicNode>),
+    /// Definitely not applied: leadership is moving to another node.
+    HandingOff,
     /// It may or may not take effect (the core stopped, or an error openraft did not explain).
     Unknown(String),
 }
@@ -56,9 +61,11 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the task that hands batches to `raft`; it ends when every handle is dropped.
-    pub fn start(raft: Raft<TypeConfig>) -> Batcher {
+    /// While `handing_off` is set, the writes still waiting are refused rather than appended:
+    /// a hand-off waits for the target to hold a log that stands still.
+    pub fn start(raft: Raft<TypeConfig>, handing_off: Arc<AtomicBool>) -> Batcher {
         let (queue, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(hand_over(raft, waiting));
+        tokio::spawn(hand_over(raft, handing_off, waiting));
         Batcher { queue }
     }
 
@@ -119,7 +126,11 @@ fn size(request: &Request) -> usize {
 
 /// Takes the writes in arrival order, a batch at a time, and submits each batch before the
 /// next is gathered, so the log holds them in that order too.
-async fn hand_over(raft: Raft<TypeConfig>, mut waiting: mpsc::UnboundedReceiver<Pending>) {
+async fn hand_over(
+    raft: Raft<TypeConfig>,
+    handing_off: Arc<AtomicBool>,
+    mut waiting: mpsc::UnboundedReceiver<Pending>,
+) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut previous = HashSet::new();
     loop {
@@ -148,6 +159,12 @@ async fn hand_over(raft: Raft<TypeConfig>, mut waiting: mpsc::UnboundedReceiver<
             }
         }
         previous = std::mem::take(&mut batch.clients);
+        if handing_off.load(Ordering::SeqCst) {
+            for write in batch.writes {
+                let _ = write.reply.send(Written::HandingOff);
+            }
+            continue;
+        }
         let batch = batch.writes;
         let (requests, replies): (Vec<Request>, Vec<oneshot::Sender<Written>>) = batch
             .into_iter()

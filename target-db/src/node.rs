@@ -24,8 +24,9 @@ pub struct Node {
     pub wal: Arc<WalStats>,
     /// Terms this node has seen begin (each election starts one).
     pub elections: Arc<AtomicU64>,
-    /// Set while this leader hands leadership over: it takes no new writes meanwhile.
-    pub handing_off: AtomicBool,
+    /// Set while this leader hands leadership over: it takes no new writes meanwhile (the
+    /// batcher holds it too, for the writes already waiting for a batch).
+    pub handing_off: Arc<AtomicBool>,
     /// Counts requests to hold elections, so only the latest one's timer ends the hold.
     pub election_holds: AtomicU64,
     /// For requests to other nodes outside Raft (asking one to campaign), from this node's

@@ -58,9 +58,13 @@ pub(crate) fn handing_off(node: &Node) -> Option<HttpResponse> {
     if !node.handing_off.load(Ordering::SeqCst) {
         return None;
     }
+    Some(leadership_moving())
+}
+
+pub(crate) fn leadership_moving() -> HttpResponse {
     let refusal = Refusal::new(
         "leadership is moving to another node: retry there in a moment",
         Outcome::NotApplied,
     );
-    Some(refuse(StatusCode::SERVICE_UNAVAILABLE, refusal))
+    refuse(StatusCode::SERVICE_UNAVAILABLE, refusal)
 }

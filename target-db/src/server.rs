@@ -39,7 +39,7 @@ use crate::{
     cluster_token,
     network::{RAFT_MESSAGE_BYTES, SnapshotChunk},
     node::Shared,
-    refusals::{disk_full, handing_off, not_leader, refuse, stopped, unknown},
+    refusals::{disk_full, handing_off, leadership_moving, not_leader, refuse, stopped, unknown},
     types::{NodeId, Request, TypeConfig},
 };
 
@@ -126,6 +126,7 @@ async fn write(State(node): State<Shared>, Body(request): Body<Request>) -> Http
             Json(WriteReply { response, index }).into_response()
         }
         Written::NotLeader(forward) => not_leader(&forward),
+        Written::HandingOff => leadership_moving(),
         Written::Unknown(error) => unknown(error),
     }
 }

@@ -134,14 +134,15 @@ pub async fn serve(
     )
     .await?;
     let elections = count_elections(&raft);
+    let handing_off = Arc::new(AtomicBool::new(false));
     let node = Arc::new(Node {
         wal,
         elections,
         id,
         raft: raft.clone(),
-        writes: Batcher::start(raft.clone()),
+        writes: Batcher::start(raft.clone(), handing_off.clone()),
         state,
-        handing_off: AtomicBool::new(false),
+        handing_off,
         election_holds: AtomicU64::new(0),
         peers: reqwest::Client::builder()
             .local_address(local)
