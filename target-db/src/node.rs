@@ -8,7 +8,6 @@ use std::sync::{
 use openraft::Raft;
 
 use crate::{
-    batcher::Batcher,
     cluster_token::ClusterToken,
     state_machine::StateMachine,
     types::{NodeId, TypeConfig},
@@ -18,15 +17,12 @@ use crate::{
 pub struct Node {
     pub id: NodeId,
     pub raft: Raft<TypeConfig>,
-    /// Client writes go through it, to share log entries (see `batcher`).
-    pub writes: Batcher,
     pub state: StateMachine,
     pub wal: Arc<WalStats>,
     /// Terms this node has seen begin (each election starts one).
     pub elections: Arc<AtomicU64>,
-    /// Set while this leader hands leadership over: it takes no new writes meanwhile (the
-    /// batcher holds it too, for the writes already waiting for a batch).
-    pub handing_off: Arc<AtomicBool>,
+    /// Set while this leader hands leadership over: it takes no new writes meanwhile.
+    pub handing_off: AtomicBool,
     /// Counts requests to hold elections, so only the latest one's timer ends the hold.
     pub election_holds: AtomicU64,
     /// For requests to other nodes outside Raft (asking one to campaign), from this node's

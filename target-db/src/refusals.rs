@@ -58,13 +58,9 @@ pub(crate) fn handing_off(node: &Node) -> Option<HttpResponse> {
     if !node.handing_off.load(Ordering::SeqCst) {
         return None;
     }
-    Some(leadership_moving())
-}
-
-pub(crate) fn leadership_moving() -> HttpResponse {
     let refusal = Refusal::new(
         "leadership is moving to another node: retry there in a moment",
         Outcome::NotApplied,
     );
-    refuse(StatusCode::SERVICE_UNAVAILABLE, refusal)
+    Some(refuse(StatusCode::SERVICE_UNAVAILABLE, refusal))
 }

@@ -24,7 +24,7 @@ use axum::{
 };
 use openraft::{
     BasicNode,
-    error::{CheckIsLeaderError, RaftError},
+    error::{CheckIsLeaderError, ClientWriteError, RaftError},
     raft::{AppendEntriesRequest, VoteRequest},
 };
 use serde::Deserialize;
@@ -35,11 +35,10 @@ pub use crate::node::{Boot, Node, Recovered, count_elections};
 use crate::{
     admin,
     bad_request::{Body, Params},
-    batcher::Written,
     cluster_token,
     network::{RAFT_MESSAGE_BYTES, SnapshotChunk},
     node::Shared,
-    refusals::{disk_full, handing_off, leadership_moving, not_leader, refuse, stopped, unknown},
+    refusals::{disk_full, handing_off, not_leader, refuse, stopped, unknown},
     types::{NodeId, Request, TypeConfig},
 };
 
@@ -121,13 +120,16 @@ async fn write(State(node): State<Shared>, Body(request): Body<Request>) -> Http
     {
         return refusal;
     }
-    match node.writes.write(request).await {
-        Written::Applied { index, response } => {
-            Json(WriteReply { response, index }).into_response()
+    match node.raft.client_write(request).await {
+        Ok(written) => Json(WriteReply {
+            response: written.data,
+            index: written.log_id.index,
+        })
+        .into_response(),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            not_leader(&forward)
         }
-        Written::NotLeader(forward) => not_leader(&forward),
-        Written::HandingOff => leadership_moving(),
-        Written::Unknown(error) => unknown(error),
+        Err(error) => unknown(error),
     }
 }
 
@@ -142,7 +144,7 @@ async fn read(State(node): State<Shared>, Params(query): Params<KeyQuery>) -> Ht
     }
     match node.raft.ensure_linearizable().await {
         Ok(_) => {
-            let value = node.state.get(&query.key).await;
+            let value = node.state.data().await.kv.get(&query.key).cloned();
             Json(ReadReply {
                 key: query.key,
                 value,
@@ -182,10 +184,7 @@ fn role(state: openraft::ServerState) -> Role {
 
 async fn status_of(node: &Node) -> Status {
     let metrics = node.raft.metrics().borrow().clone();
-    let (state_digest, keys) = node
-        .state
-        .inspect(|data| (digest(&data.kv), data.kv.len() as u64))
-        .await;
+    let data = node.state.data().await;
     let status = Status {
         id: node.id,
         state: role(metrics.state),
@@ -210,10 +209,11 @@ async fn status_of(node: &Node) -> Status {
                 .map(|(id, log_id)| (id.to_string(), log_id.map(|l| l.index)))
                 .collect()
         }),
-        state_digest: format!("{state_digest:016x}"),
-        keys,
+        state_digest: format!("{:016x}", digest(&data.kv)),
+        keys: data.kv.len() as u64,
         result_checkpoints: Vec::new(),
     };
+    drop(data);
     Status {
         result_checkpoints: node
             .state

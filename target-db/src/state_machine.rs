@@ -15,7 +15,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, watch};
 
-use crate::types::{NodeId, Op, Request, Response, Responses, TypeConfig};
+use crate::types::{NodeId, Op, Request, Response, TypeConfig};
 
 const SNAPSHOT_FILE: &str = "snapshot.json";
 
@@ -38,55 +38,16 @@ pub const CHECKPOINT_EVERY: u64 = 1000;
 /// How many checkpoints /status shows: seconds of history at thousands of writes a second.
 const CHECKPOINTS_KEPT: usize = 16;
 
-/// A snapshot as kept in memory: `data` is the JSON of a [`Data`], what followers are sent.
+#[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, BasicNode>,
-    data: Arc<Vec<u8>>,
-}
-
-/// `snapshot.json` as read: `{"meta": ..., "data": ...}`, where `data` is the state's JSON
-/// itself. Files written before 2026-12-07 hold it as a JSON array of its bytes (about four times
-/// the size, and slow to write: every node stalled its applies for a few hundred ms), and are
-/// still read.
-#[derive(Deserialize)]
-struct SnapshotFile<'a> {
-    meta: SnapshotMeta<NodeId, BasicNode>,
-    #[serde(borrow)]
-    data: &'a serde_json::value::RawValue,
-}
-
-impl StoredSnapshot {
-    fn from_file(bytes: &[u8]) -> serde_json::Result<StoredSnapshot> {
-        let file: SnapshotFile = serde_json::from_slice(bytes)?;
-        let raw = file.data.get();
-        let data = if raw.starts_with('[') {
-            serde_json::from_str(raw)?
-        } else {
-            raw.as_bytes().to_vec()
-        };
-        Ok(StoredSnapshot {
-            meta: file.meta,
-            data: Arc::new(data),
-        })
-    }
-
-    /// The file's bytes: `data` is valid JSON (serialised here, or parsed before an install).
-    fn to_file(&self) -> serde_json::Result<Vec<u8>> {
-        let meta = serde_json::to_vec(&self.meta)?;
-        let mut file = Vec::with_capacity(self.data.len() + meta.len() + 32);
-        file.extend_from_slice(b"{\"meta\":");
-        file.extend_from_slice(&meta);
-        file.extend_from_slice(b",\"data\":");
-        file.extend_from_slice(&self.data);
-        file.push(b'}');
-        Ok(file)
-    }
+    data: Vec<u8>,
 }
 
 struct Inner {
     data: Data,
     dir: PathBuf,
-    current: Option<Arc<StoredSnapshot>>,
+    current: Option<StoredSnapshot>,
     built: u64,
     /// (index, results hash after applying it) for the latest indexes that are multiples of
     /// CHECKPOINT_EVERY this process applied.
@@ -97,9 +58,6 @@ struct Inner {
 pub struct StateMachine {
     inner: Arc<Mutex<Inner>>,
     durable: Arc<watch::Sender<Option<u64>>>,
-    /// Held while a snapshot is written, so a snapshot built from an older state never
-    /// replaces a newer one (a build runs beside applies and installs).
-    snapshot_file: Arc<Mutex<()>>,
 }
 
 fn snapshot_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -115,18 +73,18 @@ impl StateMachine {
         let path = dir.join(SNAPSHOT_FILE);
         let (data, current) = match fs::read(&path) {
             Ok(bytes) => {
-                let stored = StoredSnapshot::from_file(&bytes)
+                let stored: StoredSnapshot = serde_json::from_slice(&bytes)
                     .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
                 let data: Data = serde_json::from_slice(&stored.data)
                     .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
-                (data, Some(Arc::new(stored)))
+                (data, Some(stored))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => (Data::default(), None),
             Err(error) => return Err(error),
         };
         let durable = current
             .as_ref()
-            .and_then(|stored| stored.meta.last_log_id)
+            .and_then(|stored: &StoredSnapshot| stored.meta.last_log_id)
             .map(|log_id| log_id.index);
         Ok(StateMachine {
             inner: Arc::new(Mutex::new(Inner {
@@ -137,7 +95,6 @@ impl StateMachine {
                 checkpoints: VecDeque::new(),
             })),
             durable: Arc::new(watch::Sender::new(durable)),
-            snapshot_file: Arc::new(Mutex::new(())),
         })
     }
 
@@ -158,24 +115,9 @@ impl StateMachine {
         });
     }
 
-    /// A copy of the current data.
+    /// A copy of the current data, for reads and digests.
     pub async fn data(&self) -> Data {
         self.inner.lock().await.data.clone()
-    }
-
-    /// Looks at the current data without copying it (a state of MBs: /status digests it).
-    pub async fn inspect<R>(&self, look: impl FnOnce(&Data) -> R) -> R {
-        look(&self.inner.lock().await.data)
-    }
-
-    /// One key's current value: a read must not copy the whole state.
-    pub async fn get(&self, key: &str) -> Option<String> {
-        self.inner.lock().await.data.kv.get(key).cloned()
-    }
-
-    /// The last log id applied (or covered by the snapshot started from).
-    pub async fn last_applied(&self) -> Option<LogId<NodeId>> {
-        self.inner.lock().await.data.last_applied
     }
 
     /// The results hash at the latest checkpoint indexes this process applied, oldest first:
@@ -244,15 +186,10 @@ fn apply_request(data: &mut Data, request: &Request) -> Response {
 
 /// Writes the snapshot durably, waiting for space if the disk is full: the log is purged up to a
 /// snapshot once it exists, so a snapshot that is not on disk must never be reported built.
-/// The writing runs off the async threads: a state of MBs takes a while, fsync included.
-async fn persist_when_space(dir: &Path, stored: &Arc<StoredSnapshot>) -> std::io::Result<()> {
+async fn persist_when_space(dir: &Path, stored: &StoredSnapshot) -> std::io::Result<()> {
     let mut warned = false;
     loop {
-        let (dir_owned, snapshot) = (dir.to_owned(), stored.clone());
-        let written = tokio::task::spawn_blocking(move || persist(&dir_owned, &snapshot))
-            .await
-            .map_err(std::io::Error::other)?;
-        match written {
+        match persist(dir, stored) {
             Err(error) if crate::wal::is_no_space(&error) => {
                 if !warned {
                     tracing::warn!(dir = %dir.display(), "no space for a snapshot; waiting for space");
@@ -269,61 +206,40 @@ async fn persist_when_space(dir: &Path, stored: &Arc<StoredSnapshot>) -> std::io
 fn persist(dir: &Path, stored: &StoredSnapshot) -> std::io::Result<()> {
     let temporary = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
     let mut file = File::create(&temporary)?;
-    file.write_all(&stored.to_file().map_err(std::io::Error::other)?)?;
+    file.write_all(&serde_json::to_vec(stored).map_err(std::io::Error::other)?)?;
     file.sync_all()?;
     fs::rename(&temporary, dir.join(SNAPSHOT_FILE))?;
     File::open(dir)?.sync_all()
 }
 
-fn snapshot_of(stored: &StoredSnapshot) -> Snapshot<TypeConfig> {
-    Snapshot {
-        meta: stored.meta.clone(),
-        snapshot: Box::new(Cursor::new(stored.data.as_ref().clone())),
-    }
-}
-
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    /// Copies the state and lets applies go on while the copy is serialised and written: a
-    /// state of MBs took a few hundred ms, and every write waited that long.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let (data, dir, built) = {
-            let mut inner = self.inner.lock().await;
-            inner.built += 1;
-            (inner.data.clone(), inner.dir.clone(), inner.built)
-        };
-        let last = data.last_applied;
-        let last_membership = data.last_membership.clone();
-        let bytes = tokio::task::spawn_blocking(move || serde_json::to_vec(&data))
-            .await
-            .map_err(snapshot_error)?
-            .map_err(snapshot_error)?;
+        let mut inner = self.inner.lock().await;
+        let bytes = serde_json::to_vec(&inner.data).map_err(snapshot_error)?;
+        inner.built += 1;
+        let last = inner.data.last_applied;
         let snapshot_id = match last {
-            Some(log_id) => format!("{}-{}-{built}", log_id.leader_id, log_id.index),
-            None => format!("empty-{built}"),
+            Some(log_id) => format!("{}-{}-{}", log_id.leader_id, log_id.index, inner.built),
+            None => format!("empty-{}", inner.built),
         };
-        let stored = Arc::new(StoredSnapshot {
-            meta: SnapshotMeta {
-                last_log_id: last,
-                last_membership,
-                snapshot_id,
-            },
-            data: Arc::new(bytes),
-        });
-        let _writing = self.snapshot_file.lock().await;
-        let index = last.map(|log_id| log_id.index);
-        if index <= *self.durable.borrow() {
-            // An install (or another build) got a newer snapshot to disk meanwhile.
-            let inner = self.inner.lock().await;
-            if let Some(current) = &inner.current {
-                return Ok(snapshot_of(current));
-            }
-        }
-        persist_when_space(&dir, &stored)
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: inner.data.last_membership.clone(),
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes.clone(),
+        };
+        persist_when_space(&inner.dir, &stored)
             .await
             .map_err(snapshot_error)?;
-        self.inner.lock().await.current = Some(stored.clone());
-        self.persisted(&stored.meta);
-        Ok(snapshot_of(&stored))
+        inner.current = Some(stored);
+        self.persisted(&meta);
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
     }
 }
 
@@ -338,7 +254,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((inner.data.last_applied, inner.data.last_membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Responses>, StorageError<NodeId>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -347,26 +263,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responses = Vec::new();
         for entry in entries {
             inner.data.last_applied = Some(entry.log_id);
-            let index = entry.log_id.index;
-            let results = match entry.payload {
-                EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(batch) => batch
-                    .0
-                    .iter()
-                    .map(|request| apply_request(&mut inner.data, request))
-                    .collect(),
+            let response = match entry.payload {
+                EntryPayload::Blank => Response::default(),
+                EntryPayload::Normal(request) => apply_request(&mut inner.data, &request),
                 EntryPayload::Membership(membership) => {
                     inner.data.last_membership =
                         StoredMembership::new(Some(entry.log_id), membership);
-                    vec![Response {
+                    Response {
                         ok: true,
                         previous: None,
-                    }]
+                    }
                 }
             };
-            inner.data.results = results.iter().fold(inner.data.results, |hash, result| {
-                fold_result(hash, index, result)
-            });
+            let index = entry.log_id.index;
+            inner.data.results = fold_result(inner.data.results, index, &response);
             if index % CHECKPOINT_EVERY == 0 {
                 let results = inner.data.results;
                 if inner.checkpoints.len() == CHECKPOINTS_KEPT {
@@ -374,7 +284,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 inner.checkpoints.push_back((index, results));
             }
-            responses.push(Responses(results));
+            responses.push(response);
         }
         Ok(responses)
     }
@@ -396,12 +306,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         let bytes = snapshot.into_inner();
         let data: Data = serde_json::from_slice(&bytes).map_err(snapshot_error)?;
-        let _writing = self.snapshot_file.lock().await;
         let mut inner = self.inner.lock().await;
-        let stored = Arc::new(StoredSnapshot {
+        let stored = StoredSnapshot {
             meta: meta.clone(),
-            data: Arc::new(bytes),
-        });
+            data: bytes,
+        };
         persist_when_space(&inner.dir, &stored)
             .await
             .map_err(snapshot_error)?;
@@ -415,6 +324,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         let inner = self.inner.lock().await;
-        Ok(inner.current.as_deref().map(snapshot_of))
+        Ok(inner.current.as_ref().map(|stored| Snapshot {
+            meta: stored.meta.clone(),
+            snapshot: Box::new(Cursor::new(stored.data.clone())),
+        }))
     }
 }

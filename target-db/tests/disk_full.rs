@@ -68,17 +68,14 @@ impl Drop for SmallDisk {
 fn entry(index: u64) -> Entry<TypeConfig> {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(
-            Request {
-                client: 1,
-                seq: index,
-                op: Op::Put {
-                    key: format!("key-{index}"),
-                    value: "v".repeat(1000),
-                },
-            }
-            .into(),
-        ),
+        payload: EntryPayload::Normal(Request {
+            client: 1,
+            seq: index,
+            op: Op::Put {
+                key: format!("key-{index}"),
+                value: "v".repeat(1000),
+            },
+        }),
     }
 }
 

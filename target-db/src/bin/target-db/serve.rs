@@ -12,7 +12,6 @@ use std::{
 use anyhow::{Context, Result};
 use openraft::{Config, Raft, SnapshotPolicy};
 use target_db::{
-    batcher::Batcher,
     cluster_token::{self, ClusterToken},
     data_dir::record_claim,
     handoff::{HandoffError, transfer_leadership},
@@ -95,7 +94,7 @@ pub async fn serve(
     // What recovery found on disk, before anyone could send an entry: /status shows it, so a
     // checker can tell whether a restart lost entries this node had acknowledged.
     let log_state = openraft::storage::RaftLogStorage::get_log_state(&mut log).await?;
-    let snapshot_index = state.last_applied().await.map(|l| l.index);
+    let snapshot_index = state.data().await.last_applied.map(|l| l.index);
     // The log is purged only up to a snapshot on disk. A purge point past the snapshot leaves
     // entries in neither, and openraft would only fail later, in its own words.
     if let Some(purged) = log_state.last_purged_log_id.map(|l| l.index)
@@ -134,15 +133,13 @@ pub async fn serve(
     )
     .await?;
     let elections = count_elections(&raft);
-    let handing_off = Arc::new(AtomicBool::new(false));
     let node = Arc::new(Node {
         wal,
         elections,
         id,
         raft: raft.clone(),
-        writes: Batcher::start(raft.clone(), handing_off.clone()),
         state,
-        handing_off,
+        handing_off: AtomicBool::new(false),
         election_holds: AtomicU64::new(0),
         peers: reqwest::Client::builder()
             .local_address(local)
