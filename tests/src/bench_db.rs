@@ -43,6 +43,33 @@ pub struct Measurement {
     pub cpu_busy: f64,
 }
 
+impl Measurement {
+    /// Throughput and latency percentiles of the writes that succeeded within `seconds`.
+    fn of(
+        nodes: usize,
+        clients: usize,
+        mut latencies: Vec<Duration>,
+        seconds: f64,
+        cpu_busy: f64,
+    ) -> Measurement {
+        latencies.sort();
+        let percentile = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        Measurement {
+            nodes,
+            clients,
+            puts_per_second: latencies.len() as f64 / seconds,
+            p50_ms: percentile(0.5),
+            p99_ms: percentile(0.99),
+            max_ms: percentile(1.0),
+            cpu_busy,
+        }
+    }
+}
+
 /// The machine's CPU time so far, busy and total, from /proc/stat (in clock ticks).
 fn cpu_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -163,22 +190,10 @@ async fn measure(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_busy = busy_since(cpu);
-    let mut latencies = latencies.lock().await.clone();
-    latencies.sort();
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    Ok(Measurement {
-        nodes,
-        clients,
-        puts_per_second: latencies.len() as f64 / elapsed,
-        p50_ms: percentile(0.5),
-        p99_ms: percentile(0.99),
-        max_ms: percentile(1.0),
-        cpu_busy,
-    })
+    let latencies = latencies.lock().await.clone();
+    Ok(Measurement::of(
+        nodes, clients, latencies, elapsed, cpu_busy,
+    ))
 }
 
 /// The keys the side-by-side bench writes to, chosen in turn by every client.
@@ -403,21 +418,13 @@ pub async fn measure_closed_loop(
         latencies.extend(task.await?);
     }
     let cpu_busy = busy_since(cpu);
-    latencies.sort();
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    Ok(Measurement {
-        nodes: 3,
+    Ok(Measurement::of(
+        3,
         clients,
-        puts_per_second: latencies.len() as f64 / length.as_secs_f64(),
-        p50_ms: percentile(0.5),
-        p99_ms: percentile(0.99),
-        max_ms: percentile(1.0),
+        latencies,
+        length.as_secs_f64(),
         cpu_busy,
-    })
+    ))
 }
 
 /// One row of the side-by-side table: medians over the repetitions.
@@ -452,11 +459,13 @@ pub async fn versus_etcd(
                 round += 1;
                 let m = measure_closed_loop(cluster, clients, warm_up, length, round).await?;
                 eprintln!(
-                    "bench db: repetition {}/{repetitions}, {} with {clients} clients: {:.0} puts/s, p99 {:.1} ms",
+                    "bench db: repetition {}/{repetitions}, {} with {clients} clients: {:.0} puts/s, p99 {:.1} ms, max {:.1} ms, CPUs {:.0}% busy",
                     repetition + 1,
                     cluster.system.name(),
                     m.puts_per_second,
-                    m.p99_ms
+                    m.p99_ms,
+                    m.max_ms,
+                    m.cpu_busy * 100.0
                 );
                 samples.push((cluster.system, clients, m));
             }
