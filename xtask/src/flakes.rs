@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 
-use crate::{cmd::cargo, vm::KernelChoice, vm_tests};
+use crate::{cmd::cargo, code_fingerprint, vm::KernelChoice, vm_tests};
 
 #[derive(clap::Args)]
 pub struct FlakesArgs {
@@ -39,6 +39,12 @@ pub struct FlakesArgs {
     /// Print the result as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Continue a campaign that was cut short (the end of a session, a lost machine): FILE is
+    /// the tally it left (target/flakes.json, or a copy kept with the docs). Its runs count
+    /// toward --runs and --vm-runs. Refused unless it tested the same code: every committed
+    /// file but docs/ and Markdown, with nothing uncommitted.
+    #[arg(long, value_name = "FILE")]
+    resume: Option<PathBuf>,
 }
 
 /// A test binary of the workspace: where it is and where cargo would run it.
@@ -50,11 +56,54 @@ struct TestBinary {
 }
 
 /// What one test did over all runs.
-#[derive(Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Tally {
     runs: u32,
     failures: u32,
     first_message: Option<String>,
+}
+
+/// A campaign's state: the code it tests, the runs done and each test's tally. Written after
+/// every run, so it can be continued with --resume.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Campaign {
+    /// See `code_fingerprint`.
+    code: String,
+    host_runs: u32,
+    vm_runs: u32,
+    /// Runs done before the last --resume (how much of the campaign is not this process's).
+    #[serde(default)]
+    resumed_runs: u32,
+    /// Every test seen, failed or not: a resumed campaign adds to each one's runs.
+    tests: BTreeMap<String, Tally>,
+}
+
+impl Campaign {
+    fn start(root: &Path, resume: Option<&Path>) -> Result<Self> {
+        let code = code_fingerprint::of_head(root)?;
+        let Some(path) = resume else {
+            return Ok(Self {
+                code,
+                ..Self::default()
+            });
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the campaign to resume, {}", path.display()))?;
+        let mut earlier: Self = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a campaign tally with the code it tested and every test's runs (written by `cargo xtask flakes` since 2026-12-07); start a new campaign without --resume",
+                path.display()
+            )
+        })?;
+        ensure!(
+            earlier.code == code,
+            "{} tested other code (fingerprint {}; this work tree's is {code}): its runs say nothing about this code. Check out the commit it ran at, or start a new campaign without --resume",
+            path.display(),
+            earlier.code
+        );
+        earlier.resumed_runs = earlier.host_runs + earlier.vm_runs;
+        Ok(earlier)
+    }
 }
 
 pub fn run(root: &Path, args: &FlakesArgs) -> Result<()> {
@@ -62,6 +111,16 @@ pub fn run(root: &Path, args: &FlakesArgs) -> Result<()> {
         args.runs > 0 || args.vm_runs > 0,
         "nothing to run: give --runs N or --vm-runs M (at least 1)"
     );
+    let mut campaign = Campaign::start(root, args.resume.as_deref())?;
+    if args.resume.is_some() {
+        eprintln!(
+            "flakes: resuming a campaign of {} host and {} VM runs, {} tests seen, {} failures",
+            campaign.host_runs,
+            campaign.vm_runs,
+            campaign.tests.len(),
+            failing(&campaign.tests)
+        );
+    }
     // A missing package fails its tests every run, which would read as flakes (a first
     // campaign on a fresh machine named seven tests that needed chromium, etcd or Redis).
     crate::packages::ensure(crate::packages::RUNTIME, "the tests' tools")?;
@@ -70,11 +129,11 @@ pub fn run(root: &Path, args: &FlakesArgs) -> Result<()> {
     crate::kernel_fs::ensure()?;
     eprintln!("flakes: the tally so far is in {SO_FAR} after every run");
     let binaries = build_host(root)?;
-    let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
     let load = (!args.no_load).then(|| DiskWriter::start(&root.join("target")));
     let started = Instant::now();
-    for run in 1..=args.runs {
-        let failed_before = failing(&tallies);
+    for run in campaign.host_runs + 1..=args.runs {
+        let tallies = &mut campaign.tests;
+        let failed_before = failing(tallies);
         for binary in &binaries {
             eprintln!("flakes: host run {run}/{}: {}", args.runs, binary.name);
             let binary_started = Instant::now();
@@ -86,48 +145,51 @@ pub fn run(root: &Path, args: &FlakesArgs) -> Result<()> {
                 binary.name,
                 binary_started.elapsed().as_secs_f64()
             );
-            record(&mut tallies, &binary.name, &output);
+            record(tallies, &binary.name, &output);
         }
         eprintln!(
             "flakes: host run {run}/{} done after {:.0} s; {} tests failed in it",
             args.runs,
             started.elapsed().as_secs_f64(),
-            failing(&tallies) - failed_before
+            failing(tallies) - failed_before
         );
+        campaign.host_runs = run;
         // After every run, so an interrupted campaign keeps what it found.
-        write_so_far(root, &tallies, run, 0)?;
+        write_so_far(root, &campaign)?;
     }
     drop(load);
-    if args.vm_runs > 0 {
+    if campaign.vm_runs < args.vm_runs {
         let vm_binaries = vm_tests::build(root)?;
-        for run in 1..=args.vm_runs {
+        for run in campaign.vm_runs + 1..=args.vm_runs {
             for kernel in KernelChoice::DEBIANS {
                 eprintln!("flakes: VM run {run}/{} on {kernel}", args.vm_runs);
                 let outcome = vm_tests::run_on(root, &vm_binaries, &kernel, false)?;
-                record(&mut tallies, &format!("vm {kernel}"), &outcome.console);
+                record(
+                    &mut campaign.tests,
+                    &format!("vm {kernel}"),
+                    &outcome.console,
+                );
             }
-            write_so_far(root, &tallies, args.runs, run)?;
+            campaign.vm_runs = run;
+            write_so_far(root, &campaign)?;
         }
     }
-    report(&tallies, args)
+    report(&campaign, args)
 }
 
 /// Where the tally so far is written after every run.
 const SO_FAR: &str = "target/flakes.json";
 
-fn write_so_far(
-    root: &Path,
-    tallies: &BTreeMap<String, Tally>,
-    host_runs: u32,
-    vm_runs: u32,
-) -> Result<()> {
+fn write_so_far(root: &Path, campaign: &Campaign) -> Result<()> {
     let path = root.join(SO_FAR);
-    std::fs::write(&path, format!("{:#}", as_json(tallies, host_runs, vm_runs)))
+    std::fs::write(&path, format!("{:#}", as_json(campaign)))
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn as_json(tallies: &BTreeMap<String, Tally>, host_runs: u32, vm_runs: u32) -> serde_json::Value {
-    let flaky: Vec<serde_json::Value> = tallies
+/// The campaign (for --resume) with a summary on top: the runs, and the tests that ever failed.
+fn as_json(campaign: &Campaign) -> serde_json::Value {
+    let flaky: Vec<serde_json::Value> = campaign
+        .tests
         .iter()
         .filter(|(_, t)| t.failures > 0)
         .map(|(name, tally)| {
@@ -140,10 +202,13 @@ fn as_json(tallies: &BTreeMap<String, Tally>, host_runs: u32, vm_runs: u32) -> s
         })
         .collect();
     serde_json::json!({
-        "host_runs": host_runs,
-        "vm_runs": vm_runs,
-        "tests_seen": tallies.len(),
+        "code": campaign.code,
+        "host_runs": campaign.host_runs,
+        "vm_runs": campaign.vm_runs,
+        "resumed_runs": campaign.resumed_runs,
+        "tests_seen": campaign.tests.len(),
         "flaky": flaky,
+        "tests": campaign.tests,
     })
 }
 
@@ -152,15 +217,22 @@ fn failing(tallies: &BTreeMap<String, Tally>) -> u32 {
     tallies.values().map(|t| t.failures).sum()
 }
 
-fn report(tallies: &BTreeMap<String, Tally>, args: &FlakesArgs) -> Result<()> {
+fn report(campaign: &Campaign, args: &FlakesArgs) -> Result<()> {
+    let tallies = &campaign.tests;
     let flaky: Vec<(&String, &Tally)> = tallies.iter().filter(|(_, t)| t.failures > 0).collect();
     if args.json {
-        println!("{:#}", as_json(tallies, args.runs, args.vm_runs));
+        println!("{:#}", as_json(campaign));
     } else {
+        let resumed = if campaign.resumed_runs > 0 {
+            format!(" ({} of the runs before --resume)", campaign.resumed_runs)
+        } else {
+            String::new()
+        };
         println!(
-            "flakes: {} host runs, {} VM runs per kernel, {} tests seen, {} ever failed",
-            args.runs,
-            args.vm_runs,
+            "flakes: {} host runs, {} VM runs per kernel{resumed}, code {}, {} tests seen, {} ever failed",
+            campaign.host_runs,
+            campaign.vm_runs,
+            campaign.code,
             tallies.len(),
             flaky.len()
         );
@@ -480,6 +552,89 @@ mod tests {
         assert!(
             !tallies.contains_key("injector-user/attach::b"),
             "an ignored test is not a run"
+        );
+    }
+
+    /// A git repository with one code file and one doc, committed.
+    fn repository() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let status = Command::new("git")
+                .current_dir(dir.path())
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(status.success(), "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        std::fs::create_dir(dir.path().join("docs")).unwrap();
+        std::fs::write(dir.path().join("lib.rs"), "fn a() {}\n").unwrap();
+        std::fs::write(dir.path().join("docs/flaky-tests.md"), "none\n").unwrap();
+        git(&["add", "."]);
+        git(&["commit", "-q", "-m", "first"]);
+        dir
+    }
+
+    fn commit_all(dir: &Path) {
+        for args in [&["add", "."][..], &["commit", "-q", "-m", "next"]] {
+            let status = Command::new("git")
+                .current_dir(dir)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+
+    #[test]
+    fn a_campaign_resumes_after_a_docs_change_and_never_on_other_code() {
+        let repo = repository();
+        let mut campaign = Campaign::start(repo.path(), None).unwrap();
+        record(&mut campaign.tests, "injector-user/attach", OUTPUT);
+        campaign.host_runs = 7;
+        let tally = repo.path().join("campaign.json");
+        std::fs::write(&tally, format!("{:#}", as_json(&campaign))).unwrap();
+        // The tally itself (and prose) may be committed between the two halves.
+        std::fs::rename(&tally, repo.path().join("docs/campaign.json")).unwrap();
+        let tally = repo.path().join("docs/campaign.json");
+        std::fs::write(repo.path().join("docs/flaky-tests.md"), "7 runs\n").unwrap();
+        commit_all(repo.path());
+
+        let resumed = Campaign::start(repo.path(), Some(&tally)).unwrap();
+        assert_eq!((resumed.host_runs, resumed.resumed_runs), (7, 7));
+        let slow = &resumed.tests["injector-user/attach::slow_one"];
+        assert_eq!((slow.runs, slow.failures), (1, 1));
+        assert_eq!(resumed.tests.len(), 2);
+
+        std::fs::write(repo.path().join("lib.rs"), "fn b() {}\n").unwrap();
+        let error = Campaign::start(repo.path(), Some(&tally)).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("uncommitted code (lib.rs)"),
+            "{error:#}"
+        );
+        commit_all(repo.path());
+        let error = Campaign::start(repo.path(), Some(&tally)).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("tested other code"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
+    fn a_tally_without_the_tests_is_refused_with_the_fix() {
+        let repo = repository();
+        let old = repo.path().join("docs/old.json");
+        std::fs::write(
+            &old,
+            r#"{"host_runs": 8, "vm_runs": 0, "tests_seen": 401, "flaky": []}"#,
+        )
+        .unwrap();
+        let error = Campaign::start(repo.path(), Some(&old)).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("start a new campaign without --resume"),
+            "{error:#}"
         );
     }
 

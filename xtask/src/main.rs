@@ -7,6 +7,7 @@ mod bench_net;
 mod bench_torture;
 mod ci;
 mod cmd;
+mod code_fingerprint;
 mod demo;
 mod ebpf;
 mod flakes;
