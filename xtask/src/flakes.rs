@@ -555,37 +555,31 @@ mod tests {
         );
     }
 
+    /// Runs git in `dir` as a throwaway identity; panics unless it succeeds.
+    fn git(dir: &Path, args: &[&str]) {
+        let status = Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+
     /// A git repository with one code file and one doc, committed.
     fn repository() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let git = |args: &[&str]| {
-            let status = Command::new("git")
-                .current_dir(dir.path())
-                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-                .args(args)
-                .status()
-                .unwrap();
-            assert!(status.success(), "git {args:?}");
-        };
-        git(&["init", "-q"]);
+        git(dir.path(), &["init", "-q"]);
         std::fs::create_dir(dir.path().join("docs")).unwrap();
         std::fs::write(dir.path().join("lib.rs"), "fn a() {}\n").unwrap();
         std::fs::write(dir.path().join("docs/flaky-tests.md"), "none\n").unwrap();
-        git(&["add", "."]);
-        git(&["commit", "-q", "-m", "first"]);
+        commit_all(dir.path());
         dir
     }
 
     fn commit_all(dir: &Path) {
-        for args in [&["add", "."][..], &["commit", "-q", "-m", "next"]] {
-            let status = Command::new("git")
-                .current_dir(dir)
-                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-                .args(args)
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "-q", "-m", "next"]);
     }
 
     #[test]
