@@ -44,6 +44,23 @@ struct Learner {
 }
 
 async fn add_learner(State(node): State<Shared>, Body(learner): Body<Learner>) -> HttpResponse {
+    let holder = node
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .nodes()
+        .find(|(id, member)| **id != learner.id && member.addr == learner.addr)
+        .map(|(&id, _)| id);
+    if let Some(holder) = holder {
+        let refusal = Refusal::plain(format!(
+            "node {holder} already has the address {}: node {} needs its own (the --listen \
+             address it serves on)",
+            learner.addr, learner.id
+        ));
+        return refuse(StatusCode::UNPROCESSABLE_ENTITY, refusal);
+    }
     match node
         .raft
         .add_learner(learner.id, BasicNode::new(learner.addr), true)

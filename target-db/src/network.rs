@@ -159,6 +159,15 @@ impl Connection {
                 PayloadTooLarge::new_entries_hint(fewer),
             ));
         }
+        if response.status() == reqwest::StatusCode::CONFLICT {
+            let reason = response.text().await.unwrap_or_default();
+            let refused = std::io::Error::other(format!(
+                "node {} refused the {path} message: {}",
+                self.target,
+                reason.trim()
+            ));
+            return Err(RPCError::Network(NetworkError::new(&refused)));
+        }
         if response.status().is_client_error() {
             let status = response.status();
             let reason = response.text().await.unwrap_or_default();

@@ -23,7 +23,7 @@ use axum::{
     routing::{get, post},
 };
 use openraft::{
-    BasicNode,
+    BasicNode, Vote,
     error::{CheckIsLeaderError, ClientWriteError, RaftError},
     raft::{AppendEntriesRequest, VoteRequest},
 };
@@ -91,20 +91,47 @@ async fn require_cluster_token(
 async fn append(
     State(node): State<Shared>,
     Json(request): Json<AppendEntriesRequest<TypeConfig>>,
-) -> impl IntoResponse {
-    Json(node.raft.append_entries(request).await)
+) -> HttpResponse {
+    if let Some(refusal) = from_itself(&node, &request.vote) {
+        return refusal;
+    }
+    Json(node.raft.append_entries(request).await).into_response()
 }
 
 async fn vote(
     State(node): State<Shared>,
     Json(request): Json<VoteRequest<NodeId>>,
-) -> impl IntoResponse {
-    Json(node.raft.vote(request).await)
+) -> HttpResponse {
+    if let Some(refusal) = from_itself(&node, &request.vote) {
+        return refusal;
+    }
+    Json(node.raft.vote(request).await).into_response()
+}
+
+/// A Raft message that names this node as its sender came back to it: another member's address
+/// reaches this node (two nodes given one address). Taking it in would have this node follow
+/// or vote for itself as if it were a peer, which openraft does not expect (its core stops).
+fn from_itself(node: &Node, vote: &Vote<NodeId>) -> Option<HttpResponse> {
+    if vote.leader_id().voted_for() != Some(node.id) {
+        return None;
+    }
+    let problem = format!(
+        "node {id} got a Raft message from node {id}, itself: the cluster's membership gives \
+         another node an address that reaches node {id}; give each node its own address",
+        id = node.id
+    );
+    tracing::error!("{problem}");
+    Some(refuse(StatusCode::CONFLICT, Refusal::plain(problem)))
 }
 
 async fn snapshot(State(node): State<Shared>, Json(chunk): Json<SnapshotChunk>) -> HttpResponse {
     match chunk.into_request() {
-        Ok(request) => Json(node.raft.install_snapshot(request).await).into_response(),
+        Ok(request) => {
+            if let Some(refusal) = from_itself(&node, &request.vote) {
+                return refusal;
+            }
+            Json(node.raft.install_snapshot(request).await).into_response()
+        }
         Err(error) => (
             StatusCode::BAD_REQUEST,
             format!("the snapshot chunk's data_base64 is not base64: {error}"),
@@ -162,6 +189,13 @@ async fn init(
     State(node): State<Shared>,
     Body(peers): Body<BTreeMap<NodeId, String>>,
 ) -> HttpResponse {
+    if let Some((first, second, addr)) = shared_address(&peers) {
+        let refusal = Refusal::plain(format!(
+            "nodes {first} and {second} are both given the address {addr}: each node needs its \
+             own (the --listen address it serves on)"
+        ));
+        return refuse(StatusCode::UNPROCESSABLE_ENTITY, refusal);
+    }
     let members: BTreeMap<NodeId, BasicNode> = peers
         .into_iter()
         .map(|(id, addr)| (id, BasicNode::new(addr)))
@@ -170,6 +204,21 @@ async fn init(
         Ok(()) => Json(json!({"initialized": true})).into_response(),
         Err(error) => refuse(StatusCode::CONFLICT, Refusal::plain(error.to_string())),
     }
+}
+
+/// Two nodes given the same address, with that address: a cluster started that way sends one
+/// node's messages to another.
+pub(crate) fn shared_address<'a>(
+    nodes: impl IntoIterator<Item = (&'a NodeId, &'a String)>,
+) -> Option<(NodeId, NodeId, String)> {
+    let mut seen: BTreeMap<&str, NodeId> = BTreeMap::new();
+    for (&id, addr) in nodes {
+        if let Some(&first) = seen.get(addr.as_str()) {
+            return Some((first, id, addr.clone()));
+        }
+        seen.insert(addr, id);
+    }
+    None
 }
 
 fn role(state: openraft::ServerState) -> Role {

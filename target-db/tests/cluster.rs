@@ -22,19 +22,25 @@ struct Cluster {
     extra: Vec<String>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `count` distinct free ports. Each listener is held until all are chosen: a port let go is
+/// free to be handed out again at once, and two nodes of one cluster were once given the same
+/// port (one could not listen, and the other got both nodes' messages).
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().unwrap().port())
+        .collect()
 }
 
 impl Cluster {
     fn start(size: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let addrs = (0..size)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
+        let addrs = free_ports(size)
+            .into_iter()
+            .map(|port| format!("127.0.0.1:{port}"))
             .collect();
         let mut cluster = Cluster {
             dir: Some(dir),
@@ -685,6 +691,72 @@ async fn malformed_requests_are_refused_with_the_problem_named() {
     );
 }
 
+/// One address given to two members (a copied --listen, a port handed out twice) sends one
+/// node's messages to another: init and add-learner refuse it, and a Raft message that comes
+/// back to the node it names as its sender is refused, where openraft's core would stop.
+#[tokio::test]
+async fn one_address_given_to_two_nodes_is_refused_and_no_node_stops() {
+    let cluster = Cluster::start(2, &[]);
+    let client = reqwest::Client::new();
+    let refusal = |response: reqwest::Response, code: u16| async move {
+        assert_eq!(response.status().as_u16(), code);
+        let answer: Value = response.json().await.unwrap();
+        answer["error"].as_str().unwrap().to_owned()
+    };
+    eventually("node 1 to answer", || async {
+        status(cluster.addr(1)).await.ok()
+    })
+    .await;
+    let one_address = json!({"1": cluster.addr(1), "2": cluster.addr(1)});
+    let response = client
+        .post(format!("http://{}/init", cluster.addr(1)))
+        .json(&one_address)
+        .send()
+        .await
+        .unwrap();
+    let error = refusal(response, 422).await;
+    let named = format!(
+        "nodes 1 and 2 are both given the address {}",
+        cluster.addr(1)
+    );
+    assert!(error.contains(&named), "{error:?} should say {named:?}");
+
+    // What node 1 would get from "node 2" at node 1's address: a message sent by node 1.
+    let from_itself = json!({
+        "vote": {"leader_id": {"term": 1, "node_id": 1}, "committed": true},
+        "prev_log_id": null,
+        "entries": [],
+        "leader_commit": null
+    });
+    let response = client
+        .post(format!("http://{}/raft/append", cluster.addr(1)))
+        .json(&from_itself)
+        .send()
+        .await
+        .unwrap();
+    let error = refusal(response, 409).await;
+    assert!(
+        error.contains("node 1 got a Raft message from node 1, itself"),
+        "{error:?}"
+    );
+
+    // Neither was taken in: the two nodes form a cluster, which refuses a third node at the
+    // address of the second.
+    cluster.init().await;
+    let leader = cluster.leader(&[1, 2]).await;
+    let response = client
+        .post(format!("http://{}/admin/add-learner", cluster.addr(leader)))
+        .json(&json!({"id": 3, "addr": cluster.addr(2)}))
+        .send()
+        .await
+        .unwrap();
+    let error = refusal(response, 422).await;
+    let named = format!("node 2 already has the address {}", cluster.addr(2));
+    assert!(error.contains(&named), "{error:?} should say {named:?}");
+    let answer = put(cluster.addr(leader), 1, 1, "k", "v").await.unwrap();
+    assert_eq!(answer["response"]["ok"], true, "{answer}");
+}
+
 /// The README's client commands, run one after another as a user would: each invocation is a
 /// client of its own, so a second put is not taken for a retry of the first and dropped.
 #[tokio::test]
@@ -718,7 +790,7 @@ fn start_expecting_exit(data_dir: &Path) -> Option<String> {
     let mut child = Command::new(TARGET_DB)
         .args(["serve", "--id", "1", "--segment-bytes", "16384"])
         .args(["--snapshot-every", "1000000", "--listen"])
-        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg(format!("127.0.0.1:{}", free_ports(1)[0]))
         .arg("--data-dir")
         .arg(data_dir)
         .stdout(Stdio::null())
