@@ -21,7 +21,7 @@ use crate::{
     bad_request::Body,
     handoff::{HandoffError, transfer_leadership},
     node::Shared,
-    refusals::{not_leader, refuse, unknown},
+    refusals::{not_leader, refuse, shared_address, unknown},
     types::{NodeId, TypeConfig},
 };
 
@@ -44,22 +44,20 @@ struct Learner {
 }
 
 async fn add_learner(State(node): State<Shared>, Body(learner): Body<Learner>) -> HttpResponse {
-    let holder = node
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .nodes()
-        .find(|(id, member)| **id != learner.id && member.addr == learner.addr)
-        .map(|(&id, _)| id);
-    if let Some(holder) = holder {
-        let refusal = Refusal::plain(format!(
-            "node {holder} already has the address {}: node {} needs its own (the --listen \
-             address it serves on)",
-            learner.addr, learner.id
-        ));
-        return refuse(StatusCode::UNPROCESSABLE_ENTITY, refusal);
+    // The membership with the learner in it (a node given again replaces its old address).
+    let clash = shared_address(
+        node.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != learner.id)
+            .map(|(id, member)| (*id, member.addr.as_str()))
+            .chain([(learner.id, learner.addr.as_str())]),
+    );
+    if let Some(refusal) = clash {
+        return refusal;
     }
     match node
         .raft

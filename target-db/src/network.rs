@@ -146,38 +146,17 @@ impl Connection {
             .send()
             .await
             .map_err(|error| RPCError::Unreachable(Unreachable::new(&error)))?;
-        if response.status() == reqwest::StatusCode::FORBIDDEN {
-            let refused = std::io::Error::other(format!(
-                "node {} refused the message: its cluster token is not this node's (give every node the same --cluster-token-file)",
-                self.target
-            ));
-            return Err(RPCError::Network(NetworkError::new(&refused)));
-        }
-        if response.status() == reqwest::StatusCode::PAYLOAD_TOO_LARGE && entries > 1 {
+        let status = response.status();
+        if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE && entries > 1 {
             let fewer = (entries / 2) as u64;
             return Err(RPCError::PayloadTooLarge(
                 PayloadTooLarge::new_entries_hint(fewer),
             ));
         }
-        if response.status() == reqwest::StatusCode::CONFLICT {
+        if status.is_client_error() {
             let reason = response.text().await.unwrap_or_default();
-            let refused = std::io::Error::other(format!(
-                "node {} refused the {path} message: {}",
-                self.target,
-                reason.trim()
-            ));
+            let refused = std::io::Error::other(refusal(self.target, path, status, reason.trim()));
             return Err(RPCError::Network(NetworkError::new(&refused)));
-        }
-        if response.status().is_client_error() {
-            let status = response.status();
-            let reason = response.text().await.unwrap_or_default();
-            let unreadable = std::io::Error::other(format!(
-                "node {} could not read the {path} message (HTTP {status}: {}): is it running \
-                 another version of target-db? Run one version on every node",
-                self.target,
-                reason.trim()
-            ));
-            return Err(RPCError::Network(NetworkError::new(&unreadable)));
         }
         let result: Result<Resp, E> = response
             .json()
@@ -190,6 +169,24 @@ impl Connection {
                 source,
             })
         })
+    }
+}
+
+/// What a peer's 4xx answer to a Raft message means, for the sender's log.
+fn refusal(target: NodeId, path: &str, status: reqwest::StatusCode, reason: &str) -> String {
+    match status {
+        reqwest::StatusCode::FORBIDDEN => format!(
+            "node {target} refused the message: its cluster token is not this node's (give \
+             every node the same --cluster-token-file)"
+        ),
+        // The peer names the problem itself (a message from the node it is).
+        reqwest::StatusCode::CONFLICT => {
+            format!("node {target} refused the {path} message: {reason}")
+        }
+        _ => format!(
+            "node {target} could not read the {path} message (HTTP {status}: {reason}): is it \
+             running another version of target-db? Run one version on every node"
+        ),
     }
 }
 

@@ -1,6 +1,6 @@
 //! How a node turns a request down, in target-db-client's `Refusal`: the status, the problem in
 //! words, and whether the request may still take effect.
-use std::sync::atomic::Ordering;
+use std::{collections::BTreeMap, sync::atomic::Ordering};
 
 use axum::{
     Json,
@@ -11,6 +11,24 @@ use openraft::{BasicNode, error::ForwardToLeader};
 use target_db_client::{Outcome, Refusal};
 
 use crate::{node::Node, types::NodeId};
+
+/// Two members given one address, among the members a cluster would have: a cluster set up
+/// that way sends one node's messages to another.
+pub(crate) fn shared_address<'a>(
+    members: impl IntoIterator<Item = (NodeId, &'a str)>,
+) -> Option<HttpResponse> {
+    let mut seen = BTreeMap::new();
+    for (id, addr) in members {
+        if let Some(first) = seen.insert(addr, id) {
+            let refusal = Refusal::plain(format!(
+                "nodes {first} and {id} are both given the address {addr}: each node needs its \
+                 own (the --listen address it serves on)"
+            ));
+            return Some(refuse(StatusCode::UNPROCESSABLE_ENTITY, refusal));
+        }
+    }
+    None
+}
 
 pub(crate) fn refuse(status: StatusCode, refusal: Refusal) -> HttpResponse {
     (status, Json(refusal)).into_response()

@@ -38,7 +38,7 @@ use crate::{
     cluster_token,
     network::{RAFT_MESSAGE_BYTES, SnapshotChunk},
     node::Shared,
-    refusals::{disk_full, handing_off, not_leader, refuse, stopped, unknown},
+    refusals::{disk_full, handing_off, not_leader, refuse, shared_address, stopped, unknown},
     types::{NodeId, Request, TypeConfig},
 };
 
@@ -189,12 +189,8 @@ async fn init(
     State(node): State<Shared>,
     Body(peers): Body<BTreeMap<NodeId, String>>,
 ) -> HttpResponse {
-    if let Some((first, second, addr)) = shared_address(&peers) {
-        let refusal = Refusal::plain(format!(
-            "nodes {first} and {second} are both given the address {addr}: each node needs its \
-             own (the --listen address it serves on)"
-        ));
-        return refuse(StatusCode::UNPROCESSABLE_ENTITY, refusal);
+    if let Some(refusal) = shared_address(peers.iter().map(|(id, addr)| (*id, addr.as_str()))) {
+        return refusal;
     }
     let members: BTreeMap<NodeId, BasicNode> = peers
         .into_iter()
@@ -204,21 +200,6 @@ async fn init(
         Ok(()) => Json(json!({"initialized": true})).into_response(),
         Err(error) => refuse(StatusCode::CONFLICT, Refusal::plain(error.to_string())),
     }
-}
-
-/// Two nodes given the same address, with that address: a cluster started that way sends one
-/// node's messages to another.
-pub(crate) fn shared_address<'a>(
-    nodes: impl IntoIterator<Item = (&'a NodeId, &'a String)>,
-) -> Option<(NodeId, NodeId, String)> {
-    let mut seen: BTreeMap<&str, NodeId> = BTreeMap::new();
-    for (&id, addr) in nodes {
-        if let Some(&first) = seen.get(addr.as_str()) {
-            return Some((first, id, addr.clone()));
-        }
-        seen.insert(addr, id);
-    }
-    None
 }
 
 fn role(state: openraft::ServerState) -> Role {

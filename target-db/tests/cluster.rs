@@ -698,23 +698,22 @@ async fn malformed_requests_are_refused_with_the_problem_named() {
 async fn one_address_given_to_two_nodes_is_refused_and_no_node_stops() {
     let cluster = Cluster::start(2, &[]);
     let client = reqwest::Client::new();
-    let refusal = |response: reqwest::Response, code: u16| async move {
-        assert_eq!(response.status().as_u16(), code);
-        let answer: Value = response.json().await.unwrap();
-        answer["error"].as_str().unwrap().to_owned()
+    // Posts the body and expects it refused with this code: the reason given.
+    let refused = |addr: &str, path: &str, body: Value, code: u16| {
+        let request = client.post(format!("http://{addr}{path}")).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status().as_u16(), code);
+            let answer: Value = response.json().await.unwrap();
+            answer["error"].as_str().unwrap().to_owned()
+        }
     };
     eventually("node 1 to answer", || async {
         status(cluster.addr(1)).await.ok()
     })
     .await;
     let one_address = json!({"1": cluster.addr(1), "2": cluster.addr(1)});
-    let response = client
-        .post(format!("http://{}/init", cluster.addr(1)))
-        .json(&one_address)
-        .send()
-        .await
-        .unwrap();
-    let error = refusal(response, 422).await;
+    let error = refused(cluster.addr(1), "/init", one_address, 422).await;
     let named = format!(
         "nodes 1 and 2 are both given the address {}",
         cluster.addr(1)
@@ -728,13 +727,7 @@ async fn one_address_given_to_two_nodes_is_refused_and_no_node_stops() {
         "entries": [],
         "leader_commit": null
     });
-    let response = client
-        .post(format!("http://{}/raft/append", cluster.addr(1)))
-        .json(&from_itself)
-        .send()
-        .await
-        .unwrap();
-    let error = refusal(response, 409).await;
+    let error = refused(cluster.addr(1), "/raft/append", from_itself, 409).await;
     assert!(
         error.contains("node 1 got a Raft message from node 1, itself"),
         "{error:?}"
@@ -744,14 +737,12 @@ async fn one_address_given_to_two_nodes_is_refused_and_no_node_stops() {
     // address of the second.
     cluster.init().await;
     let leader = cluster.leader(&[1, 2]).await;
-    let response = client
-        .post(format!("http://{}/admin/add-learner", cluster.addr(leader)))
-        .json(&json!({"id": 3, "addr": cluster.addr(2)}))
-        .send()
-        .await
-        .unwrap();
-    let error = refusal(response, 422).await;
-    let named = format!("node 2 already has the address {}", cluster.addr(2));
+    let third = json!({"id": 3, "addr": cluster.addr(2)});
+    let error = refused(cluster.addr(leader), "/admin/add-learner", third, 422).await;
+    let named = format!(
+        "nodes 2 and 3 are both given the address {}",
+        cluster.addr(2)
+    );
     assert!(error.contains(&named), "{error:?} should say {named:?}");
     let answer = put(cluster.addr(leader), 1, 1, "k", "v").await.unwrap();
     assert_eq!(answer["response"]["ok"], true, "{answer}");
