@@ -18,9 +18,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 
-use crate::{cmd::cargo, code_fingerprint, vm::KernelChoice, vm_tests};
+use crate::{
+    cmd::cargo,
+    code_fingerprint,
+    test_group::{self, GroupChild},
+    vm::KernelChoice,
+    vm_tests,
+};
 
 #[derive(clap::Args)]
 pub struct FlakesArgs {
@@ -129,6 +135,7 @@ pub fn run(root: &Path, args: &FlakesArgs) -> Result<()> {
     crate::kernel_fs::ensure()?;
     eprintln!("flakes: the tally so far is in {SO_FAR} after every run");
     let binaries = build_host(root)?;
+    let signals = test_group::StopOnSignals::install();
     let load = (!args.no_load).then(|| DiskWriter::start(&root.join("target")));
     let started = Instant::now();
     for run in campaign.host_runs + 1..=args.runs {
@@ -158,6 +165,7 @@ pub fn run(root: &Path, args: &FlakesArgs) -> Result<()> {
         write_so_far(root, &campaign)?;
     }
     drop(load);
+    drop(signals);
     if campaign.vm_runs < args.vm_runs {
         let vm_binaries = vm_tests::build(root)?;
         for run in campaign.vm_runs + 1..=args.vm_runs {
@@ -315,23 +323,30 @@ fn run_binary(binary: &TestBinary, filter: Option<&str>) -> Result<String> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?);
-    // The guard below needs this process to live; a SIGTERM to `xtask flakes` alone (from a
+    // The group's guard needs this process to live; a SIGTERM to `xtask flakes` alone (from a
     // script, not Ctrl-C to the whole group) would otherwise leave the binary running.
     process_guard::killed_with_this_thread(&mut command);
-    let child = command
-        .spawn()
-        .with_context(|| format!("starting {}", binary.executable.display()))?;
-    let mut child = KillOnDrop(child);
+    let mut child = GroupChild::spawn(&mut command)?;
     let deadline = Instant::now() + BINARY_TIMEOUT;
     let finished = loop {
-        if child.0.try_wait()?.is_some() {
+        if child.exited()? {
             break true;
+        }
+        if test_group::stop_asked() {
+            eprintln!(
+                "flakes: stopping: {} and what its tests started get SIGTERM (SIGKILL after {} s)",
+                binary.name,
+                test_group::TEARDOWN_GRACE.as_secs()
+            );
+            drop(child);
+            bail!("stopped by a signal; the runs finished before are in {SO_FAR}");
         }
         if Instant::now() >= deadline {
             break false;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    // What its tests started and left behind goes with it.
     drop(child);
     let mut text = String::new();
     let mut log = log;
@@ -344,19 +359,6 @@ fn run_binary(binary: &TestBinary, filter: Option<&str>) -> Result<String> {
         ));
     }
     Ok(text)
-}
-
-/// A test binary this task started: killed (if still running) and reaped when dropped, also on
-/// a panic of the task.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 /// The name a hang of a whole binary is recorded under.

@@ -18,6 +18,7 @@ mod mutants;
 mod packages;
 mod setup;
 mod soak;
+mod test_group;
 mod toolchain;
 mod torture;
 mod vm;
