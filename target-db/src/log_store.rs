@@ -43,6 +43,15 @@ enum Journal {
 pub struct LogOptions {
     pub wal: WalOptions,
     pub ignore_fsync_error: bool,
+    /// This node's id, to keep fsyncs off the write path (None: every record is durable
+    /// before it returns). The entries it appends as leader are staged and openraft is told at
+    /// once, so they are replicated while they are written; they reach the disk with the next
+    /// durable record, the commit point at the latest, which openraft writes before it applies
+    /// anything (so before any client hears back), and followers are told a commit point only
+    /// once it is durable here (see `durable`). A follower's commit point is staged, to reach
+    /// the disk with its next append: a follower only applies what it learnt was committed,
+    /// and the cluster holds that on a majority of disks whatever this node remembers.
+    pub node_id: Option<NodeId>,
 }
 
 struct Inner {
@@ -70,6 +79,10 @@ struct Inner {
     /// point past the end of the log).
     durable_last_entry: Option<u64>,
     committed_on_disk: Option<LogId<NodeId>>,
+    /// The last log id on disk: every entry up to it is durable.
+    durable: Arc<watch::Sender<Option<LogId<NodeId>>>>,
+    /// The newest commit point staged and not yet written.
+    staged_committed: Option<LogId<NodeId>>,
 }
 
 fn encode_journal(record: &Journal) -> Vec<u8> {
@@ -133,6 +146,8 @@ impl LogStore {
             retrying: false,
             durable_last_entry: None,
             committed_on_disk: None,
+            durable: Arc::new(watch::Sender::new(None)),
+            staged_committed: None,
         };
         let gaps = recovered.gaps;
         for (segment, payload) in recovered.records {
@@ -157,6 +172,7 @@ impl LogStore {
             });
         }
         inner.durable_last_entry = inner.entries.keys().next_back().copied();
+        inner.mark_durable();
         inner.set_committed_on_disk(inner.committed);
         if let Some(vote) = inner.vote {
             stats.record_vote_term(vote.leader_id().term);
@@ -212,6 +228,14 @@ impl LogStore {
     /// The write-ahead log's counters, for /metrics.
     pub fn wal_stats(&self) -> Arc<WalStats> {
         self.stats.clone()
+    }
+
+    /// The last log id on disk, as it moves: a leader tells followers no commit point past it.
+    /// Entries it wrote beside their replication may be committed by openraft's count before
+    /// they are durable here; a follower told of that commit would apply an entry that a crash
+    /// of this leader, and an election among the nodes without it, could still take back.
+    pub async fn durable(&self) -> watch::Receiver<Option<LogId<NodeId>>> {
+        self.inner.lock().await.durable.subscribe()
     }
 
     /// Hands records to the log. An append returns at once and reports durability through its
@@ -293,6 +317,22 @@ impl Inner {
         }
         let payloads: Vec<Vec<u8>> = records.iter().map(encode_journal).collect();
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        if self.may_stage(&records, callback.is_some()) {
+            self.wal.stage(&refs);
+            for record in &records {
+                if let Journal::Committed(log_id) = record {
+                    self.staged_committed = self.staged_committed.max(Some(*log_id));
+                }
+            }
+            self.apply_in_memory(records);
+            if !urgent {
+                self.durable_last_entry = self.entries.keys().next_back().copied();
+            }
+            if let Some(callback) = callback {
+                callback.log_io_completed(Ok(()));
+            }
+            return Ok(Written::Durable);
+        }
         let mut appended = self.wal.append(&refs);
         if matches!(appended, Err(WalError::NoSpace { .. })) && !self.options.ignore_fsync_error {
             if !self.wal.stats().disk_full() {
@@ -306,6 +346,7 @@ impl Inner {
                 return Ok(self.add_to_backlog(records, callback));
             }
         }
+        let durable = appended.is_ok();
         if let Err(error) = appended {
             if self.options.ignore_fsync_error {
                 tracing::error!(%error, "UNSAFE: ignoring a failed write-ahead log write");
@@ -326,6 +367,10 @@ impl Inner {
         if !urgent {
             self.durable_last_entry = self.entries.keys().next_back().copied();
         }
+        if durable {
+            self.staged_written();
+            self.mark_durable();
+        }
         if let Some(callback) = callback {
             callback.log_io_completed(Ok(()));
         }
@@ -333,6 +378,55 @@ impl Inner {
             self.rotate_if_full()?;
         }
         Ok(Written::Durable)
+    }
+
+    /// Whether these records may wait for the next append (see `LogOptions::node_id`): the
+    /// entries this node appends as the leader of its vote's term, or a follower's commit
+    /// point. Never while the disk is full: then every record takes the path that waits for
+    /// space.
+    fn may_stage(&self, records: &[Journal], appended: bool) -> bool {
+        let Some(me) = self.options.node_id else {
+            return false;
+        };
+        if self.short_of_space() {
+            return false;
+        }
+        let leader = self
+            .vote
+            .filter(|vote| vote.is_committed() && vote.leader_id().voted_for() == Some(me));
+        records.iter().all(|record| match (record, leader) {
+            (Journal::Entries(entries), Some(vote)) if appended => entries
+                .iter()
+                .all(|entry| entry.log_id.leader_id == *vote.leader_id()),
+            (Journal::Committed(_), None) => !appended,
+            _ => false,
+        })
+    }
+
+    /// After an append: what was staged is on disk.
+    fn staged_written(&mut self) {
+        if let Some(committed) = self.staged_committed.take() {
+            self.set_committed_on_disk(Some(committed));
+        }
+    }
+
+    /// Everything in memory is on disk, unless a backlog waits (after an append, which writes
+    /// what was staged first).
+    fn mark_durable(&mut self) {
+        if !self.backlog.is_empty() {
+            return;
+        }
+        let last = self
+            .entries
+            .values()
+            .next_back()
+            .map(|entry| entry.log_id)
+            .or(self.last_purged);
+        self.durable.send_if_modified(|durable| {
+            let moved = *durable != last;
+            *durable = last;
+            moved
+        });
     }
 
     /// The commit point on disk, which /status reports: a checker may hold the node to it

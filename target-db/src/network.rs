@@ -4,7 +4,7 @@
 //! that error; a message the peer cannot read (another version of target-db) is named as such.
 use base64::Engine as _;
 use openraft::{
-    BasicNode, RaftNetwork, RaftNetworkFactory, SnapshotMeta, Vote,
+    BasicNode, LogId, RaftNetwork, RaftNetworkFactory, SnapshotMeta, Vote,
     error::{
         InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
         Unreachable,
@@ -16,6 +16,7 @@ use openraft::{
     },
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio::sync::watch;
 
 use crate::{
     cluster_token::{self, ClusterToken},
@@ -77,6 +78,7 @@ impl SnapshotChunk {
 #[derive(Clone)]
 pub struct Network {
     client: reqwest::Client,
+    durable: Option<watch::Receiver<Option<LogId<NodeId>>>>,
 }
 
 impl Network {
@@ -90,7 +92,17 @@ impl Network {
             .default_headers(cluster_token::headers(token))
             .build()
             .expect("an HTTP client with default settings");
-        Network { client }
+        Network {
+            client,
+            durable: None,
+        }
+    }
+
+    /// Never tells a follower a commit point past `durable`, the last log id on this node's
+    /// disk (see `LogStore::durable`).
+    pub fn commit_within(mut self, durable: watch::Receiver<Option<LogId<NodeId>>>) -> Network {
+        self.durable = Some(durable);
+        self
     }
 }
 
@@ -98,6 +110,7 @@ pub struct Connection {
     client: reqwest::Client,
     target: NodeId,
     addr: String,
+    durable: Option<watch::Receiver<Option<LogId<NodeId>>>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -108,6 +121,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client: self.client.clone(),
             target,
             addr: node.addr.clone(),
+            durable: self.durable.clone(),
         }
     }
 }
@@ -193,9 +207,12 @@ fn refusal(target: NodeId, path: &str, status: reqwest::StatusCode, reason: &str
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
-        request: AppendEntriesRequest<TypeConfig>,
+        mut request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        if let Some(durable) = &self.durable {
+            request.leader_commit = request.leader_commit.min(*durable.borrow());
+        }
         let entries = request.entries.len();
         self.call("append", &request, entries, &option).await
     }

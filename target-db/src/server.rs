@@ -171,7 +171,7 @@ async fn read(State(node): State<Shared>, Params(query): Params<KeyQuery>) -> Ht
     }
     match node.raft.ensure_linearizable().await {
         Ok(_) => {
-            let value = node.state.data().await.kv.get(&query.key).cloned();
+            let value = node.state.get(&query.key).await;
             Json(ReadReply {
                 key: query.key,
                 value,

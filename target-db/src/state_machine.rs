@@ -115,7 +115,13 @@ impl StateMachine {
         });
     }
 
-    /// A copy of the current data, for reads and digests.
+    /// One key's value, for reads: copying the whole state per read made reads cost as much
+    /// as the state is large.
+    pub async fn get(&self, key: &str) -> Option<String> {
+        self.inner.lock().await.data.kv.get(key).cloned()
+    }
+
+    /// A copy of the current data, for digests.
     pub async fn data(&self) -> Data {
         self.inner.lock().await.data.clone()
     }

@@ -75,6 +75,8 @@ impl Inner {
                 self.backlog.clear();
                 self.set_committed_on_disk(self.committed);
                 self.durable_last_entry = self.entries.keys().next_back().copied();
+                self.staged_written();
+                self.mark_durable();
                 self.wal.stats().set_disk_full(false);
                 for callback in self.backlog_callbacks.drain(..) {
                     callback.log_io_completed(Ok(()));

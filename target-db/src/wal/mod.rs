@@ -1,7 +1,9 @@
 //! The write-ahead log: segment files `wal-<id>.log` of records `[len][crc32c][payload]`.
 //!
 //! - An append returns only after the data is fsynced (unless the unsafe switch says otherwise);
-//!   callers batch many writes into one append (group commit).
+//!   callers batch many writes into one append (group commit). Records may also be staged in
+//!   memory: the next append writes them first, in the same write and fsync, so the file only
+//!   ever holds one unsynced write, and recovery's rule for a torn tail stays the same.
 //! - A new segment is followed by an fsync of the directory, so the file itself survives a crash.
 //! - Recovery: a torn record at the end of the last segment (a crash mid-append) is cut off and
 //!   logged; a bad record anywhere else is corruption, and opening fails with the file and offset.
@@ -81,6 +83,8 @@ pub struct Wal {
     active: File,
     active_len: u64,
     buffer: Vec<u8>,
+    /// Records staged for the next append, encoded.
+    staged: Vec<u8>,
     stats: Arc<WalStats>,
     /// Space held back for the few records that must be written even on a full disk (votes,
     /// the commit point): released when the disk fills, taken back when space returns.
@@ -182,6 +186,7 @@ impl Wal {
                     active,
                     active_len,
                     buffer: Vec::new(),
+                    staged: Vec::new(),
                     stats: Arc::default(),
                     reserve: None,
                 }
@@ -195,6 +200,7 @@ impl Wal {
                     active,
                     active_len: 0,
                     buffer: Vec::new(),
+                    staged: Vec::new(),
                     stats: Arc::default(),
                     reserve: None,
                 };
@@ -267,12 +273,28 @@ impl Wal {
             .sum()
     }
 
-    /// Writes the records and returns once they are durable (one fsync for all of them).
+    /// Keeps the records for the next append, which writes them ahead of its own. Nothing
+    /// reaches the file until then: a crash loses them.
+    pub fn stage(&mut self, payloads: &[&[u8]]) {
+        for payload in payloads {
+            encode(payload, &mut self.staged);
+        }
+    }
+
+    /// Whether records wait for the next append.
+    pub fn has_staged(&self) -> bool {
+        !self.staged.is_empty()
+    }
+
+    /// Writes the staged records, then these, and returns once they are durable (one write and
+    /// one fsync for all of them). If the disk is full, the staged records stay staged.
     pub fn append(&mut self, payloads: &[&[u8]]) -> Result<(), WalError> {
         self.buffer.clear();
         for payload in payloads {
             encode(payload, &mut self.buffer);
         }
+        let staged = self.staged.len();
+        self.buffer.splice(0..0, self.staged.drain(..));
         let path = segment_path(&self.dir, self.active_segment());
         if let Err(error) = self.active.write_all(&self.buffer) {
             if !is_no_space(&error) {
@@ -283,6 +305,7 @@ impl Wal {
             self.active
                 .set_len(self.active_len)
                 .map_err(io("cutting a failed append off", &path))?;
+            self.staged = self.buffer[..staged].to_vec();
             return Err(WalError::NoSpace { path });
         }
         self.active_len += self.buffer.len() as u64;

@@ -51,7 +51,8 @@ enum Command {
         /// Address for both peers and clients, e.g. 127.0.0.1:7001.
         #[arg(long)]
         listen: String,
-        /// Build a snapshot (and purge the log before it) every this many entries.
+        /// Build a snapshot (and purge the log before it) every this many entries. The log
+        /// (and the memory holding it) grows to this many entries between snapshots.
         #[arg(long, default_value_t = serve::RaftSettings::DEFAULT.snapshot_every)]
         snapshot_every: u64,
         /// Bytes per write-ahead log segment.
@@ -246,6 +247,7 @@ async fn main() -> Result<()> {
                     verify_checksum: !unsafe_skip_checksum,
                 },
                 ignore_fsync_error: unsafe_ignore_fsync_error,
+                node_id: Some(id),
             };
             // Under --unsafe-no-fsync nothing is ever made durable, recovery included.
             if !unsafe_no_fsync && !unsafe_trust_page_cache {

@@ -37,7 +37,10 @@ const SNAPSHOT_ATTEMPT_MS: u64 = 10_000;
 
 impl RaftSettings {
     pub const DEFAULT: RaftSettings = RaftSettings {
-        snapshot_every: 5000,
+        // etcd's --snapshot-count. Every snapshot copies and writes the whole state on each
+        // node; at 5,000 a node under 10,000 puts/s did that twice a second and it set the
+        // p99 (64 clients: 34 ms at 5,000, 6 ms at 100,000).
+        snapshot_every: 100_000,
         heartbeat_ms: 100,
         election_timeout_ms: 500,
     };
@@ -127,7 +130,7 @@ pub async fn serve(
     let raft = Raft::new(
         id,
         Arc::new(config),
-        Network::new(local, token.as_ref()),
+        Network::new(local, token.as_ref()).commit_within(log.durable().await),
         log,
         state.clone(),
     )
