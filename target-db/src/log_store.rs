@@ -173,6 +173,7 @@ impl LogStore {
         }
         inner.durable_last_entry = inner.entries.keys().next_back().copied();
         inner.mark_durable();
+        inner.start_as_candidate();
         inner.set_committed_on_disk(inner.committed);
         if let Some(vote) = inner.vote {
             stats.record_vote_term(vote.leader_id().term);
@@ -401,6 +402,21 @@ impl Inner {
             (Journal::Committed(_), None) => !appended,
             _ => false,
         })
+    }
+
+    /// A leader's own entries are staged, so a leader that crashed may have lost entries of its
+    /// term that followers hold. Resuming as that term's leader (openraft 0.9 does, from a
+    /// committed vote of its own) it would append other entries under the same log ids, and a
+    /// follower takes an entry whose log id it has for the one it has: the replicas diverge
+    /// (found by the torture's results check, seed 2). It starts as a candidate that voted for
+    /// itself in that term instead, and leads again only through an election in a new term.
+    fn start_as_candidate(&mut self) {
+        let (Some(me), Some(vote)) = (self.options.node_id, self.vote) else {
+            return;
+        };
+        if vote.is_committed() && vote.leader_id().voted_for() == Some(me) {
+            self.vote = Some(Vote::new(vote.leader_id().term, me));
+        }
     }
 
     /// After an append: what was staged is on disk.

@@ -237,3 +237,73 @@ impl RaftNetwork<TypeConfig> for Connection {
         self.call("vote", &request, 0, &option).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use openraft::{CommittedLeaderId, network::RPCOption};
+
+    use super::*;
+
+    fn log_id(index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(2, 1), index)
+    }
+
+    /// A peer on a real socket that records the commit point of each append it is sent.
+    async fn recording_peer() -> (String, Arc<Mutex<Vec<Option<u64>>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let app = axum::Router::new().route(
+            "/raft/append",
+            axum::routing::post(
+                move |axum::Json(request): axum::Json<AppendEntriesRequest<TypeConfig>>| {
+                    let record = record.clone();
+                    async move {
+                        record
+                            .lock()
+                            .unwrap()
+                            .push(request.leader_commit.map(|l| l.index));
+                        axum::Json(Ok::<_, RaftError<NodeId>>(
+                            AppendEntriesResponse::<NodeId>::Success,
+                        ))
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, seen)
+    }
+
+    async fn send_commit(network: &mut Network, addr: &str, committed: u64) {
+        let mut connection = network
+            .new_client(2, &BasicNode { addr: addr.into() })
+            .await;
+        let request = AppendEntriesRequest {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: Some(log_id(9)),
+            entries: Vec::new(),
+            leader_commit: Some(log_id(committed)),
+        };
+        connection
+            .append_entries(request, RPCOption::new(std::time::Duration::from_secs(5)))
+            .await
+            .unwrap();
+    }
+
+    /// openraft counts the leader's entries before they are on its disk; a follower told that
+    /// commit point would apply what a crash of the leader could still take back.
+    #[tokio::test]
+    async fn followers_are_told_no_commit_point_past_the_leaders_disk() {
+        let (addr, seen) = recording_peer().await;
+        let (durable, on_disk) = watch::channel(Some(log_id(5)));
+        let mut network = Network::new(None, None).commit_within(on_disk);
+        send_commit(&mut network, &addr, 9).await;
+        durable.send_replace(Some(log_id(9)));
+        send_commit(&mut network, &addr, 9).await;
+        send_commit(&mut network, &addr, 7).await;
+        assert_eq!(*seen.lock().unwrap(), [Some(5), Some(9), Some(7)]);
+    }
+}

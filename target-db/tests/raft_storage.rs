@@ -311,3 +311,162 @@ async fn replicas_report_the_same_results_at_each_checkpoint_unless_one_forgot_i
     assert_eq!(differing[0].0, 2000);
     assert_ne!(differing[0].1, expected[2].1);
 }
+
+/// The options of a node that writes beside replication (what `target-db serve` runs), as node 1.
+fn node_1_options() -> LogOptions {
+    LogOptions {
+        node_id: Some(1),
+        ..options()
+    }
+}
+
+struct StagingBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for StagingBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<NodeId>> {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogStore::open(&dir.path().join("wal"), node_1_options()).unwrap();
+        let state = StateMachine::open(&dir.path().join("state")).unwrap();
+        Ok((dir, log, state))
+    }
+}
+
+#[test]
+fn openraft_storage_conformance_suite_with_writes_beside_replication() {
+    Suite::test_all(StagingBuilder).unwrap();
+}
+
+/// What a power loss would leave of the log right now: the files as they are (every write
+/// here is followed by its fsync, or not made at all), opened as a fresh start would.
+async fn on_disk_now(wal: &std::path::Path) -> (Option<u64>, Option<u64>) {
+    let copy = tempfile::tempdir().unwrap();
+    for file in std::fs::read_dir(wal).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(&file, copy.path().join(file.file_name().unwrap())).unwrap();
+    }
+    let mut log = LogStore::open(copy.path(), options()).unwrap();
+    let last = log.get_log_state().await.unwrap().last_log_id;
+    let committed = log.read_committed().await.unwrap();
+    (last.map(|l| l.index), committed.map(|l| l.index))
+}
+
+/// A leader's own entries are told durable at once, so openraft replicates them while they are
+/// written; they reach the disk with the commit point, which openraft saves before it applies
+/// anything, and only then do followers hear of it (the durable mark).
+#[tokio::test]
+async fn a_leaders_entries_reach_the_disk_with_the_commit_point_before_anything_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    let mut log = LogStore::open(&wal, node_1_options()).unwrap();
+    let durable = log.durable().await;
+    log.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
+    for index in 0..=3 {
+        log.blocking_append(vec![entry(4, index, 7, index)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        log.get_log_state()
+            .await
+            .unwrap()
+            .last_log_id
+            .map(|l| l.index),
+        Some(3)
+    );
+    assert_eq!(
+        on_disk_now(&wal).await,
+        (None, None),
+        "the entries wait for the commit point"
+    );
+    assert_eq!(
+        *durable.borrow(),
+        None,
+        "followers are told no commit point yet"
+    );
+
+    log.save_committed(Some(LogId::new(CommittedLeaderId::new(4, 1), 2)))
+        .await
+        .unwrap();
+    assert_eq!(on_disk_now(&wal).await, (Some(3), Some(2)));
+    assert_eq!(durable.borrow().map(|l| l.index), Some(3));
+
+    // Entries of an earlier term, or appended while another node leads, are durable at once.
+    log.save_vote(&Vote::new_committed(5, 2)).await.unwrap();
+    log.blocking_append(vec![entry(4, 4, 7, 4)]).await.unwrap();
+    assert_eq!(on_disk_now(&wal).await, (Some(4), Some(2)));
+    assert_eq!(durable.borrow().map(|l| l.index), Some(4));
+}
+
+/// A follower's commit point is staged and reaches the disk with its next append; what it
+/// reports as on disk (`/status` commit_index) follows the disk, not memory.
+#[tokio::test]
+async fn a_followers_commit_point_reaches_the_disk_with_its_next_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    let mut log = LogStore::open(&wal, node_1_options()).unwrap();
+    let stats = log.wal_stats();
+    log.save_vote(&Vote::new_committed(4, 2)).await.unwrap();
+    for index in 0..=3 {
+        log.blocking_append(vec![entry(4, index, 7, index)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        on_disk_now(&wal).await,
+        (Some(3), None),
+        "a follower's entries are durable"
+    );
+    log.save_committed(Some(LogId::new(CommittedLeaderId::new(4, 1), 3)))
+        .await
+        .unwrap();
+    assert_eq!(
+        log.read_committed().await.unwrap().map(|l| l.index),
+        Some(3)
+    );
+    assert_eq!(on_disk_now(&wal).await, (Some(3), None));
+    assert_eq!(
+        stats.committed_index(),
+        None,
+        "not reported as on disk while staged"
+    );
+
+    log.blocking_append(vec![entry(4, 4, 7, 4)]).await.unwrap();
+    assert_eq!(on_disk_now(&wal).await, (Some(4), Some(3)));
+    assert_eq!(stats.committed_index(), Some(3));
+}
+
+/// A leader that crashed may have lost staged entries of its term that followers hold: it must
+/// not resume as that term's leader and append other entries under their log ids.
+#[tokio::test]
+async fn a_restarted_leader_starts_as_a_candidate_of_its_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    {
+        let mut log = LogStore::open(&wal, node_1_options()).unwrap();
+        log.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
+        log.blocking_append(vec![entry(4, 0, 7, 0)]).await.unwrap();
+    }
+    let mut log = LogStore::open(&wal, node_1_options()).unwrap();
+    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(4, 1)));
+    assert_eq!(
+        log.get_log_state().await.unwrap().last_log_id,
+        None,
+        "the staged entry is gone"
+    );
+    // A follower's vote, and any vote where nothing is staged, comes back as it was.
+    log.save_vote(&Vote::new_committed(5, 2)).await.unwrap();
+    drop(log);
+    let mut log = LogStore::open(&wal, node_1_options()).unwrap();
+    assert_eq!(
+        log.read_vote().await.unwrap(),
+        Some(Vote::new_committed(5, 2))
+    );
+    drop(log);
+    let mut log = LogStore::open(&wal, options()).unwrap();
+    assert_eq!(
+        log.read_vote().await.unwrap(),
+        Some(Vote::new_committed(5, 2))
+    );
+}
