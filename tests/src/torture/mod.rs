@@ -146,6 +146,7 @@ pub async fn run(options: Options) -> Result<TortureReport> {
         let mut cluster = cluster.lock().await;
         checks.push(verdicts::still_running(&cluster.exited_by_themselves()));
         checks.push(verdicts::no_panic(&target, &cluster.panics()));
+        checks.push(verdicts::damaged_logs_refused(&cluster.damaged_logs));
     }
 
     let verdict = Verdict::all(checks.iter().map(|c| c.verdict));

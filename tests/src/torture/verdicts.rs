@@ -3,7 +3,7 @@
 //! nodes' exits and logs). The order the run pushes them in is the order the report lists them.
 use std::time::Duration;
 
-use super::{CheckResult, oracles::Oracles, target::Target};
+use super::{CheckResult, cluster::DamagedLogs, oracles::Oracles, target::Target};
 use crate::check::{CheckReport, Verdict};
 
 /// The detail of a check the target cannot answer: `lacks` says why.
@@ -183,6 +183,24 @@ pub(super) fn no_panic(target: &Target, panics: &[String]) -> CheckResult {
             panics.first().cloned().unwrap_or_else(|| "none".into())
         } else {
             not_reported(target, "has no way to tell a panic from its log")
+        },
+    }
+}
+
+/// Every log the `corruption` fault damaged in the middle was refused: a node that started on
+/// one cut durable records off as if a crash had torn them, or trusted a damaged one.
+pub(super) fn damaged_logs_refused(damaged: &DamagedLogs) -> CheckResult {
+    CheckResult {
+        name: "a log damaged in the middle is refused".into(),
+        verdict: if damaged.accepted.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
+        detail: match (damaged.accepted.first(), damaged.refused) {
+            (Some(accepted), _) => accepted.clone(),
+            (None, 0) => "no log was damaged in the middle".into(),
+            (None, refused) => format!("{refused} damaged logs refused"),
         },
     }
 }

@@ -58,6 +58,17 @@ pub struct Cluster {
     pub storage_shapes: Vec<StorageShape>,
     /// Rounds of /status polls the oracles have seen, counted by the run's watcher.
     pub status_rounds: Option<tokio::sync::watch::Receiver<u64>>,
+    /// What became of the logs the `corruption` fault damaged in the middle.
+    pub damaged_logs: DamagedLogs,
+}
+
+/// Logs damaged in the middle (a record with another after it flipped): how many the node
+/// refused to start on, and what it started on anyway. A log cannot tell that damage from a
+/// crash, so a node that starts on it dropped or trusted durable records.
+#[derive(Debug, Default)]
+pub struct DamagedLogs {
+    pub refused: usize,
+    pub accepted: Vec<String>,
 }
 
 /// What a cluster is made of, besides its programs.
@@ -94,6 +105,7 @@ impl Cluster {
             db_flags,
             storage_shapes,
             status_rounds: None,
+            damaged_logs: DamagedLogs::default(),
         };
         for id in 1..=size {
             let dir = run_dir.join(format!("node{id}"));

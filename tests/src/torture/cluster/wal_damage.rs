@@ -46,8 +46,9 @@ impl Cluster {
     }
 
     /// Media damage in the middle of a stopped node's write-ahead log: one payload byte of a
-    /// record (`pick` chooses which, never the very last one, which a crash could have torn)
-    /// flipped, written through the mount and fsynced. None if the log has under 3 records.
+    /// record (`pick` chooses which, never the last of its segment, which a crash could have
+    /// torn) flipped, written through the mount and fsynced. None if no segment holds two
+    /// records.
     pub fn rot_wal_middle(&mut self, id: usize, pick: u64) -> Result<Option<Rot>> {
         anyhow::ensure!(!self.running(id), "rot_wal_middle needs node {id} stopped");
         let wal = self.node(id).data_dir.join("wal");
@@ -60,17 +61,18 @@ impl Cluster {
             })
             .collect();
         segments.sort();
+        // Only records with another after them in their segment: a crash tears at most the
+        // last one, so damage to any other is damage any recovery must refuse.
         let mut payloads = Vec::new();
         for segment in &segments {
             let data = fs::read(segment)?;
-            for range in record_payloads(&data) {
-                payloads.push((segment.clone(), range));
-            }
+            let records = records_before_the_last(&data);
+            payloads.extend(records.into_iter().map(|range| (segment.clone(), range)));
         }
-        if payloads.len() < 3 {
+        if payloads.is_empty() {
             return Ok(None);
         }
-        let (segment, range) = payloads[(pick % (payloads.len() as u64 - 1)) as usize].clone();
+        let (segment, range) = payloads[(pick % payloads.len() as u64) as usize].clone();
         let at = range.start + (pick >> 32) as usize % range.len();
         let mut byte = [0u8];
         let mut file = fs::OpenOptions::new()
@@ -128,6 +130,13 @@ fn record_payloads(data: &[u8]) -> Vec<std::ops::Range<usize>> {
     payloads
 }
 
+/// The payload ranges of every record of a segment but its last.
+fn records_before_the_last(data: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut records = record_payloads(data);
+    records.pop();
+    records
+}
+
 /// Walks target-db's `[len u32][crc32c u32][payload]` records; if the last one holds a put,
 /// returns the offset of the first byte of its last put's key. A put, because a rotted key then
 /// holds a value for good; a cas or delete of a key nobody wrote changes nothing.
@@ -143,7 +152,7 @@ fn put_key_in_last_record(data: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::put_key_in_last_record;
+    use super::{put_key_in_last_record, records_before_the_last};
 
     fn record(payload: &str, out: &mut Vec<u8>) {
         out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -164,5 +173,19 @@ mod tests {
         record(r#"{"Committed":7}"#, &mut data);
         assert_eq!(put_key_in_last_record(&data), None);
         assert_eq!(put_key_in_last_record(&data[..18]), None);
+    }
+
+    /// Damage to a segment's last record could be a crash's torn tail; only the others are
+    /// damage a recovery must refuse.
+    #[test]
+    fn damage_goes_only_to_records_with_another_after_them() {
+        let mut data = Vec::new();
+        record(r#"{"Vote":1}"#, &mut data);
+        assert!(records_before_the_last(&data).is_empty());
+        record(r#"{"Committed":7}"#, &mut data);
+        record(r#"{"Truncate":9}"#, &mut data);
+        let ranges = records_before_the_last(&data);
+        let payloads: Vec<&[u8]> = ranges.iter().map(|r| &data[r.clone()]).collect();
+        assert_eq!(payloads, [&br#"{"Vote":1}"#[..], br#"{"Committed":7}"#]);
     }
 }

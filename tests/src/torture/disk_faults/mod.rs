@@ -51,6 +51,7 @@ pub(in crate::torture) async fn corrupt_mid_log(
     .ok();
     match refused {
         Some(status) => {
+            cluster.lock().await.damaged_logs.refused += 1;
             cluster.lock().await.restore(&rot)?;
             cluster.lock().await.start_node(node)?;
             Ok(format!(
@@ -58,11 +59,15 @@ pub(in crate::torture) async fn corrupt_mid_log(
                 rot.what
             ))
         }
-        None => Ok(format!(
-            "n{node}: {}; it started on the damaged log (still running after {} s)",
-            rot.what,
-            REFUSAL_WITHIN.as_secs()
-        )),
+        None => {
+            let what = format!(
+                "n{node}: {}; it started on the damaged log (still running after {} s)",
+                rot.what,
+                REFUSAL_WITHIN.as_secs()
+            );
+            cluster.lock().await.damaged_logs.accepted.push(what.clone());
+            Ok(what)
+        }
     }
 }
 
