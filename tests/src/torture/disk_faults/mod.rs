@@ -65,7 +65,12 @@ pub(in crate::torture) async fn corrupt_mid_log(
                 rot.what,
                 REFUSAL_WITHIN.as_secs()
             );
-            cluster.lock().await.damaged_logs.accepted.push(what.clone());
+            cluster
+                .lock()
+                .await
+                .damaged_logs
+                .accepted
+                .push(what.clone());
             Ok(what)
         }
     }
