@@ -419,6 +419,15 @@ impl Inner {
         }
     }
 
+    /// The last entry's log id, or the purge point's if every entry is purged.
+    fn last_log_id(&self) -> Option<LogId<NodeId>> {
+        self.entries
+            .values()
+            .next_back()
+            .map(|entry| entry.log_id)
+            .or(self.last_purged)
+    }
+
     /// After an append: what was staged is on disk.
     fn staged_written(&mut self) {
         if let Some(committed) = self.staged_committed.take() {
@@ -432,12 +441,7 @@ impl Inner {
         if !self.backlog.is_empty() {
             return;
         }
-        let last = self
-            .entries
-            .values()
-            .next_back()
-            .map(|entry| entry.log_id)
-            .or(self.last_purged);
+        let last = self.last_log_id();
         self.durable.send_if_modified(|durable| {
             let moved = *durable != last;
             *durable = last;
@@ -553,15 +557,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let inner = self.inner.lock().await;
-        let last = inner
-            .entries
-            .values()
-            .next_back()
-            .map(|e| e.log_id)
-            .or(inner.last_purged);
         Ok(LogState {
             last_purged_log_id: inner.last_purged,
-            last_log_id: last,
+            last_log_id: inner.last_log_id(),
         })
     }
 

@@ -23,14 +23,15 @@ fn options() -> LogOptions {
     }
 }
 
-struct Builder;
+/// Stores opened with these options, for openraft's suite.
+struct Builder(fn() -> LogOptions);
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<NodeId>> {
         let dir = tempfile::tempdir().unwrap();
-        let log = LogStore::open(&dir.path().join("wal"), options()).unwrap();
+        let log = LogStore::open(&dir.path().join("wal"), (self.0)()).unwrap();
         let state = StateMachine::open(&dir.path().join("state")).unwrap();
         Ok((dir, log, state))
     }
@@ -38,7 +39,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 
 #[test]
 fn openraft_storage_conformance_suite() {
-    Suite::test_all(Builder).unwrap();
+    Suite::test_all(Builder(options)).unwrap();
 }
 
 fn entry(term: u64, index: u64, client: u64, seq: u64) -> Entry<TypeConfig> {
@@ -320,22 +321,9 @@ fn node_1_options() -> LogOptions {
     }
 }
 
-struct StagingBuilder;
-
-impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for StagingBuilder {
-    async fn build(
-        &self,
-    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<NodeId>> {
-        let dir = tempfile::tempdir().unwrap();
-        let log = LogStore::open(&dir.path().join("wal"), node_1_options()).unwrap();
-        let state = StateMachine::open(&dir.path().join("state")).unwrap();
-        Ok((dir, log, state))
-    }
-}
-
 #[test]
 fn openraft_storage_conformance_suite_with_writes_beside_replication() {
-    Suite::test_all(StagingBuilder).unwrap();
+    Suite::test_all(Builder(node_1_options)).unwrap();
 }
 
 /// What a power loss would leave of the log right now: the files as they are (every write
