@@ -31,6 +31,12 @@ pub enum DataDirError {
     )]
     LogMissing { dir: String, id: NodeId },
     #[error(
+        "{dir} was written by an older target-db (log format {found}; this one reads format \
+         {LOG_FORMAT}, where a log id names its leader by term alone, as Raft has one leader per \
+         term): start this node with an empty data directory, or run the older version"
+    )]
+    OtherFormat { dir: String, found: String },
+    #[error(
         "fsync of {path} before recovery failed: {source}. An earlier process's writes may be \
          in the page cache only, never on the disk, so this node will not read them as \
          durable; check the disk, then start the node again"
@@ -48,6 +54,11 @@ pub enum DataDirError {
         source: std::io::Error,
     },
 }
+
+/// The format of the log and snapshots in a data directory. Format 2: openraft's
+/// `single-term-leader` log ids (a term and an index); format 1 (no marker) named the leader's
+/// node too, and its records do not read as format 2.
+pub const LOG_FORMAT: &str = "2";
 
 fn io_error(dir: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> DataDirError {
     let dir = dir.display().to_string();
@@ -158,12 +169,22 @@ pub fn check_claim(dir: &Path, cluster: &str, id: NodeId) -> Result<(), DataDirE
     if claimed.is_some() && !dir.join("wal").exists() {
         return Err(DataDirError::LogMissing { dir: shown, id });
     }
+    if claimed.is_some() {
+        let format = read_marker(dir, "log-format").map_err(io("reading log-format in"))?;
+        if format.as_deref() != Some(LOG_FORMAT) {
+            return Err(DataDirError::OtherFormat {
+                dir: shown,
+                found: format.unwrap_or_else(|| "1".to_owned()),
+            });
+        }
+    }
     Ok(())
 }
 
 /// Records that the directory is this node's, once its log exists.
 pub fn record_claim(dir: &Path, cluster: &str, id: NodeId) -> Result<(), DataDirError> {
     let io = |what| io_error(dir, what);
+    write_marker(dir, "log-format", LOG_FORMAT).map_err(io("recording the log format in"))?;
     write_marker(dir, "cluster", cluster).map_err(io("recording the cluster in"))?;
     write_marker(dir, "node-id", &id.to_string()).map_err(io("recording the node id in"))
 }

@@ -398,7 +398,7 @@ impl Inner {
         records.iter().all(|record| match (record, leader) {
             (Journal::Entries(entries), Some(vote)) if appended => entries
                 .iter()
-                .all(|entry| entry.log_id.leader_id == *vote.leader_id()),
+                .all(|entry| entry.log_id.leader_id.term == vote.leader_id().term),
             (Journal::Committed(_), None) => !appended,
             _ => false,
         })

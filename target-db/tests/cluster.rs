@@ -416,6 +416,41 @@ fn a_data_directory_of_another_cluster_is_refused() {
     );
 }
 
+/// Log ids of format 1 named the leader's node beside its term; they do not read as format 2,
+/// so a directory an older version wrote is refused by name, not reported as a damaged log.
+#[test]
+fn a_data_directory_of_an_older_log_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        Command::new(TARGET_DB)
+            .args(["serve", "--id", "1", "--listen", "256.0.0.1:1"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let first = start();
+    assert!(String::from_utf8_lossy(&first.stderr).contains("listening on 256.0.0.1:1"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("log-format")).unwrap(),
+        "2"
+    );
+    // What a version before the marker left: a claimed directory with a log and no format.
+    std::fs::remove_file(dir.path().join("log-format")).unwrap();
+    let second = start();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("was written by an older target-db (log format 1; this one reads format 2")
+            && stderr.contains("start this node with an empty data directory"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("log-format").exists(),
+        "the refused start changed nothing"
+    );
+}
+
 #[tokio::test]
 async fn membership_grows_from_three_to_five_voters_and_back() {
     let cluster = Cluster::start(5, &[]);
@@ -722,7 +757,7 @@ async fn one_address_given_to_two_nodes_is_refused_and_no_node_stops() {
 
     // What node 1 would get from "node 2" at node 1's address: a message sent by node 1.
     let from_itself = json!({
-        "vote": {"leader_id": {"term": 1, "node_id": 1}, "committed": true},
+        "vote": {"leader_id": {"term": 1, "voted_for": 1}, "committed": true},
         "prev_log_id": null,
         "entries": [],
         "leader_commit": null
@@ -978,7 +1013,7 @@ async fn with_a_cluster_token_only_its_holders_reach_the_raft_and_admin_routes()
 
     // A forged vote for a far-future term, without the token or with a wrong one, is refused
     // before Raft sees it: no node's term jumps.
-    let forged = json!({"vote": {"leader_id": {"term": 999_999, "node_id": 9}, "committed": false}, "last_log_id": null});
+    let forged = json!({"vote": {"leader_id": {"term": 999_999, "voted_for": 9}, "committed": false}, "last_log_id": null});
     for header in [None, Some("a-guess")] {
         let mut request = reqwest::Client::new()
             .post(format!("http://{}/raft/vote", cluster.addr(leader)))
