@@ -377,6 +377,30 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_walks_the_calls_that_change_which_files_exist_first() {
+        for seed in 1..20 {
+            let mut plan = CrashPlan::new(TARGET_DB_CLASSES, &mut SplitMix64::new(seed));
+            let namespace = TARGET_DB_CLASSES.len() * plan::NAMESPACE_CALLS.len();
+            let order: Vec<&str> = (0..TARGET_DB_CLASSES.len() * CALLS.len())
+                .map(|_| plan.next_pair().1)
+                .collect();
+            assert!(
+                order[..namespace]
+                    .iter()
+                    .all(|call| plan::NAMESPACE_CALLS.contains(call)),
+                "seed {seed}: {order:?}"
+            );
+        }
+        let first =
+            |seed| CrashPlan::new(TARGET_DB_CLASSES, &mut SplitMix64::new(seed)).next_pair();
+        assert!(
+            (2..20)
+                .any(|seed| first(seed).1 != first(1).1 || first(seed).0.name != first(1).0.name),
+            "the order within the group follows the seed"
+        );
+    }
+
+    #[test]
     fn correlated_victims_are_distinct_and_include_the_node() {
         let mut rng = SplitMix64::new(3);
         for node in 1..=5 {

@@ -27,6 +27,13 @@ impl CrashPlan {
             let j = rng.below(i as u64 + 1) as usize;
             pairs.swap(i, j);
         }
+        // A run places only a handful of ordinary crash points (election and catch-up points
+        // take the rest), fewer than the pairs a database makes, and the log's writes and
+        // syncs are crashed at anyway by the points that follow a recovery and an election. So
+        // the calls that change which files exist come first, in the seeded order: ordering
+        // bugs between durable steps (a segment sealed before its successor exists, a rename
+        // before its data is synced) sit at them (ALICE, CrashMonkey).
+        pairs.sort_by_key(|(_, call)| !NAMESPACE_CALLS.contains(call));
         Self {
             classes,
             pairs,
@@ -129,6 +136,9 @@ impl CrashPlan {
         pair
     }
 }
+
+/// The calls that create, rename, remove or cut a file.
+pub(super) const NAMESPACE_CALLS: &[&str] = &["create", "rename", "unlink", "truncate"];
 
 /// The log's writes and syncs come by the hundred a second, the other calls a few times a
 /// second or less (a snapshot every few seconds on a node that takes them rarely).
