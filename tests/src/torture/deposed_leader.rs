@@ -4,15 +4,19 @@
 //! index or a lease) serves stale reads, and where clients' writes reach its log without being
 //! committed. The nemesis's own client aims at it: a put through the new leader, then a read of
 //! the same key from the deposed one. Then the old leader is SIGKILLed, the cut healed and the
-//! node restarted: recovery must not apply the suffix the new leader overwrites.
+//! node restarted, or, half the time, the cut is healed first and the old leader loses power
+//! right after its first log write since: recovery must not apply the suffix the new leader
+//! overwrites.
 use std::{ops::ControlFlow, sync::Arc, time::Duration};
 
 use anyhow::Result;
 use fault_rules::SplitMix64;
+use process_guard::Spawned;
 use tokio::sync::Mutex;
 
 use super::{
     cluster::{Cluster, partition_in_effect},
+    crash_points::{power_cut, wait_for_crash},
     leaders::leading_now,
     network_shape::Cut,
     poll::poll_until,
@@ -22,6 +26,10 @@ use super::{
 /// How long the others may take to elect a new leader once the old one is cut off: well past
 /// target-db's 0.5-1 s election timeouts and its 1 s leader lease.
 const ELECTION_WITHIN: Duration = Duration::from_secs(6);
+
+/// How long a healed old leader may take to write to its log (a heartbeat of the new leader
+/// tells it the new term).
+const REJOIN_WITHIN: Duration = Duration::from_secs(3);
 
 /// Applies the fault for `hold` past the election; returns the old leader and what was done
 /// (`node`, the nemesis's pick, if there was no leader to depose).
@@ -71,10 +79,23 @@ pub(super) async fn apply(
         })
     });
     tokio::time::sleep(hold).await;
-    cluster.lock().await.kill_node(old);
-    // Ending the injector heals the cut.
-    drop(partition);
-    cluster.lock().await.start_node(old)?;
+    // Half the time it rejoins first: a database that keeps a leader's unreplicated suffix in
+    // memory writes it only with its next durable record, the vote of the new term it hears of
+    // as it rejoins (target-db stages a leader's entries until its commit point moves, which
+    // it never does here); a kill before the heal would find no suffix on its disk.
+    let ending = if successor.is_ok() && rng.below(2) == 0 {
+        crash_as_it_rejoins(cluster, old, partition).await?
+    } else {
+        cluster.lock().await.kill_node(old);
+        // Ending the injector heals the cut.
+        drop(partition);
+        cluster.lock().await.start_node(old)?;
+        format!(
+            "n{old} SIGKILLed {} ms later (what it appended meanwhile was never committed), \
+             healed, restarted",
+            hold.as_millis()
+        )
+    };
     let aimed = match aimed {
         Some(task) => task.await?,
         None => String::new(),
@@ -87,10 +108,43 @@ pub(super) async fn apply(
         ),
     };
     let description = format!(
-        "n{old}, the leader, cut off from the others (clients still reach it); {deposed}; n{old} \
-         SIGKILLed {} ms later (what it appended meanwhile was never committed), healed, \
-         restarted{aimed}",
-        hold.as_millis()
+        "n{old}, the leader, cut off from the others (clients still reach it); {deposed}; \
+         {ending}{aimed}"
     );
     Ok((old, description))
+}
+
+/// Heals the cut with the old leader's storage set to stop right after its first write to its
+/// log (what it appended while cut off, if it kept that in memory, and the new term's vote),
+/// then cuts its power keeping every write, and restarts it: its recovery meets the suffix
+/// the new leader overwrites on a disk that also holds the new term.
+async fn crash_as_it_rejoins(
+    cluster: &Arc<Mutex<Cluster>>,
+    old: usize,
+    partition: Spawned,
+) -> Result<String> {
+    let rule_id = {
+        let cluster = cluster.lock().await;
+        let rule = format!("write(path=\"{}\")=1*crash", cluster.target.log_glob());
+        cluster.add_fault(old, &rule)?
+    };
+    drop(partition);
+    match wait_for_crash(cluster, old, rule_id, REJOIN_WITHIN).await? {
+        Some(path) => {
+            power_cut(cluster, &[old], "keep", Duration::ZERO).await?;
+            Ok(format!(
+                "healed; n{old}'s storage stopped right after its first log write since \
+                 ({path}), power loss (keep: what it wrote stays), restarted"
+            ))
+        }
+        None => {
+            let mut cluster = cluster.lock().await;
+            cluster.kill_node(old);
+            cluster.start_node(old)?;
+            Ok(format!(
+                "healed; n{old} wrote nothing to its log within {} ms; SIGKILLed, restarted",
+                REJOIN_WITHIN.as_millis()
+            ))
+        }
+    }
 }
