@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 
 use super::{
     cluster::{Cluster, partition_in_effect},
-    crash_points::{power_cut, wait_for_crash},
+    crash_points::{next_log_write_crash, power_cut, wait_for_crash},
     leaders::leading_now,
     network_shape::Cut,
     poll::poll_until,
@@ -125,8 +125,7 @@ async fn crash_as_it_rejoins(
 ) -> Result<String> {
     let rule_id = {
         let cluster = cluster.lock().await;
-        let rule = format!("write(path=\"{}\")=1*crash", cluster.target.log_glob());
-        cluster.add_fault(old, &rule)?
+        cluster.add_fault(old, &next_log_write_crash(&cluster.target.log_glob()))?
     };
     drop(partition);
     match wait_for_crash(cluster, old, rule_id, REJOIN_WITHIN).await? {

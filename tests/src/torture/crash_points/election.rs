@@ -22,7 +22,7 @@ pub(super) async fn election_crash(
             .filter(|&id| id != leader && cluster.running(id))
             .collect()
     };
-    let rule = format!("write(path=\"{}\")=1*crash", log_class(plan.classes));
+    let rule = next_log_write_crash(log_class(plan.classes));
     let mut placed = Vec::new();
     for &voter in &voters {
         placed.push((voter, cluster.lock().await.add_fault(voter, &rule)?));

@@ -36,7 +36,9 @@ use election::*;
 use plan::*;
 pub use plan::{CrashCoverage, CrashPlan};
 use power_cut::*;
-pub use power_cut::{PowerCut, power_cut, power_cut_mid_write, wait_for_crash};
+pub use power_cut::{
+    PowerCut, next_log_write_crash, power_cut, power_cut_mid_write, wait_for_crash,
+};
 pub(crate) use program_crash::kill_at;
 use program_crash::*;
 use recovery::*;

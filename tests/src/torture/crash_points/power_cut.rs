@@ -153,6 +153,12 @@ pub(super) fn correlated(
 }
 
 /// The rule that stops a node's storage right after its next write to its data directory.
+/// The faultfs rule that stops a node's storage right after its next write to its log (`log`:
+/// the log's glob on its mount).
+pub fn next_log_write_crash(log: &str) -> String {
+    format!("write(path=\"{log}\")=1*crash")
+}
+
 pub(super) const FREEZE_RULE: &str = "write(path=\"db/**\")=1*crash";
 
 /// Stops the storage of the running `nodes` right after each one's next write to its data
@@ -196,8 +202,7 @@ where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let log = cluster.lock().await.target.log_glob();
-    let rule = format!("write(path=\"{log}\")=1*crash");
+    let rule = next_log_write_crash(&cluster.lock().await.target.log_glob());
     let frozen = place_on(cluster, victims, &rule).await?;
     let writes = tokio::spawn(writes);
     let started = Instant::now();
