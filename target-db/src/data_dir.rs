@@ -166,10 +166,10 @@ pub fn check_claim(dir: &Path, cluster: &str, id: NodeId) -> Result<(), DataDirE
         });
     }
     // The claim is recorded only once the log exists (see `record_claim`).
-    if claimed.is_some() && !dir.join("wal").exists() {
-        return Err(DataDirError::LogMissing { dir: shown, id });
-    }
     if claimed.is_some() {
+        if !dir.join("wal").exists() {
+            return Err(DataDirError::LogMissing { dir: shown, id });
+        }
         let format = read_marker(dir, "log-format").map_err(io("reading log-format in"))?;
         if format.as_deref() != Some(LOG_FORMAT) {
             return Err(DataDirError::OtherFormat {
