@@ -267,3 +267,60 @@ fn a_deposed_leader_is_read_from_once_another_leads_and_the_safe_database_passes
         "no probe read followed its acknowledged put: {probes:?}"
     );
 }
+
+/// The stalled-leader fault reaches its window on the safe database and the database passes:
+/// the leader's storage stops at a log write, a leader is elected without the frozen
+/// follower, and that follower had applied nothing past the restarted leader's log (the
+/// fault's description gives both indexes).
+#[test]
+fn a_stalled_leader_loses_power_and_the_safe_database_applies_nothing_it_lost() {
+    build_tools();
+    let dir = ScratchDir::new();
+    let (output, report) = torture_in(
+        dir.path(),
+        &[
+            "--seed",
+            "2",
+            "--duration",
+            "15s",
+            "--faults",
+            "stalled-leader",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "the safe database should pass:\n{report}\n{stderr}"
+    );
+    let stalled: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("stalled-leader done"))
+        .filter(|line| line.contains("storage stopped right after its next log write"))
+        .filter(|line| line.contains(" elected "))
+        .collect();
+    assert!(
+        !stalled.is_empty(),
+        "no stalled leader lost power:\n{stderr}"
+    );
+    for line in stalled {
+        let applied = index_after(line, "applied up to n");
+        let kept = index_after(line, "its log ends at n");
+        assert!(
+            applied <= kept,
+            "a frozen follower applied past the restarted leader's log: {line}"
+        );
+    }
+}
+
+/// The index in `nN INDEX` right after `label` in a fault's description.
+fn index_after(line: &str, label: &str) -> u64 {
+    let rest = &line[line
+        .find(label)
+        .unwrap_or_else(|| panic!("no `{label}` in {line}"))
+        + label.len()..];
+    rest.split([' ', ')', ','])
+        .nth(1)
+        .and_then(|index| index.parse().ok())
+        .unwrap_or_else(|| panic!("no index after `{label}` in {line}"))
+}

@@ -40,7 +40,7 @@ pub(super) async fn apply(
     probe: &Probe,
     rng: &mut SplitMix64,
 ) -> Result<(usize, String)> {
-    let Some(old) = leading_now(cluster, None).await else {
+    let Some(old) = leading_now(cluster, &[]).await else {
         return Ok((node, "deposed leader skipped: no leader".into()));
     };
     let command = {
@@ -51,7 +51,7 @@ pub(super) async fn apply(
     let partition = tokio::task::spawn_blocking(move || partition_in_effect(command)).await??;
     let cut_at = tokio::time::Instant::now();
     let successor = poll_until(ELECTION_WITHIN, Duration::from_millis(50), || async {
-        match leading_now(cluster, Some(old)).await {
+        match leading_now(cluster, &[old]).await {
             Some(new) => ControlFlow::Break(new),
             None => ControlFlow::Continue(()),
         }

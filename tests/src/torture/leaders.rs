@@ -125,13 +125,14 @@ pub(in crate::torture) async fn follower_near(cluster: &Arc<Mutex<Cluster>>, nod
 
 /// The node that says it leads, if one does.
 pub(in crate::torture) async fn leader(cluster: &Arc<Mutex<Cluster>>) -> Option<usize> {
-    leading_now(cluster, None).await
+    leading_now(cluster, &[]).await
 }
 
-/// One poll of every node's /status: the first that says it leads, other than `not`.
+/// One poll of every node's /status: the first that says it leads, other than those in `not`
+/// (which are not asked).
 pub(in crate::torture) async fn leading_now(
     cluster: &Arc<Mutex<Cluster>>,
-    not: Option<usize>,
+    not: &[usize],
 ) -> Option<usize> {
     let (target, addrs): (_, Vec<String>) = {
         let cluster = cluster.lock().await;
@@ -140,7 +141,7 @@ pub(in crate::torture) async fn leading_now(
     };
     let client = reqwest::Client::new();
     for (index, addr) in addrs.iter().enumerate() {
-        if not != Some(index + 1)
+        if !not.contains(&(index + 1))
             && let Some(status) = target.status(&client, addr).await
             && target::says_it_leads(&status)
         {

@@ -118,7 +118,7 @@ async fn restore(cluster: &Arc<Mutex<Cluster>>, node: usize) -> Result<String, S
 
 /// The voters in the configuration of the node that leads now.
 async fn voters(cluster: &Arc<Mutex<Cluster>>) -> Option<Vec<u64>> {
-    let leader = leading_now(cluster, None).await?;
+    let leader = leading_now(cluster, &[]).await?;
     let addr = cluster.lock().await.nodes[leader - 1].addr.clone();
     let status = status(&reqwest::Client::new(), &addr).await?;
     status["members"]
@@ -137,7 +137,7 @@ async fn admin(
     let deadline = Instant::now() + within;
     let body = &body;
     poll_until(within, Duration::from_millis(200), || async move {
-        let Some(leader) = leading_now(cluster, None).await else {
+        let Some(leader) = leading_now(cluster, &[]).await else {
             return ControlFlow::Continue("no leader".to_owned());
         };
         let addr = cluster.lock().await.nodes[leader - 1].addr.clone();

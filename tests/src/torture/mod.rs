@@ -18,6 +18,7 @@ pub mod probe;
 mod progress;
 mod report_files;
 pub mod scenario;
+mod stalled_leader;
 pub mod target;
 mod verdicts;
 pub mod workload;

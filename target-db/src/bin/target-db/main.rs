@@ -84,6 +84,11 @@ enum Command {
         /// a killed process wrote but never synced is then taken for durable.
         #[arg(long)]
         unsafe_trust_page_cache: bool,
+        /// UNSAFE: tell followers the commit point as soon as a majority has the entries, the
+        /// leader's own still unsynced among them, instead of only what the leader's disk holds:
+        /// a follower may apply an entry a crash of the leader takes back.
+        #[arg(long)]
+        unsafe_tell_unsynced_commit: bool,
         /// Write and fsync each of the leader's appends before its replication starts, and a
         /// follower's commit point as soon as it moves, instead of staging them for the next
         /// fsync (the leader's entries with the commit point, a follower's commit point with
@@ -210,6 +215,7 @@ async fn main() -> Result<()> {
             unsafe_ignore_fsync_error,
             unsafe_skip_checksum,
             unsafe_trust_page_cache,
+            unsafe_tell_unsynced_commit,
             no_stage_writes,
             cluster_token_file,
         } => {
@@ -218,6 +224,7 @@ async fn main() -> Result<()> {
                 snapshot_every,
                 heartbeat_ms,
                 election_timeout_ms,
+                tell_unsynced_commit: unsafe_tell_unsynced_commit,
             };
             // Checked before anything is opened: a bad flag leaves the data directory untouched.
             settings.config()?;
@@ -241,6 +248,10 @@ async fn main() -> Result<()> {
                 (
                     unsafe_trust_page_cache,
                     "--unsafe-trust-page-cache: recovery takes unsynced writes for durable",
+                ),
+                (
+                    unsafe_tell_unsynced_commit,
+                    "--unsafe-tell-unsynced-commit: followers apply entries the leader has not synced",
                 ),
             ] {
                 if on {

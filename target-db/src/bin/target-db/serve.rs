@@ -30,6 +30,9 @@ pub struct RaftSettings {
     pub snapshot_every: u64,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: u64,
+    /// UNSAFE (`--unsafe-tell-unsynced-commit`): followers hear the commit point openraft
+    /// counted, which may lie past this leader's disk.
+    pub tell_unsynced_commit: bool,
 }
 
 /// How long one attempt to send a snapshot chunk (and install it, for the last) may take.
@@ -43,6 +46,7 @@ impl RaftSettings {
         snapshot_every: 100_000,
         heartbeat_ms: 100,
         election_timeout_ms: 500,
+        tell_unsynced_commit: false,
     };
 
     /// openraft's configuration, if a follower gets at least two heartbeats within its shortest
@@ -127,14 +131,11 @@ pub async fn serve(
         .ok()
         .map(|addr| addr.ip())
         .filter(|ip| !ip.is_unspecified());
-    let raft = Raft::new(
-        id,
-        Arc::new(config),
-        Network::new(local, token.as_ref()).commit_within(log.durable().await),
-        log,
-        state.clone(),
-    )
-    .await?;
+    let mut network = Network::new(local, token.as_ref());
+    if !settings.tell_unsynced_commit {
+        network = network.commit_within(log.durable().await);
+    }
+    let raft = Raft::new(id, Arc::new(config), network, log, state.clone()).await?;
     let elections = count_elections(&raft);
     let node = Arc::new(Node {
         wal,

@@ -45,7 +45,8 @@ fn faults_help() -> String {
 
 const DEFAULT_FAULTS: &str = "crash-point,kill,kill-many,pause,wal-crash,partition,packet-loss,slow-network,\
                               flaky-network,power-loss,power-loss-all,disk-error,fsync-error,disk-full,slow-disk,\
-                              leader-transfer,bitrot,corruption,membership,deposed-leader";
+                              leader-transfer,bitrot,corruption,membership,deposed-leader,\
+                              stalled-leader";
 /// Every fault that applies to another database (etcd, a spec's): those that need no knowledge
 /// of a database's files or admin calls.
 const OUTSIDE_FAULTS: &str = "kill,kill-many,pause,partition,packet-loss,power-loss,power-loss-all,\

@@ -112,7 +112,7 @@ pub(super) async fn catch_up_crash(
     rng: &mut SplitMix64,
 ) -> Result<String> {
     let follower = crate::torture::leaders::follower_near(cluster, node).await;
-    let Some(leader) = crate::torture::leaders::leading_now(cluster, Some(follower)).await else {
+    let Some(leader) = crate::torture::leaders::leading_now(cluster, &[follower]).await else {
         return Ok("catch-up crash point skipped: no leader".into());
     };
     if !cluster.lock().await.running(follower) {

@@ -156,7 +156,7 @@ pub async fn crash_point(
     // in six at a follower catching up from a snapshot.
     let aim = rng.below(6);
     if aim < 2
-        && let Some(leader) = crate::torture::leaders::leading_now(cluster, None).await
+        && let Some(leader) = crate::torture::leaders::leading_now(cluster, &[]).await
     {
         return election_crash(cluster, leader, plan, rng).await;
     }

@@ -47,7 +47,7 @@ pub async fn rot_an_unacknowledged_record(
         // The node must append while the injector waits for its fdatasyncs: the workload may
         // crawl (a loaded machine) or be over (a scenario outlasts the run), so the harness
         // writes to the leader itself meanwhile.
-        let filler = match leading_now(cluster, Some(node)).await {
+        let filler = match leading_now(cluster, &[node]).await {
             Some(leader) => {
                 let addr = cluster.lock().await.nodes[leader - 1].addr.clone();
                 Some(tokio::spawn(async move {

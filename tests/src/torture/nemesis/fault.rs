@@ -74,6 +74,13 @@ pub enum Fault {
     /// nobody acknowledged on its disk), restarted once healed: its uncommitted suffix must be
     /// overwritten, never applied.
     DeposedLeader,
+    /// A commit point announced before a majority's disks held it: the followers that would
+    /// lose the next election cut off, the others cut off from the leader for less than an
+    /// election timeout (entries pile up in it); as that heals, its storage stops right after
+    /// its next log write (before the fsync; its network runs on), then it loses power while
+    /// the followers that kept up are frozen (SIGSTOP) until it and the cut-off ones elect,
+    /// and they resume: what they applied must be what the new majority holds.
+    StalledLeader,
 }
 
 impl Fault {
@@ -160,6 +167,7 @@ fn needs_internals(fault: Fault) -> Option<&'static str> {
         }
         Fault::LeaderTransfer | Fault::Membership => Some("it uses target-db's admin calls"),
         Fault::DeposedLeader => Some("it reads target-db's uncommitted-entry counters"),
+        Fault::StalledLeader => Some("it stops target-db's log at a write"),
     }
 }
 

@@ -163,6 +163,7 @@ async fn apply(
             let hold = Duration::from_millis(500 + rng.below(1500));
             super::deposed_leader::apply(cluster, node, hold, probe, rng).await
         }
+        Fault::StalledLeader => super::stalled_leader::apply(cluster, node, probe, rng).await,
         _ => Ok((node, apply_to(cluster, fault, node, rng, plan).await?)),
     }
 }
@@ -181,7 +182,11 @@ async fn apply_to(
     match fault {
         Fault::CrashPoint => crash_points::crash_point(cluster, node, plan, rng).await,
         Fault::LeaderTransfer => transfer_leadership(cluster, node).await,
-        Fault::Bitrot | Fault::Corruption | Fault::Membership | Fault::DeposedLeader => {
+        Fault::Bitrot
+        | Fault::Corruption
+        | Fault::Membership
+        | Fault::DeposedLeader
+        | Fault::StalledLeader => {
             unreachable!("aimed at its node by `apply`")
         }
         Fault::Kill => {

@@ -21,7 +21,7 @@ use super::{
 /// The node that says it is the leader, other than `not`, polled for up to 10 s.
 async fn leader_other_than(cluster: &Arc<Mutex<Cluster>>, not: Option<usize>) -> Result<usize> {
     for _ in 0..100 {
-        if let Some(leader) = leading_now(cluster, not).await {
+        if let Some(leader) = leading_now(cluster, not.as_slice()).await {
             return Ok(leader);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,0 +1,394 @@
+//! The `stalled-leader` fault: a commit point announced before a majority's disks hold it.
+//!
+//! A leader that counts its own unsynced log write toward a majority (or tells followers a
+//! commit point its disk does not hold yet) loses nothing a client sees when it alone
+//! crashes: the follower that has the entries is in the next majority, and Raft replicates
+//! them back. The loss shows only when the next election is won by nodes without them, and
+//! only if the crash comes while the commit point is past the leader's disk, which a random
+//! crash seldom hits. So: the followers that would be left behind are cut off; the others are
+//! cut off from the leader for a moment, so entries pile up in it uncommitted; as that heals
+//! they take the pile in one append, and the leader's storage stops right after the write
+//! their answer triggers (its fsync never returns, its network runs on); it loses power with
+//! what it had not synced; the followers that kept up are frozen (SIGSTOP, their memory kept)
+//! while the restarted leader and the cut-off ones elect; then they resume. What they applied
+//! must be what the new majority holds (the results check compares them).
+use std::{
+    ops::ControlFlow,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use fault_rules::SplitMix64;
+use rustix::process::{Pid, Signal, kill_process};
+use tokio::sync::Mutex;
+
+use super::{
+    cluster::{Cluster, partition_in_effect},
+    crash_points::{next_log_write_crash, power_cut, wait_for_crash},
+    leaders::leading_now,
+    network_shape::Cut,
+    poll::poll_until,
+    probe::Probe,
+};
+
+/// How long the leader may take to write to its log: under load, milliseconds.
+const WRITE_WITHIN: Duration = Duration::from_secs(3);
+
+/// How long the restarted leader and the cut-off followers may take to elect one of them:
+/// a cut-off follower campaigned in terms of its own meanwhile, so a round or two of target-db's
+/// 0.5-1 s election timeouts.
+const ELECTION_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long the restarted leader may take to answer.
+const RESTART_WITHIN: Duration = Duration::from_secs(5);
+
+/// How long a resumed follower may take to apply up to its next results checkpoint (target-db
+/// keeps one every 1,000 entries; a few thousand entries a second under the torture's load).
+const CHECKPOINT_WITHIN: Duration = Duration::from_secs(5);
+
+/// Applies the fault; returns the leader it struck and what was done.
+pub(super) async fn apply(
+    cluster: &Arc<Mutex<Cluster>>,
+    node: usize,
+    probe: &Probe,
+    rng: &mut SplitMix64,
+) -> Result<(usize, String)> {
+    let Some(leader) = leading_now(cluster, &[]).await else {
+        return Ok((node, "stalled leader skipped: no leader".into()));
+    };
+    let size = cluster.lock().await.nodes.len();
+    let Some((ahead, behind)) = sides(size, leader, rng) else {
+        return Ok((
+            leader,
+            format!(
+                "stalled leader skipped: {size} nodes have no majority without the followers that kept up"
+            ),
+        ));
+    };
+    // Long enough for what follows; ending the injector heals the cut.
+    let command = {
+        let cluster = cluster.lock().await;
+        let cut = Cut {
+            from: behind.clone(),
+            to: (1..=size).filter(|id| !behind.contains(id)).collect(),
+            one_way: false,
+            loss_percent: 100,
+        };
+        cluster.partition_command(
+            &cut,
+            WRITE_WITHIN + ELECTION_WITHIN + Duration::from_secs(10),
+        )
+    };
+    let partition = tokio::task::spawn_blocking(move || partition_in_effect(command)).await??;
+    // The cut-off followers fall behind while the leader and the others go on.
+    tokio::time::sleep(Duration::from_millis(300 + rng.below(700))).await;
+    // The followers that keep up cut off from the leader too, for less than an election
+    // timeout: the leader cannot commit, so it writes nothing to its log while clients'
+    // entries pile up in it (in its memory only, if it writes them with its commit point), and
+    // what was in flight to them is lost. As the cut heals they get every entry since their
+    // last answer in one append, and the commit point their answer moves is what the leader
+    // writes next: its storage stops right after that write, before its fsync. (Under steady
+    // load a leader's write mostly carries entries a later commit point covers, and at a
+    // random crash an unsynced commit point is seldom past its disk.)
+    let piled_up = Duration::from_millis(150 + rng.below(250));
+    let command = {
+        let cluster = cluster.lock().await;
+        let cut = Cut {
+            from: ahead.clone(),
+            to: vec![leader],
+            one_way: false,
+            loss_percent: 100,
+        };
+        cluster.partition_command(&cut, piled_up + Duration::from_secs(5))
+    };
+    let pause = tokio::task::spawn_blocking(move || partition_in_effect(command)).await??;
+    tokio::time::sleep(piled_up).await;
+    let rule_id = {
+        let cluster = cluster.lock().await;
+        cluster.add_fault(leader, &next_log_write_crash(&cluster.target.log_glob()))?
+    };
+    // The workload's clients mostly wait on entries the leader appended before the cut, so
+    // the nemesis's own client adds some (in the history like any client's); the cut heals
+    // once the leader's log holds them.
+    let piled = pile_up(cluster, leader, probe, rng).await;
+    drop(pause);
+    let Some(path) = wait_for_crash(cluster, leader, rule_id, WRITE_WITHIN).await? else {
+        drop(partition);
+        piled.finish().await;
+        return Ok((
+            leader,
+            format!(
+                "{} cut off, {} cut off from n{leader} for {} ms; n{leader} wrote nothing to its \
+                 log within {} ms of that heal; healed",
+                names(&behind),
+                names(&ahead),
+                piled_up.as_millis(),
+                WRITE_WITHIN.as_millis()
+            ),
+        ));
+    };
+    // The leader's disk is stuck, its network is not: what it sends meanwhile is what a
+    // follower may apply.
+    let stall = Duration::from_millis(100 + rng.below(400));
+    tokio::time::sleep(stall).await;
+    let applied = indexes_of(cluster, &ahead, "applied_index").await;
+    let frozen = Frozen::stop(cluster, &ahead).await?;
+    power_cut(cluster, &[leader], "drop", Duration::ZERO).await?;
+    drop(partition);
+    let started = Instant::now();
+    let recovered = recovered_index(cluster, leader).await;
+    let elected = poll_until(ELECTION_WITHIN, Duration::from_millis(50), || async {
+        match leading_now(cluster, &ahead).await {
+            Some(new) => ControlFlow::Break(new),
+            None => ControlFlow::Continue(()),
+        }
+    })
+    .await;
+    let election = match elected {
+        Ok(new) => format!(
+            "n{new} elected {} ms after the heal;",
+            started.elapsed().as_millis()
+        ),
+        Err(()) => format!(
+            "no leader among the others within {} ms; then",
+            ELECTION_WITHIN.as_millis()
+        ),
+    };
+    drop(frozen);
+    let checked = checkpoint_past(cluster, &applied).await;
+    let piled = piled.finish().await;
+    Ok((
+        leader,
+        format!(
+            "{} cut off, {} cut off from n{leader} for {} ms{piled} and healed; n{leader}'s \
+             storage stopped right after its next log write ({path}); {} ms later {} frozen (SIGSTOP; applied up to \
+             {}) and n{leader} lost power (drop: unsynced writes lost), restarted (its log ends \
+             at {recovered}), healed; {election} {} resumed{checked}",
+            names(&behind),
+            names(&ahead),
+            piled_up.as_millis(),
+            stall.as_millis(),
+            names(&ahead),
+            said(&applied),
+            names(&ahead),
+        ),
+    ))
+}
+
+/// How many puts the nemesis's client sends to the cut-off leader.
+const PILE: u64 = 3;
+
+/// Puts sent to the leader while it cannot commit.
+struct Piled {
+    puts: Vec<tokio::task::JoinHandle<bool>>,
+    /// Whether its log grew by all of them before the cut healed.
+    appended: bool,
+}
+
+impl Piled {
+    /// Waits for the puts' outcomes (the leader's crash ends them); returns what was done.
+    async fn finish(self) -> String {
+        let count = self.puts.len();
+        for put in self.puts {
+            let _ = put.await;
+        }
+        if self.appended {
+            format!(", {count} puts sent to it meanwhile")
+        } else {
+            format!(", {count} puts sent to it meanwhile (not all in its log before the heal)")
+        }
+    }
+}
+
+/// Sends `PILE` puts of workload keys to `leader` and waits (up to a few seconds) until its
+/// last log index has grown by as many.
+async fn pile_up(
+    cluster: &Arc<Mutex<Cluster>>,
+    leader: usize,
+    probe: &Probe,
+    rng: &mut SplitMix64,
+) -> Piled {
+    let before = indexes_of(cluster, &[leader], "last_log_index").await[0].1;
+    let addr = cluster.lock().await.node(leader).addr.clone();
+    let puts = (0..PILE)
+        .map(|_| {
+            let (probe, addr) = (probe.clone(), addr.clone());
+            let key = format!("k{}", rng.below(probe.keys.max(1)));
+            tokio::spawn(async move { probe.put(&reqwest::Client::new(), &addr, &key).await })
+        })
+        .collect();
+    let appended = match before {
+        Some(before) => poll_until(WRITE_WITHIN, Duration::from_millis(10), || async {
+            match indexes_of(cluster, &[leader], "last_log_index").await[0].1 {
+                Some(now) if now >= before + PILE => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        })
+        .await
+        .is_ok(),
+        None => false,
+    };
+    Piled { puts, appended }
+}
+
+/// What the nodes' /status says in `field`, if it says.
+async fn indexes_of(
+    cluster: &Arc<Mutex<Cluster>>,
+    nodes: &[usize],
+    field: &str,
+) -> Vec<(usize, Option<u64>)> {
+    let (target, addrs): (_, Vec<(usize, String)>) = {
+        let cluster = cluster.lock().await;
+        let addrs = nodes
+            .iter()
+            .map(|&id| (id, cluster.node(id).addr.clone()))
+            .collect();
+        (cluster.target.clone(), addrs)
+    };
+    let http = reqwest::Client::new();
+    let mut said = Vec::new();
+    for (id, addr) in addrs {
+        let value = target
+            .status(&http, &addr)
+            .await
+            .and_then(|status| status[field].as_u64());
+        said.push((id, value));
+    }
+    said
+}
+
+/// `nN index` for each node, `?` where it did not say.
+fn said(indexes: &[(usize, Option<u64>)]) -> String {
+    let said: Vec<String> = indexes
+        .iter()
+        .map(|(id, index)| format!("n{id} {}", index.map_or("?".to_owned(), |i| i.to_string())))
+        .collect();
+    said.join(", ")
+}
+
+/// The last log index the restarted node recovered, once it answers.
+async fn recovered_index(cluster: &Arc<Mutex<Cluster>>, node: usize) -> String {
+    let answered = poll_until(RESTART_WITHIN, Duration::from_millis(50), || async {
+        match indexes_of(cluster, &[node], "recovered_index").await[..] {
+            [(_, Some(index))] => ControlFlow::Break(index),
+            _ => ControlFlow::Continue(()),
+        }
+    })
+    .await;
+    answered.map_or(format!("n{node} ?"), |index| format!("n{node} {index}"))
+}
+
+/// Waits until each resumed node reports a results checkpoint past what it had applied when
+/// frozen, so the results check sees what it applied since (a snapshot sent to it later, once
+/// it falls behind in another fault, would replace its state and hide the difference).
+async fn checkpoint_past(
+    cluster: &Arc<Mutex<Cluster>>,
+    applied: &[(usize, Option<u64>)],
+) -> String {
+    let mut waited = Vec::new();
+    for &(id, index) in applied {
+        let Some(index) = index else { continue };
+        let reached = poll_until(CHECKPOINT_WITHIN, Duration::from_millis(100), || async {
+            let (target, addr) = {
+                let cluster = cluster.lock().await;
+                (cluster.target.clone(), cluster.node(id).addr.clone())
+            };
+            let newest = target
+                .status(&reqwest::Client::new(), &addr)
+                .await
+                .and_then(|status| {
+                    status["result_checkpoints"]
+                        .as_array()?
+                        .iter()
+                        .filter_map(|checkpoint| checkpoint[0].as_u64())
+                        .max()
+                });
+            match newest {
+                Some(newest) if newest > index => ControlFlow::Break(newest),
+                _ => ControlFlow::Continue(()),
+            }
+        })
+        .await;
+        waited.push(match reached {
+            Ok(checkpoint) => format!("; n{id} applied results checkpoint {checkpoint}"),
+            Err(()) => format!(
+                "; n{id} reported no results checkpoint past {index} within {} ms",
+                CHECKPOINT_WITHIN.as_millis()
+            ),
+        });
+    }
+    waited.concat()
+}
+
+/// The followers that keep up with the leader and those cut off, in a seeded split: the
+/// leader and the first make a bare majority, and so do the leader and the second (odd sizes
+/// only).
+fn sides(size: usize, leader: usize, rng: &mut SplitMix64) -> Option<(Vec<usize>, Vec<usize>)> {
+    let majority = size / 2 + 1;
+    let mut followers: Vec<usize> = (1..=size).filter(|&id| id != leader).collect();
+    for i in (1..followers.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        followers.swap(i, j);
+    }
+    let behind = followers.split_off(majority - 1);
+    (1 + behind.len() >= majority && !followers.is_empty()).then_some((followers, behind))
+}
+
+fn names(nodes: &[usize]) -> String {
+    let names: Vec<String> = nodes.iter().map(|id| format!("n{id}")).collect();
+    names.join(" ")
+}
+
+/// Nodes stopped with SIGSTOP, continued when this is dropped (on an error too).
+struct Frozen {
+    pids: Vec<Pid>,
+}
+
+impl Frozen {
+    async fn stop(cluster: &Arc<Mutex<Cluster>>, nodes: &[usize]) -> Result<Frozen> {
+        let mut frozen = Frozen { pids: Vec::new() };
+        let cluster = cluster.lock().await;
+        for &node in nodes {
+            // A node process this harness started and has not reaped, so the pid is still its.
+            let Some(pid) = cluster.pid(node) else {
+                continue;
+            };
+            let pid = Pid::from_raw(pid as i32).context("a node's pid is never 0")?;
+            kill_process(pid, Signal::STOP)?;
+            frozen.pids.push(pid);
+        }
+        Ok(frozen)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            if let Err(error) = kill_process(pid, Signal::CONT) {
+                tracing::warn!(%error, ?pid, "SIGCONT of a frozen node failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn either_side_makes_a_majority_with_the_leader() {
+        let mut rng = SplitMix64::new(7);
+        for size in [3, 5, 7] {
+            for leader in 1..=size {
+                let (ahead, behind) = sides(size, leader, &mut rng).unwrap();
+                assert_eq!(ahead.len() + behind.len() + 1, size);
+                assert!(!ahead.contains(&leader) && !behind.contains(&leader));
+                assert_eq!(1 + ahead.len(), size / 2 + 1);
+                assert!(1 + behind.len() > size / 2);
+            }
+        }
+        assert_eq!(sides(4, 1, &mut rng), None);
+        assert_eq!(sides(1, 1, &mut rng), None);
+    }
+}
