@@ -15,7 +15,7 @@ use process_guard::Spawned;
 use tokio::sync::Mutex;
 
 use super::{
-    cluster::{Cluster, partition_in_effect},
+    cluster::{Cluster, cut_in_effect},
     crash_points::{next_log_write_crash, power_cut, wait_for_crash},
     leaders::leading_now,
     network_shape::Cut,
@@ -43,12 +43,13 @@ pub(super) async fn apply(
     let Some(old) = leading_now(cluster, &[]).await else {
         return Ok((node, "deposed leader skipped: no leader".into()));
     };
-    let command = {
-        let cluster = cluster.lock().await;
-        let cut = Cut::isolate(old, cluster.nodes.len());
-        cluster.partition_command(&cut, ELECTION_WITHIN + hold + Duration::from_secs(5))
-    };
-    let partition = tokio::task::spawn_blocking(move || partition_in_effect(command)).await??;
+    let cut = Cut::isolate(old, cluster.lock().await.nodes.len());
+    let partition = cut_in_effect(
+        cluster,
+        &cut,
+        ELECTION_WITHIN + hold + Duration::from_secs(5),
+    )
+    .await?;
     let cut_at = tokio::time::Instant::now();
     let successor = poll_until(ELECTION_WITHIN, Duration::from_millis(50), || async {
         match leading_now(cluster, &[old]).await {

@@ -24,7 +24,7 @@ use rustix::process::{Pid, Signal, kill_process};
 use tokio::sync::Mutex;
 
 use super::{
-    cluster::{Cluster, partition_in_effect},
+    cluster::{Cluster, cut_in_effect},
     crash_points::{next_log_write_crash, power_cut, wait_for_crash},
     leaders::leading_now,
     network_shape::Cut,
@@ -67,20 +67,18 @@ pub(super) async fn apply(
         ));
     };
     // Long enough for what follows; ending the injector heals the cut.
-    let command = {
-        let cluster = cluster.lock().await;
-        let cut = Cut {
-            from: behind.clone(),
-            to: (1..=size).filter(|id| !behind.contains(id)).collect(),
-            one_way: false,
-            loss_percent: 100,
-        };
-        cluster.partition_command(
-            &cut,
-            WRITE_WITHIN + ELECTION_WITHIN + Duration::from_secs(10),
-        )
+    let cut = Cut {
+        from: behind.clone(),
+        to: (1..=size).filter(|id| !behind.contains(id)).collect(),
+        one_way: false,
+        loss_percent: 100,
     };
-    let partition = tokio::task::spawn_blocking(move || partition_in_effect(command)).await??;
+    let partition = cut_in_effect(
+        cluster,
+        &cut,
+        WRITE_WITHIN + ELECTION_WITHIN + Duration::from_secs(10),
+    )
+    .await?;
     // The cut-off followers fall behind while the leader and the others go on.
     tokio::time::sleep(Duration::from_millis(300 + rng.below(700))).await;
     // The followers that keep up cut off from the leader too, for less than an election
@@ -92,17 +90,13 @@ pub(super) async fn apply(
     // load a leader's write mostly carries entries a later commit point covers, and at a
     // random crash an unsynced commit point is seldom past its disk.)
     let piled_up = Duration::from_millis(150 + rng.below(250));
-    let command = {
-        let cluster = cluster.lock().await;
-        let cut = Cut {
-            from: ahead.clone(),
-            to: vec![leader],
-            one_way: false,
-            loss_percent: 100,
-        };
-        cluster.partition_command(&cut, piled_up + Duration::from_secs(5))
+    let cut = Cut {
+        from: ahead.clone(),
+        to: vec![leader],
+        one_way: false,
+        loss_percent: 100,
     };
-    let pause = tokio::task::spawn_blocking(move || partition_in_effect(command)).await??;
+    let pause = cut_in_effect(cluster, &cut, piled_up + Duration::from_secs(5)).await?;
     tokio::time::sleep(piled_up).await;
     let rule_id = {
         let cluster = cluster.lock().await;

@@ -465,11 +465,22 @@ fn make_data_dir_durably(dir: &Path) -> Result<()> {
         .with_context(|| format!("fsyncing {}", parent.display()))
 }
 
+/// `cut` made for up to `duration`, in effect when this returns (see `partition_in_effect`);
+/// dropping the guard heals it.
+pub async fn cut_in_effect(
+    cluster: &std::sync::Arc<tokio::sync::Mutex<Cluster>>,
+    cut: &Cut,
+    duration: Duration,
+) -> Result<Spawned> {
+    let command = cluster.lock().await.partition_command(cut, duration);
+    tokio::task::spawn_blocking(move || partition_in_effect(command)).await?
+}
+
 /// Starts an `injector partition` command and returns once the injector says the cut is in
 /// effect (attaching takes a good part of a second on a busy machine, which a fault timed from
 /// the start would count as partitioned). Dropping the guard ends the injector, which heals the
 /// cut. Blocks: call it from a blocking task.
-pub fn partition_in_effect(mut command: Command) -> Result<Spawned> {
+fn partition_in_effect(mut command: Command) -> Result<Spawned> {
     command.arg("--json");
     let mut injector = Spawned::start_capturing_stderr("injector partition", &mut command)?;
     let attached = injector
