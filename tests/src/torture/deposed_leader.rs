@@ -6,7 +6,9 @@
 //! the same key from the deposed one. Then the old leader is SIGKILLed, the cut healed and the
 //! node restarted, or, half the time, the cut is healed first and the old leader loses power
 //! right after its first log write since: recovery must not apply the suffix the new leader
-//! overwrites.
+//! overwrites. The fault ends once the restarted node reports a results checkpoint past the
+//! log it recovered, so the results check sees what it applied before another fault restarts
+//! it (a restart rebuilds its state from the log the new leader has mended by then).
 use std::{ops::ControlFlow, sync::Arc, time::Duration};
 
 use anyhow::Result;
@@ -19,6 +21,7 @@ use super::{
     crash_points::{next_log_write_crash, power_cut, wait_for_crash},
     leaders::leading_now,
     network_shape::Cut,
+    node_indexes::{checkpoint_past, index_once_up},
     poll::poll_until,
     probe::Probe,
 };
@@ -30,6 +33,9 @@ const ELECTION_WITHIN: Duration = Duration::from_secs(6);
 /// How long a healed old leader may take to write to its log (a heartbeat of the new leader
 /// tells it the new term).
 const REJOIN_WITHIN: Duration = Duration::from_secs(3);
+
+/// How long the restarted old leader may take to answer.
+const RESTART_WITHIN: Duration = Duration::from_secs(5);
 
 /// Applies the fault for `hold` past the election; returns the old leader and what was done
 /// (`node`, the nemesis's pick, if there was no leader to depose).
@@ -97,6 +103,10 @@ pub(super) async fn apply(
             hold.as_millis()
         )
     };
+    // Whatever its recovery applied from the log it found is covered by the next results
+    // checkpoint past that log's end.
+    let recovered = index_once_up(cluster, old, "recovered_index", RESTART_WITHIN).await;
+    let checked = checkpoint_past(cluster, &[(old, recovered)]).await;
     let aimed = match aimed {
         Some(task) => task.await?,
         None => String::new(),
@@ -110,7 +120,7 @@ pub(super) async fn apply(
     };
     let description = format!(
         "n{old}, the leader, cut off from the others (clients still reach it); {deposed}; \
-         {ending}{aimed}"
+         {ending}{aimed}{checked}"
     );
     Ok((old, description))
 }

@@ -12,6 +12,7 @@ pub mod lsm;
 pub mod membership;
 pub mod nemesis;
 pub mod network_shape;
+mod node_indexes;
 pub mod oracles;
 pub mod poll;
 pub mod probe;

@@ -28,6 +28,7 @@ use super::{
     crash_points::{next_log_write_crash, power_cut, wait_for_crash},
     leaders::leading_now,
     network_shape::Cut,
+    node_indexes::{checkpoint_past, index_once_up, indexes_of, said},
     poll::poll_until,
     probe::Probe,
 };
@@ -42,10 +43,6 @@ const ELECTION_WITHIN: Duration = Duration::from_secs(10);
 
 /// How long the restarted leader may take to answer.
 const RESTART_WITHIN: Duration = Duration::from_secs(5);
-
-/// How long a resumed follower may take to apply up to its next results checkpoint (target-db
-/// keeps one every 1,000 entries; a few thousand entries a second under the torture's load).
-const CHECKPOINT_WITHIN: Duration = Duration::from_secs(5);
 
 /// Applies the fault; returns the leader it struck and what was done.
 pub(super) async fn apply(
@@ -226,93 +223,10 @@ async fn pile_up(
     Piled { puts, appended }
 }
 
-/// What the nodes' /status says in `field`, if it says.
-async fn indexes_of(
-    cluster: &Arc<Mutex<Cluster>>,
-    nodes: &[usize],
-    field: &str,
-) -> Vec<(usize, Option<u64>)> {
-    let (target, addrs): (_, Vec<(usize, String)>) = {
-        let cluster = cluster.lock().await;
-        let addrs = nodes
-            .iter()
-            .map(|&id| (id, cluster.node(id).addr.clone()))
-            .collect();
-        (cluster.target.clone(), addrs)
-    };
-    let http = reqwest::Client::new();
-    let mut said = Vec::new();
-    for (id, addr) in addrs {
-        let value = target
-            .status(&http, &addr)
-            .await
-            .and_then(|status| status[field].as_u64());
-        said.push((id, value));
-    }
-    said
-}
-
-/// `nN index` for each node, `?` where it did not say.
-fn said(indexes: &[(usize, Option<u64>)]) -> String {
-    let said: Vec<String> = indexes
-        .iter()
-        .map(|(id, index)| format!("n{id} {}", index.map_or("?".to_owned(), |i| i.to_string())))
-        .collect();
-    said.join(", ")
-}
-
 /// The last log index the restarted node recovered, once it answers.
 async fn recovered_index(cluster: &Arc<Mutex<Cluster>>, node: usize) -> String {
-    let answered = poll_until(RESTART_WITHIN, Duration::from_millis(50), || async {
-        match indexes_of(cluster, &[node], "recovered_index").await[..] {
-            [(_, Some(index))] => ControlFlow::Break(index),
-            _ => ControlFlow::Continue(()),
-        }
-    })
-    .await;
+    let answered = index_once_up(cluster, node, "recovered_index", RESTART_WITHIN).await;
     answered.map_or(format!("n{node} ?"), |index| format!("n{node} {index}"))
-}
-
-/// Waits until each resumed node reports a results checkpoint past what it had applied when
-/// frozen, so the results check sees what it applied since (a snapshot sent to it later, once
-/// it falls behind in another fault, would replace its state and hide the difference).
-async fn checkpoint_past(
-    cluster: &Arc<Mutex<Cluster>>,
-    applied: &[(usize, Option<u64>)],
-) -> String {
-    let mut waited = Vec::new();
-    for &(id, index) in applied {
-        let Some(index) = index else { continue };
-        let reached = poll_until(CHECKPOINT_WITHIN, Duration::from_millis(100), || async {
-            let (target, addr) = {
-                let cluster = cluster.lock().await;
-                (cluster.target.clone(), cluster.node(id).addr.clone())
-            };
-            let newest = target
-                .status(&reqwest::Client::new(), &addr)
-                .await
-                .and_then(|status| {
-                    status["result_checkpoints"]
-                        .as_array()?
-                        .iter()
-                        .filter_map(|checkpoint| checkpoint[0].as_u64())
-                        .max()
-                });
-            match newest {
-                Some(newest) if newest > index => ControlFlow::Break(newest),
-                _ => ControlFlow::Continue(()),
-            }
-        })
-        .await;
-        waited.push(match reached {
-            Ok(checkpoint) => format!("; n{id} applied results checkpoint {checkpoint}"),
-            Err(()) => format!(
-                "; n{id} reported no results checkpoint past {index} within {} ms",
-                CHECKPOINT_WITHIN.as_millis()
-            ),
-        });
-    }
-    waited.concat()
 }
 
 /// The followers that keep up with the leader and those cut off, in a seeded split: the
