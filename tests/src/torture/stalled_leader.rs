@@ -18,13 +18,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use fault_rules::SplitMix64;
-use rustix::process::{Pid, Signal, kill_process};
 use tokio::sync::Mutex;
 
 use super::{
-    cluster::{Cluster, cut_in_effect},
+    cluster::{Cluster, Frozen, cut_in_effect},
     crash_points::{next_log_write_crash, power_cut, wait_for_crash},
     leaders::leading_now,
     network_shape::Cut,
@@ -124,7 +123,7 @@ pub(super) async fn apply(
     let stall = Duration::from_millis(100 + rng.below(400));
     tokio::time::sleep(stall).await;
     let applied = indexes_of(cluster, &ahead, "applied_index").await;
-    let frozen = Frozen::stop(cluster, &ahead).await?;
+    let frozen = Frozen::stop(&*cluster.lock().await, &ahead)?;
     power_cut(cluster, &[leader], "drop", Duration::ZERO).await?;
     drop(partition);
     let started = Instant::now();
@@ -246,38 +245,6 @@ fn sides(size: usize, leader: usize, rng: &mut SplitMix64) -> Option<(Vec<usize>
 fn names(nodes: &[usize]) -> String {
     let names: Vec<String> = nodes.iter().map(|id| format!("n{id}")).collect();
     names.join(" ")
-}
-
-/// Nodes stopped with SIGSTOP, continued when this is dropped (on an error too).
-struct Frozen {
-    pids: Vec<Pid>,
-}
-
-impl Frozen {
-    async fn stop(cluster: &Arc<Mutex<Cluster>>, nodes: &[usize]) -> Result<Frozen> {
-        let mut frozen = Frozen { pids: Vec::new() };
-        let cluster = cluster.lock().await;
-        for &node in nodes {
-            // A node process this harness started and has not reaped, so the pid is still its.
-            let Some(pid) = cluster.pid(node) else {
-                continue;
-            };
-            let pid = Pid::from_raw(pid as i32).context("a node's pid is never 0")?;
-            kill_process(pid, Signal::STOP)?;
-            frozen.pids.push(pid);
-        }
-        Ok(frozen)
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        for &pid in &self.pids {
-            if let Err(error) = kill_process(pid, Signal::CONT) {
-                tracing::warn!(%error, ?pid, "SIGCONT of a frozen node failed");
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -11,15 +11,17 @@ use anyhow::{Context, Result, bail};
 use process_guard::Spawned;
 use serde_json::Value;
 
-/// target-db's own `/status`, for the faults and oracles that know its fields.
 mod binaries;
+mod frozen;
 mod storage_shape;
 mod wal_damage;
 
 pub use binaries::Binaries;
+pub use frozen::Frozen;
 pub use storage_shape::StorageShape;
 pub use wal_damage::Rot;
 
+/// target-db's own `/status`, for the faults and oracles that know its fields.
 pub use super::target::target_db_status as status;
 use super::{
     network_shape::{Cut, Degradation},

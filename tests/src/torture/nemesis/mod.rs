@@ -11,9 +11,8 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use fault_rules::SplitMix64;
-use rustix::process::{Pid, Signal, kill_process};
 use tokio::sync::Mutex;
 
 mod fault;
@@ -21,7 +20,7 @@ mod fault;
 pub use fault::Fault;
 
 use super::{
-    cluster::Cluster,
+    cluster::{Cluster, Frozen},
     crash_points::{self, CrashAttempt, CrashPlan},
     disk_faults::{
         attach_to_wal, corrupt_mid_log, disk_error_while_catching_up, rot_an_unacknowledged_record,
@@ -220,14 +219,12 @@ async fn apply_to(
             ))
         }
         Fault::Pause => {
-            let Some(pid) = cluster.lock().await.pid(node) else {
+            let frozen = Frozen::stop(&*cluster.lock().await, &[node])?;
+            if frozen.is_empty() {
                 return Ok("pause skipped: node down".into());
-            };
-            // A node process this harness started and has not reaped, so the pid is still its.
-            let pid = Pid::from_raw(pid as i32).context("a node's pid is never 0")?;
-            kill_process(pid, Signal::STOP)?;
+            }
             tokio::time::sleep(hold).await;
-            kill_process(pid, Signal::CONT)?;
+            drop(frozen);
             Ok(format!("SIGSTOP for {} ms", hold.as_millis()))
         }
         Fault::WalCrash => wal_crash(cluster, node, hold, rng).await,
