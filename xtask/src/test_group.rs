@@ -18,6 +18,10 @@ use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
 /// and unmounts their file systems).
 pub const TEARDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// How long SIGKILLed processes may take to go: only one waiting in the kernel on something
+/// that never answers outlives it.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
 static STOP_ASKED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop_signal(_: libc::c_int) {
@@ -78,14 +82,27 @@ impl GroupChild {
     }
 
     /// SIGTERM to the group, SIGKILL to what is left of it after `grace`; returns once no
-    /// process of the group is left.
+    /// process of the group is left, or, if some outlive SIGKILL for [`KILL_WAIT`], says so
+    /// and returns (a stop must end).
     pub fn stop_within(&mut self, grace: Duration) {
         let _ = kill_process_group(self.group, Signal::TERM);
         let deadline = Instant::now() + grace;
         while self.group_alive() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
+        let deadline = Instant::now() + KILL_WAIT;
         while self.group_alive() {
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "process group {} still has members {} s after SIGKILL: a process stuck \
+                     in the kernel (a request to a FUSE mount nobody answers any more?); see \
+                     `ps -o pid,stat,wchan,cmd -g {}`, and `umount -l` the mount it waits on",
+                    self.group.as_raw_nonzero(),
+                    KILL_WAIT.as_secs(),
+                    self.group.as_raw_nonzero(),
+                );
+                return;
+            }
             let _ = kill_process_group(self.group, Signal::KILL);
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -37,6 +37,10 @@ pub fn require_etcd() -> Result<()> {
     }
 }
 
+/// Written into a run directory as it is created, so a later run may replace it even if this
+/// one was stopped (Ctrl-C) before it wrote a report or a summary.
+const RUN_MARKER: &str = ".faultline-torture-run";
+
 /// Replaces an earlier run's directory, and refuses any other non-empty one, so a mistyped
 /// --run-dir never deletes somebody's files.
 pub fn clear_earlier_run(dir: &Path) -> Result<()> {
@@ -46,7 +50,8 @@ pub fn clear_earlier_run(dir: &Path) -> Result<()> {
     if entries.next().is_none() {
         return Ok(());
     }
-    let earlier_run = [campaign::SUMMARY_FILE, "report.json", "node1"]
+    // The marker, or what runs wrote before there was one.
+    let earlier_run = [RUN_MARKER, campaign::SUMMARY_FILE, "report.json", "node1"]
         .iter()
         .any(|name| dir.join(name).exists());
     if !earlier_run {
@@ -59,6 +64,16 @@ pub fn clear_earlier_run(dir: &Path) -> Result<()> {
     std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))
 }
 
+/// Creates the run directory `dir` (emptied by [`clear_earlier_run`]) and marks it as one.
+pub fn create_run_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(
+        dir.join(RUN_MARKER),
+        "a torture run's directory: the next run replaces it\n",
+    )
+    .with_context(|| format!("writing {}", dir.join(RUN_MARKER).display()))
+}
+
 pub fn require_lsm(injector: &Path) -> Result<()> {
     if let Some(reason) = torture::lsm::refusal(injector)? {
         bail!(
@@ -67,4 +82,32 @@ pub fn require_lsm(injector: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod run_dir {
+    use super::*;
+
+    #[test]
+    fn a_stopped_runs_directory_is_replaced_and_anyone_elses_is_refused() {
+        let scratch = tempfile::tempdir().unwrap();
+        let run = scratch.path().join("run");
+        create_run_dir(&run).unwrap();
+        // Stopped during its first seed: no summary, no report yet.
+        std::fs::create_dir_all(run.join("seed-1/node2")).unwrap();
+        clear_earlier_run(&run).unwrap();
+        assert!(!run.exists());
+
+        let theirs = scratch.path().join("theirs");
+        std::fs::create_dir_all(&theirs).unwrap();
+        std::fs::write(theirs.join("thesis.tex"), "keep me").unwrap();
+        let refused = clear_earlier_run(&theirs).unwrap_err().to_string();
+        assert!(
+            refused.contains("holds no earlier torture run"),
+            "{refused}"
+        );
+        assert!(theirs.join("thesis.tex").exists());
+
+        clear_earlier_run(&scratch.path().join("absent")).unwrap();
+    }
 }

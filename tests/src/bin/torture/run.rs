@@ -22,7 +22,7 @@ use tests::{
 
 use crate::{
     exit_code,
-    preflight::{addresses_free, clear_earlier_run, require_etcd, require_lsm},
+    preflight::{addresses_free, clear_earlier_run, create_run_dir, require_etcd, require_lsm},
     print::{print_crash_points, print_seed, print_summary},
 };
 
@@ -263,7 +263,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| default_run_dir(&args, seeds[0]));
     clear_earlier_run(&base)?;
-    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    create_run_dir(&base)?;
 
     let runtime = tokio::runtime::Runtime::new()?;
     let mut summary = Summary::default();
