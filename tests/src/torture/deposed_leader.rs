@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 use super::{
     cluster::{Cluster, cut_in_effect},
     crash_points::{next_log_write_crash, power_cut, wait_for_crash},
-    leaders::leading_now,
+    leaders::{LEADER_WITHIN, leader_within, leading_now},
     network_shape::Cut,
     node_indexes::{checkpoint_past, index_once_up},
     poll::poll_until,
@@ -46,8 +46,14 @@ pub(super) async fn apply(
     probe: &Probe,
     rng: &mut SplitMix64,
 ) -> Result<(usize, String)> {
-    let Some(old) = leading_now(cluster, &[]).await else {
-        return Ok((node, "deposed leader skipped: no leader".into()));
+    let Some(old) = leader_within(cluster, LEADER_WITHIN).await else {
+        return Ok((
+            node,
+            format!(
+                "deposed leader skipped: no leader within {} ms",
+                LEADER_WITHIN.as_millis()
+            ),
+        ));
     };
     let cut = Cut::isolate(old, cluster.lock().await.nodes.len());
     let partition = cut_in_effect(

@@ -128,6 +128,27 @@ pub(in crate::torture) async fn leader(cluster: &Arc<Mutex<Cluster>>) -> Option<
     leading_now(cluster, &[]).await
 }
 
+/// How long a fault aimed at the leader waits for one: a few rounds of target-db's 0.5-1 s
+/// election timeouts.
+pub(in crate::torture) const LEADER_WITHIN: Duration = Duration::from_secs(5);
+
+/// The node that says it leads, polled for up to `limit`: a fault aimed at the leader that
+/// comes during an election (after a kill, a power loss) waits for its winner instead of being
+/// skipped, which would waste the run's one draw of that kind.
+pub(in crate::torture) async fn leader_within(
+    cluster: &Arc<Mutex<Cluster>>,
+    limit: Duration,
+) -> Option<usize> {
+    poll::poll_until(limit, Duration::from_millis(50), || async {
+        match leading_now(cluster, &[]).await {
+            Some(leader) => ControlFlow::Break(leader),
+            None => ControlFlow::Continue(()),
+        }
+    })
+    .await
+    .ok()
+}
+
 /// One poll of every node's /status: the first that says it leads, other than those in `not`
 /// (which are not asked).
 pub(in crate::torture) async fn leading_now(

@@ -25,7 +25,7 @@ use tokio::sync::Mutex;
 use super::{
     cluster::{Cluster, Frozen, cut_in_effect},
     crash_points::{next_log_write_crash, power_cut, wait_for_crash},
-    leaders::leading_now,
+    leaders::{LEADER_WITHIN, leader_within, leading_now},
     network_shape::Cut,
     node_indexes::{checkpoint_past, index_once_up, indexes_of, said},
     poll::poll_until,
@@ -50,8 +50,14 @@ pub(super) async fn apply(
     probe: &Probe,
     rng: &mut SplitMix64,
 ) -> Result<(usize, String)> {
-    let Some(leader) = leading_now(cluster, &[]).await else {
-        return Ok((node, "stalled leader skipped: no leader".into()));
+    let Some(leader) = leader_within(cluster, LEADER_WITHIN).await else {
+        return Ok((
+            node,
+            format!(
+                "stalled leader skipped: no leader within {} ms",
+                LEADER_WITHIN.as_millis()
+            ),
+        ));
     };
     let size = cluster.lock().await.nodes.len();
     let Some((ahead, behind)) = sides(size, leader, rng) else {
