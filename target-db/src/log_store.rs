@@ -543,6 +543,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        use std::ops::Bound::{Excluded, Included};
+        // openraft asks for the entries after the state machine's last applied one; a range
+        // that ends before it starts means this node applied entries its log no longer holds
+        // (truncated below what was applied), which no restart mends. A bug, so a panic, but
+        // one that says so (a BTreeMap range would panic with "range start is greater than
+        // range end").
+        let backwards = match (range.start_bound(), range.end_bound()) {
+            (Excluded(start), Excluded(end)) => start >= end,
+            (Included(start) | Excluded(start), Included(end) | Excluded(end)) => start > end,
+            _ => false,
+        };
+        assert!(
+            !backwards,
+            "asked for log entries {range:?}, which end before they start: this node applied \
+             entries its log no longer holds (its log was truncated below what it applied)"
+        );
         let inner = self.inner.lock().await;
         Ok(inner
             .entries

@@ -458,3 +458,24 @@ async fn a_restarted_leader_starts_as_a_candidate_of_its_term() {
         Some(Vote::new_committed(5, 2))
     );
 }
+
+#[tokio::test]
+#[should_panic(expected = "applied entries its log no longer holds")]
+async fn a_read_of_entries_that_ends_before_it_starts_says_the_log_lost_applied_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = LogStore::open(&dir.path().join("wal"), options()).unwrap();
+    for index in 1..=10 {
+        log.blocking_append(vec![entry(1, index, 7, index)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(log.try_get_log_entries(1..6).await.unwrap().len(), 5);
+    assert_eq!(log.try_get_log_entries(4..4).await.unwrap().len(), 0);
+    // What openraft asks for once its state machine applied up to 8 and the log was cut
+    // back to 6.
+    log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 7))
+        .await
+        .unwrap();
+    #[allow(clippy::reversed_empty_ranges)]
+    let _ = log.try_get_log_entries(9..=6).await;
+}
