@@ -13,25 +13,24 @@ use super::{cluster::Cluster, poll::poll_until};
 /// entries a second.
 const CHECKPOINT_WITHIN: Duration = Duration::from_secs(5);
 
+/// Node `id`'s /status, if it answers.
+async fn status_of(cluster: &Arc<Mutex<Cluster>>, id: usize) -> Option<serde_json::Value> {
+    let (target, addr) = {
+        let cluster = cluster.lock().await;
+        (cluster.target.clone(), cluster.node(id).addr.clone())
+    };
+    target.status(&reqwest::Client::new(), &addr).await
+}
+
 /// What the nodes' /status says in `field`, if it says.
 pub(super) async fn indexes_of(
     cluster: &Arc<Mutex<Cluster>>,
     nodes: &[usize],
     field: &str,
 ) -> Vec<(usize, Option<u64>)> {
-    let (target, addrs): (_, Vec<(usize, String)>) = {
-        let cluster = cluster.lock().await;
-        let addrs = nodes
-            .iter()
-            .map(|&id| (id, cluster.node(id).addr.clone()))
-            .collect();
-        (cluster.target.clone(), addrs)
-    };
-    let http = reqwest::Client::new();
     let mut said = Vec::new();
-    for (id, addr) in addrs {
-        let value = target
-            .status(&http, &addr)
+    for &id in nodes {
+        let value = status_of(cluster, id)
             .await
             .and_then(|status| status[field].as_u64());
         said.push((id, value));
@@ -75,20 +74,13 @@ pub(super) async fn checkpoint_past(
     for &(id, index) in applied {
         let Some(index) = index else { continue };
         let reached = poll_until(CHECKPOINT_WITHIN, Duration::from_millis(100), || async {
-            let (target, addr) = {
-                let cluster = cluster.lock().await;
-                (cluster.target.clone(), cluster.node(id).addr.clone())
-            };
-            let newest = target
-                .status(&reqwest::Client::new(), &addr)
-                .await
-                .and_then(|status| {
-                    status["result_checkpoints"]
-                        .as_array()?
-                        .iter()
-                        .filter_map(|checkpoint| checkpoint[0].as_u64())
-                        .max()
-                });
+            let newest = status_of(cluster, id).await.and_then(|status| {
+                status["result_checkpoints"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|checkpoint| checkpoint[0].as_u64())
+                    .max()
+            });
             match newest {
                 Some(newest) if newest > index => ControlFlow::Break(newest),
                 _ => ControlFlow::Continue(()),
